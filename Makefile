@@ -1,0 +1,58 @@
+# One entry point for people and CI. Everything is installed into .venv from scratch.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+TORCH   := torch==2.13.0
+STAMP   := $(VENV)/.installed
+
+.PHONY: install run gateway worker redis test lint format bench openapi clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, from the pinned CPU wheel, so nothing later resolves another build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	@if [ -f clients/python/pyproject.toml ]; then $(BIN)/pip install -q -e clients/python; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start a private Redis, one worker and the gateway on localhost:8000 (Ctrl-C stops all three).
+run: install
+	$(BIN)/python -m service.run_all
+
+## Only the gateway (deployment: point SHARPNESS_REDIS_URL at your Redis).
+gateway: install
+	$(BIN)/uvicorn service.main:app --host $${SHARPNESS_HOST:-127.0.0.1} --port $${SHARPNESS_PORT:-8000}
+
+## Only a worker (deployment: one per GPU, CUDA_VISIBLE_DEVICES set by the caller).
+worker: install
+	$(BIN)/python -m tasks.worker
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -ra
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+openapi: install
+	$(BIN)/python -m service.openapi_export > openapi.yaml
+
+# Peers are installed without their dependencies: they would otherwise pull a newer torch with CUDA.
+bench: install
+	$(BIN)/pip install -q scipy einops opt_einsum tqdm linear_operator
+	$(BIN)/pip install -q --no-deps pyhessian curvlinops-for-pytorch hessian-eigenthings backpack-for-pytorch einconv unfoldNd
+	$(BIN)/python -m bench.engine_vs_peers
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

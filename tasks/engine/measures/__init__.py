@@ -1,0 +1,1 @@
+"""One module per measure: `Params` plus `run(ctx, params)`. Top levels stay torch-free."""

@@ -1,0 +1,30 @@
+"""Hessian spectral density by stochastic Lanczos quadrature, with an effective-rank figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from tasks.engine.measures.base import MeasureParams
+
+NAME = "spectral_density"
+
+
+class Params(MeasureParams):
+    runs: int = Field(default=5, ge=1, le=100, description="Independent Lanczos runs.")
+    steps: int = Field(default=80, ge=4, le=2_000, description="Lanczos steps per run.")
+    grid_points: int = Field(default=400, ge=16, le=10_000)
+    bandwidth: float = Field(
+        default=0.01, gt=0, le=1, description="Gaussian width as a share of the spectrum range."
+    )
+    zero_threshold: float = Field(
+        default=1e-3,
+        gt=0,
+        le=1,
+        description="An eigenvalue with |λ| ≤ threshold·λmax counts as near zero.",
+    )
+
+
+def run(ctx: Any, params: Params) -> dict:
+    raise NotImplementedError

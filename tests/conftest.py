@@ -1,0 +1,22 @@
+"""Fixtures shared by every test directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tasks.redis_server import PrivateRedis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A private redis-server on a free port for the whole session (never a shared one)."""
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"), aof=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: PrivateRedis) -> str:
+    return redis_server.url
