@@ -52,6 +52,25 @@ def as_module(model: object) -> nn.Module:
     )
 
 
+@contextlib.contextmanager
+def second_order_kernels() -> Iterator[None]:
+    """Kernels that are twice differentiable, for every forward pass that is.
+
+    - Attention through the math kernel: the fused CPU/GPU kernels have no double backward.
+    - nn.MultiheadAttention's eval "fast path" off: under torch.func transforms it is taken
+      (the wrapped parameters do not report requires_grad) and its derivatives are wrong.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
 def is_scripted(module: nn.Module) -> bool:
     """TorchScript modules support double backward but not torch.func."""
     return isinstance(module, torch.jit.ScriptModule)
@@ -128,6 +147,7 @@ class HessianProblem:
         self.loss_name: LossName = loss
         self.loss_fn = loss_function(loss)
         self.mode: Mode = mode
+        self.mode_fixed_at_export = False
         self._buffer_snapshot = {k: v.clone() for k, v in self.module.named_buffers()}
         self._set_mode()
         named = select_parameters(self.module, parameters)
@@ -148,18 +168,20 @@ class HessianProblem:
         return torch.device("cpu")
 
     def _set_mode(self) -> None:
-        if self.mode == "eval":
-            self.module.eval()
-        elif self.mode == "train":
+        if self.mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train', got {self.mode!r}")
+        if self.mode == "train":
             warnings.warn(
                 "measuring in train mode: BatchNorm uses batch statistics and dropout is "
                 "active, so the result depends on how the data is batched",
                 TrainModeWarning,
                 stacklevel=3,
             )
-            self.module.train()
-        else:
-            raise ValueError(f"mode must be 'eval' or 'train', got {self.mode!r}")
+        try:
+            self.module.train(self.mode == "train")
+        except NotImplementedError:
+            # a torch.export module: its train/eval behaviour was fixed when it was exported
+            self.mode_fixed_at_export = True
 
     def restore_buffers(self) -> None:
         """Undo the running-statistics updates that train-mode forward passes make."""
@@ -204,7 +226,8 @@ class HessianProblem:
 
     # --------------------------------------------------------------- losses
     def batch_outputs(self, batch: Batch) -> Tensor:
-        return self.module(batch.inputs)
+        with second_order_kernels():
+            return self.module(batch.inputs)
 
     def batch_loss(self, batch: Batch) -> Tensor:
         """Mean loss over one batch, with the graph attached."""

@@ -17,4 +17,18 @@ class Params(MeasureParams):
 
 
 def run(ctx: Any, params: Params) -> dict:
-    raise NotImplementedError
+    from tasks.engine.operator import HessianOperator
+    from tasks.engine.trace import frobenius
+
+    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    est = frobenius(op, params.num_hvps, rtol=params.rtol, seed=params.seed, ctx=ctx)
+    return {
+        "value": est.estimate,
+        "converged": est.converged,
+        "hvps": op.hvps,
+        "diagnostics": {
+            "std_error": est.std_error,
+            "ci95": list(est.ci95) if est.ci95 is not None else None,
+            "probes": est.probes,
+        },
+    }

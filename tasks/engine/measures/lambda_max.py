@@ -26,4 +26,34 @@ class Params(MeasureParams):
 
 
 def run(ctx: Any, params: Params) -> dict:
-    raise NotImplementedError
+    from tasks.engine.lanczos import lanczos
+    from tasks.engine.operator import HessianOperator
+
+    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    res = lanczos(
+        op,
+        k=1,
+        tol=params.tol,
+        max_iter=params.max_iter,
+        most_negative=params.most_negative,
+        return_eigenvectors=params.return_eigenvectors,
+        seed=params.seed,
+        ctx=ctx,
+    )
+    diag: dict[str, Any] = {
+        "residual_bound": res.residual_bounds[0],
+        "iterations": res.iterations,
+        "backend": op.backend,
+    }
+    if params.most_negative:
+        diag["most_negative"] = res.most_negative
+        diag["most_negative_bound"] = res.most_negative_bound
+        diag["most_negative_converged"] = res.most_negative_converged
+    if params.return_eigenvectors and res.eigenvectors is not None:
+        diag["eigenvector"] = res.eigenvectors[:, 0].tolist()
+    return {
+        "value": res.eigenvalues[0],
+        "converged": res.converged,
+        "hvps": op.hvps,
+        "diagnostics": diag,
+    }

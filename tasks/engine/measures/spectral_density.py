@@ -27,4 +27,33 @@ class Params(MeasureParams):
 
 
 def run(ctx: Any, params: Params) -> dict:
-    raise NotImplementedError
+    from tasks.engine.density import slq
+    from tasks.engine.operator import HessianOperator
+
+    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    est = slq(
+        op,
+        runs=params.runs,
+        steps=params.steps,
+        grid_points=params.grid_points,
+        bandwidth=params.bandwidth,
+        zero_threshold=params.zero_threshold,
+        seed=params.seed,
+        ctx=ctx,
+    )
+    return {
+        "value": est.effective_rank,
+        "converged": None,
+        "hvps": op.hvps,
+        "diagnostics": {
+            "effective_rank": est.effective_rank,
+            "near_zero_share": est.near_zero_share,
+            "lambda_max": est.lambda_max,
+            "lambda_min": est.lambda_min,
+            "sigma": est.sigma,
+            "grid": est.grid,
+            "density": est.density,
+            "nodes": est.nodes,
+            "weights": est.weights,
+        },
+    }

@@ -20,4 +20,34 @@ class Params(MeasureParams):
 
 
 def run(ctx: Any, params: Params) -> dict:
-    raise NotImplementedError
+    from tasks.engine.lanczos import lanczos
+    from tasks.engine.operator import HessianOperator
+
+    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    res = lanczos(
+        op,
+        k=params.k,
+        tol=params.tol,
+        max_iter=params.max_iter,
+        most_negative=params.most_negative,
+        return_eigenvectors=params.return_eigenvectors,
+        seed=params.seed,
+        ctx=ctx,
+    )
+    diag: dict[str, Any] = {
+        "residual_bounds": res.residual_bounds,
+        "iterations": res.iterations,
+        "backend": op.backend,
+    }
+    if params.most_negative:
+        diag["most_negative"] = res.most_negative
+        diag["most_negative_bound"] = res.most_negative_bound
+        diag["most_negative_converged"] = res.most_negative_converged
+    if params.return_eigenvectors and res.eigenvectors is not None:
+        diag["eigenvectors"] = res.eigenvectors.T.tolist()
+    return {
+        "value": res.eigenvalues,
+        "converged": res.converged,
+        "hvps": op.hvps,
+        "diagnostics": diag,
+    }

@@ -24,4 +24,22 @@ class Params(MeasureParams):
 
 
 def run(ctx: Any, params: Params) -> dict:
-    raise NotImplementedError
+    from tasks.engine.operator import HessianOperator
+    from tasks.engine.trace import hutchinson, hutchpp
+
+    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    if params.method == "hutchinson":
+        est = hutchinson(op, params.num_hvps, rtol=params.rtol, seed=params.seed, ctx=ctx)
+    else:
+        est = hutchpp(op, params.num_hvps, seed=params.seed, ctx=ctx)
+    return {
+        "value": est.estimate,
+        "converged": est.converged,
+        "hvps": op.hvps,
+        "diagnostics": {
+            "std_error": est.std_error,
+            "ci95": list(est.ci95) if est.ci95 is not None else None,
+            "method": est.method,
+            "probes": est.probes,
+        },
+    }

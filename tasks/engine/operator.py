@@ -1,0 +1,251 @@
+"""The Hessian as a linear operator: v ↦ Hv, with H = ∇²L of the dataset's mean loss.
+
+    L(w) = Σ_b (n_b / N) · ℓ_b(w)   ⇒   Hv = Σ_b (n_b / N) · ∇(∇ℓ_b · v)
+
+Every estimator (Lanczos, Hutchinson, Hutch++, SLQ) sees only this operator, so the way a
+Hessian-vector product (HVP) is computed is chosen in one place:
+
+- "cached": one forward + backward with `create_graph=True` per batch, once; each HVP is then
+  one `autograd.grad(g·v)` through the kept graph (`retain_graph=True`). Cheapest per HVP
+  (about 1.6× a gradient on CPU) but holds every batch's graph in memory, so only when the
+  data is small.
+- "per_batch": forward, backward and double backward for each batch on each HVP. Memory of
+  one batch; about 1.5× slower than cached.
+- "func": torch.func forward-over-reverse, jvp(grad(ℓ)), with `vmap` over the columns in
+  `matmat`. Not available for TorchScript modules (functional_call refuses them).
+
+The model computes in its own dtype (float32 usually); the per-batch products are summed in
+float64 and returned as float64, so the Lanczos recurrences downstream stay in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from tasks.engine.problem import HessianProblem, is_scripted, second_order_kernels
+
+Backend = Literal["auto", "cached", "per_batch", "func"]
+
+#: "auto" keeps the gradient graphs of all batches when the dataset holds at most this many
+#: examples (or is one batch); beyond that the graphs may not fit in memory.
+CACHE_MAX_EXAMPLES = 4096
+
+
+class HessianOperator:
+    """Matrix-free Hessian of `problem`'s mean loss over its selected parameters.
+
+    Attributes: `dim` (number of parameters), `dtype` (float64: what matvec returns),
+    `hvps` (products computed so far, one per column), `seconds` (time spent in them),
+    `backend` (the one actually used).
+    """
+
+    def __init__(
+        self,
+        problem: HessianProblem,
+        backend: Backend | str = "auto",
+        cache_max_examples: int = CACHE_MAX_EXAMPLES,
+    ) -> None:
+        self.problem = problem
+        self.dim = problem.dim
+        self.dtype = torch.float64
+        self.device = problem.device
+        self.hvps = 0
+        self.seconds = 0.0
+        scripted = is_scripted(problem.module)
+        if backend == "auto":
+            small = problem.num_examples <= cache_max_examples or len(problem.batches) == 1
+            backend = "cached" if small else "per_batch"
+        if backend == "func" and scripted:
+            raise ValueError(
+                "the 'func' HVP backend needs torch.func, which TorchScript modules do not "
+                "support; use 'cached' or 'per_batch' (double backward)"
+            )
+        if backend == "func" and problem.mode == "train":
+            raise ValueError("the 'func' HVP backend runs in eval mode only")
+        if backend not in ("cached", "per_batch", "func"):
+            raise ValueError(f"unknown HVP backend {backend!r}")
+        self.backend: str = backend
+        self._grads: list[list[Tensor | None]] | None = None
+        self._func_module: torch.nn.Module | None = None
+        self._forward_ad = True
+
+    # ------------------------------------------------------------------ public
+    def matvec(self, v: Tensor) -> Tensor:
+        """H v for a flat vector v (any float dtype); returns a flat float64 vector."""
+        if v.shape != (self.dim,):
+            raise ValueError(f"expected a vector of length {self.dim}, got {tuple(v.shape)}")
+        start = time.perf_counter()
+        try:
+            if self.backend == "cached":
+                out = self._hvp_cached(v)
+            elif self.backend == "per_batch":
+                out = self._hvp_per_batch(v)
+            else:
+                out = self._hvp_func(v.reshape(self.dim, 1))[:, 0]
+        finally:
+            if self.problem.mode == "train" and self.backend != "cached":
+                self.problem.restore_buffers()
+        self.hvps += 1
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """H V for a dim×k matrix; float64. The func backend batches the k columns (vmap)."""
+        if V.ndim != 2 or V.shape[0] != self.dim:
+            raise ValueError(f"expected a {self.dim}×k matrix, got {tuple(V.shape)}")
+        if self.backend != "func":
+            return torch.stack([self.matvec(V[:, i]) for i in range(V.shape[1])], dim=1)
+        start = time.perf_counter()
+        out = self._hvp_func(V)
+        self.hvps += V.shape[1]
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def __matmul__(self, other: Tensor) -> Tensor:
+        return self.matvec(other) if other.ndim == 1 else self.matmat(other)
+
+    def release(self) -> None:
+        """Drop the cached graphs (the cached backend rebuilds them on the next product)."""
+        self._grads = None
+
+    # ------------------------------------------------------------- internals
+    def _zero(self) -> Tensor:
+        return torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+
+    def _double_backward(self, grads: list[Tensor | None], v: Tensor) -> Tensor:
+        """∇(g·v) through a gradient graph; Hessian blocks that vanish come back as zeros."""
+        p = self.problem
+        pieces = p.unflatten(v.to(device=self.device, dtype=p.dtype))
+        dot = None
+        for g, piece in zip(grads, pieces, strict=True):
+            if g is not None and g.requires_grad:
+                term = (g * piece.to(g.dtype)).sum()
+                dot = term if dot is None else dot + term
+        if dot is None:  # the gradient does not depend on these parameters: H = 0
+            return self._zero()
+        hv = torch.autograd.grad(dot, p.params, retain_graph=True, allow_unused=True)
+        return p.flatten(
+            [torch.zeros_like(q) if h is None else h for h, q in zip(hv, p.params, strict=True)]
+        ).double()
+
+    def _batch_grads(self, batch) -> list[Tensor | None]:
+        loss = self.problem.batch_loss(batch)
+        return list(
+            torch.autograd.grad(loss, self.problem.params, create_graph=True, allow_unused=True)
+        )
+
+    def _hvp_cached(self, v: Tensor) -> Tensor:
+        if self._grads is None:
+            self._grads = [self._batch_grads(b) for b in self.problem.batches]
+            if self.problem.mode == "train":
+                self.problem.restore_buffers()
+        out = self._zero()
+        for grads, w in zip(self._grads, self.problem.weights, strict=True):
+            out += w * self._double_backward(grads, v)
+        return out
+
+    def _hvp_per_batch(self, v: Tensor) -> Tensor:
+        out = self._zero()
+        for batch, w in zip(self.problem.batches, self.problem.weights, strict=True):
+            out += w * self._double_backward(self._batch_grads(batch), v)
+        return out
+
+    def _hvp_func(self, V: Tensor) -> Tensor:
+        """Forward-over-reverse: jvp of grad, vmapped over the k columns of V."""
+        from torch.func import functional_call, grad, jvp, vjp, vmap
+
+        p = self.problem
+        if self._func_module is None:
+            # functional_call on a module with tied (aliased) parameters can leave the
+            # original's parameters detached from its forward; work on a copy.
+            self._func_module = copy.deepcopy(p.module)
+        module = self._func_module
+        V = V.to(device=self.device, dtype=p.dtype)
+        primal = p.flatten([q.detach() for q in p.params])
+        out = torch.zeros(self.dim, V.shape[1], dtype=torch.float64, device=self.device)
+        for batch, w in zip(p.batches, p.weights, strict=True):
+
+            def loss_of(flat: Tensor, batch=batch) -> Tensor:
+                params = dict(zip(p.names, p.unflatten(flat), strict=True))
+                with second_order_kernels():
+                    outputs = functional_call(module, params, (batch.inputs,))
+                return p.loss_fn(outputs, batch.targets)
+
+            def hvp_fwd(col: Tensor, loss_of=loss_of) -> Tensor:
+                return jvp(grad(loss_of), (primal,), (col,))[1]
+
+            def hvp_rev(col: Tensor, loss_of=loss_of) -> Tensor:
+                return vjp(grad(loss_of), primal)[1](col)[0]
+
+            if self._forward_ad:
+                try:
+                    out += w * vmap(hvp_fwd, in_dims=1, out_dims=1)(V).double()
+                    continue
+                except NotImplementedError:
+                    # some kernels (CPU flash attention) lack forward AD: reverse-over-reverse
+                    self._forward_ad = False
+            out += w * vmap(hvp_rev, in_dims=1, out_dims=1)(V).double()
+        return out
+
+
+class MatrixOperator:
+    """A dense symmetric matrix behind the same interface (tests, and small exact problems)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError("expected a square matrix")
+        self.matrix = matrix.double()
+        self.dim = int(matrix.shape[0])
+        self.dtype = torch.float64
+        self.device = matrix.device
+        self.hvps = 0
+        self.seconds = 0.0
+
+    def matvec(self, v: Tensor) -> Tensor:
+        self.hvps += 1
+        return self.matrix @ v.double()
+
+    def matmat(self, V: Tensor) -> Tensor:
+        self.hvps += V.shape[1]
+        return self.matrix @ V.double()
+
+
+def dense_hessian(problem: HessianProblem) -> Tensor:
+    """The exact Hessian (dim×dim, float64), independent of the HVP code paths above.
+
+    nn.Modules: torch.autograd.functional.hessian of the size-weighted batch losses as a
+    function of the flat parameter vector (functional_call), in the model's dtype — make the
+    model float64 for an exact reference. Not torch.func.hessian: in torch 2.13 its
+    forward-over-reverse differentiates nn.MultiheadAttention wrongly (20% off against finite
+    differences, while every backend here agrees with them to 1e-10). TorchScript modules,
+    which functional_call refuses: double backward against the identity's columns.
+    """
+    p = problem
+    if is_scripted(p.module):
+        op = HessianOperator(p, backend="cached")
+        eye = torch.eye(p.dim, dtype=torch.float64, device=p.device)
+        H = torch.stack([op.matvec(eye[:, i]) for i in range(p.dim)], dim=1)
+        return 0.5 * (H + H.T)
+    from torch.func import functional_call
+
+    primal = p.flatten([q.detach() for q in p.params])
+    module = copy.deepcopy(p.module)  # functional_call may untie aliased parameters
+
+    def total_loss(flat: Tensor) -> Tensor:
+        params = dict(zip(p.names, p.unflatten(flat), strict=True))
+        total = 0.0
+        for batch, w in zip(p.batches, p.weights, strict=True):
+            with second_order_kernels():
+                outputs = functional_call(module, params, (batch.inputs,))
+            total = total + w * p.loss_fn(outputs, batch.targets)
+        return total
+
+    H = torch.autograd.functional.hessian(total_loss, primal).double()
+    if p.mode == "train":
+        p.restore_buffers()
+    return 0.5 * (H + H.T)

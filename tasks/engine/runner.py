@@ -1,0 +1,82 @@
+"""Run one registered measure on a problem: validate, restrict, time, per-layer breakdown.
+
+The worker and notebooks both call `run_measure`; it returns a dict shaped like
+tasks.spec.MeasureResult (value, converged, hvps, seconds, diagnostics, warnings, per_layer),
+JSON-serialisable. Warnings raised while measuring are both recorded in 'warnings' and
+re-emitted, so a notebook user sees them and a job record keeps them.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from tasks.engine import registry
+from tasks.engine.context import MeasureContext
+from tasks.engine.problem import HessianProblem, parameter_blocks
+
+
+def _run_one(
+    problem: HessianProblem,
+    name: str,
+    params: BaseModel,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    should_cancel: Callable[[], bool] | None,
+    hvp_backend: str,
+    label: str = "",
+) -> dict[str, Any]:
+    ctx = MeasureContext(problem, on_progress, should_cancel, hvp_backend, label)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = registry.get(name).runner()(ctx, params)
+        finally:
+            if problem.mode == "train":
+                problem.restore_buffers()
+    result.setdefault("seconds", time.perf_counter() - start)
+    result["seconds"] = time.perf_counter() - start
+    result.setdefault("diagnostics", {})
+    result["diagnostics"]["mode"] = problem.mode
+    result["diagnostics"]["dim"] = problem.dim
+    msgs = result.setdefault("warnings", [])
+    if problem.mode == "train":
+        msgs.append(
+            "measured in train mode: BatchNorm batch statistics and dropout make the result "
+            "depend on batching"
+        )
+    for w in caught:
+        msgs.append(f"{w.category.__name__}: {w.message}")
+        warnings.warn(w.message, w.category, stacklevel=3)
+    result.setdefault("per_layer", None)
+    return result
+
+
+def run_measure(
+    problem: HessianProblem,
+    name: str,
+    params: dict[str, Any] | BaseModel | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    hvp_backend: str = "auto",
+) -> dict[str, Any]:
+    """Validate `params` for measure `name`, run it, and add the per-layer breakdown."""
+    raw = params.model_dump() if isinstance(params, BaseModel) else params
+    p = registry.validate_params(name, raw)
+    if p.parameters:
+        problem = problem.restrict(p.parameters)
+    result = _run_one(problem, name, p, on_progress, should_cancel, hvp_backend)
+    if p.per_layer:
+        per_layer: dict[str, Any] = {}
+        for block, names in parameter_blocks(problem.module, problem.parameter_patterns).items():
+            sub = problem.restrict(names)
+            per_layer[block] = _run_one(
+                sub, name, p, on_progress, should_cancel, hvp_backend, label=block
+            )
+            per_layer[block].pop("per_layer", None)
+        result["per_layer"] = per_layer
+    return result

@@ -1,0 +1,55 @@
+"""Settings shared by the gateway and the workers, from the environment (prefix SHARPNESS_).
+
+Both sides must agree on the Redis URL and the blob directory, so they read one model.
+Torch-free: the gateway imports it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHARPNESS_", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Broker, result backend and job registry. `make run` starts a private "
+        "Redis and sets this for you unless you set it yourself.",
+    )
+    data_dir: Path = Field(
+        default=Path("var"), description="Blobs (models, datasets) and the private Redis' AOF."
+    )
+    max_upload_bytes: int = Field(default=512 * 1024**2, ge=1, description="Upload size cap.")
+    data_root: Path | None = Field(
+        default=None,
+        description="file:// dataset URIs must resolve below this directory; unset: refused.",
+    )
+    uri_schemes: list[str] = Field(
+        default=["file"], description="Allowed dataset URI schemes (file, http, https)."
+    )
+    max_uri_bytes: int = Field(default=512 * 1024**2, ge=1, description="Cap on URI data.")
+    soft_time_limit_s: int = Field(default=3_300, ge=1, description="Job soft time limit.")
+    hard_time_limit_s: int = Field(default=3_600, ge=1, description="Job hard time limit.")
+    heartbeat_s: int = Field(default=5, ge=1, description="Worker heartbeat period.")
+    worker_queues: str = Field(
+        default="",
+        description="Queues a worker consumes: 'cpu', 'gpu' or both (default: "
+        "'gpu,cpu' when CUDA is visible, else 'cpu').",
+    )
+    api_key: str | None = Field(
+        default=None, description="When set, requests need 'Authorization: Bearer <key>'."
+    )
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

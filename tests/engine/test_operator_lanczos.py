@@ -1,0 +1,120 @@
+"""HVP operator and Lanczos against exact Hessians from torch.func.hessian in float64."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from tasks.engine.context import Cancelled, MeasureContext
+from tasks.engine.lanczos import NotConvergedWarning, lanczos
+from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.problem import HessianProblem
+from tests.engine.models import MLP, data, make
+
+MODELS = ["mlp_tanh", "mlp_relu", "cnn_bn", "tied", "residual", "transformer"]
+
+
+def problem_for(name: str) -> HessianProblem:
+    model, batches, loss = make(name)
+    return HessianProblem(model, batches, loss)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("backend", ["cached", "per_batch", "func"])
+def test_hvp_matches_dense(name: str, backend: str) -> None:
+    p = problem_for(name)
+    H = dense_hessian(p)
+    op = HessianOperator(p, backend=backend)
+    V = torch.randn(p.dim, 3, dtype=torch.float64)
+    assert torch.allclose(op.matmat(V), H @ V, rtol=1e-9, atol=1e-10)
+    assert op.hvps == 3
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_top5_and_bounds(name: str) -> None:
+    p = problem_for(name)
+    evals = torch.linalg.eigvalsh(dense_hessian(p))
+    res = lanczos(HessianOperator(p), k=5, tol=1e-8, max_iter=p.dim, most_negative=True)
+    assert res.converged
+    true_top = evals.flip(0)[:5]
+    for theta, bound, lam in zip(res.eigenvalues, res.residual_bounds, true_top, strict=True):
+        assert abs(theta - float(lam)) <= 1e-6 * abs(float(lam))
+        # some eigenvalue lies within the residual bound of every Ritz value
+        assert float((evals - theta).abs().min()) <= bound + 1e-12
+    assert abs(res.most_negative - float(evals[0])) <= 1e-6 * float(evals.abs().max())
+
+
+def test_most_negative_from_dense_indefinite_matrix() -> None:
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(60, 60, generator=g, dtype=torch.float64)
+    A = A + A.T
+    res = lanczos(MatrixOperator(A), k=2, tol=1e-9, max_iter=60, most_negative=True)
+    ev = torch.linalg.eigvalsh(A)
+    assert res.converged and res.most_negative_converged
+    assert abs(res.most_negative - float(ev[0])) < 1e-7 * float(ev.abs().max())
+    assert abs(res.eigenvalues[1] - float(ev[-2])) < 1e-7 * float(ev.abs().max())
+
+
+def test_invariant_subspace_and_small_dim() -> None:
+    # rank-2 matrix: Krylov space becomes invariant after 2-3 steps; k=4 needs restarts
+    u = torch.randn(30, 2, dtype=torch.float64)
+    A = u @ torch.diag(torch.tensor([5.0, 2.0], dtype=torch.float64)) @ u.T
+    res = lanczos(MatrixOperator(A), k=4, tol=1e-8, max_iter=500)
+    ev = torch.linalg.eigvalsh(A).flip(0)
+    assert res.converged
+    assert torch.allclose(torch.tensor(res.eigenvalues, dtype=torch.float64), ev[:4], atol=1e-8)
+    tiny = lanczos(MatrixOperator(torch.diag(torch.tensor([3.0, 1.0, -2.0]))), k=2)
+    assert tiny.converged and tiny.iterations <= 3
+    assert tiny.eigenvalues == pytest.approx([3.0, 1.0])
+
+
+def test_uneven_batches_equal_one_batch() -> None:
+    torch.manual_seed(0)
+    model = MLP().double()
+    x, y = data(512, (4,), 3)
+    one = lanczos(HessianOperator(HessianProblem(model, [(x, y)])), tol=1e-10, max_iter=200)
+    split = HessianProblem(model, [(x[:500], y[:500]), (x[500:], y[500:])])
+    two = lanczos(HessianOperator(split, backend="per_batch"), tol=1e-10, max_iter=200)
+    assert two.eigenvalues[0] == pytest.approx(one.eigenvalues[0], rel=1e-8)
+
+
+def test_non_convergence_warns() -> None:
+    p = problem_for("mlp_tanh")
+    with pytest.warns(NotConvergedWarning, match="did NOT converge"):
+        res = lanczos(HessianOperator(p), k=1, tol=1e-10, max_iter=2)
+    assert not res.converged and res.iterations == 2
+
+
+def test_cancellation() -> None:
+    p = problem_for("mlp_tanh")
+    calls = iter(range(100))
+    ctx = MeasureContext(p, should_cancel=lambda: next(calls) >= 3)
+    with pytest.raises(Cancelled):
+        lanczos(HessianOperator(p), tol=1e-12, max_iter=50, ctx=ctx)
+
+
+def test_float32_agrees_with_float64() -> None:
+    model, batches, loss = make("mlp_tanh")
+    exact = float(torch.linalg.eigvalsh(dense_hessian(HessianProblem(model, batches))).max())
+    m32 = model.float()
+    b32 = [(x.float(), y) for x, y in batches]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        res = lanczos(HessianOperator(HessianProblem(m32, b32)), tol=1e-5, max_iter=100)
+    assert res.eigenvalues[0] == pytest.approx(exact, rel=1e-4)
+
+
+def test_scripted_and_exported_modules() -> None:
+    model, batches, loss = make("cnn_bn")
+    ref = lanczos(HessianOperator(HessianProblem(model, batches)), tol=1e-10).eigenvalues[0]
+    scripted = torch.jit.script(model.eval())
+    with pytest.raises(ValueError, match="TorchScript"):
+        HessianOperator(HessianProblem(scripted, batches), backend="func")
+    s = lanczos(HessianOperator(HessianProblem(scripted, batches)), tol=1e-10).eigenvalues[0]
+    assert s == pytest.approx(ref, rel=1e-8)
+    x = batches[0][0]
+    exported = torch.export.export(model.eval(), (x,))
+    e = lanczos(HessianOperator(HessianProblem(exported, batches)), tol=1e-10).eigenvalues[0]
+    assert e == pytest.approx(ref, rel=1e-8)
