@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     max_uri_bytes: int = Field(default=512 * 1024**2, ge=1, description="Cap on URI data.")
     soft_time_limit_s: int = Field(default=3_300, ge=1, description="Job soft time limit.")
     hard_time_limit_s: int = Field(default=3_600, ge=1, description="Job hard time limit.")
+    visibility_timeout_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds before Redis redelivers an unacknowledged job (a worker died). "
+        "Default: the hard time limit plus 600; must exceed the hard time limit.",
+    )
     heartbeat_s: int = Field(default=5, ge=1, description="Worker heartbeat period.")
     worker_queues: str = Field(
         default="",
@@ -44,6 +50,16 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None, description="When set, requests need 'Authorization: Bearer <key>'."
     )
+
+    @property
+    def visibility_timeout(self) -> int:
+        v = self.visibility_timeout_s or self.hard_time_limit_s + 600
+        if v <= self.hard_time_limit_s:
+            raise ValueError(
+                "SHARPNESS_VISIBILITY_TIMEOUT_S must exceed SHARPNESS_HARD_TIME_LIMIT_S, or a "
+                "healthy long job would be redelivered and run twice"
+            )
+        return v
 
     @property
     def blob_dir(self) -> Path:

@@ -185,7 +185,10 @@ def lanczos(
             result.most_negative_eigenvector = Q @ S[:, 0]
     if not result.converged and warn:
         worst = max(
-            (b / max(abs(t), 1e-300) for t, b in zip(result.eigenvalues, result.residual_bounds)),
+            (
+                b / max(abs(t), 1e-300)
+                for t, b in zip(result.eigenvalues, result.residual_bounds, strict=True)
+            ),
             default=math.inf,
         )
         warnings.warn(
