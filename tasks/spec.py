@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tasks.engine import registry
 
@@ -62,18 +62,24 @@ class MeasureRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="A measure name from GET /v1/measures.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        registry.get(name)  # KeyError → clear message listing the known names
+        try:
+            registry.get(name)
+        except KeyError as e:  # pydantic reports ValueError, not KeyError, as a field error
+            raise ValueError(e.args[0]) from None
         return name
 
-    @model_validator(mode="after")
-    def _valid_params(self) -> MeasureRequest:
-        self.params = registry.validate_params(self.name, self.params).model_dump()
-        return self
+    @field_validator("params")
+    @classmethod
+    def _valid_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Validated here, not after the model, so an error's location is `params.<field>`."""
+        if "name" not in info.data:  # the name was refused; that error says it all
+            return params
+        return registry.validate_params(info.data["name"], params).model_dump()
 
 
 class JobSpec(BaseModel):
