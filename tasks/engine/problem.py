@@ -226,8 +226,26 @@ class HessianProblem:
 
     # --------------------------------------------------------------- losses
     def batch_outputs(self, batch: Batch) -> Tensor:
-        with second_order_kernels():
+        with second_order_kernels(), self._frozen_running_stats():
             return self.module(batch.inputs)
+
+    @contextlib.contextmanager
+    def _frozen_running_stats(self) -> Iterator[None]:
+        """In train mode, BatchNorm normalises with batch statistics without updating its
+        running ones: an in-place update would invalidate kept gradient graphs (and change the
+        caller's model). TorchScript modules cannot be switched; `restore_buffers` undoes
+        their updates instead."""
+        switched = []
+        if self.mode == "train":
+            for m in self.module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                    m.track_running_stats = False
+                    switched.append(m)
+        try:
+            yield
+        finally:
+            for m in switched:
+                m.track_running_stats = True
 
     def batch_loss(self, batch: Batch) -> Tensor:
         """Mean loss over one batch, with the graph attached."""

@@ -38,7 +38,6 @@ def _run_one(
         finally:
             if problem.mode == "train":
                 problem.restore_buffers()
-    result.setdefault("seconds", time.perf_counter() - start)
     result["seconds"] = time.perf_counter() - start
     result.setdefault("diagnostics", {})
     result["diagnostics"]["mode"] = problem.mode
@@ -48,6 +47,11 @@ def _run_one(
         msgs.append(
             "measured in train mode: BatchNorm batch statistics and dropout make the result "
             "depend on batching"
+        )
+    if problem.mode_fixed_at_export:
+        msgs.append(
+            "a torch.export model keeps the train/eval behaviour it was exported with; "
+            f"mode={problem.mode!r} could not be applied (export it in eval mode)"
         )
     for w in caught:
         msgs.append(f"{w.category.__name__}: {w.message}")

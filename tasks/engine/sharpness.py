@@ -1,0 +1,285 @@
+"""Adaptive and standard sharpness, worst case (Auto-PGD) and average case.
+
+With weights w, loss L and a scale c (adaptive: c = |w| + η; standard: c = 1),
+
+    worst case     S = max_{‖δ ⊘ c‖_p ≤ ρ} L(w + δ) − L(w)
+    average case   S = E_δ L(w + δ) − L(w),   δ = ρ·c ⊙ N(0, I) (ℓ2) or ρ·c ⊙ U(−1, 1) (ℓ∞)
+
+(Kwon et al. 2021; Andriushchenko et al. 2023). The data is cut into chunks of m examples
+(m-sharpness); S is maximised (or averaged) on each chunk separately and the mean over chunks
+is reported, with the 0-1 error increase at the same perturbations.
+
+The maximisation runs in normalised coordinates z = δ ⊘ c, where the constraint is the round
+ball ‖z‖_p ≤ ρ: ∇_z = c ⊙ ∇_δ L, the ℓ∞ projection is a clamp to [−ρ, ρ] and the ℓ2 projection
+a rescale — exact, where a projection onto the ellipsoid in δ needs a bisection. The feasible
+set is the same, so the measure is the same. Because z is invariant under the rescalings that
+leave a ReLU network's function unchanged (layer k by α, layer k+1 by 1/α), every iterate is
+too, and adaptive sharpness is invariant to rounding error (Dinh et al. 2017).
+
+Auto-PGD (Croce and Hein 2020): first step 2ρ, ascent direction sign(∇_z) (ℓ∞) or
+∇_z/‖∇_z‖ (ℓ2), momentum 0.75 on the projected step, and at checkpoints p₀ = 0, p₁ = 0.22,
+p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06) (fractions of the run) the step is halved when
+fewer than 75% of the steps since the last checkpoint increased the loss, or when neither the
+step nor the best loss changed since it; the iterate then restarts from the best point found.
+Two defects of the reference implementation are avoided: the random start is applied (there a
+stray comma made it a tuple that was never used), and after a halving the perturbation itself
+is reset to the best point (there only the model's weights were, so the next step started
+from a stale perturbation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from tasks.engine.problem import Batch, HessianProblem
+
+Norm = Literal["linf", "l2"]
+MOMENTUM = 0.75
+IMPROVEMENT_FRACTION = 0.75
+
+
+@dataclass
+class SharpnessEstimate:
+    value: float  # mean loss increase over chunks
+    error_increase: float | None  # mean 0-1 error increase (classification only)
+    std_error: float | None  # across chunks (worst case) or draws×chunks (average case)
+    per_chunk: list[float]
+    chunks: int
+    examples: int
+    loss: float  # mean chunk loss at w
+    gradients: int  # loss gradients evaluated (worst case) or forward passes (average)
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoints(iterations: int) -> list[int]:
+    """Auto-PGD's step-size checkpoints as iteration indices (strictly increasing, > 0)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    marks = sorted({math.ceil(q * iterations - 1e-9) for q in p[1:] if q <= 1})
+    return [m for m in marks if 0 < m < iterations]
+
+
+def scale_vector(problem: HessianProblem, adaptive: bool, eta: float) -> Tensor:
+    """c: |w| + η for adaptive sharpness, ones for standard sharpness (float64, flat)."""
+    w = problem.parameter_vector().double()
+    return w.abs() + eta if adaptive else torch.ones_like(w)
+
+
+def project(z: Tensor, rho: float, norm: Norm) -> Tensor:
+    """Euclidean projection onto the ball ‖z‖_p ≤ ρ."""
+    if norm == "linf":
+        return z.clamp(-rho, rho)
+    n = float(z.norm())
+    return z if n <= rho else z * (rho / n)
+
+
+def _direction(g: Tensor, norm: Norm) -> Tensor:
+    if norm == "linf":
+        return g.sign()
+    n = float(g.norm())
+    return g / n if n > 0 else g
+
+
+def _random_start(dim: int, rho: float, norm: Norm, gen: torch.Generator) -> Tensor:
+    """Uniform in the ℓ∞ ball; for ℓ2 a uniform direction at a uniform-in-ball radius."""
+    if norm == "linf":
+        return (torch.rand(dim, generator=gen, dtype=torch.float64) * 2 - 1) * rho
+    u = torch.randn(dim, generator=gen, dtype=torch.float64)
+    r = rho * float(torch.rand(1, generator=gen, dtype=torch.float64)) ** (1.0 / dim)
+    return u / u.norm() * r
+
+
+def chunks_of(problem: HessianProblem, m: int, num_batches: int) -> list[Batch]:
+    """The first m·num_batches examples, in order, cut into chunks of m (the last may be short).
+
+    Deterministic, so two runs (or two rescaled copies of a model) see the same chunks.
+    """
+    want = m * num_batches
+    xs, ys, have = [], [], 0
+    for b in problem.batches:
+        take = min(b.size, want - have)
+        xs.append(b.inputs[:take])
+        ys.append(b.targets[:take])
+        have += take
+        if have >= want:
+            break
+    x, y = torch.cat(xs), torch.cat(ys)
+    return [Batch(x[i : i + m], y[i : i + m]) for i in range(0, have, m)]
+
+
+class _ChunkObjective:
+    """Loss and 0-1 error of one chunk at w + c ⊙ z, and the gradient with respect to z."""
+
+    def __init__(self, problem: HessianProblem, chunk: Batch, c: Tensor) -> None:
+        self.p, self.chunk, self.c = problem, chunk, c
+        self.gradients = 0
+
+    def _delta(self, z: Tensor) -> Tensor:
+        return self.c * z
+
+    def value(self, z: Tensor) -> tuple[float, float | None]:
+        with self.p.perturbed(self._delta(z)), torch.no_grad():
+            out = self.p.batch_outputs(self.chunk)
+            loss = float(self.p.loss_fn(out, self.chunk.targets).double())
+        err = None
+        if self.p.loss_name == "cross_entropy":
+            err = float((out.argmax(dim=-1) != self.chunk.targets).double().mean())
+        return loss, err
+
+    def value_and_grad(self, z: Tensor) -> tuple[float, Tensor]:
+        with self.p.perturbed(self._delta(z)):
+            loss = self.p.batch_loss(self.chunk)
+            grads = torch.autograd.grad(loss, self.p.params, allow_unused=True)
+        self.gradients += 1
+        flat = self.p.flatten(
+            [
+                torch.zeros_like(q) if g is None else g
+                for g, q in zip(grads, self.p.params, strict=True)
+            ]
+        ).double()
+        return float(loss.detach().double()), self.c * flat
+
+
+def apgd(
+    objective: _ChunkObjective,
+    dim: int,
+    rho: float,
+    norm: Norm,
+    iterations: int,
+    gen: torch.Generator,
+    ctx: Any = None,
+    progress: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, float]:
+    """Maximise the chunk loss over ‖z‖_p ≤ ρ; returns the best z and its loss."""
+    marks = set(checkpoints(iterations))
+    step = 2.0 * rho
+    x = project(_random_start(dim, rho, norm, gen).to(device), rho, norm)
+    f, g = objective.value_and_grad(x)
+    best_x, best_f = x.clone(), f
+    x_prev = x.clone()
+    improved, last_mark = 0, 0
+    step_at_mark, best_at_mark = step, best_f
+    for k in range(iterations):
+        z = project(x + step * _direction(g, norm), rho, norm)
+        if k == 0:
+            x_new = z
+        else:
+            x_new = project(x + MOMENTUM * (z - x) + (1 - MOMENTUM) * (x - x_prev), rho, norm)
+        f_new, g_new = objective.value_and_grad(x_new)
+        if f_new > f:
+            improved += 1
+        x_prev, x, f, g = x, x_new, f_new, g_new
+        if f > best_f:
+            best_x, best_f = x.clone(), f
+        if ctx is not None and progress is not None:
+            progress["iteration"] += 1
+            ctx.step(progress["iteration"], best_f, chunk=progress.get("chunk"))
+        if k + 1 in marks:
+            since = k + 1 - last_mark
+            stalled = step == step_at_mark and best_f == best_at_mark
+            if improved < IMPROVEMENT_FRACTION * since or stalled:
+                step /= 2.0
+                # restart from the best point: the perturbation itself, and its momentum
+                x, x_prev, f = best_x.clone(), best_x.clone(), best_f
+                _, g = objective.value_and_grad(x)
+            improved, last_mark = 0, k + 1
+            step_at_mark, best_at_mark = step, best_f
+    return best_x, best_f
+
+
+def _mean_se(values: list[float]) -> tuple[float, float | None]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if len(values) < 2:
+        return float(t.mean()), None
+    return float(t.mean()), float(t.std(unbiased=True)) / math.sqrt(len(values))
+
+
+def sharpness(
+    problem: HessianProblem,
+    kind: Literal["worst", "average"] = "worst",
+    norm: Norm = "linf",
+    adaptive: bool = True,
+    rho: float = 2e-3,
+    eta: float = 0.0,
+    m: int = 128,
+    num_batches: int = 8,
+    iterations: int = 20,
+    restarts: int = 1,
+    samples: int = 10,
+    seed: int = 0,
+    ctx: Any = None,
+) -> SharpnessEstimate:
+    """Worst- or average-case (adaptive) sharpness, averaged over chunks of m examples."""
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    c = scale_vector(problem, adaptive, eta)
+    dim, device = problem.dim, problem.device
+    chunks = chunks_of(problem, m, num_batches)
+    increases, error_increases, base_losses = [], [], []
+    work = 0
+    progress: dict[str, Any] = {"iteration": 0}
+    for i, chunk in enumerate(chunks):
+        obj = _ChunkObjective(problem, chunk, c)
+        zero = torch.zeros(dim, dtype=torch.float64, device=device)
+        loss0, err0 = obj.value(zero)
+        base_losses.append(loss0)
+        progress["chunk"] = i
+        if kind == "worst":
+            best_z, best_f = zero, loss0
+            for _ in range(restarts):
+                z, f_z = apgd(obj, dim, rho, norm, iterations, gen, ctx, progress, device)
+                if f_z > best_f:
+                    best_z, best_f = z, f_z
+            loss1, err1 = obj.value(best_z)  # re-evaluated without the graph
+            increases.append(loss1 - loss0)
+            if err0 is not None and err1 is not None:
+                error_increases.append(err1 - err0)
+            work += obj.gradients
+        else:
+            chunk_inc, chunk_err = [], []
+            for _ in range(samples):
+                if norm == "l2":
+                    z = rho * torch.randn(dim, generator=gen, dtype=torch.float64)
+                else:
+                    z = rho * (torch.rand(dim, generator=gen, dtype=torch.float64) * 2 - 1)
+                z = z.to(device)
+                loss1, err1 = obj.value(z)
+                chunk_inc.append(loss1 - loss0)
+                if err0 is not None and err1 is not None:
+                    chunk_err.append(err1 - err0)
+                work += 1
+                if ctx is not None:
+                    progress["iteration"] += 1
+                    ctx.step(progress["iteration"], sum(chunk_inc) / len(chunk_inc), chunk=i)
+            increases.append(sum(chunk_inc) / len(chunk_inc))
+            if chunk_err:
+                error_increases.append(sum(chunk_err) / len(chunk_err))
+    weights = [chunk.size for chunk in chunks]
+    total = sum(weights)
+    value = sum(w * s for w, s in zip(weights, increases, strict=True)) / total
+    _, se = _mean_se(increases)
+    err_inc = (
+        sum(w * e for w, e in zip(weights, error_increases, strict=True)) / total
+        if len(error_increases) == len(chunks)
+        else None
+    )
+    return SharpnessEstimate(
+        value=value,
+        error_increase=err_inc,
+        std_error=se,
+        per_chunk=increases,
+        chunks=len(chunks),
+        examples=total,
+        loss=sum(w * v for w, v in zip(weights, base_losses, strict=True)) / total,
+        gradients=work,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,102 @@
+"""Trace, Frobenius norm and spectral density against exact float64 Hessians."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tasks.engine.density import slq
+from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.problem import HessianProblem
+from tasks.engine.trace import frobenius, hutchinson, hutchpp
+from tests.engine.models import make
+
+
+@pytest.fixture(scope="module")
+def mlp() -> tuple[HessianProblem, torch.Tensor]:
+    model, batches, loss = make("mlp_tanh")
+    p = HessianProblem(model, batches, loss)
+    return p, dense_hessian(p)
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+def test_trace_inside_its_95_interval_in_90_percent_of_runs(mlp, method: str) -> None:
+    p, H = mlp
+    exact = float(torch.trace(H))
+    op = HessianOperator(p)
+    inside = 0
+    for seed in range(50):
+        est = (
+            hutchinson(op, 30, seed=seed) if method == "hutchinson" else hutchpp(op, 30, seed=seed)
+        )
+        lo, hi = est.ci95
+        inside += lo <= exact <= hi
+    assert inside >= 45, f"{inside}/50 intervals cover the exact trace"
+
+
+def test_hutchinson_error_shrinks_and_matches_its_standard_error(mlp) -> None:
+    p, H = mlp
+    exact = float(torch.trace(H))
+    est = hutchinson(HessianOperator(p), 400, seed=3)
+    assert abs(est.estimate - exact) <= 4 * est.std_error
+    assert est.hvps == 400 and est.probes == 400
+
+
+def test_hutchpp_beats_hutchinson_on_a_fast_decaying_spectrum() -> None:
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=torch.float64))
+    A = Q @ torch.diag(torch.tensor([0.7**i for i in range(300)], dtype=torch.float64)) @ Q.T
+    exact = float(torch.trace(A))
+    err_h = [abs(hutchinson(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
+    err_pp = [abs(hutchpp(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
+    assert sum(err_pp) < 0.1 * sum(err_h)
+
+
+def test_rtol_stop_compares_absolute_values() -> None:
+    # a negative-definite operator: a rule on the signed mean would stop after two probes
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(50, 50, generator=g, dtype=torch.float64))
+    A = -Q @ torch.diag(torch.linspace(1.0, 3.0, 50, dtype=torch.float64)) @ Q.T
+    est = hutchinson(MatrixOperator(A), 200, rtol=1e-12)
+    assert est.probes == 200 and est.converged is False
+    loose = hutchinson(MatrixOperator(A), 200, rtol=0.05)
+    assert loose.converged and 10 <= loose.probes < 200
+    assert abs(loose.estimate - float(torch.trace(A))) < 0.2 * abs(float(torch.trace(A)))
+
+
+@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "tied"])
+def test_frobenius_within_5_percent_at_200_probes(name: str) -> None:
+    model, batches, loss = make(name)
+    p = HessianProblem(model, batches, loss)
+    exact = float(torch.linalg.matrix_norm(dense_hessian(p)))
+    est = frobenius(HessianOperator(p), 200, seed=0)
+    assert est.estimate == pytest.approx(exact, rel=0.05)
+    assert est.std_error < 0.05 * exact
+
+
+def test_slq_moments_match_the_exact_spectrum(mlp) -> None:
+    p, H = mlp
+    evals = torch.linalg.eigvalsh(H)
+    est = slq(HessianOperator(p), runs=10, steps=p.dim, seed=0)
+    nodes = torch.tensor(est.nodes, dtype=torch.float64)
+    weights = torch.tensor(est.weights, dtype=torch.float64)
+    # with as many steps as the dimension the nodes are the exact eigenvalues
+    assert float(nodes.max()) == pytest.approx(float(evals.max()), rel=1e-8)
+    assert float(nodes.min()) == pytest.approx(float(evals.min()), abs=1e-8 * float(evals.max()))
+    # the quadrature's first moment estimates tr(H)/dim (unbiased: mean of vᵀHv, v on sphere)
+    mean = float((nodes * weights).sum() / 10)
+    assert mean == pytest.approx(float(evals.mean()), rel=0.25)
+    grid = torch.tensor(est.grid)
+    assert float(torch.trapezoid(torch.tensor(est.density), grid)) == pytest.approx(1.0, rel=1e-6)
+    assert 0 <= est.near_zero_share <= 1
+    assert est.hvps <= 10 * p.dim
+
+
+def test_effective_rank_counts_a_known_null_space() -> None:
+    spectrum = torch.cat([torch.linspace(1.0, 5.0, 20), torch.zeros(80)]).double()
+    est = slq(MatrixOperator(torch.diag(spectrum)), runs=20, steps=40, seed=1)
+    assert est.near_zero_share == pytest.approx(0.8, abs=0.1)
+    assert est.effective_rank == pytest.approx(20, abs=10)
+    assert math.isclose(est.lambda_max, 5.0, rel_tol=1e-8)
