@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+
+# The worker runs with every torch.load weights-only; the test process (which imports the
+# loaders directly) does too, set before any test module imports torch.
+os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
 
 import pytest
 

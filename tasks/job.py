@@ -1,0 +1,276 @@
+"""The Celery task that runs one job: guard, lock, load, measure, record.
+
+Exactly-once in effect, on a broker that delivers at least once:
+- a message whose job is missing or already terminal is acknowledged without running
+  (Redis redelivers unacknowledged messages after the visibility timeout);
+- a per-job lock with a short TTL, refreshed by the heartbeat thread, keeps two live workers
+  from running one job; a killed worker's lock expires, so the redelivered message runs;
+- JobStore.finish never leaves a terminal state, so a late writer cannot overwrite a result.
+
+Nothing a job does may crash the worker: every error becomes a failed job whose `error` is an
+RFC 9457 problem naming the file, field or measure at fault.
+"""
+
+from __future__ import annotations
+
+from tasks import safe_torch
+
+safe_torch.ensure_weights_only()
+
+import logging  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from celery import shared_task  # noqa: E402
+from celery.exceptions import Reject, SoftTimeLimitExceeded  # noqa: E402
+
+from tasks.celery_app import RUN_JOB_TASK  # noqa: E402
+from tasks.loaders import LoadError  # noqa: E402
+from tasks.runtime import ActiveJob, WorkerRuntime, current, lock_ttl, versions  # noqa: E402
+from tasks.spec import Job, JobStatus, MeasureProgress, Problem  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.25
+CANCEL_CHECK_EVERY_S = 0.5
+
+
+class TimeLimit(Exception):
+    """The job ran past the soft time limit."""
+
+
+class Draining(Exception):
+    """The worker is shutting down: hand the job back to the queue."""
+
+
+def problem(title: str, detail: str, status: int = 500, kind: str = "job-failed") -> Problem:
+    return Problem(
+        type=f"https://sharpness.dev/problems/{kind}", title=title, status=status, detail=detail
+    )
+
+
+# ------------------------------------------------------------------------------- devices
+def resolve_device(requested: str) -> tuple[str, str]:
+    """(torch device, description) for the job's device field."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise LoadError(
+            "CUDA not available",
+            "the job asks for device 'cuda' but this worker sees no CUDA device",
+            status=503,
+            kind="device-unavailable",
+        )
+    if requested in ("cuda", "auto") and torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        return f"cuda:{index}", f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return "cpu", "cpu"
+
+
+# ------------------------------------------------------------------------------- hooks
+class Hooks:
+    """Throttled progress writes and cancel checks for one measure of one job."""
+
+    def __init__(self, rt: WorkerRuntime, job_id: str, measure: str, deadline: float) -> None:
+        self.rt, self.job_id, self.measure, self.deadline = rt, job_id, measure, deadline
+        self._last_write = 0.0
+        self._last_check = 0.0
+        self._pending: dict[str, Any] | None = None
+
+    def on_progress(self, info: dict[str, Any]) -> None:
+        self._pending = info
+        now = time.monotonic()
+        if now - self._last_write >= PROGRESS_EVERY_S:
+            self.flush()
+
+    def flush(self, state: str = "running") -> None:
+        info = self._pending or {}
+        self.rt.store.set_progress(
+            self.job_id,
+            self.measure,
+            MeasureProgress(
+                state=state,
+                iteration=int(info.get("iteration", 0) or 0),
+                estimate=info.get("estimate"),
+                updated_at=datetime.now(UTC),
+            ),
+        )
+        self._last_write = time.monotonic()
+
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if self.rt.draining.is_set():
+            raise Draining()
+        if now > self.deadline:
+            raise TimeLimit()
+        if now - self._last_check < CANCEL_CHECK_EVERY_S:
+            return False
+        self._last_check = now
+        return self.rt.store.cancel_requested(self.job_id)
+
+
+# ------------------------------------------------------------------------------- loading
+def _dataset_path(rt: WorkerRuntime, job: Job) -> tuple[Path, dict[str, Any] | None]:
+    ref = job.spec.dataset
+    if ref.id is not None:
+        meta = rt.blobs.meta("datasets", ref.id)
+        if meta is None:
+            raise LoadError("Dataset not found", f"dataset {ref.id} is not in the blob store")
+        return rt.blobs.path("datasets", ref.id), meta
+    try:
+        from tasks.uris import open_uri
+    except ImportError as e:
+        raise LoadError("URI datasets unsupported", "this worker cannot open URIs", 500) from e
+    try:
+        return Path(open_uri(ref.uri, rt.settings)), None
+    except LoadError:
+        raise
+    except Exception as e:
+        raise LoadError("Dataset URI refused", f"dataset.uri {ref.uri!r}: {e}") from e
+
+
+def build_problem(rt: WorkerRuntime, job: Job, device: str):
+    """Load model and data, check they fit, and make the engine's HessianProblem."""
+    from tasks.engine.problem import HessianProblem
+    from tasks.loaders import load_dataset, load_model, probe
+
+    spec = job.spec
+    meta = rt.blobs.meta("models", spec.model)
+    if meta is None:
+        raise LoadError("Model not found", f"model {spec.model} is not in the blob store")
+    model = load_model(rt.blobs.path("models", spec.model), meta)
+    data_path, data_meta = _dataset_path(rt, job)
+    batches = load_dataset(
+        data_path,
+        data_meta,
+        inputs_key=spec.dataset.inputs_key,
+        targets_key=spec.dataset.targets_key,
+        max_samples=spec.dataset.max_samples,
+        batch_size=spec.dataset.batch_size,
+        loss=spec.loss,
+        dtype=model.dtype,
+    )
+    name = (data_meta or {}).get("filename") or data_path.name
+    probe(model, batches, name)
+    return HessianProblem(model.module, batches, loss=spec.loss, mode=spec.mode, device=device)
+
+
+def evaluate(problem_: Any, name: str) -> dict[str, Any]:
+    try:
+        ev = problem_.evaluate()
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoadError(
+            "Data does not fit the model",
+            f"{name}: computing the loss failed ({msg}); check the targets' shape and range "
+            "against the model's outputs",
+        ) from e
+    ev["mode"] = "fixed at export" if problem_.mode_fixed_at_export else problem_.mode
+    ev["num_examples"] = problem_.num_examples
+    return ev
+
+
+# ------------------------------------------------------------------------------- the run
+def _acquire(rt: WorkerRuntime, job_id: str) -> bool:
+    """Take the job's lock, waiting up to one TTL for a holder that may have just died."""
+    ttl = lock_ttl(rt.settings)
+    deadline = time.monotonic() + ttl + 1
+    while True:
+        if rt.store.acquire(job_id, rt.hostname, ttl):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def execute(job_id: str, rt: WorkerRuntime) -> str:
+    """Run job `job_id` once; returns what happened. Raises only Reject (worker draining)."""
+    job = rt.store.get(job_id)
+    if job is None or job.status.terminal:
+        log.info("job %s: %s, not running it", job_id, "missing" if job is None else job.status)
+        return "skipped"
+    if not _acquire(rt, job_id):
+        log.warning("job %s: another live worker holds its lock", job_id)
+        return "locked"
+    rt.active = ActiveJob(job_id)
+    try:
+        return _run_locked(job_id, rt)
+    finally:
+        rt.active = None
+        rt.store.release(job_id)
+
+
+def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
+    job = rt.store.get(job_id)  # re-read under the lock: another worker may have finished it
+    if job is None or job.status.terminal:
+        return "skipped"
+    if rt.store.cancel_requested(job_id):
+        rt.store.finish(job_id, JobStatus.cancelled)
+        return "cancelled"
+    results: dict[str, Any] = {}
+    evaluation: dict[str, Any] | None = None
+    current_measure = ""
+    try:
+        device, description = resolve_device(job.spec.device)
+        rt.store.mark_running(job_id, rt.hostname, description, versions())
+        prob = build_problem(rt, job, device)
+        evaluation = evaluate(prob, "the dataset")
+        deadline = rt.active.started + rt.settings.soft_time_limit_s  # type: ignore[union-attr]
+        from tasks.engine.context import Cancelled
+        from tasks.engine.runner import run_measure
+
+        for m in job.spec.measures:
+            current_measure = m.name
+            hooks = Hooks(rt, job_id, m.name, deadline)
+            hooks.flush()
+            try:
+                res = run_measure(prob, m.name, m.params, hooks.on_progress, hooks.should_cancel)
+            except Cancelled:
+                hooks.flush("failed")
+                rt.store.finish(job_id, JobStatus.cancelled, results, evaluation=evaluation)
+                return "cancelled"
+            results[m.name] = res
+            hooks._pending = {"iteration": (hooks._pending or {}).get("iteration", 0)}
+            hooks._pending["estimate"] = res.get("value")
+            hooks.flush("done")
+        rt.store.finish(job_id, JobStatus.succeeded, results, evaluation=evaluation)
+        return "succeeded"
+    except Draining:
+        # hand the job back: another worker (or this one after a restart) runs it again
+        rt.store.set_fields(job_id, status=JobStatus.queued.value)
+        raise Reject("worker shutting down", requeue=True) from None
+    except LoadError as e:
+        err = Problem(type=e.type, title=e.title, status=e.status, detail=e.detail)
+    except (TimeLimit, SoftTimeLimitExceeded):
+        err = problem(
+            "Time limit exceeded",
+            f"the job ran past the soft time limit of {rt.settings.soft_time_limit_s} s "
+            f"(SHARPNESS_SOFT_TIME_LIMIT_S) during measure {current_measure!r}; results of "
+            "finished measures are kept",
+            status=500,
+            kind="time-limit",
+        )
+    except NotImplementedError as e:
+        err = problem(
+            "Measure not implemented",
+            f"measure {current_measure!r} is not implemented by this worker ({e})",
+            status=501,
+            kind="not-implemented",
+        )
+    except MemoryError as e:
+        err = problem("Out of memory", f"measure {current_measure!r}: {e}", kind="out-of-memory")
+    except Exception as e:  # never crash the worker on a job's error
+        log.exception("job %s failed", job_id)
+        where = f"measure {current_measure!r}" if current_measure else "preparing the job"
+        kind = "out-of-memory" if "out of memory" in str(e).lower() else "job-failed"
+        err = problem("Job failed", f"{where}: {type(e).__name__}: {e}", kind=kind)
+    rt.store.finish(job_id, JobStatus.failed, results, error=err, evaluation=evaluation)
+    return "failed"
+
+
+@shared_task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self: Any, job_id: str, *args: Any, **kwargs: Any) -> str:
+    """Celery entry point; the gateway enqueues it by name with the job id."""
+    return execute(job_id, current(getattr(self.request, "hostname", None)))

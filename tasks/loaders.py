@@ -1,0 +1,321 @@
+"""Load uploaded models and datasets without ever running code that came with them.
+
+Models (meta["format"], set by the gateway when the file was uploaded):
+    torch_export   torch.export.load, under TORCH_FORCE_WEIGHTS_ONLY_LOAD=1, after a pre-check of
+                   the archive that refuses members torch would unpickle with plain `pickle`
+                   (opaque objects) or the TorchScript unpickler (custom objects), which the
+                   flag does not cover.
+    torchscript    torch.jit.load(map_location="cpu"): TorchScript's own restricted unpickler.
+    safetensors    tensors only, plus an architecture from tasks.zoo and its config.
+Anything else (a pickled nn.Module, a bare state_dict .pt) is refused with how to export.
+
+Datasets: .npz (numpy.load with allow_pickle=False) or .safetensors holding an inputs array and
+a targets array (names from the job spec, default "inputs" and "targets").
+
+Every problem raises LoadError carrying an RFC 9457 status (422: the upload is at fault) and a
+detail that names the file, the field or the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tasks import safe_torch
+
+safe_torch.ensure_weights_only()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from tasks import zoo  # noqa: E402
+
+HOW_TO_EXPORT = (
+    "Upload one of: a torch.export archive (ep = torch.export.export(model.eval(), (x,), "
+    "dynamic_shapes=({0: torch.export.Dim('batch')},)); torch.export.save(ep, 'model.pt2')), "
+    "a TorchScript archive (torch.jit.save(torch.jit.script(model), 'model.pt')), or "
+    "safetensors weights (safetensors.torch.save_file(model.state_dict(), 'model.safetensors')) "
+    "with a zoo architecture name and config."
+)
+
+
+class LoadError(Exception):
+    """The model or data cannot be used; `status` 422 means the client's input is at fault."""
+
+    def __init__(self, title: str, detail: str, status: int = 422, kind: str = "invalid-input"):
+        super().__init__(detail)
+        self.title = title
+        self.detail = detail
+        self.status = status
+        self.type = f"https://sharpness.dev/problems/{kind}"
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    format: str
+    input_shape: str | None = None  # what the model expects, when the archive says it
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+
+# ------------------------------------------------------------------------------------ models
+def _precheck_pt2(path: Path, name: str) -> None:
+    """Refuse archive members that torch.export.load would unpickle outside weights-only."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            for member in names:
+                parts = PurePosixPath(member).parts
+                base = parts[-1] if parts else ""
+                if base.startswith(("opaque_obj_", "custom_obj_")):
+                    raise LoadError(
+                        "Unsafe model archive",
+                        f"{name}: member {member!r} holds a pickled Python object; only tensors "
+                        "and the exported graph are accepted",
+                    )
+                if "aotinductor" in parts or "executorch" in parts:
+                    raise LoadError(
+                        "Unsupported model archive",
+                        f"{name}: member {member!r} holds compiled code; upload the plain "
+                        "torch.export archive instead",
+                    )
+            for member in names:
+                if member.endswith("_constants_config.json"):
+                    config = json.loads(zf.read(member)).get("config", {})
+                    for fqn, entry in config.items():
+                        if not str(entry.get("path_name", "")).startswith("tensor_"):
+                            raise LoadError(
+                                "Unsafe model archive",
+                                f"{name}: constant {fqn!r} is not a tensor; only tensor "
+                                "constants are accepted",
+                            )
+    except zipfile.BadZipFile as e:
+        raise LoadError("Corrupt model archive", f"{name}: not a valid zip archive ({e})") from e
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise LoadError("Corrupt model archive", f"{name}: unreadable constants config") from e
+
+
+def _export_input_shape(ep: Any) -> str | None:
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    for node in ep.graph.nodes:
+        if node.op == "placeholder" and node.name in user:
+            val = node.meta.get("val")
+            if val is not None and hasattr(val, "shape"):
+                return "(" + ", ".join(str(d) for d in val.shape) + ")"
+    return None
+
+
+def _load_export(path: Path, name: str) -> LoadedModel:
+    if os.environ.get(safe_torch.FLAG) != "1":
+        raise RuntimeError(f"{safe_torch.FLAG} is not set; refusing to read a torch.export file")
+    _precheck_pt2(path, name)
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:  # the weights-only unpickler refuses payloads with UnpicklingError
+        raise LoadError(
+            "Unreadable model archive",
+            f"{name}: torch.export.load refused the archive ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})",
+        ) from e
+    return LoadedModel(ep.module(), "torch_export", _export_input_shape(ep))
+
+
+def _load_torchscript(path: Path, name: str) -> LoadedModel:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise LoadError(
+            "Unreadable model archive",
+            f"{name}: not a TorchScript archive ({type(e).__name__}). {HOW_TO_EXPORT}",
+        ) from e
+    return LoadedModel(module, "torchscript")
+
+
+def _load_safetensors_model(path: Path, name: str, meta: dict[str, Any]) -> LoadedModel:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    arch = meta.get("architecture")
+    if not arch:
+        raise LoadError(
+            "Architecture missing",
+            f"{name}: safetensors holds only weights; give an architecture "
+            f"({', '.join(sorted(zoo.ARCHITECTURES))}) and its config when uploading",
+        )
+    try:
+        module = zoo.build(arch, meta.get("config"))
+    except zoo.ZooError as e:
+        raise LoadError("Bad architecture", f"{name}: {e}") from e
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise LoadError("Unreadable weights", f"{name}: not a safetensors file ({e})") from e
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise LoadError(
+            "Weights do not fit the architecture",
+            f"{name}: weights do not match architecture {arch!r}: {e}",
+        ) from e
+    return LoadedModel(module, "safetensors")
+
+
+def check_finite(module: nn.Module, name: str) -> None:
+    """NaN or Inf weights make every measure meaningless: refuse them, naming the tensor."""
+    tensors = list(module.named_parameters()) + list(module.named_buffers())
+    for pname, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise LoadError(
+                "Non-finite weights",
+                f"{name}: parameter {pname!r} holds {bad} NaN or Inf value(s)",
+            )
+
+
+def load_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
+    """Load a stored model blob by its recorded format; refuse anything else."""
+    p = Path(path)
+    name = meta.get("filename") or p.name
+    fmt = meta.get("format")
+    if fmt == "torch_export":
+        loaded = _load_export(p, name)
+    elif fmt == "torchscript":
+        loaded = _load_torchscript(p, name)
+    elif fmt == "safetensors":
+        loaded = _load_safetensors_model(p, name, meta)
+    else:
+        raise LoadError("Unsupported model format", f"{name}: format {fmt!r}. {HOW_TO_EXPORT}")
+    check_finite(loaded.module, name)
+    return loaded
+
+
+# ---------------------------------------------------------------------------------- datasets
+def dataset_format(path: Path, meta: dict[str, Any] | None) -> str:
+    fmt = (meta or {}).get("format")
+    if fmt:
+        return str(fmt)
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".safetensors"):
+        return suffix[1:]
+    raise LoadError("Unsupported dataset format", f"{path.name}: expected .npz or .safetensors")
+
+
+def _read_arrays(path: Path, fmt: str, keys: tuple[str, str], name: str) -> list[np.ndarray]:
+    try:
+        if fmt == "npz":
+            with np.load(path, allow_pickle=False) as npz:
+                available = list(npz.files)
+                missing = [k for k in keys if k not in available]
+                if missing:
+                    raise LoadError(
+                        "Array missing",
+                        f"{name}: no array {missing[0]!r}; the file holds {available}",
+                    )
+                return [npz[k] for k in keys]
+        if fmt == "safetensors":
+            from safetensors.numpy import load_file
+
+            arrays = load_file(str(path))
+            missing = [k for k in keys if k not in arrays]
+            if missing:
+                raise LoadError(
+                    "Array missing",
+                    f"{name}: no tensor {missing[0]!r}; the file holds {sorted(arrays)}",
+                )
+            return [arrays[k] for k in keys]
+    except LoadError:
+        raise
+    except Exception as e:  # object arrays (pickle), corrupt zip, bad header
+        raise LoadError(
+            "Unreadable dataset", f"{name}: cannot read as {fmt} ({type(e).__name__}: {e})"
+        ) from e
+    raise LoadError("Unsupported dataset format", f"{name}: format {fmt!r}; use npz or safetensors")
+
+
+def _as_targets(targets: np.ndarray, loss: str, dtype: torch.dtype, name: str, key: str):
+    if targets.dtype.kind not in "biuf":
+        raise LoadError("Bad targets", f"{name}: {key!r} has dtype {targets.dtype}; need numbers")
+    t = torch.from_numpy(np.ascontiguousarray(targets))
+    if loss == "mse":
+        return t.to(dtype)
+    if t.is_floating_point() and t.ndim >= 2:  # class probabilities
+        return t.to(dtype)
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        raise LoadError(
+            "Bad targets",
+            f"{name}: {key!r} must hold integer class labels for cross_entropy (or class "
+            "probabilities of shape (n, classes))",
+        )
+    t = t.to(torch.int64)
+    if t.numel() and int(t.min()) < 0:
+        raise LoadError("Bad targets", f"{name}: {key!r} holds negative class labels")
+    return t
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    meta: dict[str, Any] | None,
+    inputs_key: str = "inputs",
+    targets_key: str = "targets",
+    max_samples: int | None = None,
+    batch_size: int = 256,
+    loss: str = "cross_entropy",
+    dtype: torch.dtype = torch.float32,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Read inputs and targets, truncate to max_samples, convert, and cut into batches."""
+    p = Path(path)
+    name = (meta or {}).get("filename") or p.name
+    fmt = dataset_format(p, meta)
+    inputs, targets = _read_arrays(p, fmt, (inputs_key, targets_key), name)
+    if inputs.ndim == 0 or targets.ndim == 0:
+        raise LoadError("Bad dataset", f"{name}: inputs and targets need a leading example axis")
+    if inputs.shape[0] != targets.shape[0]:
+        raise LoadError(
+            "Bad dataset",
+            f"{name}: {inputs_key!r} has {inputs.shape[0]} examples but {targets_key!r} has "
+            f"{targets.shape[0]}",
+        )
+    if max_samples is not None:
+        inputs, targets = inputs[:max_samples], targets[:max_samples]
+    if inputs.shape[0] == 0:
+        raise LoadError("Bad dataset", f"{name}: the dataset holds no examples")
+    if inputs.dtype.kind not in "biuf":
+        raise LoadError("Bad inputs", f"{name}: {inputs_key!r} has dtype {inputs.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(inputs)).to(dtype)
+    if not bool(torch.isfinite(x).all()):
+        raise LoadError("Bad inputs", f"{name}: {inputs_key!r} holds NaN or Inf values")
+    y = _as_targets(targets, loss, dtype, name, targets_key)
+    return [
+        (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)
+    ]
+
+
+def probe(model: LoadedModel, batches: list[tuple[torch.Tensor, torch.Tensor]], name: str):
+    """One forward pass on two examples, so a shape mismatch says which shapes disagree."""
+    x = batches[0][0][:2]
+    try:
+        with torch.no_grad():
+            out = model.module(x.to(next(model.module.parameters()).device))
+    except Exception as e:
+        expected = f"expects inputs of shape {model.input_shape}" if model.input_shape else ""
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoadError(
+            "Data does not fit the model",
+            f"{name}: the model {expected or 'rejected the inputs'}; the data gives shape "
+            f"{tuple(batches[0][0].shape[1:])} per example, batch shape "
+            f"{tuple(x.shape)} ({msg})",
+        ) from e
+    if not isinstance(out, torch.Tensor):
+        raise LoadError("Unsupported model output", f"{name}: the model must return one tensor")
+    return out
