@@ -7,6 +7,10 @@ An upload is streamed to a temporary file in the same directory while its sha256
 then renamed into place (atomic on one filesystem), so a reader never sees half a blob and a
 re-upload of the same bytes is idempotent. `BlobStore` is the one interface; an object-store
 backend can implement the same five methods.
+
+The gateway uses the two-phase form (`stage_stream`, then `commit` or `discard`): it inspects
+the staged bytes (format, arrays) and reads the form fields that follow the file before it
+decides to keep them, so a refused upload never becomes a blob, even for a moment.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,16 @@ KINDS = ("models", "datasets")
 
 class TooLarge(Exception):
     """The upload exceeded the size cap; nothing was stored."""
+
+
+@dataclass
+class Staged:
+    """Bytes written to a temporary file beside the blobs, hashed, not yet a blob."""
+
+    kind: str
+    tmp: Path
+    sha256: str
+    size: int
 
 
 class BlobStore:
@@ -123,3 +138,33 @@ class BlobStore:
             raise
         digest = h.hexdigest()
         return self._commit(kind, tmp, digest, size, meta), self.path(kind, digest)
+
+    async def stage_stream(self, kind: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Staged:
+        """Write a stream to a temporary file, hashing it; raises TooLarge past `max_bytes`.
+
+        Nothing is visible under the blob's id until `commit`; `discard` removes the file.
+        """
+        tmp, fh = self._begin(kind)
+        h, size = hashlib.sha256(), 0
+        try:
+            with fh:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge(f"larger than the {max_bytes}-byte limit")
+                    h.update(chunk)
+                    fh.write(chunk)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Staged(kind=kind, tmp=tmp, sha256=h.hexdigest(), size=size)
+
+    def commit(self, staged: Staged, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Make staged bytes a blob; returns (metadata, created). Same bytes: the stored record."""
+        created = self.meta(staged.kind, staged.sha256) is None
+        record = self._commit(staged.kind, staged.tmp, staged.sha256, staged.size, meta)
+        return record, created
+
+    @staticmethod
+    def discard(staged: Staged) -> None:
+        staged.tmp.unlink(missing_ok=True)

@@ -1,0 +1,71 @@
+"""Request dependencies: the stores, the Celery app and the optional bearer-token check.
+
+Everything is built once per app in `create_app` and read from `app.state`, so a test builds
+an app against its private Redis and data directory, and nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+import redis
+from celery import Celery
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.problems import ProblemError
+from tasks.blobstore import BlobStore
+from tasks.jobstore import JobStore
+from tasks.settings import Settings
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="Required on /v1 routes when SHARPNESS_API_KEY is set.",
+)
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def blobs(request: Request) -> BlobStore:
+    return request.app.state.blobs
+
+
+def jobs(request: Request) -> JobStore:
+    return request.app.state.jobs
+
+
+def redis_client(request: Request) -> redis.Redis:
+    return request.app.state.jobs.r
+
+
+def celery_app(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+def require_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """With an API key configured, /v1 needs `Authorization: Bearer <key>` (constant-time
+    comparison); without one the API is open, as on a laptop."""
+    expected = request.app.state.settings.api_key
+    if not expected:
+        return
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "Authorization: send 'Authorization: Bearer <key>' with the configured API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+BlobsDep = Annotated[BlobStore, Depends(blobs)]
+JobsDep = Annotated[JobStore, Depends(jobs)]
+RedisDep = Annotated[redis.Redis, Depends(redis_client)]
+CeleryDep = Annotated[Celery, Depends(celery_app)]

@@ -1,0 +1,50 @@
+"""The gateway: `create_app(settings)` builds a FastAPI app; `app` is the default one.
+
+Nothing connects at import: the Redis client and the Celery producer open connections on first
+use, so `import service.main` is fast and works with Redis down (readyz reports it). The
+gateway never imports torch (tests/api/test_layout_gateway.py checks it).
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+
+from service import problems
+from service.deps import require_api_key
+from service.metrics import make_registry
+from service.routers import datasets, health, jobs, measures, models, queue
+from service.routers.common import problems as problem_responses
+from tasks.blobstore import BlobStore
+from tasks.celery_app import make_celery
+from tasks.jobstore import JobStore
+from tasks.settings import Settings, get_settings
+
+DESCRIPTION = """Measure the sharpness of trained networks (Hessian spectrum, trace,
+adaptive sharpness) as queued jobs. Upload a model and a dataset, submit a job, poll it.
+
+Every error is `application/problem+json` (RFC 9457): `type`, `title`, `status`, and a
+`detail` naming the field or file at fault; validation errors add `errors`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or get_settings()
+    app = FastAPI(
+        title="Sharpness service",
+        version="0.1.0",
+        description=DESCRIPTION,
+    )
+    app.state.settings = s
+    app.state.blobs = BlobStore(s.blob_dir)
+    app.state.jobs = JobStore.from_url(s.redis_url)
+    app.state.celery = make_celery(s)
+    app.state.metrics_registry = make_registry(app.state.jobs)
+    problems.install(app)
+    auth = [Depends(require_api_key)]
+    for router in (models.router, datasets.router, jobs.router, measures.router, queue.router):
+        # every /v1 route can answer 401, documented whether or not a key is set now
+        app.include_router(router, dependencies=auth, responses=problem_responses(401))
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,134 @@
+"""One read of Redis that the queue endpoint and the metrics both report from.
+
+Broker side (kombu's Redis transport, default key names): a queue's waiting messages are the
+list named after the queue, plus one list per priority step named "<queue>\\x06\\x16<step>"
+(steps 3, 6, 9). A message a worker has taken but not acknowledged (acks_late: the whole time
+its job runs) moves to the hash "unacked" (delivery tag → JSON [message, exchange,
+routing_key]), indexed by the sorted set "unacked_index"; the routing key is the queue name
+with our direct-exchange queues, which gives the per-queue reserved count.
+
+Job side: job records (tasks.jobstore) give the counts by status, the running jobs and the
+oldest queued job. Worker heartbeats give the workers online.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from tasks.celery_app import QUEUES
+from tasks.jobstore import PREFIX, JobStore
+from tasks.spec import JobStatus
+
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (3, 6, 9)  # step 0 is the bare queue name
+UNACKED = "unacked"
+FIELDS = ("status", "queue", "created_at", "started_at", "finished_at", "worker", "device")
+
+
+@dataclass
+class JobRow:
+    id: str
+    status: str
+    queue: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    device: str | None
+
+
+@dataclass
+class Snapshot:
+    waiting: dict[str, int]
+    reserved: dict[str, int]
+    workers: list[dict[str, Any]]
+    jobs: list[JobRow] = field(default_factory=list)
+    taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def by_status(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in JobStatus}
+        for row in self.jobs:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+    def queued(self, queue: str | None = None) -> list[JobRow]:
+        return [
+            r
+            for r in self.jobs
+            if r.status == JobStatus.queued.value and (queue is None or r.queue == queue)
+        ]
+
+    def oldest_queued_age_s(self, queue: str | None = None) -> float | None:
+        times = [r.created_at for r in self.queued(queue) if r.created_at]
+        return (self.taken_at - min(times)).total_seconds() if times else None
+
+    def running(self) -> list[JobRow]:
+        return [r for r in self.jobs if r.status == JobStatus.running.value]
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def broker_depths(r: redis.Redis) -> tuple[dict[str, int], dict[str, int]]:
+    """(waiting, reserved) per queue, read the way kombu's Redis transport stores them."""
+    pipe = r.pipeline(transaction=False)
+    for q in QUEUES:
+        pipe.llen(q)
+        for step in PRIORITY_STEPS:
+            pipe.llen(f"{q}{PRIORITY_SEP}{step}")
+    sizes = pipe.execute()
+    per = 1 + len(PRIORITY_STEPS)
+    waiting = {q: sum(sizes[i * per : (i + 1) * per]) for i, q in enumerate(QUEUES)}
+    reserved = {q: 0 for q in QUEUES}
+    for _, raw in r.hscan_iter(UNACKED):
+        try:
+            routing_key = json.loads(raw)[2]
+        except (ValueError, IndexError, TypeError):
+            routing_key = "unknown"
+        reserved[routing_key] = reserved.get(routing_key, 0) + 1
+    return waiting, reserved
+
+
+def job_rows(r: redis.Redis, limit: int | None = None) -> list[JobRow]:
+    """The newest `limit` job records (all when None), a pipelined HMGET per job."""
+    index = f"{PREFIX}jobs"
+    ids = r.zrevrange(index, 0, -1 if limit is None else limit - 1)
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(JobStore.key(job_id), FIELDS)
+    rows = []
+    for job_id, values in zip(ids, pipe.execute(), strict=True):
+        v = dict(zip(FIELDS, values, strict=True))
+        if not v["status"]:
+            continue
+        rows.append(
+            JobRow(
+                id=job_id,
+                status=v["status"],
+                queue=v["queue"],
+                created_at=_time(v["created_at"]),
+                started_at=_time(v["started_at"]),
+                finished_at=_time(v["finished_at"]),
+                worker=v["worker"] or None,
+                device=v["device"] or None,
+            )
+        )
+    return rows
+
+
+def snapshot(jobs: JobStore, limit: int | None = None) -> Snapshot:
+    waiting, reserved = broker_depths(jobs.r)
+    return Snapshot(
+        waiting=waiting, reserved=reserved, workers=jobs.workers(), jobs=job_rows(jobs.r, limit)
+    )
+
+
+def worker_age_s(worker: dict[str, Any], now: datetime) -> float | None:
+    seen = _time(worker.get("last_seen"))
+    return (now - seen).total_seconds() if seen else None

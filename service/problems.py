@@ -1,0 +1,169 @@
+"""RFC 9457 problem details for every error the gateway answers.
+
+One shape for all failures (a refused upload, a bad job spec, an unknown route, a Redis
+outage, a bug) lets clients handle errors in one place: `type` says which kind of problem,
+`detail` names the field or the file at fault, and validation errors add an `errors` list.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tasks.spec import Problem
+
+log = logging.getLogger("sharpness.gateway")
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:sharpness:problem:"
+
+# Titles for statuses raised by the framework itself (unknown route, wrong method).
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem_type(slug: str) -> str:
+    """A stable URI per kind of problem, so clients can branch on it rather than on text."""
+    return f"{TYPE_PREFIX}{slug}"
+
+
+class ProblemError(Exception):
+    """Raised anywhere in a request; becomes a problem+json answer."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        title: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.title = title or _TITLES.get(status, "Error")
+        self.errors = errors
+        self.headers = headers
+
+    def problem(self, instance: str | None = None) -> Problem:
+        return Problem(
+            type=problem_type(self.slug),
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            instance=instance,
+            errors=self.errors,
+        )
+
+
+def field_error(field: str, message: str, kind: str = "value_error") -> dict[str, Any]:
+    """One entry of a problem's `errors` list."""
+    return {"field": field, "message": message, "type": kind}
+
+
+def invalid(field: str, message: str, slug: str = "invalid-field") -> ProblemError:
+    """A 422 naming one field, in the same shape as a schema validation error."""
+    return ProblemError(422, slug, f"{field}: {message}", errors=[field_error(field, message)])
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('body', 'measures', 0, 'params', 'k') → 'measures.0.params.k'; query/path keep their
+    prefix ('query.limit') so the client knows where to look."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def validation_problem(exc: RequestValidationError, instance: str) -> Problem:
+    errors = []
+    for e in exc.errors():
+        msg = str(e.get("msg", "invalid"))
+        errors.append(
+            {"field": _field_path(e.get("loc", ())), "message": msg, "type": e.get("type")}
+        )
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Problem(
+        type=problem_type("validation"),
+        title="Request validation failed",
+        status=422,
+        detail=detail,
+        instance=instance,
+        errors=errors,
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into problem+json."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.problem(request.url.path), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(validation_problem(exc, request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        if status == 404 and exc.detail == "Not Found":
+            detail = f"no route {request.url.path}; see /docs for the API"
+        elif status == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            detail = str(exc.detail)
+        problem = Problem(
+            type="about:blank",
+            title=_TITLES.get(status, "Error"),
+            status=status,
+            detail=detail,
+            instance=request.url.path,
+        )
+        return problem_response(problem, getattr(exc, "headers", None))
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("redis unavailable on %s: %s", request.url.path, exc)
+        problem = ProblemError(
+            503, "redis-unavailable", f"the job store (Redis) did not answer: {exc}"
+        ).problem(request.url.path)
+        return problem_response(problem, {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        problem = ProblemError(
+            500,
+            "internal",
+            f"unexpected {type(exc).__name__} while handling {request.method} "
+            f"{request.url.path}; the gateway log has the traceback",
+        ).problem(request.url.path)
+        return problem_response(problem)

