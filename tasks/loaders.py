@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -67,6 +69,11 @@ class LoadedModel:
             if p.is_floating_point():
                 return p.dtype
         return torch.float32
+
+
+def _first_line(e: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 # ------------------------------------------------------------------------------------ models
@@ -122,11 +129,18 @@ def _load_export(path: Path, name: str) -> LoadedModel:
     _precheck_pt2(path, name)
     try:
         ep = torch.export.load(str(path))
-    except Exception as e:  # the weights-only unpickler refuses payloads with UnpicklingError
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met a Python object
+        why = re.search(r"WeightsUnpickler error: ([^.]*)", str(e))
+        raise LoadError(
+            "Unsafe model archive",
+            f"{name}: a pickled member holds Python objects, not only tensors, and was "
+            f"refused unread ({why.group(1) if why else 'weights-only load failed'})",
+        ) from e
+    except Exception as e:
         raise LoadError(
             "Unreadable model archive",
-            f"{name}: torch.export.load refused the archive ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})",
+            f"{name}: torch.export.load could not read the archive ({type(e).__name__}: "
+            f"{_first_line(e)})",
         ) from e
     return LoadedModel(ep.module(), "torch_export", _export_input_shape(ep))
 
@@ -309,7 +323,7 @@ def probe(model: LoadedModel, batches: list[tuple[torch.Tensor, torch.Tensor]], 
             out = model.module(x.to(next(model.module.parameters()).device))
     except Exception as e:
         expected = f"expects inputs of shape {model.input_shape}" if model.input_shape else ""
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = _first_line(e)
         raise LoadError(
             "Data does not fit the model",
             f"{name}: the model {expected or 'rejected the inputs'}; the data gives shape "

@@ -50,18 +50,18 @@ def mlp(config: dict[str, Any]) -> nn.Module:
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[act]())
-    return _Wrapped(nn.Sequential(nn.Flatten(), *layers))
+    return _Wrapped(nn.Sequential(*layers))
 
 
 class _Wrapped(nn.Module):
-    """Names the layer stack 'layers' so state-dict keys read layers.1.weight etc."""
+    """Flattens the input; keys read layers.0.weight, layers.2.weight, ... (as in the docs)."""
 
     def __init__(self, layers: nn.Sequential) -> None:
         super().__init__()
         self.layers = layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        return self.layers(x.flatten(1))
 
 
 class SmallCNN(nn.Module):

@@ -1,0 +1,131 @@
+"""The job task's logic in-process against a real Redis: guard, lock, cancel, limits, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.blobstore import BlobStore
+from tasks.job import execute
+from tasks.jobstore import JobStore
+from tasks.runtime import WorkerRuntime
+from tasks.settings import Settings
+from tasks.spec import JobSpec, JobStatus
+from tests import artifacts as A
+
+
+@pytest.fixture
+def rt(redis_url: str, tmp_path: Path) -> WorkerRuntime:
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, heartbeat_s=1)
+    return WorkerRuntime.create("test-worker@here", settings)
+
+
+def put(blobs: BlobStore, kind: str, path: Path, **meta: object) -> str:
+    record, _ = blobs.put_chunks(
+        kind, [path.read_bytes()], 1 << 30, {"filename": path.name, **meta}
+    )
+    return record["id"]
+
+
+def make_job(rt: WorkerRuntime, tmp_path: Path, measures: list, in_features: int = 4, **kw):
+    model = A.export(A.mlp(), tmp_path / "m.pt2", 4, torch.float64)
+    x, y = A.data(n=32, in_features=in_features)
+    npz = A.save_npz(tmp_path / "d.npz", x, y)
+    spec = JobSpec.model_validate(
+        {
+            "model": put(rt.blobs, "models", model, format="torch_export"),
+            "dataset": {"id": put(rt.blobs, "datasets", npz, format="npz"), "batch_size": 16},
+            "measures": measures,
+            **kw,
+        }
+    )
+    return rt.store.create(spec, "cpu")
+
+
+def test_runs_and_records_everything(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job = make_job(
+        rt, tmp_path, [{"name": "lambda_max"}, {"name": "frobenius", "params": {"num_hvps": 20}}]
+    )
+    assert execute(job.id, rt) == "succeeded"
+    done = rt.store.get(job.id)
+    assert done.status == JobStatus.succeeded and done.attempts == 1
+    assert set(done.results) == {"lambda_max", "frobenius"}
+    assert done.results["lambda_max"].converged
+    assert done.progress["lambda_max"].state == "done" and done.progress["frobenius"].iteration > 0
+    assert done.evaluation["num_examples"] == 32 and 0 <= done.evaluation["accuracy"] <= 1
+    assert done.device == "cpu" and done.worker == "test-worker@here"
+    assert {"python", "torch", "numpy", "celery", "service"} <= set(done.versions)
+    assert rt.store.r.get(f"sharpness:lock:{job.id}") is None  # released
+    # a redelivered message of a finished job never runs it again
+    assert execute(job.id, rt) == "skipped"
+    assert rt.store.get(job.id).attempts == 1
+
+
+def test_lock_held_by_live_worker(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job = make_job(rt, tmp_path, [{"name": "lambda_max"}])
+    rt.store.acquire(job.id, "other@host", 60)
+    assert execute(job.id, rt) == "locked"
+    assert rt.store.get(job.id).status == JobStatus.queued
+
+
+def test_expired_lock_of_dead_worker_is_taken_over(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job = make_job(rt, tmp_path, [{"name": "lambda_max"}])
+    rt.store.acquire(job.id, "dead@host", 1)
+    assert execute(job.id, rt) == "succeeded"
+
+
+def test_cancel_before_start(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job = make_job(rt, tmp_path, [{"name": "lambda_max"}])
+    rt.store.r.hset(rt.store.key(job.id), "cancel_requested", 1)
+    assert execute(job.id, rt) == "cancelled"
+    assert rt.store.get(job.id).attempts == 0
+
+
+LONG = [{"name": "lambda_max"}, {"name": "spectral_density", "params": {"runs": 100}}]
+
+
+def test_cancel_while_running_keeps_partial_results(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job = make_job(rt, tmp_path, LONG)
+
+    def cancel_when_running() -> None:
+        while rt.store.get(job.id).progress["spectral_density"].state != "running":
+            time.sleep(0.05)
+        rt.store.request_cancel(job.id)
+
+    t = threading.Thread(target=cancel_when_running)
+    t.start()
+    assert execute(job.id, rt) == "cancelled"
+    t.join()
+    done = rt.store.get(job.id)
+    assert done.status == JobStatus.cancelled and "lambda_max" in done.results
+
+
+def test_soft_time_limit(rt: WorkerRuntime, tmp_path: Path) -> None:
+    rt.settings.soft_time_limit_s = 1
+    job = make_job(rt, tmp_path, [{"name": "spectral_density", "params": {"runs": 100}}])
+    assert execute(job.id, rt) == "failed"
+    err = rt.store.get(job.id).error
+    assert err.title == "Time limit exceeded" and "spectral_density" in err.detail
+
+
+def test_shape_mismatch_fails_with_shapes(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job = make_job(rt, tmp_path, [{"name": "lambda_max"}], in_features=5)
+    assert execute(job.id, rt) == "failed"
+    err = rt.store.get(job.id).error
+    assert err.status == 422 and "(5,) per example" in err.detail
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job = make_job(rt, tmp_path, [{"name": "lambda_max"}], device="cuda")
+    assert execute(job.id, rt) == "failed"
+    assert "no CUDA device" in rt.store.get(job.id).error.detail
+
+
+def test_missing_job_is_skipped(rt: WorkerRuntime) -> None:
+    assert execute("0" * 32, rt) == "skipped"
+    assert JobStore.from_url(rt.settings.redis_url).get("0" * 32) is None
