@@ -45,8 +45,8 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
-        out = open(self.data_dir / log, "ab")  # noqa: SIM115  closed when the process ends
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=out)
+        with open(self.data_dir / log, "ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=out)
         self.procs.append(proc)
         return proc
 
@@ -126,6 +126,7 @@ class Stack:
 
 def start_stack(server: PrivateRedis, db: int, data_dir: Path, **settings: Any) -> Stack:
     url = f"redis://127.0.0.1:{server.port}/{db}"
+    data_dir.mkdir(parents=True, exist_ok=True)
     redis.Redis.from_url(url).flushdb()
     env = {
         **os.environ,
