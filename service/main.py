@@ -7,6 +7,7 @@ gateway never imports torch (tests/api/test_layout_gateway.py checks it).
 
 from __future__ import annotations
 
+from celery import Celery
 from fastapi import Depends, FastAPI
 
 from service import problems
@@ -26,6 +27,22 @@ Every error is `application/problem+json` (RFC 9457): `type`, `title`, `status`,
 `detail` naming the field or file at fault; validation errors add `errors`."""
 
 
+def gateway_celery(settings: Settings) -> Celery:
+    """The shared Celery app, with publishing that gives up within seconds: a client waiting
+    on POST /v1/jobs should get a 503 quickly, not hang while the broker is down (kombu's
+    default is up to 100 connection retries)."""
+    app = make_celery(settings)
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "max_retries": 2,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 1,
+        "socket_connect_timeout": 3,
+    }
+    return app
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     app = FastAPI(
@@ -36,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = s
     app.state.blobs = BlobStore(s.blob_dir)
     app.state.jobs = JobStore.from_url(s.redis_url)
-    app.state.celery = make_celery(s)
+    app.state.celery = gateway_celery(s)
     app.state.metrics_registry = make_registry(app.state.jobs)
     problems.install(app)
     auth = [Depends(require_api_key)]

@@ -28,11 +28,11 @@ def inspect_dataset(
         head = fh.read(16)
     if archive.is_zip(head):
         fmt, arrays = "npz", _npz_arrays(path, label, max_uncompressed)
+    elif safetensors.looks_like(head, size):  # before the pickle test: a length may be 0x80..
+        fmt, arrays = "safetensors", safetensors.read_header(path, label)
     elif head[:1] == b"\x80" or head[:6] == npy.MAGIC:
         what = "a raw Python pickle" if head[:1] == b"\x80" else "a single .npy array"
         raise Refused(415, "unknown-format", f"{label}: {what} is not a dataset; {HOW_TO_SAVE}")
-    elif safetensors.looks_like(head, size):
-        fmt, arrays = "safetensors", safetensors.read_header(path, label)
     else:
         raise Refused(
             415, "unknown-format", f"{label}: neither .npz nor .safetensors; {HOW_TO_SAVE}"

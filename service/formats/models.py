@@ -31,13 +31,7 @@ def inspect_model(path: Path, label: str, max_uncompressed: int) -> dict[str, An
         head = fh.read(16)
     if archive.is_zip(head):
         return _zip_model(path, label, max_uncompressed)
-    if head[:1] == b"\x80":
-        raise Refused(
-            415,
-            "pickle",
-            f"{label}: this is a raw Python pickle (protocol {head[1]}); uploaded bytes are "
-            f"never unpickled. Instead, {HOW_TO_EXPORT}",
-        )
+    # safetensors first: its 8-byte length may well start with 0x80, like a pickle
     if safetensors.looks_like(head, size):
         tensors = safetensors.read_header(path, label)
         return {
@@ -45,6 +39,13 @@ def inspect_model(path: Path, label: str, max_uncompressed: int) -> dict[str, An
             "tensors": len(tensors),
             "parameters": sum(math.prod(t["shape"]) for t in tensors.values()),
         }
+    if head[:1] == b"\x80":
+        raise Refused(
+            415,
+            "pickle",
+            f"{label}: this is a raw Python pickle (protocol {head[1]}); uploaded bytes are "
+            f"never unpickled. Instead, {HOW_TO_EXPORT}",
+        )
     raise Refused(
         415,
         "unknown-format",

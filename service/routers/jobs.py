@@ -37,13 +37,17 @@ SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "in
 def _enqueue(celery: CeleryDep, store: JobStore, job: Job) -> None:
     """Send the job's one Celery message (task id = job id). On failure the job is marked
     failed with the reason, never left queued with no message to run it, and the client
-    gets a 503."""
+    gets a 503.
+
+    ignore_result: results live in the job record, not in Celery's result backend; without
+    it Celery would also subscribe the gateway to every task's result channel, for good."""
     try:
         celery.send_task(
             RUN_JOB_TASK,
             args=[job.id],
             task_id=job.id,
             queue=job.queue,
+            ignore_result=True,
             retry=True,
             retry_policy=SEND_RETRY,
         )
@@ -88,7 +92,8 @@ def submit_job(
     enqueue it on the `gpu` queue (device cuda) or `cpu` (cpu, auto). Answers 202 with
     `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled."""
     references.check(spec, blobs, settings)
-    job = store.create(spec, queue_for(spec.device), idempotency_key)
+    created = store.create(spec, queue_for(spec.device), idempotency_key)
+    job = store.get(created.id) or created  # as GET shows it (progress entries included)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if idempotency_key:
         if job.spec.model_dump() != spec.model_dump():

@@ -1,0 +1,129 @@
+"""Dataset uploads: .npz and .safetensors, arrays recorded, bad data refused by name."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tasks.settings import Settings
+from tests.api import files
+from tests.api.checks import assert_problem
+
+
+def _stored(settings: Settings) -> list[str]:
+    d = settings.blob_dir / "datasets"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_upload_npz(client: TestClient, settings: Settings, compressed: bool) -> None:
+    data = files.npz_bytes(n=10, compressed=compressed)
+    r = client.post("/v1/datasets", files={"file": ("d.npz", data)})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["format"] == "npz" and body["num_examples"] == 10
+    assert body["arrays"] == {
+        "inputs": {"dtype": "float32", "shape": [10, 4]},
+        "targets": {"dtype": "int64", "shape": [10]},
+    }
+    meta = json.loads((settings.blob_dir / "datasets" / f"{body['id']}.json").read_text())
+    assert meta["arrays"] == body["arrays"] and meta["format"] == "npz"
+    assert meta["inputs_key"] == "inputs" and meta["targets_key"] == "targets"
+    assert client.get(f"/v1/datasets/{body['id']}").json() == body
+
+
+def test_upload_safetensors(client: TestClient) -> None:
+    r = client.post(
+        "/v1/datasets", files={"file": ("d.safetensors", files.safetensors_dataset_bytes(7))}
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["format"] == "safetensors" and body["num_examples"] == 7
+    assert body["arrays"]["inputs"] == {"dtype": "float32", "shape": [7, 4]}
+
+
+def test_reupload_same_id(client: TestClient) -> None:
+    data = files.npz_bytes()
+    a = client.post("/v1/datasets", files={"file": ("a.npz", data)})
+    b = client.post("/v1/datasets", files={"file": ("b.npz", data)})
+    assert (a.status_code, b.status_code) == (201, 200)
+    assert a.json()["id"] == b.json()["id"]
+
+
+def test_custom_keys(client: TestClient) -> None:
+    rng = np.random.default_rng(0)
+    data = files.npz_bytes(x=rng.standard_normal((5, 2)), y=rng.standard_normal((5, 1)))
+    r = client.post("/v1/datasets", files={"file": ("d.npz", data)})
+    assert_problem(r, 422, "'inputs'", "inputs_key")
+    r = client.post(
+        "/v1/datasets",
+        files={"file": ("d.npz", data)},
+        data={"inputs_key": "x", "targets_key": "y"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["inputs_key"] == "x"
+
+
+def test_object_array_refused(client: TestClient, settings: Settings) -> None:
+    data = files.npz_bytes(
+        inputs=np.array([{"a": 1}, None], dtype=object), targets=np.array([0, 1])
+    )
+    r = client.post("/v1/datasets", files={"file": ("evil.npz", data)})
+    assert_problem(r, 415, "'evil.npz'", "'inputs'", "pickle")
+    assert _stored(settings) == []
+
+
+def test_length_mismatch_names_arrays(client: TestClient) -> None:
+    data = files.npz_bytes(inputs=np.zeros((5, 3), np.float32), targets=np.zeros(4, np.int64))
+    assert_problem(
+        client.post("/v1/datasets", files={"file": ("d.npz", data)}), 422, "'inputs'", "'targets'"
+    )
+
+
+def test_missing_targets(client: TestClient) -> None:
+    data = files.npz_bytes(inputs=np.zeros((5, 3), np.float32))
+    assert_problem(client.post("/v1/datasets", files={"file": ("d.npz", data)}), 422, "'targets'")
+
+
+def test_truncated_npy_member(client: TestClient) -> None:
+    """A well-formed zip whose .npy member holds fewer bytes than its header promises."""
+    npy = io.BytesIO()
+    np.save(npy, np.zeros((10, 4), np.float32))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("inputs.npy", npy.getvalue()[:-16])
+        zf.writestr("targets.npy", npy.getvalue())
+    r = client.post("/v1/datasets", files={"file": ("cut.npz", buf.getvalue())})
+    assert_problem(r, 422, "'cut.npz'", "'inputs'")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "needle"),
+    [
+        (b"", 422, "empty"),
+        (b"\x80\x04K\x01.", 415, "pickle"),
+        (b"plain text, not arrays", 415, "neither .npz nor .safetensors"),
+    ],
+    ids=["empty", "pickle", "garbage"],
+)
+def test_refused(client: TestClient, data: bytes, status: int, needle: str) -> None:
+    r = client.post("/v1/datasets", files={"file": ("x.npz", data)})
+    assert_problem(r, status, "'x.npz'", needle)
+
+
+def test_truncated_npz(client: TestClient, settings: Settings) -> None:
+    data = files.npz_bytes()
+    r = client.post("/v1/datasets", files={"file": ("half.npz", data[: len(data) // 2])})
+    assert_problem(r, 422, "'half.npz'", "truncated")
+    assert _stored(settings) == []
+
+
+def test_get_delete_and_unknown(client: TestClient, dataset_id: str) -> None:
+    assert client.delete(f"/v1/datasets/{dataset_id}").status_code == 204
+    assert_problem(client.get(f"/v1/datasets/{dataset_id}"), 404, dataset_id)
+    assert_problem(client.get("/v1/datasets/XYZ"), 422, "path.id")

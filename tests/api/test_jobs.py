@@ -1,0 +1,225 @@
+"""Job submission, reading, listing, idempotency and cancellation (no worker runs here: jobs
+stay queued and their Celery messages wait in Redis)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from service.main import create_app, gateway_celery
+from tasks.jobstore import JobStore
+from tasks.settings import Settings
+from tasks.spec import JobStatus
+from tests.api import files
+from tests.api.checks import assert_problem
+
+
+def spec(model: str, dataset: str, **extra) -> dict:
+    return {
+        "model": model,
+        "dataset": {"id": dataset, "batch_size": 8},
+        "measures": [{"name": "lambda_max"}, {"name": "trace", "params": {"seed": 3}}],
+        **extra,
+    }
+
+
+def test_submit_read_and_enqueue(
+    client: TestClient, model_id: str, dataset_id: str, settings: Settings
+) -> None:
+    r = client.post("/v1/jobs", json=spec(model_id, dataset_id, labels={"run": "a"}))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["queue"] == "cpu"
+    assert job["spec"]["measures"][1]["params"]["seed"] == 3  # defaults filled in beside it
+    assert set(job["progress"]) == {"lambda_max", "trace"}
+    assert client.get(r.headers["location"]).json() == job
+    broker = redis.Redis.from_url(settings.redis_url)
+    assert broker.llen("cpu") == 1  # the one Celery message, for the worker to take
+
+
+def test_cuda_jobs_go_to_gpu_queue(client: TestClient, model_id: str, dataset_id: str) -> None:
+    r = client.post("/v1/jobs", json=spec(model_id, dataset_id, device="cuda"))
+    assert r.json()["queue"] == "gpu"
+
+
+def test_unknown_measure(client: TestClient, model_id: str, dataset_id: str) -> None:
+    body = spec(model_id, dataset_id)
+    body["measures"] = [{"name": "sharpest"}]
+    problem = assert_problem(
+        client.post("/v1/jobs", json=body), 422, "measures.0.name", "unknown measure 'sharpest'"
+    )
+    assert problem["errors"][0]["field"] == "measures.0.name"
+
+
+def test_parameter_out_of_bounds(client: TestClient, model_id: str, dataset_id: str) -> None:
+    body = spec(model_id, dataset_id)
+    body["measures"] = [{"name": "top_eigenvalues", "params": {"k": 100000}}]
+    problem = assert_problem(
+        client.post("/v1/jobs", json=body),
+        422,
+        "measures.0.params.k: Input should be less than or equal to 200",
+    )
+    assert problem["errors"] == [
+        {
+            "field": "measures.0.params.k",
+            "message": "Input should be less than or equal to 200",
+            "type": "less_than_equal",
+        }
+    ]
+
+
+def test_unknown_parameter(client: TestClient, model_id: str, dataset_id: str) -> None:
+    body = spec(model_id, dataset_id)
+    body["measures"] = [{"name": "lambda_max", "params": {"iters": 5}}]
+    assert_problem(client.post("/v1/jobs", json=body), 422, "measures.0.params.iters")
+
+
+def test_unknown_model_and_dataset(client: TestClient, model_id: str, dataset_id: str) -> None:
+    missing = "0" * 64
+    assert_problem(client.post("/v1/jobs", json=spec(missing, dataset_id)), 422, "model:")
+    assert_problem(client.post("/v1/jobs", json=spec(model_id, missing)), 422, "dataset.id:")
+
+
+def test_missing_array_key(client: TestClient, model_id: str, dataset_id: str) -> None:
+    body = spec(model_id, dataset_id)
+    body["dataset"]["targets_key"] = "labels"
+    assert_problem(client.post("/v1/jobs", json=body), 422, "dataset.targets_key", "'labels'")
+
+
+def test_malformed_json(client: TestClient) -> None:
+    r = client.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert_problem(r, 422, "JSON")
+
+
+def test_dataset_uri_rules(
+    client: TestClient, model_id: str, data_root: Path, tmp_path: Path
+) -> None:
+    good = data_root / "d.npz"
+    good.write_bytes(files.npz_bytes())
+
+    def submit(uri: str):
+        return client.post(
+            "/v1/jobs",
+            json={"model": model_id, "dataset": {"uri": uri}, "measures": [{"name": "trace"}]},
+        )
+
+    assert submit(good.as_uri()).status_code == 202
+    assert_problem(submit("ftp://example.org/d.npz"), 422, "dataset.uri", "scheme 'ftp'")
+    assert_problem(submit("https://example.org/d.npz"), 422, "dataset.uri", "scheme 'https'")
+    assert_problem(
+        submit(f"file://{data_root}/../../../etc/passwd"), 422, "dataset.uri", "traversal"
+    )
+    outside = tmp_path / "outside.npz"
+    outside.write_bytes(files.npz_bytes())
+    (data_root / "escape.npz").symlink_to(outside)
+    assert_problem(
+        submit((data_root / "escape.npz").as_uri()), 422, "dataset.uri", "outside the data root"
+    )
+    (data_root / "bad.npz").write_bytes(files.npz_bytes(inputs=np.zeros((3, 2), np.float32)))
+    assert_problem(submit((data_root / "bad.npz").as_uri()), 422, "dataset.uri", "'targets'")
+
+
+def test_exactly_one_dataset_source(client: TestClient, model_id: str, dataset_id: str) -> None:
+    body = spec(model_id, dataset_id)
+    body["dataset"]["uri"] = "file:///x.npz"
+    assert_problem(client.post("/v1/jobs", json=body), 422, "dataset", "exactly one")
+
+
+def test_idempotency_key(
+    client: TestClient, model_id: str, dataset_id: str, settings: Settings
+) -> None:
+    headers = {"Idempotency-Key": "run-42"}
+    first = client.post("/v1/jobs", json=spec(model_id, dataset_id), headers=headers)
+    again = client.post("/v1/jobs", json=spec(model_id, dataset_id), headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert redis.Redis.from_url(settings.redis_url).llen("cpu") == 1  # enqueued once
+    other = spec(model_id, dataset_id, labels={"x": "y"})
+    assert_problem(client.post("/v1/jobs", json=other, headers=headers), 409, "Idempotency-Key")
+
+
+def test_list_filter_paginate(client: TestClient, model_id: str, dataset_id: str) -> None:
+    ids = []
+    for i in range(5):
+        labels = {"sweep": "lr", "i": str(i)} if i % 2 == 0 else {"sweep": "wd"}
+        r = client.post("/v1/jobs", json=spec(model_id, dataset_id, labels=labels))
+        ids.append(r.json()["id"])
+    everything = client.get("/v1/jobs").json()
+    assert [j["id"] for j in everything["items"]] == ids[::-1]  # newest first
+    lr = client.get("/v1/jobs", params={"label": "sweep:lr"}).json()["items"]
+    assert {j["id"] for j in lr} == {ids[0], ids[2], ids[4]}
+    both = client.get("/v1/jobs", params=[("label", "sweep:lr"), ("label", "i:2")]).json()
+    assert [j["id"] for j in both["items"]] == [ids[2]]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/jobs", params=params).json()
+        assert len(page["items"]) <= 2
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    client.post(f"/v1/jobs/{ids[1]}/cancel")
+    cancelled = client.get("/v1/jobs", params={"status": "cancelled"}).json()["items"]
+    assert [j["id"] for j in cancelled] == [ids[1]]
+    assert_problem(client.get("/v1/jobs", params={"label": "nocolon"}), 422, "query.label")
+    assert_problem(client.get("/v1/jobs", params={"cursor": "f" * 32}), 422, "query.cursor")
+    assert_problem(client.get("/v1/jobs", params={"status": "done"}), 422, "query.status")
+    assert_problem(client.get("/v1/jobs", params={"limit": 0}), 422, "query.limit")
+
+
+def test_cancel(client: TestClient, model_id: str, dataset_id: str, settings: Settings) -> None:
+    job = client.post("/v1/jobs", json=spec(model_id, dataset_id)).json()
+    r = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200
+    assert r.json()["status"] == "cancelled" and r.json()["cancel_requested"] is True
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200  # again: no-op
+
+    store = JobStore.from_url(settings.redis_url)
+    running = client.post("/v1/jobs", json=spec(model_id, dataset_id)).json()
+    store.mark_running(running["id"], "w1", "cpu", {})
+    r = client.post(f"/v1/jobs/{running['id']}/cancel")
+    assert r.status_code == 202
+    assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
+
+    done = client.post("/v1/jobs", json=spec(model_id, dataset_id)).json()
+    store.finish(done["id"], JobStatus.succeeded, results={})
+    assert_problem(client.post(f"/v1/jobs/{done['id']}/cancel"), 409, "succeeded")
+
+
+def test_unknown_job(client: TestClient) -> None:
+    assert_problem(client.get(f"/v1/jobs/{'a' * 32}"), 404, "a" * 32)
+    assert_problem(client.post(f"/v1/jobs/{'a' * 32}/cancel"), 404)
+    assert_problem(client.get("/v1/jobs/zzz"), 422, "path.id")
+
+
+def test_enqueue_failure_marks_job_failed(
+    settings: Settings, model_id: str, dataset_id: str, pt2: bytes
+) -> None:
+    """The broker refuses the message (here: nothing listens where it points). The job is
+    not left queued with no message: it is failed with the reason, and the client gets 503."""
+    app = create_app(settings)
+    dead = Settings(redis_url="redis://127.0.0.1:9/0", data_dir=settings.data_dir)
+    app.state.celery = gateway_celery(dead)
+    with TestClient(app) as c:
+        t0 = time.monotonic()
+        r = c.post("/v1/jobs", json=spec(model_id, dataset_id))
+        assert time.monotonic() - t0 < 10  # gives up within seconds, never hangs
+        problem = assert_problem(r, 503, "could not be enqueued")
+        job_id = problem["detail"].split()[1]
+        job = c.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert job["error"]["status"] == 503 and "enqueue" in job["error"]["type"]
+
+
+@pytest.mark.parametrize("status", [405])
+def test_wrong_method(client: TestClient, status: int) -> None:
+    assert_problem(client.put("/v1/jobs"), status, "PUT")
