@@ -27,7 +27,7 @@ from celery import shared_task  # noqa: E402
 from celery.exceptions import Reject, SoftTimeLimitExceeded  # noqa: E402
 
 from tasks.celery_app import RUN_JOB_TASK  # noqa: E402
-from tasks.loaders import LoadError  # noqa: E402
+from tasks.loaders import LoadError, first_line  # noqa: E402
 from tasks.runtime import ActiveJob, WorkerRuntime, current, lock_ttl, versions  # noqa: E402
 from tasks.spec import Job, JobStatus, MeasureProgress, Problem  # noqa: E402
 
@@ -99,6 +99,11 @@ class Hooks:
         )
         self._last_write = time.monotonic()
 
+    def done(self, value: Any) -> None:
+        """Final progress entry: the last iteration count with the measure's value."""
+        self._pending = {**(self._pending or {}), "estimate": value}
+        self.flush("done")
+
     def should_cancel(self) -> bool:
         now = time.monotonic()
         if self.rt.draining.is_set():
@@ -161,7 +166,7 @@ def evaluate(problem_: Any, name: str) -> dict[str, Any]:
     try:
         ev = problem_.evaluate()
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise LoadError(
             "Data does not fit the model",
             f"{name}: computing the loss failed ({msg}); check the targets' shape and range "
@@ -212,6 +217,7 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
     results: dict[str, Any] = {}
     evaluation: dict[str, Any] | None = None
     current_measure = ""
+    hooks: Hooks | None = None
     try:
         device, description = resolve_device(job.spec.device)
         rt.store.mark_running(job_id, rt.hostname, description, versions())
@@ -232,9 +238,7 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
                 rt.store.finish(job_id, JobStatus.cancelled, results, evaluation=evaluation)
                 return "cancelled"
             results[m.name] = res
-            hooks._pending = {"iteration": (hooks._pending or {}).get("iteration", 0)}
-            hooks._pending["estimate"] = res.get("value")
-            hooks.flush("done")
+            hooks.done(res.get("value"))
         rt.store.finish(job_id, JobStatus.succeeded, results, evaluation=evaluation)
         return "succeeded"
     except Draining:
@@ -266,6 +270,8 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
         where = f"measure {current_measure!r}" if current_measure else "preparing the job"
         kind = "out-of-memory" if "out of memory" in str(e).lower() else "job-failed"
         err = problem("Job failed", f"{where}: {type(e).__name__}: {e}", kind=kind)
+    if hooks is not None and current_measure not in results:
+        hooks.flush("failed")
     rt.store.finish(job_id, JobStatus.failed, results, error=err, evaluation=evaluation)
     return "failed"
 

@@ -71,7 +71,7 @@ class LoadedModel:
         return torch.float32
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
     return text.splitlines()[0][:300] if text else type(e).__name__
 
@@ -128,7 +128,8 @@ def _load_export(path: Path, name: str) -> LoadedModel:
         raise RuntimeError(f"{safe_torch.FLAG} is not set; refusing to read a torch.export file")
     _precheck_pt2(path, name)
     try:
-        ep = torch.export.load(str(path))
+        with path.open("rb") as fh:  # a file object: blobs are named by hash, not *.pt2
+            ep = torch.export.load(fh)
     except pickle.UnpicklingError as e:  # the weights-only unpickler met a Python object
         why = re.search(r"WeightsUnpickler error: ([^.]*)", str(e))
         raise LoadError(
@@ -140,7 +141,7 @@ def _load_export(path: Path, name: str) -> LoadedModel:
         raise LoadError(
             "Unreadable model archive",
             f"{name}: torch.export.load could not read the archive ({type(e).__name__}: "
-            f"{_first_line(e)})",
+            f"{first_line(e)})",
         ) from e
     return LoadedModel(ep.module(), "torch_export", _export_input_shape(ep))
 
@@ -323,7 +324,7 @@ def probe(model: LoadedModel, batches: list[tuple[torch.Tensor, torch.Tensor]], 
             out = model.module(x.to(next(model.module.parameters()).device))
     except Exception as e:
         expected = f"expects inputs of shape {model.input_shape}" if model.input_shape else ""
-        msg = _first_line(e)
+        msg = first_line(e)
         raise LoadError(
             "Data does not fit the model",
             f"{name}: the model {expected or 'rejected the inputs'}; the data gives shape "

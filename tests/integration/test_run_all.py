@@ -1,0 +1,91 @@
+"""`python -m service.run_all` (make run): private Redis, worker and gateway; SIGINT stops all,
+and a job running at that moment goes back to the queue and finishes after a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.redis_server import free_port
+from tests import artifacts as A
+from tests.integration.conftest import ROOT, Stack
+
+pytestmark = pytest.mark.integration
+
+
+def start(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARPNESS_")}
+    env.update(
+        SHARPNESS_DATA_DIR=str(data_dir),
+        SHARPNESS_PORT=str(port),
+        SHARPNESS_HEARTBEAT_S="1",
+        SHARPNESS_WORKER_QUEUES="cpu",
+        PYTHONUNBUFFERED="1",
+    )
+    log = open(data_dir / "run_all.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.run_all"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(log.read_text())
+
+
+def test_run_all_stops_cleanly_and_requeues_running_job(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(data_dir, port)
+    log = data_dir / "run_all.log"
+    try:
+        wait_ready(url, proc, log)
+        api = Stack(redis_url="", data_dir=data_dir, env={}, port=port)
+        x, y = A.data(n=256, in_features=32, classes=10, seed=8)
+        model_id = api.upload_id(
+            "models", A.export(A.mlp(32, 64, 10, seed=8), tmp_path / "m.pt2", 32)
+        )
+        data_id = api.upload_id("datasets", A.save_npz(tmp_path / "d.npz", x, y))
+        job_id = api.submit(
+            {
+                "model": model_id,
+                "dataset": {"id": data_id, "batch_size": 128},
+                "measures": [{"name": "trace", "params": {"num_hvps": 300}}],
+            }
+        )
+        api.wait(job_id, until={"running"}, poll_s=0.02)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        text = log.read_text()
+        assert text.index("stopping worker") < text.index("stopping gateway")
+        assert text.index("stopping gateway") < text.index("stopping redis")
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=2)
+
+        # the same data directory again: the AOF kept the job, which was handed back and runs
+        proc = start(data_dir, port)
+        wait_ready(url, proc, log)
+        job = api.wait(job_id, timeout_s=120)
+        assert job["status"] == "succeeded", job
+        assert job["attempts"] == 2
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
