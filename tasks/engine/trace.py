@@ -11,6 +11,19 @@ Hutchinson on the deflated remainder (I−QQᵀ)H(I−QQᵀ). Fast-decaying spec
 leave little in the remainder, so the error is much lower for the same HVPs. Given Q the
 first term is exact, so the remainder's Hutchinson standard error is an honest error bar.
 
+XTrace (Epperly, Tropp, Webber 2024): with m = budget/2 probes Ω, Y = HΩ = QR and
+H_Q = Qᵀ(HQ). For each i, drop probe i from the sketch — the projector P_i = QQᵀ − uuᵀ with
+u = Q s_i, s_i ∝ R⁻ᵀe_i — and add Hutchinson on the remainder with the held-out probe:
+
+    t_i = tr(P_i H P_i) + ω_iᵀ(I − P_i) H (I − P_i) ω_i
+
+Every probe serves both in the sketch and as a test vector, so the estimate is the mean of m
+exchangeable t_i, each unbiased; their spread gives the standard error. Expanded with
+w_i = Qᵀω_i, c_i = s_iᵀw_i and Hω_i = QRe_i, t_i needs no more products than the 2m above:
+
+    t_i = tr H_Q − s_iᵀH_Q s_i − (Re_i)ᵀw_i + 2c_i (Re_i)ᵀs_i
+          + w_iᵀH_Q w_i − 2c_i s_iᵀH_Q w_i + c_i² s_iᵀH_Q s_i
+
 Frobenius: ‖H‖²_F = E‖Hv‖² over Rademacher v; report √mean with the delta-method standard
 error se/(2√mean).
 """
@@ -150,6 +163,48 @@ def hutchpp(
         ctx.step(num_hvps, estimate, std_error=se)
     return TraceEstimate(
         estimate, se, ci, g, operator.hvps - before, time.perf_counter() - start, "hutch++"
+    )
+
+
+def xtrace(
+    operator: LinearOperator, num_hvps: int = 100, seed: int = 0, ctx: Any = None
+) -> TraceEstimate:
+    """XTrace with m = num_hvps // 2 Rademacher probes; error bar from the spread of the t_i."""
+    start, before = time.perf_counter(), operator.hvps
+    dim = operator.dim
+    m = min(num_hvps // 2, dim)
+    if m < 2:
+        raise ValueError("XTrace needs at least 4 HVPs")
+    gen = torch.Generator().manual_seed(seed)
+    device = getattr(operator, "device", "cpu")
+    Omega = _rademacher(dim, m, gen, device)
+    Y = operator.matmat(Omega)
+    Q, R = torch.linalg.qr(Y)
+    diag = R.diagonal().abs()
+    if float(diag.min()) <= 1e-10 * float(diag.max()):
+        # the sketch is rank-deficient (H has rank < m): Hutch++ handles it exactly
+        return hutchpp(operator, num_hvps - m, seed=seed, ctx=ctx)
+    if ctx is not None:
+        ctx.step(m, None)
+    HQ = Q.T @ operator.matmat(Q)
+    HQ = 0.5 * (HQ + HQ.T)
+    W = Q.T @ Omega
+    S = torch.linalg.solve_triangular(
+        R.T, torch.eye(m, dtype=R.dtype, device=R.device), upper=False
+    )
+    S = S / S.norm(dim=0, keepdim=True)  # column i: s_i ∝ R⁻ᵀ e_i
+    c = (S * W).sum(0)
+    sHs = (S * (HQ @ S)).sum(0)
+    sHw = (S * (HQ @ W)).sum(0)
+    wHw = (W * (HQ @ W)).sum(0)
+    Rw = (R * W).sum(0)
+    Rs = (R * S).sum(0)
+    t = torch.trace(HQ) - sHs - Rw + 2 * c * Rs + wHw - 2 * c * sHw + c**2 * sHs
+    estimate, se, ci = _summary(t.tolist())
+    if ctx is not None:
+        ctx.step(2 * m, estimate, std_error=se)
+    return TraceEstimate(
+        estimate, se, ci, m, operator.hvps - before, time.perf_counter() - start, "xtrace"
     )
 
 

@@ -10,7 +10,7 @@ import torch
 from tasks.engine.density import slq
 from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
 from tasks.engine.problem import HessianProblem
-from tasks.engine.trace import frobenius, hutchinson, hutchpp
+from tasks.engine.trace import frobenius, hutchinson, hutchpp, xtrace
 from tests.engine.models import make
 
 
@@ -52,6 +52,35 @@ def test_hutchpp_beats_hutchinson_on_a_fast_decaying_spectrum() -> None:
     err_h = [abs(hutchinson(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
     err_pp = [abs(hutchpp(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
     assert sum(err_pp) < 0.1 * sum(err_h)
+
+
+def test_xtrace_terms_equal_the_leave_one_out_definition() -> None:
+    """Each t_i = tr(P_i H P_i) + ω_iᵀ(I−P_i)H(I−P_i)ω_i, P_i the sketch without probe i."""
+    g = torch.Generator().manual_seed(2)
+    n, m = 80, 8
+    B = torch.randn(n, n, generator=g, dtype=torch.float64)
+    A = B @ B.T / n - 0.3 * torch.eye(n, dtype=torch.float64)  # indefinite
+    est = xtrace(MatrixOperator(A), 2 * m, seed=5)
+    gen = torch.Generator().manual_seed(5)  # the same probes as xtrace draws
+    omega = (torch.randint(0, 2, (n, m), generator=gen, dtype=torch.int8).double() * 2) - 1
+    Y = A @ omega
+    terms = []
+    for i in range(m):
+        Qi, _ = torch.linalg.qr(torch.cat([Y[:, :i], Y[:, i + 1 :]], dim=1))
+        r = omega[:, i] - Qi @ (Qi.T @ omega[:, i])
+        terms.append(float(torch.trace(Qi.T @ A @ Qi) + r @ A @ r))
+    assert est.estimate == pytest.approx(sum(terms) / m, rel=1e-9)
+    assert est.hvps == 2 * m
+
+
+def test_xtrace_beats_hutchpp_on_a_fast_decaying_spectrum() -> None:
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=torch.float64))
+    A = Q @ torch.diag(torch.tensor([0.9**i for i in range(300)], dtype=torch.float64)) @ Q.T
+    exact = float(torch.trace(A))
+    err_x = [abs(xtrace(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
+    err_pp = [abs(hutchpp(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
+    assert sum(err_x) < 0.8 * sum(err_pp)
 
 
 def test_rtol_stop_compares_absolute_values() -> None:
