@@ -1,0 +1,114 @@
+"""Train a small MLP on scikit-learn's digits, then ask the running service how sharp it is.
+
+    make run                      # in one terminal: Redis, a worker and the gateway
+    .venv/bin/python examples/digits.py [--url http://127.0.0.1:8000]
+
+The model is exported with torch.export (dynamic batch dimension, eval mode), the data saved as
+an .npz holding `inputs` and `targets`; both are uploaded, one job asks for λmax, the trace
+and adaptive sharpness, and the script polls it and prints the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import httpx
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+API_KEY = os.environ.get("SHARPNESS_API_KEY")
+
+
+def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(epochs):
+        for i in torch.randperm(len(x)).split(128):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    return model.eval()
+
+
+def export(model: nn.Module, path: Path) -> None:
+    example = torch.zeros(8, 64)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+
+
+def upload(client: httpx.Client, kind: str, path: Path) -> str:
+    with path.open("rb") as fh:
+        resp = client.post(f"/v1/{kind}", files={"file": (path.name, fh)})
+    resp.raise_for_status()
+    return resp.json()["id"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    args = parser.parse_args()
+
+    digits = load_digits()
+    x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    model = train(x, y)
+    acc = float((model(x).argmax(1) == y).float().mean())
+    print(f"trained: train accuracy {acc:.3f} on {len(x)} digits")
+
+    headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
+    with TemporaryDirectory() as tmp, httpx.Client(base_url=args.url, headers=headers) as api:
+        model_path, data_path = Path(tmp) / "digits_mlp.pt2", Path(tmp) / "digits.npz"
+        export(model, model_path)
+        buf = io.BytesIO()
+        np.savez(buf, inputs=x.numpy(), targets=y.numpy())
+        data_path.write_bytes(buf.getvalue())
+        model_id = upload(api, "models", model_path)
+        data_id = upload(api, "datasets", data_path)
+        spec = {
+            "model": model_id,
+            "dataset": {"id": data_id, "batch_size": 512},
+            "loss": "cross_entropy",
+            "measures": [
+                {"name": "lambda_max", "params": {"tol": 1e-6}},
+                {"name": "trace", "params": {"num_hvps": 150}},
+                {"name": "adaptive_sharpness", "params": {"rho": 0.002, "iterations": 10}},
+            ],
+            "labels": {"example": "digits"},
+        }
+        resp = api.post("/v1/jobs", json=spec)
+        resp.raise_for_status()
+        job_id = resp.json()["id"]
+        print(f"job {job_id} submitted ({resp.headers['location']})")
+        while True:
+            job = api.get(f"/v1/jobs/{job_id}").json()
+            running = {k: p["iteration"] for k, p in job["progress"].items() if p["iteration"]}
+            print(f"  {job['status']:<9} {running}", end="\r", flush=True)
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(1)
+        print()
+    if job["status"] != "succeeded":
+        print(f"job {job['status']}: {job.get('error')}", file=sys.stderr)
+        return 1
+    ev = job["evaluation"]
+    print(f"loss {ev['loss']:.4f}, accuracy {ev['accuracy']:.3f} on {ev['num_examples']} examples")
+    for name, res in job["results"].items():
+        extra = f"converged={res['converged']}" if res.get("converged") is not None else ""
+        print(
+            f"{name:>20}: {res['value']:.6g}  ({res['hvps']} HVPs, {res['seconds']:.1f} s) {extra}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
