@@ -1,0 +1,64 @@
+"""What `client.measure` accepts for its model and data, and what to do with each.
+
+A model is an uploaded id or info, a path / bytes / file to upload, or a live nn.Module to
+export first; data is an id, info, URI or DatasetRef, a path / bytes / file to upload, or an
+`(inputs, targets)` pair of arrays or tensors. Deciding here, once, keeps the sync and async
+clients to the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sharpness_client._convert import arrays_to_npz, export_module, is_module
+from sharpness_client._spec import is_uri
+from sharpness_client.types import DatasetInfo, DatasetRef, ModelInfo
+
+_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class Plan:
+    """Either a reference the server already has (`ref`) or bytes/file to upload first."""
+
+    ref: Any = None
+    upload: Any = None
+    filename: str | None = None
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_ID.match(value)) and not Path(value).exists()
+
+
+def _pair(data: Any) -> tuple[Any, Any] | None:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "__len__"):
+        return data[0], data[1]
+    return None
+
+
+def model_plan(model: Any, data: Any, example_inputs: Any = None) -> Plan:
+    if isinstance(model, ModelInfo) or _is_id(model):
+        return Plan(ref=model)
+    if is_module(model):
+        if example_inputs is None:
+            pair = _pair(data)
+            if pair is None:
+                raise ValueError("give example_inputs= to export a module when data is a file")
+            example_inputs = pair[0][:2]
+        return Plan(upload=export_module(model, example_inputs), filename="model.pt2")
+    return Plan(upload=model)
+
+
+def data_plan(data: Any) -> Plan:
+    if isinstance(data, (DatasetInfo, DatasetRef, Mapping)) or _is_id(data):
+        return Plan(ref=data)
+    if isinstance(data, str) and is_uri(data):
+        return Plan(ref=data)
+    pair = _pair(data)
+    if pair is not None:
+        return Plan(upload=arrays_to_npz(*pair), filename="dataset.npz")
+    return Plan(upload=data)

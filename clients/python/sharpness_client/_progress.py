@@ -1,0 +1,91 @@
+"""Showing a job's progress while `jobs.wait` polls: one bar per measure.
+
+tqdm is an optional extra; without it (or when the stream is not a terminal) a plain line is
+written each time a measure's state or iteration changes, which also reads well in CI logs.
+The bar's total is the measure's iteration budget (max_iter, num_hvps, ...) when its params
+name one; iterative methods may stop early on convergence, and the bar then jumps to full.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from sharpness_client.types import Job
+
+BUDGET_PARAMS = ("max_iter", "num_hvps", "iterations", "num_iter", "num_probes", "steps")
+
+
+def _budget(job: Job, name: str) -> int | None:
+    for m in job.spec.measures:
+        if m.name == name:
+            for key in BUDGET_PARAMS:
+                if isinstance(m.params.get(key), int):
+                    return m.params[key]
+    return None
+
+
+class Progress:
+    """Call `update(job)` after each poll and `close()` at the end."""
+
+    def __init__(self, stream: TextIO | None = None, use_tqdm: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        if use_tqdm is None:
+            use_tqdm = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._tqdm = _load_tqdm() if use_tqdm else None
+        self._bars: dict[str, Any] = {}
+        self._last: dict[str, tuple[str, int]] = {}
+        self._status: str | None = None
+
+    def update(self, job: Job) -> None:
+        if job.status.value != self._status:
+            self._status = job.status.value
+            if self._tqdm is None:
+                self._line(f"job {job.id}: {self._status}")
+        for name, p in job.progress.items():
+            if self._tqdm is not None:
+                self._bar(job, name, p.state, p.iteration, p.estimate)
+            elif self._last.get(name) != (p.state, p.iteration):
+                self._last[name] = (p.state, p.iteration)
+                est = f" estimate={_fmt(p.estimate)}" if p.estimate is not None else ""
+                self._line(f"  {name}: {p.state} iteration {p.iteration}{est}")
+
+    def _bar(self, job: Job, name: str, state: str, iteration: int, estimate: Any) -> None:
+        bar = self._bars.get(name)
+        if bar is None:
+            total = _budget(job, name)
+            bar = self._tqdm(
+                total=total, desc=name, file=self.stream, position=len(self._bars), leave=True
+            )
+            self._bars[name] = bar
+        if state == "done" and bar.total:
+            iteration = bar.total
+        if iteration > bar.n:
+            bar.update(iteration - bar.n)
+        post = {"state": state}
+        if estimate is not None:
+            post["estimate"] = _fmt(estimate)
+        bar.set_postfix(post, refresh=True)
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{', '.join(_fmt(v) for v in value[:4])}, ...]"
+    return str(value)
+
+
+def _load_tqdm() -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm

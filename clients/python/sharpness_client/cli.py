@@ -1,0 +1,244 @@
+"""The `sharpness` command line (argparse, so it needs nothing the SDK does not).
+
+Exit codes, for scripts: 0 done, 1 the job failed or was cancelled, 2 waiting timed out,
+3 the service refused the request (4xx/5xx, the problem is printed), 4 the service could not
+be reached, 64 bad command-line usage. `--json` prints the API's JSON on stdout (progress and
+messages go to stderr), so `sharpness measure ... --json | jq` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sharpness_client import _render
+from sharpness_client.client import Client
+from sharpness_client.errors import (
+    APIConnectionError,
+    APIStatusError,
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+)
+from sharpness_client.types import Job, JobStatus
+
+EXIT_FAILED, EXIT_TIMEOUT, EXIT_API, EXIT_CONNECT, EXIT_USAGE = 1, 2, 3, 4, 64
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _pairs(items: Sequence[str], sep: str, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, ok, value = item.partition(sep)
+        if not ok or not key:
+            raise argparse.ArgumentTypeError(f"{what} {item!r}: expected KEY{sep}VALUE")
+        out[key] = value
+    return out
+
+
+def _params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """--param trace.num_hvps=200 → {"trace": {"num_hvps": 200}} (values parsed as JSON
+    when they are JSON: numbers, true/false, lists; else kept as text)."""
+    out: dict[str, dict[str, Any]] = {}
+    for dotted, raw in _pairs(items, "=", "--param").items():
+        measure, ok, key = dotted.partition(".")
+        if not ok or not key:
+            raise argparse.ArgumentTypeError(f"--param {dotted!r}: expected MEASURE.PARAM=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(measure, {})[key] = value
+    return out
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand accepts, before or after its name (SUPPRESS keeps a value
+    given before the subcommand from being reset by the subparser's default)."""
+    p = argparse.ArgumentParser(add_help=False)
+    s = argparse.SUPPRESS
+    p.add_argument("--url", default=s, help="service URL (default $SHARPNESS_URL)")
+    p.add_argument("--api-key", default=s, help="bearer key (default $SHARPNESS_API_KEY)")
+    p.add_argument("--json", action="store_true", default=s, help="print JSON for pipelines")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
+    top = _Parser(prog="sharpness", description="Measure the sharpness of trained networks.")
+    top.add_argument("--url", default=None, help="service URL (default $SHARPNESS_URL)")
+    top.add_argument("--api-key", default=None, help="bearer key (default $SHARPNESS_API_KEY)")
+    top.add_argument("--json", action="store_true", default=False, help="print JSON")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    m = sub.add_parser("measure", parents=[common], help="upload, submit and wait for a job")
+    m.add_argument("model", help="model file (.pt2, TorchScript, safetensors) or model id")
+    m.add_argument("--data", required=True, help="dataset file (.npz, .safetensors), id or URI")
+    m.add_argument("--measure", action="append", required=True, help="measure name (repeat)")
+    m.add_argument("--param", action="append", default=[], help="MEASURE.PARAM=VALUE")
+    m.add_argument("--loss", choices=["cross_entropy", "mse"])
+    m.add_argument("--mode", choices=["eval", "train"])
+    m.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    m.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
+    m.add_argument("--batch-size", type=int)
+    m.add_argument("--max-samples", type=int)
+    m.add_argument("--architecture", help="safetensors only: built-in architecture")
+    m.add_argument("--config", help="safetensors only: JSON object of its arguments")
+    m.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
+    _wait_options(m)
+
+    jobs = sub.add_parser("jobs", help="list, show, wait for or cancel jobs")
+    jsub = jobs.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ls = jsub.add_parser("list", parents=[common], help="newest first")
+    ls.add_argument("--status", choices=[s.value for s in JobStatus])
+    ls.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
+    ls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    for name, text in (("show", "print a job"), ("cancel", "cancel a job")):
+        jsub.add_parser(name, parents=[common], help=text).add_argument("id")
+    w = jsub.add_parser("wait", parents=[common], help="wait until a job finishes")
+    w.add_argument("id")
+    _wait_options(w)
+
+    sub.add_parser("queue", parents=[common], help="queue depths, workers, running jobs")
+    sub.add_parser("measures", parents=[common], help="the measures the service offers")
+    return top
+
+
+def _wait_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    p.add_argument("--poll-interval", type=float, default=1.0)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _out(args: argparse.Namespace, obj: Any, text: str) -> None:
+    if args.json:
+        data = [o.model_dump(mode="json") for o in obj] if isinstance(obj, list) else obj
+        if hasattr(data, "model_dump_json"):
+            print(data.model_dump_json(indent=2))
+        else:
+            print(json.dumps(data, indent=2))
+    else:
+        print(text)
+
+
+def _finish(args: argparse.Namespace, job: Job) -> int:
+    _out(args, job, _render.job(job))
+    if job.status in (JobStatus.failed, JobStatus.cancelled):
+        return EXIT_FAILED
+    return 0
+
+
+def _wait(client: Client, args: argparse.Namespace, job_id: str) -> int:
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    job = client.jobs.wait(
+        job_id,
+        timeout=args.timeout,
+        poll_interval=args.poll_interval,
+        progress=progress,
+        raise_on_failure=False,
+    )
+    return _finish(args, job)
+
+
+def _measure(client: Client, args: argparse.Namespace) -> int:
+    from sharpness_client._inputs import data_plan, model_plan
+
+    mp, dp = model_plan(args.model, None), data_plan(args.data)
+    config = json.loads(args.config) if args.config else None
+    model = mp.ref or client.models.upload(mp.upload, architecture=args.architecture, config=config)
+    dataset = dp.ref or client.datasets.upload(dp.upload)
+    job = client.jobs.create(
+        model=model,
+        dataset=dataset,
+        measures=args.measure,
+        params=_params(args.param),
+        loss=args.loss,
+        mode=args.mode,
+        device=args.device,
+        labels=_pairs(args.label, "=", "--label"),
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+    )
+    if not args.wait:
+        _out(args, job, f"submitted job {job.id} ({job.status.value})")
+        return 0
+    print(f"job {job.id} submitted", file=sys.stderr)
+    return _wait(client, args, job.id)
+
+
+def _jobs(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        labels = _pairs(args.label, "=", "--label")
+        items: list[Job] = []
+        for j in client.jobs.list(status=args.status, labels=labels, limit=min(args.limit, 200)):
+            if len(items) >= args.limit:
+                break
+            items.append(j)
+        _out(args, items, _render.jobs(items))
+        return 0
+    if args.action == "show":
+        job = client.jobs.get(args.id)
+        _out(args, job, _render.job(job))
+        return 0
+    if args.action == "cancel":
+        job = client.jobs.cancel(args.id)
+        _out(args, job, f"job {job.id}: {job.status.value}, cancel requested")
+        return 0
+    return _wait(client, args, args.id)
+
+
+def _run(args: argparse.Namespace) -> int:
+    with Client(args.url, args.api_key) as client:
+        if args.command == "measure":
+            return _measure(client, args)
+        if args.command == "jobs":
+            return _jobs(client, args)
+        if args.command == "queue":
+            q = client.queue.get()
+            _out(args, q, _render.queue(q))
+            return 0
+        ms = client.measures.list()
+        _out(args, ms, _render.table(["MEASURE", "SUMMARY"], [[m.name, m.summary] for m in ms]))
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sharpness` script; returns (and exits with) the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code = _run(args)
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    except JobTimeoutError as e:
+        print(f"sharpness: {e}", file=sys.stderr)
+        code = EXIT_TIMEOUT
+    except (JobFailedError, JobCancelledError) as e:
+        print(f"sharpness: {e}", file=sys.stderr)
+        code = EXIT_FAILED
+    except APIStatusError as e:
+        print(f"sharpness: {e}", file=sys.stderr)
+        for err in e.errors:
+            print(f"  {err.get('field')}: {err.get('message')}", file=sys.stderr)
+        code = EXIT_API
+    except APIConnectionError as e:
+        print(f"sharpness: {e}", file=sys.stderr)
+        code = EXIT_CONNECT
+    except (OSError, ValueError) as e:
+        print(f"sharpness: {e}", file=sys.stderr)
+        code = EXIT_USAGE
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""`Client` and `AsyncClient`: one object, the API's resources as attributes.
+
+    client = Client()                      # SHARPNESS_URL, SHARPNESS_API_KEY
+    job = client.measure(model, (X, y), measures=["lambda_max", "trace"])
+
+`measure` is the whole path in one call (upload, submit, wait); the resources are there for
+everything else. Both clients are context managers that close their connection pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from sharpness_client._http import DEFAULT_TIMEOUT, AsyncHTTP, SyncHTTP
+from sharpness_client._inputs import data_plan, model_plan
+from sharpness_client._progress import Progress
+from sharpness_client._spec import MeasureLike
+from sharpness_client.errors import JobCancelledError
+from sharpness_client.resources.datasets import AsyncDatasets, Datasets
+from sharpness_client.resources.jobs import AsyncJobs, Jobs
+from sharpness_client.resources.models import AsyncModels, Models
+from sharpness_client.resources.queue import AsyncMeasures, AsyncQueue, Measures, Queue
+from sharpness_client.types import Job, JobStatus
+
+DEFAULT_MAX_RETRIES = 3
+
+
+def _finished(job: Job) -> Job:
+    if job.status == JobStatus.cancelled:
+        raise JobCancelledError(job)
+    return job
+
+
+class Client:
+    """Synchronous client. `base_url` defaults to SHARPNESS_URL (else http://127.0.0.1:8000),
+    `api_key` to SHARPNESS_API_KEY; `timeout` is per HTTP request, `max_retries` per call."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._http = SyncHTTP(base_url, api_key, timeout, max_retries, http_client=http_client)
+        self.base_url = self._http.base_url
+        self.models = Models(self._http)
+        self.datasets = Datasets(self._http)
+        self.jobs = Jobs(self._http)
+        self.queue = Queue(self._http)
+        self.measures = Measures(self._http)
+
+    def measure(
+        self,
+        model: Any,
+        data: Any,
+        measures: Iterable[MeasureLike],
+        *,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        example_inputs: Any = None,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        progress: bool | Progress = False,
+        **spec: Any,
+    ) -> Job:
+        """Upload what needs uploading, submit, wait, and return the finished job.
+
+        `model`: a path/bytes/file, an nn.Module (exported; `example_inputs` default to two
+        rows of `data`), or an uploaded id. `data`: a path/bytes/file, `(inputs, targets)`
+        arrays or tensors, an uploaded id or a URI. `spec` takes the rest of jobs.create
+        (loss, mode, device, labels, batch_size, max_samples). Raises JobFailedError,
+        JobCancelledError or JobTimeoutError when there are no results to return."""
+        mp = model_plan(model, data, example_inputs)
+        dp = data_plan(data)
+        model_ref = mp.ref or self.models.upload(mp.upload, filename=mp.filename)
+        data_ref = dp.ref or self.datasets.upload(dp.upload, filename=dp.filename)
+        job = self.jobs.create(
+            model=model_ref, dataset=data_ref, measures=measures, params=params, **spec
+        )
+        done = self.jobs.wait(
+            job.id, timeout=timeout, poll_interval=poll_interval, progress=progress
+        )
+        return _finished(done)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio twin of `Client`, with the same resources and arguments."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._http = AsyncHTTP(base_url, api_key, timeout, max_retries, http_client=http_client)
+        self.base_url = self._http.base_url
+        self.models = AsyncModels(self._http)
+        self.datasets = AsyncDatasets(self._http)
+        self.jobs = AsyncJobs(self._http)
+        self.queue = AsyncQueue(self._http)
+        self.measures = AsyncMeasures(self._http)
+
+    async def measure(
+        self,
+        model: Any,
+        data: Any,
+        measures: Iterable[MeasureLike],
+        *,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        example_inputs: Any = None,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        progress: bool | Progress = False,
+        **spec: Any,
+    ) -> Job:
+        mp = model_plan(model, data, example_inputs)
+        dp = data_plan(data)
+        model_ref = mp.ref or await self.models.upload(mp.upload, filename=mp.filename)
+        data_ref = dp.ref or await self.datasets.upload(dp.upload, filename=dp.filename)
+        job = await self.jobs.create(
+            model=model_ref, dataset=data_ref, measures=measures, params=params, **spec
+        )
+        done = await self.jobs.wait(
+            job.id, timeout=timeout, poll_interval=poll_interval, progress=progress
+        )
+        return _finished(done)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

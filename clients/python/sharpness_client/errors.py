@@ -1,0 +1,140 @@
+"""Exceptions: one base class, one subclass per thing a caller may want to handle apart.
+
+Every HTTP error carries the server's RFC 9457 problem (`.problem`, `.status`, `.detail`), so
+`except NotFoundError` or `except ValidationError as e: e.errors` needs no parsing of text,
+and the message printed by an uncaught exception already names the field at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from sharpness_client.types import Job, Problem
+
+
+class SharpnessError(Exception):
+    """Base of every error this SDK raises."""
+
+
+class APIConnectionError(SharpnessError):
+    """The service could not be reached (refused, reset, DNS) after all retries."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out after all retries."""
+
+
+class APIStatusError(SharpnessError):
+    """The service answered with an error status; `.problem` holds its problem details."""
+
+    def __init__(self, problem: Problem, response: httpx.Response | None = None) -> None:
+        self.problem = problem
+        self.response = response
+        self.status = problem.status
+        self.detail = problem.detail
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        text = f"{self.status} {self.problem.title}"
+        return f"{text}: {self.problem.detail}" if self.problem.detail else text
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.problem.errors or [])
+
+
+class AuthenticationError(APIStatusError):
+    """401: no or a wrong API key (set SHARPNESS_API_KEY or pass api_key=)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such model, dataset, job or route."""
+
+
+class ConflictError(APIStatusError):
+    """409: e.g. an Idempotency-Key reused with another spec, or cancelling a finished job."""
+
+
+class ValidationError(APIStatusError):
+    """422: the request was refused; `.errors` lists each field and why."""
+
+    @property
+    def fields(self) -> list[str]:
+        return [str(e.get("field")) for e in self.errors if e.get("field")]
+
+    def _message(self) -> str:
+        base = super()._message()
+        named = [f for f in self.fields if f not in (self.problem.detail or "")]
+        return f"{base} (fields: {', '.join(named)})" if named else base
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; retried with Retry-After before this is raised."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the service failed; retried before this is raised."""
+
+
+class JobFailedError(SharpnessError):
+    """A job ended `failed`; `.job` is the record and `.problem` the reason the worker gave."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.problem = job.error
+        reason = job.error.detail or job.error.title if job.error else "no reason recorded"
+        super().__init__(f"job {job.id} failed: {reason}")
+
+
+class JobCancelledError(SharpnessError):
+    """A job ended `cancelled` while `measure()` waited for its results."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"job {job.id} was cancelled")
+
+
+class JobTimeoutError(SharpnessError):
+    """`jobs.wait` gave up before the job finished; the job itself goes on (`.job`)."""
+
+    def __init__(self, job: Job, timeout: float) -> None:
+        self.job = job
+        self.timeout = timeout
+        super().__init__(f"job {job.id} still {job.status.value} after {timeout:g} s")
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    401: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: ValidationError,
+    429: RateLimitError,
+}
+
+
+def problem_of(response: httpx.Response) -> Problem:
+    """The problem body, or one made from the status when the body is not problem+json
+    (a proxy's HTML page, an empty 502)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "title" in body:
+        body.setdefault("status", response.status_code)
+        try:
+            return Problem.model_validate(body)
+        except Exception:  # malformed problem: fall through to the generic one
+            pass
+    text = response.text.strip()[:500] or None
+    return Problem(
+        title=response.reason_phrase or "Error", status=response.status_code, detail=text
+    )
+
+
+def error_for(response: httpx.Response) -> APIStatusError:
+    """The exception matching an error response's status."""
+    status = response.status_code
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else APIStatusError)
+    return cls(problem_of(response), response)
