@@ -88,6 +88,7 @@ class BlobStore:
         if existing is not None:  # idempotent by content
             tmp.unlink(missing_ok=True)
             return existing
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; workers may run as another user
         os.replace(tmp, final)
         record = {
             "id": digest,

@@ -60,6 +60,7 @@ def _model_fields(fmt: str, fields: dict[str, str]) -> dict[str, Any]:
 @router.post(
     "",
     response_model=ModelInfo,
+    response_model_exclude_none=True,
     status_code=201,
     summary="Upload a model",
     description=UPLOAD_DOC,
@@ -111,7 +112,12 @@ async def upload_model(
     return ModelInfo.model_validate(record)
 
 
-@router.get("/{id}", response_model=ModelInfo, responses=problems(404, 422))
+@router.get(
+    "/{id}",
+    response_model=ModelInfo,
+    response_model_exclude_none=True,
+    responses=problems(404, 422),
+)
 def get_model(id: BlobId, blobs: BlobsDep) -> ModelInfo:
     record = blobs.meta(KIND, id)
     if record is None:

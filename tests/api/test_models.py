@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ def test_upload_torch_export(client: TestClient, pt2: bytes, settings: Settings)
     assert body["filename"] == "net.pt2"
     stored = json.loads((settings.blob_dir / "models" / f"{body['id']}.json").read_text())
     assert stored["format"] == "torch_export" and stored["kind"] == "model"
+    blob = settings.blob_dir / "models" / body["id"]
+    assert blob.read_bytes() == pt2 and stat.S_IMODE(blob.stat().st_mode) == 0o644
+    assert "architecture" not in body  # archives carry their own code
     assert client.get(f"/v1/models/{body['id']}").json() == body
 
 
