@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.problems import ProblemError
 
@@ -92,16 +92,21 @@ async def events(request: Request) -> AsyncIterator[Event]:
         "on_end": on_end,
     }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-    async for chunk in request.stream():
-        if not chunk:
-            continue
-        try:
-            parser.write(chunk)
-        except MultipartParseError as e:
-            raise ProblemError(400, "bad-multipart", f"malformed multipart body: {e}") from e
-        for event in pending:
-            yield event
-        pending.clear()
+    try:
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            try:
+                parser.write(chunk)
+            except MultipartParseError as e:
+                raise ProblemError(400, "bad-multipart", f"malformed multipart body: {e}") from e
+            for event in pending:
+                yield event
+            pending.clear()
+    except ClientDisconnect as e:  # nobody reads the answer; the staged file is dropped
+        raise ProblemError(
+            400, "truncated-upload", "the client disconnected mid-upload; nothing was stored"
+        ) from e
     if not ended:
         raise ProblemError(
             400,
