@@ -40,7 +40,7 @@ def check(spec: JobSpec, blobs: BlobStore, settings: Settings) -> None:
         if ref.uri.lower().startswith("file:"):  # local: read its headers now
             path: Path = open_uri(ref.uri, settings)
             inspect_dataset(
-                path, f"file {ref.uri}", ref.inputs_key, ref.targets_key, settings.max_uri_bytes
+                path, f"file {ref.uri}", ref.inputs_key, ref.targets_key, 4 * settings.max_uri_bytes
             )
     except UriRejected as e:
         raise invalid("dataset.uri", e.detail, "uri-rejected") from e
