@@ -25,7 +25,8 @@ def export_module(module: Any, example_inputs: Any) -> bytes:
     batch must hold at least two examples: torch.export specialises a dimension of size 1.
     """
     torch = _need("torch", "torch")
-    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    raw = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    args = tuple(_as_tensor(torch, module, a) for a in raw)
     if any(getattr(a, "shape", (0,))[0] < 2 for a in args if hasattr(a, "shape")):
         raise ValueError("example_inputs need a batch of at least 2 (a size-1 batch is fixed)")
     batch = torch.export.Dim("batch")
@@ -39,6 +40,18 @@ def export_module(module: Any, example_inputs: Any) -> bytes:
     buf = io.BytesIO()
     torch.export.save(program, buf)
     return buf.getvalue()
+
+
+def _as_tensor(torch: Any, module: Any, value: Any) -> Any:
+    """numpy arrays become tensors; floating inputs take the module's floating dtype (data
+    saved as float64 for a float32 model is common, and export would trace a dtype error)."""
+    if not isinstance(value, torch.Tensor) and hasattr(value, "__array__"):
+        value = torch.as_tensor(value)
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+        if dtype is not None:
+            value = value.to(dtype)
+    return value
 
 
 def _as_numpy(value: Any, np: Any) -> Any:
