@@ -119,7 +119,7 @@ def main() -> int:
     # takes effect promptly; kombu's default sweep is every 100 s.
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
-        "unacked_restore_interval": max(1, min(30, settings.visibility_timeout // 4)),
+        "unacked_restore_interval": max(1, min(30, settings.visibility_timeout // 10)),
         "unacked_restore_throttle": 1,
     }
 
