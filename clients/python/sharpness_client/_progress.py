@@ -13,7 +13,9 @@ from typing import Any, TextIO
 
 from sharpness_client.types import Job
 
-BUDGET_PARAMS = ("max_iter", "num_hvps", "iterations", "num_iter", "num_probes", "steps")
+# Params whose value bounds the iteration count the worker reports (others, such as Auto-PGD
+# `iterations`, count differently: those bars show a count without a total).
+BUDGET_PARAMS = ("max_iter", "num_hvps")
 
 
 def _budget(job: Job, name: str) -> int | None:
@@ -60,6 +62,8 @@ class Progress:
             self._bars[name] = bar
         if state == "done" and bar.total:
             iteration = bar.total
+        if bar.total is not None and iteration > bar.total:
+            bar.total = iteration
         if iteration > bar.n:
             bar.update(iteration - bar.n)
         post = {"state": state}

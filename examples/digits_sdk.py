@@ -1,0 +1,54 @@
+"""examples/digits.py with the SDK: train an MLP on scikit-learn's digits, measure its sharpness.
+
+    make run                                  # Redis, a worker and the gateway
+    .venv/bin/python examples/digits_sdk.py   # SHARPNESS_URL / SHARPNESS_API_KEY if not local
+
+`client.measure` exports the module (torch.export, eval mode, dynamic batch), packs the arrays
+as an .npz, uploads both, submits one job, shows each measure's progress and returns the job.
+"""
+
+from __future__ import annotations
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from sharpness_client import Client
+
+
+def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(epochs):
+        for i in torch.randperm(len(x)).split(128):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    return model.eval()
+
+
+def main() -> None:
+    digits = load_digits()
+    x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target)
+    model = train(x, y)
+
+    with Client() as client:
+        job = client.measure(
+            model,
+            (x, y),
+            measures=["lambda_max", "trace", "adaptive_sharpness"],
+            params={"trace": {"num_hvps": 150}, "adaptive_sharpness": {"rho": 0.002}},
+            batch_size=512,
+            labels={"example": "digits"},
+            progress=True,
+        )
+    ev = job.evaluation or {}
+    print(f"accuracy {ev.get('accuracy', float('nan')):.3f}, loss {ev.get('loss', 0):.4f}")
+    for name, res in job.results.items():
+        print(f"{name:>20}: {res.value:.6g}  ({res.hvps} HVPs, {res.seconds or 0:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
