@@ -21,8 +21,13 @@ Every probe serves both in the sketch and as a test vector, so the estimate is t
 exchangeable t_i, each unbiased; their spread gives the standard error. Expanded with
 w_i = Qᵀω_i, c_i = s_iᵀw_i and Hω_i = QRe_i, t_i needs no more products than the 2m above:
 
-    t_i = tr H_Q − s_iᵀH_Q s_i − (Re_i)ᵀw_i + 2c_i (Re_i)ᵀs_i
-          + w_iᵀH_Q w_i − 2c_i s_iᵀH_Q w_i + c_i² s_iᵀH_Q s_i
+    t_i = tr H_Q − s_iᵀH_Q s_i + κ_i [−(Re_i)ᵀw_i + 2c_i (Re_i)ᵀs_i
+                                      + w_iᵀH_Q w_i − 2c_i s_iᵀH_Q w_i + c_i² s_iᵀH_Q s_i]
+
+Probes are uniform on the sphere of radius √dim (the "improved" XTrace): (I − P_i)ω_i then
+points in a uniformly random direction of the (dim − m + 1)-dimensional complement, so scaling
+the held-out term by κ_i = (dim − m + 1)/‖(I − P_i)ω_i‖², ‖(I − P_i)ω_i‖² = dim − ‖w_i‖² + c_i²,
+keeps it unbiased and removes the variance of the vector's length.
 
 Frobenius: ‖H‖²_F = E‖Hv‖² over Rademacher v; report √mean with the delta-method standard
 error se/(2√mean).
@@ -68,6 +73,12 @@ def t_quantile(n: int, level: float = 0.975) -> float:
 def _rademacher(dim: int, k: int, gen: torch.Generator, device: Any) -> Tensor:
     signs = torch.randint(0, 2, (dim, k), generator=gen, dtype=torch.int8)
     return (signs.to(torch.float64) * 2 - 1).to(device)
+
+
+def sphere_probes(dim: int, k: int, gen: torch.Generator, device: Any) -> Tensor:
+    """k vectors uniform on the sphere of radius √dim (so E vvᵀ = I)."""
+    g = torch.randn(dim, k, generator=gen, dtype=torch.float64)
+    return (g * (math.sqrt(dim) / g.norm(dim=0, keepdim=True))).to(device)
 
 
 def _summary(samples: list[float]) -> tuple[float, float | None, tuple[float, float] | None]:
@@ -169,7 +180,7 @@ def hutchpp(
 def xtrace(
     operator: LinearOperator, num_hvps: int = 100, seed: int = 0, ctx: Any = None
 ) -> TraceEstimate:
-    """XTrace with m = num_hvps // 2 Rademacher probes; error bar from the spread of the t_i."""
+    """XTrace with m = num_hvps // 2 spherical probes; error bar from the spread of the t_i."""
     start, before = time.perf_counter(), operator.hvps
     dim = operator.dim
     m = min(num_hvps // 2, dim)
@@ -177,7 +188,7 @@ def xtrace(
         raise ValueError("XTrace needs at least 4 HVPs")
     gen = torch.Generator().manual_seed(seed)
     device = getattr(operator, "device", "cpu")
-    Omega = _rademacher(dim, m, gen, device)
+    Omega = sphere_probes(dim, m, gen, device)
     Y = operator.matmat(Omega)
     Q, R = torch.linalg.qr(Y)
     diag = R.diagonal().abs()
@@ -199,7 +210,8 @@ def xtrace(
     wHw = (W * (HQ @ W)).sum(0)
     Rw = (R * W).sum(0)
     Rs = (R * S).sum(0)
-    t = torch.trace(HQ) - sHs - Rw + 2 * c * Rs + wHw - 2 * c * sHw + c**2 * sHs
+    kappa = (dim - m + 1) / (dim - (W * W).sum(0) + c**2)
+    t = torch.trace(HQ) - sHs + kappa * (-Rw + 2 * c * Rs + wHw - 2 * c * sHw + c**2 * sHs)
     estimate, se, ci = _summary(t.tolist())
     if ctx is not None:
         ctx.step(2 * m, estimate, std_error=se)

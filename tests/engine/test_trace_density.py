@@ -10,7 +10,7 @@ import torch
 from tasks.engine.density import slq
 from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
 from tasks.engine.problem import HessianProblem
-from tasks.engine.trace import frobenius, hutchinson, hutchpp, xtrace
+from tasks.engine.trace import frobenius, hutchinson, hutchpp, sphere_probes, xtrace
 from tests.engine.models import make
 
 
@@ -55,20 +55,21 @@ def test_hutchpp_beats_hutchinson_on_a_fast_decaying_spectrum() -> None:
 
 
 def test_xtrace_terms_equal_the_leave_one_out_definition() -> None:
-    """Each t_i = tr(P_i H P_i) + ω_iᵀ(I−P_i)H(I−P_i)ω_i, P_i the sketch without probe i."""
+    """t_i = tr(P_i H P_i) + κ_i ω_iᵀ(I−P_i)H(I−P_i)ω_i, P_i the sketch without probe i and
+    κ_i = (n − m + 1)/‖(I−P_i)ω_i‖², computed here the slow way, one QR per probe."""
     g = torch.Generator().manual_seed(2)
     n, m = 80, 8
     B = torch.randn(n, n, generator=g, dtype=torch.float64)
     A = B @ B.T / n - 0.3 * torch.eye(n, dtype=torch.float64)  # indefinite
     est = xtrace(MatrixOperator(A), 2 * m, seed=5)
-    gen = torch.Generator().manual_seed(5)  # the same probes as xtrace draws
-    omega = (torch.randint(0, 2, (n, m), generator=gen, dtype=torch.int8).double() * 2) - 1
+    omega = sphere_probes(n, m, torch.Generator().manual_seed(5), "cpu")  # xtrace's probes
     Y = A @ omega
     terms = []
     for i in range(m):
         Qi, _ = torch.linalg.qr(torch.cat([Y[:, :i], Y[:, i + 1 :]], dim=1))
         r = omega[:, i] - Qi @ (Qi.T @ omega[:, i])
-        terms.append(float(torch.trace(Qi.T @ A @ Qi) + r @ A @ r))
+        kappa = (n - m + 1) / float(r @ r)
+        terms.append(float(torch.trace(Qi.T @ A @ Qi) + kappa * (r @ A @ r)))
     assert est.estimate == pytest.approx(sum(terms) / m, rel=1e-9)
     assert est.hvps == 2 * m
 
