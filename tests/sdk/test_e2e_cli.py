@@ -119,3 +119,9 @@ def test_refused_request_exits_three_and_names_the_field(service_url: str, files
     )
     assert code == cli.EXIT_API
     assert "measures.0.params.num_hvps" in capsys.readouterr().err
+
+
+def test_measures_lists_the_catalogue(service_url: str, capsys) -> None:
+    assert cli.main(["measures", "--json"]) == 0
+    names = {m["name"] for m in json.loads(capsys.readouterr().out)}
+    assert {"lambda_max", "trace", "adaptive_sharpness"} <= names
