@@ -18,16 +18,16 @@ detail that names the file, the field or the parameter.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from tasks import safe_torch
+from tasks.pt2_check import UnsafeArchive, check_pt2
 
 safe_torch.ensure_weights_only()
 
@@ -81,36 +81,11 @@ def _precheck_pt2(path: Path, name: str) -> None:
     """Refuse archive members that torch.export.load would unpickle outside weights-only."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            for member in names:
-                parts = PurePosixPath(member).parts
-                base = parts[-1] if parts else ""
-                if base.startswith(("opaque_obj_", "custom_obj_")):
-                    raise LoadError(
-                        "Unsafe model archive",
-                        f"{name}: member {member!r} holds a pickled Python object; only tensors "
-                        "and the exported graph are accepted",
-                    )
-                if "aotinductor" in parts or "executorch" in parts:
-                    raise LoadError(
-                        "Unsupported model archive",
-                        f"{name}: member {member!r} holds compiled code; upload the plain "
-                        "torch.export archive instead",
-                    )
-            for member in names:
-                if member.endswith("_constants_config.json"):
-                    config = json.loads(zf.read(member)).get("config", {})
-                    for fqn, entry in config.items():
-                        if not str(entry.get("path_name", "")).startswith("tensor_"):
-                            raise LoadError(
-                                "Unsafe model archive",
-                                f"{name}: constant {fqn!r} is not a tensor; only tensor "
-                                "constants are accepted",
-                            )
+            check_pt2(zf, name)
+    except UnsafeArchive as e:
+        raise LoadError(e.title, e.detail) from e
     except zipfile.BadZipFile as e:
         raise LoadError("Corrupt model archive", f"{name}: not a valid zip archive ({e})") from e
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise LoadError("Corrupt model archive", f"{name}: unreadable constants config") from e
 
 
 def _export_input_shape(ep: Any) -> str | None:

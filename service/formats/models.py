@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from service.formats import Refused, archive, safetensors
+from tasks.pt2_check import UnsafeArchive, check_pt2
 
 HOW_TO_EXPORT = (
     "export it with torch.export.export(model.eval(), (example,), dynamic_shapes=...) and "
@@ -70,6 +71,10 @@ def _zip_model(path: Path, label: str, max_uncompressed: int) -> dict[str, Any]:
                     "corrupt",
                     f"{label}: a .pt2 archive without models/*.json (no exported program)",
                 )
+            try:
+                check_pt2(zf, label)
+            except UnsafeArchive as e:
+                raise Refused(415, "unsafe-archive", e.detail) from e
             return {"format": "torch_export"}
         has_code = any(n.startswith("code/") for n in names)
         if has_code and "data.pkl" in names and "constants.pkl" in names:

@@ -223,3 +223,19 @@ def test_get_and_delete(client: TestClient, model_id: str) -> None:
 def test_bad_id_is_422(client: TestClient) -> None:
     body = assert_problem(client.get("/v1/models/not-a-sha"), 422, "path.id")
     assert body["errors"][0]["field"] == "path.id"
+
+
+@pytest.mark.parametrize("variant", ["tampered_weight", "tampered_opaque"])
+def test_tampered_pt2_refused_at_upload(
+    client: TestClient, pt2: bytes, settings: Settings, tmp_path: Path, variant: str
+) -> None:
+    from tests import artifacts
+
+    good = tmp_path / "good.pt2"
+    good.write_bytes(pt2)
+    marker = tmp_path / "payload-ran"
+    bad = getattr(artifacts, variant)(good, tmp_path / "bad.pt2", marker)
+    r = client.post("/v1/models", files={"file": ("bad.pt2", bad.read_bytes())})
+    assert_problem(r, 415, "'bad.pt2'", "pickle")
+    assert _blob_files(settings) == []
+    assert not marker.exists()
