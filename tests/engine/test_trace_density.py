@@ -61,7 +61,7 @@ def test_xtrace_terms_equal_the_leave_one_out_definition() -> None:
     n, m = 80, 8
     B = torch.randn(n, n, generator=g, dtype=torch.float64)
     A = B @ B.T / n - 0.3 * torch.eye(n, dtype=torch.float64)  # indefinite
-    est = xtrace(MatrixOperator(A), 2 * m, seed=5)
+    est = xtrace(MatrixOperator(A), 2 * m, seed=5, probes="sphere")
     omega = sphere_probes(n, m, torch.Generator().manual_seed(5), "cpu")  # xtrace's probes
     Y = A @ omega
     terms = []
@@ -72,6 +72,42 @@ def test_xtrace_terms_equal_the_leave_one_out_definition() -> None:
         terms.append(float(torch.trace(Qi.T @ A @ Qi) + kappa * (r @ A @ r)))
     assert est.estimate == pytest.approx(sum(terms) / m, rel=1e-9)
     assert est.hvps == 2 * m
+
+
+def test_xtrace_rademacher_terms_equal_the_leave_one_out_definition() -> None:
+    """With the default Rademacher probes κ_i = 1: t_i = tr(P_i H P_i) + r_iᵀ H r_i."""
+    g = torch.Generator().manual_seed(3)
+    n, m = 60, 6
+    B = torch.randn(n, n, generator=g, dtype=torch.float64)
+    A = B @ B.T / n - 0.2 * torch.eye(n, dtype=torch.float64)
+    est = xtrace(MatrixOperator(A), 2 * m, seed=7)
+    omega = torch.randint(0, 2, (n, m), generator=torch.Generator().manual_seed(7))
+    omega = (2 * omega - 1).to(torch.float64)  # xtrace's probes: the same generator calls
+    Y = A @ omega
+    terms = []
+    for i in range(m):
+        Qi, _ = torch.linalg.qr(torch.cat([Y[:, :i], Y[:, i + 1 :]], dim=1))
+        r = omega[:, i] - Qi @ (Qi.T @ omega[:, i])
+        terms.append(float(torch.trace(Qi.T @ A @ Qi) + r @ A @ r))
+    assert est.estimate == pytest.approx(sum(terms) / m, rel=1e-9)
+
+
+def test_xtrace_rademacher_beats_sphere_on_a_diagonal_heavy_matrix() -> None:
+    """Rademacher probes see no variance from the residual's diagonal; spherical ones do
+    (measured here: about half the error, 88 against 163 summed over 20 seeds)."""
+    g = torch.Generator().manual_seed(1)
+    n = 400
+    diag = torch.rand(n, generator=g, dtype=torch.float64) * 5
+    B = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    A = torch.diag(diag) + 2 * B @ B.T / n
+    exact = float(torch.trace(A))
+    err = {
+        p: sum(
+            abs(xtrace(MatrixOperator(A), 40, seed=s, probes=p).estimate - exact) for s in range(20)
+        )
+        for p in ("rademacher", "sphere")
+    }
+    assert err["rademacher"] < 0.7 * err["sphere"]
 
 
 def test_xtrace_beats_hutchpp_on_a_fast_decaying_spectrum() -> None:
