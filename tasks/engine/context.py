@@ -2,6 +2,10 @@
 
 The worker passes callbacks that write progress to the job record and read a cancel flag;
 a notebook passes nothing. Estimators call `ctx.step(...)` once per iteration.
+
+`initial_params` are the weights at initialisation, w₀, by parameter name (the worker loads
+them from the job's `initial_model`; a notebook passes a state dict). Measures that need a
+distance from initialisation (weight_norms, pacbayes_bound) read them with `initial_vector`.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from torch import Tensor
 
 from tasks.engine.problem import HessianProblem
 
@@ -24,7 +30,17 @@ class MeasureContext:
     should_cancel: Callable[[], bool] | None = None
     hvp_backend: str = "auto"
     label: str = ""
+    initial_params: dict[str, Tensor] | None = None
     _last: dict[str, Any] = field(default_factory=dict)
+
+    def initial_vector(self) -> Tensor | None:
+        """w₀ over the problem's selected parameters, flat and in their order, on the problem's
+        device and dtype; None when no initial parameters were given."""
+        if self.initial_params is None:
+            return None
+        from tasks.engine.initial import initial_vector
+
+        return initial_vector(self.problem, self.initial_params)
 
     def step(self, iteration: int, estimate: Any = None, **extra: Any) -> None:
         """Report one iteration and stop here if cancellation was requested."""

@@ -26,6 +26,11 @@ MEASURE_MODULES: tuple[str, ...] = (
     "frobenius",
     "spectral_density",
     "adaptive_sharpness",
+    "weight_norms",
+    "output_margin",
+    "pacbayes_flatness",
+    "pacbayes_mag_flatness",
+    "pacbayes_bound",
 )
 
 

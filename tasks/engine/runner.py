@@ -4,6 +4,9 @@ The worker and notebooks both call `run_measure`; it returns a dict shaped like
 tasks.spec.MeasureResult (value, converged, hvps, seconds, diagnostics, warnings, per_layer),
 JSON-serialisable. Warnings raised while measuring are both recorded in 'warnings' and
 re-emitted, so a notebook user sees them and a job record keeps them.
+
+`initial_params` (w₀ by parameter name) reach the measures through their context; they are
+checked against the model once, here, so a mismatch fails before any work is done.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
+from torch import Tensor
 
 from tasks.engine import registry
 from tasks.engine.context import MeasureContext
+from tasks.engine.initial import check_initial_params
 from tasks.engine.problem import HessianProblem, parameter_blocks
 
 
@@ -28,8 +33,11 @@ def _run_one(
     should_cancel: Callable[[], bool] | None,
     hvp_backend: str,
     label: str = "",
+    initial_params: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
-    ctx = MeasureContext(problem, on_progress, should_cancel, hvp_backend, label)
+    ctx = MeasureContext(
+        problem, on_progress, should_cancel, hvp_backend, label, initial_params=initial_params
+    )
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -67,19 +75,29 @@ def run_measure(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     hvp_backend: str = "auto",
+    *,
+    initial_params: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Validate `params` for measure `name`, run it, and add the per-layer breakdown."""
+    """Validate `params` for measure `name`, run it, and add the per-layer breakdown.
+
+    `initial_params`: the weights at initialisation w₀ by parameter name (for example
+    `init_model.state_dict()`), used by weight_norms and pacbayes_bound; a ValueError names
+    the parameter when they do not fit the model."""
     raw = params.model_dump() if isinstance(params, BaseModel) else params
     p = registry.validate_params(name, raw)
+    if initial_params is not None:
+        check_initial_params(problem.module, initial_params)
     if p.parameters:
         problem = problem.restrict(p.parameters)
-    result = _run_one(problem, name, p, on_progress, should_cancel, hvp_backend)
+    result = _run_one(
+        problem, name, p, on_progress, should_cancel, hvp_backend, initial_params=initial_params
+    )
     if p.per_layer:
         per_layer: dict[str, Any] = {}
         for block, names in parameter_blocks(problem.module, problem.parameter_patterns).items():
             sub = problem.restrict(names)
             per_layer[block] = _run_one(
-                sub, name, p, on_progress, should_cancel, hvp_backend, label=block
+                sub, name, p, on_progress, should_cancel, hvp_backend, block, initial_params
             )
             per_layer[block].pop("per_layer", None)
         result["per_layer"] = per_layer

@@ -1,0 +1,116 @@
+"""PAC-Bayes upper bound on the test error of the Gaussian posterior N(w, σ²I) (Dziugaite & Roy).
+
+Prior P = N(w₀, σ²I) (w₀ = the initial model's weights; 0 with a warning when none is given),
+posterior Q = N(w, σ²I), KL = ‖w − w₀‖²/(2σ²). With ê the train 0-1 error of Q estimated from
+`samples` weight draws and bounded above by kl⁻¹(ê | ln(2K/δ′)/samples),
+
+    value = min over the σ grid of kl⁻¹( ê_upper | (KL + ln(2K√m/δ)) / m ),
+
+K the grid size (a union bound over the grid: δ/K and δ′/K per point), m the examples used.
+With probability ≥ 1 − δ − δ′ the test error of Q at the chosen σ is at most the value. It is
+a bound, not a prediction: it is labelled so, and it is often loose (≥ 0.5) unless w stays
+close to w₀. Also reports Jiang et al.'s pacbayes.orig term √((‖w−w₀‖²/(4σ²) + ln(m/σ) + 10)/m).
+Classification (cross_entropy) only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from tasks.engine.measures.base import MeasureParams
+
+NAME = "pacbayes_bound"
+
+
+class Params(MeasureParams):
+    delta: float = Field(
+        default=0.025, gt=0, lt=1, description="Confidence of the PAC-Bayes bound (1 − δ)."
+    )
+    delta_prime: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Confidence of the Monte Carlo bound on the posterior's train error.",
+    )
+    sigma_min: float = Field(default=1e-3, gt=0, le=100, description="Smallest σ of the grid.")
+    sigma_max: float = Field(default=1.0, gt=0, le=100, description="Largest σ of the grid.")
+    grid_size: int = Field(
+        default=8, ge=1, le=64, description="σ values, log-spaced (the union bound pays ln K)."
+    )
+    samples: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Weight draws from the posterior per σ (each on all examples used).",
+    )
+    max_examples: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Use the first N examples (m = N); all when omitted.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Params:
+        if self.sigma_min > self.sigma_max:
+            raise ValueError("sigma_min must not exceed sigma_max")
+        return self
+
+
+def run(ctx: Any, params: Params) -> dict:
+    from tasks.engine.pacbayes import LABEL, pacbayes_bound, sigma_grid
+    from tasks.engine.perturbation import require_classification
+
+    problem = ctx.problem
+    require_classification(problem, NAME)
+    w0 = ctx.initial_vector()
+    if w0 is None:
+        warnings.warn(
+            "pacbayes_bound: no initial model (w₀) given, so the prior is centred at 0 and "
+            "KL = ‖w‖²/(2σ²); give initial_model for the bound Dziugaite & Roy describe "
+            "(usually much tighter)",
+            stacklevel=2,
+        )
+    total = sum(p.numel() for p in problem.module.parameters() if p.requires_grad)
+    if problem.dim < total:
+        warnings.warn(
+            "pacbayes_bound over a subset of the parameters: the others are held at their "
+            "trained values, which the bound assumes were not fitted to this data",
+            stacklevel=2,
+        )
+    res = pacbayes_bound(
+        problem,
+        w0,
+        sigma_grid(params.sigma_min, params.sigma_max, params.grid_size),
+        samples=params.samples,
+        delta=params.delta,
+        delta_prime=params.delta_prime,
+        seed=params.seed,
+        max_examples=params.max_examples,
+        ctx=ctx,
+    )
+    return {
+        "value": res.bound,
+        "converged": None,
+        "hvps": 0,
+        "diagnostics": {
+            "kind": "bound",
+            "label": LABEL,
+            "delta": res.delta,
+            "delta_prime": res.delta_prime,
+            "sigma": res.sigma,
+            "kl": res.kl,
+            "error_mean": res.error_mean,
+            "error_upper": res.error_upper,
+            "base_error": res.base_error,
+            "m": res.m,
+            "samples": res.samples,
+            "distance_from_prior": res.distance,
+            "prior_mean": "initial_model" if w0 is not None else "zero",
+            "pacbayes_orig": res.orig,
+            "grid": res.grid,
+        },
+    }
