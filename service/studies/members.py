@@ -1,0 +1,85 @@
+"""What a study needs from each member's job record: its state, gap and feature values.
+
+Gap (the study's target), first match wins:
+    accuracy_gap = evaluation.accuracy − test_accuracy given with the study
+                 | evaluation.gap.accuracy  (measured on the job's eval_dataset)
+    loss_gap     = test_loss given with the study − evaluation.loss
+                 | evaluation.gap.loss
+A succeeded job with neither is a model to predict.
+
+Measures: every result whose `value` is a finite number (lists such as top_eigenvalues are
+left out), except weight_norms, whose ‖w‖ is a baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.studies.baselines import WEIGHT_NORMS_MEASURE, baseline_values
+from service.studies.schemas import StudyJob, Target
+from tasks.spec import Job, JobStatus
+
+
+@dataclass
+class MemberData:
+    job: str
+    hyperparameters: dict[str, Any]
+    state: str
+    gap: float | None = None
+    gap_source: str | None = None
+    measures: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, float | None] = field(default_factory=dict)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def observed_gap(
+    entry: StudyJob, evaluation: dict[str, Any] | None, target: Target
+) -> tuple[float | None, str | None]:
+    """The member's gap and where it came from (module docstring), or (None, None)."""
+    ev = evaluation or {}
+    measured = ev.get("gap") if isinstance(ev.get("gap"), dict) else {}
+    if target == "accuracy_gap":
+        train = _number(ev.get("accuracy"))
+        if entry.test_accuracy is not None and train is not None:
+            return train - entry.test_accuracy, "train accuracy − the test_accuracy given"
+        gap = _number(measured.get("accuracy"))
+        return (gap, "measured on the job's eval_dataset") if gap is not None else (None, None)
+    train = _number(ev.get("loss"))
+    if entry.test_loss is not None and train is not None:
+        return entry.test_loss - train, "the test_loss given − train loss"
+    gap = _number(measured.get("loss"))
+    return (gap, "measured on the job's eval_dataset") if gap is not None else (None, None)
+
+
+def member_data(entry: StudyJob, job: Job | None, target: Target) -> MemberData:
+    hps = dict(entry.hyperparameters)
+    if job is None:
+        return MemberData(entry.job, hps, "missing")
+    if job.status in (JobStatus.queued, JobStatus.running):
+        return MemberData(entry.job, hps, "waiting")
+    if job.status != JobStatus.succeeded:
+        return MemberData(entry.job, hps, "failed")
+    measures = {
+        name: v
+        for name, result in job.results.items()
+        if name != WEIGHT_NORMS_MEASURE and (v := _number(result.value)) is not None
+    }
+    norms = job.results.get(WEIGHT_NORMS_MEASURE)
+    gap, source = observed_gap(entry, job.evaluation, target)
+    return MemberData(
+        job=entry.job,
+        hyperparameters=hps,
+        state="observed" if gap is not None else "to_predict",
+        gap=gap,
+        gap_source=source,
+        measures=measures,
+        baselines=baseline_values(hps, norms.value if norms is not None else None),
+    )

@@ -1,0 +1,1 @@
+"""Studies: ranking statistics, predictor, conformal intervals, the API and the SDK."""

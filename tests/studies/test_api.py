@@ -1,0 +1,262 @@
+"""/v1/studies and the prediction on /v1/jobs, through the real app on a private Redis.
+
+Finished jobs are written straight into the job store (as a worker leaves them); what is
+under test is the study: gaps, statistics, verdict, predictions, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from tasks.spec import JobStatus
+from tests.api.checks import assert_problem
+from tests.studies.conftest import Jobs
+
+LRS = [0.1, 0.05, 0.02, 0.01, 0.005]
+BSS = [32, 128]
+
+
+def _sweep(jobs: Jobs, measure, seed: int = 0) -> list[dict[str, Any]]:
+    """Ten models: the gap grows as the learning rate falls (plus noise); `measure(gap, rng)`
+    gives each job's measure values. Train accuracy from the job, test accuracy given."""
+    rng = np.random.default_rng(seed)
+    members = []
+    for lr in LRS:
+        for bs in BSS:
+            gap = 0.004 / lr + 0.002 * (bs == 128) + rng.normal(scale=0.01)
+            train = 0.99
+            job = jobs.add(measure(gap, rng), evaluation={"accuracy": train, "loss": 0.05})
+            members.append(
+                {
+                    "job": job,
+                    "hyperparameters": {"learning_rate": lr, "batch_size": bs},
+                    "test_accuracy": train - gap,
+                }
+            )
+    return members
+
+
+def _noise(gap: float, rng: np.random.Generator) -> dict[str, float]:
+    return {"lambda_max": float(np.exp(rng.normal())), "trace": float(rng.normal())}
+
+
+def _tracks_gap(gap: float, rng: np.random.Generator) -> dict[str, float]:
+    return {"lambda_max": 100 * gap + rng.normal(scale=0.01), "trace": float(rng.normal())}
+
+
+def test_noise_measures_lose_to_the_baselines_in_plain_words(
+    client: TestClient, jobs: Jobs
+) -> None:
+    members = _sweep(jobs, _noise)
+    r = client.post("/v1/studies", json={"name": "lr sweep", "jobs": members})
+    assert r.status_code == 201, r.text
+    study = r.json()
+    assert r.headers["location"] == f"/v1/studies/{study['id']}"
+    assert study["status"] == "ready" and study["target"] == "accuracy_gap"
+    a = study["analysis"]
+    assert a["n_models"] == 10
+    assert a["hyperparameters"] == ["batch_size", "learning_rate"]
+    assert {m["name"] for m in a["measures"]} == {"lambda_max", "trace"}
+    baselines = {b["name"]: b for b in a["baselines"]}
+    assert set(baselines) == {"1/learning_rate", "learning_rate/batch_size"}  # no weight_norms
+    assert baselines["1/learning_rate"]["kendall_tau"] > 0.6
+    assert baselines["1/learning_rate"]["granulated"]["per_hyperparameter"]["batch_size"] == {
+        "tau": 0.0,  # 1/lr is constant where only the batch size varies
+        "groups": 5,
+    }
+    assert baselines["1/learning_rate"]["cmi"]["value"] == 0.0  # nothing beyond lr itself
+    assert a["beats_baselines"] == {"by_tau": False, "by_loo": False}
+    assert a["verdict"].startswith("No measure beats the trivial baselines in this study")
+    assert "do not use them to choose between these models" in a["verdict"]
+    assert a["predictor"]["loo"]["mae"] > a["baseline_predictor"]["loo"]["mae"]
+    assert a["constant_predictor"]["n"] == 10
+    for m in study["members"]:
+        assert m["state"] == "observed"
+        assert abs(m["gap"] - (0.99 - m["test_accuracy"])) < 1e-12
+        p = m["prediction"]
+        assert p["kind"] == "leave_one_out" and p["level"] == 0.9
+        assert p["interval"][0] <= p["gap"] <= p["interval"][1]
+    assert client.get(f"/v1/studies/{study['id']}").json() == study
+
+
+def test_a_measure_that_tracks_the_gap_beats_the_baselines(client: TestClient, jobs: Jobs) -> None:
+    members = _sweep(jobs, _tracks_gap, seed=1)
+    study = client.post("/v1/studies", json={"name": "good", "jobs": members}).json()
+    a = study["analysis"]
+    assert a["best_measure"] == "lambda_max"
+    assert a["measures"][0]["name"] == "lambda_max" and a["measures"][0]["kendall_tau"] > 0.9
+    assert a["beats_baselines"] == {"by_tau": True, "by_loo": True}
+    assert a["verdict"].startswith("A measure beats the trivial baselines in this study.")
+    assert a["predictor"]["chosen"] == ["lambda_max"]
+    assert a["predictor"]["loo"]["mae"] < 0.5 * a["constant_predictor"]["mae"]
+
+
+def test_calibrated_prediction_on_member_jobs(client: TestClient, jobs: Jobs) -> None:
+    members = _sweep(jobs, _tracks_gap, seed=2)
+    rng = np.random.default_rng(9)
+    new_job = jobs.add(_tracks_gap(0.3, rng), evaluation={"accuracy": 0.99, "loss": 0.05})
+    running = jobs.add({"lambda_max": 1.0}, status=JobStatus.running)
+    members += [
+        {"job": new_job, "hyperparameters": {"learning_rate": 0.015, "batch_size": 64}},
+        {"job": running, "hyperparameters": {"learning_rate": 0.03, "batch_size": 64}},
+    ]
+    study = client.post("/v1/studies", json={"name": "s", "jobs": members, "level": 0.8}).json()
+    states = {m["job"]: m for m in study["members"]}
+    assert states[new_job]["state"] == "to_predict"
+    assert states[running]["state"] == "waiting" and states[running]["prediction"] is None
+    assert "1 jobs still queued or running" in study["message"]
+
+    pred = client.get(f"/v1/jobs/{new_job}").json()["prediction"]
+    assert pred["calibrated"] is True and pred["study"] == study["id"]
+    assert pred["best_measure"] == "lambda_max" and pred["level"] == 0.8
+    assert abs(pred["gap"] - 0.3) < 0.05  # lambda_max = 100 · gap, the fit recovers it
+    assert pred["interval"][0] < pred["gap"] < pred["interval"][1]
+    assert "lambda_max" in pred["basis"] and "10 models" in pred["basis"]
+    assert pred["gap"] == states[new_job]["prediction"]["gap"]
+
+    observed = members[0]["job"]
+    pred = client.get(f"/v1/jobs/{observed}").json()["prediction"]
+    assert pred["calibrated"] is True
+    assert "leave-one-out" in pred["basis"]
+    assert pred["gap"] == states[observed]["prediction"]["gap"]
+
+    pred = client.get(f"/v1/jobs/{running}").json()["prediction"]
+    assert pred["calibrated"] is False and "once the job has succeeded" in pred["basis"]
+
+    listed = {j["id"]: j for j in client.get("/v1/jobs", params={"limit": 200}).json()["items"]}
+    assert listed[new_job]["prediction"]["gap"] == states[new_job]["prediction"]["gap"]
+
+
+def test_job_outside_any_study_is_not_calibrated(client: TestClient, jobs: Jobs) -> None:
+    evaluation = {
+        "accuracy": 0.98,
+        "loss": 0.06,
+        "test": {"accuracy": 0.91, "loss": 0.3},
+        "gap": {"accuracy": 0.07, "loss": 0.24},
+    }
+    job = jobs.add({"lambda_max": 3.0, "pacbayes_bound": 0.42}, evaluation=evaluation)
+    pred = client.get(f"/v1/jobs/{job}").json()["prediction"]
+    assert pred["calibrated"] is False
+    assert pred["gap"] is None and pred["interval"] is None and pred["study"] is None
+    assert "in no study" in pred["basis"] and "POST /v1/studies" in pred["basis"]
+    assert pred["measured_gap"] == 0.07
+    assert pred["bound"]["value"] == 0.42 and "not a prediction" in pred["bound"]["note"]
+
+
+def test_gaps_from_eval_datasets_and_the_loss_target(client: TestClient, jobs: Jobs) -> None:
+    members = []
+    for i, lr in enumerate([0.1, 0.05, 0.02, 0.01]):
+        ev = {"accuracy": 0.99, "loss": 0.1, "gap": {"accuracy": 0.01 * i, "loss": 0.1 * i}}
+        job = jobs.add({"lambda_max": float(i)}, evaluation=ev)
+        members.append({"job": job, "hyperparameters": {"learning_rate": lr}})
+    body = {"name": "loss", "jobs": members, "target": "loss_gap"}
+    study = client.post("/v1/studies", json=body).json()
+    assert study["status"] == "ready"
+    assert [m["gap"] for m in study["members"]] == [0.0, 0.1, 0.2, 0.30000000000000004]
+    assert {m["gap_source"] for m in study["members"]} == {"measured on the job's eval_dataset"}
+    a = study["analysis"]
+    assert a["measures"][0]["kendall_tau"] == 1.0
+    # 4 models: a 0.9 interval needs 9 residuals; a loss gap has no natural range to show
+    p = study["members"][0]["prediction"]
+    assert p["interval"] is None and "needs at least 9" in p["note"]
+    assert "Only 4 models" in a["verdict"]
+    # test_loss given wins over the measured gap: 0.5 − 0.1
+    members[0]["test_loss"] = 0.5
+    study = client.post("/v1/studies", json=body | {"jobs": members}).json()
+    assert abs(study["members"][0]["gap"] - 0.4) < 1e-12
+
+
+def test_waiting_and_insufficient(client: TestClient, jobs: Jobs) -> None:
+    ev = {"accuracy": 0.9}
+    done = [jobs.add({"lambda_max": 1.0 + i}, evaluation=ev) for i in range(2)]
+    queued = jobs.add({"lambda_max": 1.0}, status=JobStatus.queued)
+    failed = jobs.add({"lambda_max": 1.0}, status=JobStatus.failed)
+    members = [{"job": j, "test_accuracy": 0.8} for j in done]
+    body = {"name": "w", "jobs": members + [{"job": queued}, {"job": failed}]}
+    study = client.post("/v1/studies", json=body).json()
+    assert study["status"] == "waiting" and study["analysis"] is None
+    assert study["message"].startswith("Waiting: 2 of the 4 models with a gap")
+    assert [m["state"] for m in study["members"]] == ["observed", "observed", "waiting", "failed"]
+    pred = client.get(f"/v1/jobs/{done[0]}").json()["prediction"]
+    assert pred["calibrated"] is False and study["id"] in pred["basis"]
+
+    study = client.post("/v1/studies", json={"name": "i", "jobs": members}).json()
+    assert study["status"] == "insufficient"
+    assert "create a study with more models" in study["message"]
+
+
+def test_list_read_delete(client: TestClient, jobs: Jobs) -> None:
+    job = jobs.add({"lambda_max": 1.0}, evaluation={"accuracy": 0.9})
+    ids = [
+        client.post("/v1/studies", json={"name": f"s{i}", "jobs": [{"job": job}]}).json()["id"]
+        for i in range(3)
+    ]
+    page = client.get("/v1/studies", params={"limit": 2}).json()
+    assert [s["id"] for s in page["items"]] == ids[::-1][:2]
+    assert page["items"][0]["jobs"] == 1 and page["next_cursor"] == ids[1]
+    rest = client.get("/v1/studies", params={"cursor": page["next_cursor"]}).json()
+    assert [s["id"] for s in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
+    assert client.delete(f"/v1/studies/{ids[2]}").status_code == 204
+    assert_problem(client.get(f"/v1/studies/{ids[2]}"), 404, f"no study {ids[2]}")
+    assert_problem(client.delete(f"/v1/studies/{ids[2]}"), 404, "id:")
+    assert_problem(client.get("/v1/studies", params={"cursor": "f" * 32}), 422, "query.cursor")
+    # the job's reverse index forgot the deleted study but keeps the others
+    basis = client.get(f"/v1/jobs/{job}").json()["prediction"]["basis"]
+    assert ids[2] not in basis and ids[1] in basis
+
+
+def test_errors_name_the_field(client: TestClient, jobs: Jobs) -> None:
+    job = jobs.add({"lambda_max": 1.0})
+    ghost = "0" * 32
+    body = {"name": "e", "jobs": [{"job": job}, {"job": job}, {"job": ghost}]}
+    problem = assert_problem(
+        client.post("/v1/studies", json=body), 422, "jobs.1.job", "jobs.2.job", f"no job {ghost}"
+    )
+    assert [e["field"] for e in problem["errors"]] == ["jobs.1.job", "jobs.2.job"]
+    assert_problem(
+        client.post("/v1/studies", json={"name": "e", "jobs": [{"job": "nope"}]}), 422, "jobs.0.job"
+    )
+    bad_level = {"name": "e", "jobs": [{"job": job}], "level": 1.5}
+    assert_problem(client.post("/v1/studies", json=bad_level), 422, "level")
+    bad_hp = {"name": "e", "jobs": [{"job": job, "hyperparameters": {"lr": [1]}}]}
+    assert_problem(client.post("/v1/studies", json=bad_hp), 422, "jobs.0.hyperparameters.lr")
+    bad_acc = {"name": "e", "jobs": [{"job": job, "test_accuracy": 91}]}
+    assert_problem(client.post("/v1/studies", json=bad_acc), 422, "jobs.0.test_accuracy")
+    assert_problem(client.post("/v1/studies", json={"name": "e", "jobs": []}), 422, "jobs")
+    assert_problem(client.get("/v1/studies/xyz"), 422, "id")
+
+
+def test_plot(client: TestClient, jobs: Jobs) -> None:
+    members = _sweep(jobs, _tracks_gap, seed=3)
+    sid = client.post("/v1/studies", json={"name": "p", "jobs": members}).json()["id"]
+    r = client.get(
+        f"/v1/studies/{sid}/plot.png",
+        params={"measure": "lambda_max", "baseline": "1/learning_rate"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_problem(
+        client.get(f"/v1/studies/{sid}/plot.png", params={"measure": "nope"}),
+        422,
+        "query.measure",
+        "lambda_max",
+    )
+    lonely = client.post("/v1/studies", json={"name": "l", "jobs": members[:2]}).json()["id"]
+    assert_problem(
+        client.get(f"/v1/studies/{lonely}/plot.png", params={"measure": "lambda_max"}), 409
+    )
+
+
+def test_idempotent_create(client: TestClient, jobs: Jobs) -> None:
+    job = jobs.add({"lambda_max": 1.0})
+    body = {"name": "once", "jobs": [{"job": job}]}
+    headers = {"Idempotency-Key": "k-1"}
+    first = client.post("/v1/studies", json=body, headers=headers)
+    again = client.post("/v1/studies", json=body, headers=headers)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(client.get("/v1/studies").json()["items"]) == 1
+    other = client.post("/v1/studies", json=body | {"name": "twice"}, headers=headers)
+    assert_problem(other, 409, "Idempotency-Key")
