@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.problems import ProblemError
+from service.studies.store import StudyStore
 from tasks.blobstore import BlobStore
 from tasks.jobstore import JobStore
 from tasks.settings import Settings
@@ -35,6 +36,10 @@ def blobs(request: Request) -> BlobStore:
 
 def jobs(request: Request) -> JobStore:
     return request.app.state.jobs
+
+
+def studies(request: Request) -> StudyStore:
+    return request.app.state.studies
 
 
 def redis_client(request: Request) -> redis.Redis:
@@ -67,5 +72,6 @@ def require_api_key(
 SettingsDep = Annotated[Settings, Depends(settings)]
 BlobsDep = Annotated[BlobStore, Depends(blobs)]
 JobsDep = Annotated[JobStore, Depends(jobs)]
+StudiesDep = Annotated[StudyStore, Depends(studies)]
 RedisDep = Annotated[redis.Redis, Depends(redis_client)]
 CeleryDep = Annotated[Celery, Depends(celery_app)]

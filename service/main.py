@@ -13,8 +13,19 @@ from fastapi import Depends, FastAPI
 from service import problems
 from service.deps import require_api_key
 from service.metrics import make_registry
-from service.routers import datasets, health, jobs, measures, models, queue
+from service.routers import (
+    datasets,
+    health,
+    jobs,
+    measures,
+    models,
+    plots,
+    queue,
+    studies,
+    trajectories,
+)
 from service.routers.common import problems as problem_responses
+from service.studies.store import StudyStore
 from tasks.blobstore import BlobStore
 from tasks.celery_app import make_celery
 from tasks.jobstore import JobStore
@@ -53,12 +64,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = s
     app.state.blobs = BlobStore(s.blob_dir)
     app.state.jobs = JobStore.from_url(s.redis_url)
+    app.state.studies = StudyStore(app.state.jobs.r)
     app.state.celery = gateway_celery(s)
     app.state.metrics_registry = make_registry(app.state.jobs)
     problems.install(app)
     auth = [Depends(require_api_key)]
-    for router in (models.router, datasets.router, jobs.router, measures.router, queue.router):
+    routers = (models, datasets, jobs, studies, measures, queue)
+    for router in (r.router for r in routers):
         # every /v1 route can answer 401, documented whether or not a key is set now
+        app.include_router(router, dependencies=auth, responses=problem_responses(401))
+    for router in (trajectories.router, plots.router):
         app.include_router(router, dependencies=auth, responses=problem_responses(401))
     app.include_router(health.router)
     return app

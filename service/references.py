@@ -2,7 +2,8 @@
 
 A job naming a missing model, a deleted dataset, an absent array or a refused URI would only
 fail in a worker minutes later; here it is a 422 naming the field (`model`, `dataset.id`,
-`dataset.uri`, `dataset.inputs_key`).
+`dataset.uri`, `dataset.inputs_key`). The held-out `eval_dataset` is checked exactly as the
+dataset is (`eval_dataset.id`, ...), and `initial_model` as the model.
 """
 
 from __future__ import annotations
@@ -14,25 +15,37 @@ from service.formats.datasets import check_arrays, inspect_dataset
 from service.problems import invalid
 from tasks.blobstore import BlobStore
 from tasks.settings import Settings
-from tasks.spec import JobSpec
+from tasks.spec import DatasetRef, JobSpec
 from tasks.uris import UriRejected, check_uri, open_uri
 
 
 def check(spec: JobSpec, blobs: BlobStore, settings: Settings) -> None:
-    if blobs.meta("models", spec.model) is None:
+    _check_model(spec.model, "model", blobs)
+    _check_dataset(spec.dataset, "dataset", blobs, settings)
+    if spec.eval_dataset is not None:
+        _check_dataset(spec.eval_dataset, "eval_dataset", blobs, settings)
+    if spec.initial_model is not None:
+        _check_model(spec.initial_model, "initial_model", blobs)
+
+
+def _check_model(model_id: str, field: str, blobs: BlobStore) -> None:
+    if blobs.meta("models", model_id) is None:
         raise invalid(
-            "model", f"no uploaded model {spec.model}; upload it with POST /v1/models", "unknown"
+            field, f"no uploaded model {model_id}; upload it with POST /v1/models", "unknown"
         )
-    ref = spec.dataset
+
+
+def _check_dataset(ref: DatasetRef, field: str, blobs: BlobStore, settings: Settings) -> None:
+    """One dataset reference, errors naming `field` (dataset or eval_dataset) and its part."""
     if ref.id is not None:
         meta = blobs.meta("datasets", ref.id)
         if meta is None:
             raise invalid(
-                "dataset.id",
+                f"{field}.id",
                 f"no uploaded dataset {ref.id}; upload it with POST /v1/datasets",
                 "unknown",
             )
-        _check_keys(meta.get("arrays", {}), f"dataset {ref.id}", ref.inputs_key, ref.targets_key)
+        _check_keys(meta.get("arrays", {}), f"dataset {ref.id}", ref, field)
         return
     assert ref.uri is not None  # the spec requires exactly one of id and uri
     try:
@@ -43,17 +56,21 @@ def check(spec: JobSpec, blobs: BlobStore, settings: Settings) -> None:
                 path, f"file {ref.uri}", ref.inputs_key, ref.targets_key, 4 * settings.max_uri_bytes
             )
     except UriRejected as e:
-        raise invalid("dataset.uri", e.detail, "uri-rejected") from e
+        raise invalid(f"{field}.uri", e.detail, "uri-rejected") from e
     except Refused as e:
-        raise invalid("dataset.uri", e.detail, "bad-dataset") from e
+        raise invalid(f"{field}.uri", e.detail, "bad-dataset") from e
 
 
-def _check_keys(arrays: dict, label: str, inputs_key: str, targets_key: str) -> None:
+def _check_keys(arrays: dict, label: str, ref: DatasetRef, field: str) -> None:
     known = ", ".join(sorted(arrays)) or "none"
-    for field, key in (("dataset.inputs_key", inputs_key), ("dataset.targets_key", targets_key)):
+    for part, key in (("inputs_key", ref.inputs_key), ("targets_key", ref.targets_key)):
         if key not in arrays:
-            raise invalid(field, f"{label} has no array {key!r} (arrays: {known})", "missing-array")
+            raise invalid(
+                f"{field}.{part}",
+                f"{label} has no array {key!r} (arrays: {known})",
+                "missing-array",
+            )
     try:
-        check_arrays(arrays, label, inputs_key, targets_key)
+        check_arrays(arrays, label, ref.inputs_key, ref.targets_key)
     except Refused as e:
-        raise invalid("dataset", e.detail, e.slug) from e
+        raise invalid(field, e.detail, e.slug) from e

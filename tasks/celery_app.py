@@ -21,6 +21,7 @@ from kombu import Queue
 from tasks.settings import Settings, get_settings
 
 RUN_JOB_TASK = "sharpness.run_job"
+RUN_TRAJECTORY_TASK = "sharpness.run_trajectory"
 QUEUES = ("gpu", "cpu")
 
 

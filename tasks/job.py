@@ -9,6 +9,10 @@ Exactly-once in effect, on a broker that delivers at least once:
 
 Nothing a job does may crash the worker: every error becomes a failed job whose `error` is an
 RFC 9457 problem naming the file, field or measure at fault.
+
+Held-out data (`eval_dataset`) is loaded and checked like the training data and only evaluated
+(loss, accuracy, the generalization gap); it never enters a measure. The initial model
+(`initial_model`, w₀) is loaded like the model and handed to the measures by parameter name.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded  # noqa: E402
 from tasks.celery_app import RUN_JOB_TASK  # noqa: E402
 from tasks.loaders import LoadError, first_line  # noqa: E402
 from tasks.runtime import ActiveJob, WorkerRuntime, current, lock_ttl, versions  # noqa: E402
-from tasks.spec import Job, JobStatus, MeasureProgress, Problem  # noqa: E402
+from tasks.spec import DatasetRef, Job, JobStatus, MeasureProgress, Problem  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +121,11 @@ class Hooks:
 
 
 # ------------------------------------------------------------------------------- loading
-def _dataset_path(rt: WorkerRuntime, job: Job) -> tuple[Path, dict[str, Any] | None]:
-    ref = job.spec.dataset
+def _dataset_path(
+    rt: WorkerRuntime, job: Job, ref: DatasetRef | None = None, field: str = "dataset"
+) -> tuple[Path, dict[str, Any] | None]:
+    """Where the dataset `ref` (default: the job's training data) lies; `field` names it."""
+    ref = ref if ref is not None else job.spec.dataset
     if ref.id is not None:
         meta = rt.blobs.meta("datasets", ref.id)
         if meta is None:
@@ -133,33 +140,110 @@ def _dataset_path(rt: WorkerRuntime, job: Job) -> tuple[Path, dict[str, Any] | N
     except LoadError:
         raise
     except Exception as e:
-        raise LoadError("Dataset URI refused", f"dataset.uri {ref.uri!r}: {e}") from e
+        raise LoadError("Dataset URI refused", f"{field}.uri {ref.uri!r}: {e}") from e
 
 
-def build_problem(rt: WorkerRuntime, job: Job, device: str):
-    """Load model and data, check they fit, and make the engine's HessianProblem."""
-    from tasks.engine.problem import HessianProblem
-    from tasks.loaders import load_dataset, load_model, probe
+def _at(where: str, e: LoadError) -> LoadError:
+    """The same problem, its detail prefixed with the field at fault."""
+    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.type.rsplit("/", 1)[-1])
 
-    spec = job.spec
-    meta = rt.blobs.meta("models", spec.model)
+
+def load_job_model(rt: WorkerRuntime, job: Job):
+    """The job's model (a tasks.loaders.LoadedModel), loaded safely."""
+    from tasks.loaders import load_model
+
+    meta = rt.blobs.meta("models", job.spec.model)
     if meta is None:
-        raise LoadError("Model not found", f"model {spec.model} is not in the blob store")
-    model = load_model(rt.blobs.path("models", spec.model), meta)
-    data_path, data_meta = _dataset_path(rt, job)
+        raise LoadError("Model not found", f"model {job.spec.model} is not in the blob store")
+    return load_model(rt.blobs.path("models", job.spec.model), meta)
+
+
+def _load_batches(rt: WorkerRuntime, job: Job, model: Any, ref: DatasetRef, field: str):
+    """Read dataset `ref` in the model's dtype and check one forward pass fits the model."""
+    from tasks.loaders import load_dataset, probe
+
+    data_path, data_meta = _dataset_path(rt, job, ref, field)
     batches = load_dataset(
         data_path,
         data_meta,
-        inputs_key=spec.dataset.inputs_key,
-        targets_key=spec.dataset.targets_key,
-        max_samples=spec.dataset.max_samples,
-        batch_size=spec.dataset.batch_size,
-        loss=spec.loss,
+        inputs_key=ref.inputs_key,
+        targets_key=ref.targets_key,
+        max_samples=ref.max_samples,
+        batch_size=ref.batch_size,
+        loss=job.spec.loss,
         dtype=model.dtype,
     )
     name = (data_meta or {}).get("filename") or data_path.name
     probe(model, batches, name)
+    return batches
+
+
+def build_problem(rt: WorkerRuntime, job: Job, device: str, model: Any = None):
+    """Load model (unless given) and data, check they fit, and make the HessianProblem."""
+    from tasks.engine.problem import HessianProblem
+
+    spec = job.spec
+    model = model if model is not None else load_job_model(rt, job)
+    batches = _load_batches(rt, job, model, spec.dataset, "dataset")
     return HessianProblem(model.module, batches, loss=spec.loss, mode=spec.mode, device=device)
+
+
+def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) -> dict | None:
+    """Loss and accuracy on `eval_dataset` at the same weights (None without one). Its
+    problem is dropped at once: held-out data is evaluated, never measured."""
+    from tasks.engine.problem import HessianProblem
+
+    spec = job.spec
+    if spec.eval_dataset is None:
+        return None
+    try:
+        batches = _load_batches(rt, job, model, spec.eval_dataset, "eval_dataset")
+    except LoadError as e:
+        raise e if e.detail.startswith("eval_dataset") else _at("eval_dataset", e) from e
+    held_out = HessianProblem(model.module, batches, loss=spec.loss, mode=spec.mode, device=device)
+    ev = evaluate(held_out, "eval_dataset")
+    return {"loss": ev["loss"], "accuracy": ev["accuracy"], "num_examples": ev["num_examples"]}
+
+
+def with_gap(train: dict[str, Any], test: dict[str, Any] | None) -> dict[str, Any]:
+    """`evaluation` with 'test' and 'gap' (accuracy: train − test; loss: test − train), the
+    accuracy gap only where there is an accuracy (cross_entropy)."""
+    if test is None:
+        return train
+    gap: dict[str, float] = {}
+    if train.get("accuracy") is not None and test.get("accuracy") is not None:
+        gap["accuracy"] = train["accuracy"] - test["accuracy"]
+    gap["loss"] = test["loss"] - train["loss"]
+    return {**train, "test": test, "gap": gap}
+
+
+def load_initial_params(rt: WorkerRuntime, job: Job, module: Any) -> dict[str, Any] | None:
+    """w₀ from `initial_model` by parameter name, checked against the model (None without)."""
+    from tasks.engine.initial import InitialParamsMismatch, check_initial_params
+    from tasks.loaders import load_model
+
+    model_id = job.spec.initial_model
+    if model_id is None:
+        return None
+    meta = rt.blobs.meta("models", model_id)
+    if meta is None:
+        raise LoadError(
+            "Initial model not found", f"initial_model: model {model_id} is not in the blob store"
+        )
+    try:
+        loaded = load_model(rt.blobs.path("models", model_id), meta)
+    except LoadError as e:
+        raise _at("initial_model", e) from e
+    initial = {n: p.detach() for n, p in loaded.module.named_parameters()}
+    try:
+        check_initial_params(module, initial)
+    except InitialParamsMismatch as e:
+        raise LoadError(
+            "Initial model does not fit the model",
+            f"initial_model: {e}; upload a checkpoint of the same architecture, saved the "
+            "same way as the model",
+        ) from e
+    return initial
 
 
 def evaluate(problem_: Any, name: str) -> dict[str, Any]:
@@ -221,8 +305,11 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
     try:
         device, description = resolve_device(job.spec.device)
         rt.store.mark_running(job_id, rt.hostname, description, versions())
-        prob = build_problem(rt, job, device)
+        model = load_job_model(rt, job)
+        prob = build_problem(rt, job, device, model)
         evaluation = evaluate(prob, "the dataset")
+        evaluation = with_gap(evaluation, held_out_evaluation(rt, job, model, device))
+        initial = load_initial_params(rt, job, prob.module)
         deadline = rt.active.started + rt.settings.soft_time_limit_s  # type: ignore[union-attr]
         from tasks.engine.context import Cancelled
         from tasks.engine.runner import run_measure
@@ -232,7 +319,14 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
             hooks = Hooks(rt, job_id, m.name, deadline)
             hooks.flush()
             try:
-                res = run_measure(prob, m.name, m.params, hooks.on_progress, hooks.should_cancel)
+                res = run_measure(
+                    prob,
+                    m.name,
+                    m.params,
+                    hooks.on_progress,
+                    hooks.should_cancel,
+                    initial_params=initial,
+                )
             except Cancelled:
                 hooks.flush("failed")
                 rt.store.finish(job_id, JobStatus.cancelled, results, evaluation=evaluation)

@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 from tasks.blobstore import BlobStore
 from tasks.jobstore import PREFIX, JobStore
@@ -34,6 +35,7 @@ def lock_ttl(settings: Settings) -> int:
 class ActiveJob:
     job_id: str
     started: float = field(default_factory=time.monotonic)
+    store: Any = None  # the store holding the record when it is not a job (a trajectory)
 
 
 @dataclass

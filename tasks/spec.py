@@ -96,6 +96,17 @@ class JobSpec(BaseModel):
         "depend on batch composition (the result says so).",
     )
     measures: list[MeasureRequest] = Field(min_length=1, max_length=32)
+    eval_dataset: DatasetRef | None = Field(
+        default=None,
+        description="Held-out data: the job then reports train and test loss and accuracy and "
+        "the measured generalization gap under 'evaluation'. Never used for the Hessian.",
+    )
+    initial_model: str | None = Field(
+        default=None,
+        pattern=MODEL_ID_PATTERN,
+        description="Id of an uploaded checkpoint of the same architecture at initialisation "
+        "(w₀): enables ‖w − w₀‖ in weight_norms and the distance term of pacbayes_bound.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
 
@@ -141,6 +152,32 @@ class MeasureResult(BaseModel):
     per_layer: dict[str, Any] | None = None
 
 
+class Prediction(BaseModel):
+    """What the service can honestly say about a job's generalization gap.
+
+    Calibrated only inside a study (a sweep of related checkpoints with observed test metrics);
+    outside one, `calibrated` is false and only the measured gap and any bound are returned.
+    """
+
+    calibrated: bool = Field(description="True only for a job in a study with a fitted predictor.")
+    gap: float | None = Field(default=None, description="Predicted generalization gap.")
+    interval: list[float] | None = Field(
+        default=None, description="Conformal prediction interval [low, high] for the gap."
+    )
+    level: float | None = Field(default=None, description="Nominal coverage of the interval.")
+    basis: str = Field(description="What the prediction rests on, in plain words.")
+    best_measure: str | None = Field(
+        default=None, description="The measure that ranked the study's gaps best, if any."
+    )
+    study: str | None = Field(default=None, description="Id of the study that calibrated it.")
+    measured_gap: float | None = Field(
+        default=None, description="Gap measured on the job's eval_dataset, when it has one."
+    )
+    bound: dict[str, Any] | None = Field(
+        default=None, description="A PAC-Bayes bound on the test error: a bound, not a prediction."
+    )
+
+
 class Job(BaseModel):
     id: str
     status: JobStatus
@@ -152,7 +189,15 @@ class Job(BaseModel):
     progress: dict[str, MeasureProgress] = Field(default_factory=dict)
     results: dict[str, MeasureResult] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = Field(
-        default=None, description="Loss and accuracy at the measured weights, and the mode."
+        default=None,
+        description="Loss and accuracy on the dataset at the measured weights (loss, accuracy, "
+        "num_examples, mode); with an eval_dataset also 'test' (the same figures on it) and "
+        "'gap' (accuracy: train − test; loss: test − train).",
+    )
+    prediction: Prediction | None = Field(
+        default=None,
+        description="Filled in by the gateway when the job is read: calibrated inside a study, "
+        "otherwise the measured gap and bound only, labelled as such.",
     )
     error: Problem | None = None
     worker: str | None = None
@@ -164,4 +209,133 @@ class Job(BaseModel):
 
 class JobPage(BaseModel):
     items: list[Job]
+    next_cursor: str | None = None
+
+
+# =============================================================================== trajectories
+# A trajectory: an ordered list of checkpoints of one training run, each measured for λmax and
+# its top-k Hessian eigenvectors; between consecutive checkpoints, how far those eigenvectors
+# turned (Wang & Roberts 2024). A resource of its own (/v1/trajectories), run by its own task.
+
+
+class TrajectoryCheckpoint(BaseModel):
+    """One checkpoint of the run: an uploaded model and the learning rate it was trained at."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(pattern=MODEL_ID_PATTERN, description="Id of an uploaded model.")
+    learning_rate: float = Field(
+        gt=0, le=1e6, description="η in effect at this checkpoint: the edge of stability is 2/η."
+    )
+    step: int | None = Field(
+        default=None, ge=0, description="Training step of the checkpoint (for the x axis)."
+    )
+
+
+class TrajectorySpec(BaseModel):
+    """Checkpoints in training order on one dataset. All must share parameter names and shapes
+    (their eigenvectors are compared coordinate by coordinate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoints: list[TrajectoryCheckpoint] = Field(min_length=2, max_length=200)
+    dataset: DatasetRef
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    mode: Literal["eval", "train"] = "eval"
+    k: int = Field(
+        default=3, ge=1, le=20, description="Top eigenvectors compared between checkpoints."
+    )
+    tol: float = Field(
+        default=1e-6,
+        gt=0,
+        le=0.1,
+        description="Relative Ritz residual bound per eigenpair; eigenvector errors are about "
+        "tol·λ/gap, so keep it well below the relative gaps between the top k+1 eigenvalues.",
+    )
+    max_iter: int = Field(default=400, ge=2, le=10_000, description="Lanczos steps per checkpoint.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _steps_increase(cls, checkpoints: list[TrajectoryCheckpoint]) -> list[TrajectoryCheckpoint]:
+        last: tuple[int, int] | None = None
+        for i, c in enumerate(checkpoints):
+            if c.step is None:
+                continue
+            if last is not None and c.step <= last[1]:
+                raise ValueError(
+                    f"checkpoints[{i}].step: {c.step} does not follow checkpoints[{last[0]}].step "
+                    f"{last[1]}; list the checkpoints in training order"
+                )
+            last = (i, c.step)
+        return checkpoints
+
+
+class TrajectoryPoint(BaseModel):
+    """What one checkpoint measured."""
+
+    index: int
+    model: str
+    step: int | None = None
+    learning_rate: float
+    lambda_max: float = Field(description="Largest Hessian eigenvalue.")
+    eigenvalues: list[float] = Field(description="Top-k eigenvalues, descending.")
+    stability_ratio: float = Field(
+        description="λmax·η/2: above 1 the checkpoint is beyond the edge of stability 2/η."
+    )
+    beyond_edge: bool = Field(description="stability_ratio > 1.")
+    residual_bounds: list[float] = Field(description="Ritz residual bound per eigenvalue.")
+    converged: bool
+    iterations: int
+    hvps: int
+    seconds: float
+    dim: int = Field(description="Number of parameters.")
+    loss: float | None = Field(default=None, description="Mean loss on the dataset.")
+    accuracy: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class EigenvectorOverlap(BaseModel):
+    """How far the top eigenvectors turned between checkpoints `start` and `end` (= start+1)."""
+
+    start: int
+    end: int
+    top_overlap: float = Field(description="|⟨v₁(start), v₁(end)⟩| ∈ [0, 1]; 1: no rotation.")
+    subspace_overlap: float = Field(
+        description="‖V_startᵀ V_end‖²_F / k ∈ [0, 1]: mean cos² of the principal angles "
+        "between the top-k eigenspaces; invariant to signs and order of the eigenvectors."
+    )
+    principal_cosines: list[float] = Field(
+        description="cos of the principal angles between the two top-k subspaces, descending."
+    )
+
+
+class Trajectory(BaseModel):
+    id: str
+    status: JobStatus
+    spec: TrajectorySpec
+    queue: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: list[MeasureProgress] = Field(
+        default_factory=list, description="One entry per checkpoint, in order."
+    )
+    points: list[TrajectoryPoint] = Field(
+        default_factory=list, description="Results of the checkpoints measured so far, in order."
+    )
+    overlaps: list[EigenvectorOverlap] = Field(
+        default_factory=list, description="One entry per consecutive pair measured so far."
+    )
+    error: Problem | None = None
+    worker: str | None = None
+    device: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    attempts: int = 0
+    cancel_requested: bool = False
+
+
+class TrajectoryPage(BaseModel):
+    items: list[Trajectory]
     next_cursor: str | None = None

@@ -78,7 +78,7 @@ class Heartbeat(threading.Thread):
             return
         rt.refresh_lock(active.job_id)
         if time.monotonic() - active.started > rt.settings.hard_time_limit_s:
-            rt.store.finish(
+            (active.store or rt.store).finish(
                 active.job_id,
                 JobStatus.failed,
                 error=Problem(
@@ -114,6 +114,7 @@ def main() -> int:
 
     app = make_celery(settings)
     import tasks.job  # noqa: F401  registers the task on the app
+    import tasks.trajectory_job  # noqa: F401  and the trajectory task
 
     # Sweep for messages of dead workers often enough that a short visibility timeout (tests)
     # takes effect promptly; kombu's default sweep is every 100 s.

@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from service import references
-from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep
-from service.problems import ProblemError, invalid, problem_type
+from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep, StudiesDep
+from service.enqueue import enqueue_or_fail
+from service.problems import ProblemError, invalid
 from service.routers.common import problems
+from service.studies.service import with_predictions
 from tasks.celery_app import RUN_JOB_TASK, queue_for
 from tasks.jobstore import PREFIX, JobStore
-from tasks.spec import Job, JobPage, JobSpec, JobStatus, Problem
+from tasks.spec import Job, JobPage, JobSpec, JobStatus
 
 log = logging.getLogger("sharpness.gateway")
 
@@ -30,46 +32,10 @@ IdempotencyKey = Annotated[
         "is a 409.",
     ),
 ]
-# Enough retries to ride out a broker blip, few enough to answer within seconds.
-SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
 
 
 def _enqueue(celery: CeleryDep, store: JobStore, job: Job) -> None:
-    """Send the job's one Celery message (task id = job id). On failure the job is marked
-    failed with the reason, never left queued with no message to run it, and the client
-    gets a 503.
-
-    ignore_result: results live in the job record, not in Celery's result backend; without
-    it Celery would also subscribe the gateway to every task's result channel, for good."""
-    try:
-        celery.send_task(
-            RUN_JOB_TASK,
-            args=[job.id],
-            task_id=job.id,
-            queue=job.queue,
-            ignore_result=True,
-            retry=True,
-            retry_policy=SEND_RETRY,
-        )
-    except Exception as e:
-        log.error("enqueue of job %s failed: %s", job.id, e)
-        detail = f"job {job.id} could not be enqueued on '{job.queue}': {e.__class__.__name__}"
-        store.finish(
-            job.id,
-            JobStatus.failed,
-            error=Problem(
-                type=problem_type("enqueue-failed"),
-                title="Could not enqueue",
-                status=503,
-                detail=detail,
-            ),
-        )
-        raise ProblemError(
-            503,
-            "enqueue-failed",
-            f"{detail}; the job is marked failed, submit again",
-            headers={"Retry-After": "5"},
-        ) from e
+    enqueue_or_fail(celery, store, RUN_JOB_TASK, job.id, job.queue, "job")
 
 
 @router.post(
@@ -86,6 +52,7 @@ def submit_job(
     blobs: BlobsDep,
     settings: SettingsDep,
     celery: CeleryDep,
+    studies: StudiesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Job:
     """Validate the spec and what it names (model, dataset or URI), record the job and
@@ -105,14 +72,15 @@ def submit_job(
         # one message per job, even when two requests with the same key race
         if not store.r.set(f"{PREFIX}enqueued:{job.id}", 1, nx=True, ex=86_400):
             response.headers["Idempotent-Replayed"] = "true"
-            return job
+            return with_predictions([job], store, studies)[0]
     _enqueue(celery, store, job)
-    return job
+    return with_predictions([job], store, studies)[0]
 
 
 @router.get("", response_model=JobPage, summary="List jobs", responses=problems(422))
 def list_jobs(
     store: JobsDep,
+    studies: StudiesDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     label: Annotated[
         list[str] | None,
@@ -132,15 +100,17 @@ def list_jobs(
         items, next_cursor = store.list(status=status, labels=labels, limit=limit, cursor=cursor)
     except ValueError as e:
         raise invalid("query.cursor", str(e)) from e
-    return JobPage(items=items, next_cursor=next_cursor)
+    return JobPage(items=with_predictions(items, store, studies), next_cursor=next_cursor)
 
 
 @router.get("/{id}", response_model=Job, summary="Read a job", responses=problems(404, 422))
-def get_job(id: JobId, store: JobsDep) -> Job:
+def get_job(id: JobId, store: JobsDep, studies: StudiesDep) -> Job:
+    """`prediction` says what can honestly be said about the job's generalization gap: a
+    calibrated prediction with its interval inside a study, otherwise why there is none."""
     job = store.get(id)
     if job is None:
         raise ProblemError(404, "not-found", f"id: no job {id}")
-    return job
+    return with_predictions([job], store, studies)[0]
 
 
 @router.post(
@@ -150,7 +120,7 @@ def get_job(id: JobId, store: JobsDep) -> Job:
     responses={202: {"model": Job, "description": "Running: the worker will stop it"}}
     | problems(404, 409, 422),
 )
-def cancel_job(id: JobId, store: JobsDep, response: Response) -> Job:
+def cancel_job(id: JobId, store: JobsDep, studies: StudiesDep, response: Response) -> Job:
     """A queued job is cancelled at once (**200**, status cancelled; its message is skipped
     when a worker takes it). A running job gets `cancel_requested: true` and the worker stops
     it between iterations (**202**; poll until status is cancelled). Cancelling a cancelled
@@ -165,4 +135,4 @@ def cancel_job(id: JobId, store: JobsDep, response: Response) -> Job:
             409, "already-finished", f"id: job {id} already {job.status.value}; nothing to cancel"
         )
     response.status_code = 200 if job.status == JobStatus.cancelled else 202
-    return job
+    return with_predictions([job], store, studies)[0]

@@ -59,6 +59,40 @@ def test_lambda_max_agrees_with_dense_hessian(stack: Stack, tmp_path: Path) -> N
     assert all(p["state"] == "done" for p in job["progress"].values())
 
 
+def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        predicted = model.double()(torch.from_numpy(x)).argmax(1).numpy()
+    return float((predicted == y).mean())
+
+
+def test_held_out_gap_and_pacbayes_flatness_over_http(stack: Stack, tmp_path: Path) -> None:
+    model = A.mlp(in_features=4, hidden=8, out=3, seed=1)
+    x, y = A.data(n=48, seed=1, dtype=np.float64)
+    xt, yt = A.data(n=24, seed=2, dtype=np.float64)
+    model_id = stack.upload_id("models", A.export(model, tmp_path / "m.pt2", 4, torch.float64))
+    train_id = stack.upload_id("datasets", A.save_npz(tmp_path / "train.npz", x, y))
+    test_id = stack.upload_id("datasets", A.save_npz(tmp_path / "test.npz", xt, yt))
+    job_id = stack.submit(
+        {
+            "model": model_id,
+            "dataset": {"id": train_id},
+            "eval_dataset": {"id": test_id},
+            "measures": [{"name": "pacbayes_flatness", "params": {"depth": 5, "samples": 4}}],
+        }
+    )
+    job = stack.wait(job_id)
+    assert job["status"] == "succeeded", job["error"]
+    ev, train, test = job["evaluation"], accuracy(model, x, y), accuracy(model, xt, yt)
+    assert ev["accuracy"] == pytest.approx(train) and ev["test"]["accuracy"] == pytest.approx(test)
+    assert ev["test"]["num_examples"] == 24
+    assert ev["gap"]["accuracy"] == pytest.approx(train - test)
+    assert ev["gap"]["loss"] == pytest.approx(ev["test"]["loss"] - ev["loss"])
+    flat = job["results"]["pacbayes_flatness"]
+    assert flat["value"] > 0 and flat["diagnostics"]["iterations"] == 5
+    assert flat["diagnostics"]["examples"] == 48  # the Hessian-side data only
+    assert job["progress"]["pacbayes_flatness"]["state"] == "done"
+
+
 def bad_job(stack: Stack, model_path: Path, data_path: Path) -> dict:
     job_id = stack.submit(
         {

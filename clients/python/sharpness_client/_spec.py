@@ -2,8 +2,9 @@
 
 `measures=["lambda_max", "trace"]` with `params={"trace": {"num_hvps": 200}}`, or
 `MeasureRequest`s, or dicts; `model=` an id or an upload's info; `dataset=` an id, an info, a
-URI or a full DatasetRef. Checking names and bounds is the server's job (it knows the registry
-and answers 422 naming the field); this only gives the spec its shape.
+URI or a full DatasetRef. `eval_dataset=` (held-out data) takes the same forms as `dataset=`,
+`initial_model=` (w₀) the same as `model=`. Checking names and bounds is the server's job (it
+knows the registry and answers 422 naming the field); this only gives the spec its shape.
 """
 
 from __future__ import annotations
@@ -71,13 +72,20 @@ def build_spec(
     labels: Mapping[str, str] | None = None,
     batch_size: int | None = None,
     max_samples: int | None = None,
+    eval_dataset: DatasetLike | None = None,
+    initial_model: str | ModelInfo | None = None,
 ) -> JobSpec:
+    """`batch_size` applies to both datasets; `max_samples` to the training data only."""
     fields: dict[str, Any] = {
         "model": model_id(model),
         "dataset": dataset_ref(dataset, batch_size=batch_size, max_samples=max_samples),
         "measures": measure_requests(measures, params),
         "labels": dict(labels or {}),
     }
+    if eval_dataset is not None:
+        fields["eval_dataset"] = dataset_ref(eval_dataset, batch_size=batch_size)
+    if initial_model is not None:
+        fields["initial_model"] = model_id(initial_model)
     for key, value in (("loss", loss), ("mode", mode), ("device", device)):
         if value is not None:
             fields[key] = value

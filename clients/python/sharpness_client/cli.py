@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sharpness_client import _render
+from sharpness_client import _cli_trajectory, _render
 from sharpness_client.client import Client
 from sharpness_client.errors import (
     APIConnectionError,
@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", parents=[common], help="upload, submit and wait for a job")
     m.add_argument("model", help="model file (.pt2, TorchScript, safetensors) or model id")
     m.add_argument("--data", required=True, help="dataset file (.npz, .safetensors), id or URI")
+    m.add_argument(
+        "--eval-data", help="held-out dataset (file, id or URI): test metrics and the gap"
+    )
+    m.add_argument(
+        "--initial-model", help="the model at initialisation, w₀ (file or id; same format)"
+    )
     m.add_argument("--measure", action="append", required=True, help="measure name (repeat)")
     m.add_argument("--param", action="append", default=[], help="MEASURE.PARAM=VALUE")
     m.add_argument("--loss", choices=["cross_entropy", "mse"])
@@ -106,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     w = jsub.add_parser("wait", parents=[common], help="wait until a job finishes")
     w.add_argument("id")
     _wait_options(w)
+    jp = jsub.add_parser("plot", parents=[common], help="save a job's spectral density PNG")
+    jp.add_argument("id")
+    jp.add_argument("path")
+    _cli_trajectory.add_parsers(sub, common, _wait_options)
 
     sub.add_parser("queue", parents=[common], help="queue depths, workers, running jobs")
     sub.add_parser("measures", parents=[common], help="the measures the service offers")
@@ -155,6 +165,15 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
     config = json.loads(args.config) if args.config else None
     model = mp.ref or client.models.upload(mp.upload, architecture=args.architecture, config=config)
     dataset = dp.ref or client.datasets.upload(dp.upload)
+    eval_dataset = initial_model = None
+    if args.eval_data:
+        ep = data_plan(args.eval_data)
+        eval_dataset = ep.ref or client.datasets.upload(ep.upload)
+    if args.initial_model:
+        ip = model_plan(args.initial_model, None)
+        initial_model = ip.ref or client.models.upload(
+            ip.upload, architecture=args.architecture, config=config
+        )
     job = client.jobs.create(
         model=model,
         dataset=dataset,
@@ -166,6 +185,8 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
         labels=_pairs(args.label, "=", "--label"),
         batch_size=args.batch_size,
         max_samples=args.max_samples,
+        eval_dataset=eval_dataset,
+        initial_model=initial_model,
     )
     if not args.wait:
         _out(args, job, f"submitted job {job.id} ({job.status.value})")
@@ -192,6 +213,10 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
         job = client.jobs.cancel(args.id)
         _out(args, job, f"job {job.id}: {job.status.value}, cancel requested")
         return 0
+    if args.action == "plot":
+        client.jobs.plot(args.id, "spectral_density", args.path)
+        print(f"saved {args.path}", file=sys.stderr)
+        return 0
     return _wait(client, args, args.id)
 
 
@@ -201,6 +226,8 @@ def _run(args: argparse.Namespace) -> int:
             return _measure(client, args)
         if args.command == "jobs":
             return _jobs(client, args)
+        if args.command == "trajectory":
+            return _cli_trajectory.run(client, args, _out)
         if args.command == "queue":
             q = client.queue.get()
             _out(args, q, _render.queue(q))

@@ -23,6 +23,8 @@ from sharpness_client.resources.datasets import AsyncDatasets, Datasets
 from sharpness_client.resources.jobs import AsyncJobs, Jobs
 from sharpness_client.resources.models import AsyncModels, Models
 from sharpness_client.resources.queue import AsyncMeasures, AsyncQueue, Measures, Queue
+from sharpness_client.resources.studies import AsyncStudies, Studies
+from sharpness_client.resources.trajectories import AsyncTrajectories, Trajectories
 from sharpness_client.types import Job, JobStatus
 
 DEFAULT_MAX_RETRIES = 3
@@ -52,8 +54,10 @@ class Client:
         self.models = Models(self._http)
         self.datasets = Datasets(self._http)
         self.jobs = Jobs(self._http)
+        self.studies = Studies(self._http)
         self.queue = Queue(self._http)
         self.measures = Measures(self._http)
+        self.trajectories = Trajectories(self._http)
 
     def measure(
         self,
@@ -62,6 +66,8 @@ class Client:
         measures: Iterable[MeasureLike],
         *,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        eval_data: Any = None,
+        initial_model: Any = None,
         example_inputs: Any = None,
         timeout: float | None = None,
         poll_interval: float = 1.0,
@@ -73,12 +79,20 @@ class Client:
         `model`: a path/bytes/file, an nn.Module (exported; `example_inputs` default to two
         rows of `data`), or an uploaded id. `data`: a path/bytes/file, `(inputs, targets)`
         arrays or tensors, an uploaded id or a URI. `spec` takes the rest of jobs.create
-        (loss, mode, device, labels, batch_size, max_samples). Raises JobFailedError,
-        JobCancelledError or JobTimeoutError when there are no results to return."""
+        (loss, mode, device, labels, batch_size, max_samples). `eval_data`: held-out data in
+        any form `data` takes (the job then reports test metrics and the generalization gap);
+        `initial_model`: the model at initialisation (w₀) in any form `model` takes. Raises
+        JobFailedError, JobCancelledError or JobTimeoutError when there are no results."""
         mp = model_plan(model, data, example_inputs)
         dp = data_plan(data)
         model_ref = mp.ref or self.models.upload(mp.upload, filename=mp.filename)
         data_ref = dp.ref or self.datasets.upload(dp.upload, filename=dp.filename)
+        if eval_data is not None:
+            ep = data_plan(eval_data)
+            spec["eval_dataset"] = ep.ref or self.datasets.upload(ep.upload, filename=ep.filename)
+        if initial_model is not None:
+            ip = model_plan(initial_model, data, example_inputs)
+            spec["initial_model"] = ip.ref or self.models.upload(ip.upload, filename=ip.filename)
         job = self.jobs.create(
             model=model_ref, dataset=data_ref, measures=measures, params=params, **spec
         )
@@ -114,8 +128,10 @@ class AsyncClient:
         self.models = AsyncModels(self._http)
         self.datasets = AsyncDatasets(self._http)
         self.jobs = AsyncJobs(self._http)
+        self.studies = AsyncStudies(self._http)
         self.queue = AsyncQueue(self._http)
         self.measures = AsyncMeasures(self._http)
+        self.trajectories = AsyncTrajectories(self._http)
 
     async def measure(
         self,
@@ -124,6 +140,8 @@ class AsyncClient:
         measures: Iterable[MeasureLike],
         *,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        eval_data: Any = None,
+        initial_model: Any = None,
         example_inputs: Any = None,
         timeout: float | None = None,
         poll_interval: float = 1.0,
@@ -134,6 +152,16 @@ class AsyncClient:
         dp = data_plan(data)
         model_ref = mp.ref or await self.models.upload(mp.upload, filename=mp.filename)
         data_ref = dp.ref or await self.datasets.upload(dp.upload, filename=dp.filename)
+        if eval_data is not None:
+            ep = data_plan(eval_data)
+            spec["eval_dataset"] = ep.ref or await self.datasets.upload(
+                ep.upload, filename=ep.filename
+            )
+        if initial_model is not None:
+            ip = model_plan(initial_model, data, example_inputs)
+            spec["initial_model"] = ip.ref or await self.models.upload(
+                ip.upload, filename=ip.filename
+            )
         job = await self.jobs.create(
             model=model_ref, dataset=data_ref, measures=measures, params=params, **spec
         )

@@ -62,6 +62,8 @@ class JobSpec(_Model):
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     mode: Literal["eval", "train"] = "eval"
     measures: list[MeasureRequest]
+    eval_dataset: DatasetRef | None = None  # held-out data: test metrics and gap in evaluation
+    initial_model: str | None = None  # uploaded model at initialisation (w₀)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -97,6 +99,22 @@ class MeasureResult(_Model):
     per_layer: dict[str, Any] | None = None
 
 
+class Prediction(_Model):
+    """What the service can honestly say about a job's generalization gap: `calibrated` only
+    inside a study (then `gap` with its conformal `interval` at `level`); otherwise `basis`
+    says why not, with the measured gap and any PAC-Bayes bound (a bound, not a prediction)."""
+
+    calibrated: bool
+    gap: float | None = None
+    interval: list[float] | None = None
+    level: float | None = None
+    basis: str
+    best_measure: str | None = None
+    study: str | None = None
+    measured_gap: float | None = None
+    bound: dict[str, Any] | None = None
+
+
 class Job(_Model):
     id: str
     status: JobStatus
@@ -108,6 +126,7 @@ class Job(_Model):
     progress: dict[str, MeasureProgress] = Field(default_factory=dict)
     results: dict[str, MeasureResult] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
+    prediction: Prediction | None = None
     error: Problem | None = None
     worker: str | None = None
     device: str | None = None
@@ -208,24 +227,259 @@ class Ready(_Model):
     checks: dict[str, str]
 
 
+# ---------------------------------------------------------------------------- trajectories
+class TrajectoryCheckpoint(_Model):
+    """One checkpoint of a training run: an uploaded model and the learning rate η in effect
+    there (the edge of stability is 2/η); `step` places it on the x axis."""
+
+    model: str
+    learning_rate: float
+    step: int | None = None
+
+
+class TrajectorySpec(_Model):
+    """Checkpoints in training order on one dataset (the body of `POST /v1/trajectories`)."""
+
+    checkpoints: list[TrajectoryCheckpoint]
+    dataset: DatasetRef
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    mode: Literal["eval", "train"] = "eval"
+    k: int = 3
+    tol: float = 1e-6
+    max_iter: int = 400
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class TrajectoryPoint(_Model):
+    """One checkpoint measured: λmax, the top-k eigenvalues and `stability_ratio` = λmax·η/2
+    (above 1: beyond the edge of stability)."""
+
+    index: int
+    model: str
+    step: int | None = None
+    learning_rate: float
+    lambda_max: float
+    eigenvalues: list[float]
+    stability_ratio: float
+    beyond_edge: bool
+    residual_bounds: list[float]
+    converged: bool
+    iterations: int
+    hvps: int
+    seconds: float
+    dim: int
+    loss: float | None = None
+    accuracy: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class EigenvectorOverlap(_Model):
+    """Rotation between checkpoints `start` and `end`: |⟨v₁, v₁'⟩| and ‖VᵀV'‖²_F/k in [0, 1]."""
+
+    start: int
+    end: int
+    top_overlap: float
+    subspace_overlap: float
+    principal_cosines: list[float]
+
+
+class Trajectory(_Model):
+    id: str
+    status: JobStatus
+    spec: TrajectorySpec
+    queue: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: list[MeasureProgress] = Field(default_factory=list)
+    points: list[TrajectoryPoint] = Field(default_factory=list)
+    overlaps: list[EigenvectorOverlap] = Field(default_factory=list)
+    error: Problem | None = None
+    worker: str | None = None
+    device: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    attempts: int = 0
+    cancel_requested: bool = False
+
+
+class TrajectoryPage(_Model):
+    items: list[Trajectory]
+    next_cursor: str | None = None
+
+
+# ---------------------------------------------------------------------------- studies
+StudyTarget = Literal["accuracy_gap", "loss_gap"]
+
+
+class StudyJob(_Model):
+    """One model of a study: its job, the hyperparameters it was trained with (learning_rate
+    and batch_size enable the baselines) and its observed test metrics, if known."""
+
+    job: str
+    hyperparameters: dict[str, int | float | str] = Field(default_factory=dict)
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+
+
+class StudyCreate(_Model):
+    """The body of `POST /v1/studies`."""
+
+    name: str
+    jobs: list[StudyJob]
+    target: StudyTarget = "accuracy_gap"
+    level: float = 0.9
+
+
+class StudySummary(_Model):
+    id: str
+    name: str
+    created_at: datetime
+    target: StudyTarget
+    level: float
+    jobs: int
+
+
+class StudyPage(_Model):
+    items: list[StudySummary]
+    next_cursor: str | None = None
+
+
+class MemberPrediction(_Model):
+    """kind leave_one_out: predicted without the model's own gap; new: its gap is unknown."""
+
+    gap: float
+    interval: list[float] | None
+    level: float
+    kind: Literal["leave_one_out", "new"]
+    note: str | None = None
+
+
+class StudyMember(_Model):
+    job: str
+    hyperparameters: dict[str, int | float | str]
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    state: Literal["waiting", "observed", "to_predict", "failed", "missing"]
+    gap: float | None = None
+    gap_source: str | None = None
+    prediction: MemberPrediction | None = None
+
+
+class LooErrorReport(_Model):
+    mae: float
+    rmse: float
+    n: int
+
+
+class HyperparameterTau(_Model):
+    tau: float | None
+    groups: int
+
+
+class GranulatedKendall(_Model):
+    psi: float | None
+    per_hyperparameter: dict[str, HyperparameterTau]
+
+
+class ConditionalMIReport(_Model):
+    value: float | None
+    conditioning: list[str] | None
+
+
+class FeatureReport(_Model):
+    """One measure or baseline against the observed gaps: τ, Ψ, CMI, single-feature LOO."""
+
+    name: str
+    kind: Literal["measure", "baseline"]
+    n: int
+    transform: Literal["log", "none"]
+    kendall_tau: float | None
+    granulated: GranulatedKendall
+    cmi: ConditionalMIReport
+    loo: LooErrorReport | None
+
+
+class PredictorReport(_Model):
+    features: list[str]
+    chosen: list[str]
+    fold_choices: dict[str, int]
+    loo: LooErrorReport
+    interval_coverage: float | None
+
+
+class BaselineComparison(_Model):
+    by_tau: bool | None
+    by_loo: bool | None
+
+
+class StudyAnalysis(_Model):
+    n_models: int
+    hyperparameters: list[str]
+    measures: list[FeatureReport]
+    baselines: list[FeatureReport]
+    predictor: PredictorReport | None
+    baseline_predictor: PredictorReport | None
+    constant_predictor: LooErrorReport
+    best_measure: str | None
+    beats_baselines: BaselineComparison
+    verdict: str
+
+
+class Study(_Model):
+    """A study with its members' states and, once ready, the analysis and `verdict`."""
+
+    id: str
+    name: str
+    created_at: datetime
+    target: StudyTarget
+    level: float
+    status: Literal["waiting", "ready", "insufficient"]
+    message: str
+    members: list[StudyMember]
+    analysis: StudyAnalysis | None = None
+
+
 __all__ = [
     "ArrayInfo",
+    "BaselineComparison",
+    "ConditionalMIReport",
     "DatasetInfo",
     "DatasetRef",
+    "EigenvectorOverlap",
+    "FeatureReport",
+    "GranulatedKendall",
     "Health",
+    "HyperparameterTau",
     "Job",
     "JobPage",
     "JobSpec",
     "JobStatus",
+    "LooErrorReport",
     "MeasureInfo",
     "MeasureProgress",
     "MeasureRequest",
     "MeasureResult",
+    "MemberPrediction",
     "ModelInfo",
+    "Prediction",
+    "PredictorReport",
     "Problem",
     "QueueDepth",
     "QueueStatus",
     "Ready",
     "RunningJob",
+    "Study",
+    "StudyAnalysis",
+    "StudyCreate",
+    "StudyJob",
+    "StudyMember",
+    "StudyPage",
+    "StudySummary",
+    "Trajectory",
+    "TrajectoryCheckpoint",
+    "TrajectoryPage",
+    "TrajectoryPoint",
+    "TrajectorySpec",
     "WorkerInfo",
 ]

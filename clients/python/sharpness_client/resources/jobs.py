@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._png import png_request, save
 from sharpness_client._progress import Progress
 from sharpness_client._spec import DatasetLike, MeasureLike, build_spec
 from sharpness_client.errors import JobFailedError, JobTimeoutError
@@ -134,12 +136,17 @@ class Jobs:
         labels: Mapping[str, str] | None = None,
         batch_size: int | None = None,
         max_samples: int | None = None,
+        eval_dataset: DatasetLike | None = None,
+        initial_model: str | ModelInfo | None = None,
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         """Submit a job (202: queued). Without `idempotency_key` one is generated and reused
-        on retries, so a lost answer never makes a second job."""
+        on retries, so a lost answer never makes a second job. `eval_dataset` (held-out data,
+        same forms as `dataset`) adds test metrics and the gap to `evaluation`;
+        `initial_model` (an uploaded id) is w₀ for weight_norms and pacbayes_bound."""
         kw = dict(loss=loss, mode=mode, device=device, labels=labels, params=params)
+        kw.update(eval_dataset=eval_dataset, initial_model=initial_model)
         job_spec = _spec_from(
             model, dataset, measures, spec, batch_size=batch_size, max_samples=max_samples, **kw
         )
@@ -193,6 +200,14 @@ class Jobs:
         finally:
             poll.close()
 
+    def plot(
+        self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
+    ) -> bytes:
+        """A picture of a finished job's result as PNG bytes, written to `path` if given.
+        `name`: "spectral_density". NotFoundError when the job has no such result,
+        ConflictError while it is still queued or running."""
+        return save(self._http.send(png_request(f"/v1/jobs/{id}/plots/{name}.png")).content, path)
+
 
 class AsyncJobs:
     def __init__(self, http: AsyncHTTP) -> None:
@@ -211,10 +226,13 @@ class AsyncJobs:
         labels: Mapping[str, str] | None = None,
         batch_size: int | None = None,
         max_samples: int | None = None,
+        eval_dataset: DatasetLike | None = None,
+        initial_model: str | ModelInfo | None = None,
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         kw = dict(loss=loss, mode=mode, device=device, labels=labels, params=params)
+        kw.update(eval_dataset=eval_dataset, initial_model=initial_model)
         job_spec = _spec_from(
             model, dataset, measures, spec, batch_size=batch_size, max_samples=max_samples, **kw
         )
@@ -261,3 +279,9 @@ class AsyncJobs:
                 await asyncio.sleep(wait)
         finally:
             poll.close()
+
+    async def plot(
+        self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
+    ) -> bytes:
+        resp = await self._http.send(png_request(f"/v1/jobs/{id}/plots/{name}.png"))
+        return save(resp.content, path)

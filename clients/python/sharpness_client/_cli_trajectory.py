@@ -1,0 +1,146 @@
+"""`sharpness trajectory ...`: submit checkpoints of a run, show, wait, cancel, save the picture.
+
+sharpness trajectory create --data DATA --checkpoint c0.pt2:0.1:0 --checkpoint c1.pt2:0.1:500
+sharpness trajectory show ID          sharpness trajectory plot ID out.png
+sharpness jobs plot ID out.png        (a job's spectral density)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sharpness_client import _render
+from sharpness_client.client import Client
+from sharpness_client.types import JobStatus, Trajectory
+
+
+def checkpoint_arg(text: str) -> tuple[str, float, int | None]:
+    """MODEL:LR[:STEP] — MODEL a file or an uploaded id."""
+    model, sep, rest = text.rpartition(":")
+    parts = text.split(":")
+    try:
+        if len(parts) >= 3 and parts[-1].isdigit() and _is_float(parts[-2]):
+            return ":".join(parts[:-2]), float(parts[-2]), int(parts[-1])
+        if sep and _is_float(rest):
+            return model, float(rest), None
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"--checkpoint {text!r}: expected MODEL:LEARNING_RATE[:STEP]")
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser, wait_options: Callable) -> None:
+    tr = sub.add_parser("trajectory", help="λmax·η/2 and eigenvector rotation along checkpoints")
+    ts = tr.add_subparsers(dest="action", required=True, parser_class=type(tr))
+    c = ts.add_parser("create", parents=[common], help="upload checkpoints, submit, wait")
+    c.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        type=checkpoint_arg,
+        help="MODEL:LEARNING_RATE[:STEP], in training order (repeat)",
+    )
+    c.add_argument("--data", required=True, help="dataset file (.npz, .safetensors), id or URI")
+    c.add_argument("--k", type=int, help="top eigenvectors compared (default 3)")
+    c.add_argument("--tol", type=float)
+    c.add_argument("--max-iter", type=int)
+    c.add_argument("--batch-size", type=int)
+    c.add_argument("--max-samples", type=int)
+    c.add_argument("--loss", choices=["cross_entropy", "mse"])
+    c.add_argument("--mode", choices=["eval", "train"])
+    c.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    c.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
+    c.add_argument("--plot", help="when finished, save the PNG here")
+    wait_options(c)
+    for name, text in (("show", "print a trajectory"), ("cancel", "cancel a trajectory")):
+        ts.add_parser(name, parents=[common], help=text).add_argument("id")
+    w = ts.add_parser("wait", parents=[common], help="wait until a trajectory finishes")
+    w.add_argument("id")
+    wait_options(w)
+    p = ts.add_parser("plot", parents=[common], help="save the trajectory's PNG")
+    p.add_argument("id")
+    p.add_argument("path")
+
+
+def render(t: Trajectory) -> str:
+    head = f"trajectory {t.id}: {t.status.value}, {len(t.points)}/{len(t.spec.checkpoints)} "
+    head += f"checkpoints, k={t.spec.k}"
+    rows = [
+        [p.index, p.step, f"{p.learning_rate:g}", f"{p.lambda_max:.6g}",
+         f"{p.stability_ratio:.4g}", "beyond" if p.beyond_edge else "stable",
+         "yes" if p.converged else "NO"]
+        for p in t.points
+    ]  # fmt: skip
+    out = [head, _render.table(["#", "STEP", "LR", "λMAX", "λMAX·η/2", "EDGE", "CONVERGED"], rows)]
+    if t.overlaps:
+        orows = [
+            [f"{o.start}→{o.end}", f"{o.top_overlap:.4f}", f"{o.subspace_overlap:.4f}"]
+            for o in t.overlaps
+        ]
+        out.append(_render.table(["PAIR", "|<v1,v1'>|", "SUBSPACE"], orows))
+    if t.error is not None:
+        out.append(f"error: {t.error.title}: {t.error.detail}")
+    return "\n".join(out)
+
+
+def run(client: Client, args: argparse.Namespace, out: Callable[[Any, Any, str], None]) -> int:
+    """Returns the exit code: 1 when the trajectory failed or was cancelled."""
+    if args.action == "plot":
+        client.trajectories.plot(args.id, args.path)
+        print(f"saved {args.path}", file=sys.stderr)
+        return 0
+    if args.action == "show":
+        t = client.trajectories.get(args.id)
+    elif args.action == "cancel":
+        t = client.trajectories.cancel(args.id)
+    else:
+        if args.action == "create":
+            t = _create(client, args)
+            if not args.wait:
+                out(args, t, f"submitted trajectory {t.id} ({t.status.value})")
+                return 0
+            print(f"trajectory {t.id} submitted", file=sys.stderr)
+            tid = t.id
+        else:
+            tid = args.id
+        t = client.trajectories.wait(
+            tid, timeout=args.timeout, poll_interval=args.poll_interval, raise_on_failure=False
+        )
+        if getattr(args, "plot", None) and t.points:
+            client.trajectories.plot(t.id, args.plot)
+    out(args, t, render(t))
+    return 1 if t.status in (JobStatus.failed, JobStatus.cancelled) else 0
+
+
+def _create(client: Client, args: argparse.Namespace) -> Trajectory:
+    from sharpness_client._inputs import data_plan, model_plan
+
+    checkpoints = []
+    for model, lr, step in args.checkpoint:
+        mp = model_plan(model, None)
+        ref = mp.ref or client.models.upload(mp.upload)
+        checkpoints.append((ref, lr, step))
+    dp = data_plan(args.data)
+    dataset = dp.ref or client.datasets.upload(dp.upload)
+    return client.trajectories.create(
+        checkpoints=checkpoints,
+        dataset=dataset,
+        k=args.k,
+        tol=args.tol,
+        max_iter=args.max_iter,
+        loss=args.loss,
+        mode=args.mode,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+    )

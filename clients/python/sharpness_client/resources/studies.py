@@ -1,0 +1,189 @@
+"""`client.studies`: calibrate the measures on a sweep of related jobs, and read the verdict.
+
+study = client.studies.create(
+    name="lr sweep",
+    jobs=[{"job": j.id, "hyperparameters": {"learning_rate": lr, "batch_size": 128},
+           "test_accuracy": acc} for j, lr, acc in runs])
+study = client.studies.get(study.id)
+study.analysis.verdict                       # does any measure beat 1/lr, lr/bs, ‖w‖?
+client.jobs.get(job_id).prediction           # calibrated gap with its interval
+client.studies.plot(study.id, "lambda_max", "scatter.png", baseline="1/learning_rate")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._png import png_request, save
+from sharpness_client.types import Job, Study, StudyCreate, StudyJob, StudyPage, StudySummary
+
+StudyJobLike = StudyJob | Mapping[str, Any] | Job | str
+
+
+def _member(item: StudyJobLike) -> StudyJob:
+    """A StudyJob, a mapping of its fields, a Job or a job id (no hyperparameters)."""
+    if isinstance(item, StudyJob):
+        return item
+    if isinstance(item, Job):
+        return StudyJob(job=item.id)
+    if isinstance(item, str):
+        return StudyJob(job=item)
+    return StudyJob.model_validate(dict(item))
+
+
+def _create(
+    name: str,
+    jobs: Iterable[StudyJobLike],
+    target: str | None,
+    level: float | None,
+    idempotency_key: str | None,
+) -> Request:
+    body: dict[str, Any] = {"name": name, "jobs": [_member(j) for j in jobs]}
+    if target is not None:
+        body["target"] = target
+    if level is not None:
+        body["level"] = level
+    payload = StudyCreate(**body).model_dump(mode="json", exclude_none=True)
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    return Request("POST", "/v1/studies", json=payload, headers=headers)
+
+
+def _list(limit: int | None, cursor: str | None) -> Request:
+    params: list[tuple[str, Any]] = []
+    if limit is not None:
+        params.append(("limit", limit))
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return Request("GET", "/v1/studies", params=params)
+
+
+def _plot_path(id: str, measure: str, baseline: str | None) -> str:
+    query = {"measure": measure} | ({"baseline": baseline} if baseline else {})
+    return f"/v1/studies/{id}/plot.png?{urlencode(query)}"
+
+
+class StudyList:
+    """One page (`items`, `next_cursor`); iterating it walks every page that follows."""
+
+    def __init__(self, page: StudyPage, fetch: Callable[[str], StudyPage]) -> None:
+        self.page = page
+        self.items = page.items
+        self.next_cursor = page.next_cursor
+        self._fetch = fetch
+
+    def __iter__(self) -> Iterator[StudySummary]:
+        page = self.page
+        while True:
+            yield from page.items
+            if not page.next_cursor:
+                return
+            page = self._fetch(page.next_cursor)
+
+
+class AsyncStudyList:
+    def __init__(self, page: StudyPage, fetch: Callable[[str], Any]) -> None:
+        self.page = page
+        self.items = page.items
+        self.next_cursor = page.next_cursor
+        self._fetch = fetch
+
+    async def __aiter__(self) -> AsyncIterator[StudySummary]:
+        page = self.page
+        while True:
+            for item in page.items:
+                yield item
+            if not page.next_cursor:
+                return
+            page = await self._fetch(page.next_cursor)
+
+
+class Studies:
+    def __init__(self, http: SyncHTTP) -> None:
+        self._http = http
+
+    def create(
+        self,
+        *,
+        name: str,
+        jobs: Iterable[StudyJobLike],
+        target: str | None = None,
+        level: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Study:
+        """Group jobs into a study (201). `jobs`: StudyJob, {"job", "hyperparameters",
+        "test_accuracy", "test_loss"} mappings, Job objects or ids. `target`: accuracy_gap
+        (default) or loss_gap; `level`: interval coverage (default 0.9)."""
+        resp = self._http.send(_create(name, jobs, target, level, idempotency_key))
+        return Study.model_validate(resp.json())
+
+    def get(self, id: str) -> Study:
+        """Members' states and, once 4 have gaps, the analysis and its verdict."""
+        return Study.model_validate(self._http.send(Request("GET", f"/v1/studies/{id}")).json())
+
+    def list(self, *, limit: int | None = None, cursor: str | None = None) -> StudyList:
+        """Newest first (summaries); `for s in client.studies.list()` follows every page."""
+
+        def fetch(c: str | None) -> StudyPage:
+            return StudyPage.model_validate(self._http.send(_list(limit, c)).json())
+
+        return StudyList(fetch(cursor), fetch)
+
+    def delete(self, id: str) -> None:
+        """Delete the study (its jobs stay)."""
+        self._http.send(Request("DELETE", f"/v1/studies/{id}"))
+
+    def plot(
+        self,
+        id: str,
+        measure: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        baseline: str | None = None,
+    ) -> bytes:
+        """PNG of `measure` against the observed gaps (saved to `path` if given)."""
+        return save(self._http.send(png_request(_plot_path(id, measure, baseline))).content, path)
+
+
+class AsyncStudies:
+    def __init__(self, http: AsyncHTTP) -> None:
+        self._http = http
+
+    async def create(
+        self,
+        *,
+        name: str,
+        jobs: Iterable[StudyJobLike],
+        target: str | None = None,
+        level: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Study:
+        resp = await self._http.send(_create(name, jobs, target, level, idempotency_key))
+        return Study.model_validate(resp.json())
+
+    async def get(self, id: str) -> Study:
+        resp = await self._http.send(Request("GET", f"/v1/studies/{id}"))
+        return Study.model_validate(resp.json())
+
+    async def list(self, *, limit: int | None = None, cursor: str | None = None) -> AsyncStudyList:
+        async def fetch(c: str | None) -> StudyPage:
+            return StudyPage.model_validate((await self._http.send(_list(limit, c))).json())
+
+        return AsyncStudyList(await fetch(cursor), fetch)
+
+    async def delete(self, id: str) -> None:
+        await self._http.send(Request("DELETE", f"/v1/studies/{id}"))
+
+    async def plot(
+        self,
+        id: str,
+        measure: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        baseline: str | None = None,
+    ) -> bytes:
+        resp = await self._http.send(png_request(_plot_path(id, measure, baseline)))
+        return save(resp.content, path)
