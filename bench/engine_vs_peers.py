@@ -8,7 +8,7 @@ For each model it reports:
 - λmax: the relative error against a dense float64 Hessian, the HVPs and the seconds each tool
   used, with its defaults and with settings tightened to reach 1e-6;
 - one HVP's time over one gradient's time on the same fixed batch;
-- the trace's relative error at 100 HVPs (median and mean over 60 seeds: with 20 the
+- the trace's relative error at 100 HVPs (median and mean over 40 seeds: with 20 the
   ranking of estimators this close flips with the draw).
 
 Run: `python -m bench.engine_vs_peers [--quick]`. Writes bench/results/engine_vs_peers.md.
@@ -322,7 +322,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer seeds and repeats")
     args = parser.parse_args()
     torch.set_num_threads(TORCH_THREADS)
-    seeds = 5 if args.quick else 60
+    seeds = 5 if args.quick else 40
 
     x, y = digits(1000)
     cases = [
