@@ -118,17 +118,20 @@ class HessianOperator:
         return torch.zeros(self.dim, dtype=torch.float64, device=self.device)
 
     def _double_backward(self, grads: list[Tensor | None], v: Tensor) -> Tensor:
-        """∇(g·v) through a gradient graph; Hessian blocks that vanish come back as zeros."""
+        """∇(g·v) through a gradient graph, as one vector-Jacobian product of g with v.
+
+        Passing v as `grad_outputs` differentiates Σ_k ⟨g_k, v_k⟩ without building that dot
+        product into the graph. Hessian blocks that vanish come back as zeros."""
         p = self.problem
         pieces = p.unflatten(v.to(device=self.device, dtype=p.dtype))
-        dot = None
-        for g, piece in zip(grads, pieces, strict=True):
-            if g is not None and g.requires_grad:
-                term = (g * piece.to(g.dtype)).sum()
-                dot = term if dot is None else dot + term
-        if dot is None:  # the gradient does not depend on these parameters: H = 0
+        live = [(g, piece) for g, piece in zip(grads, pieces, strict=True) if g is not None]
+        live = [(g, piece.to(g.dtype)) for g, piece in live if g.requires_grad]
+        if not live:  # the gradient does not depend on these parameters: H = 0
             return self._zero()
-        hv = torch.autograd.grad(dot, p.params, retain_graph=True, allow_unused=True)
+        outputs, directions = zip(*live, strict=True)
+        hv = torch.autograd.grad(
+            outputs, p.params, grad_outputs=directions, retain_graph=True, allow_unused=True
+        )
         return p.flatten(
             [torch.zeros_like(q) if h is None else h for h, q in zip(hv, p.params, strict=True)]
         ).double()
