@@ -18,7 +18,9 @@ u = Q s_i, s_i ∝ R⁻ᵀe_i — and add Hutchinson on the remainder with the h
     t_i = tr(P_i H P_i) + ω_iᵀ(I − P_i) H (I − P_i) ω_i
 
 Every probe serves both in the sketch and as a test vector, so the estimate is the mean of m
-exchangeable t_i, each unbiased; their spread gives the standard error. Expanded with
+exchangeable t_i, each unbiased. Their spread gives the standard error, but only roughly:
+the t_i share their probes and are correlated, so s/√m understates the error (a nominal 95%
+interval covered 77-86% of seeded runs in bench/trace_spectra.py). Expanded with
 w_i = Qᵀω_i, c_i = s_iᵀw_i and Hω_i = QRe_i, t_i needs no more products than the 2m above:
 
     t_i = tr H_Q − s_iᵀH_Q s_i + κ_i [−(Re_i)ᵀw_i + 2c_i (Re_i)ᵀs_i
@@ -29,6 +31,20 @@ radius √dim (the "improved" XTrace of the paper): (I − P_i)ω_i then points 
 random direction of the (dim − m + 1)-dimensional complement, so scaling
 the held-out term by κ_i = (dim − m + 1)/‖(I − P_i)ω_i‖², ‖(I − P_i)ω_i‖² = dim − ‖w_i‖² + c_i²,
 keeps it unbiased and removes the variance of the vector's length.
+
+Block Krylov ("krylov", the default of the trace measure): deflate with a block Krylov space
+instead of a one-pass sketch. Block Lanczos from b Rademacher vectors Ω builds an orthonormal
+basis Q of K_p(H, Ω) = span[Ω, HΩ, …, H^{p−1}Ω] one block at a time, and the product W = HQ_j
+that extends the space also gives tr(Q_jᵀHQ_j): the exact part costs one HVP per basis vector,
+where Hutch++ and XTrace spend two (the sketch HΩ, then HQ). Holding the power iterates H^jΩ,
+the space also captures the top of the spectrum far better than a sketch of equal size (the
+"Krylov-aware" idea of Chen & Hallman 2023). Then
+
+    tr(H) = tr(QᵀHQ) + tr((I − QQᵀ) H (I − QQᵀ)),
+
+the first term exact, the second by Hutchinson with a third of the budget in fresh Rademacher
+probes projected onto the complement. Given Q they are independent of it, so the estimate is
+unbiased and the remainder's Hutchinson standard error is an honest error bar.
 
 Frobenius: ‖H‖²_F = E‖Hv‖² over Rademacher v; report √mean with the delta-method standard
 error se/(2√mean).
@@ -234,6 +250,76 @@ def xtrace(
         ctx.step(2 * m, estimate, std_error=se)
     return TraceEstimate(
         estimate, se, ci, m, operator.hvps - before, time.perf_counter() - start, "xtrace"
+    )
+
+
+def _project_out(W: Tensor, Q: Tensor) -> Tensor:
+    """(I − QQᵀ)W, twice (classical Gram–Schmidt with reorthogonalisation)."""
+    if Q.shape[1] == 0:
+        return W
+    W = W - Q @ (Q.T @ W)
+    return W - Q @ (Q.T @ W)
+
+
+def block_krylov(
+    operator: LinearOperator,
+    num_hvps: int = 100,
+    seed: int = 0,
+    ctx: Any = None,
+    block: int = 5,
+) -> TraceEstimate:
+    """Block-Lanczos deflation + Hutchinson on the remainder (see the module docstring).
+
+    Budget: g = ⌈num_hvps/3⌉ remainder probes, the rest in p = (num_hvps − g) // b blocks of
+    b = `block` basis vectors (a leftover goes to the probes). When the basis spans the whole
+    space the trace is exact (standard error 0). A block whose new directions are numerically
+    inside the space (H of low rank) is completed with random directions: the exact part is
+    exact on any orthonormal Q, so this changes only which part is sampled.
+    """
+    start, before = time.perf_counter(), operator.hvps
+    if num_hvps < 4:
+        raise ValueError("the block Krylov estimator needs at least 4 HVPs")
+    gen = torch.Generator().manual_seed(seed)
+    device = getattr(operator, "device", "cpu")
+    dim = operator.dim
+    g = math.ceil(num_hvps / 3)
+    b = max(1, min(block, dim, num_hvps - g))
+    blocks = min((num_hvps - g) // b, math.ceil(dim / b))
+    Q = torch.empty(dim, 0, dtype=torch.float64, device=device)
+    Qj, _ = torch.linalg.qr(_rademacher(dim, b, gen, device))
+    exact = 0.0
+    for j in range(blocks):
+        W = operator.matmat(Qj)
+        exact += float((Qj * W).sum())
+        Q = torch.cat([Q, Qj], dim=1)
+        if ctx is not None:
+            ctx.step(operator.hvps - before, None)
+        room = dim - Q.shape[1]
+        if j + 1 == blocks or room == 0:
+            break
+        W = W[:, : min(b, room)]
+        scale = W.norm(dim=0).clamp_min(1e-300)
+        W = _project_out(W, Q)
+        dead = W.norm(dim=0) <= 1e-10 * scale
+        if bool(dead.any()):
+            W[:, dead] = _project_out(_rademacher(dim, int(dead.sum()), gen, device), Q)
+        Qj, _ = torch.linalg.qr(W)
+        Qj, _ = torch.linalg.qr(_project_out(Qj, Q))
+    if Q.shape[1] >= dim:  # the basis spans everything: tr(QᵀHQ) is the trace
+        hvps = operator.hvps - before
+        return TraceEstimate(
+            exact, 0.0, (exact, exact), 0, hvps, time.perf_counter() - start, "krylov"
+        )
+    g = num_hvps - (operator.hvps - before)
+    G = _project_out(_rademacher(dim, g, gen, device), Q)
+    samples = (G * operator.matmat(G)).sum(dim=0).tolist()
+    rest, se, _ = _summary(samples)
+    estimate = exact + rest
+    ci = None if se is None else (estimate - t_quantile(g) * se, estimate + t_quantile(g) * se)
+    if ctx is not None:
+        ctx.step(operator.hvps - before, estimate, std_error=se)
+    return TraceEstimate(
+        estimate, se, ci, g, operator.hvps - before, time.perf_counter() - start, "krylov"
     )
 
 

@@ -10,7 +10,14 @@ import torch
 from tasks.engine.density import slq
 from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
 from tasks.engine.problem import HessianProblem
-from tasks.engine.trace import frobenius, hutchinson, hutchpp, sphere_probes, xtrace
+from tasks.engine.trace import (
+    block_krylov,
+    frobenius,
+    hutchinson,
+    hutchpp,
+    sphere_probes,
+    xtrace,
+)
 from tests.engine.models import make
 
 
@@ -21,19 +28,39 @@ def mlp() -> tuple[HessianProblem, torch.Tensor]:
     return p, dense_hessian(p)
 
 
-@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
-def test_trace_inside_its_95_interval_in_90_percent_of_runs(mlp, method: str) -> None:
-    p, H = mlp
+ESTIMATORS = {
+    "hutchinson": hutchinson,
+    "hutch++": hutchpp,
+    "xtrace": xtrace,
+    "krylov": block_krylov,
+}
+
+
+def _coverage(p: HessianProblem, H: torch.Tensor, method: str, runs: int = 50) -> int:
     exact = float(torch.trace(H))
     op = HessianOperator(p)
     inside = 0
-    for seed in range(50):
-        est = (
-            hutchinson(op, 30, seed=seed) if method == "hutchinson" else hutchpp(op, 30, seed=seed)
-        )
+    for seed in range(runs):
+        est = ESTIMATORS[method](op, 30, seed=seed)
+        assert est.hvps == 30
         lo, hi = est.ci95
         inside += lo <= exact <= hi
+    return inside
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++", "krylov"])
+def test_trace_inside_its_95_interval_in_90_percent_of_runs(mlp, method: str) -> None:
+    """These three average independent probes given their subspace: honest intervals."""
+    inside = _coverage(*mlp, method)
     assert inside >= 45, f"{inside}/50 intervals cover the exact trace"
+
+
+def test_xtrace_interval_is_approximate(mlp) -> None:
+    """XTrace's t_i share their probes, so the spread of the t_i understates the error: its
+    nominal 95% interval covered 42 of these 50 runs, and 77-86% over 200 seeds in
+    bench/trace_spectra.py. Checked here so a change for the worse shows."""
+    inside = _coverage(*mlp, "xtrace")
+    assert inside >= 40, f"{inside}/50 intervals cover the exact trace"
 
 
 def test_hutchinson_error_shrinks_and_matches_its_standard_error(mlp) -> None:
@@ -118,6 +145,41 @@ def test_xtrace_beats_hutchpp_on_a_fast_decaying_spectrum() -> None:
     err_x = [abs(xtrace(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
     err_pp = [abs(hutchpp(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
     assert sum(err_x) < 0.8 * sum(err_pp)
+
+
+def test_block_krylov_beats_xtrace_on_a_fast_decaying_spectrum() -> None:
+    """One HVP per basis vector and the power iterates in the space: on a spectrum decaying
+    like e^(−i/20) its error at 100 HVPs is about half XTrace's."""
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))
+    A = Q @ torch.diag(torch.exp(-torch.arange(400, dtype=torch.float64) / 20)) @ Q.T
+    exact = float(torch.trace(A))
+    err_k = [abs(block_krylov(MatrixOperator(A), 100, seed=s).estimate - exact) for s in range(30)]
+    err_x = [abs(xtrace(MatrixOperator(A), 100, seed=s).estimate - exact) for s in range(30)]
+    assert sum(err_k) < 0.7 * sum(err_x)
+
+
+def test_block_krylov_is_exact_once_its_basis_spans_the_space() -> None:
+    g = torch.Generator().manual_seed(4)
+    B = torch.randn(23, 23, generator=g, dtype=torch.float64)
+    A = B + B.T  # indefinite, dimension not a multiple of the block size
+    op = MatrixOperator(A)
+    est = block_krylov(op, 100, seed=0)
+    assert est.estimate == pytest.approx(float(torch.trace(A)), rel=1e-12)
+    assert est.std_error == 0.0 and est.hvps == op.hvps == 23  # stops once it has everything
+
+
+def test_block_krylov_on_a_low_rank_matrix() -> None:
+    """The Krylov space of a rank-2 matrix becomes invariant after one block: the next blocks
+    are completed with random directions, the basis stays orthonormal, the trace exact."""
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(60, 2, generator=g, dtype=torch.float64)
+    A = u @ torch.diag(torch.tensor([5.0, -2.0], dtype=torch.float64)) @ u.T
+    est = block_krylov(MatrixOperator(A), 30, seed=1)
+    assert est.estimate == pytest.approx(float(torch.trace(A)), rel=1e-10)
+    assert est.std_error < 1e-10 * abs(float(torch.trace(A)))
+    zero = block_krylov(MatrixOperator(torch.zeros(20, 20, dtype=torch.float64)), 12)
+    assert zero.estimate == 0.0
 
 
 def test_rtol_stop_compares_absolute_values() -> None:

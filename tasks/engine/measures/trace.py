@@ -1,8 +1,12 @@
-"""Hessian trace by XTrace, Hutch++ or Hutchinson, with standard error and 95% interval.
+"""Hessian trace by block Krylov, XTrace, Hutch++ or Hutchinson, with standard error and 95%
+interval.
 
-XTrace (default) and Hutch++ deflate the top of the spectrum with a sketch and estimate the
-remainder stochastically; on fast-decaying Hessian spectra they reach a given error with far
-fewer HVPs than Hutchinson. Hutchinson alone supports an early stop on a relative tolerance.
+Block Krylov (default), XTrace and Hutch++ compute the trace exactly on a subspace holding the
+top of the spectrum and estimate the remainder stochastically; on fast-decaying Hessian
+spectra they reach a given error with far fewer HVPs than Hutchinson. Block Krylov builds its
+subspace by block Lanczos at one HVP per dimension (the others spend two), and had the lowest
+error at 100 HVPs on every decaying spectrum of the benchmark. Hutchinson alone supports an
+early stop on a relative tolerance.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ from tasks.engine.measures.base import MeasureParams
 
 NAME = "trace"
 
+XTRACE_INTERVAL_NOTE = (
+    "approximate: XTrace's terms share their probes, so their spread understates the error "
+    "(the nominal 95% interval covered 77-86% of seeded runs on test spectra); use "
+    "method 'krylov' or 'hutch++' for an interval that holds"
+)
+
 
 class Params(MeasureParams):
-    method: Literal["xtrace", "hutch++", "hutchinson"] = Field(
-        default="xtrace", description="Estimator (see the measure's description)."
+    method: Literal["krylov", "xtrace", "hutch++", "hutchinson"] = Field(
+        default="krylov", description="Estimator (see the measure's description)."
     )
     num_hvps: int = Field(default=100, ge=4, le=100_000, description="HVP budget.")
     rtol: float | None = Field(
@@ -32,23 +42,28 @@ class Params(MeasureParams):
 
 def run(ctx: Any, params: Params) -> dict:
     from tasks.engine.operator import HessianOperator
-    from tasks.engine.trace import hutchinson, hutchpp, xtrace
+    from tasks.engine.trace import block_krylov, hutchinson, hutchpp, xtrace
 
     op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
     if params.method == "hutchinson":
         est = hutchinson(op, params.num_hvps, rtol=params.rtol, seed=params.seed, ctx=ctx)
     elif params.method == "hutch++":
         est = hutchpp(op, params.num_hvps, seed=params.seed, ctx=ctx)
-    else:
+    elif params.method == "xtrace":
         est = xtrace(op, params.num_hvps, seed=params.seed, ctx=ctx)
+    else:
+        est = block_krylov(op, params.num_hvps, seed=params.seed, ctx=ctx)
+    diagnostics = {
+        "std_error": est.std_error,
+        "ci95": list(est.ci95) if est.ci95 is not None else None,
+        "method": est.method,
+        "probes": est.probes,
+    }
+    if est.method == "xtrace":
+        diagnostics["ci95_note"] = XTRACE_INTERVAL_NOTE
     return {
         "value": est.estimate,
         "converged": est.converged,
         "hvps": op.hvps,
-        "diagnostics": {
-            "std_error": est.std_error,
-            "ci95": list(est.ci95) if est.ci95 is not None else None,
-            "method": est.method,
-            "probes": est.probes,
-        },
+        "diagnostics": diagnostics,
     }
