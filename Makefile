@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/pip install -q scipy einops opt_einsum tqdm linear_operator
 	$(BIN)/pip install -q --no-deps pyhessian curvlinops-for-pytorch hessian-eigenthings backpack-for-pytorch einconv unfoldNd
 	$(BIN)/python -m bench.engine_vs_peers
+	$(BIN)/python -m bench.trace_spectra
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
