@@ -35,7 +35,8 @@ class PrivateRedis:
     """Start and stop one redis-server process bound to 127.0.0.1."""
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, aof: bool = True):
-        self.data_dir = Path(data_dir)
+        # absolute: redis-server changes into --dir before it opens --logfile
+        self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.aof = aof
         self.process: subprocess.Popen | None = None
@@ -63,15 +64,23 @@ class PrivateRedis:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited: {err}")
+                raise RuntimeError(f"redis-server exited: {self._why_it_exited()}")
             try:
-                if client.ping():
+                # the port may have been taken since free_port(): answer only to our own process
+                if client.info("server").get("process_id") == self.process.pid:
                     return self
             except redis.ConnectionError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
         raise TimeoutError("redis-server did not answer in time")
+
+    def _why_it_exited(self) -> str:
+        """Config errors go to stderr, everything after start-up (a port in use) to the log."""
+        err = self.process.stderr.read().decode() if self.process and self.process.stderr else ""
+        log = self.data_dir / "redis.log"
+        tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+        return "\n".join([err.strip(), *tail]).strip()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -21,9 +21,11 @@ pytestmark = pytest.mark.integration
 
 
 def start(data_dir: Path, port: int) -> subprocess.Popen:
+    """As `make run` starts it: the data directory given relative to the working directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHARPNESS_")}
     env.update(
-        SHARPNESS_DATA_DIR=str(data_dir),
+        SHARPNESS_DATA_DIR=data_dir.name,
+        PYTHONPATH=str(ROOT),
         SHARPNESS_PORT=str(port),
         SHARPNESS_HEARTBEAT_S="1",
         SHARPNESS_WORKER_QUEUES="cpu",
@@ -31,7 +33,11 @@ def start(data_dir: Path, port: int) -> subprocess.Popen:
     )
     log = open(data_dir / "run_all.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "service.run_all"], cwd=ROOT, env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "service.run_all"],
+        cwd=data_dir.parent,
+        env=env,
+        stdout=log,
+        stderr=log,
     )
 
 
