@@ -64,8 +64,9 @@ def _random_unit(dim: int, generator: torch.Generator, device: Any) -> Tensor:
     return v / v.norm()
 
 
-def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
-    """w − Q(Qᵀw), twice (classical Gram–Schmidt with reorthogonalisation)."""
+def project_out(w: Tensor, Q: Tensor) -> Tensor:
+    """w − Q(Qᵀw), twice (classical Gram–Schmidt with reorthogonalisation); w a vector or a
+    matrix of columns, Q with orthonormal columns."""
     if Q.shape[1] == 0:
         return w
     w = w - Q @ (Q.T @ w)
@@ -120,7 +121,7 @@ def lanczos(
         Q = torch.cat([Q, q[:, None]], dim=1)
         w = operator.matvec(q).to(torch.float64)
         alpha = float(q @ w)
-        w = _orthogonalise(w, Q)
+        w = project_out(w, Q)
         beta = float(w.norm())
         alphas.append(alpha)
         T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
@@ -147,7 +148,7 @@ def lanczos(
             break
         if beta <= 1e-12 * max(scale, 1e-300):
             # invariant subspace: its Ritz values are exact; continue from a fresh direction
-            fresh = _orthogonalise(_random_unit(dim, gen, device), Q)
+            fresh = project_out(_random_unit(dim, gen, device), Q)
             nrm = float(fresh.norm())
             if nrm <= 1e-10:  # Q spans everything
                 converged = True
@@ -226,7 +227,7 @@ def lanczos_tridiagonal(
         w = operator.matvec(q).to(torch.float64)
         alpha = float(q @ w)
         alphas.append(alpha)
-        w = _orthogonalise(w, Q)
+        w = project_out(w, Q)
         beta = float(w.norm())
         scale = max(scale, abs(alpha), beta)
         if ctx is not None:

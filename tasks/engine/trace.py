@@ -60,7 +60,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tasks.engine.lanczos import LinearOperator
+from tasks.engine.lanczos import LinearOperator, project_out
 
 
 @dataclass
@@ -107,6 +107,19 @@ def _summary(samples: list[float]) -> tuple[float, float | None, tuple[float, fl
     se = float(x.std(unbiased=True)) / math.sqrt(n)
     half = t_quantile(n) * se
     return mean, se, (mean - half, mean + half)
+
+
+def _plus_deflated_hutchinson(
+    operator: LinearOperator, Q: Tensor, exact: float, g: int, gen: torch.Generator
+) -> tuple[float, float | None, tuple[float, float] | None]:
+    """exact + Hutchinson on (I − QQᵀ)H(I − QQᵀ) with g Rademacher probes projected off Q.
+
+    Given Q the probes are independent of it, so their standard error is the estimate's."""
+    G = project_out(_rademacher(operator.dim, g, gen, Q.device), Q)
+    rest, se, _ = _summary((G * operator.matmat(G)).sum(dim=0).tolist())
+    estimate = exact + rest
+    ci = None if se is None else (estimate - t_quantile(g) * se, estimate + t_quantile(g) * se)
+    return estimate, se, ci
 
 
 def hutchinson(
@@ -180,13 +193,7 @@ def hutchpp(
             time.perf_counter() - start,
             "hutch++",
         )
-    G = _rademacher(dim, g, gen, device)
-    G = G - Q @ (Q.T @ G)
-    HG = operator.matmat(G)
-    samples = (G * HG).sum(dim=0).tolist()
-    rest, se, _ = _summary(samples)
-    estimate = low_rank + rest
-    ci = None if se is None else (estimate - t_quantile(g) * se, estimate + t_quantile(g) * se)
+    estimate, se, ci = _plus_deflated_hutchinson(operator, Q, low_rank, g, gen)
     if ctx is not None:
         ctx.step(num_hvps, estimate, std_error=se)
     return TraceEstimate(
@@ -253,14 +260,6 @@ def xtrace(
     )
 
 
-def _project_out(W: Tensor, Q: Tensor) -> Tensor:
-    """(I − QQᵀ)W, twice (classical Gram–Schmidt with reorthogonalisation)."""
-    if Q.shape[1] == 0:
-        return W
-    W = W - Q @ (Q.T @ W)
-    return W - Q @ (Q.T @ W)
-
-
 def block_krylov(
     operator: LinearOperator,
     num_hvps: int = 100,
@@ -299,23 +298,19 @@ def block_krylov(
             break
         W = W[:, : min(b, room)]
         scale = W.norm(dim=0).clamp_min(1e-300)
-        W = _project_out(W, Q)
+        W = project_out(W, Q)
         dead = W.norm(dim=0) <= 1e-10 * scale
         if bool(dead.any()):
-            W[:, dead] = _project_out(_rademacher(dim, int(dead.sum()), gen, device), Q)
+            W[:, dead] = project_out(_rademacher(dim, int(dead.sum()), gen, device), Q)
         Qj, _ = torch.linalg.qr(W)
-        Qj, _ = torch.linalg.qr(_project_out(Qj, Q))
+        Qj, _ = torch.linalg.qr(project_out(Qj, Q))
     if Q.shape[1] >= dim:  # the basis spans everything: tr(QᵀHQ) is the trace
         hvps = operator.hvps - before
         return TraceEstimate(
             exact, 0.0, (exact, exact), 0, hvps, time.perf_counter() - start, "krylov"
         )
     g = num_hvps - (operator.hvps - before)
-    G = _project_out(_rademacher(dim, g, gen, device), Q)
-    samples = (G * operator.matmat(G)).sum(dim=0).tolist()
-    rest, se, _ = _summary(samples)
-    estimate = exact + rest
-    ci = None if se is None else (estimate - t_quantile(g) * se, estimate + t_quantile(g) * se)
+    estimate, se, ci = _plus_deflated_hutchinson(operator, Q, exact, g, gen)
     if ctx is not None:
         ctx.step(operator.hvps - before, estimate, std_error=se)
     return TraceEstimate(
