@@ -152,7 +152,7 @@ def _load_safetensors_model(path: Path, name: str, meta: dict[str, Any]) -> Load
     except (SafetensorError, OSError) as e:
         raise LoadError("Unreadable weights", f"{name}: not a safetensors file ({e})") from e
     try:
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict(zoo.align_keys(module, state), strict=True)
     except RuntimeError as e:
         raise LoadError(
             "Weights do not fit the architecture",

@@ -5,7 +5,8 @@ metadata names an architecture from this zoo and its config. Keeping the zoo sma
 is the point: no user code ever runs in the worker.
 
     mlp  {in_features, hidden: [..], out_features, activation: relu|tanh}
-         Linear layers named layers.0, layers.2, ... (activations in between).
+         Linear layers named layers.0, layers.2, ... (activations in between); the keys of a
+         bare nn.Sequential (0.weight, 2.weight, ...) are accepted too.
     cnn  {in_channels, num_classes, channels: [..], image_size}
          blocks of Conv3x3 + BatchNorm + ReLU + MaxPool2, then one Linear head.
 """
@@ -92,6 +93,17 @@ def cnn(config: dict[str, Any]) -> nn.Module:
 
 
 ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {"mlp": mlp, "cnn": cnn}
+
+
+def align_keys(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The zoo's mlp nests its layers under `layers.`; an MLP saved as a bare nn.Sequential,
+    the usual way to write one, has keys 0.weight, 2.weight, ... Accept both spellings."""
+    expected = set(module.state_dict())
+    if isinstance(module, _Wrapped) and set(state) != expected:
+        nested = {f"layers.{key}": value for key, value in state.items()}
+        if set(nested) == expected:
+            return nested
+    return state
 
 
 def build(name: str, config: dict[str, Any] | None) -> nn.Module:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from tasks.loaders import LoadError, load_dataset, load_model, probe
 from tests import artifacts as A
@@ -64,6 +65,12 @@ def test_safetensors_with_zoo_mlp_and_cnn(tmp_path: Path) -> None:
         {"format": "safetensors", "architecture": "cnn", "config": cnn_cfg},
     )
     assert c.module.eval()(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+    # the same MLP written as a bare nn.Sequential: keys 0.weight, 2.weight, ...
+    seq = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    save_file(seq.state_dict(), str(tmp_path / "seq.safetensors"))
+    s = load_model(tmp_path / "seq.safetensors", meta)
+    assert torch.equal(s.module(torch.ones(2, 4)), seq(torch.ones(2, 4)))
 
     other = {**config, "hidden": [9]}
     with pytest.raises(LoadError, match="(?s)do not match architecture 'mlp'.*layers.0.weight"):
