@@ -11,11 +11,13 @@ on the change of θ between steps stops early on slowly converging spectra (λ�
 small step count returns estimates far off. The bound is checked at every step, so Lanczos
 stops as soon as it is met (fewer HVPs than eigsh, which checks only at restarts).
 
-Full reorthogonalisation (classical Gram–Schmidt, applied twice: "twice is enough") keeps Q
-orthonormal in float64, so no ghost copies of converged eigenvalues appear. It costs O(dim·j)
-memory, fine for the few hundred steps used here. When β ≈ 0 the Krylov space is invariant:
-its Ritz values are exact eigenvalues; if more are wanted the run continues from a fresh
-random vector orthogonal to Q (T becomes block diagonal).
+Each step subtracts the recurrence's αq_j + β_{j−1}q_{j−1}, then reorthogonalises fully
+against all of Q (Gram–Schmidt, a second pass when the first lost accuracy): Q stays orthonormal
+in float64, so no ghost copies of converged eigenvalues appear. It keeps every Lanczos vector,
+dim·j float64 numbers after j steps (tasks.engine.basis stores them without copies): 88 MB per
+step for an 11M-parameter network, which is why max_iter bounds the memory too. When β ≈ 0
+the Krylov space is invariant: its Ritz values are exact eigenvalues; if more are wanted the
+run continues from a fresh random vector orthogonal to Q (T becomes block diagonal).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+
+from tasks.engine.basis import Basis
 
 
 class LinearOperator(Protocol):
@@ -64,13 +68,11 @@ def _random_unit(dim: int, generator: torch.Generator, device: Any) -> Tensor:
     return v / v.norm()
 
 
-def project_out(w: Tensor, Q: Tensor) -> Tensor:
-    """w − Q(Qᵀw), twice (classical Gram–Schmidt with reorthogonalisation); w a vector or a
-    matrix of columns, Q with orthonormal columns."""
-    if Q.shape[1] == 0:
-        return w
-    w = w - Q @ (Q.T @ w)
-    return w - Q @ (Q.T @ w)
+def _three_term(w: Tensor, alpha: float, q: Tensor, beta_prev: float, q_prev: Tensor) -> Tensor:
+    """Hq − αq − β_{j−1}q_{j−1}: the recurrence's own step, before full reorthogonalisation
+    removes what rounding left along the older vectors."""
+    w = w - alpha * q
+    return w - beta_prev * q_prev if beta_prev else w
 
 
 def lanczos(
@@ -108,7 +110,7 @@ def lanczos(
     gen = torch.Generator().manual_seed(seed)
     device = getattr(operator, "device", "cpu")
     q = _random_unit(dim, gen, device) if v0 is None else (v0.double() / v0.double().norm())
-    Q = torch.empty(dim, 0, dtype=torch.float64, device=device)
+    Q = Basis(dim, device, capacity=m_max)
     alphas: list[float] = []
     betas: list[float] = []  # betas[j] couples q_j and q_{j+1}; 0 after a restart
     history: list[float] = []
@@ -117,11 +119,12 @@ def lanczos(
     beta = 0.0
     converged = False
     scale = 0.0  # running estimate of ‖H‖ for the breakdown test
+    q_prev, beta_prev = q, 0.0
     for j in range(m_max):
-        Q = torch.cat([Q, q[:, None]], dim=1)
+        Q.append(q)
         w = operator.matvec(q).to(torch.float64)
         alpha = float(q @ w)
-        w = project_out(w, Q)
+        w = Q.project_out(_three_term(w, alpha, q, beta_prev, q_prev), only_if_needed=True)
         beta = float(w.norm())
         alphas.append(alpha)
         T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
@@ -148,17 +151,17 @@ def lanczos(
             break
         if beta <= 1e-12 * max(scale, 1e-300):
             # invariant subspace: its Ritz values are exact; continue from a fresh direction
-            fresh = project_out(_random_unit(dim, gen, device), Q)
+            fresh = Q.project_out(_random_unit(dim, gen, device))
             nrm = float(fresh.norm())
             if nrm <= 1e-10:  # Q spans everything
                 converged = True
                 bounds = torch.zeros_like(bounds)
                 break
             betas.append(0.0)
-            q = fresh / nrm
+            q_prev, beta_prev, q = q, 0.0, fresh / nrm
         else:
             betas.append(beta)
-            q = w / beta
+            q_prev, beta_prev, q = q, beta, w / beta
     assert theta is not None and S is not None and bounds is not None
     n = theta.shape[0]
     if n == dim and not converged:  # the whole space was spanned: T is similar to H
@@ -175,7 +178,7 @@ def lanczos(
         history=history,
     )
     if return_eigenvectors:
-        result.eigenvectors = Q @ S[:, order]
+        result.eigenvectors = Q.combine(S[:, order])
     if most_negative:
         result.most_negative = float(theta[0])
         result.most_negative_bound = float(bounds[0])
@@ -183,7 +186,7 @@ def lanczos(
             float(bounds[0]) <= tol * max(abs(float(theta[0])), scale) or n == dim
         )
         if return_eigenvectors:
-            result.most_negative_eigenvector = Q @ S[:, 0]
+            result.most_negative_eigenvector = Q.combine(S[:, 0])
     if not result.converged and warn:
         worst = max(
             (
@@ -218,16 +221,17 @@ def lanczos_tridiagonal(
     dim = operator.dim
     steps = min(steps, dim)
     q = v0.double() / v0.double().norm()
-    Q = torch.empty(dim, 0, dtype=torch.float64, device=q.device)
+    Q = Basis(dim, q.device, capacity=steps)
     alphas: list[float] = []
     betas: list[float] = []
     scale = 0.0
+    q_prev, beta_prev = q, 0.0
     for j in range(steps):
-        Q = torch.cat([Q, q[:, None]], dim=1)
+        Q.append(q)
         w = operator.matvec(q).to(torch.float64)
         alpha = float(q @ w)
         alphas.append(alpha)
-        w = project_out(w, Q)
+        w = Q.project_out(_three_term(w, alpha, q, beta_prev, q_prev), only_if_needed=True)
         beta = float(w.norm())
         scale = max(scale, abs(alpha), beta)
         if ctx is not None:
@@ -235,5 +239,5 @@ def lanczos_tridiagonal(
         if j + 1 == steps or beta <= 1e-12 * max(scale, 1e-300):
             break
         betas.append(beta)
-        q = w / beta
+        q_prev, beta_prev, q = q, beta, w / beta
     return torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64)

@@ -60,7 +60,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tasks.engine.lanczos import LinearOperator, project_out
+from tasks.engine.basis import Basis
+from tasks.engine.lanczos import LinearOperator
 
 
 @dataclass
@@ -110,12 +111,12 @@ def _summary(samples: list[float]) -> tuple[float, float | None, tuple[float, fl
 
 
 def _plus_deflated_hutchinson(
-    operator: LinearOperator, Q: Tensor, exact: float, g: int, gen: torch.Generator
+    operator: LinearOperator, Q: Basis, exact: float, g: int, gen: torch.Generator
 ) -> tuple[float, float | None, tuple[float, float] | None]:
     """exact + Hutchinson on (I − QQᵀ)H(I − QQᵀ) with g Rademacher probes projected off Q.
 
     Given Q the probes are independent of it, so their standard error is the estimate's."""
-    G = project_out(_rademacher(operator.dim, g, gen, Q.device), Q)
+    G = Q.project_out(_rademacher(operator.dim, g, gen, Q.device))
     rest, se, _ = _summary((G * operator.matmat(G)).sum(dim=0).tolist())
     estimate = exact + rest
     ci = None if se is None else (estimate - t_quantile(g) * se, estimate + t_quantile(g) * se)
@@ -193,7 +194,7 @@ def hutchpp(
             time.perf_counter() - start,
             "hutch++",
         )
-    estimate, se, ci = _plus_deflated_hutchinson(operator, Q, low_rank, g, gen)
+    estimate, se, ci = _plus_deflated_hutchinson(operator, Basis.of(Q), low_rank, g, gen)
     if ctx is not None:
         ctx.step(num_hvps, estimate, std_error=se)
     return TraceEstimate(
@@ -284,27 +285,27 @@ def block_krylov(
     g = math.ceil(num_hvps / 3)
     b = max(1, min(block, dim, num_hvps - g))
     blocks = min((num_hvps - g) // b, math.ceil(dim / b))
-    Q = torch.empty(dim, 0, dtype=torch.float64, device=device)
+    Q = Basis(dim, device, capacity=blocks * b)
     Qj, _ = torch.linalg.qr(_rademacher(dim, b, gen, device))
     exact = 0.0
     for j in range(blocks):
         W = operator.matmat(Qj)
         exact += float((Qj * W).sum())
-        Q = torch.cat([Q, Qj], dim=1)
+        Q.append(Qj)
         if ctx is not None:
             ctx.step(operator.hvps - before, None)
-        room = dim - Q.shape[1]
+        room = dim - len(Q)
         if j + 1 == blocks or room == 0:
             break
         W = W[:, : min(b, room)]
         scale = W.norm(dim=0).clamp_min(1e-300)
-        W = project_out(W, Q)
+        W = Q.project_out(W)
         dead = W.norm(dim=0) <= 1e-10 * scale
         if bool(dead.any()):
-            W[:, dead] = project_out(_rademacher(dim, int(dead.sum()), gen, device), Q)
+            W[:, dead] = Q.project_out(_rademacher(dim, int(dead.sum()), gen, device))
         Qj, _ = torch.linalg.qr(W)
-        Qj, _ = torch.linalg.qr(project_out(Qj, Q))
-    if Q.shape[1] >= dim:  # the basis spans everything: tr(QᵀHQ) is the trace
+        Qj, _ = torch.linalg.qr(Q.project_out(Qj))
+    if len(Q) >= dim:  # the basis spans everything: tr(QᵀHQ) is the trace
         hvps = operator.hvps - before
         return TraceEstimate(
             exact, 0.0, (exact, exact), 0, hvps, time.perf_counter() - start, "krylov"

@@ -118,3 +118,23 @@ def test_scripted_and_exported_modules() -> None:
     exported = torch.export.export(model.eval(), (x,))
     e = lanczos(HessianOperator(HessianProblem(exported, batches)), tol=1e-10).eigenvalues[0]
     assert e == pytest.approx(ref, rel=1e-8)
+
+
+def test_long_runs_keep_the_basis_orthonormal_and_grow_no_ghosts() -> None:
+    """300 steps on a spectrum whose top converges early: without full reorthogonalisation,
+    copies of the converged λ₁ ("ghosts") appear among the top-k and the Ritz vectors lose
+    orthogonality."""
+    g = torch.Generator().manual_seed(3)
+    U, _ = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))
+    spectrum = torch.cat([torch.tensor([10.0, 9.0, 8.0]), torch.linspace(-1, 1, 397)]).double()
+    A = (U * spectrum) @ U.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        res = lanczos(MatrixOperator(A), k=8, tol=1e-14, max_iter=300, return_eigenvectors=True)
+    assert res.iterations > 100
+    true = spectrum.sort(descending=True).values[:8]
+    got = torch.tensor(res.eigenvalues, dtype=torch.float64)
+    assert torch.allclose(got[:3], true[:3], rtol=1e-12)  # no second copy of 10, 9 or 8
+    assert float(got[3]) < 1.0 + 1e-9
+    V = res.eigenvectors
+    assert float((V.T @ V - torch.eye(8, dtype=torch.float64)).abs().max()) < 1e-10
