@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/pip install -q --no-deps pyhessian curvlinops-for-pytorch hessian-eigenthings backpack-for-pytorch einconv unfoldNd
 	$(BIN)/python -m bench.engine_vs_peers
 	$(BIN)/python -m bench.trace_spectra
+	$(BIN)/python -m bench.lanczos_basis
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

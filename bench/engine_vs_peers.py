@@ -5,8 +5,8 @@ eigsh(tol=0), Hutch++ / XTrace), hessian-eigenthings (Lanczos, Hutch++). Install
 `make bench` (no dependencies pulled: they would drag in another torch).
 
 For each model it reports:
-- λmax: the relative error against a dense float64 Hessian, the HVPs and the seconds each tool
-  used, with its defaults and with settings tightened to reach 1e-6;
+- λmax: the relative error against a dense float64 Hessian, the HVPs and the seconds (fastest
+  of three runs) each tool used, with its defaults and with settings tightened to reach 1e-6;
 - one HVP's time over one gradient's time on the same fixed batch (round-robin, median);
 - the trace's relative error at 100 products (median, and mean ± its standard error, over 400
   seeds), each tool's estimator applied to the exact Hessian (see `trace_errors`).
@@ -147,10 +147,15 @@ class EigRow:
     seconds: float
 
 
-def _timed(fn: Callable[[], tuple[float, int]]) -> tuple[float, int, float]:
-    t0 = time.perf_counter()
-    value, hvps = fn()
-    return value, hvps, time.perf_counter() - t0
+def _timed(fn: Callable[[], tuple[float, int]], runs: int = 3) -> tuple[float, int, float]:
+    """The value and HVPs of a run (the same every time) and its fastest of `runs` seconds:
+    the first call of any tool also pays one-time start-up costs, and the load drifts."""
+    seconds = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        value, hvps = fn()
+        seconds.append(time.perf_counter() - t0)
+    return value, hvps, min(seconds)
 
 
 def ours_lambda_max(case: Case, tol: float) -> tuple[float, int]:
