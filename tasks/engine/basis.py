@@ -39,9 +39,9 @@ class Basis:
 
     @classmethod
     def of(cls, Q: Tensor) -> Basis:
-        """A basis holding the (orthonormal) columns of Q."""
-        basis = cls(Q.shape[0], Q.device, capacity=Q.shape[1], chunk=max(Q.shape[1], 1))
-        basis.append(Q)
+        """A basis over the (orthonormal) columns of Q, without copying them."""
+        basis = cls(Q.shape[0], Q.device, capacity=Q.shape[1], dtype=Q.dtype)
+        basis._chunks, basis._fill, basis.size = [Q], Q.shape[1], Q.shape[1]
         return basis
 
     def __len__(self) -> int:
