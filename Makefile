@@ -11,10 +11,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first, from the pinned CPU wheel, so nothing later resolves another build.
-$(STAMP): $(BIN)/python pyproject.toml
+# torch first, from the pinned CPU wheel; constraints.txt pins it for every later install, so no
+# dependency (transformers among them) can resolve another build.
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@if [ -f clients/python/pyproject.toml ]; then $(BIN)/pip install -q -e clients/python; fi
 	touch $(STAMP)
 
