@@ -18,9 +18,18 @@ too, and adaptive sharpness is invariant to rounding error (Dinh et al. 2017).
 
 Auto-PGD (Croce and Hein 2020): first step 2ρ, ascent direction sign(∇_z) (ℓ∞) or
 ∇_z/‖∇_z‖ (ℓ2), momentum 0.75 on the projected step, and at checkpoints p₀ = 0, p₁ = 0.22,
-p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06) (fractions of the run) the step is halved when
-fewer than 75% of the steps since the last checkpoint increased the loss, or when neither the
-step nor the best loss changed since it; the iterate then restarts from the best point found.
+p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06) (fractions of the run) the step is halved
+(`halve_at_checkpoint`) when
+
+  (1) fewer than ρ = 75% of the steps since the previous checkpoint w_{j−1} increased the
+      loss, or
+  (2) the step size in force at w_{j−1} equals the one at w_j — no halving at w_{j−1} — and
+      the best loss at w_{j−1} equals the best at w_j (no progress at an unchanged step);
+
+the iterate then restarts from the best point found. "The step size at w_j" is the one used on
+the iterations that lead up to w_j, before the decision taken there (as in the reference
+code, where (2) reads "not reduced at the last check and no better loss since it"); at w₁ the
+previous checkpoint is the start, where no halving happened.
 Two defects of the reference implementation are avoided: the random start is applied (there a
 stray comma made it a tuple that was never used), and after a halving the perturbation itself
 is reset to the best point (there only the model's weights were, so the next step started
@@ -148,6 +157,29 @@ class _ChunkObjective:
         return float(loss.detach().double()), self.c * flat
 
 
+def halve_at_checkpoint(
+    increases: int,
+    steps: int,
+    step_at_previous: float,
+    step_now: float,
+    best_at_previous: float,
+    best_now: float,
+    rho: float = IMPROVEMENT_FRACTION,
+) -> bool:
+    """Croce & Hein 2020's step-size rule at checkpoint w_j.
+
+    increases: steps i in [w_{j−1}, w_j) with f(x_{i+1}) > f(x_i); steps = w_j − w_{j−1};
+    step_at_previous / step_now: the step size in force at w_{j−1} and at w_j (both before
+    any halving at w_j); best_at_previous / best_now: the best value found by w_{j−1} / w_j.
+    Halve when (1) increases < ρ·steps, or (2) the step size and the best value are both
+    unchanged since w_{j−1}."""
+    if steps <= 0:
+        raise ValueError(f"checkpoints must be increasing, got an interval of {steps} steps")
+    few_increases = increases < rho * steps
+    stalled = step_at_previous == step_now and best_at_previous == best_now
+    return few_increases or stalled
+
+
 def apgd(
     objective: _ChunkObjective,
     dim: int,
@@ -158,8 +190,12 @@ def apgd(
     ctx: Any = None,
     progress: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    schedule: list[dict[str, Any]] | None = None,
 ) -> tuple[Tensor, float]:
-    """Maximise the chunk loss over ‖z‖_p ≤ ρ; returns the best z and its loss."""
+    """Maximise the chunk loss over ‖z‖_p ≤ ρ; returns the best z and its loss.
+
+    `schedule`, when a list, receives one record per checkpoint: the iteration, the step in
+    force, the increases and steps counted, the best value, and whether the step was halved."""
     marks = set(checkpoints(iterations))
     step = 2.0 * rho
     x = project(_random_start(dim, rho, norm, gen).to(device), rho, norm)
@@ -167,6 +203,8 @@ def apgd(
     best_x, best_f = x.clone(), f
     x_prev = x.clone()
     improved, last_mark = 0, 0
+    # the step in force at the previous checkpoint (before its decision) and the best value
+    # there; the start counts as checkpoint w₀
     step_at_mark, best_at_mark = step, best_f
     for k in range(iterations):
         z = project(x + step * _direction(g, norm), rho, norm)
@@ -184,15 +222,28 @@ def apgd(
             progress["iteration"] += 1
             ctx.step(progress["iteration"], best_f, chunk=progress.get("chunk"))
         if k + 1 in marks:
-            since = k + 1 - last_mark
-            stalled = step == step_at_mark and best_f == best_at_mark
-            if improved < IMPROVEMENT_FRACTION * since or stalled:
+            step_in_force = step
+            halve = halve_at_checkpoint(
+                improved, k + 1 - last_mark, step_at_mark, step_in_force, best_at_mark, best_f
+            )
+            if schedule is not None:
+                schedule.append(
+                    {
+                        "iteration": k + 1,
+                        "step": step_in_force,
+                        "increases": improved,
+                        "steps": k + 1 - last_mark,
+                        "best": best_f,
+                        "halved": halve,
+                    }
+                )
+            if halve:
                 step /= 2.0
                 # restart from the best point: the perturbation itself, and its momentum
                 x, x_prev, f = best_x.clone(), best_x.clone(), best_f
                 _, g = objective.value_and_grad(x)
             improved, last_mark = 0, k + 1
-            step_at_mark, best_at_mark = step, best_f
+            step_at_mark, best_at_mark = step_in_force, best_f
     return best_x, best_f
 
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from tasks.engine.lanczos import lanczos
 from tasks.engine.operator import HessianOperator, dense_hessian
 from tasks.engine.problem import HessianProblem
-from tasks.engine.sharpness import checkpoints, sharpness
+from tasks.engine.sharpness import apgd, checkpoints, halve_at_checkpoint, sharpness
 from tests.engine.models import MLP, data
 
 
@@ -27,6 +27,91 @@ class Scale(nn.Module):
 def test_apgd_checkpoints_follow_the_schedule() -> None:
     # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 of 100 iterations
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize(
+    ("increases", "steps", "step_prev", "step_now", "best_prev", "best_now", "halve"),
+    [
+        (3, 4, 1.0, 0.5, 1.0, 1.0, False),  # 3 ≥ 0.75·4; halved at w_{j−1}: (2) does not hold
+        (2, 4, 1.0, 0.5, 1.0, 2.0, True),  # (1): 2 < 3
+        (3, 4, 0.5, 0.5, 1.0, 1.0, True),  # (2): same step, same best
+        (3, 4, 0.5, 0.5, 1.0, 1.5, False),  # same step, but the best moved
+        (4, 5, 0.5, 0.5, 1.0, 2.0, False),  # 4 ≥ 3.75
+        (3, 5, 0.5, 0.5, 1.0, 2.0, True),  # 3 < 3.75
+        (0, 1, 0.5, 0.25, 1.0, 1.0, True),  # 0 < 0.75
+    ],
+)
+def test_halving_rule_is_croce_and_hein(
+    increases: int,
+    steps: int,
+    step_prev: float,
+    step_now: float,
+    best_prev: float,
+    best_now: float,
+    halve: bool,
+) -> None:
+    got = halve_at_checkpoint(increases, steps, step_prev, step_now, best_prev, best_now)
+    assert got is halve
+
+
+class _Scripted:
+    """An objective whose value at iteration k is script[k], whatever the iterate.
+
+    apgd calls it once at the start, once per iteration, and once more after a halving (the
+    restart from the best point, whose value apgd does not use); `progress` tells which
+    iteration is being evaluated."""
+
+    def __init__(self, start: float, script: list[float], progress: dict) -> None:
+        self.start, self.script, self.progress = start, script, progress
+        self.calls = 0
+
+    def value_and_grad(self, z: Tensor) -> tuple[float, Tensor]:
+        self.calls += 1
+        value = self.start if self.calls == 1 else self.script[self.progress["iteration"]]
+        return value, torch.ones_like(z)
+
+
+class _NoCtx:
+    def step(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def test_apgd_halves_the_step_by_the_papers_rule_on_a_scripted_objective() -> None:
+    # 20 iterations: checkpoints 5, 9, 12, 14, 16, 18, 19; the start (value 0) is w₀
+    script = [
+        *[1.0, 0.5, 0.4, 0.3, 0.2],  # → w₁=5: 1 increase of 5 < 3.75: halve (1)
+        *[0.1, 0.2, 0.3, 0.4],  # → w₂=9: 3 of 4 (from the restart at 1); best unchanged,
+        #   but halved at w₁, so the step at w₁ ≠ the step at w₂: keep
+        *[0.5, 0.6, 0.7],  # → w₃=12: 3 of 3; step and best (1) both unchanged: halve (2)
+        *[2.0, 3.0],  # → w₄=14: 2 of 2, best 3: keep
+        *[4.0, 3.5],  # → w₅=16: 1 of 2 < 1.5: halve (1)
+        *[5.0, 6.0],  # → w₆=18: 2 of 2, best 6: keep
+        7.0,  # → w₇=19: 1 of 1, same step as w₆ but the best moved: keep
+        7.5,
+    ]
+    progress = {"iteration": 0}
+    objective = _Scripted(0.0, script, progress)
+    schedule: list[dict] = []
+    rho = 0.1
+    _, best = apgd(
+        objective,  # type: ignore[arg-type]
+        3,
+        rho,
+        "linf",
+        20,
+        torch.Generator().manual_seed(0),
+        ctx=_NoCtx(),
+        progress=progress,
+        schedule=schedule,
+    )
+    assert [r["iteration"] for r in schedule] == [5, 9, 12, 14, 16, 18, 19]
+    assert [r["halved"] for r in schedule] == [True, False, True, False, True, False, False]
+    s = 2 * rho
+    assert [r["step"] for r in schedule] == [s, s / 2, s / 2, s / 4, s / 4, s / 8, s / 8]
+    assert [r["increases"] for r in schedule] == [1, 3, 3, 2, 1, 2, 1]
+    assert [r["best"] for r in schedule] == [1.0, 1.0, 1.0, 3.0, 4.0, 6.0, 7.0]
+    assert best == 7.5
+    assert objective.calls == 1 + 20 + 3  # one restart per halving
 
 
 def test_worst_case_linf_adaptive_matches_the_closed_form_on_a_separable_quadratic() -> None:
