@@ -31,6 +31,7 @@ MEASURE_MODULES: tuple[str, ...] = (
     "pacbayes_flatness",
     "pacbayes_mag_flatness",
     "pacbayes_bound",
+    "pacbayes_orig",
 )
 
 
