@@ -2,7 +2,7 @@
 
 Nothing connects at import: the Redis client and the Celery producer open connections on first
 use, so `import service.main` is fast and works with Redis down (readyz reports it). The
-gateway never imports torch (tests/api/test_layout_gateway.py checks it).
+gateway never imports torch (tests/api/test_gateway_layout.py checks it).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from fastapi import Depends, FastAPI
 
-from service import problems
+from service import docs_ui, problems
 from service.deps import require_api_key
 from service.metrics import make_registry
 from service.routers import (
@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Sharpness service",
         version="0.1.0",
         description=DESCRIPTION,
+        docs_url=None,  # served from installed files by docs_ui, not from CDNs
+        redoc_url=None,
     )
     app.state.settings = s
     app.state.blobs = BlobStore(s.blob_dir)
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (trajectories.router, plots.router):
         app.include_router(router, dependencies=auth, responses=problem_responses(401))
     app.include_router(health.router)
+    docs_ui.install(app)
     return app
 
 
