@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-import redis
 from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,10 +41,6 @@ def studies(request: Request) -> StudyStore:
     return request.app.state.studies
 
 
-def redis_client(request: Request) -> redis.Redis:
-    return request.app.state.jobs.r
-
-
 def celery_app(request: Request) -> Celery:
     return request.app.state.celery
 
@@ -73,5 +68,4 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 BlobsDep = Annotated[BlobStore, Depends(blobs)]
 JobsDep = Annotated[JobStore, Depends(jobs)]
 StudiesDep = Annotated[StudyStore, Depends(studies)]
-RedisDep = Annotated[redis.Redis, Depends(redis_client)]
 CeleryDep = Annotated[Celery, Depends(celery_app)]

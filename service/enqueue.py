@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from service.problems import ProblemError, problem_type
-from tasks.jobstore import JobStore
+from tasks.jobstore import RecordStore
 from tasks.spec import JobStatus, Problem
 
 log = logging.getLogger("sharpness.gateway")
@@ -21,7 +21,7 @@ SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "in
 
 
 def enqueue_or_fail(
-    celery: Any, store: JobStore, task: str, record_id: str, queue: str, noun: str
+    celery: Any, store: RecordStore, task: str, record_id: str, queue: str, noun: str
 ) -> None:
     """Send `task` with the record's id as argument and task id; on failure mark the record
     failed with the reason and answer 503 with Retry-After."""

@@ -7,8 +7,9 @@ its job runs) moves to the hash "unacked" (delivery tag → JSON [message, excha
 routing_key]), indexed by the sorted set "unacked_index"; the routing key is the queue name
 with our direct-exchange queues, which gives the per-queue reserved count.
 
-Job side: job records (tasks.jobstore) give the counts by status, the running jobs and the
-oldest queued job. Worker heartbeats give the workers online.
+Job side: the job store's rows (tasks.jobstore, a pipelined read of a few fields per job) give
+the counts by status, the running jobs and the oldest queued job. Worker heartbeats give the
+workers online.
 """
 
 from __future__ import annotations
@@ -21,25 +22,12 @@ from typing import Any
 import redis
 
 from tasks.celery_app import QUEUES
-from tasks.jobstore import PREFIX, JobStore
+from tasks.jobstore import JobRow, JobStore
 from tasks.spec import JobStatus
 
 PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)  # step 0 is the bare queue name
 UNACKED = "unacked"
-FIELDS = ("status", "queue", "created_at", "started_at", "finished_at", "worker", "device")
-
-
-@dataclass
-class JobRow:
-    id: str
-    status: str
-    queue: str | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    worker: str | None
-    device: str | None
 
 
 @dataclass
@@ -95,37 +83,10 @@ def broker_depths(r: redis.Redis) -> tuple[dict[str, int], dict[str, int]]:
     return waiting, reserved
 
 
-def job_rows(r: redis.Redis, limit: int | None = None) -> list[JobRow]:
-    """The newest `limit` job records (all when None), a pipelined HMGET per job."""
-    index = f"{PREFIX}jobs"
-    ids = r.zrevrange(index, 0, -1 if limit is None else limit - 1)
-    pipe = r.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(JobStore.key(job_id), FIELDS)
-    rows = []
-    for job_id, values in zip(ids, pipe.execute(), strict=True):
-        v = dict(zip(FIELDS, values, strict=True))
-        if not v["status"]:
-            continue
-        rows.append(
-            JobRow(
-                id=job_id,
-                status=v["status"],
-                queue=v["queue"],
-                created_at=_time(v["created_at"]),
-                started_at=_time(v["started_at"]),
-                finished_at=_time(v["finished_at"]),
-                worker=v["worker"] or None,
-                device=v["device"] or None,
-            )
-        )
-    return rows
-
-
 def snapshot(jobs: JobStore, limit: int | None = None) -> Snapshot:
     waiting, reserved = broker_depths(jobs.r)
     return Snapshot(
-        waiting=waiting, reserved=reserved, workers=jobs.workers(), jobs=job_rows(jobs.r, limit)
+        waiting=waiting, reserved=reserved, workers=jobs.workers(), jobs=jobs.rows(limit)
     )
 
 

@@ -1,4 +1,7 @@
-"""Job records in Redis, shared by the gateway (creates, reads, cancels) and the worker.
+"""Run records in Redis, shared by the gateway (creates, reads, cancels) and the worker.
+
+Every Redis key of jobs, trajectories and workers is spelled in this module and in
+tasks.trajectorystore; everything else goes through the stores' methods.
 
 Layout (prefix `sharpness:`):
     job:{id}            hash: spec, status, queue, created_at, started_at, finished_at, results,
@@ -6,8 +9,15 @@ Layout (prefix `sharpness:`):
                         and one field `progress:{measure}` per measure (JSON)
     jobs                sorted set of ids scored by creation time (listing, pagination)
     idem:{key}          job id created under an Idempotency-Key (24 h)
-    lock:{id}           held by the one worker running the job (SET NX with expiry)
+    enqueued:{id}       set when the record's one Celery message is sent under an
+                        Idempotency-Key (24 h), so racing resubmits enqueue it once
+    lock:{id}           held by the one worker running the record (SET NX with expiry); jobs
+                        and trajectories share it (ids are unique uuids)
     workers:{hostname}  heartbeat hash with device and last_seen (expires)
+
+`RecordStore` holds what every kind of run shares (create with idempotency, read, list, the
+cancel flag, the run lock, progress, the atomic never-leave-terminal `finish`); `JobStore`
+adds the job record's shape, the worker heartbeats and the rows the ops views read.
 
 Every update is a field-level HSET, so the gateway's cancel flag and the worker's progress
 never overwrite each other. Records carry no expiry: they survive gateway restarts, and with
@@ -19,192 +29,232 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import redis
 
 from tasks.spec import Job, JobSpec, JobStatus, MeasureProgress, MeasureResult, Problem
 
 PREFIX = "sharpness:"
+IDEMPOTENCY_TTL_S = 86_400
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-class JobStore:
+class _Spec(Protocol):
+    labels: dict[str, str]
+
+    def model_dump_json(self) -> str: ...
+
+
+class _Record(Protocol):
+    id: str
+    status: JobStatus
+    created_at: datetime
+
+    @property
+    def spec(self) -> Any: ...
+
+
+R = TypeVar("R", bound=_Record)
+S = TypeVar("S", bound=_Spec)
+
+
+class RecordStore(Generic[R, S]):
+    """One kind of run record: a hash per record, a creation-time index, idempotency keys.
+
+    A subclass names its keys (`KIND`, `INDEX`, `IDEM`), the fields a new record starts with
+    (`_initial_fields`) and how a hash becomes its record (`_decode`)."""
+
+    KIND: ClassVar[str]  # the record's name in keys and messages: "job", "trajectory"
+    INDEX: ClassVar[str]  # sorted set of ids by creation time
+    IDEM: ClassVar[str]  # prefix of the Idempotency-Key → id keys
+
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
 
     @classmethod
-    def from_url(cls, url: str) -> JobStore:
+    def from_url(cls, url: str) -> Self:
         return cls(redis.Redis.from_url(url, decode_responses=True))
 
     # --------------------------------------------------------------- keys
-    @staticmethod
-    def key(job_id: str) -> str:
-        return f"{PREFIX}job:{job_id}"
+    @classmethod
+    def key(cls, record_id: str) -> str:
+        return f"{PREFIX}{cls.KIND}:{record_id}"
 
-    # ------------------------------------------------------------- create
-    def create(self, spec: JobSpec, queue: str, idempotency_key: str | None = None) -> Job:
-        """Write a queued job; with an idempotency key, return the job made earlier under it."""
-        if idempotency_key:
-            existing = self.r.get(f"{PREFIX}idem:{idempotency_key}")
-            if existing and (job := self.get(existing)) is not None:
-                return job
-        job = Job(
-            id=uuid.uuid4().hex, status=JobStatus.queued, spec=spec, queue=queue, created_at=now()
-        )
-        fields = {
-            "spec": spec.model_dump_json(),
-            "status": job.status.value,
-            "queue": queue,
-            "created_at": job.created_at.isoformat(),
-            "attempts": 0,
-            "cancel_requested": 0,
+    @staticmethod
+    def lock_key(record_id: str) -> str:
+        return f"{PREFIX}lock:{record_id}"
+
+    @staticmethod
+    def _enqueued_key(record_id: str) -> str:
+        return f"{PREFIX}enqueued:{record_id}"
+
+    # -------------------------------------------------------------- hooks
+    def _initial_fields(self, spec: S) -> dict[str, Any]:
+        """The kind's own fields of a new record (progress entries, empty result lists)."""
+        raise NotImplementedError
+
+    def _decode(self, record_id: str, raw: dict[str, str]) -> R:
+        raise NotImplementedError
+
+    @staticmethod
+    def _common(record_id: str, raw: dict[str, str]) -> dict[str, Any]:
+        """The fields every record has, decoded."""
+
+        def when(name: str) -> datetime | None:
+            return datetime.fromisoformat(raw[name]) if raw.get(name) else None
+
+        return {
+            "id": record_id,
+            "status": JobStatus(raw["status"]),
+            "queue": raw.get("queue", "cpu"),
+            "created_at": datetime.fromisoformat(raw["created_at"]),
+            "started_at": when("started_at"),
+            "finished_at": when("finished_at"),
+            "error": Problem.model_validate_json(raw["error"]) if raw.get("error") else None,
+            "worker": raw.get("worker") or None,
+            "device": raw.get("device") or None,
+            "versions": json.loads(raw["versions"]) if raw.get("versions") else {},
+            "attempts": int(raw.get("attempts", 0)),
+            "cancel_requested": raw.get("cancel_requested") == "1",
         }
-        for m in spec.measures:
-            fields[f"progress:{m.name}"] = MeasureProgress().model_dump_json()
-        pipe = self.r.pipeline()
-        pipe.hset(self.key(job.id), mapping=fields)
-        pipe.zadd(f"{PREFIX}jobs", {job.id: job.created_at.timestamp()})
-        if idempotency_key:
-            pipe.set(f"{PREFIX}idem:{idempotency_key}", job.id, ex=86_400, nx=True)
-        pipe.execute()
-        if idempotency_key:  # another request may have won the race for the same key
-            winner = self.r.get(f"{PREFIX}idem:{idempotency_key}")
-            if winner and winner != job.id:
-                self.delete(job.id)
-                return self.get(winner)  # type: ignore[return-value]
-        return job
-
-    def delete(self, job_id: str) -> None:
-        self.r.delete(self.key(job_id))
-        self.r.zrem(f"{PREFIX}jobs", job_id)
-
-    # --------------------------------------------------------------- read
-    def get(self, job_id: str) -> Job | None:
-        raw = self.r.hgetall(self.key(job_id))
-        if not raw:
-            return None
-        return self._decode(job_id, raw)
-
-    def status(self, job_id: str) -> JobStatus | None:
-        value = self.r.hget(self.key(job_id), "status")
-        return JobStatus(value) if value else None
 
     @staticmethod
-    def _decode(job_id: str, raw: dict[str, str]) -> Job:
-        def load(name: str) -> Any:
-            return json.loads(raw[name]) if raw.get(name) else None
-
-        progress = {
+    def _progress(raw: dict[str, str]) -> dict[str, MeasureProgress]:
+        """The `progress:{name}` fields by name."""
+        return {
             k.split(":", 1)[1]: MeasureProgress.model_validate_json(v)
             for k, v in raw.items()
             if k.startswith("progress:")
         }
-        return Job(
-            id=job_id,
-            status=JobStatus(raw["status"]),
-            spec=JobSpec.model_validate_json(raw["spec"]),
-            queue=raw.get("queue", "cpu"),
-            created_at=datetime.fromisoformat(raw["created_at"]),
-            started_at=datetime.fromisoformat(raw["started_at"]) if raw.get("started_at") else None,
-            finished_at=(
-                datetime.fromisoformat(raw["finished_at"]) if raw.get("finished_at") else None
-            ),
-            progress=progress,
-            results={
-                k: MeasureResult.model_validate(v) for k, v in (load("results") or {}).items()
-            },
-            evaluation=load("evaluation"),
-            error=Problem.model_validate(load("error")) if raw.get("error") else None,
-            worker=raw.get("worker") or None,
-            device=raw.get("device") or None,
-            versions=load("versions") or {},
-            attempts=int(raw.get("attempts", 0)),
-            cancel_requested=raw.get("cancel_requested") == "1",
-        )
 
-    def list(
+    # ------------------------------------------------------------- create
+    def create(self, spec: S, queue: str, idempotency_key: str | None = None) -> R:
+        """Write a queued record; with an idempotency key, return the one made earlier under it."""
+        idem = f"{self.IDEM}{idempotency_key}" if idempotency_key else None
+        if idem and (existing := self.r.get(idem)) and (found := self.get(existing)) is not None:
+            return found
+        record_id = uuid.uuid4().hex
+        created_at = now()
+        fields: dict[str, Any] = {
+            "spec": spec.model_dump_json(),
+            "status": JobStatus.queued.value,
+            "queue": queue,
+            "created_at": created_at.isoformat(),
+            "attempts": 0,
+            "cancel_requested": 0,
+            **self._initial_fields(spec),
+        }
+        pipe = self.r.pipeline()
+        pipe.hset(self.key(record_id), mapping=fields)
+        pipe.zadd(self.INDEX, {record_id: created_at.timestamp()})
+        if idem:
+            pipe.set(idem, record_id, ex=IDEMPOTENCY_TTL_S, nx=True)
+        pipe.execute()
+        if idem and (winner := self.r.get(idem)) and winner != record_id:  # lost a race
+            self.delete(record_id)
+            return self.get(winner)  # type: ignore[return-value]
+        return self._decode(record_id, {k: str(v) for k, v in fields.items()})
+
+    def mark_enqueued(self, record_id: str) -> bool:
+        """Claim the sending of the record's one message; False if it was claimed before."""
+        key = self._enqueued_key(record_id)
+        return bool(self.r.set(key, 1, nx=True, ex=IDEMPOTENCY_TTL_S))
+
+    def delete(self, record_id: str) -> None:
+        self.r.delete(self.key(record_id))
+        self.r.zrem(self.INDEX, record_id)
+
+    # --------------------------------------------------------------- read
+    def get(self, record_id: str) -> R | None:
+        raw = self.r.hgetall(self.key(record_id))
+        return self._decode(record_id, raw) if raw else None
+
+    def status(self, record_id: str) -> JobStatus | None:
+        value = self.r.hget(self.key(record_id), "status")
+        return JobStatus(value) if value else None
+
+    def page(
         self,
         status: JobStatus | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[Job], str | None]:
-        """Newest first. The cursor is the id of the last job of the previous page."""
-        index = f"{PREFIX}jobs"
+    ) -> tuple[list[R], str | None]:
+        """Newest first. The cursor is the id of the last record of the previous page."""
         start = 0
         if cursor:
-            rank = self.r.zrevrank(index, cursor)
+            rank = self.r.zrevrank(self.INDEX, cursor)
             if rank is None:
-                raise ValueError("cursor does not name a job")
+                raise ValueError(f"cursor does not name a {self.KIND}")
             start = rank + 1
-        items: list[Job] = []
+        items: list[R] = []
         chunk = max(limit * 4, 100)
         last_seen: str | None = None
         while len(items) < limit:
-            ids = self.r.zrevrange(index, start, start + chunk - 1)
+            ids = self.r.zrevrange(self.INDEX, start, start + chunk - 1)
             if not ids:
                 return items, None
-            for job_id in ids:
-                last_seen = job_id
-                job = self.get(job_id)
+            for record_id in ids:
+                last_seen = record_id
+                record = self.get(record_id)
                 start += 1
-                if job is None:
+                if record is None:
                     continue
-                if status is not None and job.status != status:
+                if status is not None and record.status != status:
                     continue
-                if labels and any(job.spec.labels.get(k) != v for k, v in labels.items()):
+                if labels and any(record.spec.labels.get(k) != v for k, v in labels.items()):
                     continue
-                items.append(job)
+                items.append(record)
                 if len(items) == limit:
                     break
-        more = self.r.zcard(index) > start
+        more = self.r.zcard(self.INDEX) > start
         return items, (last_seen if more else None)
 
-    def count_by_status(self) -> dict[str, int]:
-        counts = {s.value: 0 for s in JobStatus}
-        for job_id in self.r.zrange(f"{PREFIX}jobs", 0, -1):
-            value = self.r.hget(self.key(job_id), "status")
-            if value:
-                counts[value] = counts.get(value, 0) + 1
-        return counts
-
     # ------------------------------------------------------------- update
-    def set_fields(self, job_id: str, **fields: Any) -> None:
+    def set_fields(self, record_id: str, **fields: Any) -> None:
         encoded = {
             k: (v if isinstance(v, str | int | float) else json.dumps(v, default=str))
             for k, v in fields.items()
         }
-        self.r.hset(self.key(job_id), mapping=encoded)
+        self.r.hset(self.key(record_id), mapping=encoded)
 
-    def request_cancel(self, job_id: str) -> Job | None:
-        """Flag a job for cancellation; a queued job is cancelled at once."""
-        job = self.get(job_id)
-        if job is None or job.status.terminal:
-            return job
-        self.r.hset(self.key(job_id), "cancel_requested", 1)
-        if job.status == JobStatus.queued:
-            self.finish(job_id, JobStatus.cancelled, only_if={JobStatus.queued})
-        return self.get(job_id)
+    def request_cancel(self, record_id: str) -> R | None:
+        """Flag a record for cancellation; a queued one is cancelled at once."""
+        record = self.get(record_id)
+        if record is None or record.status.terminal:
+            return record
+        self.r.hset(self.key(record_id), "cancel_requested", 1)
+        if record.status == JobStatus.queued:
+            self.finish(record_id, JobStatus.cancelled, only_if={JobStatus.queued})
+        return self.get(record_id)
 
-    def cancel_requested(self, job_id: str) -> bool:
-        return self.r.hget(self.key(job_id), "cancel_requested") == "1"
+    def cancel_requested(self, record_id: str) -> bool:
+        return self.r.hget(self.key(record_id), "cancel_requested") == "1"
 
-    def acquire(self, job_id: str, worker: str, ttl_s: int) -> bool:
-        """Take the per-job run lock; False if another live worker holds it."""
-        return bool(self.r.set(f"{PREFIX}lock:{job_id}", worker, nx=True, ex=ttl_s))
+    def acquire(self, record_id: str, worker: str, ttl_s: int) -> bool:
+        """Take the per-record run lock; False if another live worker holds it."""
+        return bool(self.r.set(self.lock_key(record_id), worker, nx=True, ex=ttl_s))
 
-    def release(self, job_id: str) -> None:
-        self.r.delete(f"{PREFIX}lock:{job_id}")
+    def refresh_lock(self, record_id: str, worker: str, ttl_s: int) -> bool:
+        """Extend `worker`'s lock on the record; False if it is no longer that worker's."""
+        key = self.lock_key(record_id)
+        if self.r.get(key) != worker:
+            return False
+        return bool(self.r.expire(key, ttl_s))
 
-    def mark_running(self, job_id: str, worker: str, device: str, versions: dict) -> None:
-        self.r.hincrby(self.key(job_id), "attempts", 1)
+    def release(self, record_id: str) -> None:
+        self.r.delete(self.lock_key(record_id))
+
+    def mark_running(self, record_id: str, worker: str, device: str, versions: dict) -> None:
+        self.r.hincrby(self.key(record_id), "attempts", 1)
         self.set_fields(
-            job_id,
+            record_id,
             status=JobStatus.running.value,
             started_at=now().isoformat(),
             worker=worker,
@@ -212,20 +262,21 @@ class JobStore:
             versions=versions,
         )
 
-    def set_progress(self, job_id: str, measure: str, progress: MeasureProgress) -> None:
-        self.r.hset(self.key(job_id), f"progress:{measure}", progress.model_dump_json())
+    def set_progress(self, record_id: str, name: str | int, progress: MeasureProgress) -> None:
+        """One measure's (a job) or one checkpoint's (a trajectory) progress."""
+        self.r.hset(self.key(record_id), f"progress:{name}", progress.model_dump_json())
 
     def finish(
         self,
-        job_id: str,
+        record_id: str,
         status: JobStatus,
         results: dict[str, Any] | None = None,
         error: Problem | None = None,
         evaluation: dict[str, Any] | None = None,
         only_if: set[JobStatus] | None = None,
     ) -> bool:
-        """Move a job to a terminal state atomically; never leave a terminal state."""
-        key = self.key(job_id)
+        """Move a record to a terminal state atomically; never leave a terminal state."""
+        key = self.key(record_id)
         allowed = only_if or {JobStatus.queued, JobStatus.running}
         with self.r.pipeline() as pipe:
             for _ in range(10):
@@ -253,15 +304,96 @@ class JobStore:
                     time.sleep(0.01)
         return False
 
+
+@dataclass
+class JobRow:
+    """The few fields of a job the ops views need, without its spec or results."""
+
+    id: str
+    status: str
+    queue: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    device: str | None
+
+
+ROW_FIELDS = ("status", "queue", "created_at", "started_at", "finished_at", "worker", "device")
+
+
+class JobStore(RecordStore[Job, JobSpec]):
+    KIND = "job"
+    INDEX = f"{PREFIX}jobs"
+    IDEM = f"{PREFIX}idem:"
+
+    def _initial_fields(self, spec: JobSpec) -> dict[str, Any]:
+        return {f"progress:{m.name}": MeasureProgress().model_dump_json() for m in spec.measures}
+
+    def _decode(self, record_id: str, raw: dict[str, str]) -> Job:
+        results = json.loads(raw["results"]) if raw.get("results") else {}
+        return Job(
+            **self._common(record_id, raw),
+            spec=JobSpec.model_validate_json(raw["spec"]),
+            progress=self._progress(raw),
+            results={k: MeasureResult.model_validate(v) for k, v in results.items()},
+            evaluation=json.loads(raw["evaluation"]) if raw.get("evaluation") else None,
+        )
+
+    def list(
+        self,
+        status: JobStatus | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. The cursor is the id of the last job of the previous page."""
+        return self.page(status, labels, limit, cursor)
+
+    def rows(self, limit: int | None = None) -> list[JobRow]:
+        """The newest `limit` jobs (all when None) as rows: one pipelined HMGET per job."""
+        ids = self.r.zrevrange(self.INDEX, 0, -1 if limit is None else limit - 1)
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.key(job_id), ROW_FIELDS)
+        rows = []
+        for job_id, values in zip(ids, pipe.execute(), strict=True):
+            v = dict(zip(ROW_FIELDS, values, strict=True))
+            if not v["status"]:
+                continue
+            rows.append(
+                JobRow(
+                    id=job_id,
+                    status=v["status"],
+                    queue=v["queue"],
+                    created_at=datetime.fromisoformat(v["created_at"]) if v["created_at"] else None,
+                    started_at=datetime.fromisoformat(v["started_at"]) if v["started_at"] else None,
+                    finished_at=(
+                        datetime.fromisoformat(v["finished_at"]) if v["finished_at"] else None
+                    ),
+                    worker=v["worker"] or None,
+                    device=v["device"] or None,
+                )
+            )
+        return rows
+
     # ------------------------------------------------------------ workers
+    @staticmethod
+    def _worker_key(hostname: str) -> str:
+        return f"{PREFIX}workers:{hostname}"
+
     def heartbeat(self, hostname: str, device: str, ttl_s: int = 30) -> None:
-        key = f"{PREFIX}workers:{hostname}"
+        key = self._worker_key(hostname)
         self.r.hset(key, mapping={"device": device, "last_seen": now().isoformat()})
         self.r.expire(key, ttl_s)
 
+    def forget_worker(self, hostname: str) -> None:
+        """A worker that stops cleanly leaves the list at once rather than when it expires."""
+        self.r.delete(self._worker_key(hostname))
+
     def workers(self) -> list[dict[str, str]]:
         out = []
-        for key in self.r.scan_iter(f"{PREFIX}workers:*"):
+        for key in self.r.scan_iter(self._worker_key("*")):
             info = self.r.hgetall(key)
             if info:
                 out.append({"hostname": key.split(":", 2)[2], **info})

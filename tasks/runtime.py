@@ -17,7 +17,7 @@ from importlib import metadata
 from typing import Any
 
 from tasks.blobstore import BlobStore
-from tasks.jobstore import PREFIX, JobStore
+from tasks.jobstore import JobStore
 from tasks.settings import Settings, get_settings
 
 
@@ -60,10 +60,7 @@ class WorkerRuntime:
 
     def refresh_lock(self, job_id: str) -> bool:
         """Extend our lock on `job_id`; False if it is no longer ours."""
-        key = f"{PREFIX}lock:{job_id}"
-        if self.store.r.get(key) != self.hostname:
-            return False
-        return bool(self.store.r.expire(key, lock_ttl(self.settings)))
+        return self.store.refresh_lock(job_id, self.hostname, lock_ttl(self.settings))
 
 
 def versions() -> dict[str, str]:

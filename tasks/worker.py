@@ -147,7 +147,7 @@ def main() -> int:
     finally:
         heartbeat.stopped.set()
         try:
-            rt.store.r.delete(f"sharpness:workers:{hostname}")
+            rt.store.forget_worker(hostname)
         except Exception:
             pass
     return worker.exitcode or 0

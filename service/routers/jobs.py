@@ -14,7 +14,7 @@ from service.problems import ProblemError, invalid
 from service.routers.common import problems
 from service.studies.service import with_predictions
 from tasks.celery_app import RUN_JOB_TASK, queue_for
-from tasks.jobstore import PREFIX, JobStore
+from tasks.jobstore import JobStore
 from tasks.spec import Job, JobPage, JobSpec, JobStatus
 
 log = logging.getLogger("sharpness.gateway")
@@ -70,7 +70,7 @@ def submit_job(
                 f"Idempotency-Key: already used for job {job.id} with a different spec",
             )
         # one message per job, even when two requests with the same key race
-        if not store.r.set(f"{PREFIX}enqueued:{job.id}", 1, nx=True, ex=86_400):
+        if not store.mark_enqueued(job.id):
             response.headers["Idempotent-Replayed"] = "true"
             return with_predictions([job], store, studies)[0]
     _enqueue(celery, store, job)

@@ -18,7 +18,6 @@ from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
 from service.routers.common import problems
 from tasks.celery_app import RUN_TRAJECTORY_TASK, queue_for
-from tasks.jobstore import PREFIX
 from tasks.spec import JobSpec, JobStatus, Trajectory, TrajectoryPage, TrajectorySpec
 from tasks.trajectorystore import TrajectoryStore
 
@@ -98,7 +97,7 @@ def submit_trajectory(
                 "idempotency-key-reused",
                 f"Idempotency-Key: already used for trajectory {t.id} with a different spec",
             )
-        if not store.r.set(f"{PREFIX}enqueued:{t.id}", 1, nx=True, ex=86_400):
+        if not store.mark_enqueued(t.id):
             response.headers["Idempotent-Replayed"] = "true"
             return t
     _enqueue(celery, store, t)
