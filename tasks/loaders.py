@@ -184,6 +184,10 @@ def load_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
         loaded = _load_torchscript(p, name)
     elif fmt == "safetensors":
         loaded = _load_safetensors_model(p, name, meta)
+    elif fmt == "huggingface":
+        from tasks.hf_models import load_hf_model
+
+        loaded = load_hf_model(p, meta)
     else:
         raise LoadError("Unsupported model format", f"{name}: format {fmt!r}. {HOW_TO_EXPORT}")
     check_finite(loaded.module, name)
