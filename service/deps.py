@@ -1,5 +1,7 @@
 """Request dependencies: the stores, the Celery app and the optional bearer-token check.
 
+The lookups that answer 404 for an unknown id live in service.routers.common.
+
 Everything is built once per app in `create_app` and read from `app.state`, so a test builds
 an app against its private Redis and data directory, and nothing connects at import time.
 """
@@ -18,6 +20,7 @@ from service.studies.store import StudyStore
 from tasks.blobstore import BlobStore
 from tasks.jobstore import JobStore
 from tasks.settings import Settings
+from tasks.trajectorystore import TrajectoryStore
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -35,6 +38,11 @@ def blobs(request: Request) -> BlobStore:
 
 def jobs(request: Request) -> JobStore:
     return request.app.state.jobs
+
+
+def trajectories(request: Request) -> TrajectoryStore:
+    """The trajectory records, on the job store's Redis connection."""
+    return TrajectoryStore(request.app.state.jobs.r)
 
 
 def studies(request: Request) -> StudyStore:
@@ -67,5 +75,6 @@ def require_api_key(
 SettingsDep = Annotated[Settings, Depends(settings)]
 BlobsDep = Annotated[BlobStore, Depends(blobs)]
 JobsDep = Annotated[JobStore, Depends(jobs)]
+TrajectoriesDep = Annotated[TrajectoryStore, Depends(trajectories)]
 StudiesDep = Annotated[StudyStore, Depends(studies)]
 CeleryDep = Annotated[Celery, Depends(celery_app)]

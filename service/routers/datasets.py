@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request, Response
 from service import uploads
 from service.deps import BlobsDep, SettingsDep
 from service.formats.datasets import inspect_dataset
-from service.problems import ProblemError, invalid
-from service.routers.common import BlobId, problems
+from service.problems import invalid
+from service.routers.common import BlobId, ExistingDataset, not_found, problems
 from service.schemas import DatasetInfo
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -84,10 +84,7 @@ async def upload_dataset(
 
 
 @router.get("/{id}", response_model=DatasetInfo, responses=problems(404, 422))
-def get_dataset(id: BlobId, blobs: BlobsDep) -> DatasetInfo:
-    record = blobs.meta(KIND, id)
-    if record is None:
-        raise ProblemError(404, "not-found", f"id: no dataset {id}")
+def get_dataset(record: ExistingDataset) -> DatasetInfo:
     return DatasetInfo.model_validate(record)
 
 
@@ -95,5 +92,5 @@ def get_dataset(id: BlobId, blobs: BlobsDep) -> DatasetInfo:
 def delete_dataset(id: BlobId, blobs: BlobsDep) -> Response:
     """Remove the bytes. Jobs already queued with this dataset will fail when they start."""
     if not blobs.delete(KIND, id):
-        raise ProblemError(404, "not-found", f"id: no dataset {id}")
+        raise not_found("dataset", id)
     return Response(status_code=204)

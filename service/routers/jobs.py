@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from service import references
 from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep, StudiesDep
 from service.enqueue import enqueue_or_fail
 from service.problems import ProblemError, invalid
-from service.routers.common import problems
+from service.routers.common import ExistingJob, problems
 from service.studies.service import with_predictions
 from tasks.celery_app import RUN_JOB_TASK, queue_for
 from tasks.jobstore import JobStore
@@ -21,7 +21,6 @@ log = logging.getLogger("sharpness.gateway")
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Job id from the submit.")]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -104,12 +103,9 @@ def list_jobs(
 
 
 @router.get("/{id}", response_model=Job, summary="Read a job", responses=problems(404, 422))
-def get_job(id: JobId, store: JobsDep, studies: StudiesDep) -> Job:
+def get_job(job: ExistingJob, store: JobsDep, studies: StudiesDep) -> Job:
     """`prediction` says what can honestly be said about the job's generalization gap: a
     calibrated prediction with its interval inside a study, otherwise why there is none."""
-    job = store.get(id)
-    if job is None:
-        raise ProblemError(404, "not-found", f"id: no job {id}")
     return with_predictions([job], store, studies)[0]
 
 
@@ -120,19 +116,18 @@ def get_job(id: JobId, store: JobsDep, studies: StudiesDep) -> Job:
     responses={202: {"model": Job, "description": "Running: the worker will stop it"}}
     | problems(404, 409, 422),
 )
-def cancel_job(id: JobId, store: JobsDep, studies: StudiesDep, response: Response) -> Job:
+def cancel_job(job: ExistingJob, store: JobsDep, studies: StudiesDep, response: Response) -> Job:
     """A queued job is cancelled at once (**200**, status cancelled; its message is skipped
     when a worker takes it). A running job gets `cancel_requested: true` and the worker stops
     it between iterations (**202**; poll until status is cancelled). Cancelling a cancelled
     job is a no-op (**200**). A succeeded or failed job cannot be cancelled (**409**)."""
-    job = store.get(id)
-    if job is None:
-        raise ProblemError(404, "not-found", f"id: no job {id}")
     if job.status != JobStatus.cancelled:
-        job = store.request_cancel(id) or job
+        job = store.request_cancel(job.id) or job
     if job.status in (JobStatus.succeeded, JobStatus.failed):
         raise ProblemError(
-            409, "already-finished", f"id: job {id} already {job.status.value}; nothing to cancel"
+            409,
+            "already-finished",
+            f"id: job {job.id} already {job.status.value}; nothing to cancel",
         )
     response.status_code = 200 if job.status == JobStatus.cancelled else 202
     return with_predictions([job], store, studies)[0]

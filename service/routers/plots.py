@@ -7,18 +7,13 @@ imported (lazily, on the first picture).
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Path, Response
-
-from service.deps import JobsDep
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError
-from service.routers.common import problems
+from service.routers.common import ExistingJob, problems
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Job id from the submit.")]
 
 
 @router.get(
@@ -28,13 +23,10 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Job id from 
     responses=png_openapi("The density on a log axis, Ritz nodes as a rug, λmax marked.")
     | problems(404, 409, 422),
 )
-def spectral_density_png(id: JobId, store: JobsDep) -> Response:
+def spectral_density_png(job: ExistingJob) -> Response:
     """PNG of the job's `spectral_density` result. **404** when the job does not exist or
     has no such result (it did not ask for the measure, or the measure failed); **409** while
     the job that asked for it is still queued or running."""
-    job = store.get(id)
-    if job is None:
-        raise ProblemError(404, "not-found", f"id: no job {id}")
     result = job.results.get("spectral_density")
     if result is None:
         asked = any(m.name == "spectral_density" for m in job.spec.measures)
@@ -42,15 +34,17 @@ def spectral_density_png(id: JobId, store: JobsDep) -> Response:
             raise ProblemError(
                 409,
                 "not-finished",
-                f"id: job {id} is {job.status.value}; its spectral_density picture exists once "
+                f"id: job {job.id} is {job.status.value}; its spectral_density picture exists once "
                 "it has finished",
                 headers={"Retry-After": "2"},
             )
         why = "did not ask for spectral_density" if not asked else f"{job.status.value} without it"
-        raise ProblemError(404, "no-result", f"id: job {id} has no spectral_density result ({why})")
+        raise ProblemError(
+            404, "no-result", f"id: job {job.id} has no spectral_density result ({why})"
+        )
     diag = result.diagnostics
     if not diag.get("grid") or not diag.get("density"):
-        raise ProblemError(404, "no-result", f"id: job {id}'s spectral_density has no density")
+        raise ProblemError(404, "no-result", f"id: job {job.id}'s spectral_density has no density")
     from service.plots.density import render_spectral_density
 
     dim = diag.get("dim")

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from service.deps import JobsDep, StudiesDep
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, field_error, invalid
-from service.routers.common import problems
+from service.routers.common import ExistingStudy, StudyId, not_found, problems
 from service.studies import service
 from service.studies.schemas import MIN_MODELS, Study, StudyCreate, StudyPage
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
-StudyId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Study id from the create.")]
 
 CREATE_DOC = f"""Group finished (or running) jobs into a study: a sweep of related models, each
 with the hyperparameters it was trained with and, where known, its observed test metrics.
@@ -41,10 +40,6 @@ IdempotencyKey = Annotated[
         "first time; a different body under a used key is a 409.",
     ),
 ]
-
-
-def _not_found(study_id: str) -> ProblemError:
-    return ProblemError(404, "not-found", f"id: no study {study_id}")
 
 
 @router.post(
@@ -105,12 +100,9 @@ def list_studies(
 
 
 @router.get("/{id}", response_model=Study, summary="Read a study", responses=problems(404, 422))
-def get_study(id: StudyId, jobs: JobsDep, studies: StudiesDep) -> Study:
+def get_study(record: ExistingStudy, jobs: JobsDep) -> Study:
     """The members' states and, once enough have gaps, the analysis (recomputed as jobs
     finish)."""
-    record = studies.get(id)
-    if record is None:
-        raise _not_found(id)
     return service.evaluate(record, jobs)[0]
 
 
@@ -118,7 +110,7 @@ def get_study(id: StudyId, jobs: JobsDep, studies: StudiesDep) -> Study:
 def delete_study(id: StudyId, studies: StudiesDep) -> Response:
     """Deletes the study only; its jobs stay."""
     if not studies.delete(id):
-        raise _not_found(id)
+        raise not_found("study", id)
     return Response(status_code=204)
 
 
@@ -130,9 +122,8 @@ def delete_study(id: StudyId, studies: StudiesDep) -> Response:
     | problems(404, 409, 422),
 )
 def plot_study(
-    id: StudyId,
+    record: ExistingStudy,
     jobs: JobsDep,
-    studies: StudiesDep,
     measure: Annotated[str, Query(description="A measure or baseline of the analysis.")],
     baseline: Annotated[
         str | None, Query(description="A baseline to draw beside it on a second axis.")
@@ -143,13 +134,10 @@ def plot_study(
     while the study has no analysis yet."""
     from service.plots.study import render_study_scatter  # matplotlib only when drawing
 
-    record = studies.get(id)
-    if record is None:
-        raise _not_found(id)
     study, outcome = service.evaluate(record, jobs)
     if outcome is None:
         raise ProblemError(
-            409, "not-analysed", f"id: study {id} has no analysis yet: {study.message}"
+            409, "not-analysed", f"id: study {record.id} has no analysis yet: {study.message}"
         )
     data = service.plot_data(record, jobs, measure, baseline)
     if data is None:

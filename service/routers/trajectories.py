@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from service import references
-from service.deps import BlobsDep, CeleryDep, SettingsDep
+from service.deps import BlobsDep, CeleryDep, SettingsDep, TrajectoriesDep
 from service.enqueue import enqueue_or_fail
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
-from service.routers.common import problems
+from service.routers.common import ExistingTrajectory, problems
 from tasks.celery_app import RUN_TRAJECTORY_TASK, queue_for
 from tasks.spec import JobSpec, JobStatus, Trajectory, TrajectoryPage, TrajectorySpec
 from tasks.trajectorystore import TrajectoryStore
@@ -25,9 +25,6 @@ log = logging.getLogger("sharpness.gateway")
 
 router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
 
-TrajectoryId = Annotated[
-    str, Path(pattern=r"^[0-9a-f]{32}$", description="Trajectory id from the submit.")
-]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -39,12 +36,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def trajectory_store(request: Request) -> TrajectoryStore:
-    """The trajectory records, on the job store's Redis connection."""
-    return TrajectoryStore(request.app.state.jobs.r)
-
-
-StoreDep = Annotated[TrajectoryStore, Depends(trajectory_store)]
+StoreDep = TrajectoriesDep
 
 
 def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsDep) -> None:
@@ -127,18 +119,11 @@ def list_trajectories(
         raise invalid("query.cursor", str(e)) from e
 
 
-def _get(store: TrajectoryStore, id: str) -> Trajectory:
-    t = store.get(id)
-    if t is None:
-        raise ProblemError(404, "not-found", f"id: no trajectory {id}")
-    return t
-
-
 @router.get(
     "/{id}", response_model=Trajectory, summary="Read a trajectory", responses=problems(404, 422)
 )
-def get_trajectory(id: TrajectoryId, store: StoreDep) -> Trajectory:
-    return _get(store, id)
+def get_trajectory(t: ExistingTrajectory) -> Trajectory:
+    return t
 
 
 @router.post(
@@ -148,11 +133,11 @@ def get_trajectory(id: TrajectoryId, store: StoreDep) -> Trajectory:
     responses={202: {"model": Trajectory, "description": "Running: the worker will stop it"}}
     | problems(404, 409, 422),
 )
-def cancel_trajectory(id: TrajectoryId, store: StoreDep, response: Response) -> Trajectory:
+def cancel_trajectory(t: ExistingTrajectory, store: StoreDep, response: Response) -> Trajectory:
     """Queued: cancelled at once (**200**). Running: `cancel_requested`, the worker stops
     between Lanczos iterations and keeps the points measured so far (**202**). Cancelled:
     no-op (**200**). Succeeded or failed: **409**."""
-    t = _get(store, id)
+    id = t.id
     if t.status != JobStatus.cancelled:
         t = store.request_cancel(id) or t  # type: ignore[assignment]
     if t.status in (JobStatus.succeeded, JobStatus.failed):
@@ -171,11 +156,11 @@ def cancel_trajectory(id: TrajectoryId, store: StoreDep, response: Response) -> 
     )
     | problems(404, 409, 422),
 )
-def trajectory_png(id: TrajectoryId, store: StoreDep) -> Response:
+def trajectory_png(t: ExistingTrajectory) -> Response:
     """Drawn from the points measured so far: a running trajectory gives a partial picture.
     **409** while no checkpoint has been measured yet; **404** when the trajectory does not
     exist or finished without measuring any checkpoint."""
-    t = _get(store, id)
+    id = t.id
     if not t.points:
         if not t.status.terminal:
             raise ProblemError(
