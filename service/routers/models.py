@@ -11,7 +11,7 @@ from service import uploads
 from service.deps import BlobsDep, SettingsDep
 from service.formats.models import inspect_model
 from service.problems import ProblemError, invalid
-from service.routers.common import BlobId, problems
+from service.routers.common import BlobId, ExistingModel, not_found, problems
 from service.schemas import ModelInfo
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -118,10 +118,7 @@ async def upload_model(
     response_model_exclude_none=True,
     responses=problems(404, 422),
 )
-def get_model(id: BlobId, blobs: BlobsDep) -> ModelInfo:
-    record = blobs.meta(KIND, id)
-    if record is None:
-        raise ProblemError(404, "not-found", f"id: no model {id}")
+def get_model(record: ExistingModel) -> ModelInfo:
     return ModelInfo.model_validate(record)
 
 
@@ -129,5 +126,5 @@ def get_model(id: BlobId, blobs: BlobsDep) -> ModelInfo:
 def delete_model(id: BlobId, blobs: BlobsDep) -> Response:
     """Remove the bytes. Jobs already queued with this model will fail when they start."""
     if not blobs.delete(KIND, id):
-        raise ProblemError(404, "not-found", f"id: no model {id}")
+        raise not_found("model", id)
     return Response(status_code=204)
