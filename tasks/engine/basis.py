@@ -1,12 +1,25 @@
-"""An orthonormal basis that grows by columns without ever copying itself.
+"""An orthonormal basis that grows by columns without ever copying itself, within a budget.
 
-Lanczos with full reorthogonalisation keeps every Lanczos vector: dim × n float64 numbers,
-88 MB per step for an 11M-parameter network. Growing one tensor with torch.cat copies the
+Lanczos with full reorthogonalisation keeps every Lanczos vector: dim × n numbers, 88 MB per
+float64 vector for an 11M-parameter network. Growing one tensor with torch.cat copies the
 whole basis at every step, so memory peaks at twice the basis and the copies cost O(dim·n²).
 Here the columns live in chunks of at most `chunk` columns, allocated as needed and never
-larger than the stated capacity; appending writes the new columns only. Projections run
-chunk by chunk (block Gram–Schmidt), twice ("twice is enough") or, on request, a second time
-only when the first lost accuracy, so the basis stays orthonormal to working precision.
+larger than the stated capacity (appending past it is an error, not a silent reallocation);
+appending writes the new columns only. Projections run chunk by chunk (block Gram–Schmidt),
+twice ("twice is enough") or, on request, a second time only when the first lost accuracy, so
+the basis stays orthonormal to working precision.
+
+A bounded solver (thick-restart Lanczos) replaces the basis by a few combinations of its
+columns, Q ← QY, in place (`transform`): rows are processed in blocks of about
+2·dim/(n + p) rows, so the work space is about two vectors, never a second basis.
+
+The basis may be held in float32 (half the memory; orthogonality then holds to about 1e-7)
+or on another device than the vectors it is used with (the host, while the operator runs on
+a GPU): inputs are converted to the basis' dtype and device for the arithmetic and results
+come back in float64 on the caller's device.
+
+`peak_columns` records the most columns ever allocated at once, what tests and benchmarks
+compare with a budget.
 """
 
 from __future__ import annotations
@@ -29,27 +42,44 @@ class Basis:
         dtype: torch.dtype = torch.float64,
     ) -> None:
         self.dim = dim
-        self.device = device
+        self.device = torch.device(device)
         self.dtype = dtype
         self.capacity = capacity
         self.chunk = chunk
         self._chunks: list[Tensor] = []
         self._fill = 0  # columns used in the last chunk
         self.size = 0
+        self.peak_columns = 0  # most columns allocated at once
 
     @classmethod
     def of(cls, Q: Tensor) -> Basis:
         """A basis over the (orthonormal) columns of Q, without copying them."""
         basis = cls(Q.shape[0], Q.device, capacity=Q.shape[1], dtype=Q.dtype)
         basis._chunks, basis._fill, basis.size = [Q], Q.shape[1], Q.shape[1]
+        basis.peak_columns = Q.shape[1]
         return basis
 
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def allocated_columns(self) -> int:
+        return sum(c.shape[1] for c in self._chunks)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the columns now (allocated, used or not)."""
+        return sum(c.numel() * c.element_size() for c in self._chunks)
+
     def append(self, Q: Tensor) -> None:
         """Append a column (a vector) or the columns of a dim×b matrix."""
-        cols = Q.reshape(self.dim, -1).to(dtype=self.dtype, device=self.device)
+        cols = Q.reshape(self.dim, -1)
+        if self.capacity is not None and self.size + cols.shape[1] > self.capacity:
+            raise ValueError(
+                f"the basis holds at most {self.capacity} columns; cannot add "
+                f"{cols.shape[1]} to {self.size}"
+            )
+        cols = cols.to(dtype=self.dtype, device=self.device)
         start = 0
         while start < cols.shape[1]:
             if not self._chunks or self._fill == self._chunks[-1].shape[1]:
@@ -64,15 +94,62 @@ class Basis:
     def _new_chunk(self, wanted: int) -> None:
         width = max(self.chunk, wanted)
         if self.capacity is not None:
-            width = max(min(width, self.capacity - self.size), wanted)
+            width = max(min(width, self.capacity - self.allocated_columns), wanted)
         self._chunks.append(torch.empty(self.dim, width, dtype=self.dtype, device=self.device))
         self._fill = 0
+        self.peak_columns = max(self.peak_columns, self.allocated_columns)
 
     def _views(self) -> list[Tensor]:
         views = self._chunks[:-1]
         if self._chunks:
             views = [*views, self._chunks[-1][:, : self._fill]]
         return views
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n columns; chunks wholly past them are freed."""
+        if not 0 <= n <= self.size:
+            raise ValueError(f"cannot truncate a basis of {self.size} columns to {n}")
+        kept: list[Tensor] = []
+        offset = 0
+        for c in self._chunks:
+            if offset >= n:
+                break
+            kept.append(c)
+            offset += c.shape[1]
+        self._chunks = kept
+        self._fill = n - (offset - kept[-1].shape[1]) if kept else 0
+        self.size = n
+
+    def drop_oldest_chunk(self) -> int:
+        """Forget the oldest chunk of columns (a sliding window); returns how many went."""
+        if len(self._chunks) <= 1:
+            return 0
+        gone = self._chunks.pop(0).shape[1]
+        self.size -= gone
+        return gone
+
+    def transform(self, Y: Tensor) -> None:
+        """Q ← Q Y in place for an n×p coefficient matrix (p ≤ n); the basis keeps p columns.
+
+        Rows are combined a block at a time, so the extra memory is about two vectors."""
+        n, p = Y.shape
+        if n != self.size or p > n:
+            raise ValueError(f"expected a {self.size}×p matrix with p ≤ {self.size}, got {n}×{p}")
+        Y = Y.to(device=self.device, dtype=torch.float64)
+        views = self._views()
+        rows = max(1, (2 * self.dim) // (n + p))
+        for a in range(0, self.dim, rows):
+            b = min(a + rows, self.dim)
+            block = torch.cat([C[a:b] for C in views], dim=1).to(torch.float64) @ Y
+            offset = 0
+            for C in views:
+                if offset >= p:
+                    break
+                w = min(C.shape[1], p - offset)
+                C[a:b, :w] = block[:, offset : offset + w].to(self.dtype)
+                offset += w
+            del block
+        self.truncate(p)
 
     def project_out(self, W: Tensor, *, only_if_needed: bool = False) -> Tensor:
         """(I − QQᵀ)W for a vector or a matrix of columns, in two passes.
@@ -90,18 +167,33 @@ class Basis:
         return self._one_pass(W)
 
     def _one_pass(self, W: Tensor) -> Tensor:
+        if not self._chunks:
+            return W
+        if W.device == self.device and W.dtype == self.dtype:
+            for C in self._views():
+                W = W - C @ (C.T @ W)
+            return W
+        # a float32 or host-held basis: coefficients in the basis' precision and place
+        local = W.to(device=self.device, dtype=self.dtype)
+        correction = None
         for C in self._views():
-            W = W - C @ (C.T @ W)
-        return W
+            part = C @ (C.T @ local)
+            local = local - part
+            correction = part if correction is None else correction + part
+        assert correction is not None
+        return W - correction.to(device=W.device, dtype=W.dtype)
 
     def combine(self, S: Tensor) -> Tensor:
-        """Q S: the basis times an n×k (or length-n) coefficient array."""
+        """Q S: the basis times an n×k (or length-n) coefficient array, in float64."""
         out, offset = None, 0
+        S = S.to(device=self.device)
         for C in self._views():
-            part = C @ S[offset : offset + C.shape[1]]
+            coef = S[offset : offset + C.shape[1]]
+            part = C @ coef.to(C.dtype) if C.dtype != torch.float64 else C @ coef.double()
+            part = part.double()
             out = part if out is None else out + part
             offset += C.shape[1]
         if out is None:
             shape = (self.dim, *S.shape[1:])
-            return torch.zeros(shape, dtype=self.dtype, device=self.device)
+            return torch.zeros(shape, dtype=torch.float64, device=self.device)
         return out
