@@ -6,11 +6,20 @@ renderings may change freely.
 
 from __future__ import annotations
 
+import json
+import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sharpness_client.types import Job, QueueStatus
+from sharpness_client.types import (
+    Job,
+    JobStatus,
+    MeasureInfo,
+    MeasureProgress,
+    MeasureResult,
+    QueueStatus,
+)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -45,7 +54,49 @@ def number(value: Any) -> Any:
     return value
 
 
+def interval(diagnostics: dict[str, Any]) -> str | None:
+    """A result's 95% interval, `[lo, hi]`, marked `~` when the service calls it approximate."""
+    ci = diagnostics.get("ci95")
+    if not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)):
+        return None
+    mark = "~" if diagnostics.get("ci95_note") else ""
+    return f"{mark}[{ci[0]:.6g}, {ci[1]:.6g}]"
+
+
+def yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("yes" if value else "NO")
+
+
+def _result_row(name: str, r: dict[str, Any] | MeasureResult) -> list[Any]:
+    if isinstance(r, MeasureResult):
+        r = r.model_dump()
+    diag = r.get("diagnostics") or {}
+    return [
+        name,
+        number(r.get("value")),
+        interval(diag),
+        yes_no(r.get("converged")),
+        r.get("hvps"),
+        seconds(r.get("seconds")),
+    ]
+
+
+def _missing(j: Job, p: MeasureProgress | None) -> str:
+    """What a measure without a result is doing, or why it has none."""
+    if p is not None and p.state == "failed":
+        return "(failed)"
+    if j.status == JobStatus.failed:
+        return "(failed)" if p is not None and p.state == "running" else "(not run: job failed)"
+    if j.status == JobStatus.cancelled:
+        return "(cancelled)" if p is not None and p.state == "running" else "(not run: cancelled)"
+    if p is None or p.state == "pending":
+        return "(pending)"
+    return f"({p.state}, iteration {p.iteration})"
+
+
 def job(j: Job) -> str:
+    """The job's head, a table with one row per measure (and one per layer under it, indented),
+    then every warning and non-convergence spelled out."""
     head = [
         f"job       {j.id}",
         f"status    {j.status.value}",
@@ -56,17 +107,134 @@ def job(j: Job) -> str:
         head.append("labels    " + ", ".join(f"{k}={v}" for k, v in j.spec.labels.items()))
     if j.error is not None:
         head.append(f"error     {j.error.title}: {j.error.detail or ''}")
+    ev = j.evaluation or {}
+    if ev.get("loss") is not None:
+        acc = ev.get("accuracy")
+        acc_text = f", accuracy {acc:.4g}" if isinstance(acc, int | float) else ""
+        n = ev.get("num_examples")
+        head.append(
+            f"data      loss {ev['loss']:.4g}{acc_text}" + (f" on {n} examples" if n else "")
+        )
     rows = []
     for m in j.spec.measures:
         r = j.results.get(m.name)
-        p = j.progress.get(m.name)
-        if r is not None:
-            rows.append([m.name, number(r.value), r.converged, r.hvps, seconds(r.seconds)])
-        else:
-            state = f"({p.state}, iteration {p.iteration})" if p else "(pending)"
-            rows.append([m.name, state, None, None, None])
-    body = table(["MEASURE", "VALUE", "CONVERGED", "HVPS", "TIME"], rows)
-    return "\n".join(head) + "\n\n" + body
+        if r is None:
+            rows.append([m.name, _missing(j, j.progress.get(m.name)), None, None, None, None])
+            continue
+        rows.append(_result_row(m.name, r))
+        for layer, lr in (r.per_layer or {}).items():
+            if isinstance(lr, dict):
+                rows.append(_result_row(f"  {layer}", lr))
+    headers = ["MEASURE", "VALUE", "95% INTERVAL", "CONVERGED", "HVPS", "TIME"]
+    body = table(headers, rows)
+    notes = notices(j)
+    return "\n".join(head) + "\n\n" + body + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def not_converged(j: Job) -> list[str]:
+    """Measures (and per-layer blocks) that finished without converging."""
+    out = []
+    for name, r in j.results.items():
+        if r.converged is False:
+            out.append(name)
+        for layer, lr in (r.per_layer or {}).items():
+            if isinstance(lr, dict) and lr.get("converged") is False:
+                out.append(f"{name}[{layer}]")
+    return out
+
+
+def notices(j: Job) -> list[str]:
+    """One line per warning and per measure that did not converge, for people to read."""
+    out = []
+    for name, r in j.results.items():
+        diag = r.diagnostics or {}
+        if r.converged is False:
+            bound = diag.get("residual_bound", diag.get("residual_bounds"))
+            its = diag.get("iterations")
+            extra = ", ".join(
+                s
+                for s in (
+                    f"residual bound {number(bound)}" if bound is not None else "",
+                    f"{its} iterations" if its is not None else "",
+                )
+                if s
+            )
+            out.append(
+                f"NOT CONVERGED {name}"
+                + (f" ({extra})" if extra else "")
+                + ": the value did not reach the requested accuracy"
+            )
+        for w in r.warnings:
+            out.append(f"warning {name}: {w}")
+        if diag.get("ci95_note"):
+            out.append(f"note {name}: {diag['ci95_note']}")
+        for layer, lr in (r.per_layer or {}).items():
+            if not isinstance(lr, dict):
+                continue
+            if lr.get("converged") is False:
+                out.append(f"NOT CONVERGED {name}[{layer}]: not the requested accuracy")
+            for w in lr.get("warnings") or []:
+                out.append(f"warning {name}[{layer}]: {w}")
+    return out
+
+
+def _type(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        schema = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
+    if "enum" in schema:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    if "anyOf" in schema:
+        return " or ".join(_type(s, defs) for s in schema["anyOf"])
+    kind = schema.get("type", "any")
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        return f"list of {_type(schema['items'], defs)}"
+    return str(kind)
+
+
+def _bounds(schema: dict[str, Any]) -> str | None:
+    signs = (
+        ("exclusiveMinimum", "> "),
+        ("minimum", "≥ "),
+        ("exclusiveMaximum", "< "),
+        ("maximum", "≤ "),
+        ("minItems", "items ≥ "),
+        ("maxItems", "items ≤ "),
+    )
+    parts = [f"{sign}{number(schema[key])}" for key, sign in signs if key in schema]
+    for sub in schema.get("anyOf", []):
+        if isinstance(sub, dict) and (inner := _bounds(sub)):
+            parts.append(inner)
+    return ", ".join(parts) or None
+
+
+def measure(m: MeasureInfo) -> str:
+    """One measure: its summary, then each parameter's type, default and bounds, then what
+    each parameter means."""
+    schema = m.params_schema
+    defs = schema.get("$defs", {})
+    props: dict[str, Any] = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    rows = [
+        [
+            name,
+            _type(p, defs),
+            "(required)" if name in required else json.dumps(p.get("default")),
+            _bounds(p),
+        ]
+        for name, p in props.items()
+    ]
+    out = [f"{m.name}: {m.summary}", "", table(["PARAM", "TYPE", "DEFAULT", "BOUNDS"], rows)]
+    described = [(n, p["description"]) for n, p in props.items() if p.get("description")]
+    if described:
+        out.append("")
+        for name, text in described:
+            out.append(
+                textwrap.fill(text, 100, initial_indent=f"{name}: ", subsequent_indent="    ")
+            )
+    example = next(iter(props), None)
+    if example is not None:
+        out += ["", f"set one with: sharpness measure ... --param {m.name}.{example}=VALUE"]
+    return "\n".join(out)
 
 
 def jobs(items: Sequence[Job]) -> str:

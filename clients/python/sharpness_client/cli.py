@@ -2,19 +2,23 @@
 
 Exit codes, for scripts: 0 done, 1 the job failed or was cancelled, 2 waiting timed out,
 3 the service refused the request (4xx/5xx, the problem is printed), 4 the service could not
-be reached, 64 bad command-line usage. `--json` prints the API's JSON on stdout (progress and
-messages go to stderr), so `sharpness measure ... --json | jq` works.
+be reached (its URL is printed), 5 the job finished but a measure did not converge (its value
+is printed with a warning), 64 bad command-line usage. `--json` prints the API's JSON on stdout
+(progress, warnings and messages go to stderr), so `sharpness measure ... --json | jq` works.
+A reader that stops early (`| head`) ends the output quietly; the exit code is kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from sharpness_client import _cli_trajectory, _render
+from sharpness_client._http import resolve_config
 from sharpness_client.client import Client
 from sharpness_client.errors import (
     APIConnectionError,
@@ -25,7 +29,33 @@ from sharpness_client.errors import (
 )
 from sharpness_client.types import Job, JobStatus
 
-EXIT_FAILED, EXIT_TIMEOUT, EXIT_API, EXIT_CONNECT, EXIT_USAGE = 1, 2, 3, 4, 64
+EXIT_FAILED, EXIT_TIMEOUT, EXIT_API, EXIT_CONNECT, EXIT_NOT_CONVERGED, EXIT_USAGE = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    64,
+)
+
+
+def _emit(text: str, file: Any = None) -> None:
+    """Print and flush; when the reader has gone (`| head`), send the rest of stdout to
+    /dev/null instead of raising, so the command ends quietly with its own exit code."""
+    stream = file or sys.stdout
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     _cli_trajectory.add_parsers(sub, common, _wait_options)
 
     sub.add_parser("queue", parents=[common], help="queue depths, workers, running jobs")
-    sub.add_parser("measures", parents=[common], help="the measures the service offers")
+    ms = sub.add_parser(
+        "measures", parents=[common], help="the measures, or one with its parameters"
+    )
+    ms.add_argument("name", nargs="?", help="show this measure's parameters, defaults and bounds")
     return top
 
 
@@ -132,17 +165,29 @@ def _out(args: argparse.Namespace, obj: Any, text: str) -> None:
     if args.json:
         data = [o.model_dump(mode="json") for o in obj] if isinstance(obj, list) else obj
         if hasattr(data, "model_dump_json"):
-            print(data.model_dump_json(indent=2))
+            _emit(data.model_dump_json(indent=2))
         else:
-            print(json.dumps(data, indent=2))
+            _emit(json.dumps(data, indent=2))
     else:
-        print(text)
+        _emit(text)
 
 
 def _finish(args: argparse.Namespace, job: Job) -> int:
+    """Print the job (warnings and non-convergence included; on stderr with --json) and
+    return its exit code: 1 failed or cancelled, 5 finished but not converged, else 0."""
     _out(args, job, _render.job(job))
+    if args.json:
+        for line in _render.notices(job):
+            _emit(f"sharpness: {line}", sys.stderr)
     if job.status in (JobStatus.failed, JobStatus.cancelled):
+        if args.json and job.error is not None:
+            _emit(
+                f"sharpness: job {job.status.value}: {job.error.detail or job.error.title}",
+                sys.stderr,
+            )
         return EXIT_FAILED
+    if _render.not_converged(job):
+        return EXIT_NOT_CONVERGED
     return 0
 
 
@@ -233,12 +278,43 @@ def _run(args: argparse.Namespace) -> int:
             _out(args, q, _render.queue(q))
             return 0
         ms = client.measures.list()
-        _out(args, ms, _render.table(["MEASURE", "SUMMARY"], [[m.name, m.summary] for m in ms]))
+        if args.name is None:
+            rows = [[m.name, m.summary] for m in ms]
+            hint = "\n\nparameters of one: sharpness measures NAME"
+            _out(args, ms, _render.table(["MEASURE", "SUMMARY"], rows) + hint)
+            return 0
+        found = next((m for m in ms if m.name == args.name), None)
+        if found is None:
+            names = ", ".join(m.name for m in ms)
+            raise argparse.ArgumentTypeError(
+                f"unknown measure {args.name!r}; the service offers: {names}"
+            )
+        _out(args, found, _render.measure(found))
         return 0
+
+
+def _where(args: argparse.Namespace) -> str:
+    """The URL the command used and where it came from, for 'could not reach' messages."""
+    if args.url:
+        return f"{args.url} (from --url)"
+    if os.environ.get("SHARPNESS_URL"):
+        return f"{os.environ['SHARPNESS_URL']} (from SHARPNESS_URL)"
+    return f"{resolve_config(None, None)[0]} (the default; set SHARPNESS_URL or --url)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sharpness` script; returns (and exits with) the exit code."""
+    try:
+        code = _main(argv)
+    except BrokenPipeError:  # the reader went away while argparse or a message wrote
+        _drop_stdout()
+        code = 0
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -258,12 +334,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_API
     except APIConnectionError as e:
         print(f"sharpness: {e}", file=sys.stderr)
+        print(
+            f"sharpness: the service URL is {_where(args)}; is the service running there? "
+            "`make run` starts one on http://127.0.0.1:8000",
+            file=sys.stderr,
+        )
         code = EXIT_CONNECT
+    except BrokenPipeError:
+        _drop_stdout()
+        code = 0
     except (OSError, ValueError) as e:
         print(f"sharpness: {e}", file=sys.stderr)
         code = EXIT_USAGE
-    if argv is None:
-        sys.exit(code)
     return code
 
 
