@@ -184,7 +184,7 @@ def head_of(config: dict[str, Any], declared: str | None, label: str) -> str:
             raise BadCheckpoint(
                 422,
                 "bad-head",
-                f"head: {declared!r} is not one of {', '.join(HEADS)}",
+                f"{declared!r} is not one of {', '.join(HEADS)}",
                 "head",
             )
         return declared
@@ -196,7 +196,7 @@ def head_of(config: dict[str, Any], declared: str | None, label: str) -> str:
     raise BadCheckpoint(
         422,
         "missing-head",
-        f"head: {label}: config.json's architectures ({archs or 'none'}) name no head the "
+        f"{label}: config.json's architectures ({archs or 'none'}) name no head the "
         f"service measures; declare one with the 'head' field ({', '.join(HEADS)})",
         "head",
     )

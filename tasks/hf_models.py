@@ -181,8 +181,8 @@ def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
             head = head_of(config, meta.get("head"), label)
         except BadCheckpoint as e:
             raise _refused(e) from e
-        cls = model_class(config, head, label)
         cfg = build_config(config, label)
+        cls = model_class(config, head, label)
         cfg._attn_implementation = "eager"
         # Size the model from the config on the meta device (no memory) before building it:
         # a config that asks for more parameters than the weights hold is refused here.

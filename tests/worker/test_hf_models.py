@@ -1,0 +1,199 @@
+"""Hugging Face checkpoints in the worker: built by transformers from config.json, weights from
+safetensors only, outputs identical to the model that was saved; unsafe or incomplete
+checkpoints refused with the reason."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.loaders import LoadError, load_model
+from tests import hf_checkpoints as H
+
+pytest.importorskip("transformers")
+
+
+def _zip(folder: Path, tmp: Path, **kwargs) -> Path:
+    path = tmp / "blob"
+    path.write_bytes(H.zip_folder(folder, **kwargs))
+    return path
+
+
+def _load(path: Path, **meta):
+    return load_model(path, {"format": "huggingface", "filename": "ckpt.zip", **meta})
+
+
+def test_bert_zip_matches_the_saved_model_exactly(tmp_path: Path) -> None:
+    model = H.bert_seq(seed=3)
+    folder = H.save(model, tmp_path / "bert")
+    loaded = _load(_zip(folder, tmp_path, inside="bert/"))
+    assert loaded.format == "huggingface" and loaded.input_shape is None
+    m = loaded.module
+    assert type(m).__name__ == "BertForSequenceClassification" and not m.training
+    assert m.config._attn_implementation == "eager"
+    ids, mask = H.token_batch()
+    with torch.no_grad():
+        out = m(input_ids=ids, attention_mask=mask)
+        ref = model(input_ids=ids, attention_mask=mask)
+        assert torch.equal(out.logits, ref.logits)
+        assert torch.equal(m(ids).logits, model(ids).logits)  # input_ids alone, positionally
+    saved = dict(model.named_parameters())
+    for name, p in m.named_parameters():
+        assert torch.equal(p, saved[name]), name
+
+
+def test_gpt2_bare_safetensors_with_config_in_meta_keeps_tied_weights(tmp_path: Path) -> None:
+    model = H.gpt2_lm(seed=4)
+    folder = H.save(model, tmp_path / "gpt2")
+    loaded = _load(folder / "model.safetensors", config=H.config_of(folder))
+    m = loaded.module
+    assert type(m).__name__ == "GPT2LMHeadModel"
+    assert m.lm_head.weight is m.transformer.wte.weight  # one storage, as saved
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in model.parameters())
+    ids, _ = H.token_batch(4, 11)
+    with torch.no_grad():
+        out = m(input_ids=ids)
+        assert out.logits.shape == (4, 11, H.VOCAB)
+        assert torch.equal(out.logits, model(input_ids=ids, use_cache=False).logits)
+        assert out.get("past_key_values") is None  # no cache in the outputs
+
+
+def test_sharded_checkpoint_and_declared_head(tmp_path: Path) -> None:
+    model = H.build("BertForMaskedLM", H.bert_config(), seed=5)
+    folder = H.save(model, tmp_path / "mlm", max_shard_size="20KB")
+    assert (folder / "model.safetensors.index.json").exists()
+    loaded = _load(_zip(folder, tmp_path))
+    ids, mask = H.token_batch()
+    with torch.no_grad():
+        assert torch.equal(
+            loaded.module(input_ids=ids, attention_mask=mask).logits,
+            model(input_ids=ids, attention_mask=mask).logits,
+        )
+
+
+def test_image_classification_head(tmp_path: Path) -> None:
+    from transformers import ViTConfig
+
+    config = ViTConfig(
+        image_size=8, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=37, num_labels=4,
+    )  # fmt: skip
+    model = H.build("ViTForImageClassification", config, seed=6)
+    folder = H.save(model, tmp_path / "vit")
+    loaded = _load(_zip(folder, tmp_path))
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x).logits, model(x).logits)
+
+
+def test_hessian_vector_products_are_exact_through_attention(tmp_path: Path) -> None:
+    """Second derivatives of the loaded model in float64: H·v by double backward equals the
+    closed-form Hessian of the classifier block, and central differences of the gradient for
+    the first attention layer's query weights (so through softmax attention)."""
+    model = H.bert_seq(seed=7)
+    loaded = _load(_zip(H.save(model, tmp_path / "b"), tmp_path)).module.double()
+    ids, mask = H.token_batch()
+    y = torch.tensor([0, 1, 2, 1, 0])
+
+    def hvp(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        logits = loaded(input_ids=ids, attention_mask=mask).logits
+        (g,) = torch.autograd.grad(
+            torch.nn.functional.cross_entropy(logits, y), w, create_graph=True
+        )
+        return torch.autograd.grad(g, w, grad_outputs=v)[0]
+
+    def grad(w: torch.Tensor) -> torch.Tensor:
+        logits = loaded(input_ids=ids, attention_mask=mask).logits
+        return torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y), w)[0]
+
+    w = loaded.classifier.weight
+    v = torch.randn_like(w)
+    # linear head on fixed features f_n: H·v = (1/N) sum_n A_n (V f_n) f_n^T, A = diag(p) - pp^T
+    with torch.no_grad():
+        feats = loaded.bert(input_ids=ids, attention_mask=mask).pooler_output
+        p = torch.softmax(feats @ w.T + loaded.classifier.bias, dim=1)
+        a = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+        exact = torch.einsum("ncd,nd,nf->cf", a, feats @ v.T, feats) / ids.shape[0]
+    torch.testing.assert_close(hvp(w, v), exact, rtol=1e-10, atol=1e-13)
+
+    q = loaded.bert.encoder.layer[0].attention.self.query.weight
+    v = torch.randn_like(q)
+    got = hvp(q, v)
+    h = 1e-4
+    with torch.no_grad():
+        q.add_(h * v)
+    plus = grad(q)
+    with torch.no_grad():
+        q.sub_(2 * h * v)
+    minus = grad(q)
+    with torch.no_grad():
+        q.add_(h * v)
+    scale = float(got.abs().max())
+    assert scale > 1e-5  # the attention block has real curvature
+    torch.testing.assert_close(got, (plus - minus) / (2 * h), rtol=1e-6, atol=1e-6 * scale)
+
+
+# ------------------------------------------------------------------------------- refusals
+def test_config_with_auto_map_is_refused(tmp_path: Path) -> None:
+    folder = H.save(H.bert_seq(), tmp_path / "b")
+    config = H.config_of(folder) | {"auto_map": {"AutoModel": "modeling_evil.EvilModel"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LoadError, match="auto_map.*never run"):
+        _load(_zip(folder, tmp_path))
+
+
+def test_unknown_model_type_is_refused(tmp_path: Path) -> None:
+    folder = H.save(H.bert_seq(), tmp_path / "b")
+    (folder / "config.json").write_text(json.dumps(H.config_of(folder) | {"model_type": "evil"}))
+    with pytest.raises(LoadError, match="'evil'.*not built into transformers"):
+        _load(_zip(folder, tmp_path))
+
+
+def test_pickled_weights_in_the_zip_are_refused(tmp_path: Path) -> None:
+    folder = H.save(H.bert_seq(), tmp_path / "b")
+    path = _zip(folder, tmp_path, extra={"pytorch_model.bin": b"\x80\x04."})
+    with pytest.raises(LoadError, match="pytorch_model.bin.*safetensors only"):
+        _load(path)
+
+
+def test_missing_head_weights_are_never_initialised_at_random(tmp_path: Path) -> None:
+    """A base-model checkpoint declared as a classifier lacks the classifier's weights."""
+    base = H.build("BertModel", H.bert_config(), seed=1)
+    folder = H.save(base, tmp_path / "base")
+    with pytest.raises(LoadError, match="head"):
+        _load(_zip(folder, tmp_path))  # architectures: BertModel names no head
+    with pytest.raises(LoadError, match="parameters but the safetensors hold"):
+        _load(_zip(folder, tmp_path), head="sequence_classification")
+    # a masked-LM checkpoint holds more values than a classifier needs, but not its weights
+    mlm = H.save(H.build("BertForMaskedLM", H.bert_config(), seed=2), tmp_path / "mlm")
+    with pytest.raises(LoadError, match=r"missing \[.*'classifier.weight'"):
+        _load(_zip(mlm, tmp_path), head="sequence_classification")
+
+
+def test_config_larger_than_the_weights_is_refused_before_building(tmp_path: Path) -> None:
+    folder = H.save(H.bert_seq(), tmp_path / "b")
+    (folder / "config.json").write_text(json.dumps(H.config_of(folder) | {"vocab_size": 10**7}))
+    with pytest.raises(LoadError, match="parameters but the safetensors hold"):
+        _load(_zip(folder, tmp_path))
+
+
+def test_shape_mismatch_is_refused(tmp_path: Path) -> None:
+    folder = H.save(H.bert_seq(), tmp_path / "b")
+    config = H.config_of(folder) | {"intermediate_size": 30}  # fewer parameters than stored
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LoadError, match="do not fit|shapes differ|could not load"):
+        _load(_zip(folder, tmp_path))
+
+
+def test_zip_without_weights_is_refused(tmp_path: Path) -> None:
+    folder = H.save(H.bert_seq(), tmp_path / "b")
+    path = tmp_path / "blob"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(folder / "config.json", "config.json")
+        zf.writestr("weights.safetensors", (folder / "model.safetensors").read_bytes())
+    with pytest.raises(LoadError, match="no model.safetensors"):
+        _load(path)
