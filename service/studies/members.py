@@ -9,6 +9,12 @@ A succeeded job with neither is a model to predict.
 
 Measures: every result whose `value` is a finite number (lists such as top_eigenvalues are
 left out), except weight_norms, whose ‖w‖ is a baseline.
+
+Noise of an accuracy gap: the test accuracy is a mean over the test set's examples, so with
+n_test = evaluation.test.num_examples it carries a binomial standard error
+√(p(1 − p)/n_test), p the test accuracy. (The train accuracy is the model's accuracy on the
+very set it was trained on, not a sample of it, and adds none.) A loss gap has no such
+formula without the per-example losses, so it gets none.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ class MemberData:
     gap_source: str | None = None
     measures: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, float | None] = field(default_factory=dict)
+    model: str | None = None  # the uploaded model's id: members sharing one are duplicates
+    group: str | None = None  # a declared group (e.g. seeds of one configuration)
+    noise_se: float | None = None  # binomial standard error of the gap (accuracy gap only)
+    test_examples: int | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -59,14 +69,33 @@ def observed_gap(
     return (gap, "measured on the job's eval_dataset") if gap is not None else (None, None)
 
 
+def gap_noise(
+    entry: StudyJob, evaluation: dict[str, Any] | None, target: Target
+) -> tuple[float | None, int | None]:
+    """The binomial standard error of an accuracy gap and the test-set size it rests on
+    (module docstring), or (None, None) when the size is not known."""
+    ev = evaluation or {}
+    test = ev.get("test") if isinstance(ev.get("test"), dict) else {}
+    size = test.get("num_examples")
+    if target != "accuracy_gap" or isinstance(size, bool) or not isinstance(size, int):
+        return None, None
+    if size <= 0:
+        return None, None
+    p = entry.test_accuracy if entry.test_accuracy is not None else _number(test.get("accuracy"))
+    if p is None:
+        return None, size
+    return math.sqrt(max(p * (1.0 - p), 0.0) / size), size
+
+
 def member_data(entry: StudyJob, job: Job | None, target: Target) -> MemberData:
     hps = dict(entry.hyperparameters)
+    model = job.spec.model if job is not None else None
     if job is None:
-        return MemberData(entry.job, hps, "missing")
+        return MemberData(entry.job, hps, "missing", group=entry.group)
     if job.status in (JobStatus.queued, JobStatus.running):
-        return MemberData(entry.job, hps, "waiting")
+        return MemberData(entry.job, hps, "waiting", model=model, group=entry.group)
     if job.status != JobStatus.succeeded:
-        return MemberData(entry.job, hps, "failed")
+        return MemberData(entry.job, hps, "failed", model=model, group=entry.group)
     measures = {
         name: v
         for name, result in job.results.items()
@@ -74,6 +103,7 @@ def member_data(entry: StudyJob, job: Job | None, target: Target) -> MemberData:
     }
     norms = job.results.get(WEIGHT_NORMS_MEASURE)
     gap, source = observed_gap(entry, job.evaluation, target)
+    se, size = gap_noise(entry, job.evaluation, target)
     return MemberData(
         job=entry.job,
         hyperparameters=hps,
@@ -82,4 +112,8 @@ def member_data(entry: StudyJob, job: Job | None, target: Target) -> MemberData:
         gap_source=source,
         measures=measures,
         baselines=baseline_values(hps, norms.value if norms is not None else None),
+        model=model,
+        group=entry.group,
+        noise_se=se,
+        test_examples=size,
     )

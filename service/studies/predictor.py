@@ -19,6 +19,11 @@ models are what jackknife+ needs (conformal.py).
 
 Inner LOO uses the exact shortcut for a linear smoother with hat matrix H = Z(ZᵀZ + Λ)⁻¹Zᵀ
 (Z = [1, X], Λ = diag(0, α, …)):  ŷ₋ᵢ(xᵢ) = (ŷᵢ − Hᵢᵢ yᵢ) / (1 − Hᵢᵢ).
+
+Models that are not independent are left out together (leave-group-out): `groups` gives each
+model a label, and a fold holds out every model with the held-out model's label (seed groups
+a study declares, duplicates of one model). Its exact shortcut: with e = y − ŷ on the full
+fit, the residuals of the group G predicted without it are (I − H_GG)⁻¹ e_G.
 """
 
 from __future__ import annotations
@@ -117,22 +122,44 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float = ALPHA) -> tuple[float
     return ym - float(xm @ beta), beta
 
 
-def loo_predictions(x: np.ndarray, y: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """Exact leave-one-out predictions of ridge (module docstring), in O(n p²)."""
+def _singletons(groups: np.ndarray | None, n: int) -> bool:
+    return groups is None or np.unique(groups).size == n
+
+
+def loo_predictions(
+    x: np.ndarray, y: np.ndarray, alpha: float = ALPHA, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact leave-one-out (leave-group-out with `groups`) predictions of ridge (module
+    docstring), in O(n p²) without groups."""
     n = x.shape[0]
     z = np.hstack([np.ones((n, 1)), x])
     penalty = np.diag([0.0] + [alpha] * x.shape[1])
     a_inv = np.linalg.inv(z.T @ z + penalty)
-    h = np.einsum("ij,jk,ik->i", z, a_inv, z)
     fitted = z @ (a_inv @ (z.T @ y))
-    denom = np.clip(1.0 - h, 1e-12, None)
-    return (fitted - h * y) / denom
+    if _singletons(groups, n):
+        h = np.einsum("ij,jk,ik->i", z, a_inv, z)
+        denom = np.clip(1.0 - h, 1e-12, None)
+        return (fitted - h * y) / denom
+    hat = z @ a_inv @ z.T
+    out = np.empty(n)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        block = np.eye(idx.size) - hat[np.ix_(idx, idx)]
+        out[idx] = y[idx] - np.linalg.lstsq(block, y[idx] - fitted[idx], rcond=None)[0]
+    return out
 
 
-def constant_loo(y: np.ndarray) -> np.ndarray:
-    """LOO predictions of the mean-gap predictor: the mean of the other n−1 gaps."""
+def constant_loo(y: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """LOO predictions of the mean-gap predictor: the mean of the other gaps (those outside
+    the held-out model's group)."""
     n = y.size
-    return (y.sum() - y) / (n - 1)
+    if _singletons(groups, n):
+        return (y.sum() - y) / (n - 1)
+    out = np.empty(n)
+    for g in np.unique(groups):
+        held = groups == g
+        out[held] = y[~held].mean() if (~held).any() else np.nan
+    return out
 
 
 def candidate_sets(singles: int, joint: list[int], n_models: int) -> list[tuple[int, ...]]:
@@ -144,10 +171,68 @@ def candidate_sets(singles: int, joint: list[int], n_models: int) -> list[tuple[
     return sets
 
 
-def _choose(x: np.ndarray, y: np.ndarray, candidates: list[tuple[int, ...]]) -> tuple[int, ...]:
+def _choose(
+    x: np.ndarray,
+    y: np.ndarray,
+    candidates: list[tuple[int, ...]],
+    groups: np.ndarray | None = None,
+) -> tuple[int, ...]:
     """The candidate with the smallest LOO mean absolute error (first one on a tie)."""
-    scores = [float(np.mean(np.abs(loo_predictions(x[:, list(c)], y) - y))) for c in candidates]
+    scores = [
+        float(np.mean(np.abs(loo_predictions(x[:, list(c)], y, groups=groups) - y)))
+        for c in candidates
+    ]
     return candidates[int(np.argmin(scores))]
+
+
+def _folds(n: int) -> np.ndarray:
+    """(n, n − 1): row i lists the models of leave-one-out fold i."""
+    return np.nonzero(~np.eye(n, dtype=bool))[1].reshape(n, n - 1)
+
+
+def _choose_per_fold(
+    x: np.ndarray, y: np.ndarray, candidates: list[tuple[int, ...]]
+) -> list[tuple[int, ...]]:
+    """_choose on every leave-one-out fold at once (each fold's inner LOO is the hat-matrix
+    shortcut on its n − 1 models, batched over the folds): the choice of each fold."""
+    n = x.shape[0]
+    keep = _folds(n)  # (n, n−1)
+    yk = y[keep]
+    scores = np.empty((len(candidates), n))
+    for k, cols in enumerate(candidates):
+        xk = x[keep][:, :, list(cols)]  # (n, n−1, q)
+        z = np.concatenate([np.ones(xk.shape[:2] + (1,)), xk], axis=2)
+        penalty = np.diag([0.0] + [ALPHA] * len(cols))
+        a_inv = np.linalg.inv(np.einsum("fij,fik->fjk", z, z) + penalty)
+        fitted = np.einsum(
+            "fij,fj->fi", z, np.einsum("fjk,fk->fj", a_inv, np.einsum("fij,fi->fj", z, yk))
+        )
+        h = np.einsum("fij,fjk,fik->fi", z, a_inv, z)
+        loo = (fitted - h * yk) / np.clip(1.0 - h, 1e-12, None)
+        scores[k] = np.mean(np.abs(loo - yk), axis=1)
+    return [candidates[int(j)] for j in np.argmin(scores, axis=0)]
+
+
+def _fit_per_fold(x: np.ndarray, y: np.ndarray, chosen: list[tuple[int, ...]]) -> list[FoldModel]:
+    """ridge_fit on every leave-one-out fold with its chosen columns, batched over the folds
+    that chose the same columns."""
+    n = x.shape[0]
+    keep = _folds(n)
+    out: list[FoldModel | None] = [None] * n
+    for cols in set(chosen):
+        f = np.array([i for i in range(n) if chosen[i] == cols])
+        xk = x[keep[f]][:, :, list(cols)]  # (folds, n−1, q)
+        yk = y[keep[f]]
+        xm = xk.mean(axis=1)
+        ym = yk.mean(axis=1)
+        xc = xk - xm[:, None, :]
+        gram = np.einsum("fij,fik->fjk", xc, xc) + ALPHA * np.eye(len(cols))
+        rhs = np.einsum("fij,fi->fj", xc, yk - ym[:, None])
+        beta = np.linalg.solve(gram, rhs[..., None])[..., 0]
+        intercept = ym - np.einsum("fj,fj->f", xm, beta)
+        for k, i in enumerate(f):
+            out[i] = FoldModel(columns=cols, intercept=float(intercept[k]), coef=beta[k])
+    return out  # type: ignore[return-value]
 
 
 def _fit(x: np.ndarray, y: np.ndarray, columns: tuple[int, ...]) -> FoldModel:
@@ -156,31 +241,52 @@ def _fit(x: np.ndarray, y: np.ndarray, columns: tuple[int, ...]) -> FoldModel:
 
 
 def nested_loo(
-    x: np.ndarray, y: np.ndarray, candidates: list[tuple[int, ...]] | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    candidates: list[tuple[int, ...]] | None = None,
+    groups: np.ndarray | None = None,
 ) -> NestedFit:
-    """Nested leave-one-out (module docstring). x: (n, p) finite, y: (n,), n ≥ 3."""
+    """Nested leave-one-out (module docstring), leave-group-out with `groups` (a label per
+    model). x: (n, p) finite, y: (n,), at least 3 models in at least 3 groups."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     n, p = x.shape
-    if n < 3:
-        raise ValueError(f"nested leave-one-out needs at least 3 models, got {n}")
+    labels = np.arange(n) if groups is None else np.asarray(groups)
+    if n < 3 or np.unique(labels).size < 3:
+        raise ValueError(
+            f"nested leave-one-out needs at least 3 independent models, got "
+            f"{np.unique(labels).size}"
+        )
     cands = candidates or [(j,) for j in range(p)]
     preds = np.empty(n)
-    folds: list[FoldModel] = []
+    folds: list[FoldModel | None] = [None] * n
     choices: Counter = Counter()
-    for i in range(n):
-        keep = np.arange(n) != i
-        chosen = _choose(x[keep], y[keep], cands) if len(cands) > 1 else cands[0]
+    singletons = np.unique(labels).size == n
+    if singletons:
+        chosen_all = _choose_per_fold(x, y, cands) if len(cands) > 1 else [cands[0]] * n
+        folds = list(_fit_per_fold(x, y, chosen_all))
+        for i, model in enumerate(folds):
+            preds[i] = model.predict(x[i])[0]  # type: ignore[union-attr]
+            choices[chosen_all[i]] += 1
+    for g in [] if singletons else np.unique(labels):
+        held = labels == g
+        keep = ~held
+        if len(cands) == 1:
+            chosen = cands[0]
+        else:
+            chosen = _choose(x[keep], y[keep], cands, labels[keep])
         model = _fit(x[keep], y[keep], chosen)
-        preds[i] = model.predict(x[i])[0]
-        folds.append(model)
-        choices[chosen] += 1
-    full_choice = _choose(x, y, cands) if len(cands) > 1 else cands[0]
+        preds[held] = model.predict(x[held])
+        for i in np.flatnonzero(held):
+            folds[i] = model
+            choices[chosen] += 1
+    inner = None if singletons else labels
+    full_choice = _choose(x, y, cands, inner) if len(cands) > 1 else cands[0]
     return NestedFit(
         candidates=cands,
         loo_predictions=preds,
         residuals=y - preds,
-        fold_models=folds,
+        fold_models=folds,  # type: ignore[arg-type]
         full_model=_fit(x, y, full_choice),
         fold_choices=choices,
     )

@@ -29,6 +29,15 @@ class StudyJob(BaseModel):
         default=None, ge=0, le=1, description="Observed test accuracy (0..1), if known."
     )
     test_loss: float | None = Field(default=None, ge=0, description="Observed test loss.")
+    group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Models that are not independent of each other share a group (e.g. the "
+        "seeds of one configuration): leave-one-out holds the whole group out, and the "
+        "bootstrap resamples whole groups. Jobs on the same uploaded model are grouped "
+        "(merged) without asking.",
+    )
 
 
 class StudyCreate(BaseModel):
@@ -76,6 +85,22 @@ class MemberPrediction(BaseModel):
         "new: its gap is unknown."
     )
     note: str | None = None
+    calibrated: bool = Field(
+        default=True,
+        description="False when the predictor does no better than predicting the mean gap, "
+        "or when the model lies outside the study's range (extrapolation).",
+    )
+    extrapolation: bool = Field(
+        default=False,
+        description="Some feature the predictor uses lies outside the range of the study's "
+        "observed models: the interval is widened by the extrapolated part of the prediction "
+        "and carries no coverage guarantee.",
+    )
+    outside_range: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Feature → [min, max] of the study's observed models, for each feature "
+        "this model's value lies outside of.",
+    )
 
 
 class StudyMember(BaseModel):
@@ -89,6 +114,13 @@ class StudyMember(BaseModel):
     )
     gap: float | None = Field(default=None, description="Observed gap (the study's target).")
     gap_source: str | None = Field(default=None, description="Where the observed gap came from.")
+    model: str | None = Field(default=None, description="Id of the job's uploaded model.")
+    group: str | None = Field(default=None, description="The group declared with the study.")
+    gap_noise: float | None = Field(
+        default=None,
+        description="Binomial standard error of the accuracy gap from the test-set size "
+        "(evaluation.test.num_examples).",
+    )
     prediction: MemberPrediction | None = None
 
 
@@ -96,6 +128,40 @@ class LooErrorReport(BaseModel):
     mae: float = Field(description="Leave-one-out mean absolute error.")
     rmse: float = Field(description="Leave-one-out root mean squared error.")
     n: int
+    se: float | None = Field(
+        default=None,
+        description="Standard error of the MAE over the models (over the groups left out "
+        "together).",
+    )
+
+
+class Significance(BaseModel):
+    """Permutation and bootstrap tests of one feature's ranking of the gaps."""
+
+    method: Literal["exact", "monte_carlo"] = Field(
+        description="exact: every permutation of the gaps enumerated (up to 8 models); "
+        "monte_carlo: random permutations from a seeded generator, p = (b + 1)/(m + 1)."
+    )
+    permutations: int
+    tau_p: float | None = Field(description="Two-sided permutation p-value of Kendall τ.")
+    tau_p_adjusted: float | None = Field(
+        description="tau_p after Holm's correction across the study's measures (measures only)."
+    )
+    psi_p: float | None = Field(description="Two-sided permutation p-value of Ψ.")
+    psi_p_adjusted: float | None = Field(
+        description="psi_p after Holm's correction across the study's measures."
+    )
+    tau_interval: list[float] | None = Field(
+        description="95% bootstrap percentile interval of τ (models, or groups, resampled)."
+    )
+    vs_best_baseline_p: float | None = Field(
+        description="One-sided bootstrap p-value that |τ| exceeds the best baseline's |τ| "
+        "(the best one in each resample); measures only."
+    )
+    beats_p: float | None = Field(
+        description="max(tau_p, vs_best_baseline_p) after Holm's correction across the "
+        "measures: significant when ≤ alpha."
+    )
 
 
 class HyperparameterTau(BaseModel):
@@ -131,6 +197,7 @@ class FeatureReport(BaseModel):
     loo: LooErrorReport | None = Field(
         description="LOO error of a ridge predictor of the gap from this value alone."
     )
+    significance: Significance | None = None
 
 
 class PredictorReport(BaseModel):
@@ -147,15 +214,62 @@ class PredictorReport(BaseModel):
     )
 
 
+class LooMargin(BaseModel):
+    difference: float = Field(description="The rival's LOO MAE minus the measure predictor's.")
+    se: float = Field(description="Standard error of that difference (paired over models).")
+
+
 class BaselineComparison(BaseModel):
-    by_tau: bool | None = Field(description="Some measure has a larger |τ| than every baseline.")
+    beats: bool = Field(
+        description="by_tau and by_loo: a measure beats the best baseline significantly after "
+        "Holm's correction, and the measure predictor beats both the baseline and the mean-gap "
+        "predictor by more than a standard error."
+    )
+    by_tau: bool | None = Field(
+        description="Some measure's τ is significant and its |τ| significantly exceeds the "
+        "best baseline's, both after Holm's correction across the measures (beats_p ≤ alpha)."
+    )
     by_loo: bool | None = Field(
-        description="The measure predictor's LOO MAE is below the baseline and constant ones."
+        description="The measure predictor's LOO MAE is below the baseline and the mean-gap "
+        "predictors' by more than the standard error of each difference."
+    )
+    measure: str | None = Field(default=None, description="The measure with the smallest beats_p.")
+    p_value: float | None = Field(default=None, description="Its beats_p (Holm-adjusted).")
+    alpha: float = Field(description="Significance level of the tests.")
+    vs_constant: LooMargin | None = None
+    vs_baselines: LooMargin | None = None
+
+
+class NoiseFloor(BaseModel):
+    """How much the accuracy gaps would differ from test-set sampling alone."""
+
+    models: int = Field(description="Observed models whose test-set size is known.")
+    min_test_examples: int
+    max_test_examples: int
+    noise_sd: float = Field(description="√(mean of the gaps' binomial variances).")
+    gap_sd: float = Field(description="Standard deviation of the observed gaps.")
+    statistic: float = Field(
+        description="Σ (gapᵢ − weighted mean)² / seᵢ², χ² with models − 1 degrees of freedom "
+        "if the true gaps were all equal."
+    )
+    critical: float = Field(description="Its 95% quantile.")
+    within: bool = Field(
+        description="The spread is within the noise floor (statistic ≤ critical): the gaps' "
+        "differences may be test-set sampling noise."
     )
 
 
 class StudyAnalysis(BaseModel):
-    n_models: int = Field(description="Observed models (succeeded, with a gap).")
+    n_models: int = Field(
+        description="Observed models (succeeded, with a gap), jobs on one uploaded model "
+        "counted once."
+    )
+    n_members: int = Field(description="Observed member jobs (duplicates counted).")
+    groups: int = Field(description="Groups left out together (independent units).")
+    duplicates: list[list[str]] = Field(
+        default_factory=list,
+        description="Member jobs on one uploaded model, merged into one model (mean values).",
+    )
     hyperparameters: list[str]
     measures: list[FeatureReport]
     baselines: list[FeatureReport]
@@ -164,6 +278,15 @@ class StudyAnalysis(BaseModel):
     constant_predictor: LooErrorReport = Field(description="Predicting the mean gap.")
     best_measure: str | None = Field(description="The measure with the largest |τ|.")
     beats_baselines: BaselineComparison
+    predictor_beats_mean_gap: bool | None = Field(
+        default=None,
+        description="The predictor used for the members' predictions has a lower LOO MAE than "
+        "predicting the mean gap; when false no prediction is calibrated.",
+    )
+    noise_floor: NoiseFloor | None = Field(
+        default=None, description="Accuracy gaps with known test-set sizes only."
+    )
+    warnings: list[str] = Field(default_factory=list)
     verdict: str
 
 

@@ -95,6 +95,9 @@ def evaluate(record: StudyRecord, jobs: JobStore) -> tuple[Study, Outcome | None
                 state=m.state,  # type: ignore[arg-type]
                 gap=m.gap,
                 gap_source=m.gap_source,
+                model=m.model,
+                group=e.group,
+                gap_noise=m.noise_se,
                 prediction=predictions.get(e.job),
             )
             for e, m in zip(record.jobs, members, strict=True)
@@ -184,6 +187,24 @@ def _extras(job: Job) -> str:
     return (" " + "; ".join(words) + ".") if words else ""
 
 
+def _uncalibrated(pred: Any, outcome: Outcome) -> str:
+    """Why a study's prediction for a job is not served as calibrated."""
+    if outcome.analysis.predictor_beats_mean_gap is False:
+        const = outcome.analysis.constant_predictor.mae
+        mean = f"{outcome.mean_gap:.3g}" if outcome.mean_gap is not None else "n/a"
+        return (
+            f"the study's predictor does no better than predicting the mean gap ({mean}; "
+            f"leave-one-out MAE {const:.3g}), so it gives no calibrated prediction "
+            f"({outcome.basis})"
+        )
+    ranges = "; ".join(f"{k} in [{v[0]:.4g}, {v[1]:.4g}]" for k, v in pred.outside_range.items())
+    interval = f"[{pred.interval[0]:.3g}, {pred.interval[1]:.3g}]" if pred.interval else "unbounded"
+    return (
+        f"this job lies outside the study's range ({ranges}): its prediction {pred.gap:.3g}, "
+        f"interval {interval}, is an extrapolation without a coverage guarantee"
+    )
+
+
 class Predictor:
     """Fills `Job.prediction`, evaluating each study at most once per instance (one request)."""
 
@@ -207,6 +228,11 @@ class Predictor:
             study, outcome = found
             member = next((m for m in study.members if m.job == job.id), None)
             pred = member.prediction if member else None
+            if outcome is not None and pred is not None and not pred.calibrated:
+                reasons.append(
+                    f"in study '{study.name}' ({study.id}) {_uncalibrated(pred, outcome)}"
+                )
+                continue
             if outcome is not None and pred is not None:
                 how = (
                     "its own gap was left out of the fit, and the interval is split conformal "

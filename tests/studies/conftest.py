@@ -12,7 +12,6 @@ from tasks.jobstore import JobStore
 from tasks.spec import JobSpec, JobStatus
 from tests.api.conftest import api_redis_url, app, client, data_root, settings  # noqa: F401
 
-MODEL = "a" * 64
 DATASET = "b" * 64
 
 
@@ -21,17 +20,22 @@ class Jobs:
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
+        self.count = 0
 
     def add(
         self,
         results: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
         status: JobStatus = JobStatus.succeeded,
+        model: str | None = None,
     ) -> str:
+        """A job on `model`, by default a model of its own (jobs on one model are duplicates
+        to a study)."""
         names = list(results or {"lambda_max": 0})
+        self.count += 1
         spec = JobSpec.model_validate(
             {
-                "model": MODEL,
+                "model": model or f"{self.count:064x}",
                 "dataset": {"id": DATASET},
                 "measures": [{"name": n} for n in names if n in _KNOWN] or [{"name": "trace"}],
             }

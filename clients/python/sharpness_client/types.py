@@ -320,6 +320,7 @@ class StudyJob(_Model):
     hyperparameters: dict[str, int | float | str] = Field(default_factory=dict)
     test_accuracy: float | None = None
     test_loss: float | None = None
+    group: str | None = None  # models held out together (e.g. seeds of one configuration)
 
 
 class StudyCreate(_Model):
@@ -353,6 +354,9 @@ class MemberPrediction(_Model):
     level: float
     kind: Literal["leave_one_out", "new"]
     note: str | None = None
+    calibrated: bool = True
+    extrapolation: bool = False
+    outside_range: dict[str, list[float]] = Field(default_factory=dict)
 
 
 class StudyMember(_Model):
@@ -363,6 +367,9 @@ class StudyMember(_Model):
     state: Literal["waiting", "observed", "to_predict", "failed", "missing"]
     gap: float | None = None
     gap_source: str | None = None
+    model: str | None = None
+    group: str | None = None
+    gap_noise: float | None = None
     prediction: MemberPrediction | None = None
 
 
@@ -370,6 +377,22 @@ class LooErrorReport(_Model):
     mae: float
     rmse: float
     n: int
+    se: float | None = None
+
+
+class Significance(_Model):
+    """Permutation p-values of τ and Ψ (exact up to 8 models), Holm-adjusted across the
+    measures, a bootstrap interval of τ, and the test against the best baseline."""
+
+    method: Literal["exact", "monte_carlo"]
+    permutations: int
+    tau_p: float | None
+    tau_p_adjusted: float | None
+    psi_p: float | None
+    psi_p_adjusted: float | None
+    tau_interval: list[float] | None
+    vs_best_baseline_p: float | None
+    beats_p: float | None
 
 
 class HyperparameterTau(_Model):
@@ -398,6 +421,7 @@ class FeatureReport(_Model):
     granulated: GranulatedKendall
     cmi: ConditionalMIReport
     loo: LooErrorReport | None
+    significance: Significance | None = None
 
 
 class PredictorReport(_Model):
@@ -408,13 +432,43 @@ class PredictorReport(_Model):
     interval_coverage: float | None
 
 
+class LooMargin(_Model):
+    difference: float
+    se: float
+
+
 class BaselineComparison(_Model):
+    """beats: a measure beats the best baseline significantly (Holm-corrected) and the measure
+    predictor beats the baseline and mean-gap predictors by more than a standard error."""
+
+    beats: bool
     by_tau: bool | None
     by_loo: bool | None
+    measure: str | None = None
+    p_value: float | None = None
+    alpha: float
+    vs_constant: LooMargin | None = None
+    vs_baselines: LooMargin | None = None
+
+
+class NoiseFloor(_Model):
+    """The accuracy gaps' spread against the binomial noise of the test sets."""
+
+    models: int
+    min_test_examples: int
+    max_test_examples: int
+    noise_sd: float
+    gap_sd: float
+    statistic: float
+    critical: float
+    within: bool
 
 
 class StudyAnalysis(_Model):
     n_models: int
+    n_members: int
+    groups: int
+    duplicates: list[list[str]] = Field(default_factory=list)
     hyperparameters: list[str]
     measures: list[FeatureReport]
     baselines: list[FeatureReport]
@@ -423,6 +477,9 @@ class StudyAnalysis(_Model):
     constant_predictor: LooErrorReport
     best_measure: str | None
     beats_baselines: BaselineComparison
+    predictor_beats_mean_gap: bool | None = None
+    noise_floor: NoiseFloor | None = None
+    warnings: list[str] = Field(default_factory=list)
     verdict: str
 
 
@@ -456,11 +513,13 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "LooErrorReport",
+    "LooMargin",
     "MeasureInfo",
     "MeasureProgress",
     "MeasureRequest",
     "MeasureResult",
     "MemberPrediction",
+    "NoiseFloor",
     "ModelInfo",
     "Prediction",
     "PredictorReport",
@@ -469,6 +528,7 @@ __all__ = [
     "QueueStatus",
     "Ready",
     "RunningJob",
+    "Significance",
     "Study",
     "StudyAnalysis",
     "StudyCreate",

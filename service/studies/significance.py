@@ -1,0 +1,271 @@
+"""Is a measure's ranking of the gaps more than chance, and more than a baseline's?
+
+All tests here resample or permute whole models, never compute an asymptotic formula, so they
+hold at the small sizes studies have:
+
+- **Permutation p-values** for Kendall τ-b and granulated Ψ against "the measure tells
+  nothing about the gap": the gaps are permuted over the models and the statistic recomputed.
+  Two-sided: p = P(|T_perm| ≥ |T_obs|). Up to EXACT_MAX_N models every permutation is
+  enumerated (p is exact: at n = 4, τ = 1 gives 2/24 = 1/12); beyond, `permutations` random
+  permutations from a seeded generator give p = (b + 1)/(m + 1), b the number of permuted
+  statistics at least as extreme (a valid p-value for any m, Phipson & Smyth 2010). The
+  same permutations of the gaps serve every feature, so one pass scores them all.
+- **Bootstrap intervals** for τ: the percentile interval over resamples of the models (of
+  whole groups of models when the study declares seed groups or has duplicates), and the
+  one-sided bootstrap p-value that a measure's |τ| exceeds the *best* baseline's,
+  D = |τ_measure| − maxᵦ |τ_b|, p = (1 + #{D* ≤ 0}) / (B + 1). The baseline is the best one
+  in each resample, so choosing it after the fact is paid for.
+- **Holm's step-down correction** across the study's measures, so that looking at many
+  measures and keeping the best does not manufacture a discovery.
+
+A resample with repeats is handled with pair weights: model i drawn wᵢ times contributes
+wᵢwⱼ copies of the pair (i, j), and a model's copies with each other are ties in both
+coordinates (they add nothing to τ-b's numerator or to its untied counts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.studies.ranking import _canon, hyperparameter_names
+
+ALPHA = 0.05
+EXACT_MAX_N = 8
+PERMUTATIONS = 1999
+BOOTSTRAP = 999
+SEED = 0
+# Work budget (permutations × pairs) above which fewer random permutations are drawn.
+_PAIR_BUDGET = 6e7
+_MIN_PERMUTATIONS = 499
+_CHUNK = 2_000_000  # elements of a (permutations × pairs) block held at once
+
+
+@dataclass
+class PermutationTest:
+    p_tau: list[float | None]  # one per feature
+    p_psi: list[float | None]
+    method: str  # "exact" or "monte_carlo"
+    permutations: int
+
+
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.triu_indices(n, k=1)
+    return a, b
+
+
+def _signs(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sign(v[..., a] − v[..., b]) as float32."""
+    return np.sign(v[..., a] - v[..., b]).astype(np.float32)
+
+
+def _tau_rows(sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+    """τ-b of each row of sy (k, P) against each column of sx (P, F): (k, F); NaN where the
+    gaps are all tied (τ undefined), 0 where the feature is constant and the gaps are not."""
+    num = sy @ sx
+    uy = np.count_nonzero(sy, axis=1).astype(float)[:, None]
+    ux = np.count_nonzero(sx, axis=0).astype(float)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = num / np.sqrt(uy * ux)
+    tau = np.where(ux == 0, 0.0, tau)
+    return np.where(uy == 0, np.nan, tau)
+
+
+def permutation_matrix(n: int, permutations: int = PERMUTATIONS, seed: int = SEED) -> np.ndarray:
+    """Every permutation of range(n) (n ≤ EXACT_MAX_N), else `permutations` random ones."""
+    if n <= EXACT_MAX_N:
+        return np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return rng.permuted(np.tile(np.arange(n), (permutations, 1)), axis=1)
+
+
+def _draws(n: int) -> int:
+    pairs = n * (n - 1) / 2
+    return int(max(_MIN_PERMUTATIONS, min(PERMUTATIONS, _PAIR_BUDGET / max(pairs, 1.0))))
+
+
+def _groups(hps: Sequence[Mapping]) -> list[list[np.ndarray]]:
+    """For each hyperparameter that varies: the index arrays of the groups (≥ 2 models) that
+    agree on every other hyperparameter (ranking.granulated_kendall's groups)."""
+    names = hyperparameter_names(hps)
+    out = []
+    for name in names:
+        if len({_canon(h.get(name)) for h in hps}) < 2:
+            continue
+        others = [o for o in names if o != name]
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for idx, h in enumerate(hps):
+            groups[tuple(_canon(h.get(o)) for o in others)].append(idx)
+        out.append([np.array(g) for g in groups.values() if len(g) >= 2])
+    return out
+
+
+def _psi_rows(yp: np.ndarray, x: np.ndarray, hp_groups: list[list[np.ndarray]]) -> np.ndarray:
+    """Ψ of each row of the permuted gaps yp (k, n) against each feature column of x (n, F),
+    as ranking.granulated_kendall computes it: (k, F), NaN where Ψ is undefined."""
+    k, f = yp.shape[0], x.shape[1]
+    psi_sum = np.zeros((k, f))
+    psi_count = np.zeros((k, f))
+    for groups in hp_groups:
+        tau_sum = np.zeros((k, f))
+        tau_count = np.zeros((k, f))
+        for idx in groups:
+            a, b = _pairs(idx.size)
+            sx = _signs(x[idx].T, a, b).T  # (P, F)
+            tau = _tau_rows(_signs(yp[:, idx], a, b), sx)
+            ok = np.isfinite(tau)
+            tau_sum += np.where(ok, tau, 0.0)
+            tau_count += ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            psi_i = tau_sum / tau_count
+        ok = tau_count > 0
+        psi_sum += np.where(ok, psi_i, 0.0)
+        psi_count += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(psi_count > 0, psi_sum / psi_count, np.nan)
+
+
+def permutation_test(
+    x: np.ndarray,
+    y: np.ndarray,
+    hps: Sequence[Mapping],
+    tau_obs: Sequence[float | None],
+    psi_obs: Sequence[float | None],
+    seed: int = SEED,
+) -> PermutationTest:
+    """Two-sided permutation p-values of τ and Ψ for every column of x (n, F, all finite)
+    against the gaps y (n,), with the observed statistics given (module docstring)."""
+    n, f = x.shape
+    exact = n <= EXACT_MAX_N
+    m = _draws(n)
+    perms = permutation_matrix(n, m, seed)
+    a, b = _pairs(n)
+    sx = _signs(x.T, a, b).T
+    hp_groups = _groups(hps)
+    t_obs = np.array([np.nan if t is None else abs(t) for t in tau_obs])
+    s_obs = np.array([np.nan if s is None else abs(s) for s in psi_obs])
+    tol = 1e-9
+    ge_tau = np.zeros(f)
+    ge_psi = np.zeros(f)
+    chunk = max(1, int(_CHUNK // max(a.size, 1)))
+    for start in range(0, perms.shape[0], chunk):
+        yp = y[perms[start : start + chunk]]
+        tau = _tau_rows(_signs(yp, a, b), sx)
+        ge_tau += np.sum(np.nan_to_num(np.abs(tau), nan=0.0) >= t_obs - tol, axis=0)
+        if hp_groups:
+            psi = _psi_rows(yp, x, hp_groups)
+            ge_psi += np.sum(np.nan_to_num(np.abs(psi), nan=0.0) >= s_obs - tol, axis=0)
+    total = perms.shape[0]
+
+    def p(ge: np.ndarray, obs: np.ndarray) -> list[float | None]:
+        out: list[float | None] = []
+        for g, o in zip(ge, obs, strict=True):
+            if not math.isfinite(o):
+                out.append(None)
+            else:
+                out.append(float(g / total) if exact else float((g + 1) / (total + 1)))
+        return out
+
+    return PermutationTest(
+        p_tau=p(ge_tau, t_obs),
+        p_psi=p(ge_psi, s_obs) if hp_groups else [None] * f,
+        method="exact" if exact else "monte_carlo",
+        permutations=total,
+    )
+
+
+def bootstrap_weights(groups: np.ndarray, draws: int = BOOTSTRAP, seed: int = SEED) -> np.ndarray:
+    """(draws, n) counts: how often each model enters a resample of the groups (drawn with
+    replacement, as many as there are groups; a model counts as often as its group)."""
+    labels, inverse = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(seed + 1)
+    counts = rng.multinomial(labels.size, np.full(labels.size, 1.0 / labels.size), size=draws)
+    return counts[:, inverse].astype(float)
+
+
+def bootstrap_taus(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """τ-b of each feature column of x (n, F; NaN = missing) against y in each weighted
+    resample: (draws, F), NaN where undefined."""
+    n, f = x.shape
+    a, b = _pairs(n)
+    present = np.isfinite(x)
+    valid = (present[a] & present[b]).astype(float)  # (P, F)
+    sx = np.where(valid > 0, np.sign(np.nan_to_num(x[a]) - np.nan_to_num(x[b])), 0.0)
+    sy = np.sign(y[a] - y[b])[:, None]  # (P, 1)
+    out = np.empty((weights.shape[0], f))
+    chunk = max(1, int(_CHUNK // max(a.size, 1)))
+    for start in range(0, weights.shape[0], chunk):
+        w = weights[start : start + chunk]
+        w2 = w[:, a] * w[:, b]  # (k, P)
+        num = w2 @ (sx * sy)
+        ux = w2 @ np.abs(sx)
+        uy = w2 @ (np.abs(sy) * valid)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tau = num / np.sqrt(ux * uy)
+        tau = np.where((ux == 0) & (uy > 0), 0.0, tau)
+        out[start : start + chunk] = np.where(uy == 0, np.nan, tau)
+    return out
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float] | None:
+    s = samples[np.isfinite(samples)]
+    if s.size < 10:
+        return None
+    lo, hi = np.quantile(s, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def beats_best_baseline_p(measure: np.ndarray, baselines: np.ndarray) -> float:
+    """One-sided bootstrap p-value of |τ_measure| > maxᵦ |τ_b| from the resampled τ's:
+    measure (draws,), baselines (draws, B)."""
+    d = np.abs(np.nan_to_num(measure)) - np.max(np.abs(np.nan_to_num(baselines)), axis=1)
+    return float((1 + np.count_nonzero(d <= 0)) / (d.size + 1))
+
+
+def holm(p: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None stays None and does not count in the family):
+    the i-th smallest becomes maxⱼ≤ᵢ min(1, (k − j + 1) p₍ⱼ₎)."""
+    idx = [i for i, v in enumerate(p) if v is not None]
+    k = len(idx)
+    order = sorted(idx, key=lambda i: p[i])  # type: ignore[arg-type, return-value]
+    out: list[float | None] = [None] * len(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (k - rank) * float(p[i])))  # type: ignore[arg-type]
+        out[i] = running
+    return out
+
+
+def paired_margin(rival: np.ndarray, mine: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """How much smaller my absolute LOO residuals are than a rival's, on average over the
+    models, and the standard error of that mean difference (over groups of models, the unit
+    that was left out together): (MAE_rival − MAE_mine, SE)."""
+    d = np.abs(rival) - np.abs(mine)
+    labels, inverse = np.unique(groups, return_inverse=True)
+    g = labels.size
+    per_group = np.bincount(inverse, weights=d) / np.bincount(inverse)
+    sizes = np.bincount(inverse)
+    diff = float(np.mean(d))
+    if g < 2:
+        return diff, math.inf
+    # a group mean's contribution to the overall mean is weighted by its size
+    contrib = sizes * (per_group - diff) / d.size
+    se = float(math.sqrt(g / (g - 1) * np.sum(contrib**2)))
+    return diff, se
+
+
+def loo_se(residuals: np.ndarray, groups: np.ndarray) -> float:
+    """Standard error of the LOO mean absolute error (over the groups of models)."""
+    r = np.abs(residuals)
+    return paired_margin(r, np.zeros_like(r), groups)[1]
+
+
+def chi2_upper(k: int, z: float = 1.6448536269514722) -> float:
+    """The upper quantile of χ² with k degrees of freedom (Wilson–Hilferty; 1.645 = 95%)."""
+    c = 2.0 / (9.0 * k)
+    return k * (1.0 - c + z * math.sqrt(c)) ** 3
