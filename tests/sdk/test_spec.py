@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
+from pydantic import BaseModel
 
-from sharpness_client import cli
+from sharpness_client import Client, cli
 from sharpness_client._convert import arrays_to_npz
 from sharpness_client._inputs import data_plan, model_plan
 from sharpness_client._spec import build_spec
-from sharpness_client.types import DatasetInfo, DatasetRef, MeasureRequest
+from sharpness_client.resources.jobs import AsyncJobs, Jobs
+from sharpness_client.types import (
+    DatasetInfo,
+    DatasetRef,
+    JobSpec,
+    MeasureRequest,
+    StudyCreate,
+    StudyJob,
+    TrajectoryCheckpoint,
+    TrajectorySpec,
+)
+from tests.sdk.scripted_server import Reply, scripted
 
 M, D = "a" * 64, "b" * 64
 
@@ -89,3 +106,85 @@ def test_cli_usage_error_exit_code() -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["measure", "model.pt2"])  # --data and --measure missing
     assert info.value.code == cli.EXIT_USAGE
+
+
+# ---------------------------------------------------------------- defaults stay the server's
+def test_job_request_carries_only_what_the_caller_set() -> None:
+    """Fields the caller leaves out are not sent, so the server's defaults apply to them."""
+    job = {
+        "id": "0" * 32,
+        "status": "queued",
+        "queue": "cpu",
+        "created_at": "2026-01-01T00:00:00Z",
+        "spec": {"model": M, "dataset": {"id": D}, "measures": [{"name": "lambda_max"}]},
+    }
+    with scripted([Reply(202, job)]) as server, Client(server.url, max_retries=0) as client:
+        client.jobs.create(model=M, dataset=D, measures=["lambda_max"])
+        client.jobs.create(
+            model=M,
+            dataset={"id": D, "max_samples": 10},
+            measures=["trace"],
+            params={"trace": {"num_hvps": 20}},
+            batch_size=64,
+            loss="mse",
+            labels={"run": "r1"},
+        )
+    bare, full = (json.loads(seen.body) for seen in server.seen)
+    assert bare == {"model": M, "dataset": {"id": D}, "measures": [{"name": "lambda_max"}]}
+    assert full == {
+        "model": M,
+        "dataset": {"id": D, "max_samples": 10, "batch_size": 64},
+        "measures": [{"name": "trace", "params": {"num_hvps": 20}}],
+        "loss": "mse",
+        "labels": {"run": "r1"},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    return yaml.safe_load((root / "openapi.yaml").read_text())["components"]["schemas"]
+
+
+REQUEST_MODELS = [
+    DatasetRef,
+    MeasureRequest,
+    JobSpec,
+    TrajectoryCheckpoint,
+    TrajectorySpec,
+    StudyJob,
+    StudyCreate,
+]
+
+
+@pytest.mark.parametrize("model", REQUEST_MODELS, ids=lambda m: m.__name__)
+def test_sdk_defaults_are_the_servers(model: type[BaseModel]) -> None:
+    """Every default left in the SDK's request types equals openapi.yaml's, so what the SDK
+    shows as a default is what the server applies."""
+    props = _schemas()[model.__name__]["properties"]
+    wrong = []
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        schema = props.get(name, {})
+        expected = schema.get("default")
+        if default in (None, {}, []) and "default" not in schema:
+            continue  # optional, or an empty default_factory (openapi.yaml shows neither)
+        if default != expected:
+            wrong.append(f"{name}: SDK {default!r}, openapi.yaml {expected!r}")
+    assert not wrong, f"{model.__name__}: " + "; ".join(wrong)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [Jobs.create, AsyncJobs.create, Client.measure],
+    ids=["Jobs.create", "AsyncJobs.create", "Client.measure"],
+)
+def test_spec_arguments_default_to_unset(method: Any) -> None:
+    """The job spec's keyword arguments default to None (not sent), never to a value."""
+    spec_fields = set(JobSpec.model_fields) | {"batch_size", "max_samples", "params"}
+    params = inspect.signature(method).parameters
+    defaults = {
+        n: p.default for n, p in params.items() if n in spec_fields and p.default is not p.empty
+    }
+    assert defaults and all(v is None for v in defaults.values()), defaults

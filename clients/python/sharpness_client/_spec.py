@@ -53,7 +53,9 @@ def measure_requests(
             req = m.model_copy(deep=True)
         else:
             req = MeasureRequest.model_validate(dict(m))
-        req.params = {**req.params, **params.pop(req.name, {})}
+        extra = params.pop(req.name, {})
+        if extra:
+            req.params = {**req.params, **extra}
         out.append(req)
     if params:
         raise ValueError(f"params given for measures not requested: {', '.join(sorted(params))}")
@@ -75,13 +77,16 @@ def build_spec(
     eval_dataset: DatasetLike | None = None,
     initial_model: str | ModelInfo | None = None,
 ) -> JobSpec:
-    """`batch_size` applies to both datasets; `max_samples` to the training data only."""
+    """`batch_size` applies to both datasets; `max_samples` to the training data only. Only
+    the arguments given are set on the spec, so a request built from it (sent with
+    `exclude_unset`) leaves every other field to the server's defaults."""
     fields: dict[str, Any] = {
         "model": model_id(model),
         "dataset": dataset_ref(dataset, batch_size=batch_size, max_samples=max_samples),
         "measures": measure_requests(measures, params),
-        "labels": dict(labels or {}),
     }
+    if labels:
+        fields["labels"] = dict(labels)
     if eval_dataset is not None:
         fields["eval_dataset"] = dataset_ref(eval_dataset, batch_size=batch_size)
     if initial_model is not None:

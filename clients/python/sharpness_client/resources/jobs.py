@@ -22,7 +22,8 @@ POLL_GROWTH = 1.5
 
 def _create(spec: JobSpec, idempotency_key: str | None) -> Request:
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    body = spec.model_dump(mode="json", exclude_none=True)
+    # only what the caller set: fields left out take the server's defaults (GET /openapi.json)
+    body = spec.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     return Request("POST", "/v1/jobs", json=body, headers=headers)
 
 
