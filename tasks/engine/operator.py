@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from tasks.engine.problem import HessianProblem, is_scripted, second_order_kernels
+from tasks.engine.problem import HessianProblem, is_scripted
 
 Backend = Literal["auto", "cached", "per_batch", "func"]
 
@@ -160,7 +160,7 @@ class HessianOperator:
 
     def _hvp_func(self, V: Tensor) -> Tensor:
         """Forward-over-reverse: jvp of grad, vmapped over the k columns of V."""
-        from torch.func import functional_call, grad, jvp, vjp, vmap
+        from torch.func import grad, jvp, vjp, vmap
 
         p = self.problem
         if self._func_module is None:
@@ -175,9 +175,7 @@ class HessianOperator:
 
             def loss_of(flat: Tensor, batch=batch) -> Tensor:
                 params = dict(zip(p.names, p.unflatten(flat), strict=True))
-                with second_order_kernels():
-                    outputs = functional_call(module, params, (batch.inputs,))
-                return p.loss_fn(outputs, batch.targets)
+                return p.loss_fn(p.forward(batch, module, params), batch.targets)
 
             def hvp_fwd(col: Tensor, loss_of=loss_of) -> Tensor:
                 return jvp(grad(loss_of), (primal,), (col,))[1]
@@ -234,8 +232,6 @@ def dense_hessian(problem: HessianProblem) -> Tensor:
         eye = torch.eye(p.dim, dtype=torch.float64, device=p.device)
         H = torch.stack([op.matvec(eye[:, i]) for i in range(p.dim)], dim=1)
         return 0.5 * (H + H.T)
-    from torch.func import functional_call
-
     primal = p.flatten([q.detach() for q in p.params])
     module = copy.deepcopy(p.module)  # functional_call may untie aliased parameters
 
@@ -243,9 +239,7 @@ def dense_hessian(problem: HessianProblem) -> Tensor:
         params = dict(zip(p.names, p.unflatten(flat), strict=True))
         total = 0.0
         for batch, w in zip(p.batches, p.weights, strict=True):
-            with second_order_kernels():
-                outputs = functional_call(module, params, (batch.inputs,))
-            total = total + w * p.loss_fn(outputs, batch.targets)
+            total = total + w * p.loss_fn(p.forward(batch, module, params), batch.targets)
         return total
 
     H = torch.autograd.functional.hessian(total_loss, primal).double()

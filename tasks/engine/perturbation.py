@@ -55,7 +55,7 @@ def subset(problem: HessianProblem, max_examples: int | None) -> list[Batch]:
         take = min(b.size, max_examples - have)
         if take <= 0:
             break
-        out.append(b if take == b.size else Batch(b.inputs[:take], b.targets[:take]))
+        out.append(b if take == b.size else b.slice(0, take))
         have += take
     return out
 

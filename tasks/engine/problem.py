@@ -1,44 +1,166 @@
 """The objective every measure looks at: the mean loss over a whole dataset.
 
-    L(w) = Σ_b (n_b / N) · ℓ_b(w),      ℓ_b = mean loss over the n_b examples of batch b
+    L(w) = Σ_b (m_b / M) · ℓ_b(w),      ℓ_b = mean loss over the m_b counted targets of batch b
 
-so uneven batches (500 + 12 examples) give exactly the loss of one batch of 512. The Hessian of
-every measure is ∇²L with respect to a chosen block of parameters (all of them by default).
+A counted target is one example's label for a classifier, one token position whose label is not
+-100 for a language model, one element for `mse` (tasks.engine.losses says how each layout is
+read). So uneven batches (500 + 12 examples) give exactly the loss of one batch of 512, and a
+batch of padding counts for nothing. The Hessian of every measure is ∇²L with respect to a
+chosen block of parameters (all of them by default), each tied weight once
+(tasks.engine.parameters).
+
+Inputs reach the model as the model expects them: one tensor, a tuple of positional inputs, or
+a dict of keyword inputs (input_ids and attention_mask). Outputs may be a tensor, a tuple, a
+dict or a Hugging Face ModelOutput: the logits are taken (`logits`, else the first tensor; an
+`output_key` chooses another).
 
 The model runs in eval mode unless asked otherwise: dropout off, BatchNorm on its running
 statistics, so the Hessian is a property of the weights and not of how the data was batched.
-Train mode is allowed; it warns, because the result then depends on batch composition, and the
-problem restores BatchNorm's running statistics afterwards so the caller's model is unchanged.
+Train mode is allowed; it warns, because the result then depends on batch composition. In
+train mode every forward pass runs on private copies of the buffers, so BatchNorm normalises
+with batch statistics, the running statistics are never changed by a measurement, and no
+in-place update sits in autograd's way. A torch.export program has its mode written in its
+graph: it is read from there and rewritten to the requested mode where the graph allows.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-LossName = Literal["cross_entropy", "mse"]
+from tasks.engine import exported
+from tasks.engine.losses import ClassDim, LossName, Objective
+from tasks.engine.parameters import parameter_blocks, select_parameters, tie_aliases
+
+__all__ = [
+    "Batch",
+    "HessianProblem",
+    "Inputs",
+    "LossName",
+    "Mode",
+    "TrainModeWarning",
+    "as_module",
+    "call_module",
+    "is_scripted",
+    "loss_function",
+    "parameter_blocks",
+    "second_order_kernels",
+    "select_output",
+    "select_parameters",
+]
+
 Mode = Literal["eval", "train"]
+Inputs = Tensor | tuple[Tensor, ...] | dict[str, Tensor]
 
 
 class TrainModeWarning(UserWarning):
     """Raised as a warning when curvature is measured in train mode."""
 
 
+def _tensors(inputs: Inputs) -> list[Tensor]:
+    if isinstance(inputs, Tensor):
+        return [inputs]
+    if isinstance(inputs, Mapping):
+        return list(inputs.values())
+    return list(inputs)
+
+
+def _map(inputs: Inputs, fn: Callable[[Tensor], Tensor]) -> Inputs:
+    if isinstance(inputs, Tensor):
+        return fn(inputs)
+    if isinstance(inputs, Mapping):
+        return {k: fn(v) for k, v in inputs.items()}
+    return tuple(fn(v) for v in inputs)
+
+
 @dataclass(frozen=True)
 class Batch:
-    inputs: Tensor
+    """Inputs (a tensor, a tuple of positional tensors or a dict of keyword tensors, all with
+    the examples on dim 0) and the targets of the same examples."""
+
+    inputs: Inputs
     targets: Tensor
 
     @property
     def size(self) -> int:
-        return int(self.inputs.shape[0])
+        return int(_tensors(self.inputs)[0].shape[0])
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(_map(self.inputs, lambda t: t.to(device)), self.targets.to(device))
+
+    def slice(self, start: int, stop: int) -> Batch:
+        return Batch(_map(self.inputs, lambda t: t[start:stop]), self.targets[start:stop])
+
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        """One batch of all examples of `batches`, in order."""
+        first = batches[0].inputs
+        if isinstance(first, Tensor):
+            inputs: Inputs = torch.cat([b.inputs for b in batches])  # type: ignore[misc]
+        elif isinstance(first, Mapping):
+            inputs = {k: torch.cat([b.inputs[k] for b in batches]) for k in first}  # type: ignore[index]
+        else:
+            inputs = tuple(
+                torch.cat([b.inputs[i] for b in batches])  # type: ignore[index]
+                for i in range(len(first))
+            )
+        return Batch(inputs, torch.cat([b.targets for b in batches]))
+
+
+def call_module(module: nn.Module, inputs: Inputs) -> Any:
+    """Call the model with its inputs as it expects them: one, positional, or by keyword."""
+    if isinstance(inputs, Tensor):
+        return module(inputs)
+    if isinstance(inputs, Mapping):
+        return module(**inputs)
+    return module(*inputs)
+
+
+def select_output(out: Any, key: str | None = None) -> Tensor:
+    """The logits of whatever the model returned.
+
+    A tensor is itself; a dict or ModelOutput gives `key`, else 'logits', else its first
+    tensor; a tuple or list gives item `key` (an index) or its first tensor."""
+    if isinstance(out, Tensor):
+        if key not in (None, "0"):
+            raise ValueError(f"output_key {key!r}: the model returns a single tensor")
+        return out
+    if isinstance(out, Mapping):
+        if key is not None:
+            if key not in out:
+                raise ValueError(f"output_key {key!r}: the model's outputs are {list(out)}")
+            return _as_tensor(out[key], key)
+        if isinstance(out.get("logits"), Tensor):
+            return out["logits"]
+        for v in out.values():
+            if isinstance(v, Tensor):
+                return v
+        raise ValueError(f"the model returns no tensor among {list(out)}")
+    if isinstance(out, (tuple, list)):
+        if key is not None:
+            if not key.isdigit() or int(key) >= len(out):
+                raise ValueError(
+                    f"output_key {key!r}: the model returns a sequence of {len(out)} items; "
+                    "give an index"
+                )
+            return _as_tensor(out[int(key)], key)
+        for v in out:
+            if isinstance(v, Tensor):
+                return v
+        raise ValueError("the model returns a sequence with no tensor in it")
+    raise ValueError(f"the model returns {type(out).__name__}, not a tensor")
+
+
+def _as_tensor(value: Any, key: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise ValueError(f"output_key {key!r} is a {type(value).__name__}, not a tensor")
+    return value
 
 
 def as_module(model: object) -> nn.Module:
@@ -77,77 +199,58 @@ def is_scripted(module: nn.Module) -> bool:
 
 
 def loss_function(name: LossName) -> Callable[[Tensor, Tensor], Tensor]:
-    """Per-batch mean loss. MSE averages over every element, as torch's default does."""
-    if name == "cross_entropy":
-        return nn.functional.cross_entropy
-    if name == "mse":
-
-        def mse(outputs: Tensor, targets: Tensor) -> Tensor:
-            return nn.functional.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs))
-
-        return mse
-    raise ValueError(f"unknown loss {name!r}; expected 'cross_entropy' or 'mse'")
+    """Per-batch mean loss over counted targets (tasks.engine.losses.Objective)."""
+    return Objective(name)
 
 
-def select_parameters(
-    module: nn.Module, patterns: Sequence[str] | None
-) -> list[tuple[str, nn.Parameter]]:
-    """Named parameters whose names match any of the fnmatch patterns (all when None).
-
-    Shared weights appear once: named_parameters() de-duplicates tied tensors, so the Hessian
-    of a model with shared weights is taken with respect to the shared tensor, as it should be.
-    """
-    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    if patterns:
-        named = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
-        if not named:
-            available = ", ".join(n for n, _ in module.named_parameters())
-            raise ValueError(f"no parameter matches {list(patterns)}; parameters are: {available}")
-    if not named:
-        raise ValueError("the model has no trainable parameters")
-    return named
-
-
-def parameter_blocks(module: nn.Module, patterns: Sequence[str] | None = None) -> dict[str, list]:
-    """Group the selected parameters by the module that owns them (one block per layer)."""
-    blocks: dict[str, list[str]] = {}
-    for name, _ in select_parameters(module, patterns):
-        owner = name.rsplit(".", 1)[0] if "." in name else name
-        blocks.setdefault(owner, []).append(name)
-    return blocks
+def _buffer_slots(module: nn.Module) -> list[tuple[nn.Module, str, Tensor]]:
+    return [
+        (owner, name, buf)
+        for owner in module.modules()
+        for name, buf in list(owner.named_buffers(recurse=False))
+        if buf is not None
+    ]
 
 
 class HessianProblem:
     """A model, a dataset split into batches, a loss, and the parameters to differentiate.
 
     Vectors over the selected parameters are flat tensors of length `dim`, in the order of
-    `names`. Reductions across batches accumulate in float64.
+    `names`. Reductions across batches accumulate in float64. `aliases` lists, for each tied
+    parameter, every name it goes by; `mode_note` says where the mode came from when it was
+    not simply set on the module.
     """
 
     def __init__(
         self,
         model: object,
-        batches: Sequence[Batch | tuple[Tensor, Tensor]],
-        loss: LossName = "cross_entropy",
+        batches: Sequence[Batch | tuple[Inputs, Tensor]],
+        loss: LossName | Objective = "cross_entropy",
         mode: Mode = "eval",
         parameters: Sequence[str] | None = None,
         device: str | torch.device | None = None,
+        *,
+        output_key: str | None = None,
+        class_dim: ClassDim | None = None,
     ) -> None:
         self.module = as_module(model)
+        self.aliases = tie_aliases(self.module)
         self.device = torch.device(device) if device is not None else self._model_device()
         self.module.to(self.device)
         self.batches = [
-            b if isinstance(b, Batch) else Batch(inputs=b[0], targets=b[1]) for b in batches
-        ]
-        self.batches = [
-            Batch(b.inputs.to(self.device), b.targets.to(self.device)) for b in self.batches
+            (b if isinstance(b, Batch) else Batch(inputs=b[0], targets=b[1])).to(self.device)
+            for b in batches
         ]
         if not self.batches or any(b.size == 0 for b in self.batches):
             raise ValueError("the dataset is empty or holds an empty batch")
-        self.loss_name: LossName = loss
-        self.loss_fn = loss_function(loss)
+        self.objective = loss if isinstance(loss, Objective) else Objective(loss, class_dim)
+        self.loss_name: LossName = self.objective.name
+        self.loss_fn = self.objective
+        self.output_key = output_key
         self.mode: Mode = mode
         self.mode_fixed_at_export = False
+        self.mode_note: str | None = None
+        self._slots = _buffer_slots(self.module)
         self._buffer_snapshot = {k: v.clone() for k, v in self.module.named_buffers()}
         self._set_mode()
         named = select_parameters(self.module, parameters)
@@ -157,7 +260,11 @@ class HessianProblem:
         self.numels = [p.numel() for p in self.params]
         self.dim = sum(self.numels)
         self.num_examples = sum(b.size for b in self.batches)
-        self.weights = [b.size / self.num_examples for b in self.batches]
+        self.counts = [self.objective.count(b.targets) for b in self.batches]
+        self.num_targets = sum(self.counts)
+        if self.num_targets == 0:
+            raise ValueError("no target is counted: every label is -100 (ignored)")
+        self.weights = [c / self.num_targets for c in self.counts]
         self.dtype = self.params[0].dtype
         self.parameter_patterns = list(parameters) if parameters else None
 
@@ -179,12 +286,29 @@ class HessianProblem:
             )
         try:
             self.module.train(self.mode == "train")
+            return
         except NotImplementedError:
-            # a torch.export module: its train/eval behaviour was fixed when it was exported
+            pass  # a torch.export module: its mode is written in its graph
+        before = exported.graph_mode(self.module)
+        after = exported.apply_mode(self.module, self.mode)
+        if after is None:
+            self.mode_note = "the exported graph holds no mode-dependent layer"
+        elif after == self.mode:
+            if before != self.mode:
+                self.mode_note = (
+                    f"the exported graph computed in {before} mode; rewritten to {self.mode}"
+                )
+        else:
             self.mode_fixed_at_export = True
+            self.mode_note = (
+                f"the exported graph computes in {after} mode and cannot be switched; "
+                f"measured in {after} mode, not {self.mode!r}"
+            )
+            self.mode = "train" if after == "train" else self.mode
 
     def restore_buffers(self) -> None:
-        """Undo the running-statistics updates that train-mode forward passes make."""
+        """Put back the buffers as they were when the problem was made (a safety net: forward
+        passes in train mode run on private copies and never change them)."""
         with torch.no_grad():
             for k, v in self.module.named_buffers():
                 if k in self._buffer_snapshot:
@@ -192,9 +316,17 @@ class HessianProblem:
 
     def restrict(self, parameters: Sequence[str]) -> HessianProblem:
         """The same problem, differentiated only with respect to `parameters` (a block)."""
-        return HessianProblem(
-            self.module, self.batches, self.loss_name, self.mode, parameters, self.device
-        )
+        sub = HessianProblem.__new__(HessianProblem)
+        sub.__dict__.update(self.__dict__)
+        named = select_parameters(self.module, parameters)
+        sub.names = [n for n, _ in named]
+        sub.params = [p for _, p in named]
+        sub.shapes = [p.shape for p in sub.params]
+        sub.numels = [p.numel() for p in sub.params]
+        sub.dim = sum(sub.numels)
+        sub.dtype = sub.params[0].dtype
+        sub.parameter_patterns = list(parameters)
+        return sub
 
     # ----------------------------------------------------------- flat vectors
     def flatten(self, tensors: Sequence[Tensor]) -> Tensor:
@@ -224,35 +356,60 @@ class HessianProblem:
                 for p, o in zip(self.params, originals, strict=True):
                     p.copy_(o)
 
-    # --------------------------------------------------------------- losses
-    def batch_outputs(self, batch: Batch) -> Tensor:
-        with second_order_kernels(), self._frozen_running_stats():
-            return self.module(batch.inputs)
-
+    # --------------------------------------------------------------- forward
     @contextlib.contextmanager
-    def _frozen_running_stats(self) -> Iterator[None]:
-        """In train mode, BatchNorm normalises with batch statistics without updating its
-        running ones: an in-place update would invalidate kept gradient graphs (and change the
-        caller's model). TorchScript modules cannot be switched; `restore_buffers` undoes
-        their updates instead."""
-        switched = []
-        if self.mode == "train":
-            for m in self.module.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                    m.track_running_stats = False
-                    switched.append(m)
+    def _private_buffers(self) -> Iterator[None]:
+        """In train mode, run on fresh copies of every buffer: BatchNorm's running-statistics
+        update lands on the copy, so it neither changes the model nor invalidates a kept
+        gradient graph (autograd saves the running statistics it was given)."""
+        if self.mode != "train" or not self._slots:
+            yield
+            return
+        for owner, name, original in self._slots:
+            setattr(owner, name, original.clone())
         try:
             yield
         finally:
-            for m in switched:
-                m.track_running_stats = True
+            for owner, name, original in self._slots:
+                setattr(owner, name, original)
 
+    def forward(
+        self,
+        batch: Batch,
+        module: nn.Module | None = None,
+        params: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        """The logits of `batch`: through `module` (default the problem's), with `params`
+        substituted by torch.func.functional_call when given."""
+        module = self.module if module is None else module
+        with second_order_kernels(), self._private_buffers():
+            if params is None:
+                out = call_module(module, batch.inputs)
+            else:
+                from torch.func import functional_call
+
+                if self.mode == "train":  # fresh buffers for this pass, as above
+                    fresh = {k: b.clone() for k, b in module.named_buffers()}
+                    params = {**fresh, **params}
+                inputs = batch.inputs
+                if isinstance(inputs, Mapping):
+                    out = functional_call(module, params, (), dict(inputs))
+                else:
+                    args = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+                    out = functional_call(module, params, args)
+        return select_output(out, self.output_key)
+
+    def batch_outputs(self, batch: Batch) -> Tensor:
+        return self.forward(batch)
+
+    # --------------------------------------------------------------- losses
     def batch_loss(self, batch: Batch) -> Tensor:
-        """Mean loss over one batch, with the graph attached."""
+        """Mean loss over one batch's counted targets, with the graph attached."""
         return self.loss_fn(self.batch_outputs(batch), batch.targets)
 
     def evaluate(self) -> dict[str, float | None]:
-        """Mean loss and accuracy (cross-entropy only) over the whole dataset, float64 sums."""
+        """Mean loss and accuracy (cross-entropy only) over the whole dataset's counted
+        targets, float64 sums."""
         total_loss = 0.0
         correct = 0
         with torch.no_grad():
@@ -260,8 +417,8 @@ class HessianProblem:
                 out = self.batch_outputs(batch)
                 total_loss += w * float(self.loss_fn(out, batch.targets).double())
                 if self.loss_name == "cross_entropy":
-                    correct += int((out.argmax(dim=-1) == batch.targets).sum())
-        accuracy = correct / self.num_examples if self.loss_name == "cross_entropy" else None
+                    correct += self.objective.correct(out, batch.targets)
+        accuracy = correct / self.num_targets if self.loss_name == "cross_entropy" else None
         return {"loss": total_loss, "accuracy": accuracy}
 
     def loss(self) -> float:
@@ -278,3 +435,14 @@ class HessianProblem:
             ]
             total += w * self.flatten(grads).double()
         return total
+
+    def describe(self) -> dict[str, Any]:
+        """How the objective was taken, for a result's diagnostics."""
+        out: dict[str, Any] = {
+            **self.objective.describe(),
+            "num_examples": self.num_examples,
+            "num_targets": self.num_targets,
+        }
+        if self.aliases:
+            out["tied_parameters"] = self.aliases
+        return out

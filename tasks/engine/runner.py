@@ -49,18 +49,20 @@ def _run_one(
     result["seconds"] = time.perf_counter() - start
     result.setdefault("diagnostics", {})
     result["diagnostics"]["mode"] = problem.mode
+    if problem.mode_note:
+        result["diagnostics"]["mode_note"] = problem.mode_note
     result["diagnostics"]["dim"] = problem.dim
+    result["diagnostics"]["objective"] = problem.describe()
+    if hasattr(params, "curvature"):
+        result["diagnostics"]["curvature"] = params.curvature
     msgs = result.setdefault("warnings", [])
     if problem.mode == "train":
         msgs.append(
             "measured in train mode: BatchNorm batch statistics and dropout make the result "
             "depend on batching"
         )
-    if problem.mode_fixed_at_export:
-        msgs.append(
-            "a torch.export model keeps the train/eval behaviour it was exported with; "
-            f"mode={problem.mode!r} could not be applied (export it in eval mode)"
-        )
+    if problem.mode_fixed_at_export:  # the requested mode differs from what was measured
+        msgs.append(f"{problem.mode_note}; export the model in the mode you want measured")
     for w in caught:
         msgs.append(f"{w.category.__name__}: {w.message}")
         warnings.warn(w.message, w.category, stacklevel=3)

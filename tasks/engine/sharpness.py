@@ -112,16 +112,15 @@ def chunks_of(problem: HessianProblem, m: int, num_batches: int) -> list[Batch]:
     Deterministic, so two runs (or two rescaled copies of a model) see the same chunks.
     """
     want = m * num_batches
-    xs, ys, have = [], [], 0
+    parts, have = [], 0
     for b in problem.batches:
         take = min(b.size, want - have)
-        xs.append(b.inputs[:take])
-        ys.append(b.targets[:take])
+        parts.append(b.slice(0, take))
         have += take
         if have >= want:
             break
-    x, y = torch.cat(xs), torch.cat(ys)
-    return [Batch(x[i : i + m], y[i : i + m]) for i in range(0, have, m)]
+    whole = Batch.concat(parts)
+    return [whole.slice(i, i + m) for i in range(0, have, m)]
 
 
 class _ChunkObjective:

@@ -105,8 +105,9 @@ def test_train_mode_warns_states_mode_and_restores_running_statistics() -> None:
     assert abs(ev["value"] - result["value"]) > 1e-6 * abs(ev["value"])
 
 
-def test_exported_model_says_its_mode_was_fixed_at_export() -> None:
+def test_exported_model_without_mode_dependent_layers_gives_no_mode_warning() -> None:
     model, batches, loss = make("mlp_tanh")
     exported = torch.export.export(model.eval(), (batches[0][0],))
     result = run_measure(HessianProblem(exported, batches, loss), "lambda_max", {"tol": 1e-8})
-    assert any("exported" in w for w in result["warnings"])
+    assert not any("mode" in w for w in result["warnings"])
+    assert result["diagnostics"]["mode"] == "eval"
