@@ -23,15 +23,27 @@ class BlobInfo(BaseModel):
 
 
 class ModelInfo(BlobInfo):
-    format: Literal["torch_export", "torchscript", "safetensors"]
+    format: Literal["torch_export", "torchscript", "safetensors", "huggingface"]
     architecture: str | None = Field(
         default=None, description="safetensors only: the built-in architecture to load into."
     )
     config: dict[str, Any] | None = Field(
-        default=None, description="safetensors only: keyword arguments for the architecture."
+        default=None,
+        description="safetensors: keyword arguments for the architecture; huggingface: the "
+        "checkpoint's config.json.",
     )
-    tensors: int | None = Field(default=None, description="safetensors only: tensor count.")
-    parameters: int | None = Field(default=None, description="safetensors only: element count.")
+    head: str | None = Field(
+        default=None,
+        description="huggingface only: the head transformers builds (sequence_classification, "
+        "token_classification, causal_lm, masked_lm, image_classification).",
+    )
+    tensors: int | None = Field(
+        default=None, description="safetensors and huggingface: tensor count."
+    )
+    parameters: int | None = Field(
+        default=None,
+        description="safetensors and huggingface: element count of the stored tensors.",
+    )
 
 
 class ArrayInfo(BaseModel):

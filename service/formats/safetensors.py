@@ -11,7 +11,7 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from service.formats import Refused
 
@@ -50,23 +50,27 @@ def read_header(path: Path, label: str) -> dict[str, dict[str, Any]]:
 
     `label` names the file in messages.
     """
-    size = path.stat().st_size
     with path.open("rb") as fh:
-        raw_n = fh.read(8)
-        if len(raw_n) < 8:
-            raise Refused(422, "truncated", f"{label}: too short to be safetensors")
-        (n,) = struct.unpack("<Q", raw_n)
-        if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise Refused(
-                422,
-                "truncated",
-                f"{label}: safetensors header says {n} header bytes but the file has "
-                f"{size - 8} after the length; the file is truncated or not safetensors",
-            )
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise Refused(422, "corrupt", f"{label}: safetensors header is not JSON: {e}") from e
+        return read_header_from(fh, path.stat().st_size, label)
+
+
+def read_header_from(fh: BinaryIO, size: int, label: str) -> dict[str, dict[str, Any]]:
+    """`read_header` for an open file of `size` bytes read from its start (a zip member)."""
+    raw_n = fh.read(8)
+    if len(raw_n) < 8:
+        raise Refused(422, "truncated", f"{label}: too short to be safetensors")
+    (n,) = struct.unpack("<Q", raw_n)
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise Refused(
+            422,
+            "truncated",
+            f"{label}: safetensors header says {n} header bytes but the file has "
+            f"{size - 8} after the length; the file is truncated or not safetensors",
+        )
+    try:
+        header = json.loads(fh.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Refused(422, "corrupt", f"{label}: safetensors header is not JSON: {e}") from e
     if not isinstance(header, dict):
         raise Refused(422, "corrupt", f"{label}: safetensors header is not a JSON object")
     data_len = size - 8 - n

@@ -155,9 +155,10 @@ class ModelInfo(_Model):
     size_bytes: int
     created_at: datetime
     filename: str | None = None
-    format: Literal["torch_export", "torchscript", "safetensors"]
+    format: Literal["torch_export", "torchscript", "safetensors", "huggingface"]
     architecture: str | None = None
     config: dict[str, Any] | None = None
+    head: str | None = None
     tensors: int | None = None
     parameters: int | None = None
 
