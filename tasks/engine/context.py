@@ -6,6 +6,10 @@ a notebook passes nothing. Estimators call `ctx.step(...)` once per iteration.
 `initial_params` are the weights at initialisation, w₀, by parameter name (the worker loads
 them from the job's `initial_model`; a notebook passes a state dict). Measures that need a
 distance from initialisation (weight_norms, pacbayes_bound) read them with `initial_vector`.
+
+`operator(params)` is the one place where a curvature measure's matrix is chosen: the Hessian
+(`HessianOperator`) or, for `params.curvature == "ggn"`, the generalised Gauss–Newton
+(`GGNOperator`), both on the context's HVP backend.
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ class MeasureContext:
         from tasks.engine.initial import initial_vector
 
         return initial_vector(self.problem, self.initial_params)
+
+    def operator(self, params: Any = None) -> Any:
+        """The curvature operator a measure's `params` ask for (`curvature`, default Hessian)."""
+        curvature = getattr(params, "curvature", "hessian")
+        if curvature == "ggn":
+            from tasks.engine.ggn import GGNOperator
+
+            return GGNOperator(self.problem, backend=self.hvp_backend)
+        if curvature != "hessian":
+            raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
+        from tasks.engine.operator import HessianOperator
+
+        return HessianOperator(self.problem, backend=self.hvp_backend)
 
     def step(self, iteration: int, estimate: Any = None, **extra: Any) -> None:
         """Report one iteration and stop here if cancellation was requested."""

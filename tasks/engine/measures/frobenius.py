@@ -6,21 +6,20 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import CurvatureParams
 
 NAME = "frobenius"
 
 
-class Params(MeasureParams):
+class Params(CurvatureParams):
     num_hvps: int = Field(default=100, ge=2, le=100_000, description="Probe budget.")
     rtol: float | None = Field(default=None, gt=0, le=1, description="Early stop on std error.")
 
 
 def run(ctx: Any, params: Params) -> dict:
-    from tasks.engine.operator import HessianOperator
     from tasks.engine.trace import frobenius
 
-    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    op = ctx.operator(params)
     est = frobenius(op, params.num_hvps, rtol=params.rtol, seed=params.seed, ctx=ctx)
     return {
         "value": est.estimate,

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import CurvatureParams
 
 NAME = "lambda_max"
 
 
-class Params(MeasureParams):
+class Params(CurvatureParams):
     tol: float = Field(
         default=1e-6,
         gt=0,
@@ -27,9 +27,8 @@ class Params(MeasureParams):
 
 def run(ctx: Any, params: Params) -> dict:
     from tasks.engine.lanczos import lanczos
-    from tasks.engine.operator import HessianOperator
 
-    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    op = ctx.operator(params)
     res = lanczos(
         op,
         k=1,

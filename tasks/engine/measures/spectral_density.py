@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import CurvatureParams
 
 NAME = "spectral_density"
 
 
-class Params(MeasureParams):
+class Params(CurvatureParams):
     runs: int = Field(default=5, ge=1, le=100, description="Independent Lanczos runs.")
     steps: int = Field(default=80, ge=4, le=2_000, description="Lanczos steps per run.")
     grid_points: int = Field(default=400, ge=16, le=10_000)
@@ -28,9 +28,8 @@ class Params(MeasureParams):
 
 def run(ctx: Any, params: Params) -> dict:
     from tasks.engine.density import slq
-    from tasks.engine.operator import HessianOperator
 
-    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    op = ctx.operator(params)
     est = slq(
         op,
         runs=params.runs,

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import CurvatureParams
 
 NAME = "top_eigenvalues"
 
 
-class Params(MeasureParams):
+class Params(CurvatureParams):
     k: int = Field(default=5, ge=1, le=200, description="How many of the largest eigenvalues.")
     tol: float = Field(default=1e-6, gt=0, le=0.1, description="Relative Ritz residual bound.")
     max_iter: int = Field(default=400, ge=2, le=10_000)
@@ -21,9 +21,8 @@ class Params(MeasureParams):
 
 def run(ctx: Any, params: Params) -> dict:
     from tasks.engine.lanczos import lanczos
-    from tasks.engine.operator import HessianOperator
 
-    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    op = ctx.operator(params)
     res = lanczos(
         op,
         k=params.k,

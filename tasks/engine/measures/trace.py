@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import CurvatureParams
 
 NAME = "trace"
 
@@ -26,7 +26,7 @@ XTRACE_INTERVAL_NOTE = (
 )
 
 
-class Params(MeasureParams):
+class Params(CurvatureParams):
     method: Literal["krylov", "xtrace", "hutch++", "hutchinson"] = Field(
         default="krylov", description="Estimator (see the measure's description)."
     )
@@ -41,10 +41,9 @@ class Params(MeasureParams):
 
 
 def run(ctx: Any, params: Params) -> dict:
-    from tasks.engine.operator import HessianOperator
     from tasks.engine.trace import block_krylov, hutchinson, hutchpp, xtrace
 
-    op = HessianOperator(ctx.problem, backend=ctx.hvp_backend)
+    op = ctx.operator(params)
     if params.method == "hutchinson":
         est = hutchinson(op, params.num_hvps, rtol=params.rtol, seed=params.seed, ctx=ctx)
     elif params.method == "hutch++":
