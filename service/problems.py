@@ -7,6 +7,7 @@ outage, a bug) lets clients handle errors in one place: `type` says which kind o
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Any
 
@@ -102,13 +103,101 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 
 
-def validation_problem(exc: RequestValidationError, instance: str) -> Problem:
-    errors = []
-    for e in exc.errors():
-        msg = str(e.get("msg", "invalid"))
-        errors.append(
-            {"field": _field_path(e.get("loc", ())), "message": msg, "type": e.get("type")}
+def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = components.get(schema["$ref"].rsplit("/", 1)[-1], {})
+    return schema
+
+
+def _object_at(schema: dict[str, Any], path: list[Any], components: dict[str, Any]) -> dict:
+    """The object schema that `path` (field names and list indices) leads to, or {}."""
+    schema = _resolve(schema, components)
+    for part in path:
+        options = [_resolve(s, components) for s in schema.get("anyOf", [schema])]
+        step = {}
+        for option in options:
+            if isinstance(part, int) and "items" in option:
+                step = _resolve(option["items"], components)
+            elif isinstance(part, str) and part in option.get("properties", {}):
+                step = _resolve(option["properties"][part], components)
+            if step:
+                break
+        schema = step
+        if not schema:
+            return {}
+    options = [_resolve(s, components) for s in schema.get("anyOf", [schema])]
+    return next((o for o in options if o.get("properties")), {})
+
+
+def _allowed_names(request: Request | None, body: Any, loc: list[Any]) -> list[str]:
+    """The field names allowed where an unknown one was sent: a measure's parameters from
+    the registry, else the properties of the request body's schema at that place."""
+    path = loc[1:-1] if loc and loc[0] == "body" else []
+    if len(path) == 3 and path[0] == "measures" and path[2] == "params":
+        try:
+            name = body["measures"][path[1]]["name"]
+            from tasks.engine import registry
+
+            return list(registry.measures()[name].params.model_fields)
+        except (KeyError, IndexError, TypeError):
+            return []
+    if request is None or not loc or loc[0] != "body":
+        return []
+    route = request.scope.get("route")
+    try:
+        spec = request.app.openapi()
+        operation = spec["paths"][route.path][request.method.lower()]
+        content = operation["requestBody"]["content"]
+        schema = next(iter(content.values()))["schema"]
+    except (AttributeError, KeyError, StopIteration, TypeError):
+        return []
+    components = spec.get("components", {}).get("schemas", {})
+    return list(_object_at(schema, path, components).get("properties", {}))
+
+
+def _message(e: dict[str, Any], request: Request | None, body: Any) -> tuple[str, str]:
+    """(field, message) for one pydantic error, worded to name the fix."""
+    loc = list(e.get("loc", ()))
+    field = _field_path(loc)
+    kind = e.get("type")
+    msg = str(e.get("msg", "invalid"))
+    if kind == "extra_forbidden":
+        unknown = str(loc[-1]) if loc else field
+        names = _allowed_names(request, body, loc)
+        if names:
+            close = difflib.get_close_matches(unknown, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            msg = f"unknown field {unknown!r}; {hint}valid fields here: {', '.join(names)}"
+        else:
+            msg = f"unknown field {unknown!r}; remove it or check its spelling"
+    elif kind == "json_invalid":
+        where = loc[-1] if loc and isinstance(loc[-1], int) else None
+        reason = (e.get("ctx") or {}).get("error", "")
+        at = f" at character {where}" if where is not None else ""
+        field = "body"
+        msg = (
+            f"the body is not valid JSON{at}"
+            + (f" ({reason})" if reason else "")
+            + "; send a JSON object with Content-Type: application/json"
         )
+    elif kind == "missing" and field == "body":
+        msg = "the body is empty; send a JSON object with Content-Type: application/json"
+    elif kind in ("model_attributes_type", "dict_type") and field == "body":
+        msg = (
+            "expected a JSON object; send the body as JSON with "
+            "Content-Type: application/json (see /docs for its fields)"
+        )
+    return field, msg
+
+
+def validation_problem(
+    exc: RequestValidationError, instance: str, request: Request | None = None
+) -> Problem:
+    errors = []
+    body = getattr(exc, "body", None)
+    for e in exc.errors():
+        field, msg = _message(e, request, body)
+        errors.append({"field": field, "message": msg, "type": e.get("type")})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return Problem(
         type=problem_type("validation"),
@@ -129,7 +218,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(validation_problem(exc, request.url.path))
+        return problem_response(validation_problem(exc, request.url.path, request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
