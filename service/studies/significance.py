@@ -265,7 +265,34 @@ def loo_se(residuals: np.ndarray, groups: np.ndarray) -> float:
     return paired_margin(r, np.zeros_like(r), groups)[1]
 
 
-def chi2_upper(k: int, z: float = 1.6448536269514722) -> float:
-    """The upper quantile of χ² with k degrees of freedom (Wilson–Hilferty; 1.645 = 95%)."""
-    c = 2.0 / (9.0 * k)
-    return k * (1.0 - c + z * math.sqrt(c)) ** 3
+def chi2_sf(x: float, k: int) -> float:
+    """P(χ²_k > x), exactly, from the closed forms for integer k:
+    even k:  e^{−x/2} Σ_{j<k/2} (x/2)^j / j!
+    odd k:   erfc(√(x/2)) + e^{−x/2} Σ_{j=0}^{(k−3)/2} (x/2)^{j+1/2} / Γ(j + 3/2)."""
+    if x <= 0:
+        return 1.0
+    h = x / 2.0
+    if k % 2 == 0:
+        term, total = 1.0, 1.0
+        for j in range(1, k // 2):
+            term *= h / j
+            total += term
+        return min(1.0, math.exp(-h) * total)
+    total = math.erfc(math.sqrt(h))
+    term = math.sqrt(h) / math.gamma(1.5)
+    for j in range((k - 1) // 2):
+        total += math.exp(-h) * term
+        term *= h / (j + 1.5)
+    return min(1.0, total)
+
+
+def chi2_upper(k: int, tail: float = 0.05) -> float:
+    """The x with P(χ²_k > x) = tail (bisection on chi2_sf)."""
+    lo, hi = 0.0, float(k) + 10.0 * math.sqrt(2.0 * k) + 50.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if chi2_sf(mid, k) > tail:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
