@@ -1,7 +1,7 @@
 """Train a small MLP on scikit-learn's digits, then ask the running service how sharp it is.
 
     make run                      # in one terminal: Redis, a worker and the gateway
-    .venv/bin/python examples/digits.py [--url http://127.0.0.1:8000]
+    .venv/bin/python examples/digits.py [--url URL]   # default $SHARPNESS_URL, else :8000
 
 The model is exported with torch.export (dynamic batch dimension, eval mode), the data saved as
 an .npz holding `inputs` and `targets`; both are uploaded, one job asks for λmax, the trace
@@ -55,8 +55,21 @@ def upload(client: httpx.Client, kind: str, path: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SHARPNESS_URL") or "http://127.0.0.1:8000",
+        help="the service (default: $SHARPNESS_URL, else http://127.0.0.1:8000)",
+    )
     args = parser.parse_args()
+    try:
+        httpx.get(f"{args.url}/healthz", timeout=5)
+    except httpx.TransportError as e:
+        print(
+            f"could not reach the service at {args.url} ({e}); start it with `make run`, "
+            "or give its address with --url or SHARPNESS_URL",
+            file=sys.stderr,
+        )
+        return 4
 
     digits = load_digits()
     x = torch.tensor(digits.data / 16.0, dtype=torch.float32)

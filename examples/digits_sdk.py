@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from sharpness_client import Client
+from sharpness_client.errors import APIConnectionError
 
 
 def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> nn.Module:
@@ -29,12 +30,19 @@ def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> nn.Module:
 
 
 def main() -> None:
-    digits = load_digits()
-    x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(digits.target)
-    model = train(x, y)
+    with Client() as client:  # SHARPNESS_URL, else http://127.0.0.1:8000
+        try:
+            client.queue.get()
+        except APIConnectionError as e:
+            raise SystemExit(
+                f"could not reach the service at {client.base_url} ({e}); start it with "
+                "`make run`, or give its address with SHARPNESS_URL"
+            ) from None
 
-    with Client() as client:
+        digits = load_digits()
+        x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
+        y = torch.tensor(digits.target)
+        model = train(x, y)
         job = client.measure(
             model,
             (x, y),

@@ -11,8 +11,10 @@ non-zero, so a process manager sees the failure. Torch-free: it only starts proc
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,10 +68,40 @@ def wait_ready(url: str, children: dict[str, subprocess.Popen], timeout_s: float
     return False
 
 
+def port_problem(host: str, port: str) -> str | None:
+    """Why the gateway could not listen on host:port, in words that name the fix; None when it
+    can. Checked before anything starts, so a port taken by another program is never mistaken
+    for our gateway answering."""
+    try:
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        return f"SHARPNESS_PORT={port!r} is not a port number (1-65535); e.g. SHARPNESS_PORT=8001"
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, number))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return (
+                    f"port {number} on {host} is already in use (another sharpness service, or "
+                    f"another program: `lsof -i :{number}` shows which). Stop it, or choose "
+                    f"another port: SHARPNESS_PORT={number + 1} make run, and point the "
+                    f"clients at it with SHARPNESS_URL=http://{host}:{number + 1}"
+                )
+            return f"cannot listen on {host}:{number}: {e}; set SHARPNESS_HOST / SHARPNESS_PORT"
+    return None
+
+
 def main() -> int:
     settings = get_settings()
     host = os.environ.get("SHARPNESS_HOST", "127.0.0.1")
     port = os.environ.get("SHARPNESS_PORT", "8000")
+    problem = port_problem(host, port)
+    if problem is not None:
+        print(f"make run: {problem}", file=sys.stderr, flush=True)
+        return 2
     env = dict(os.environ)
     redis: PrivateRedis | None = None
     children: dict[str, subprocess.Popen] = {}
