@@ -264,7 +264,7 @@ class StudyAnalysis(BaseModel):
         description="Observed models (succeeded, with a gap), jobs on one uploaded model "
         "counted once."
     )
-    n_members: int = Field(description="Observed member jobs (duplicates counted).")
+    n_members: int = Field(description="Member jobs on the observed models (duplicates counted).")
     groups: int = Field(description="Groups left out together (independent units).")
     duplicates: list[list[str]] = Field(
         default_factory=list,

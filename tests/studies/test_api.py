@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from tasks.spec import JobStatus
@@ -269,3 +270,63 @@ def test_idempotent_create(client: TestClient, jobs: Jobs) -> None:
     assert len(client.get("/v1/studies").json()["items"]) == 1
     other = client.post("/v1/studies", json=body | {"name": "twice"}, headers=headers)
     assert_problem(other, 409, "Idempotency-Key")
+
+
+def test_duplicates_groups_and_test_set_noise_through_the_api(
+    client: TestClient, jobs: Jobs
+) -> None:
+    """Two jobs on one uploaded model are one model; a declared group is held out together;
+    the gap's noise comes from the eval set's size; gaps within it are said to be."""
+    rng = np.random.default_rng(6)
+    members = []
+    for i, lr in enumerate(LRS * 2):
+        acc = rng.binomial(100, 0.9) / 100  # one true accuracy, 100 test examples
+        ev = {
+            "accuracy": 0.99,
+            "test": {"accuracy": acc, "num_examples": 100},
+            "gap": {"accuracy": 0.99 - acc},
+        }
+        job = jobs.add({"lambda_max": float(rng.normal())}, evaluation=ev, model=f"{i:064x}")
+        members.append({"job": job, "hyperparameters": {"learning_rate": lr}, "group": f"lr={lr}"})
+    twin = jobs.add({"lambda_max": 1.0}, evaluation={"accuracy": 0.99}, model=f"{0:064x}")
+    members.append({"job": twin, "hyperparameters": {"learning_rate": LRS[0]}})
+    study = client.post("/v1/studies", json={"name": "noisy", "jobs": members}).json()
+    a = study["analysis"]
+    assert a["n_models"] == 10 and a["n_members"] == 11
+    assert a["duplicates"] == [[members[0]["job"], twin]] and a["groups"] == 5
+    by_job = {m["job"]: m for m in study["members"]}
+    assert by_job[twin]["model"] == f"{0:064x}" and by_job[members[1]["job"]]["group"] == "lr=0.05"
+    assert by_job[twin]["prediction"] == by_job[members[0]["job"]]["prediction"]
+    assert by_job[members[0]["job"]]["gap_noise"] > 0.02  # √(0.9·0.1/100) ≈ 0.03
+    assert a["noise_floor"]["within"] is True and a["noise_floor"]["max_test_examples"] == 100
+    assert "within the noise of the test sets" in a["verdict"]
+    assert a["beats_baselines"]["beats"] is False
+    bad = {"name": "g", "jobs": [{"job": twin, "group": ""}]}
+    assert_problem(client.post("/v1/studies", json=bad), 422, "jobs.0.group")
+
+
+def test_no_calibrated_prediction_outside_the_range_or_from_a_loser(
+    client: TestClient, jobs: Jobs
+) -> None:
+    members = _sweep(jobs, _tracks_gap, seed=4)
+    far = jobs.add({"lambda_max": 5000.0, "trace": 0.0}, evaluation={"accuracy": 0.99})
+    members.append({"job": far, "hyperparameters": {"learning_rate": 0.02, "batch_size": 64}})
+    study = client.post("/v1/studies", json={"name": "far", "jobs": members}).json()
+    member = next(m for m in study["members"] if m["job"] == far)
+    assert member["prediction"]["extrapolation"] is True
+    assert member["prediction"]["outside_range"]["lambda_max"][1] < 100
+    pred = client.get(f"/v1/jobs/{far}").json()["prediction"]
+    assert pred["calibrated"] is False and pred["gap"] is None
+    assert "outside the study's range" in pred["basis"] and "lambda_max" in pred["basis"]
+
+    for seed in range(10, 40):  # pure noise until the predictor loses to the mean gap
+        members = _sweep(jobs, _noise, seed=seed, noise=0.3)
+        study = client.post("/v1/studies", json={"name": "noise", "jobs": members}).json()
+        if study["analysis"]["predictor_beats_mean_gap"] is False:
+            break
+    else:
+        pytest.fail("no pure-noise sweep whose predictor lost to the mean gap")
+    pred = client.get(f"/v1/jobs/{members[0]['job']}").json()["prediction"]
+    assert pred["calibrated"] is False and pred["gap"] is None
+    assert "no better than predicting the mean gap" in pred["basis"]
+    assert all(m["prediction"]["calibrated"] is False for m in study["members"])
