@@ -7,6 +7,9 @@ a notebook passes nothing. Estimators call `ctx.step(...)` once per iteration.
 them from the job's `initial_model`; a notebook passes a state dict). Measures that need a
 distance from initialisation (weight_norms, pacbayes_bound) read them with `initial_vector`.
 
+`optimizer_state` is Adam's state for preconditioned_lambda_max: `exp_avg_sq.<parameter name>`
+tensors and a one-element `step` (tasks.engine.preconditioner reads it).
+
 `operator(params)` is the one place where a curvature measure's matrix is chosen: the Hessian
 (`HessianOperator`) or, for `params.curvature == "ggn"`, the generalised Gauss–Newton
 (`GGNOperator`), both on the context's HVP backend.
@@ -35,6 +38,7 @@ class MeasureContext:
     hvp_backend: str = "auto"
     label: str = ""
     initial_params: dict[str, Tensor] | None = None
+    optimizer_state: dict[str, Tensor] | None = None
     _last: dict[str, Any] = field(default_factory=dict)
 
     def initial_vector(self) -> Tensor | None:

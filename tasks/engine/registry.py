@@ -32,6 +32,7 @@ MEASURE_MODULES: tuple[str, ...] = (
     "pacbayes_mag_flatness",
     "pacbayes_bound",
     "pacbayes_orig",
+    "preconditioned_lambda_max",
 )
 
 

@@ -34,9 +34,16 @@ def _run_one(
     hvp_backend: str,
     label: str = "",
     initial_params: dict[str, Tensor] | None = None,
+    optimizer_state: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
     ctx = MeasureContext(
-        problem, on_progress, should_cancel, hvp_backend, label, initial_params=initial_params
+        problem,
+        on_progress,
+        should_cancel,
+        hvp_backend,
+        label,
+        initial_params=initial_params,
+        optimizer_state=optimizer_state,
     )
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -79,12 +86,14 @@ def run_measure(
     hvp_backend: str = "auto",
     *,
     initial_params: dict[str, Tensor] | None = None,
+    optimizer_state: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Validate `params` for measure `name`, run it, and add the per-layer breakdown.
 
     `initial_params`: the weights at initialisation w₀ by parameter name (for example
     `init_model.state_dict()`), used by weight_norms and pacbayes_bound; a ValueError names
-    the parameter when they do not fit the model."""
+    the parameter when they do not fit the model. `optimizer_state`: Adam's state for
+    preconditioned_lambda_max (`exp_avg_sq.<name>` tensors and `step`)."""
     raw = params.model_dump() if isinstance(params, BaseModel) else params
     p = registry.validate_params(name, raw)
     if initial_params is not None:
@@ -92,14 +101,29 @@ def run_measure(
     if p.parameters:
         problem = problem.restrict(p.parameters)
     result = _run_one(
-        problem, name, p, on_progress, should_cancel, hvp_backend, initial_params=initial_params
+        problem,
+        name,
+        p,
+        on_progress,
+        should_cancel,
+        hvp_backend,
+        initial_params=initial_params,
+        optimizer_state=optimizer_state,
     )
     if p.per_layer:
         per_layer: dict[str, Any] = {}
         for block, names in parameter_blocks(problem.module, problem.parameter_patterns).items():
             sub = problem.restrict(names)
             per_layer[block] = _run_one(
-                sub, name, p, on_progress, should_cancel, hvp_backend, block, initial_params
+                sub,
+                name,
+                p,
+                on_progress,
+                should_cancel,
+                hvp_backend,
+                block,
+                initial_params,
+                optimizer_state,
             )
             per_layer[block].pop("per_layer", None)
         result["per_layer"] = per_layer
