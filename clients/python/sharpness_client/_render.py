@@ -231,7 +231,8 @@ def measure(m: MeasureInfo) -> str:
             out.append(
                 textwrap.fill(text, 100, initial_indent=f"{name}: ", subsequent_indent="    ")
             )
-    example = next(iter(props), None)
+    common = {"parameters", "per_layer", "seed", "curvature"}  # every measure takes these
+    example = next((n for n in props if n not in common), next(iter(props), None))
     if example is not None:
         out += ["", f"set one with: sharpness measure ... --param {m.name}.{example}=VALUE"]
     return "\n".join(out)
