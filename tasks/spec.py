@@ -11,7 +11,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from tasks.engine import registry
 
@@ -230,6 +238,50 @@ class TrajectoryCheckpoint(BaseModel):
     step: int | None = Field(
         default=None, ge=0, description="Training step of the checkpoint (for the x axis)."
     )
+    optimizer_state: str | None = Field(
+        default=None,
+        pattern=MODEL_ID_PATTERN,
+        description="Id of the optimizer state at this checkpoint, uploaded with POST "
+        "/v1/trajectories/optimizer-states (safetensors: `exp_avg_sq.<parameter name>` and "
+        "`step`). Required for every checkpoint when the optimizer is 'adam'.",
+    )
+
+
+class OptimizerSpec(BaseModel):
+    """How the run was trained: the edge of stability depends on it (tasks.stability).
+
+    {"name": "gd"}: plain gradient descent, edge 2/η. {"name": "sgd", "momentum": β,
+    "nesterov": false}: PyTorch's SGD (dampening 0), edge (2 + 2β)/η, Nesterov
+    (2 + 2β)/((1 + 2β)η). {"name": "adam", "beta1", "beta2", "eps"}: Adam (or AdamW), edge
+    (2 + 2β₁)/((1 − β₁)η) on the preconditioned sharpness λmax(P⁻¹H), P from each checkpoint's
+    optimizer state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["gd", "sgd", "adam"] = "gd"
+    momentum: float = Field(default=0.0, ge=0, lt=1, description="sgd: β (PyTorch's momentum).")
+    nesterov: bool = Field(default=False, description="sgd: Nesterov momentum.")
+    beta1: float = Field(default=0.9, ge=0, lt=1, description="adam: β₁.")
+    beta2: float = Field(default=0.999, ge=0, lt=1, description="adam: β₂.")
+    eps: float = Field(default=1e-8, gt=0, le=1, description="adam: ε.")
+
+    @model_validator(mode="after")
+    def _fields_fit_the_name(self) -> OptimizerSpec:
+        own = {"gd": set(), "sgd": {"momentum", "nesterov"}, "adam": {"beta1", "beta2", "eps"}}
+        # a stored spec carries every field at its default: only a changed one is stray
+        stray = sorted(
+            f
+            for f in self.model_fields_set - own[self.name] - {"name"}
+            if getattr(self, f) != type(self).model_fields[f].default
+        )
+        if stray:
+            fit = ", ".join(sorted(own[self.name])) or "no other field"
+            raise ValueError(
+                f"{', '.join(stray)}: not a setting of optimizer {self.name!r} (it takes {fit})"
+            )
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
 
 
 class TrajectorySpec(BaseModel):
@@ -255,6 +307,30 @@ class TrajectorySpec(BaseModel):
     max_iter: int = Field(default=400, ge=2, le=10_000, description="Lanczos steps per checkpoint.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    optimizer: OptimizerSpec = Field(
+        default_factory=OptimizerSpec,
+        description="The optimizer of the run, which sets the edge of stability: gd (default), "
+        "sgd with momentum (and nesterov), or adam (needs each checkpoint's optimizer_state).",
+    )
+
+    @model_validator(mode="after")
+    def _adam_needs_states(self) -> TrajectorySpec:
+        if self.optimizer.name == "adam":
+            for i, c in enumerate(self.checkpoints):
+                if c.optimizer_state is None:
+                    raise ValueError(
+                        f"checkpoints[{i}].optimizer_state: optimizer 'adam' needs every "
+                        "checkpoint's optimizer state (its preconditioner); upload it with "
+                        "POST /v1/trajectories/optimizer-states"
+                    )
+        else:
+            given = [i for i, c in enumerate(self.checkpoints) if c.optimizer_state is not None]
+            if given:
+                raise ValueError(
+                    f"checkpoints[{given[0]}].optimizer_state: only optimizer 'adam' uses an "
+                    f"optimizer state, this trajectory's optimizer is {self.optimizer.name!r}"
+                )
+        return self
 
     @field_validator("checkpoints")
     @classmethod
@@ -280,11 +356,34 @@ class TrajectoryPoint(BaseModel):
     step: int | None = None
     learning_rate: float
     lambda_max: float = Field(description="Largest Hessian eigenvalue.")
-    eigenvalues: list[float] = Field(description="Top-k eigenvalues, descending.")
+    eigenvalues: list[float] = Field(
+        description="Top-k eigenvalues, descending: of H, or of P⁻¹H for optimizer 'adam'."
+    )
+    optimizer: Literal["gd", "sgd", "adam"] = Field(
+        default="gd", description="The optimizer whose edge applies."
+    )
+    preconditioned_lambda_max: float | None = Field(
+        default=None, description="adam: λmax(P⁻¹H), P from the checkpoint's optimizer state."
+    )
+    stability_quantity: Literal["lambda_max", "preconditioned_lambda_max"] = Field(
+        default="lambda_max", description="The sharpness compared with the threshold."
+    )
+    stability_threshold: float | None = Field(
+        default=None,
+        description="The edge: 2/η (gd), (2+2β)/η (sgd), (2+2β)/((1+2β)η) (Nesterov), "
+        "(2+2β₁)/((1−β₁)η) on λmax(P⁻¹H) (adam).",
+    )
     stability_ratio: float = Field(
-        description="λmax·η/2: above 1 the checkpoint is beyond the edge of stability 2/η."
+        description="stability_quantity / stability_threshold (λmax·η/2 for gd): above 1 the "
+        "checkpoint is beyond the edge of stability of its optimizer."
     )
     beyond_edge: bool = Field(description="stability_ratio > 1.")
+    mode: Literal["eval", "train"] | None = Field(
+        default=None, description="The mode the model was measured in."
+    )
+    mode_reason: str | None = Field(
+        default=None, description="Why that mode, and what it means for this model."
+    )
     residual_bounds: list[float] = Field(description="Ritz residual bound per eigenvalue.")
     converged: bool
     iterations: int
@@ -328,6 +427,20 @@ class Trajectory(BaseModel):
     overlaps: list[EigenvectorOverlap] = Field(
         default_factory=list, description="One entry per consecutive pair measured so far."
     )
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Overlaps of the steps that start beyond the edge of stability, apart from "
+        "those that start below it (count, mean, median, min; a summary in words)."
+    )
+    @property
+    def edge_analysis(self) -> dict[str, Any]:
+        from tasks.stability import edge_split
+
+        return edge_split(
+            [p.stability_ratio for p in self.points],
+            [o.model_dump() for o in self.overlaps],
+        )
+
     error: Problem | None = None
     worker: str | None = None
     device: str | None = None
