@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from service.problems import ProblemError, problem_type
+from service.problems import ProblemError
 from tasks.jobstore import RecordStore
+from tasks.problem_types import uri
 from tasks.spec import JobStatus, Problem
 
 log = logging.getLogger("sharpness.gateway")
@@ -42,7 +43,7 @@ def enqueue_or_fail(
             record_id,
             JobStatus.failed,
             error=Problem(
-                type=problem_type("enqueue-failed"),
+                type=uri("enqueue-failed"),
                 title="Could not enqueue",
                 status=503,
                 detail=detail,

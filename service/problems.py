@@ -1,8 +1,10 @@
 """RFC 9457 problem details for every error the gateway answers.
 
 One shape for all failures (a refused upload, a bad job spec, an unknown route, a Redis
-outage, a bug) lets clients handle errors in one place: `type` says which kind of problem,
-`detail` names the field or the file at fault, and validation errors add an `errors` list.
+outage, a bug) lets clients handle errors in one place: `type` says which kind of problem
+(a URN per kind, every one defined once in tasks.problem_types, which the worker uses
+too), `detail` names the field or the file at fault, and validation errors add an
+`errors` list.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tasks.problem_types import uri
 from tasks.spec import Problem
 
 log = logging.getLogger("sharpness.gateway")
 
 MEDIA_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:sharpness:problem:"
 
 # Titles for statuses raised by the framework itself (unknown route, wrong method).
 _TITLES = {
@@ -37,11 +39,6 @@ _TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
-
-
-def problem_type(slug: str) -> str:
-    """A stable URI per kind of problem, so clients can branch on it rather than on text."""
-    return f"{TYPE_PREFIX}{slug}"
 
 
 class ProblemError(Exception):
@@ -66,7 +63,7 @@ class ProblemError(Exception):
 
     def problem(self, instance: str | None = None) -> Problem:
         return Problem(
-            type=problem_type(self.slug),
+            type=uri(self.slug),
             title=self.title,
             status=self.status,
             detail=self.detail,
@@ -200,7 +197,7 @@ def validation_problem(
         errors.append({"field": field, "message": msg, "type": e.get("type")})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return Problem(
-        type=problem_type("validation"),
+        type=uri("validation"),
         title="Request validation failed",
         status=422,
         detail=detail,

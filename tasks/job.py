@@ -17,7 +17,7 @@ Held-out data (`eval_dataset`) is loaded and checked like the training data and 
 
 from __future__ import annotations
 
-from tasks import safe_torch
+from tasks import problem_types, safe_torch
 
 safe_torch.ensure_weights_only()
 
@@ -50,9 +50,7 @@ class Draining(Exception):
 
 
 def problem(title: str, detail: str, status: int = 500, kind: str = "job-failed") -> Problem:
-    return Problem(
-        type=f"https://sharpness.dev/problems/{kind}", title=title, status=status, detail=detail
-    )
+    return Problem(type=problem_types.uri(kind), title=title, status=status, detail=detail)
 
 
 # ------------------------------------------------------------------------------- devices
@@ -145,7 +143,7 @@ def _dataset_path(
 
 def _at(where: str, e: LoadError) -> LoadError:
     """The same problem, its detail prefixed with the field at fault."""
-    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.type.rsplit("/", 1)[-1])
+    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.kind)
 
 
 def load_job_model(rt: WorkerRuntime, job: Job):

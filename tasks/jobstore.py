@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import redis
 
+from tasks import problem_types
 from tasks.spec import Job, JobSpec, JobStatus, MeasureProgress, MeasureResult, Problem
 
 PREFIX = "sharpness:"
@@ -109,6 +110,10 @@ class RecordStore(Generic[R, S]):
         def when(name: str) -> datetime | None:
             return datetime.fromisoformat(raw[name]) if raw.get(name) else None
 
+        error = Problem.model_validate_json(raw["error"]) if raw.get("error") else None
+        if error is not None:  # a record written under the worker's former type prefix
+            error.type = problem_types.current(error.type)
+
         return {
             "id": record_id,
             "status": JobStatus(raw["status"]),
@@ -116,7 +121,7 @@ class RecordStore(Generic[R, S]):
             "created_at": datetime.fromisoformat(raw["created_at"]),
             "started_at": when("started_at"),
             "finished_at": when("finished_at"),
-            "error": Problem.model_validate_json(raw["error"]) if raw.get("error") else None,
+            "error": error,
             "worker": raw.get("worker") or None,
             "device": raw.get("device") or None,
             "versions": json.loads(raw["versions"]) if raw.get("versions") else {},

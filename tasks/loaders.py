@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import safe_torch
+from tasks import problem_types, safe_torch
 from tasks.pt2_check import UnsafeArchive, check_pt2
 
 safe_torch.ensure_weights_only()
@@ -54,7 +54,8 @@ class LoadError(Exception):
         self.title = title
         self.detail = detail
         self.status = status
-        self.type = f"https://sharpness.dev/problems/{kind}"
+        self.kind = kind
+        self.type = problem_types.uri(kind)
 
 
 @dataclass

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 def _at(where: str, e: LoadError) -> LoadError:
     """The same problem, its detail prefixed with the field at fault."""
-    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.type.rsplit("/", 1)[-1])
+    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.kind)
 
 
 class _Data:

@@ -28,6 +28,7 @@ import time  # noqa: E402
 
 from celery.signals import worker_shutting_down  # noqa: E402
 
+from tasks import problem_types  # noqa: E402
 from tasks.celery_app import QUEUES, make_celery  # noqa: E402
 from tasks.runtime import WorkerRuntime, install, unique_hostname  # noqa: E402
 from tasks.settings import Settings, get_settings  # noqa: E402
@@ -82,7 +83,7 @@ class Heartbeat(threading.Thread):
                 active.job_id,
                 JobStatus.failed,
                 error=Problem(
-                    type="https://sharpness.dev/problems/time-limit",
+                    type=problem_types.uri("time-limit"),
                     title="Time limit exceeded",
                     status=500,
                     detail=f"the job ran past the hard time limit of "

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from sharpness_client.errors import NotFoundError, ValidationError, error_for
+from tasks.jobstore import JobStore
+from tasks.problem_types import NAMESPACE
 from tasks.settings import Settings
+from tasks.spec import JobSpec, JobStatus, Problem
 from tests.api.checks import assert_problem
+
+MISSING = "a" * 32
 
 
 def test_unknown_route_and_method(client: TestClient) -> None:
@@ -46,3 +53,55 @@ def test_unexpected_error_is_a_500_problem(app: FastAPI) -> None:
     with TestClient(app, raise_server_exceptions=False) as c:
         problem = assert_problem(c.get("/v1/boom"), 500, "RuntimeError", "/v1/boom")
     assert "bug" not in problem["detail"]  # internals stay in the log
+
+
+@pytest.mark.parametrize(
+    ("path", "noun"),
+    [
+        (f"/v1/jobs/{MISSING}", "job"),
+        (f"/v1/jobs/{MISSING}/plots/spectral_density.png", "job"),
+        (f"/v1/trajectories/{MISSING}", "trajectory"),
+        (f"/v1/trajectories/{MISSING}/plot.png", "trajectory"),
+        (f"/v1/studies/{MISSING}", "study"),
+        (f"/v1/models/{'b' * 64}", "model"),
+        (f"/v1/datasets/{'b' * 64}", "dataset"),
+    ],
+)
+def test_every_lookup_answers_the_same_404(client: TestClient, path: str, noun: str) -> None:
+    """One dependency per kind of record: the same type and wording everywhere."""
+    problem = assert_problem(client.get(path), 404)
+    assert problem["type"] == NAMESPACE + "not-found"
+    assert problem["detail"] == f"id: no {noun} {path.split('/')[3]}"
+    assert problem["instance"] == path
+
+
+def test_cancel_of_an_unknown_record_is_a_404(client: TestClient) -> None:
+    for kind in ("jobs", "trajectories"):
+        problem = assert_problem(client.post(f"/v1/{kind}/{MISSING}/cancel"), 404, MISSING)
+        assert problem["type"] == NAMESPACE + "not-found"
+
+
+def test_sdk_reads_the_gateway_kind(client: TestClient) -> None:
+    """The SDK's `kind` is the slug of the type the gateway answers with."""
+    missing = error_for(client.get(f"/v1/jobs/{MISSING}"))
+    assert isinstance(missing, NotFoundError) and missing.kind == "not-found"
+    invalid = error_for(client.post("/v1/jobs", json={"model": "nope"}))
+    assert isinstance(invalid, ValidationError) and invalid.kind == "validation"
+    route = error_for(client.get("/v2/nothing"))
+    assert route.kind is None and route.problem.type == "about:blank"
+
+
+def test_a_record_failed_under_the_former_prefix_reads_in_the_vocabulary(
+    client: TestClient, settings: Settings
+) -> None:
+    store = JobStore.from_url(settings.redis_url)
+    spec = JobSpec.model_validate(
+        {"model": "c" * 64, "dataset": {"id": "d" * 64}, "measures": [{"name": "lambda_max"}]}
+    )
+    job = store.create(spec, "cpu")
+    old = Problem(
+        type="https://sharpness.dev/problems/out-of-memory", title="Out of memory", status=500
+    )
+    assert store.finish(job.id, JobStatus.failed, error=old)
+    body = client.get(f"/v1/jobs/{job.id}").json()
+    assert body["error"]["type"] == NAMESPACE + "out-of-memory"

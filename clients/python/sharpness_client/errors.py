@@ -3,6 +3,10 @@
 Every HTTP error carries the server's RFC 9457 problem (`.problem`, `.status`, `.detail`), so
 `except NotFoundError` or `except ValidationError as e: e.errors` needs no parsing of text,
 and the message printed by an uncaught exception already names the field at fault.
+
+`.kind` is the problem type's name in the service's one vocabulary (`type` is
+`urn:sharpness:problem:<kind>`), the same for an error answer and for a failed job's `error`:
+`if e.kind == "idempotency-key-reused"`, `if failed.kind == "time-limit"`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,36 @@ from typing import Any
 import httpx
 
 from sharpness_client.types import Job, Problem
+
+PROBLEM_NAMESPACE = "urn:sharpness:problem:"
+# The kinds the service defines (its tasks/problem_types.py; a test keeps the two equal).
+PROBLEM_KINDS = frozenset(
+    {
+        # the gateway
+        "validation", "invalid-field", "unknown", "uri-rejected", "bad-dataset",
+        "missing-array", "unauthorized", "not-found", "no-result", "not-finished",
+        "not-analysed", "already-finished", "idempotency-key-reused", "conflict", "too-large",
+        "bad-multipart", "truncated-upload", "not-multipart", "enqueue-failed",
+        "redis-unavailable", "not-ready", "internal",
+        # uploads refused
+        "unknown-format", "pickle", "torch-save", "unsafe-archive", "dataset-not-model",
+        "pickled-array", "remote-code", "corrupt", "corrupt-zip", "zip-too-large", "truncated",
+        "empty", "not-npz", "not-npy", "bad-shape", "length-mismatch", "unsupported-dtype",
+        "static-batch", "missing-config", "missing-model-type", "missing-weights",
+        "missing-shard", "ambiguous-checkpoint", "missing-head", "bad-head",
+        # a failed job or trajectory
+        "invalid-input", "checkpoint-mismatch", "device-unavailable", "time-limit",
+        "out-of-memory", "not-implemented", "job-failed",
+    }
+)  # fmt: skip
+
+
+def problem_kind(problem: Problem | None) -> str | None:
+    """The kind of a problem (`"not-found"`, `"time-limit"`, ...); None for `about:blank`
+    (a status with no more to say) or a body that did not come from the service (a proxy)."""
+    if problem is None or not problem.type.startswith(PROBLEM_NAMESPACE):
+        return None
+    return problem.type[len(PROBLEM_NAMESPACE) :]
 
 
 class SharpnessError(Exception):
@@ -43,6 +77,11 @@ class APIStatusError(SharpnessError):
     @property
     def errors(self) -> list[dict[str, Any]]:
         return list(self.problem.errors or [])
+
+    @property
+    def kind(self) -> str | None:
+        """The problem's kind in the service's vocabulary, e.g. `"idempotency-key-reused"`."""
+        return problem_kind(self.problem)
 
 
 class AuthenticationError(APIStatusError):
@@ -86,6 +125,11 @@ class JobFailedError(SharpnessError):
         self.problem = job.error
         reason = job.error.detail or job.error.title if job.error else "no reason recorded"
         super().__init__(f"job {job.id} failed: {reason}")
+
+    @property
+    def kind(self) -> str | None:
+        """Why, in the service's vocabulary: `"time-limit"`, `"out-of-memory"`, ..."""
+        return problem_kind(self.problem)
 
 
 class JobCancelledError(SharpnessError):
