@@ -4,9 +4,15 @@ Wang & Roberts 2024 ("Can Stability be Detrimental?", arXiv 2412.17613) find tha
 training runs beyond the stability threshold λmax > 2/η, the top Hessian eigenvectors rotate,
 moving the parameters towards flatter regions. Two figures per checkpoint pair say so:
 
-- the stability ratio  r = λmax·η/2.  Gradient descent on a quadratic with curvature λ
-  multiplies the error along that eigendirection by (1 − ηλ) per step, which diverges when
-  |1 − ηλ| > 1, i.e. λ > 2/η; r > 1 means the checkpoint is beyond the edge of stability.
+- the stability ratio  r = sharpness / threshold, against the edge of the run's optimizer
+  (tasks.stability). Gradient descent on a quadratic with curvature λ multiplies the error
+  along that eigendirection by (1 − ηλ) per step, which diverges when λ > 2/η, so for GD
+  r = λmax·η/2; heavy-ball momentum β moves the edge to (2 + 2β)/η, Nesterov to
+  (2 + 2β)/((1 + 2β)η), and for Adam the sharpness is λmax(P⁻¹H) (P its preconditioner, from
+  the checkpoint's optimizer state) against (2 + 2β₁)/((1 − β₁)η). r > 1: beyond the edge.
+  For Adam the eigenpairs (and so the overlaps) are those of P⁻¹H — its eigenvectors D y in
+  parameter space, y those of the symmetric D H D, D = P^{−1/2} — and λmax of H is reported
+  beside them.
 - the top-eigenvector overlap  |⟨v₁(t), v₁(t+1)⟩|  ∈ [0, 1] (the absolute value: an
   eigenvector's sign is arbitrary), and the subspace overlap of the top-k eigenvectors
 
@@ -43,7 +49,7 @@ class ShapeMismatch(ValueError):
 
 
 def stability_ratio(lambda_max: float, learning_rate: float) -> float:
-    """λmax·η/2: above 1 the checkpoint is beyond the edge of stability 2/η."""
+    """Gradient descent's λmax·η/2: above 1 the checkpoint is beyond the edge 2/η."""
     return float(lambda_max) * float(learning_rate) / 2.0
 
 
@@ -124,19 +130,29 @@ def top_eigenpairs(
     seed: int = 0,
     ctx: Any = None,
     hvp_backend: str = "auto",
+    preconditioner: Tensor | None = None,
 ) -> EigenPairs:
     """Top-k eigenpairs of a HessianProblem by Lanczos (full reorthogonalisation, stopped on
     the Ritz residual bound |β s| ≤ tol·|θ|). The eigenvector error is about bound/gap, so
-    overlaps need a tol well below the relative eigenvalue gaps."""
+    overlaps need a tol well below the relative eigenvalue gaps.
+
+    With `preconditioner` (diag P, flat): the eigenpairs of P⁻¹H, by Lanczos on D H D
+    (D = P^{−1/2}); the eigenvectors returned are D y, normalised (P⁻¹H's, in parameter space)."""
     from tasks.engine.lanczos import lanczos
     from tasks.engine.operator import HessianOperator
+    from tasks.engine.preconditioner import PreconditionedOperator
 
-    op = HessianOperator(problem, backend=hvp_backend)
+    op: Any = HessianOperator(problem, backend=hvp_backend)
+    if preconditioner is not None:
+        op = PreconditionedOperator(op, preconditioner)
     res = lanczos(op, k=k, tol=tol, max_iter=max_iter, return_eigenvectors=True, seed=seed, ctx=ctx)
     assert res.eigenvectors is not None
+    vectors = res.eigenvectors
+    if preconditioner is not None:
+        vectors = op.to_parameter_space(vectors)
     return EigenPairs(
         eigenvalues=res.eigenvalues,
-        eigenvectors=res.eigenvectors,
+        eigenvectors=vectors,
         residual_bounds=res.residual_bounds,
         converged=res.converged,
         iterations=res.iterations,
@@ -177,16 +193,43 @@ class TrajectoryTracker:
             raise ShapeMismatch(why)
 
     def add(
-        self, shapes: NamedShapes, pairs: EigenPairs, learning_rate: float
+        self,
+        shapes: NamedShapes,
+        pairs: EigenPairs,
+        learning_rate: float,
+        optimizer: dict[str, Any] | None = None,
+        hessian_lambda_max: float | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Record one checkpoint's eigenpairs; returns (point, overlap with the previous)."""
+        """Record one checkpoint's eigenpairs; returns (point, overlap with the previous).
+
+        `optimizer`: {"name": "gd" | "sgd" | "adam", "momentum", "nesterov", "beta1"} (GD when
+        None). For adam, `pairs` are those of P⁻¹H and `hessian_lambda_max` is λmax of H."""
+        from tasks.stability import edge
+        from tasks.stability import stability_ratio as ratio_of
+
         self.check(shapes)
-        lam = pairs.eigenvalues[0]
+        opt = {"name": "gd", **(optimizer or {})}
+        e = edge(
+            opt["name"],
+            learning_rate,
+            momentum=opt.get("momentum", 0.0),
+            nesterov=opt.get("nesterov", False),
+            beta1=opt.get("beta1", 0.9),
+        )
+        top = pairs.eigenvalues[0]
+        preconditioned = e.sharpness == "preconditioned_lambda_max"
+        if preconditioned and hessian_lambda_max is None:
+            raise ValueError("adam's point needs λmax of H beside the eigenpairs of P⁻¹H")
+        ratio = ratio_of(top, e.threshold)
         point = {
-            "lambda_max": lam,
+            "lambda_max": hessian_lambda_max if preconditioned else top,
             "eigenvalues": list(pairs.eigenvalues),
-            "stability_ratio": stability_ratio(lam, learning_rate),
-            "beyond_edge": stability_ratio(lam, learning_rate) > 1.0,
+            "optimizer": opt["name"],
+            "preconditioned_lambda_max": top if preconditioned else None,
+            "stability_quantity": e.sharpness,
+            "stability_threshold": e.threshold,
+            "stability_ratio": ratio,
+            "beyond_edge": ratio > 1.0,
             "residual_bounds": list(pairs.residual_bounds),
             "converged": pairs.converged,
             "iterations": pairs.iterations,

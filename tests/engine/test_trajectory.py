@@ -143,3 +143,49 @@ def test_checkpoints_of_other_shapes_are_refused() -> None:
     tracker.add(named_shapes(a.names, a.shapes), top_eigenpairs(a, k=1, max_iter=a.dim), 0.1)
     with pytest.raises(ShapeMismatch, match=r"'fc1.weight' has shape \[7, 4\] but \[6, 4\]"):
         tracker.check(named_shapes(b.names, b.shapes))
+
+
+# ------------------------------------------------------------------ optimizer-aware edges
+def test_momentum_point_is_against_the_heavy_ball_edge() -> None:
+    p = checkpoint_problems([5])[0]
+    exact = float(dense_top(p, 1)[0][0])
+    tracker = TrajectoryTracker(k=1)
+    pairs = top_eigenpairs(p, k=1, tol=1e-10, max_iter=p.dim)
+    sgd = {"name": "sgd", "momentum": 0.9, "nesterov": False}
+    point, _ = tracker.add(named_shapes(p.names, p.shapes), pairs, 0.1, sgd)
+    assert point["stability_ratio"] == pytest.approx(exact * 0.1 / (2 * 1.9), rel=1e-9)
+    assert point["stability_threshold"] == pytest.approx(3.8 / 0.1)
+    assert point["optimizer"] == "sgd" and point["stability_quantity"] == "lambda_max"
+    assert point["beyond_edge"] is (exact * 0.1 / 3.8 > 1)
+
+
+def test_adam_point_uses_the_eigenpairs_of_p_inverse_h() -> None:
+    problems = checkpoint_problems([5, 30])
+    k, beta1, eta = 2, 0.9, 0.01
+    tracker = TrajectoryTracker(k=k)
+    g = torch.Generator().manual_seed(1)
+    previous = None
+    for p in problems:
+        P = torch.rand(p.dim, generator=g, dtype=torch.float64) * 2 + 0.1  # a positive diag
+        H = dense_hessian(p)
+        D = P.rsqrt()
+        evals, Y = torch.linalg.eigh(D[:, None] * H * D[None, :])
+        order = torch.argsort(evals, descending=True)[:k]
+        U = D[:, None] * Y[:, order]
+        U = U / U.norm(dim=0)  # eigenvectors of P⁻¹H
+        assert torch.allclose((H / P[:, None]) @ U, U * evals[order], atol=1e-9)
+        pairs = top_eigenpairs(p, k=k, tol=1e-11, max_iter=p.dim, preconditioner=P)
+        lam_h = float(torch.linalg.eigvalsh(H)[-1])
+        adam = {"name": "adam", "beta1": beta1}
+        point, overlap = tracker.add(named_shapes(p.names, p.shapes), pairs, eta, adam, lam_h)
+        assert point["preconditioned_lambda_max"] == pytest.approx(float(evals.max()), rel=1e-9)
+        assert point["lambda_max"] == lam_h
+        threshold = (2 + 2 * beta1) / ((1 - beta1) * eta)
+        assert point["stability_threshold"] == pytest.approx(threshold)
+        assert point["stability_ratio"] == pytest.approx(float(evals.max()) / threshold, rel=1e-9)
+        for i in range(k):
+            assert abs(float(pairs.eigenvectors[:, i] @ U[:, i])) == pytest.approx(1, abs=1e-6)
+        if previous is not None:
+            want = abs(float(previous[:, 0] @ U[:, 0]))
+            assert overlap["top_overlap"] == pytest.approx(want, abs=1e-6)
+        previous = U
