@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-KINDS = ("models", "datasets")
+KINDS = ("models", "datasets", "optimizer_states")
 
 
 class TooLarge(Exception):
