@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.formats import Refused
-from service.formats.datasets import check_arrays, inspect_dataset
+from service.formats.datasets import check_arrays, inspect_dataset, resolve_names
 from service.problems import invalid
 from tasks.blobstore import BlobStore
 from tasks.settings import Settings
@@ -45,7 +45,7 @@ def _check_dataset(ref: DatasetRef, field: str, blobs: BlobStore, settings: Sett
                 f"no uploaded dataset {ref.id}; upload it with POST /v1/datasets",
                 "unknown",
             )
-        _check_keys(meta.get("arrays", {}), f"dataset {ref.id}", ref, field)
+        _check_names(meta.get("arrays", {}), f"dataset {ref.id}", ref, field, meta)
         return
     assert ref.uri is not None  # the spec requires exactly one of id and uri
     try:
@@ -61,16 +61,12 @@ def _check_dataset(ref: DatasetRef, field: str, blobs: BlobStore, settings: Sett
         raise invalid(f"{field}.uri", e.detail, "bad-dataset") from e
 
 
-def _check_keys(arrays: dict, label: str, ref: DatasetRef, field: str) -> None:
-    known = ", ".join(sorted(arrays)) or "none"
-    for part, key in (("inputs_key", ref.inputs_key), ("targets_key", ref.targets_key)):
-        if key not in arrays:
-            raise invalid(
-                f"{field}.{part}",
-                f"{label} has no array {key!r} (arrays: {known})",
-                "missing-array",
-            )
+def _check_names(arrays: dict, label: str, ref: DatasetRef, field: str, meta: dict) -> None:
+    """The names the job will use exist in the uploaded file and agree in length."""
     try:
-        check_arrays(arrays, label, ref.inputs_key, ref.targets_key)
+        inputs_key, targets_key = resolve_names(
+            arrays, label, ref.inputs_key, ref.targets_key, meta
+        )
+        check_arrays(arrays, label, inputs_key, targets_key)
     except Refused as e:
-        raise invalid(field, e.detail, e.slug) from e
+        raise invalid(f"{field}.{e.field}" if e.field else field, e.detail, e.slug) from e

@@ -55,8 +55,11 @@ class DatasetInfo(BlobInfo):
     format: Literal["npz", "safetensors"]
     arrays: dict[str, ArrayInfo]
     num_examples: int = Field(description="First dimension shared by inputs and targets.")
-    inputs_key: str = Field(description="Array checked as the inputs at upload.")
-    targets_key: str = Field(description="Array checked as the targets at upload.")
+    inputs_key: str | list[str] | dict[str, str] = Field(
+        description="The model's inputs (given or recognised at upload): one array, a list "
+        "(positional) or keyword → array. Jobs that name no inputs use these."
+    )
+    targets_key: str = Field(description="The targets array; jobs that name none use it.")
 
 
 class MeasureInfo(BaseModel):

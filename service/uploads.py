@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from service import multipart
 from service.formats import Refused
-from service.problems import ProblemError, invalid
+from service.problems import ProblemError, field_error, invalid
 from tasks.blobstore import BlobStore, Staged, TooLarge
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -115,7 +115,8 @@ async def inspect(
         )
     except Refused as e:
         blobs.discard(received.staged)
-        raise ProblemError(e.status, e.slug, e.detail) from e
+        errors = [field_error(e.field, e.detail)] if e.field else None
+        raise ProblemError(e.status, e.slug, e.detail, errors=errors) from e
     except BaseException:
         blobs.discard(received.staged)
         raise

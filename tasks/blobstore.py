@@ -166,6 +166,15 @@ class BlobStore:
         record = self._commit(staged.kind, staged.tmp, staged.sha256, staged.size, meta)
         return record, created
 
+    def update_meta(self, kind: str, digest: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Replace some fields of a stored blob's record (names given at a later upload)."""
+        record = {**(self.meta(kind, digest) or {}), **fields}
+        sidecar = self.path(kind, digest).with_suffix(".json")
+        tmp = sidecar.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, sidecar)
+        return record
+
     @staticmethod
     def discard(staged: Staged) -> None:
         staged.tmp.unlink(missing_ok=True)

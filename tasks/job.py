@@ -158,7 +158,7 @@ def load_job_model(rt: WorkerRuntime, job: Job):
 
 def _load_batches(rt: WorkerRuntime, job: Job, model: Any, ref: DatasetRef, field: str):
     """Read dataset `ref` in the model's dtype and check one forward pass fits the model."""
-    from tasks.loaders import load_dataset, probe
+    from tasks.datasets import load_dataset, probe
 
     data_path, data_meta = _dataset_path(rt, job, ref, field)
     batches = load_dataset(
@@ -172,24 +172,37 @@ def _load_batches(rt: WorkerRuntime, job: Job, model: Any, ref: DatasetRef, fiel
         dtype=model.dtype,
     )
     name = (data_meta or {}).get("filename") or data_path.name
-    probe(model, batches, name)
+    spec = job.spec
+    probe(model, batches, name, spec.loss, spec.output_key, spec.class_dim)
     return batches
+
+
+def make_problem(job: Job, module: Any, batches: list, device: str):
+    """The HessianProblem of the job's loss, mode and output layout over `batches`."""
+    from tasks.engine.problem import HessianProblem
+
+    spec = job.spec
+    return HessianProblem(
+        module,
+        batches,
+        loss=spec.loss,
+        mode=spec.mode,
+        device=device,
+        output_key=spec.output_key,
+        class_dim=spec.class_dim,
+    )
 
 
 def build_problem(rt: WorkerRuntime, job: Job, device: str, model: Any = None):
     """Load model (unless given) and data, check they fit, and make the HessianProblem."""
-    from tasks.engine.problem import HessianProblem
-
-    spec = job.spec
     model = model if model is not None else load_job_model(rt, job)
-    batches = _load_batches(rt, job, model, spec.dataset, "dataset")
-    return HessianProblem(model.module, batches, loss=spec.loss, mode=spec.mode, device=device)
+    batches = _load_batches(rt, job, model, job.spec.dataset, "dataset")
+    return make_problem(job, model.module, batches, device)
 
 
 def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) -> dict | None:
     """Loss and accuracy on `eval_dataset` at the same weights (None without one). Its
     problem is dropped at once: held-out data is evaluated, never measured."""
-    from tasks.engine.problem import HessianProblem
 
     spec = job.spec
     if spec.eval_dataset is None:
@@ -198,7 +211,7 @@ def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) ->
         batches = _load_batches(rt, job, model, spec.eval_dataset, "eval_dataset")
     except LoadError as e:
         raise e if e.detail.startswith("eval_dataset") else _at("eval_dataset", e) from e
-    held_out = HessianProblem(model.module, batches, loss=spec.loss, mode=spec.mode, device=device)
+    held_out = make_problem(job, model.module, batches, device)
     ev = evaluate(held_out, "eval_dataset")
     return {"loss": ev["loss"], "accuracy": ev["accuracy"], "num_examples": ev["num_examples"]}
 
@@ -254,8 +267,11 @@ def evaluate(problem_: Any, name: str) -> dict[str, Any]:
             f"{name}: computing the loss failed ({msg}); check the targets' shape and range "
             "against the model's outputs",
         ) from e
-    ev["mode"] = "fixed at export" if problem_.mode_fixed_at_export else problem_.mode
+    ev["mode"] = problem_.mode
+    if problem_.mode_note:
+        ev["mode_note"] = problem_.mode_note
     ev["num_examples"] = problem_.num_examples
+    ev["num_targets"] = problem_.num_targets
     return ev
 
 

@@ -9,8 +9,7 @@ Models (meta["format"], set by the gateway when the file was uploaded):
     safetensors    tensors only, plus an architecture from tasks.zoo and its config.
 Anything else (a pickled nn.Module, a bare state_dict .pt) is refused with how to export.
 
-Datasets: .npz (numpy.load with allow_pickle=False) or .safetensors holding an inputs array and
-a targets array (names from the job spec, default "inputs" and "targets").
+Datasets are read by tasks.datasets.
 
 Every problem raises LoadError carrying an RFC 9457 status (422: the upload is at fault) and a
 detail that names the file, the field or the parameter.
@@ -31,7 +30,6 @@ from tasks.pt2_check import UnsafeArchive, check_pt2
 
 safe_torch.ensure_weights_only()
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -193,124 +191,3 @@ def load_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
         raise LoadError("Unsupported model format", f"{name}: format {fmt!r}. {HOW_TO_EXPORT}")
     check_finite(loaded.module, name)
     return loaded
-
-
-# ---------------------------------------------------------------------------------- datasets
-def dataset_format(path: Path, meta: dict[str, Any] | None) -> str:
-    fmt = (meta or {}).get("format")
-    if fmt:
-        return str(fmt)
-    suffix = path.suffix.lower()
-    if suffix in (".npz", ".safetensors"):
-        return suffix[1:]
-    raise LoadError("Unsupported dataset format", f"{path.name}: expected .npz or .safetensors")
-
-
-def _read_arrays(path: Path, fmt: str, keys: tuple[str, str], name: str) -> list[np.ndarray]:
-    try:
-        if fmt == "npz":
-            with np.load(path, allow_pickle=False) as npz:
-                available = list(npz.files)
-                missing = [k for k in keys if k not in available]
-                if missing:
-                    raise LoadError(
-                        "Array missing",
-                        f"{name}: no array {missing[0]!r}; the file holds {available}",
-                    )
-                return [npz[k] for k in keys]
-        if fmt == "safetensors":
-            from safetensors.numpy import load_file
-
-            arrays = load_file(str(path))
-            missing = [k for k in keys if k not in arrays]
-            if missing:
-                raise LoadError(
-                    "Array missing",
-                    f"{name}: no tensor {missing[0]!r}; the file holds {sorted(arrays)}",
-                )
-            return [arrays[k] for k in keys]
-    except LoadError:
-        raise
-    except Exception as e:  # object arrays (pickle), corrupt zip, bad header
-        raise LoadError(
-            "Unreadable dataset", f"{name}: cannot read as {fmt} ({type(e).__name__}: {e})"
-        ) from e
-    raise LoadError("Unsupported dataset format", f"{name}: format {fmt!r}; use npz or safetensors")
-
-
-def _as_targets(targets: np.ndarray, loss: str, dtype: torch.dtype, name: str, key: str):
-    if targets.dtype.kind not in "biuf":
-        raise LoadError("Bad targets", f"{name}: {key!r} has dtype {targets.dtype}; need numbers")
-    t = torch.from_numpy(np.ascontiguousarray(targets))
-    if loss == "mse":
-        return t.to(dtype)
-    if t.is_floating_point() and t.ndim >= 2:  # class probabilities
-        return t.to(dtype)
-    if t.is_floating_point() and not bool((t == t.round()).all()):
-        raise LoadError(
-            "Bad targets",
-            f"{name}: {key!r} must hold integer class labels for cross_entropy (or class "
-            "probabilities of shape (n, classes))",
-        )
-    t = t.to(torch.int64)
-    if t.numel() and int(t.min()) < 0:
-        raise LoadError("Bad targets", f"{name}: {key!r} holds negative class labels")
-    return t
-
-
-def load_dataset(
-    path: str | os.PathLike,
-    meta: dict[str, Any] | None,
-    inputs_key: str = "inputs",
-    targets_key: str = "targets",
-    max_samples: int | None = None,
-    batch_size: int = 256,
-    loss: str = "cross_entropy",
-    dtype: torch.dtype = torch.float32,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Read inputs and targets, truncate to max_samples, convert, and cut into batches."""
-    p = Path(path)
-    name = (meta or {}).get("filename") or p.name
-    fmt = dataset_format(p, meta)
-    inputs, targets = _read_arrays(p, fmt, (inputs_key, targets_key), name)
-    if inputs.ndim == 0 or targets.ndim == 0:
-        raise LoadError("Bad dataset", f"{name}: inputs and targets need a leading example axis")
-    if inputs.shape[0] != targets.shape[0]:
-        raise LoadError(
-            "Bad dataset",
-            f"{name}: {inputs_key!r} has {inputs.shape[0]} examples but {targets_key!r} has "
-            f"{targets.shape[0]}",
-        )
-    if max_samples is not None:
-        inputs, targets = inputs[:max_samples], targets[:max_samples]
-    if inputs.shape[0] == 0:
-        raise LoadError("Bad dataset", f"{name}: the dataset holds no examples")
-    if inputs.dtype.kind not in "biuf":
-        raise LoadError("Bad inputs", f"{name}: {inputs_key!r} has dtype {inputs.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(inputs)).to(dtype)
-    if not bool(torch.isfinite(x).all()):
-        raise LoadError("Bad inputs", f"{name}: {inputs_key!r} holds NaN or Inf values")
-    y = _as_targets(targets, loss, dtype, name, targets_key)
-    return [
-        (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)
-    ]
-
-
-def probe(model: LoadedModel, batches: list[tuple[torch.Tensor, torch.Tensor]], name: str):
-    """One forward pass on two examples, so a shape mismatch says which shapes disagree."""
-    x = batches[0][0][:2]
-    try:
-        with torch.no_grad():
-            out = model.module(x.to(next(model.module.parameters()).device))
-    except Exception as e:
-        expected = f"expects inputs of shape {model.input_shape}" if model.input_shape else ""
-        msg = first_line(e)
-        raise LoadError(
-            "Data does not fit the model",
-            f"{name}: the model {expected or 'rejected the inputs'}; the data gives shape "
-            f"{tuple(batches[0][0].shape[1:])} per example, batch shape "
-            f"{tuple(x.shape)} ({msg})",
-        ) from e
-    if not isinstance(out, torch.Tensor):
-        raise LoadError("Unsupported model output", f"{name}: the model must return one tensor")
-    return out

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.datanames import validate_inputs_key
 from tasks.engine import registry
 
 MODEL_ID_PATTERN = r"^[0-9a-f]{64}$"
@@ -36,6 +37,21 @@ class JobStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+OUTPUT_KEY = Field(
+    default=None,
+    max_length=64,
+    description="Which output is the logits when the model returns a tuple, a dict or a "
+    "Hugging Face ModelOutput: a key, or an index for a tuple. Default 'logits', else the "
+    "first tensor.",
+)
+CLASS_DIM = Field(
+    default=None,
+    description="cross_entropy on sequence outputs: -1 for classes last (N, T, C), Hugging "
+    "Face's layout; 1 for classes on dim 1 (N, C, T), torch's. Omitted: read from the shapes; "
+    "refused when both fit.",
+)
 
 
 class DatasetRef(BaseModel):
@@ -54,8 +70,24 @@ class DatasetRef(BaseModel):
         default=None, ge=1, le=10_000_000, description="Use only the first N examples."
     )
     batch_size: int = Field(default=256, ge=1, le=65_536)
-    inputs_key: str = Field(default="inputs", max_length=128)
-    targets_key: str = Field(default="targets", max_length=128)
+    inputs_key: str | list[str] | dict[str, str] | None = Field(
+        default=None,
+        description="The model's inputs: one array name; a list of names (positional "
+        'arguments, in order); or keyword → array name (for example {"input_ids": '
+        '"input_ids", "attention_mask": "attention_mask"}). Omitted: the names stored '
+        "with the uploaded dataset, else common names (inputs/targets, x/y, X/y, data/labels, "
+        "images/labels, input_ids/labels) when exactly one pair fits.",
+    )
+    targets_key: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The targets array. Omitted: as for inputs_key.",
+    )
+
+    @field_validator("inputs_key")
+    @classmethod
+    def _inputs_key(cls, value: Any) -> Any:
+        return None if value is None else validate_inputs_key(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetRef:
@@ -97,7 +129,14 @@ class JobSpec(BaseModel):
 
     model: str = Field(pattern=MODEL_ID_PATTERN, description="Id of an uploaded model.")
     dataset: DatasetRef
-    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    loss: Literal["cross_entropy", "mse"] = Field(
+        default="cross_entropy",
+        description="Mean over every counted target of the dataset: cross_entropy over outputs "
+        "(N, C), (N, T, …, C) or (N, C, T, …) with integer labels (-100 ignored) or class "
+        "probabilities; mse over every target element.",
+    )
+    output_key: str | None = OUTPUT_KEY
+    class_dim: Literal[1, -1] | None = CLASS_DIM
     mode: Literal["eval", "train"] = Field(
         default="eval",
         description="eval: dropout off, BatchNorm on running statistics. train: results "
@@ -293,6 +332,8 @@ class TrajectorySpec(BaseModel):
     checkpoints: list[TrajectoryCheckpoint] = Field(min_length=2, max_length=200)
     dataset: DatasetRef
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    output_key: str | None = OUTPUT_KEY
+    class_dim: Literal[1, -1] | None = CLASS_DIM
     mode: Literal["eval", "train"] = "eval"
     k: int = Field(
         default=3, ge=1, le=20, description="Top eigenvectors compared between checkpoints."

@@ -10,6 +10,11 @@ the engine's TrajectoryTracker, until the next checkpoint's overlap is computed.
 go to Redis. Each checkpoint's point is appended to the record as soon as it is known, so a
 cancelled or failed trajectory keeps what it measured.
 
+The optimizer sets the edge (tasks.stability): for Adam each checkpoint's optimizer state
+(`exp_avg_sq.<name>`, `step`; an uploaded safetensors blob) gives the preconditioner P, and the
+eigenpairs are those of P⁻¹H, with λmax of H measured beside them. Each point says which mode
+the model was measured in and why (`mode_reason`).
+
 Every error names the checkpoint at fault (`checkpoints[2].model: ...`) in an RFC 9457
 problem.
 """
@@ -69,7 +74,7 @@ class _Data:
         self.name = "the dataset"
 
     def batches(self, dtype: Any) -> list:
-        from tasks.loaders import load_dataset
+        from tasks.datasets import load_dataset
 
         if dtype not in self._by_dtype:
             spec = self.t.spec
@@ -94,8 +99,9 @@ class _Data:
 
 def _build(rt: WorkerRuntime, t: Trajectory, data: _Data, index: int, device: str):
     """Load checkpoint `index` and make its HessianProblem; errors name the checkpoint."""
+    from tasks.datasets import probe
     from tasks.engine.problem import HessianProblem
-    from tasks.loaders import load_model, probe
+    from tasks.loaders import load_model
 
     where = f"checkpoints[{index}].model"
     model_id = t.spec.checkpoints[index].model
@@ -105,10 +111,79 @@ def _build(rt: WorkerRuntime, t: Trajectory, data: _Data, index: int, device: st
     try:
         model = load_model(rt.blobs.path("models", model_id), meta)
         batches = data.batches(model.dtype)
-        probe(model, batches, data.name)
+        spec = t.spec
+        probe(model, batches, data.name, spec.loss, spec.output_key, spec.class_dim)
     except LoadError as e:
         raise e if e.detail.startswith("dataset:") else _at(where, e) from e
-    return HessianProblem(model.module, batches, loss=t.spec.loss, mode=t.spec.mode, device=device)
+    return HessianProblem(
+        model.module,
+        batches,
+        loss=t.spec.loss,
+        mode=t.spec.mode,
+        device=device,
+        output_key=t.spec.output_key,
+        class_dim=t.spec.class_dim,
+    )
+
+
+def _preconditioner(rt: WorkerRuntime, t: Trajectory, index: int, prob: Any) -> Any:
+    """Adam's diag(P) at checkpoint `index` from its uploaded state; errors name the field."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from tasks.engine.preconditioner import (
+        OptimizerStateError,
+        adam_preconditioner,
+        state_from_tensors,
+    )
+
+    where = f"checkpoints[{index}].optimizer_state"
+    state_id = t.spec.checkpoints[index].optimizer_state
+    if state_id is None or rt.blobs.meta("optimizer_states", state_id) is None:
+        raise LoadError(
+            "Optimizer state not found", f"{where}: optimizer state {state_id} is not stored"
+        )
+    o = t.spec.optimizer
+    try:
+        tensors = load_file(str(rt.blobs.path("optimizer_states", state_id)))
+        v, step = state_from_tensors(tensors)
+        return adam_preconditioner(prob, v, step, o.beta1, o.beta2, o.eps)
+    except (SafetensorError, OptimizerStateError) as e:
+        raise LoadError("Optimizer state does not fit the model", f"{where}: {e}") from e
+
+
+def mode_reason(module: Any, mode: str, fixed_at_export: bool) -> str:
+    """Which mode the curvature was measured in, why, and what it means for this model."""
+    from torch import nn
+
+    kinds = set()
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            kinds.add("BatchNorm")
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            kinds.add("dropout")
+    if fixed_at_export:
+        return (
+            "a torch.export model keeps the train/eval behaviour it was exported with; the "
+            f"requested mode {mode!r} could not be applied"
+        )
+    if not kinds:
+        return (
+            f"{mode}: the model has no BatchNorm or dropout (that this check can see), so "
+            "train and eval mode measure the same objective"
+        )
+    has = " and ".join(sorted(kinds))
+    if mode == "train":
+        return (
+            f"train (requested): the training objective, which the edge of stability concerns; "
+            f"the model's {has} run as in training (batch statistics, active dropout), so the "
+            "values depend on the batching (dataset.batch_size)"
+        )
+    return (
+        f"eval (the default): the model's {has} run as at inference (running statistics, no "
+        "dropout), so λmax is a property of the weights alone; the edge of stability concerns "
+        "the training objective, which mode 'train' measures"
+    )
 
 
 def execute(trajectory_id: str, rt: WorkerRuntime) -> str:
@@ -173,15 +248,26 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
                 ) from e
             ev = evaluate(prob, data.name)
             ctx = MeasureContext(prob, hooks.on_progress, hooks.should_cancel)
+            opt = t.spec.optimizer
+            pre = _preconditioner(rt, t, index, prob) if opt.name == "adam" else None
+            lam_h, extra_hvps = None, 0
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    pairs = top_eigenpairs(prob, t.spec.k, t.spec.tol, t.spec.max_iter, ctx=ctx)
+                    pairs = top_eigenpairs(
+                        prob, t.spec.k, t.spec.tol, t.spec.max_iter, ctx=ctx, preconditioner=pre
+                    )
+                    if pre is not None:  # λmax of H itself, beside P⁻¹H's
+                        raw = top_eigenpairs(prob, 1, t.spec.tol, t.spec.max_iter, ctx=ctx)
+                        lam_h, extra_hvps = raw.eigenvalues[0], raw.hvps
                 except Cancelled:
                     hooks.flush("failed")
                     store.finish(tid, JobStatus.cancelled)
                     return "cancelled"
-            point, overlap = tracker.add(shapes, pairs, cp.learning_rate)
+            point, overlap = tracker.add(
+                shapes, pairs, cp.learning_rate, opt.model_dump(), hessian_lambda_max=lam_h
+            )
+            point["hvps"] += extra_hvps
             notes = [f"{w.category.__name__}: {w.message}" for w in caught]
             if prob.mode_fixed_at_export and t.spec.mode != "eval":
                 notes.append(
@@ -204,6 +290,8 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
                     loss=ev.get("loss"),
                     accuracy=ev.get("accuracy"),
                     warnings=notes,
+                    mode=t.spec.mode,
+                    mode_reason=mode_reason(prob.module, t.spec.mode, prob.mode_fixed_at_export),
                     **point,
                 ),
                 None

@@ -13,8 +13,9 @@ class Refused(Exception):
     (a pickle, a torch.save file, unknown bytes) and 422 for an accepted format whose content
     is broken or incomplete (corrupt zip, truncated file, missing arrays)."""
 
-    def __init__(self, status: int, slug: str, detail: str) -> None:
+    def __init__(self, status: int, slug: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.detail = detail
+        self.field = field  # the request field at fault, when one is

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from service.formats import Refused, archive, npy, safetensors
+from tasks import datanames
+from tasks.datanames import InputsKey
 
 HOW_TO_SAVE = (
     "save numeric arrays with numpy.savez('data.npz', inputs=X, targets=y) or "
@@ -18,9 +20,15 @@ HOW_TO_SAVE = (
 
 
 def inspect_dataset(
-    path: Path, label: str, inputs_key: str, targets_key: str, max_uncompressed: int
+    path: Path,
+    label: str,
+    inputs_key: InputsKey | None,
+    targets_key: str | None,
+    max_uncompressed: int,
+    stored: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """{"format", "arrays": {name: {"dtype", "shape"}}, "num_examples", ...} or Refused."""
+    """{"format", "arrays": {name: {"dtype", "shape"}}, "num_examples", "inputs_key",
+    "targets_key"} with the names resolved (tasks.datanames), or Refused."""
     size = path.stat().st_size
     if size == 0:
         raise Refused(422, "empty", f"{label}: the file is empty")
@@ -37,6 +45,7 @@ def inspect_dataset(
         raise Refused(
             415, "unknown-format", f"{label}: neither .npz nor .safetensors; {HOW_TO_SAVE}"
         )
+    inputs_key, targets_key = resolve_names(arrays, label, inputs_key, targets_key, stored)
     n = check_arrays(arrays, label, inputs_key, targets_key)
     return {
         "format": fmt,
@@ -73,32 +82,43 @@ def _npz_arrays(path: Path, label: str, max_uncompressed: int) -> dict[str, dict
     return arrays
 
 
+def resolve_names(
+    arrays: dict[str, dict[str, Any]],
+    label: str,
+    inputs_key: InputsKey | None,
+    targets_key: str | None,
+    stored: dict[str, Any] | None = None,
+) -> tuple[InputsKey, str]:
+    """The names a job will use (given, stored at upload, or recognised), or a 422."""
+    try:
+        return datanames.resolve(arrays, inputs_key, targets_key, stored)
+    except datanames.NamesError as e:
+        raise Refused(422, "missing-array", f"{label}: {e.detail}", field=e.part) from e
+
+
 def check_arrays(
-    arrays: dict[str, dict[str, Any]], label: str, inputs_key: str, targets_key: str
+    arrays: dict[str, dict[str, Any]], label: str, inputs_key: InputsKey, targets_key: str
 ) -> int:
-    """The number of examples; refuses missing arrays and mismatched first dimensions."""
-    known = ", ".join(sorted(arrays)) or "none"
-    for role, key in (("inputs", inputs_key), ("targets", targets_key)):
+    """The number of examples; refuses scalars and arrays whose first dimensions differ."""
+    names = [*datanames.input_names(inputs_key), targets_key]
+    for key in names:
         if key not in arrays:
-            raise Refused(
-                422,
-                "missing-array",
-                f"{label}: no array {key!r} for the {role} (arrays: {known}); name it "
-                f"{key!r} or pass {role}_key",
-            )
+            raise Refused(422, "missing-array", f"{label}: no array {key!r}")
         if not arrays[key]["shape"]:
             raise Refused(
                 422,
                 "bad-shape",
                 f"{label}: array {key!r} is a scalar; its first dimension must be the examples",
             )
-    n_in, n_t = arrays[inputs_key]["shape"][0], arrays[targets_key]["shape"][0]
-    if n_in != n_t:
+    counts = {key: arrays[key]["shape"][0] for key in names}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{k!r} {n}" for k, n in counts.items())
         raise Refused(
             422,
             "length-mismatch",
-            f"{label}: array {inputs_key!r} has {n_in} examples but {targets_key!r} has {n_t}",
+            f"{label}: the arrays must share their first dimension (the examples): {listed}",
         )
-    if n_in == 0:
-        raise Refused(422, "bad-shape", f"{label}: array {inputs_key!r} holds no examples")
-    return n_in
+    n = counts[targets_key]
+    if n == 0:
+        raise Refused(422, "bad-shape", f"{label}: the dataset holds no examples")
+    return n

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Request, Response
 
 from service import uploads
@@ -12,26 +10,38 @@ from service.formats.datasets import inspect_dataset
 from service.problems import invalid
 from service.routers.common import BlobId, ExistingDataset, not_found, problems
 from service.schemas import DatasetInfo
+from tasks.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 KIND = "datasets"
-_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
 
-UPLOAD_DOC = """Multipart form: `file` (required), optional `inputs_key` and `targets_key`
-(default `inputs` and `targets`): the names of the two arrays, which must exist and share
-their first dimension (the examples).
+UPLOAD_DOC = """Multipart form: `file` (required), optional `inputs_key` and `targets_key`:
+which arrays are the model's inputs and the targets. `inputs_key` is one array name, or JSON for
+several inputs: a list (positional) or an object keyword → array name (`{"input_ids":
+"input_ids", "attention_mask": "attention_mask"}`). Left out, common names are recognised when
+exactly one pair fits (inputs/targets, x/y, X/y, data/labels, images/labels, input_ids/labels);
+otherwise a 422 lists the arrays found. The names are stored with the dataset: a job that uses
+it need not repeat them. The arrays must share their first dimension (the examples).
 
 `.npz` (numpy.savez / savez_compressed; numeric dtypes only, object arrays are pickles and
 are refused) or `.safetensors`. Array names, shapes and dtypes are read from the headers and
-returned. Idempotent by content: **201** when new, **200** when the bytes were stored before."""
+returned. Idempotent by content: **201** when new, **200** when the bytes were stored before
+(names given again replace the stored ones)."""
 
 
-def _key(fields: dict[str, str], name: str, default: str) -> str:
-    value = fields.get(name, default).strip() or default
-    if not _KEY.match(value):
-        raise invalid(name, "an array name of letters, digits and _ . - / (at most 128)")
-    return value
+def _names(fields: dict[str, str]) -> tuple[InputsKey | None, str | None]:
+    inputs_raw = fields.get("inputs_key", "").strip()
+    targets_raw = fields.get("targets_key", "").strip()
+    try:
+        inputs_key = parse_form_inputs_key(inputs_raw) if inputs_raw else None
+    except ValueError as e:
+        raise invalid(
+            "inputs_key", f'{e}; e.g. inputs, or ["a", "b"], or {{"keyword": "a"}}'
+        ) from None
+    if targets_raw and not ARRAY_NAME.match(targets_raw):
+        raise invalid("targets_key", "an array name of letters, digits and _ . - / (≤ 128)")
+    return inputs_key, targets_raw or None
 
 
 @router.post(
@@ -52,8 +62,15 @@ def _key(fields: dict[str, str], name: str, default: str) -> str:
                         "required": ["file"],
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "inputs_key": {"type": "string", "default": "inputs"},
-                            "targets_key": {"type": "string", "default": "targets"},
+                            "inputs_key": {
+                                "type": "string",
+                                "description": "An array name, or JSON: a list of names or "
+                                "an object keyword → name. Default: recognised.",
+                            },
+                            "targets_key": {
+                                "type": "string",
+                                "description": "The targets array. Default: recognised.",
+                            },
                         },
                     }
                 }
@@ -68,8 +85,7 @@ async def upload_dataset(
         request, blobs, KIND, settings.max_upload_bytes, {"inputs_key", "targets_key"}
     )
     try:
-        inputs_key = _key(received.fields, "inputs_key", "inputs")
-        targets_key = _key(received.fields, "targets_key", "targets")
+        inputs_key, targets_key = _names(received.fields)
     except BaseException:
         blobs.discard(received.staged)
         raise
@@ -79,6 +95,10 @@ async def upload_dataset(
     record, created = blobs.commit(
         received.staged, {"kind": "dataset", "filename": received.filename, **facts}
     )
+    given = {"inputs_key": inputs_key, "targets_key": targets_key}
+    if not created and any(given.values()):  # names given again replace the stored ones
+        names = {k: facts[k] for k, v in given.items() if v is not None}
+        record = blobs.update_meta(KIND, record["id"], names)
     response.status_code = 201 if created else 200
     return DatasetInfo.model_validate(record)
 

@@ -194,20 +194,19 @@ class Objective:
         }
 
 
-def label_range_problem(objective: Objective, outputs: Tensor, targets: Tensor) -> str | None:
-    """Why integer labels cannot index the model's classes (None when they can)."""
+def label_range_problem(objective: Objective, classes: int | None, targets: Tensor) -> str | None:
+    """Why integer labels cannot index the model's `classes` (None when they can)."""
     if objective.name != "cross_entropy" or objective.soft(targets):
         return None
-    classes = objective.num_classes(outputs, targets)
     counted = targets[targets != IGNORE_INDEX]
     if counted.numel() == 0:
         return None
     low, high = int(counted.min()), int(counted.max())
     if low < 0:
-        return f"holds the negative label {low}; only -100 (ignored) may be negative"
+        return f"hold the negative label {low}; only -100 (not counted) may be negative"
     if classes is not None and high >= classes:
         return (
-            f"holds label {high} but the model has {classes} classes (labels 0..{classes - 1}); "
+            f"hold label {high} but the model has {classes} classes (labels 0..{classes - 1}); "
             "for real-valued targets use loss 'mse'"
         )
     return None

@@ -91,6 +91,12 @@ class Batch:
     def size(self) -> int:
         return int(_tensors(self.inputs)[0].shape[0])
 
+    def __iter__(self) -> Iterator[Any]:  # a batch unpacks as the pair (inputs, targets)
+        return iter((self.inputs, self.targets))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.inputs, self.targets)[index]
+
     def to(self, device: torch.device) -> Batch:
         return Batch(_map(self.inputs, lambda t: t.to(device)), self.targets.to(device))
 

@@ -55,18 +55,64 @@ def test_reupload_same_id(client: TestClient) -> None:
     assert a.json()["id"] == b.json()["id"]
 
 
-def test_custom_keys(client: TestClient) -> None:
+def test_common_names_recognised_and_stored(client: TestClient, model_id: str) -> None:
     rng = np.random.default_rng(0)
-    data = files.npz_bytes(x=rng.standard_normal((5, 2)), y=rng.standard_normal((5, 1)))
+    data = files.npz_bytes(x=rng.standard_normal((5, 2)), y=rng.integers(0, 2, 5))
     r = client.post("/v1/datasets", files={"file": ("d.npz", data)})
-    assert_problem(r, 422, "'inputs'", "inputs_key")
+    assert r.status_code == 201, r.text
+    assert (r.json()["inputs_key"], r.json()["targets_key"]) == ("x", "y")
+    # a job naming no arrays uses the stored names; one naming absent arrays is refused
+    job = {"model": model_id, "dataset": {"id": r.json()["id"]}, "measures": [{"name": "trace"}]}
+    assert client.post("/v1/jobs", json=job).status_code == 202
+    job["dataset"]["inputs_key"] = "inputs"
+    assert_problem(client.post("/v1/jobs", json=job), 422, "dataset.inputs_key", "arrays: x, y")
+
+
+def test_ambiguous_names_list_the_arrays(client: TestClient) -> None:
+    rng = np.random.default_rng(0)
+    data = files.npz_bytes(a=rng.standard_normal((5, 2)), b=rng.standard_normal((5, 1)))
+    r = client.post("/v1/datasets", files={"file": ("d.npz", data)})
+    body = assert_problem(r, 422, "arrays: a, b", "inputs_key")
+    assert body["errors"][0]["field"] == "inputs_key"
+    two = files.npz_bytes(
+        x=np.zeros((3, 2)), y=np.zeros(3), inputs=np.zeros((3, 2)), targets=np.zeros(3)
+    )
+    assert_problem(client.post("/v1/datasets", files={"file": ("t.npz", two)}), 422, "several")
     r = client.post(
         "/v1/datasets",
         files={"file": ("d.npz", data)},
-        data={"inputs_key": "x", "targets_key": "y"},
+        data={"inputs_key": "a", "targets_key": "b"},
     )
     assert r.status_code == 201, r.text
-    assert r.json()["inputs_key"] == "x"
+    assert r.json()["inputs_key"] == "a"
+    # the same bytes with other names: 200, and the names given now are stored
+    r = client.post(
+        "/v1/datasets",
+        files={"file": ("d.npz", data)},
+        data={"inputs_key": "b", "targets_key": "a"},
+    )
+    assert r.status_code == 200 and r.json()["inputs_key"] == "b"
+    assert client.get(f"/v1/datasets/{r.json()['id']}").json()["targets_key"] == "a"
+
+
+def test_several_inputs_by_keyword(client: TestClient) -> None:
+    ids = np.zeros((4, 6), np.int64)
+    data = files.npz_bytes(input_ids=ids, attention_mask=np.ones_like(ids), labels=ids)
+    r = client.post("/v1/datasets", files={"file": ("lm.npz", data)})
+    assert r.status_code == 201, r.text
+    assert r.json()["inputs_key"] == {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+    r = client.post(
+        "/v1/datasets", files={"file": ("lm.npz", data)}, data={"inputs_key": '["input_ids"]'}
+    )
+    assert r.status_code == 200 and r.json()["inputs_key"] == ["input_ids"]
+    bad = client.post("/v1/datasets", files={"file": ("lm.npz", data)}, data={"inputs_key": "[1"})
+    assert_problem(bad, 422, "inputs_key", "JSON")
+    short = files.npz_bytes(input_ids=ids, attention_mask=np.ones((3, 6)), labels=ids)
+    assert_problem(
+        client.post("/v1/datasets", files={"file": ("s.npz", short)}),
+        422,
+        "'attention_mask' 3",
+    )
 
 
 def test_object_array_refused(client: TestClient, settings: Settings) -> None:

@@ -74,7 +74,7 @@ def test_held_out_evaluation_and_gap(rt: WorkerRuntime, tmp_path: Path) -> None:
     ev = rt.store.get(job_id).evaluation
     train_loss, train_acc = by_hand(model, x, y, "cross_entropy")
     test_loss, test_acc = by_hand(model, xt, yt, "cross_entropy")
-    assert ev["num_examples"] == 48 and ev["mode"] == "fixed at export"
+    assert ev["num_examples"] == 48 and ev["mode"] == "eval"
     assert ev["loss"] == pytest.approx(train_loss, rel=1e-9)
     assert ev["accuracy"] == pytest.approx(train_acc)
     assert ev["test"]["num_examples"] == 40

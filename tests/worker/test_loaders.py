@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tasks.loaders import LoadError, load_dataset, load_model, probe
+from tasks.datasets import load_dataset, probe
+from tasks.loaders import LoadError, load_model
 from tests import artifacts as A
 
 
@@ -123,11 +124,13 @@ def test_dataset_batches_truncates_and_types(tmp_path: Path) -> None:
 
 def test_dataset_errors_name_the_field(tmp_path: Path) -> None:
     x, y = A.data(n=10)
-    np.savez(tmp_path / "k.npz", x=x, y=y)
-    with pytest.raises(LoadError, match=r"no array 'inputs'; the file holds \['x', 'y'\]"):
+    np.savez(tmp_path / "k.npz", a=x, b=y)
+    with pytest.raises(LoadError, match=r"no common pair .*\(arrays: a, b\).*inputs_key"):
         load_dataset(tmp_path / "k.npz", None)
+    with pytest.raises(LoadError, match=r"no array 'c' \(arrays: a, b\)"):
+        load_dataset(tmp_path / "k.npz", None, inputs_key="c", targets_key="b")
     np.savez(tmp_path / "n.npz", inputs=x, targets=y[:7])
-    with pytest.raises(LoadError, match="10 examples but 'targets' has 7"):
+    with pytest.raises(LoadError, match="differ in examples: 'inputs' 10, 'targets' 7"):
         load_dataset(tmp_path / "n.npz", None)
     np.savez(tmp_path / "o.npz", inputs=np.array([{"a": 1}], dtype=object), targets=y[:1])
     with pytest.raises(LoadError, match="cannot read"):

@@ -42,8 +42,10 @@ class DatasetRef(_Model):
     uri: str | None = None
     max_samples: int | None = None
     batch_size: int = 256
-    inputs_key: str = "inputs"
-    targets_key: str = "targets"
+    # one array, a list (positional inputs) or keyword -> array; None: the names stored with
+    # the uploaded dataset, else common names (inputs/targets, x/y, ...)
+    inputs_key: str | list[str] | dict[str, str] | None = None
+    targets_key: str | None = None
 
 
 class MeasureRequest(_Model):
@@ -60,6 +62,8 @@ class JobSpec(_Model):
     model: str
     dataset: DatasetRef
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    output_key: str | None = None  # which output is the logits (dict key or tuple index)
+    class_dim: Literal[1, -1] | None = None  # sequence outputs: -1 classes last, 1 torch's
     mode: Literal["eval", "train"] = "eval"
     measures: list[MeasureRequest]
     eval_dataset: DatasetRef | None = None  # held-out data: test metrics and gap in evaluation
@@ -177,7 +181,7 @@ class DatasetInfo(_Model):
     format: Literal["npz", "safetensors"]
     arrays: dict[str, ArrayInfo]
     num_examples: int
-    inputs_key: str
+    inputs_key: str | list[str] | dict[str, str]
     targets_key: str
 
 
@@ -244,6 +248,8 @@ class TrajectorySpec(_Model):
     checkpoints: list[TrajectoryCheckpoint]
     dataset: DatasetRef
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    output_key: str | None = None
+    class_dim: Literal[1, -1] | None = None
     mode: Literal["eval", "train"] = "eval"
     k: int = 3
     tol: float = 1e-6
