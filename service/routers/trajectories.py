@@ -1,4 +1,5 @@
-"""Trajectories: submit checkpoints of one run (202 + Location), read, list, cancel, picture.
+"""Trajectories: submit checkpoints of one run (202 + Location), read, list, cancel, picture;
+and the optimizer states that Adam trajectories need (upload, read).
 
 Mirrors the jobs router (same idempotency, enqueue-or-fail and cancel semantics) on the
 TrajectoryStore; the worker runs them with the `sharpness.run_trajectory` task.
@@ -7,16 +8,21 @@ TrajectoryStore; the worker runs them with the `sharpness.run_trajectory` task.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import Field
 
-from service import references
+from service import references, uploads
 from service.deps import BlobsDep, CeleryDep, SettingsDep, TrajectoriesDep
 from service.enqueue import enqueue_or_fail
+from service.formats import Refused
+from service.formats import safetensors as st
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
-from service.routers.common import ExistingTrajectory, problems
+from service.routers.common import ExistingTrajectory, _existing_blob, problems
+from service.schemas import BlobInfo
 from tasks.celery_app import RUN_TRAJECTORY_TASK, queue_for
 from tasks.spec import JobSpec, JobStatus, Trajectory, TrajectoryPage, TrajectorySpec
 from tasks.trajectorystore import TrajectoryStore
@@ -38,6 +44,63 @@ IdempotencyKey = Annotated[
 
 StoreDep = TrajectoriesDep
 
+STATE_KIND = "optimizer_states"
+STATE_PREFIX = "exp_avg_sq."
+STATE_HOW = (
+    "save Adam's state by parameter name: safetensors.torch.save_file({'step': "
+    "torch.tensor([t]), **{'exp_avg_sq.' + name: opt.state[p]['exp_avg_sq'] for name, p in "
+    "model.named_parameters()}}, 'state.safetensors') (the SDK's optimizer_state_file does it)"
+)
+
+
+class OptimizerStateInfo(BlobInfo):
+    format: Literal["safetensors"]
+    parameters: list[str] = Field(description="Parameter names with an exp_avg_sq tensor.")
+    step_dtype: str = Field(description="dtype of the stored step.")
+
+
+def inspect_optimizer_state(path: Path, label: str) -> dict[str, Any]:
+    """Torch-free check of an optimizer-state upload: safetensors holding a one-element `step`
+    and `exp_avg_sq.<parameter name>` tensors of a floating dtype, nothing else."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if not st.looks_like(head, size):
+        raise Refused(415, "unknown-format", f"{label}: not a safetensors file; {STATE_HOW}")
+    tensors = st.read_header(path, label)
+    step = tensors.get("step")
+    if step is None or _numel(step["shape"]) != 1:
+        raise Refused(
+            422, "corrupt", f"{label}: needs a one-element tensor 'step'; {STATE_HOW}", "file"
+        )
+    names = sorted(n[len(STATE_PREFIX) :] for n in tensors if n.startswith(STATE_PREFIX))
+    if not names:
+        raise Refused(
+            422, "corrupt", f"{label}: no '{STATE_PREFIX}<parameter>' tensors; {STATE_HOW}", "file"
+        )
+    other = sorted(n for n in tensors if n != "step" and not n.startswith(STATE_PREFIX))
+    if other:
+        raise Refused(
+            422,
+            "corrupt",
+            f"{label}: unexpected tensors {other[:5]}; expected 'step' and "
+            f"'{STATE_PREFIX}<parameter>' only",
+            "file",
+        )
+    bad = [n for n in names if not tensors[STATE_PREFIX + n]["dtype"].startswith(("float", "bf"))]
+    if bad:
+        raise Refused(
+            422, "unsupported-dtype", f"{label}: {STATE_PREFIX}{bad[0]} is not floating", "file"
+        )
+    return {"format": "safetensors", "parameters": names, "step_dtype": step["dtype"]}
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
 
 def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsDep) -> None:
     """Every checkpoint's model uploaded (422 naming `checkpoints.N.model`); the dataset
@@ -47,6 +110,14 @@ def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsD
             raise invalid(
                 f"checkpoints.{i}.model",
                 f"no uploaded model {cp.model}; upload it with POST /v1/models",
+                "unknown",
+            )
+    for i, cp in enumerate(spec.checkpoints):
+        if cp.optimizer_state is not None and blobs.meta(STATE_KIND, cp.optimizer_state) is None:
+            raise invalid(
+                f"checkpoints.{i}.optimizer_state",
+                f"no uploaded optimizer state {cp.optimizer_state}; upload it with POST "
+                "/v1/trajectories/optimizer-states",
                 "unknown",
             )
     as_job = JobSpec.model_construct(model=spec.checkpoints[0].model, dataset=spec.dataset)
@@ -74,11 +145,16 @@ def submit_trajectory(
     idempotency_key: IdempotencyKey = None,
 ) -> Trajectory:
     """Checkpoints of one training run, in order, each with the learning rate η it was
-    trained at. The worker measures, per checkpoint, λmax, the top-`k` eigenvalues and
-    λmax·η/2 (above 1: beyond the edge of stability 2/η), and between consecutive
-    checkpoints the overlap of the top eigenvector |⟨v₁(t), v₁(t+1)⟩| and of the top-k
-    subspace ‖V_tᵀV_{t+1}‖²_F/k (Wang & Roberts 2024). All checkpoints must share parameter
-    names and shapes. Answers 202 with `Location: /v1/trajectories/{id}`."""
+    trained at, and the run's `optimizer`. The worker measures, per checkpoint, λmax, the
+    top-`k` eigenvalues and the stability ratio against that optimizer's edge: 2/η for
+    gradient descent (ratio λmax·η/2), (2+2β)/η for heavy-ball momentum β, (2+2β)/((1+2β)η)
+    for Nesterov, and for Adam λmax(P⁻¹H) against (2+2β₁)/((1−β₁)η), P from each
+    checkpoint's `optimizer_state` (upload it first with POST
+    /v1/trajectories/optimizer-states). Between consecutive checkpoints: the overlap of the
+    top eigenvector |⟨v₁(t), v₁(t+1)⟩| and of the top-k subspace ‖V_tᵀV_{t+1}‖²_F/k
+    (Wang & Roberts 2024), and in `edge_analysis` those of steps past the edge apart from
+    those below it. All checkpoints must share parameter names and shapes. Answers 202 with
+    `Location: /v1/trajectories/{id}`."""
     _check_references(spec, blobs, settings)
     t = store.create(spec, queue_for(spec.device), idempotency_key)
     response.headers["Location"] = f"/v1/trajectories/{t.id}"
@@ -94,6 +170,59 @@ def submit_trajectory(
             return t
     _enqueue(celery, store, t)
     return t
+
+
+@router.post(
+    "/optimizer-states",
+    response_model=OptimizerStateInfo,
+    status_code=201,
+    summary="Upload an optimizer state",
+    responses={200: {"model": OptimizerStateInfo, "description": "Already stored"}}
+    | problems(400, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_optimizer_state(
+    request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
+) -> OptimizerStateInfo:
+    """Multipart form, `file`: a `.safetensors` of Adam's state at one checkpoint, a
+    one-element `step` (t) and `exp_avg_sq.<parameter name>` (v_t, the parameter's shape)
+    for every parameter. Reference its id as the checkpoint's `optimizer_state`. Idempotent
+    by content: **201** when new, **200** when stored before."""
+    received = await uploads.receive(request, blobs, STATE_KIND, settings.max_upload_bytes, set())
+    facts = await uploads.inspect(blobs, received, inspect_optimizer_state)
+    record, created = blobs.commit(
+        received.staged, {"kind": "optimizer_state", "filename": received.filename, **facts}
+    )
+    response.status_code = 201 if created else 200
+    return OptimizerStateInfo.model_validate(record)
+
+
+ExistingOptimizerState = Annotated[
+    dict[str, Any], Depends(_existing_blob(STATE_KIND, "optimizer state"))
+]
+
+
+@router.get(
+    "/optimizer-states/{id}",
+    response_model=OptimizerStateInfo,
+    summary="Read an optimizer state's record",
+    responses=problems(404, 422),
+)
+def get_optimizer_state(record: ExistingOptimizerState) -> OptimizerStateInfo:
+    return OptimizerStateInfo.model_validate(record)
 
 
 @router.get("", response_model=TrajectoryPage, summary="List trajectories", responses=problems(422))
