@@ -6,7 +6,7 @@ needs neither.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -17,40 +17,139 @@ def _need(module: str, extra: str) -> Any:
         raise ImportError(f"this needs {module}: pip install 'sharpness-client[{extra}]'") from e
 
 
-def export_module(module: Any, example_inputs: Any) -> bytes:
+def export_module(module: Any, example_inputs: Any, *, dynamic_seq: bool = True) -> bytes:
     """A torch.export archive (.pt2 bytes) of `module` in eval mode, batch dimension dynamic.
 
     The service never unpickles an upload, so a module travels as a torch.export program; its
-    train/eval mode is fixed at export, and the service measures in eval mode by default. The
-    batch must hold at least two examples: torch.export specialises a dimension of size 1.
+    train/eval mode is fixed at export, and the service measures in eval mode by default.
+
+    `example_inputs` is one tensor or array, a tuple/list of them (positional arguments), or a
+    dict of keyword arguments (`{"input_ids": ids, "attention_mask": mask}`). Integer inputs
+    (token ids, masks, indices) are exported as int64, as the service feeds them; floating
+    inputs take the module's dtype. Dimension 0 of every input is the batch and must hold at
+    least two examples (torch.export fixes a dimension of size 1). With `dynamic_seq`,
+    dimension 1 of integer inputs of two or more dimensions (the sequence) is made dynamic
+    where the model allows it and left at the example's length where it does not.
+
+    Outputs are exported as the module returns them: a tensor, a tuple, a dict or a Hugging
+    Face ModelOutput (the service takes its `logits`). A transformers model is exported without
+    its key/value cache. Scaled-dot-product attention is stored as its plain math form, whose
+    second derivatives autograd computes (the fused CPU kernel has no double backward).
     """
     torch = _need("torch", "torch")
-    raw = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    args = tuple(_as_tensor(torch, module, a) for a in raw)
-    if any(getattr(a, "shape", (0,))[0] < 2 for a in args if hasattr(a, "shape")):
-        raise ValueError("example_inputs need a batch of at least 2 (a size-1 batch is fixed)")
+    if isinstance(example_inputs, Mapping):
+        args: tuple[Any, ...] = ()
+        kwargs = {str(k): _as_tensor(torch, module, v) for k, v in example_inputs.items()}
+    else:
+        raw = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        args, kwargs = tuple(_as_tensor(torch, module, a) for a in raw), {}
+    named = [*(f"input {i}" for i in range(len(args))), *(f"input {k!r}" for k in kwargs)]
+    values = [*args, *kwargs.values()]
+    tensors = [(n, v) for n, v in zip(named, values, strict=True) if isinstance(v, torch.Tensor)]
+    if not tensors:
+        raise ValueError("example_inputs hold no tensor or array")
+    for name, t in tensors:
+        if t.ndim == 0 or t.shape[0] < 2:
+            raise ValueError(
+                f"example_inputs: {name} has shape {tuple(t.shape)}; dimension 0 is the batch "
+                "and needs at least 2 examples (a size-1 batch is fixed at export)"
+            )
     batch = torch.export.Dim("batch")
-    dynamic = tuple({0: batch} if isinstance(a, torch.Tensor) else None for a in args)
-    was_training = module.training
-    module.eval()
-    try:
-        program = torch.export.export(module, args, dynamic_shapes=dynamic)
-    finally:
-        module.train(was_training)
+
+    def spec(value: Any, seq: bool) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return None
+        dims: dict[int, Any] = {0: batch}
+        if seq and not value.is_floating_point() and value.ndim >= 2 and value.shape[1] >= 2:
+            dims[1] = torch.export.Dim.AUTO  # dynamic where the model allows, else fixed
+        return dims
+
+    def shapes(seq: bool) -> Any:
+        if kwargs:
+            return {k: spec(v, seq) for k, v in kwargs.items()}
+        return tuple(spec(a, seq) for a in args)
+
+    with _eval_without_cache(module):
+        try:
+            program = _export(torch, module, args, kwargs, shapes(dynamic_seq))
+        except Exception as first:
+            if not dynamic_seq:
+                raise _export_failed(first) from first
+            try:
+                program = _export(torch, module, args, kwargs, shapes(False))
+            except Exception:
+                raise _export_failed(first) from first
+    program = _math_attention(torch, program)
     buf = io.BytesIO()
     torch.export.save(program, buf)
     return buf.getvalue()
 
 
+def _export(torch: Any, module: Any, args: tuple, kwargs: dict, dynamic: Any) -> Any:
+    return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic)
+
+
+def _export_failed(e: Exception) -> ValueError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ValueError(
+        f"torch.export could not export the model with a dynamic batch ({type(e).__name__}: "
+        f"{first[:400]}). A model that fixes its batch size (x.view(32, -1), a literal batch "
+        "in a reshape) must use x.shape[0] or -1 instead; torch.export.draft_export(model, "
+        "args) lists every problem"
+    )
+
+
+class _eval_without_cache:
+    """Eval mode (and, for a transformers model, no key/value cache) during the export only."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.config = getattr(module, "config", None)
+
+    def __enter__(self) -> None:
+        self.was_training = self.module.training
+        self.use_cache = getattr(self.config, "use_cache", None)
+        self.module.eval()
+        if self.use_cache:
+            self.config.use_cache = False
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.train(self.was_training)
+        if self.use_cache:
+            self.config.use_cache = self.use_cache
+
+
+def _math_attention(torch: Any, program: Any) -> Any:
+    """Replace scaled_dot_product_attention by its math form (same function, matmuls and a
+    softmax), so the service can take Hessian-vector products through it on any device."""
+    sdpa = torch.ops.aten.scaled_dot_product_attention.default
+    if not any(n.op == "call_function" and n.target is sdpa for n in program.graph.nodes):
+        return program
+    math = torch.ops.aten._scaled_dot_product_attention_math.default
+
+    def as_math(q: Any, k: Any, v: Any, attn_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            # as scaled_dot_product_attention itself does before it calls the math kernel
+            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(
+                attn_mask.logical_not(), float("-inf")
+            )
+        return math(q, k, v, attn_mask, *args, **kwargs)[0]
+
+    return program.run_decompositions({sdpa: as_math})
+
+
 def _as_tensor(torch: Any, module: Any, value: Any) -> Any:
-    """numpy arrays become tensors; floating inputs take the module's floating dtype (data
-    saved as float64 for a float32 model is common, and export would trace a dtype error)."""
+    """numpy arrays become tensors; integer inputs become int64 (the service feeds token ids
+    and indices as int64); floating inputs take the module's floating dtype (data saved as
+    float64 for a float32 model is common, and export would trace a dtype error)."""
     if not isinstance(value, torch.Tensor) and hasattr(value, "__array__"):
         value = torch.as_tensor(value)
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
         if dtype is not None:
             value = value.to(dtype)
+    elif isinstance(value, torch.Tensor) and value.dtype != torch.bool:
+        value = value.to(torch.int64)
     return value
 
 
@@ -79,3 +178,46 @@ def is_module(value: Any) -> bool:
     return any(
         c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(value).__mro__
     )
+
+
+# Files of a save_pretrained folder that the service reads; everything else stays home.
+_HF_CONFIG, _HF_WEIGHTS, _HF_INDEX = (
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+)
+
+
+def zip_pretrained_folder(folder: Any, out: Any) -> None:
+    """Write a zip of a Hugging Face save_pretrained folder to the binary file `out`: its
+    config.json and its safetensors (one file, or the index and its shards), nothing else."""
+    import json
+    import zipfile
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not (folder / _HF_CONFIG).is_file():
+        raise FileNotFoundError(
+            f"{folder}: no config.json; a model folder is what model.save_pretrained(folder) writes"
+        )
+    if (folder / _HF_INDEX).is_file():
+        index = json.loads((folder / _HF_INDEX).read_text())
+        weights = [_HF_INDEX, *sorted(set(index.get("weight_map", {}).values()))]
+    elif (folder / _HF_WEIGHTS).is_file():
+        weights = [_HF_WEIGHTS]
+    else:
+        pickles = sorted(p.name for p in folder.glob("*.bin"))
+        raise FileNotFoundError(
+            f"{folder}: no model.safetensors"
+            + (
+                f" (only {', '.join(pickles)}, which the service never unpickles)"
+                if pickles
+                else ""
+            )
+            + "; save the model with model.save_pretrained(folder), which writes safetensors"
+        )
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:  # safetensors barely compress
+        for name in [_HF_CONFIG, *weights]:
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder}: {_HF_INDEX} names {name}, which is missing")
+            zf.write(folder / name, name)
