@@ -216,8 +216,14 @@ def zip_pretrained_folder(folder: Any, out: Any) -> None:
             )
             + "; save the model with model.save_pretrained(folder), which writes safetensors"
         )
+    import shutil
+
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:  # safetensors barely compress
         for name in [_HF_CONFIG, *weights]:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: {_HF_INDEX} names {name}, which is missing")
-            zf.write(folder / name, name)
+            # a fixed timestamp: the same files give the same bytes, so the same model id
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with (folder / name).open("rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)

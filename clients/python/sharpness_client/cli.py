@@ -110,7 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     m = sub.add_parser("measure", parents=[common], help="upload, submit and wait for a job")
-    m.add_argument("model", help="model file (.pt2, TorchScript, safetensors) or model id")
+    m.add_argument(
+        "model",
+        help="model file (.pt2, TorchScript, safetensors), Hugging Face save_pretrained "
+        "folder, or model id",
+    )
     m.add_argument("--data", required=True, help="dataset file (.npz, .safetensors), id or URI")
     m.add_argument(
         "--eval-data", help="held-out dataset (file, id or URI): test metrics and the gap"
@@ -128,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--max-samples", type=int)
     m.add_argument("--architecture", help="safetensors only: built-in architecture")
     m.add_argument("--config", help="safetensors only: JSON object of its arguments")
+    m.add_argument(
+        "--head",
+        help="Hugging Face folder only, when config.json's architectures name no head: "
+        "sequence_classification, token_classification, causal_lm, masked_lm, "
+        "image_classification",
+    )
     m.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
     _wait_options(m)
 
@@ -208,7 +218,9 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
 
     mp, dp = model_plan(args.model, None), data_plan(args.data)
     config = json.loads(args.config) if args.config else None
-    model = mp.ref or client.models.upload(mp.upload, architecture=args.architecture, config=config)
+    model = mp.ref or client.models.upload(
+        mp.upload, architecture=args.architecture, config=config, head=args.head
+    )
     dataset = dp.ref or client.datasets.upload(dp.upload)
     eval_dataset = initial_model = None
     if args.eval_data:
@@ -217,7 +229,7 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
     if args.initial_model:
         ip = model_plan(args.initial_model, None)
         initial_model = ip.ref or client.models.upload(
-            ip.upload, architecture=args.architecture, config=config
+            ip.upload, architecture=args.architecture, config=config, head=args.head
         )
     job = client.jobs.create(
         model=model,
