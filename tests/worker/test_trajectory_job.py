@@ -115,3 +115,125 @@ def test_hard_time_limit_fails_the_trajectory(
         worker.Heartbeat(rt).beat()
     done = store.get(t.id)
     assert done.status == JobStatus.failed and "hard time limit" in done.error.detail
+
+
+# --------------------------------------------------------------------- optimizer-aware edges
+def test_momentum_trajectory_is_against_the_heavy_ball_edge(
+    rt: WorkerRuntime, store: TrajectoryStore, tmp_path: Path
+) -> None:
+    ids = []
+    for seed in (0, 1):
+        path = A.export(A.mlp(seed=seed), tmp_path / f"m{seed}.pt2", 4, torch.float64)
+        ids.append(put(rt.blobs, "models", path, format="torch_export"))
+    x, y = A.data(n=32)
+    npz = put(rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", x, y), format="npz")
+    spec = TrajectorySpec.model_validate(
+        {
+            "checkpoints": [{"model": m, "learning_rate": 0.1} for m in ids],
+            "dataset": {"id": npz, "batch_size": 16},
+            "k": 2,
+            "optimizer": {"name": "sgd", "momentum": 0.9},
+        }
+    )
+    t = store.create(spec, "cpu")
+    assert execute(t.id, rt) == "succeeded"
+    done = store.get(t.id)
+    for p in done.points:
+        assert p.optimizer == "sgd" and p.stability_quantity == "lambda_max"
+        assert p.stability_ratio == pytest.approx(p.lambda_max * 0.1 / (2 * 1.9))
+        assert p.stability_threshold == pytest.approx(3.8 / 0.1)
+        assert p.mode == "eval" and "no BatchNorm or dropout" in (p.mode_reason or "")
+    assert done.edge_analysis["below_edge"]["pairs"] + done.edge_analysis["beyond_edge"][
+        "pairs"
+    ] == len(done.overlaps)
+
+
+def _adam_run(steps: list[int], x: torch.Tensor, y: torch.Tensor):
+    """Copies of an MLP and Adam's state (by parameter name) at `steps` of full-batch Adam."""
+    import copy
+
+    model = A.mlp(seed=0).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, betas=(0.9, 0.99), eps=1e-6)
+    out, step = [], 0
+    for target in steps:
+        while step < target:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            step += 1
+        state = {
+            f"exp_avg_sq.{n}": opt.state[p]["exp_avg_sq"].detach().clone()
+            for n, p in model.named_parameters()
+        }
+        state["step"] = torch.tensor([float(step)], dtype=torch.float64)
+        out.append((copy.deepcopy(model), state))
+    return out
+
+
+def test_adam_trajectory_uses_the_preconditioned_sharpness(
+    rt: WorkerRuntime, store: TrajectoryStore, tmp_path: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    from tasks.engine.operator import dense_hessian
+    from tasks.engine.problem import HessianProblem
+
+    xn, yn = A.data(n=32)
+    x, y = torch.from_numpy(xn).double(), torch.from_numpy(yn)
+    npz = put(rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", xn, yn), format="npz")
+    checkpoints, exact = [], []
+    for i, (model, state) in enumerate(_adam_run([3, 12], x, y)):
+        path = A.export(model, tmp_path / f"a{i}.pt2", 4, torch.float64)
+        mid = put(rt.blobs, "models", path, format="torch_export")
+        save_file(state, str(tmp_path / f"s{i}.safetensors"))
+        sid = put(rt.blobs, "optimizer_states", tmp_path / f"s{i}.safetensors")
+        checkpoints.append({"model": mid, "learning_rate": 0.05, "optimizer_state": sid})
+        H = dense_hessian(HessianProblem(model, [(x, y)]))
+        t_ = float(state["step"])
+        v = torch.cat([state[f"exp_avg_sq.{n}"].reshape(-1) for n, _ in model.named_parameters()])
+        P = (1 - 0.9**t_) * ((v / (1 - 0.99**t_)).sqrt() + 1e-6)
+        M = H / P.sqrt()[:, None] / P.sqrt()[None, :]
+        exact.append(
+            (float(torch.linalg.eigvalsh(0.5 * (M + M.T))[-1]), float(torch.linalg.eigvalsh(H)[-1]))
+        )
+    spec = TrajectorySpec.model_validate(
+        {
+            "checkpoints": checkpoints,
+            "dataset": {"id": npz, "batch_size": 16},
+            "k": 2,
+            "tol": 1e-9,
+            "optimizer": {"name": "adam", "beta1": 0.9, "beta2": 0.99, "eps": 1e-6},
+        }
+    )
+    t = store.create(spec, "cpu")
+    assert execute(t.id, rt) == "succeeded", store.get(t.id).error
+    done = store.get(t.id)
+    threshold = (2 + 2 * 0.9) / ((1 - 0.9) * 0.05)
+    for p, (pre, lam) in zip(done.points, exact, strict=True):
+        assert p.stability_quantity == "preconditioned_lambda_max"
+        assert p.preconditioned_lambda_max == pytest.approx(pre, rel=1e-7)
+        assert p.lambda_max == pytest.approx(lam, rel=1e-7)
+        assert p.stability_threshold == pytest.approx(threshold)
+        assert p.stability_ratio == pytest.approx(pre / threshold, rel=1e-7)
+
+
+def test_adam_state_that_does_not_fit_is_named(
+    rt: WorkerRuntime, store: TrajectoryStore, tmp_path: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    xn, yn = A.data(n=32)
+    npz = put(rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", xn, yn), format="npz")
+    path = A.export(A.mlp(), tmp_path / "m.pt2", 4, torch.float64)
+    mid = put(rt.blobs, "models", path, format="torch_export")
+    state = {"exp_avg_sq.0.weight": torch.ones(8, 4), "step": torch.tensor([3.0])}
+    save_file(state, str(tmp_path / "s.safetensors"))
+    sid = put(rt.blobs, "optimizer_states", tmp_path / "s.safetensors")
+    cp = {"model": mid, "learning_rate": 0.05, "optimizer_state": sid}
+    spec = TrajectorySpec.model_validate(
+        {"checkpoints": [cp, cp], "dataset": {"id": npz}, "optimizer": {"name": "adam"}}
+    )
+    t = store.create(spec, "cpu")
+    assert execute(t.id, rt) == "failed"
+    err = store.get(t.id).error
+    assert "checkpoints[0].optimizer_state" in err.detail and "exp_avg_sq.0.bias" in err.detail
