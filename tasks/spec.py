@@ -287,7 +287,7 @@ class TrajectoryCheckpoint(BaseModel):
 
 
 class OptimizerSpec(BaseModel):
-    """How the run was trained: the edge of stability depends on it (tasks.stability).
+    """How the run was trained: the edge of stability depends on it (tasks.engine.stability).
 
     {"name": "gd"}: plain gradient descent, edge 2/η. {"name": "sgd", "momentum": β,
     "nesterov": false}: PyTorch's SGD (dampening 0), edge (2 + 2β)/η, Nesterov
@@ -475,7 +475,7 @@ class Trajectory(BaseModel):
     )
     @property
     def edge_analysis(self) -> dict[str, Any]:
-        from tasks.stability import edge_split
+        from tasks.engine.stability import edge_split
 
         return edge_split(
             [p.stability_ratio for p in self.points],

@@ -10,7 +10,7 @@ the engine's TrajectoryTracker, until the next checkpoint's overlap is computed.
 go to Redis. Each checkpoint's point is appended to the record as soon as it is known, so a
 cancelled or failed trajectory keeps what it measured.
 
-The optimizer sets the edge (tasks.stability): for Adam each checkpoint's optimizer state
+The optimizer sets the edge (tasks.engine.stability): for Adam each checkpoint's optimizer state
 (`exp_avg_sq.<name>`, `step`; an uploaded safetensors blob) gives the preconditioner P, and the
 eigenpairs are those of P⁻¹H, with λmax of H measured beside them. Each point says which mode
 the model was measured in and why (`mode_reason`).

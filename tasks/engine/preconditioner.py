@@ -7,7 +7,8 @@ write Adam's step as preconditioned momentum with
 
 v_t Adam's second-moment estimate (PyTorch's `exp_avg_sq`), t its `step`; the (1 − β₁ᵗ) factor
 is the first moment's bias correction, which the step divides by. The stability of Adam near
-a point is governed by the preconditioned sharpness λmax(P⁻¹H) (threshold in tasks.stability).
+a point is governed by the preconditioned sharpness λmax(P⁻¹H) (its threshold:
+tasks.engine.stability).
 
 P⁻¹H is not symmetric, but it is similar to the symmetric D H D with D = P^{−1/2}: same
 eigenvalues, and an eigenvector y of DHD gives the eigenvector D y of P⁻¹H. So Lanczos runs on

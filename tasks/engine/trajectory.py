@@ -5,7 +5,7 @@ training runs beyond the stability threshold λmax > 2/η, the top Hessian eigen
 moving the parameters towards flatter regions. Two figures per checkpoint pair say so:
 
 - the stability ratio  r = sharpness / threshold, against the edge of the run's optimizer
-  (tasks.stability). Gradient descent on a quadratic with curvature λ multiplies the error
+  (tasks.engine.stability). Gradient descent on a quadratic with curvature λ multiplies the error
   along that eigendirection by (1 − ηλ) per step, which diverges when λ > 2/η, so for GD
   r = λmax·η/2; heavy-ball momentum β moves the edge to (2 + 2β)/η, Nesterov to
   (2 + 2β)/((1 + 2β)η), and for Adam the sharpness is λmax(P⁻¹H) (P its preconditioner, from
@@ -204,8 +204,8 @@ class TrajectoryTracker:
 
         `optimizer`: {"name": "gd" | "sgd" | "adam", "momentum", "nesterov", "beta1"} (GD when
         None). For adam, `pairs` are those of P⁻¹H and `hessian_lambda_max` is λmax of H."""
-        from tasks.stability import edge
-        from tasks.stability import stability_ratio as ratio_of
+        from tasks.engine.stability import edge
+        from tasks.engine.stability import stability_ratio as ratio_of
 
         self.check(shapes)
         opt = {"name": "gd", **(optimizer or {})}

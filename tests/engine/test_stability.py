@@ -11,7 +11,7 @@ from tasks.engine.operator import dense_hessian
 from tasks.engine.preconditioner import OptimizerStateError
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
-from tasks.stability import edge, edge_split, stability_ratio
+from tasks.engine.stability import edge, edge_split, stability_ratio
 from tests.engine.models import MLP
 
 

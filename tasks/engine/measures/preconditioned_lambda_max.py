@@ -38,7 +38,7 @@ def run(ctx: Any, params: Params) -> dict:
         adam_preconditioner,
         state_from_tensors,
     )
-    from tasks.stability import edge, stability_ratio
+    from tasks.engine.stability import edge, stability_ratio
 
     if ctx.optimizer_state is None:
         raise ValueError(
