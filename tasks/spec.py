@@ -11,15 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    computed_field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tasks.datanames import validate_inputs_key
 from tasks.engine import registry
@@ -469,18 +461,12 @@ class Trajectory(BaseModel):
         default_factory=list, description="One entry per consecutive pair measured so far."
     )
 
-    @computed_field(  # type: ignore[prop-decorator]
+    edge_analysis: dict[str, Any] = Field(
+        default_factory=dict,
         description="Overlaps of the steps that start beyond the edge of stability, apart from "
-        "those that start below it (count, mean, median, min; a summary in words)."
+        "those that start below it (count, mean, median, min; a summary in words). Computed "
+        "from points and overlaps whenever the record is read.",
     )
-    @property
-    def edge_analysis(self) -> dict[str, Any]:
-        from tasks.engine.stability import edge_split
-
-        return edge_split(
-            [p.stability_ratio for p in self.points],
-            [o.model_dump() for o in self.overlaps],
-        )
 
     error: Problem | None = None
     worker: str | None = None
@@ -488,6 +474,15 @@ class Trajectory(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     attempts: int = 0
     cancel_requested: bool = False
+
+    @model_validator(mode="after")
+    def _edge_analysis(self) -> Trajectory:
+        from tasks.engine.stability import edge_split
+
+        self.edge_analysis = edge_split(
+            [p.stability_ratio for p in self.points], [o.model_dump() for o in self.overlaps]
+        )
+        return self
 
 
 class TrajectoryPage(BaseModel):

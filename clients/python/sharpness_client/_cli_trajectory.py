@@ -1,6 +1,8 @@
 """`sharpness trajectory ...`: submit checkpoints of a run, show, wait, cancel, save the picture.
 
 sharpness trajectory create --data DATA --checkpoint c0.pt2:0.1:0 --checkpoint c1.pt2:0.1:500
+    [--optimizer sgd --momentum 0.9]
+    [--optimizer adam --beta1 0.9 --optimizer-state s0.safetensors --optimizer-state s1...]
 sharpness trajectory show ID          sharpness trajectory plot ID out.png
 sharpness jobs plot ID out.png        (a job's spectral density)
 """
@@ -40,7 +42,9 @@ def _is_float(s: str) -> bool:
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser, wait_options: Callable) -> None:
-    tr = sub.add_parser("trajectory", help="λmax·η/2 and eigenvector rotation along checkpoints")
+    tr = sub.add_parser(
+        "trajectory", help="edge of stability and eigenvector rotation along checkpoints"
+    )
     ts = tr.add_subparsers(dest="action", required=True, parser_class=type(tr))
     c = ts.add_parser("create", parents=[common], help="upload checkpoints, submit, wait")
     c.add_argument(
@@ -59,6 +63,22 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, wait_options: Callabl
     c.add_argument("--loss", choices=["cross_entropy", "mse"])
     c.add_argument("--mode", choices=["eval", "train"])
     c.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    c.add_argument(
+        "--optimizer",
+        choices=["gd", "sgd", "adam"],
+        help="the run's optimizer, which sets the edge (default gd: 2/η)",
+    )
+    c.add_argument("--momentum", type=float, help="sgd: β, edge (2+2β)/η")
+    c.add_argument("--nesterov", action="store_true", default=None, help="sgd: Nesterov")
+    c.add_argument("--beta1", type=float, help="adam: β₁ (edge (2+2β₁)/((1−β₁)η) on P⁻¹H)")
+    c.add_argument("--beta2", type=float, help="adam: β₂")
+    c.add_argument("--eps", type=float, help="adam: ε")
+    c.add_argument(
+        "--optimizer-state",
+        action="append",
+        help="adam: a .safetensors (step, exp_avg_sq.<name>) or an uploaded id, one per "
+        "checkpoint in the same order (repeat)",
+    )
     c.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
     c.add_argument("--plot", help="when finished, save the PNG here")
     wait_options(c)
@@ -75,19 +95,28 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, wait_options: Callabl
 def render(t: Trajectory) -> str:
     head = f"trajectory {t.id}: {t.status.value}, {len(t.points)}/{len(t.spec.checkpoints)} "
     head += f"checkpoints, k={t.spec.k}"
+    opt = t.spec.optimizer.name if t.spec.optimizer else "gd"
+    head += f", optimizer {opt}"
     rows = [
         [p.index, p.step, f"{p.learning_rate:g}", f"{p.lambda_max:.6g}",
+         "" if p.preconditioned_lambda_max is None else f"{p.preconditioned_lambda_max:.6g}",
+         "" if p.stability_threshold is None else f"{p.stability_threshold:.6g}",
          f"{p.stability_ratio:.4g}", "beyond" if p.beyond_edge else "stable",
          "yes" if p.converged else "NO"]
         for p in t.points
     ]  # fmt: skip
-    out = [head, _render.table(["#", "STEP", "LR", "λMAX", "λMAX·η/2", "EDGE", "CONVERGED"], rows)]
+    cols = ["#", "STEP", "LR", "λMAX", "λMAX(P⁻¹H)", "EDGE", "RATIO", "", "CONVERGED"]
+    out = [head, _render.table(cols, rows)]
+    reasons = {p.mode_reason for p in t.points if p.mode_reason}
+    out.extend(f"mode: {r}" for r in sorted(reasons))
     if t.overlaps:
         orows = [
             [f"{o.start}→{o.end}", f"{o.top_overlap:.4f}", f"{o.subspace_overlap:.4f}"]
             for o in t.overlaps
         ]
         out.append(_render.table(["PAIR", "|<v1,v1'>|", "SUBSPACE"], orows))
+        if t.edge_analysis.get("summary"):
+            out.append(f"edge: {t.edge_analysis['summary']}")
     if t.error is not None:
         out.append(f"error: {t.error.title}: {t.error.detail}")
     return "\n".join(out)
@@ -124,15 +153,39 @@ def run(client: Client, args: argparse.Namespace, out: Callable[[Any, Any, str],
 
 def _create(client: Client, args: argparse.Namespace) -> Trajectory:
     from sharpness_client._inputs import data_plan, model_plan
+    from sharpness_client._spec import model_id
 
     checkpoints = []
     for model, lr, step in args.checkpoint:
         mp = model_plan(model, None)
         ref = mp.ref or client.models.upload(mp.upload)
         checkpoints.append((ref, lr, step))
+    states = args.optimizer_state or []
+    if states:
+        if len(states) != len(checkpoints):
+            raise SystemExit(
+                f"--optimizer-state: {len(states)} given for {len(checkpoints)} checkpoints; "
+                "give one per checkpoint, in the same order"
+            )
+        checkpoints = [
+            {
+                "model": model_id(ref),
+                "learning_rate": lr,
+                "step": step,
+                "optimizer_state": _state(client, f),
+            }
+            for (ref, lr, step), f in zip(checkpoints, states, strict=True)
+        ]
+    optimizer: dict[str, Any] | None = None
+    if args.optimizer is not None:
+        optimizer = {"name": args.optimizer}
+        for name in ("momentum", "nesterov", "beta1", "beta2", "eps"):
+            if getattr(args, name) is not None:
+                optimizer[name] = getattr(args, name)
     dp = data_plan(args.data)
     dataset = dp.ref or client.datasets.upload(dp.upload)
     return client.trajectories.create(
+        optimizer=optimizer,
         checkpoints=checkpoints,
         dataset=dataset,
         k=args.k,
@@ -144,3 +197,13 @@ def _create(client: Client, args: argparse.Namespace) -> Trajectory:
         batch_size=args.batch_size,
         max_samples=args.max_samples,
     )
+
+
+def _state(client: Client, source: str) -> str:
+    """An uploaded optimizer state's id: a 64-hex id as is, a file uploaded."""
+    import os
+    import re
+
+    if re.fullmatch(r"[0-9a-f]{64}", source) and not os.path.exists(source):
+        return source
+    return client.trajectories.upload_optimizer_state(source).id

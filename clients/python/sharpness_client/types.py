@@ -185,6 +185,19 @@ class DatasetInfo(_Model):
     targets_key: str
 
 
+class OptimizerStateInfo(_Model):
+    """An uploaded optimizer state (Adam's `exp_avg_sq.<name>` and `step`, safetensors)."""
+
+    id: str
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+    filename: str | None = None
+    format: Literal["safetensors"]
+    parameters: list[str]
+    step_dtype: str
+
+
 # ---------------------------------------------------------------------------- catalogue, ops
 class MeasureInfo(_Model):
     name: str
@@ -240,6 +253,20 @@ class TrajectoryCheckpoint(_Model):
     model: str
     learning_rate: float
     step: int | None = None
+    optimizer_state: str | None = None  # adam: an uploaded optimizer state's id
+
+
+class OptimizerSpec(_Model):
+    """The run's optimizer, which sets the edge of stability: gd (2/η), sgd with `momentum`
+    β ((2+2β)/η; `nesterov`: (2+2β)/((1+2β)η)), adam (`beta1`, `beta2`, `eps`: λmax(P⁻¹H)
+    against (2+2β₁)/((1−β₁)η), P from each checkpoint's optimizer state)."""
+
+    name: Literal["gd", "sgd", "adam"] = "gd"
+    momentum: float = 0.0
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
 
 
 class TrajectorySpec(_Model):
@@ -256,11 +283,13 @@ class TrajectorySpec(_Model):
     max_iter: int = 400
     device: Literal["auto", "cpu", "cuda"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict)
+    optimizer: OptimizerSpec | None = None  # gd when not sent
 
 
 class TrajectoryPoint(_Model):
-    """One checkpoint measured: λmax, the top-k eigenvalues and `stability_ratio` = λmax·η/2
-    (above 1: beyond the edge of stability)."""
+    """One checkpoint measured: λmax, the top-k eigenvalues and `stability_ratio` =
+    `stability_quantity` / `stability_threshold`, the edge of the run's optimizer (λmax·η/2
+    for gd; above 1: beyond the edge); `mode` and `mode_reason` say how it was measured."""
 
     index: int
     model: str
@@ -268,8 +297,14 @@ class TrajectoryPoint(_Model):
     learning_rate: float
     lambda_max: float
     eigenvalues: list[float]
+    optimizer: Literal["gd", "sgd", "adam"] = "gd"
+    preconditioned_lambda_max: float | None = None
+    stability_quantity: Literal["lambda_max", "preconditioned_lambda_max"] = "lambda_max"
+    stability_threshold: float | None = None
     stability_ratio: float
     beyond_edge: bool
+    mode: Literal["eval", "train"] | None = None
+    mode_reason: str | None = None
     residual_bounds: list[float]
     converged: bool
     iterations: int
@@ -308,6 +343,7 @@ class Trajectory(_Model):
     versions: dict[str, str] = Field(default_factory=dict)
     attempts: int = 0
     cancel_requested: bool = False
+    edge_analysis: dict[str, Any] = Field(default_factory=dict)  # overlaps split at the edge
 
 
 class TrajectoryPage(_Model):

@@ -2,10 +2,16 @@
 
 t = client.trajectories.create(
     checkpoints=[(id0, 0.1), (id1, 0.1, 500), {"model": id2, "learning_rate": 0.05}],
-    dataset=data_id, k=3)
+    dataset=data_id, k=3, optimizer={"name": "sgd", "momentum": 0.9})
 t = client.trajectories.wait(t.id)
 [p.stability_ratio for p in t.points], [o.subspace_overlap for o in t.overlaps]
+t.edge_analysis["summary"]
 client.trajectories.plot(t.id, "trajectory.png")
+
+Adam: upload each checkpoint's optimizer state and name it in the checkpoint —
+state = client.trajectories.upload_optimizer_state(optimizer=opt, model=model)
+checkpoints=[{"model": id0, "learning_rate": 1e-3, "optimizer_state": state.id}, ...],
+optimizer={"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from sharpness_client._files import FileInput, FileSource
 from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
 from sharpness_client._png import png_request, save
 from sharpness_client._spec import DatasetLike, dataset_ref, model_id
@@ -24,6 +31,8 @@ from sharpness_client.resources.jobs import FIRST_POLL_S, POLL_GROWTH
 from sharpness_client.types import (
     JobStatus,
     ModelInfo,
+    OptimizerSpec,
+    OptimizerStateInfo,
     Trajectory,
     TrajectoryCheckpoint,
     TrajectoryPage,
@@ -47,6 +56,46 @@ def _checkpoint(c: CheckpointLike) -> TrajectoryCheckpoint:
     model, lr, *rest = c
     step = rest[0] if rest else None
     return TrajectoryCheckpoint(model=model_id(model), learning_rate=lr, step=step)
+
+
+OptimizerLike = OptimizerSpec | Mapping[str, Any] | str
+
+
+def _optimizer(o: OptimizerLike | None) -> OptimizerSpec | None:
+    """ "sgd", {"name": "sgd", "momentum": 0.9} or an OptimizerSpec; None: not sent (gd)."""
+    if o is None or isinstance(o, OptimizerSpec):
+        return o
+    if isinstance(o, str):
+        return OptimizerSpec(name=o)  # type: ignore[arg-type]
+    return OptimizerSpec.model_validate(dict(o))
+
+
+def _state_request(
+    file: FileInput | None,
+    optimizer: Any,
+    model: Any,
+    exp_avg_sq: Mapping[str, Any] | None,
+    step: int | None,
+    filename: str | None,
+) -> Request:
+    from sharpness_client._optimizer_state import (
+        optimizer_state_bytes,
+        optimizer_state_from_torch,
+    )
+
+    if file is None:
+        if optimizer is not None and model is not None:
+            file = optimizer_state_from_torch(optimizer, model)
+        elif exp_avg_sq is not None and step is not None:
+            file = optimizer_state_bytes(exp_avg_sq, step)
+        else:
+            raise TypeError(
+                "give a .safetensors file, or optimizer= and model= (a torch Adam and its "
+                "model), or exp_avg_sq= (by parameter name) and step="
+            )
+        filename = filename or "optimizer_state.safetensors"
+    source = FileSource.of(file, filename)
+    return Request("POST", "/v1/trajectories/optimizer-states", file=source)
 
 
 def _spec(
@@ -156,16 +205,20 @@ class Trajectories:
         labels: Mapping[str, str] | None = None,
         batch_size: int | None = None,
         max_samples: int | None = None,
+        optimizer: OptimizerLike | None = None,
         spec: TrajectorySpec | None = None,
         idempotency_key: str | None = None,
     ) -> Trajectory:
         """Submit checkpoints in training order (202: queued). Each checkpoint is
         `(model, learning_rate)`, `(model, learning_rate, step)`, a mapping or a
-        TrajectoryCheckpoint; `dataset` as for jobs.create."""
+        TrajectoryCheckpoint; `dataset` as for jobs.create. `optimizer`: "gd" (the server's
+        default), {"name": "sgd", "momentum": β, "nesterov": bool} or {"name": "adam",
+        "beta1", "beta2", "eps"} — adam needs each checkpoint's `optimizer_state` (see
+        upload_optimizer_state)."""
         s = _spec(
             checkpoints, dataset, spec, batch_size, max_samples,
             k=k, tol=tol, max_iter=max_iter, loss=loss, mode=mode, device=device,
-            labels=dict(labels) if labels else None,
+            labels=dict(labels) if labels else None, optimizer=_optimizer(optimizer),
         )  # fmt: skip
         resp = self._http.send(_create(s, idempotency_key))
         return Trajectory.model_validate(resp.json())
@@ -173,6 +226,26 @@ class Trajectories:
     def get(self, id: str) -> Trajectory:
         resp = self._http.send(Request("GET", f"/v1/trajectories/{id}"))
         return Trajectory.model_validate(resp.json())
+
+    def upload_optimizer_state(
+        self,
+        file: FileInput | None = None,
+        *,
+        optimizer: Any = None,
+        model: Any = None,
+        exp_avg_sq: Mapping[str, Any] | None = None,
+        step: int | None = None,
+        filename: str | None = None,
+    ) -> OptimizerStateInfo:
+        """Upload Adam's state at one checkpoint: a .safetensors (`step`,
+        `exp_avg_sq.<name>`), or built from a torch Adam/AdamW `optimizer` and its `model`,
+        or from `exp_avg_sq` by parameter name and `step` (numpy needed). Idempotent."""
+        req = _state_request(file, optimizer, model, exp_avg_sq, step, filename)
+        return OptimizerStateInfo.model_validate(self._http.send(req).json())
+
+    def get_optimizer_state(self, id: str) -> OptimizerStateInfo:
+        resp = self._http.send(Request("GET", f"/v1/trajectories/optimizer-states/{id}"))
+        return OptimizerStateInfo.model_validate(resp.json())
 
     def list(
         self,
@@ -237,13 +310,14 @@ class AsyncTrajectories:
         labels: Mapping[str, str] | None = None,
         batch_size: int | None = None,
         max_samples: int | None = None,
+        optimizer: OptimizerLike | None = None,
         spec: TrajectorySpec | None = None,
         idempotency_key: str | None = None,
     ) -> Trajectory:
         s = _spec(
             checkpoints, dataset, spec, batch_size, max_samples,
             k=k, tol=tol, max_iter=max_iter, loss=loss, mode=mode, device=device,
-            labels=dict(labels) if labels else None,
+            labels=dict(labels) if labels else None, optimizer=_optimizer(optimizer),
         )  # fmt: skip
         resp = await self._http.send(_create(s, idempotency_key))
         return Trajectory.model_validate(resp.json())
@@ -251,6 +325,23 @@ class AsyncTrajectories:
     async def get(self, id: str) -> Trajectory:
         resp = await self._http.send(Request("GET", f"/v1/trajectories/{id}"))
         return Trajectory.model_validate(resp.json())
+
+    async def upload_optimizer_state(
+        self,
+        file: FileInput | None = None,
+        *,
+        optimizer: Any = None,
+        model: Any = None,
+        exp_avg_sq: Mapping[str, Any] | None = None,
+        step: int | None = None,
+        filename: str | None = None,
+    ) -> OptimizerStateInfo:
+        req = _state_request(file, optimizer, model, exp_avg_sq, step, filename)
+        return OptimizerStateInfo.model_validate((await self._http.send(req)).json())
+
+    async def get_optimizer_state(self, id: str) -> OptimizerStateInfo:
+        resp = await self._http.send(Request("GET", f"/v1/trajectories/optimizer-states/{id}"))
+        return OptimizerStateInfo.model_validate(resp.json())
 
     async def list(
         self,
