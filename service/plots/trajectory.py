@@ -24,6 +24,8 @@ def render_trajectory(
     k: int,
     x_label: str = "checkpoint",
     title: str | None = None,
+    ratio_label: str = "λmax · η / 2",
+    edge_label: str = "edge of stability λmax = 2/η",
 ) -> bytes:
     """PNG of λmax·η/2 (`ratios`, one per checkpoint at `xs`) and the eigenvector overlaps
     (one per consecutive pair, `len(xs) − 1` of each, drawn at xs[1:])."""
@@ -59,8 +61,8 @@ def render_trajectory(
                 zorder=3,
                 label="beyond the edge (> 1)",
             )
-    top.axhline(1.0, color="k", ls="--", lw=1, label="edge of stability λmax = 2/η")
-    top.set_ylabel("λmax · η / 2")
+    top.axhline(1.0, color="k", ls="--", lw=1, label=edge_label)
+    top.set_ylabel(ratio_label)
     top.grid(True, alpha=0.3)
     top.legend(fontsize=8, loc="best")
 

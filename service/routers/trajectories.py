@@ -24,7 +24,14 @@ from service.problems import ProblemError, invalid
 from service.routers.common import ExistingTrajectory, _existing_blob, problems
 from service.schemas import BlobInfo
 from tasks.celery_app import RUN_TRAJECTORY_TASK, queue_for
-from tasks.spec import JobSpec, JobStatus, Trajectory, TrajectoryPage, TrajectorySpec
+from tasks.spec import (
+    JobSpec,
+    JobStatus,
+    OptimizerSpec,
+    Trajectory,
+    TrajectoryPage,
+    TrajectorySpec,
+)
 from tasks.trajectorystore import TrajectoryStore
 
 log = logging.getLogger("sharpness.gateway")
@@ -317,5 +324,22 @@ def trajectory_png(t: ExistingTrajectory) -> Response:
         k=t.spec.k,
         x_label="training step" if use_steps else "checkpoint",
         title=title,
+        **_edge_labels(t.spec.optimizer),
     )
     return png_response(png)
+
+
+def _edge_labels(o: OptimizerSpec) -> dict[str, str]:
+    """The picture's ratio axis and edge line for the run's optimizer."""
+    if o.name == "adam":
+        return {
+            "ratio_label": "λmax(P⁻¹H) / edge",
+            "edge_label": f"edge λmax(P⁻¹H) = (2+2β₁)/((1−β₁)η), β₁ = {o.beta1:g}",
+        }
+    if o.name == "sgd" and o.momentum > 0:
+        kind = "Nesterov, (2+2β)/((1+2β)η)" if o.nesterov else "heavy ball, (2+2β)/η"
+        return {
+            "ratio_label": "λmax / edge",
+            "edge_label": f"edge of stability, {kind}, β = {o.momentum:g}",
+        }
+    return {}

@@ -237,3 +237,17 @@ def test_adam_state_that_does_not_fit_is_named(
     assert execute(t.id, rt) == "failed"
     err = store.get(t.id).error
     assert "checkpoints[0].optimizer_state" in err.detail and "exp_avg_sq.0.bias" in err.detail
+
+
+def test_mode_reason_says_which_mode_and_why() -> None:
+    from torch import nn
+
+    from tasks.trajectory_job import mode_reason
+
+    bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.Linear(4, 3))
+    assert mode_reason(bn, "eval", False).startswith("eval (the default)")
+    assert "mode 'train' measures" in mode_reason(bn, "eval", False)
+    train = mode_reason(bn, "train", False)
+    assert train.startswith("train (requested)") and "BatchNorm and dropout" in train
+    assert "no BatchNorm or dropout" in mode_reason(A.mlp(), "eval", False)
+    assert "exported with" in mode_reason(A.mlp(), "train", True)
