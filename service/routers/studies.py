@@ -24,11 +24,16 @@ A member's gap is its job's train accuracy (`evaluation.accuracy`) minus the `te
 given here, else the gap measured on the job's `eval_dataset` (`evaluation.gap`); for
 `target: loss_gap`, test loss minus train loss. Members without either are predicted.
 
+Jobs on the same uploaded model count as one model; members given the same `group` (e.g. the
+seeds of one configuration) are held out and resampled together.
+
 Once {MIN_MODELS} members have succeeded with a gap, `GET /v1/studies/{{id}}` shows how well
-each measure ranks the gaps (Kendall τ, granulated Ψ, conditional mutual information) next to
+each measure ranks the gaps (Kendall τ, granulated Ψ, conditional mutual information, with
+permutation p-values Holm-corrected across the measures and bootstrap intervals) next to
 trivial baselines (1/learning_rate, learning_rate/batch_size, ‖w‖), leave-one-out errors of a
-measure predictor, a baseline predictor and the mean gap, conformal intervals, a verdict in
-plain words, and a prediction per member. Answers **201** with `Location`."""
+measure predictor, a baseline predictor and the mean gap, conformal intervals (flagged and
+widened outside the study's range), the gaps' spread against the test sets' binomial noise, a
+verdict in plain words, and a prediction per member. Answers **201** with `Location`."""
 
 
 IdempotencyKey = Annotated[
