@@ -221,6 +221,7 @@ class Predictor:
 
     def predict(self, job: Job) -> Prediction:
         reasons = []
+        final = 0  # reasons that more finished jobs would not change
         for study_id in self.studies.studies_of(job.id):
             found = self._study(study_id)
             if found is None:
@@ -232,6 +233,7 @@ class Predictor:
                 reasons.append(
                     f"in study '{study.name}' ({study.id}) {_uncalibrated(pred, outcome)}"
                 )
+                final += 1
                 continue
             if outcome is not None and pred is not None:
                 how = (
@@ -267,7 +269,8 @@ class Predictor:
         if not reasons:
             basis = NO_STUDY + _extras(job)
         else:
-            basis = "No calibrated prediction yet: " + "; ".join(reasons) + "." + _extras(job)
+            head = "No calibrated prediction" + (": " if final == len(reasons) else " yet: ")
+            basis = head + "; ".join(reasons) + "." + _extras(job)
         return Prediction(
             calibrated=False, basis=basis, measured_gap=_measured_gap(job), bound=_bound(job)
         )
