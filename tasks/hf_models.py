@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -47,6 +48,41 @@ _HEAD_TABLES = {
     "masked_lm": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
     "image_classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
 }
+
+
+# where transformers defines ModelOutput classes: its modeling_outputs and the models' modules
+_OUTPUT_TYPE = re.compile(
+    r"\b(transformers\.(?:modeling_outputs|models\.[a-z0-9_]+\.modeling_[a-z0-9_]+))"
+    r"\.[A-Z][A-Za-z0-9_]*\b"
+)
+
+
+def import_output_types(path: str | os.PathLike) -> list[str]:
+    """Import the transformers modules whose classes a torch.export archive names (a
+    ModelOutput in its output spec is stored by class name, and torch.export.load can rebuild
+    it only once transformers has registered it). Only transformers' modeling_outputs and
+    models.*.modeling_* modules are imported: library code, never a module the upload brings.
+    Returns the names imported."""
+    import importlib
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            text = " ".join(
+                zf.read(n).decode("utf-8", "replace")
+                for n in zf.namelist()
+                if "/models/" in f"/{n}" and n.endswith(".json")
+            )
+    except (zipfile.BadZipFile, OSError):
+        return []
+    modules = sorted({m.group(1) for m in _OUTPUT_TYPE.finditer(text)})
+    imported = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        imported.append(name)
+    return imported
 
 
 def _refused(e: BadCheckpoint) -> LoadError:

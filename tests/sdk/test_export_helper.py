@@ -5,6 +5,9 @@ other than the example's, equals the original model, and takes exact second deri
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +43,21 @@ def test_bert_keyword_inputs_dynamic_batch_and_sequence(tmp_path: Path) -> None:
     model.config._attn_implementation = "sdpa"  # what from_pretrained gives by default
     ids, mask = H.token_batch(4, 10)
     data = export_module(model, {"input_ids": ids.int().numpy(), "attention_mask": mask})
-    assert model.config.use_cache is True  # left as it was
+    assert model.config.use_cache is True and "forward" not in vars(model)  # left as it was
     exported = _load(data, tmp_path)
+    # the archive loads where transformers was never imported (a worker measuring a .pt2)
+    code = (
+        "import sys; from tasks.loaders import load_model\n"
+        f"load_model({str(tmp_path / 'model.pt2')!r}, {{'format': 'torch_export'}})\n"
+        "assert 'transformers' not in sys.modules\n"
+    )
+    env = {**os.environ, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
     for n, t in ((4, 10), (3, 7), (6, 13)):  # other batch sizes and sequence lengths
         ids2, mask2 = H.token_batch(n, t, seed=n)
         out = exported(input_ids=ids2, attention_mask=mask2)
-        assert not isinstance(out, torch.Tensor) and "logits" in out  # a ModelOutput, as-is
+        assert type(out) is dict and "logits" in out  # the ModelOutput's fields
         with torch.no_grad():
             ref = model(input_ids=ids2, attention_mask=mask2).logits
         torch.testing.assert_close(_logits(out), ref, rtol=1e-12, atol=1e-12)

@@ -1,6 +1,7 @@
-"""Hugging Face checkpoints measured end to end through the real service (gateway, Redis and a
-worker process): BERT with input_ids and attention_mask from a save_pretrained folder, GPT-2
-as a language model from a live transformers object. λmax is compared with an independent
+"""Hugging Face models measured end to end through the real service (gateway, Redis and a
+worker process): BERT with input_ids and attention_mask from a save_pretrained folder and as
+a .pt2 from the SDK's export helper, GPT-2 as a language model from a live transformers
+object. λmax is compared with an independent
 float64 reference: scipy's eigsh on Hessian-vector products of a float64 copy of the model
 (eager attention), the loss a mean over every counted target of the whole dataset."""
 
@@ -82,6 +83,40 @@ def test_bert_folder_with_attention_mask(service_url: str, tmp_path: Path) -> No
         info = client.models.upload(folder)
         assert info.format == "huggingface" and info.head == "sequence_classification"
         assert client.models.upload(folder).id == info.id  # the same folder, the same id
+        job = _measure(
+            client,
+            info.id,
+            _npz(input_ids=ids, attention_mask=mask, labels=labels),
+            {"input_ids": "input_ids", "attention_mask": "attention_mask"},
+            "labels",
+        )
+    assert job.status == JobStatus.succeeded, job.error
+    assert job.results["lambda_max"].converged is True
+
+    x, am, y = (torch.from_numpy(a) for a in (ids, mask, labels))
+
+    def loss_of(m: nn.Module) -> torch.Tensor:
+        return nn.functional.cross_entropy(m(input_ids=x, attention_mask=am).logits, y)
+
+    exact = _reference_lambda_max(model, loss_of)
+    got = job.value("lambda_max")
+    print(f"lambda_max service {got:.9g} reference {exact:.9g} rel {abs(got - exact) / exact:.2e}")
+    assert abs(got - exact) <= RTOL * abs(exact), (got, exact)
+
+
+def test_bert_exported_by_the_sdk_helper(service_url: str) -> None:
+    """The same kind of model through torch.export: keyword inputs, int64 token ids, a
+    ModelOutput, dynamic batch (the last batch holds 2) and the attention in math form."""
+    model = H.bert_seq(seed=33)
+    rng = np.random.default_rng(33)
+    ids = rng.integers(1, H.VOCAB, (N, T)).astype(np.int64)
+    mask = np.ones((N, T), np.int64)
+    mask[::3, T - 3 :] = 0
+    labels = rng.integers(0, 3, N).astype(np.int64)
+
+    with Client() as client:
+        info = client.models.from_module(model, {"input_ids": ids[:4], "attention_mask": mask[:4]})
+        assert info.format == "torch_export"
         job = _measure(
             client,
             info.id,

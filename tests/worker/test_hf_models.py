@@ -197,3 +197,46 @@ def test_zip_without_weights_is_refused(tmp_path: Path) -> None:
         zf.writestr("weights.safetensors", (folder / "model.safetensors").read_bytes())
     with pytest.raises(LoadError, match="no model.safetensors"):
         _load(path)
+
+
+def test_self_exported_model_output_loads_once_its_types_are_imported(tmp_path: Path) -> None:
+    """A user's own torch.export of a transformers model stores its ModelOutput by class
+    name; in a fresh process torch.export.load needs transformers' class registered first."""
+    import os
+    import subprocess
+    import sys
+
+    model = H.bert_seq(seed=8)
+    ids, mask = H.token_batch(4, 6)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        model,
+        (),
+        {"input_ids": ids, "attention_mask": mask},
+        dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}},
+    )
+    path = tmp_path / "model.pt2"
+    torch.export.save(program, path)
+    code = (
+        "import sys; from tasks.loaders import load_model, LoadError\n"
+        "meta = {'format': 'torch_export'}\n"
+        f"p = {str(path)!r}\n"
+        "try:\n    load_model(p, meta); print('loaded without')\n"
+        "except LoadError:\n    print('refused without')\n"
+        "from tasks.hf_models import import_output_types\n"
+        "print(import_output_types(p))\n"
+        "import torch\n"
+        "m = load_model(p, meta).module\n"
+        "x = torch.ones(3, 6, dtype=torch.long)\n"
+        "print(type(m(input_ids=x, attention_mask=x)).__name__)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    lines = out.stdout.strip().splitlines()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert lines[0] == "refused without"
+    assert "transformers.modeling_outputs" in lines[1]
+    assert lines[2] == "SequenceClassifierOutput"

@@ -31,10 +31,11 @@ def export_module(module: Any, example_inputs: Any, *, dynamic_seq: bool = True)
     dimension 1 of integer inputs of two or more dimensions (the sequence) is made dynamic
     where the model allows it and left at the example's length where it does not.
 
-    Outputs are exported as the module returns them: a tensor, a tuple, a dict or a Hugging
-    Face ModelOutput (the service takes its `logits`). A transformers model is exported without
-    its key/value cache. Scaled-dot-product attention is stored as its plain math form, whose
-    second derivatives autograd computes (the fused CPU kernel has no double backward).
+    Outputs are exported as the module returns them (a tensor, a tuple, a dict), a Hugging Face
+    ModelOutput as a plain dict of its fields, so the archive loads without transformers (the
+    service takes its `logits`). A transformers model is exported without its key/value cache.
+    Scaled-dot-product attention is stored as its plain math form, whose second derivatives
+    autograd computes (the fused CPU kernel has no double backward).
     """
     torch = _need("torch", "torch")
     if isinstance(example_inputs, Mapping):
@@ -100,20 +101,41 @@ def _export_failed(e: Exception) -> ValueError:
 
 
 class _eval_without_cache:
-    """Eval mode (and, for a transformers model, no key/value cache) during the export only."""
+    """During the export only: eval mode, no key/value cache for a transformers model, and
+    mapping outputs (a ModelOutput) returned as a plain dict. A ModelOutput would be stored
+    under its class name, which only loads where transformers has been imported; a dict
+    loads anywhere, and the service takes its "logits" all the same. Parameter names stay
+    the module's own (the forward is wrapped in place, not the module)."""
 
     def __init__(self, module: Any) -> None:
         self.module = module
         self.config = getattr(module, "config", None)
 
     def __enter__(self) -> None:
+        import functools
+
         self.was_training = self.module.training
         self.use_cache = getattr(self.config, "use_cache", None)
         self.module.eval()
         if self.use_cache:
             self.config.use_cache = False
+        self.own_forward = self.module.__dict__.get("forward")
+        original = self.module.forward
+
+        @functools.wraps(original)  # export reads the signature through __wrapped__
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if isinstance(out, Mapping) and type(out) is not dict:
+                return {k: v for k, v in out.items()}
+            return out
+
+        self.module.forward = forward
 
     def __exit__(self, *exc: Any) -> None:
+        if self.own_forward is None:
+            del self.module.forward
+        else:
+            self.module.forward = self.own_forward
         self.module.train(self.was_training)
         if self.use_cache:
             self.config.use_cache = self.use_cache
