@@ -64,10 +64,9 @@ class Layout:
 
 
 def is_checkpoint_zip(names: list[str]) -> bool:
-    """A zip with a config.json at its top (or in its one top folder) and safetensors beside it."""
-    return any(PurePosixPath(n).name == CONFIG and n.count("/") <= 1 for n in names) and any(
-        n.endswith(".safetensors") for n in names
-    )
+    """A zip with a config.json at its top or in its one top folder (torch.export and
+    TorchScript archives have none): a save_pretrained folder, whatever its weights are."""
+    return any(PurePosixPath(n).name == CONFIG and n.count("/") <= 1 for n in names)
 
 
 def layout(zf: zipfile.ZipFile, label: str) -> Layout:

@@ -147,6 +147,13 @@ def test_refused_checkpoints(
     assert _blob_files(settings) == []
 
 
+def test_pickled_weights_only(client: TestClient, bert_folder: Path, tmp_path: Path) -> None:
+    folder = _edited(bert_folder, tmp_path)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    r = client.post("/v1/models", files={"file": ("ckpt.zip", H.zip_folder(folder))})
+    assert_problem(r, 415, "pytorch_model.bin", "safetensors only", "save_pretrained")
+
+
 def test_truncated_weights_in_zip(client: TestClient, bert_folder: Path, tmp_path: Path) -> None:
     folder = _edited(bert_folder, tmp_path)
     weights = folder / "model.safetensors"
