@@ -163,3 +163,36 @@ def test_gpt2_language_model_from_a_live_object(service_url: str) -> None:
     got = job.value("lambda_max")
     print(f"lambda_max service {got:.9g} reference {exact:.9g} rel {abs(got - exact) / exact:.2e}")
     assert abs(got - exact) <= RTOL * abs(exact), (got, exact)
+
+
+def test_cli_measures_a_folder_with_a_declared_head(service_url: str, tmp_path: Path) -> None:
+    """`sharpness measure FOLDER --head masked_lm`: a masked-LM checkpoint whose config names
+    the base model only, with -100 on every position that is not masked."""
+    import json
+
+    from tests.sdk.test_e2e_cli import sharpness
+
+    folder = H.save(H.build("BertForMaskedLM", H.bert_config(), seed=34), tmp_path / "mlm")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"architectures": ["BertModel"]}))
+    rng = np.random.default_rng(34)
+    ids = rng.integers(1, H.VOCAB, (N, T)).astype(np.int64)
+    labels = np.full((N, T), -100, np.int64)
+    masked = rng.random((N, T)) < 0.3
+    labels[masked] = ids[masked]
+    data = tmp_path / "tokens.npz"
+    data.write_bytes(_npz(input_ids=ids, labels=labels))
+
+    args = ["measure", str(folder), "--data", str(data), "--measure", "lambda_max"]
+    refused = sharpness(*args, "--device", "cpu", "--json", url=service_url)
+    assert refused.returncode == 3 and "head" in refused.stderr  # BertModel names no head
+    proc = sharpness(
+        *args, "--head", "masked_lm", "--param", "lambda_max.tol=1e-4", "--device", "cpu",
+        "--timeout", "240", "--json", url=service_url,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(proc.stdout)
+    assert job["status"] == "succeeded" and job["results"]["lambda_max"]["value"] > 0
+    with Client() as client:
+        info = client.models.get(job["spec"]["model"])
+    assert info.format == "huggingface" and info.head == "masked_lm"
