@@ -13,7 +13,7 @@ from service.deps import BlobsDep, SettingsDep
 from service.formats import Refused
 from service.formats.models import hf_from_fields, inspect_model
 from service.problems import ProblemError, invalid
-from service.routers.common import BlobId, problems
+from service.routers.common import BlobId, ExistingModel, not_found, problems
 from service.schemas import ModelInfo
 from tasks import hf_checkpoint as hf
 
@@ -183,10 +183,7 @@ async def upload_model(
     response_model_exclude_none=True,
     responses=problems(404, 422),
 )
-def get_model(id: BlobId, blobs: BlobsDep) -> ModelInfo:
-    record = blobs.meta(KIND, id)
-    if record is None:
-        raise ProblemError(404, "not-found", f"id: no model {id}")
+def get_model(record: ExistingModel) -> ModelInfo:
     return ModelInfo.model_validate(record)
 
 
@@ -194,5 +191,5 @@ def get_model(id: BlobId, blobs: BlobsDep) -> ModelInfo:
 def delete_model(id: BlobId, blobs: BlobsDep) -> Response:
     """Remove the bytes. Jobs already queued with this model will fail when they start."""
     if not blobs.delete(KIND, id):
-        raise ProblemError(404, "not-found", f"id: no model {id}")
+        raise not_found("model", id)
     return Response(status_code=204)
