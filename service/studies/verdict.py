@@ -113,6 +113,11 @@ def _ranking_sentence(v: VerdictInputs) -> str:
 
 def _prediction_sentence(v: VerdictInputs) -> str:
     if v.measure_loo is None:
+        if 0 < v.groups < 3:
+            return (
+                f"The models form only {v.groups} independent groups, too few to hold one out "
+                "and fit on the rest, so no predictor was fit."
+            )
         return "No measure is present on every observed model, so no measure predictor was fit."
     c = v.comparison
     rivals = [f"the mean gap's {_e(v.constant_loo)}"]

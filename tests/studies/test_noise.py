@@ -233,3 +233,15 @@ def test_noise_floor_holds_its_nominal_rate() -> None:
         for ms in (_sized(rng, 500, np.full(8, 0.1)) for _ in range(600))
     ]
     assert abs(np.mean(within) - 0.95) < 3 * math.sqrt(0.95 * 0.05 / 600)
+
+
+def test_too_few_groups_fit_no_predictor() -> None:
+    rng = np.random.default_rng(12)
+    ms = [
+        _member(i, {"learning_rate": lr}, float(rng.normal()), {"lambda_max": float(i)}, group=g)
+        for i, (lr, g) in enumerate([(0.1, "a"), (0.1, "a"), (0.01, "b"), (0.01, "b")])
+    ]
+    out = analyse(ms, "accuracy_gap", 0.9)
+    assert out.analysis.groups == 2 and out.analysis.predictor is None and not out.predictions
+    assert "only 2 independent groups" in out.analysis.verdict
+    assert out.analysis.beats_baselines.beats is False
