@@ -13,10 +13,10 @@ A bounded solver (thick-restart Lanczos) replaces the basis by a few combination
 columns, Q ← QY, in place (`transform`): rows are processed in blocks of about
 2·dim/(n + p) rows, so the work space is about two vectors, never a second basis.
 
-The basis may be held in float32 (half the memory; orthogonality then holds to about 1e-7)
-or on another device than the vectors it is used with (the host, while the operator runs on
-a GPU): inputs are converted to the basis' dtype and device for the arithmetic and results
-come back in float64 on the caller's device.
+The basis may be held in float32 (half the memory; its columns are then orthonormal to about
+1e-7) or on another device than the vectors it is used with (the host, while the operator
+runs on a GPU): the arithmetic is done in float64 where the basis lives, widening its columns
+2¹⁶ rows at a time, and results come back on the caller's device.
 
 `peak_columns` records the most columns ever allocated at once, what tests and benchmarks
 compare with a budget.
@@ -173,24 +173,38 @@ class Basis:
             for C in self._views():
                 W = W - C @ (C.T @ W)
             return W
-        # a float32 or host-held basis: coefficients in the basis' precision and place
-        local = W.to(device=self.device, dtype=self.dtype)
-        correction = None
+        # a float32 or host-held basis: the arithmetic in float64 where the basis lives, its
+        # columns widened a block of rows at a time (a float32 dot product over millions of
+        # entries would lose 1e-4 of its accuracy)
+        local = W.to(device=self.device, dtype=torch.float64)
         for C in self._views():
-            part = C @ (C.T @ local)
-            local = local - part
-            correction = part if correction is None else correction + part
-        assert correction is not None
-        return W - correction.to(device=W.device, dtype=W.dtype)
+            local = local - self._times(C, self._transposed_times(C, local))
+        return local.to(device=W.device, dtype=W.dtype)
+
+    _ROWS = 1 << 16  # rows widened to float64 at once
+
+    def _transposed_times(self, C: Tensor, X: Tensor) -> Tensor:
+        """Cᵀ X in float64, C widened a block of rows at a time."""
+        out = torch.zeros((C.shape[1], *X.shape[1:]), dtype=torch.float64, device=self.device)
+        for a in range(0, self.dim, self._ROWS):
+            out += C[a : a + self._ROWS].double().T @ X[a : a + self._ROWS]
+        return out
+
+    def _times(self, C: Tensor, S: Tensor) -> Tensor:
+        """C S in float64, C widened a block of rows at a time."""
+        if C.dtype == torch.float64:
+            return C @ S
+        out = torch.empty((self.dim, *S.shape[1:]), dtype=torch.float64, device=self.device)
+        for a in range(0, self.dim, self._ROWS):
+            out[a : a + self._ROWS] = C[a : a + self._ROWS].double() @ S
+        return out
 
     def combine(self, S: Tensor) -> Tensor:
         """Q S: the basis times an n×k (or length-n) coefficient array, in float64."""
         out, offset = None, 0
-        S = S.to(device=self.device)
+        S = S.to(device=self.device, dtype=torch.float64)
         for C in self._views():
-            coef = S[offset : offset + C.shape[1]]
-            part = C @ coef.to(C.dtype) if C.dtype != torch.float64 else C @ coef.double()
-            part = part.double()
+            part = self._times(C, S[offset : offset + C.shape[1]])
             out = part if out is None else out + part
             offset += C.shape[1]
         if out is None:

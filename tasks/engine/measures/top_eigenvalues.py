@@ -1,4 +1,5 @@
-"""Top-k algebraic Hessian eigenvalues by Lanczos with full reorthogonalisation."""
+"""Top-k algebraic Hessian eigenvalues by Lanczos with full reorthogonalisation in a bounded
+basis (thick restart), each with a residual bound and an error estimate."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.engine.measures.base import CurvatureParams
+from tasks.engine.measures.lambda_max import (
+    EigensolverParams,
+    budget_diagnostics,
+    lanczos_options,
+)
 
 NAME = "top_eigenvalues"
 
 
-class Params(CurvatureParams):
+class Params(EigensolverParams):
     k: int = Field(default=5, ge=1, le=200, description="How many of the largest eigenvalues.")
-    tol: float = Field(default=1e-6, gt=0, le=0.1, description="Relative Ritz residual bound.")
-    max_iter: int = Field(default=400, ge=2, le=10_000)
+    max_iter: int = Field(
+        default=400, ge=2, le=10_000, description="Lanczos steps (HVPs) at most, restarts included."
+    )
     most_negative: bool = Field(default=False)
     return_eigenvectors: bool = Field(default=False)
 
@@ -26,21 +32,24 @@ def run(ctx: Any, params: Params) -> dict:
     res = lanczos(
         op,
         k=params.k,
-        tol=params.tol,
         max_iter=params.max_iter,
         most_negative=params.most_negative,
         return_eigenvectors=params.return_eigenvectors,
         seed=params.seed,
         ctx=ctx,
+        **lanczos_options(params),
     )
     diag: dict[str, Any] = {
         "residual_bounds": res.residual_bounds,
+        "error_estimates": res.error_estimates,
         "iterations": res.iterations,
         "backend": op.backend,
+        **budget_diagnostics(res),
     }
     if params.most_negative:
         diag["most_negative"] = res.most_negative
         diag["most_negative_bound"] = res.most_negative_bound
+        diag["most_negative_error"] = res.most_negative_error
         diag["most_negative_converged"] = res.most_negative_converged
     if params.return_eigenvectors and res.eigenvectors is not None:
         diag["eigenvectors"] = res.eigenvectors.T.tolist()

@@ -1,0 +1,100 @@
+"""λmax and top-k error estimates on float32 models against the exact float64 Hessian.
+
+The float32 model and data are converted to float64 exactly (every float32 is a float64), so
+the dense float64 Hessian of the copy is the true Hessian of the model that was measured; the
+error of a float32 Lanczos run is then known. The estimate must cover it at every tol, and
+`converged` must mean the estimate met the tol, never a silent floor.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from tasks.engine.lanczos import NotConvergedWarning, lanczos, rounding_level
+from tasks.engine.operator import HessianOperator, dense_hessian
+from tasks.engine.problem import HessianProblem
+from tests.engine.models import SmallCNN, data, make
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def float32_case(name: str, seed: int):
+    if name == "cnn_big_data":  # 1000 examples: the products' rounding grows with the data
+        torch.manual_seed(seed)
+        model, batches, loss = (
+            SmallCNN().double(),
+            [data(1000, (1, 6, 6), 3, seed)],
+            "cross_entropy",
+        )
+    else:
+        model, batches, loss = make(name, seed)
+    m32 = model.float()
+    b32 = [(x.float(), y) for x, y in batches]
+    b64 = [(x.double(), y) for x, y in b32]
+    exact = torch.linalg.eigvalsh(
+        dense_hessian(HessianProblem(copy.deepcopy(m32).double(), b64, loss))
+    )
+    return HessianProblem(m32, b32, loss), exact
+
+
+CASES = [(n, s) for n in ("mlp_tanh", "cnn_bn", "transformer", "residual") for s in (0, 1)]
+CASES.append(("cnn_big_data", 1))
+
+
+@pytest.mark.parametrize(("name", "seed"), CASES)
+def test_float32_error_estimate_covers_the_true_error_at_every_tol(name, seed) -> None:
+    p, exact = float32_case(name, seed)
+    top = exact.flip(0)[:3]
+    for tol in (1e-6, 1e-8, 1e-10):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = lanczos(HessianOperator(p), k=3, tol=tol, max_iter=300)
+        got = torch.tensor(res.eigenvalues, dtype=torch.float64)
+        err = (got - top).abs()
+        est = torch.tensor(res.error_estimates, dtype=torch.float64)
+        assert bool((err <= est).all()), (name, seed, tol, err.tolist(), est.tolist())
+        # the estimate is at the rounding level, not a blanket: within 100× the true error
+        # or a few float32 units of ‖H‖
+        scale = float(exact.abs().max())
+        assert float(est.max()) <= max(100 * float(err.max()), 40 * EPS32 * scale)
+        # converged exactly when every estimate meets its tol
+        meets = bool((est <= tol * got.abs()).all())
+        assert res.converged == meets
+        if tol <= 1e-8:  # below float32's rounding: never claimed, and the warning says why
+            assert not res.converged
+            assert any("can certify" in str(w.message) for w in caught), name
+        assert res.rounding_level >= rounding_level(EPS32, scale) * 0.5
+
+
+def test_small_float32_models_converge_at_the_default_tol() -> None:
+    for name in ("mlp_tanh", "transformer"):
+        p, exact = float32_case(name, 0)
+        res = lanczos(HessianOperator(p), k=1, tol=1e-6)
+        assert res.converged
+        assert abs(res.eigenvalues[0] - float(exact[-1])) <= res.error_estimates[0]
+
+
+def test_float64_reaches_1e_10_and_the_old_floor_is_gone() -> None:
+    """tol 1e-10 on a float64 model converges at 1e-10 (the old silent floor stopped at 1e-8·θ
+    and called it converged)."""
+    model, batches, loss = make("cnn_bn")
+    p = HessianProblem(model, batches, loss)
+    exact = torch.linalg.eigvalsh(dense_hessian(p)).flip(0)
+    res = lanczos(HessianOperator(p), k=3, tol=1e-10, max_iter=p.dim)
+    assert res.converged
+    for theta, bound, lam in zip(res.eigenvalues, res.residual_bounds, exact[:3], strict=True):
+        assert bound <= 1e-10 * abs(theta)
+        assert abs(theta - float(lam)) <= 1e-10 * abs(float(lam))
+
+
+def test_a_tol_below_float32_rounding_is_not_converged_and_says_so() -> None:
+    p, _ = float32_case("mlp_tanh", 0)
+    with pytest.warns(NotConvergedWarning, match="below what HVPs with unit roundoff 1.2e-07"):
+        res = lanczos(HessianOperator(p), k=1, tol=1e-10)
+    assert not res.converged
+    assert res.error_estimates[0] > 1e-10 * abs(res.eigenvalues[0])
+    assert res.measured_residuals is not None
