@@ -414,11 +414,13 @@ def lanczos_tridiagonal(
     ctx: Any = None,
     progress_offset: int = 0,
     max_basis: int | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`steps` Lanczos steps from unit v0, for quadrature.
 
     Returns the tridiagonal's diagonal α (n) and off-diagonal β (n−1); n < steps when the
-    Krylov space became invariant (β ≈ 0), in which case the quadrature is exact.
+    Krylov space became invariant (β ≈ 0), in which case the quadrature is exact. A `stats`
+    dict receives "basis_peak", the most basis columns allocated at once.
 
     Up to `max_basis` steps (default: all) every vector is reorthogonalised against all
     earlier ones. Past it the oldest vectors are forgotten a chunk at a time (a sliding
@@ -456,4 +458,6 @@ def lanczos_tridiagonal(
             break
         betas.append(beta)
         q_prev, beta_prev, q = q, beta, w / beta
+    if stats is not None:  # what the basis held, for tests and benchmarks
+        stats["basis_peak"] = max(stats.get("basis_peak", 0), Q.peak_columns)
     return torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64)

@@ -1,5 +1,4 @@
-"""Largest Hessian eigenvalue λmax by Lanczos, with a residual bound and an error estimate that
-includes the HVPs' rounding, in a bounded basis."""
+"""Largest Hessian eigenvalue λmax by Lanczos in a bounded basis, with its error estimate."""
 
 from __future__ import annotations
 

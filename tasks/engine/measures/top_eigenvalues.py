@@ -1,5 +1,4 @@
-"""Top-k algebraic Hessian eigenvalues by Lanczos with full reorthogonalisation in a bounded
-basis (thick restart), each with a residual bound and an error estimate."""
+"""Top-k algebraic Hessian eigenvalues by thick-restart Lanczos, each with its error estimate."""
 
 from __future__ import annotations
 
