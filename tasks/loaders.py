@@ -115,9 +115,31 @@ def _load_export(path: Path, name: str) -> LoadedModel:
         raise LoadError(
             "Unreadable model archive",
             f"{name}: torch.export.load could not read the archive ({type(e).__name__}: "
-            f"{first_line(e)})",
+            f"{first_line(e)}){_output_type_hint(path)}",
         ) from e
     return LoadedModel(ep.module(), "torch_export", _export_input_shape(ep))
+
+
+def _output_type_hint(path: Path) -> str:
+    """Why an archive that passed the safety check does not load, when its outputs are the
+    reason: torch.export.load rebuilds a program's output structure only from types registered
+    for serialization, and Hugging Face's ModelOutput classes are not."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(".json") and info.file_size < 64 << 20:
+                    text = zf.read(info).decode("utf-8", "replace")
+                    found = re.search(r"transformers\.modeling_outputs\.\w+", text)
+                    if found:
+                        return (
+                            f"; the model returns {found.group(0)}, which torch.export cannot "
+                            "load back: export it with return_dict=False (model.config."
+                            "return_dict = False) so it returns a tuple, or upload the "
+                            "save_pretrained files (config.json + model.safetensors) instead"
+                        )
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return ""
 
 
 def _load_torchscript(path: Path, name: str) -> LoadedModel:
