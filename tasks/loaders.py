@@ -101,6 +101,9 @@ def _load_export(path: Path, name: str) -> LoadedModel:
     if os.environ.get(safe_torch.FLAG) != "1":
         raise RuntimeError(f"{safe_torch.FLAG} is not set; refusing to read a torch.export file")
     _precheck_pt2(path, name)
+    from tasks.hf_models import import_output_types
+
+    import_output_types(path)  # a Hugging Face ModelOutput in the outputs: its library type
     try:
         with path.open("rb") as fh:  # a file object: blobs are named by hash, not *.pt2
             ep = torch.export.load(fh)

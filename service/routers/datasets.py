@@ -89,8 +89,15 @@ async def upload_dataset(
     except BaseException:
         blobs.discard(received.staged)
         raise
+    stored = blobs.meta(KIND, received.staged.sha256)  # the same bytes again: their names
     facts = await uploads.inspect(
-        blobs, received, inspect_dataset, inputs_key, targets_key, 4 * settings.max_upload_bytes
+        blobs,
+        received,
+        inspect_dataset,
+        inputs_key,
+        targets_key,
+        4 * settings.max_upload_bytes,
+        stored,
     )
     record, created = blobs.commit(
         received.staged, {"kind": "dataset", "filename": received.filename, **facts}

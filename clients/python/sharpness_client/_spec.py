@@ -76,6 +76,8 @@ def build_spec(
     max_samples: int | None = None,
     eval_dataset: DatasetLike | None = None,
     initial_model: str | ModelInfo | None = None,
+    output_key: str | None = None,
+    class_dim: int | None = None,
 ) -> JobSpec:
     """`batch_size` applies to both datasets; `max_samples` to the training data only. Only
     the arguments given are set on the spec, so a request built from it (sent with
@@ -91,7 +93,8 @@ def build_spec(
         fields["eval_dataset"] = dataset_ref(eval_dataset, batch_size=batch_size)
     if initial_model is not None:
         fields["initial_model"] = model_id(initial_model)
-    for key, value in (("loss", loss), ("mode", mode), ("device", device)):
+    named = (("loss", loss), ("mode", mode), ("device", device))
+    for key, value in (*named, ("output_key", output_key), ("class_dim", class_dim)):
         if value is not None:
             fields[key] = value
     return JobSpec.model_validate(fields)

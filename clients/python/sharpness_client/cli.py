@@ -130,6 +130,20 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
     m.add_argument("--batch-size", type=int)
     m.add_argument("--max-samples", type=int)
+    m.add_argument(
+        "--inputs-key",
+        help="the model's inputs in the dataset: an array name, or JSON for several: a list "
+        '(positional) or an object keyword → array, e.g. \'{"input_ids": "ids"}\' '
+        "(default: the names stored with the dataset, else recognised)",
+    )
+    m.add_argument("--targets-key", help="the targets array (default: as for --inputs-key)")
+    m.add_argument("--output-key", help="which output is the logits (a dict key or tuple index)")
+    m.add_argument(
+        "--class-dim",
+        type=int,
+        choices=[1, -1],
+        help="sequence outputs: -1 classes last (N, T, C), 1 classes on dim 1 (N, C, T)",
+    )
     m.add_argument("--architecture", help="safetensors only: built-in architecture")
     m.add_argument("--config", help="safetensors only: JSON object of its arguments")
     m.add_argument(
@@ -221,7 +235,11 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
     model = mp.ref or client.models.upload(
         mp.upload, architecture=args.architecture, config=config, head=args.head
     )
-    dataset = dp.ref or client.datasets.upload(dp.upload)
+    names = _names(args)
+    if dp.ref is None:
+        dataset: Any = client.datasets.upload(dp.upload, **names)
+    else:
+        dataset = _ref_with(dp.ref, names)
     eval_dataset = initial_model = None
     if args.eval_data:
         ep = data_plan(args.eval_data)
@@ -244,12 +262,37 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         eval_dataset=eval_dataset,
         initial_model=initial_model,
+        output_key=args.output_key,
+        class_dim=args.class_dim,
     )
     if not args.wait:
         _out(args, job, f"submitted job {job.id} ({job.status.value})")
         return 0
     print(f"job {job.id} submitted", file=sys.stderr)
     return _wait(client, args, job.id)
+
+
+def _names(args: argparse.Namespace) -> dict[str, Any]:
+    """--inputs-key (a name or JSON) and --targets-key, those given."""
+    names: dict[str, Any] = {}
+    if args.inputs_key:
+        text = args.inputs_key.strip()
+        try:
+            names["inputs_key"] = json.loads(text) if text[:1] in "[{" else text
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"sharpness: --inputs-key is not valid JSON ({e.msg})") from None
+    if args.targets_key:
+        names["targets_key"] = args.targets_key
+    return names
+
+
+def _ref_with(ref: Any, names: dict[str, Any]) -> Any:
+    """An id or URI with the array names given on the command line."""
+    if not names:
+        return ref
+    from sharpness_client._spec import dataset_ref
+
+    return dataset_ref(ref, **names)
 
 
 def _jobs(client: Client, args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sharpness_client._convert import arrays_to_npz
@@ -9,13 +10,19 @@ from sharpness_client._files import FileInput, FileSource
 from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
 from sharpness_client.types import DatasetInfo
 
+InputsKey = str | list[str] | dict[str, str]
+
 
 def upload_request(
     file: FileInput,
     filename: str | None = None,
-    inputs_key: str | None = None,
+    inputs_key: InputsKey | None = None,
     targets_key: str | None = None,
 ) -> Request:
+    """Names left None are recognised by the service (inputs/targets, x/y, ...); a list or a
+    mapping of input names travels as JSON."""
+    if inputs_key is not None and not isinstance(inputs_key, str):
+        inputs_key = json.dumps(inputs_key)
     fields = {
         k: v for k, v in (("inputs_key", inputs_key), ("targets_key", targets_key)) if v is not None
     }
@@ -39,7 +46,7 @@ class Datasets:
         file: FileInput,
         *,
         filename: str | None = None,
-        inputs_key: str | None = None,
+        inputs_key: InputsKey | None = None,
         targets_key: str | None = None,
     ) -> DatasetInfo:
         """Upload an .npz or .safetensors holding `inputs` and `targets` (or the named
@@ -69,7 +76,7 @@ class AsyncDatasets:
         file: FileInput,
         *,
         filename: str | None = None,
-        inputs_key: str | None = None,
+        inputs_key: InputsKey | None = None,
         targets_key: str | None = None,
     ) -> DatasetInfo:
         req = upload_request(file, filename, inputs_key, targets_key)

@@ -139,15 +139,20 @@ class Jobs:
         max_samples: int | None = None,
         eval_dataset: DatasetLike | None = None,
         initial_model: str | ModelInfo | None = None,
+        output_key: str | None = None,
+        class_dim: int | None = None,
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         """Submit a job (202: queued). Without `idempotency_key` one is generated and reused
         on retries, so a lost answer never makes a second job. `eval_dataset` (held-out data,
         same forms as `dataset`) adds test metrics and the gap to `evaluation`;
-        `initial_model` (an uploaded id) is w₀ for weight_norms and pacbayes_bound."""
+        `initial_model` (an uploaded id) is w₀ for weight_norms and pacbayes_bound;
+        `output_key` picks the logits among a tuple/dict output, `class_dim` (-1 or 1) the
+        class dimension of sequence outputs when the shapes leave it open."""
         kw = dict(loss=loss, mode=mode, device=device, labels=labels, params=params)
         kw.update(eval_dataset=eval_dataset, initial_model=initial_model)
+        kw.update(output_key=output_key, class_dim=class_dim)
         job_spec = _spec_from(
             model, dataset, measures, spec, batch_size=batch_size, max_samples=max_samples, **kw
         )
@@ -229,11 +234,14 @@ class AsyncJobs:
         max_samples: int | None = None,
         eval_dataset: DatasetLike | None = None,
         initial_model: str | ModelInfo | None = None,
+        output_key: str | None = None,
+        class_dim: int | None = None,
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         kw = dict(loss=loss, mode=mode, device=device, labels=labels, params=params)
         kw.update(eval_dataset=eval_dataset, initial_model=initial_model)
+        kw.update(output_key=output_key, class_dim=class_dim)
         job_spec = _spec_from(
             model, dataset, measures, spec, batch_size=batch_size, max_samples=max_samples, **kw
         )
