@@ -26,6 +26,16 @@ def check(spec: JobSpec, blobs: BlobStore, settings: Settings) -> None:
         _check_dataset(spec.eval_dataset, "eval_dataset", blobs, settings)
     if spec.initial_model is not None:
         _check_model(spec.initial_model, "initial_model", blobs)
+    if (
+        spec.optimizer_state is not None
+        and blobs.meta("optimizer_states", spec.optimizer_state) is None
+    ):
+        raise invalid(
+            "optimizer_state",
+            f"no uploaded optimizer state {spec.optimizer_state}; upload it with POST "
+            "/v1/trajectories/optimizer-states",
+            "unknown",
+        )
 
 
 def _check_model(model_id: str, field: str, blobs: BlobStore) -> None:

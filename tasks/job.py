@@ -49,6 +49,11 @@ class Draining(Exception):
     """The worker is shutting down: hand the job back to the queue."""
 
 
+class LockLost(Exception):
+    """Another worker took the run over (this one was paused past its lock): stop, write
+    nothing."""
+
+
 def problem(title: str, detail: str, status: int = 500, kind: str = "job-failed") -> Problem:
     return Problem(type=problem_types.uri(kind), title=title, status=status, detail=detail)
 
@@ -110,6 +115,8 @@ class Hooks:
         now = time.monotonic()
         if self.rt.draining.is_set():
             raise Draining()
+        if self.rt.active is not None and self.rt.active.lost:
+            raise LockLost()
         if now > self.deadline:
             raise TimeLimit()
         if now - self._last_check < CANCEL_CHECK_EVERY_S:
@@ -257,6 +264,25 @@ def load_initial_params(rt: WorkerRuntime, job: Job, module: Any) -> dict[str, A
     return initial
 
 
+def load_optimizer_state(rt: WorkerRuntime, job: Job) -> dict[str, Any] | None:
+    """Adam's state tensors from `optimizer_state` (None without), for
+    preconditioned_lambda_max; their fit to the model is checked by the measure."""
+    state_id = job.spec.optimizer_state
+    if state_id is None:
+        return None
+    if rt.blobs.meta("optimizer_states", state_id) is None:
+        raise LoadError(
+            "Optimizer state not found", f"optimizer_state: {state_id} is not in the blob store"
+        )
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(rt.blobs.path("optimizer_states", state_id)))
+    except (SafetensorError, OSError) as e:
+        raise LoadError("Unreadable optimizer state", f"optimizer_state: {e}") from e
+
+
 def evaluate(problem_: Any, name: str) -> dict[str, Any]:
     try:
         ev = problem_.evaluate()
@@ -302,7 +328,7 @@ def execute(job_id: str, rt: WorkerRuntime) -> str:
         return _run_locked(job_id, rt)
     finally:
         rt.active = None
-        rt.store.release(job_id)
+        rt.store.release(job_id, rt.hostname)
 
 
 def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
@@ -316,14 +342,17 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
     evaluation: dict[str, Any] | None = None
     current_measure = ""
     hooks: Hooks | None = None
+    attempt: int | None = None
     try:
         device, description = resolve_device(job.spec.device)
-        rt.store.mark_running(job_id, rt.hostname, description, versions())
+        attempt = rt.store.mark_running(job_id, rt.hostname, description, versions())
+        rt.active.attempt = attempt  # type: ignore[union-attr]
         model = load_job_model(rt, job)
         prob = build_problem(rt, job, device, model)
         evaluation = evaluate(prob, "the dataset")
         evaluation = with_gap(evaluation, held_out_evaluation(rt, job, model, device))
         initial = load_initial_params(rt, job, prob.module)
+        optimizer_state = load_optimizer_state(rt, job)
         deadline = rt.active.started + rt.settings.soft_time_limit_s  # type: ignore[union-attr]
         from tasks.engine.context import Cancelled
         from tasks.engine.runner import run_measure
@@ -340,19 +369,25 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
                     hooks.on_progress,
                     hooks.should_cancel,
                     initial_params=initial,
+                    optimizer_state=optimizer_state,
                 )
             except Cancelled:
                 hooks.flush("failed")
-                rt.store.finish(job_id, JobStatus.cancelled, results, evaluation=evaluation)
+                rt.store.finish(
+                    job_id, JobStatus.cancelled, results, evaluation=evaluation, attempt=attempt
+                )
                 return "cancelled"
             results[m.name] = res
             hooks.done(res.get("value"))
-        rt.store.finish(job_id, JobStatus.succeeded, results, evaluation=evaluation)
+        rt.store.finish(job_id, JobStatus.succeeded, results, evaluation=evaluation, attempt=attempt)
         return "succeeded"
     except Draining:
         # hand the job back: another worker (or this one after a restart) runs it again
-        rt.store.set_fields(job_id, status=JobStatus.queued.value)
+        rt.store.end_run(job_id, "handed-back", attempt=attempt)
         raise Reject("worker shutting down", requeue=True) from None
+    except LockLost:
+        log.warning("job %s: attempt %s was taken over; stopping it", job_id, attempt)
+        return "lost"
     except LoadError as e:
         err = Problem(type=e.type, title=e.title, status=e.status, detail=e.detail)
     except (TimeLimit, SoftTimeLimitExceeded):
@@ -380,7 +415,9 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
         err = problem("Job failed", f"{where}: {type(e).__name__}: {e}", kind=kind)
     if hooks is not None and current_measure not in results:
         hooks.flush("failed")
-    rt.store.finish(job_id, JobStatus.failed, results, error=err, evaluation=evaluation)
+    rt.store.finish(
+        job_id, JobStatus.failed, results, error=err, evaluation=evaluation, attempt=attempt
+    )
     return "failed"
 
 

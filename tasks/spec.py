@@ -146,6 +146,13 @@ class JobSpec(BaseModel):
         description="Id of an uploaded checkpoint of the same architecture at initialisation "
         "(w₀): enables ‖w − w₀‖ in weight_norms and the distance term of pacbayes_bound.",
     )
+    optimizer_state: str | None = Field(
+        default=None,
+        pattern=MODEL_ID_PATTERN,
+        description="Id of Adam's state at these weights, uploaded with POST "
+        "/v1/trajectories/optimizer-states (safetensors: `exp_avg_sq.<parameter name>` and "
+        "`step`): what preconditioned_lambda_max needs.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
 
@@ -217,6 +224,20 @@ class Prediction(BaseModel):
     )
 
 
+class Attempt(BaseModel):
+    """One run of a record by one worker: who, when, and why it ended."""
+
+    attempt: int = Field(description="1 for the first run, 2 for the next, ...")
+    worker: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str = Field(
+        description="succeeded, failed, cancelled; worker-lost (its heartbeats stopped: the "
+        "record was requeued or, with its attempts spent, failed); handed-back (the worker "
+        "shut down and returned it to the queue)"
+    )
+
+
 class Job(BaseModel):
     id: str
     status: JobStatus
@@ -243,6 +264,9 @@ class Job(BaseModel):
     device: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     attempts: int = 0
+    attempt_history: list[Attempt] = Field(
+        default_factory=list, description="Each ended run of the record, oldest first."
+    )
     cancel_requested: bool = False
 
 
@@ -473,6 +497,9 @@ class Trajectory(BaseModel):
     device: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     attempts: int = 0
+    attempt_history: list[Attempt] = Field(
+        default_factory=list, description="Each ended run of the record, oldest first."
+    )
     cancel_requested: bool = False
 
     @model_validator(mode="after")

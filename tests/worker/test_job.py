@@ -129,3 +129,54 @@ def test_cuda_requested_without_cuda(rt: WorkerRuntime, tmp_path: Path) -> None:
 def test_missing_job_is_skipped(rt: WorkerRuntime) -> None:
     assert execute("0" * 32, rt) == "skipped"
     assert JobStore.from_url(rt.settings.redis_url).get("0" * 32) is None
+
+
+def test_job_with_adam_state_measures_the_preconditioned_sharpness(
+    rt: WorkerRuntime, tmp_path: Path
+) -> None:
+    """`optimizer_state` on a job reaches preconditioned_lambda_max: λmax(P⁻¹H) against the
+    dense P^{-1/2} H P^{-1/2} of the same float64 model."""
+    from safetensors.torch import save_file
+
+    from tasks.engine.operator import dense_hessian
+    from tasks.engine.problem import HessianProblem
+    from tests.worker.test_trajectory_job import _adam_run
+
+    xn, yn = A.data(n=32)
+    x, y = torch.from_numpy(xn).double(), torch.from_numpy(yn)
+    ((model, state),) = _adam_run([7], x, y)
+    save_file(state, str(tmp_path / "s.safetensors"))
+    sid = put(rt.blobs, "optimizer_states", tmp_path / "s.safetensors")
+    spec = JobSpec.model_validate(
+        {
+            "model": put(
+                rt.blobs,
+                "models",
+                A.export(model, tmp_path / "a.pt2", 4, torch.float64),
+                format="torch_export",
+            ),
+            "dataset": {
+                "id": put(
+                    rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", xn, yn), format="npz"
+                ),
+                "batch_size": 16,
+            },
+            "optimizer_state": sid,
+            "measures": [
+                {
+                    "name": "preconditioned_lambda_max",
+                    "params": {"beta1": 0.9, "beta2": 0.99, "eps": 1e-6, "tol": 1e-9},
+                }
+            ],
+        }
+    )
+    job = rt.store.create(spec, "cpu")
+    assert execute(job.id, rt) == "succeeded", rt.store.get(job.id).error
+    H = dense_hessian(HessianProblem(model, [(x, y)]))
+    t = float(state["step"])
+    v = torch.cat([state[f"exp_avg_sq.{n}"].reshape(-1) for n, _ in model.named_parameters()])
+    P = (1 - 0.9**t) * ((v / (1 - 0.99**t)).sqrt() + 1e-6)
+    M = H / P.sqrt()[:, None] / P.sqrt()[None, :]
+    exact = float(torch.linalg.eigvalsh(0.5 * (M + M.T))[-1])
+    got = rt.store.get(job.id).results["preconditioned_lambda_max"].value
+    assert got == pytest.approx(exact, rel=1e-7)

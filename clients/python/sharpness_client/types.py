@@ -68,6 +68,7 @@ class JobSpec(_Model):
     measures: list[MeasureRequest]
     eval_dataset: DatasetRef | None = None  # held-out data: test metrics and gap in evaluation
     initial_model: str | None = None  # uploaded model at initialisation (w₀)
+    optimizer_state: str | None = None  # uploaded Adam state, for preconditioned_lambda_max
     device: Literal["auto", "cpu", "cuda"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict)
 
