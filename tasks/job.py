@@ -379,7 +379,9 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
                 return "cancelled"
             results[m.name] = res
             hooks.done(res.get("value"))
-        rt.store.finish(job_id, JobStatus.succeeded, results, evaluation=evaluation, attempt=attempt)
+        rt.store.finish(
+            job_id, JobStatus.succeeded, results, evaluation=evaluation, attempt=attempt
+        )
         return "succeeded"
     except Draining:
         # hand the job back: another worker (or this one after a restart) runs it again

@@ -14,6 +14,13 @@ Layout (prefix `sharpness:`):
     lock:{id}           held by the one worker running the record (SET NX with expiry); jobs
                         and trajectories share it (ids are unique uuids)
     workers:{hostname}  heartbeat hash with device and last_seen (expires)
+    running:{kind}      set of the ids of records in status running (the reaper's worklist)
+
+Each record also keeps `attempt_log`, a JSON list with one entry per ended run (attempt,
+worker, started_at, ended_at, outcome), and `attempts`, the number of runs started: a run
+writes its end only while the record still counts its attempt, so a run declared lost cannot
+overwrite the run that replaced it. Kombu's own `unacked` hash and queue lists are read here
+too (`restore_message`), so a lost run's message goes back to its queue at once.
 
 `RecordStore` holds what every kind of run shares (create with idempotency, read, list, the
 cancel flag, the run lock, progress, the atomic never-leave-terminal `finish`); `JobStore`
@@ -39,6 +46,9 @@ from tasks import problem_types
 from tasks.spec import Job, JobSpec, JobStatus, MeasureProgress, MeasureResult, Problem
 
 PREFIX = "sharpness:"
+# kombu's Redis transport: unacknowledged messages by delivery tag, and their times
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
 IDEMPOTENCY_TTL_S = 86_400
 
 
@@ -95,6 +105,10 @@ class RecordStore(Generic[R, S]):
     def _enqueued_key(record_id: str) -> str:
         return f"{PREFIX}enqueued:{record_id}"
 
+    @classmethod
+    def running_key(cls) -> str:
+        return f"{PREFIX}running:{cls.KIND}"
+
     # -------------------------------------------------------------- hooks
     def _initial_fields(self, spec: S) -> dict[str, Any]:
         """The kind's own fields of a new record (progress entries, empty result lists)."""
@@ -102,6 +116,10 @@ class RecordStore(Generic[R, S]):
 
     def _decode(self, record_id: str, raw: dict[str, str]) -> R:
         raise NotImplementedError
+
+    def _restart_fields(self, raw: dict[str, str]) -> dict[str, Any]:
+        """What a requeued record starts its next run with: every progress entry reset."""
+        return {k: MeasureProgress().model_dump_json() for k in raw if k.startswith("progress:")}
 
     @staticmethod
     def _common(record_id: str, raw: dict[str, str]) -> dict[str, Any]:
@@ -126,6 +144,7 @@ class RecordStore(Generic[R, S]):
             "device": raw.get("device") or None,
             "versions": json.loads(raw["versions"]) if raw.get("versions") else {},
             "attempts": int(raw.get("attempts", 0)),
+            "attempt_history": json.loads(raw.get("attempt_log") or "[]"),
             "cancel_requested": raw.get("cancel_requested") == "1",
         }
 
@@ -253,19 +272,149 @@ class RecordStore(Generic[R, S]):
             return False
         return bool(self.r.expire(key, ttl_s))
 
-    def release(self, record_id: str) -> None:
-        self.r.delete(self.lock_key(record_id))
+    def release(self, record_id: str, worker: str | None = None) -> None:
+        """Drop the run lock (only `worker`'s own, when given)."""
+        key = self.lock_key(record_id)
+        if worker is None or self.r.get(key) == worker:
+            self.r.delete(key)
 
-    def mark_running(self, record_id: str, worker: str, device: str, versions: dict) -> None:
-        self.r.hincrby(self.key(record_id), "attempts", 1)
-        self.set_fields(
-            record_id,
-            status=JobStatus.running.value,
-            started_at=now().isoformat(),
-            worker=worker,
-            device=device,
-            versions=versions,
+    def lock_holder(self, record_id: str) -> str | None:
+        return self.r.get(self.lock_key(record_id))
+
+    def mark_running(self, record_id: str, worker: str, device: str, versions: dict) -> int:
+        """Start a run; returns its attempt number (what `finish(attempt=...)` checks)."""
+        key = self.key(record_id)
+        pipe = self.r.pipeline()
+        pipe.hincrby(key, "attempts", 1)
+        pipe.hset(
+            key,
+            mapping={
+                "status": JobStatus.running.value,
+                "started_at": now().isoformat(),
+                "worker": worker,
+                "device": device,
+                "versions": json.dumps(versions),
+            },
         )
+        pipe.sadd(self.running_key(), record_id)
+        return int(pipe.execute()[0])
+
+    def running_ids(self) -> list[str]:
+        """Ids of the records in status running (constant cost in the number of records)."""
+        return sorted(self.r.smembers(self.running_key()))
+
+    @staticmethod
+    def _ended(raw: dict[str, str], outcome: str, at: datetime) -> str:
+        """`attempt_log` with the current run appended as ended with `outcome`."""
+        log = json.loads(raw.get("attempt_log") or "[]")
+        log.append(
+            {
+                "attempt": int(raw.get("attempts") or 0),
+                "worker": raw.get("worker") or None,
+                "started_at": raw.get("started_at") or None,
+                "ended_at": at.isoformat(),
+                "outcome": outcome,
+            }
+        )
+        return json.dumps(log)
+
+    def end_run(
+        self,
+        record_id: str,
+        outcome: str,
+        *,
+        attempt: int | None = None,
+        only_if_unlocked: bool = False,
+        max_attempts: int | None = None,
+        error: Problem | None = None,
+    ) -> JobStatus | None:
+        """End the running attempt without a result: back to `queued` (its worker shut down,
+        or was lost), or `cancelled` when a cancel was asked for, or `failed` with `error`
+        once `max_attempts` runs were started. The worker, device, start time and progress
+        of the ended run are dropped from the record; `attempt_log` keeps them.
+
+        Atomic and guarded: nothing happens unless the record is still running (and, when
+        given, still on `attempt`, and with `only_if_unlocked`, no worker holds its lock).
+        Returns the new status, or None when nothing was changed."""
+        key, lock = self.key(record_id), self.lock_key(record_id)
+        with self.r.pipeline() as pipe:
+            for _ in range(10):
+                try:
+                    pipe.watch(key, lock)
+                    raw = pipe.hgetall(key)
+                    if not raw or raw.get("status") != JobStatus.running.value:
+                        pipe.unwatch()
+                        return None
+                    if attempt is not None and int(raw.get("attempts") or 0) != attempt:
+                        pipe.unwatch()
+                        return None
+                    if only_if_unlocked and pipe.exists(lock):
+                        pipe.unwatch()
+                        return None
+                    at = now()
+                    fields: dict[str, Any] = {
+                        "attempt_log": self._ended(raw, outcome, at),
+                        **self._restart_fields(raw),
+                    }
+                    attempts = int(raw.get("attempts") or 0)
+                    if raw.get("cancel_requested") == "1":
+                        status = JobStatus.cancelled
+                    elif max_attempts is not None and attempts >= max_attempts:
+                        status = JobStatus.failed
+                        if error is not None:
+                            fields["error"] = error.model_dump_json()
+                    else:
+                        status = JobStatus.queued
+                    fields["status"] = status.value
+                    if status.terminal:
+                        fields["finished_at"] = at.isoformat()
+                    pipe.multi()
+                    pipe.hset(key, mapping=fields)
+                    if not status.terminal:
+                        pipe.hdel(key, "worker", "device", "started_at")
+                    pipe.srem(self.running_key(), record_id)
+                    pipe.execute()
+                    return status
+                except redis.WatchError:
+                    time.sleep(0.01)
+        return None
+
+    def restore_message(self, record_id: str) -> bool:
+        """Put the record's unacknowledged broker message (its task id is the record id) back
+        at the head of its queue, as kombu does after the visibility timeout, but now; False
+        when no such message is held (then the caller sends a new one)."""
+        found: str | None = None
+        for tag, payload in self.r.hscan_iter(UNACKED):
+            try:
+                message = json.loads(payload)[0]
+                if message.get("headers", {}).get("id") == record_id:
+                    found = tag
+                    break
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                continue
+        if found is None:
+            return False
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(UNACKED)
+                payload = pipe.hget(UNACKED, found)
+                if payload is None:  # restored or acknowledged meanwhile
+                    pipe.unwatch()
+                    return True
+                message, _exchange, routing_key = json.loads(payload)
+                message.setdefault("headers", {})["redelivered"] = True
+                message.get("properties", {}).get("delivery_info", {})["redelivered"] = True
+                queue = routing_key or message.get("properties", {}).get("delivery_info", {}).get(
+                    "routing_key"
+                )
+                pipe.multi()
+                pipe.rpush(queue, json.dumps(message))  # consumers BRPOP: the head of the queue
+                pipe.hdel(UNACKED, found)
+                pipe.zrem(UNACKED_INDEX, found)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return True  # someone else moved it
 
     def set_progress(self, record_id: str, name: str | int, progress: MeasureProgress) -> None:
         """One measure's (a job) or one checkpoint's (a trajectory) progress."""
@@ -279,23 +428,31 @@ class RecordStore(Generic[R, S]):
         error: Problem | None = None,
         evaluation: dict[str, Any] | None = None,
         only_if: set[JobStatus] | None = None,
+        attempt: int | None = None,
     ) -> bool:
-        """Move a record to a terminal state atomically; never leave a terminal state."""
+        """Move a record to a terminal state atomically; never leave a terminal state. With
+        `attempt`, only while the record still counts that run (a run declared lost and
+        replaced writes nothing)."""
         key = self.key(record_id)
         allowed = only_if or {JobStatus.queued, JobStatus.running}
         with self.r.pipeline() as pipe:
             for _ in range(10):
                 try:
                     pipe.watch(key)
-                    current = pipe.hget(key, "status")
+                    raw = pipe.hgetall(key)
+                    current = raw.get("status")
                     if current is None or JobStatus(current) not in allowed:
                         pipe.unwatch()
                         return False
+                    if attempt is not None and int(raw.get("attempts") or 0) != attempt:
+                        pipe.unwatch()
+                        return False
+                    at = now()
+                    fields: dict[str, Any] = {"status": status.value, "finished_at": at.isoformat()}
+                    if current == JobStatus.running.value:
+                        fields["attempt_log"] = self._ended(raw, status.value, at)
                     pipe.multi()
-                    fields: dict[str, Any] = {
-                        "status": status.value,
-                        "finished_at": now().isoformat(),
-                    }
+                    pipe.srem(self.running_key(), record_id)
                     if results is not None:
                         fields["results"] = json.dumps(results, default=str)
                     if error is not None:
@@ -391,6 +548,10 @@ class JobStore(RecordStore[Job, JobSpec]):
         key = self._worker_key(hostname)
         self.r.hset(key, mapping={"device": device, "last_seen": now().isoformat()})
         self.r.expire(key, ttl_s)
+
+    def worker_alive(self, hostname: str | None) -> bool:
+        """Whether `hostname`'s heartbeat has not expired."""
+        return bool(hostname) and bool(self.r.exists(self._worker_key(hostname)))
 
     def forget_worker(self, hostname: str) -> None:
         """A worker that stops cleanly leaves the list at once rather than when it expires."""

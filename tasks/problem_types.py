@@ -96,6 +96,7 @@ WORKER = (
     _t("checkpoint-mismatch", 422, "Trajectory checkpoints with different parameters."),
     _t("device-unavailable", 503, "The job asks for CUDA on a worker without it."),
     _t("time-limit", 500, "The run passed the soft or hard time limit."),
+    _t("worker-lost", 500, "The run's worker stopped beating and its attempts are spent."),
     _t("out-of-memory", 500, "The run ran out of host or device memory."),
     _t("not-implemented", 501, "A measure this worker does not implement."),
     _t("job-failed", 500, "Any other error while running; `detail` says where."),

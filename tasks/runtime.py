@@ -36,6 +36,8 @@ class ActiveJob:
     job_id: str
     started: float = field(default_factory=time.monotonic)
     store: Any = None  # the store holding the record when it is not a job (a trajectory)
+    attempt: int | None = None  # the record's attempt number, once the run started
+    lost: bool = False  # another worker holds the lock now: stop and write nothing
 
 
 @dataclass

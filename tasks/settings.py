@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         "Default: the hard time limit plus 600; must exceed the hard time limit.",
     )
     heartbeat_s: int = Field(default=5, ge=1, description="Worker heartbeat period.")
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Runs a record may start: a run whose worker stops beating (about three "
+        "heartbeats) is requeued until this many were started, then failed (worker-lost).",
+    )
     worker_queues: str = Field(
         default="",
         description="Queues a worker consumes: 'cpu', 'gpu' or both (default: "

@@ -38,6 +38,7 @@ from tasks.celery_app import RUN_TRAJECTORY_TASK  # noqa: E402
 from tasks.job import (  # noqa: E402
     Draining,
     Hooks,
+    LockLost,
     TimeLimit,
     _acquire,
     _dataset_path,
@@ -198,12 +199,12 @@ def execute(trajectory_id: str, rt: WorkerRuntime) -> str:
     if not _acquire(view, trajectory_id):
         log.warning("trajectory %s: another live worker holds its lock", trajectory_id)
         return "locked"
-    rt.active = ActiveJob(trajectory_id, store=store)
+    rt.active = view.active = ActiveJob(trajectory_id, store=store)
     try:
         return _run_locked(trajectory_id, view, rt.active)
     finally:
-        rt.active = None
-        store.release(trajectory_id)
+        rt.active = view.active = None
+        store.release(trajectory_id, rt.hostname)
 
 
 def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
@@ -216,6 +217,7 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
         return "cancelled"
     index = -1
     hooks: Hooks | None = None
+    attempt: int | None = None
     try:
         from tasks.engine.context import Cancelled, MeasureContext
         from tasks.engine.trajectory import (
@@ -226,7 +228,7 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
         )
 
         device, description = resolve_device(t.spec.device)
-        store.mark_running(tid, rt.hostname, description, versions())
+        attempt = active.attempt = store.mark_running(tid, rt.hostname, description, versions())
         store.reset_results(tid)
         deadline = active.started + rt.settings.soft_time_limit_s
         tracker = TrajectoryTracker(k=t.spec.k)
@@ -262,7 +264,7 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
                         lam_h, extra_hvps = raw.eigenvalues[0], raw.hvps
                 except Cancelled:
                     hooks.flush("failed")
-                    store.finish(tid, JobStatus.cancelled)
+                    store.finish(tid, JobStatus.cancelled, attempt=attempt)
                     return "cancelled"
             point, overlap = tracker.add(
                 shapes, pairs, cp.learning_rate, opt.model_dump(), hessian_lambda_max=lam_h
@@ -301,11 +303,14 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
             hooks.done(point["lambda_max"])
             del prob, pairs
             gc.collect()
-        store.finish(tid, JobStatus.succeeded)
+        store.finish(tid, JobStatus.succeeded, attempt=attempt)
         return "succeeded"
     except Draining:
-        store.set_fields(tid, status=JobStatus.queued.value)
+        store.end_run(tid, "handed-back", attempt=attempt)
         raise Reject("worker shutting down", requeue=True) from None
+    except LockLost:
+        log.warning("trajectory %s: attempt %s was taken over; stopping it", tid, attempt)
+        return "lost"
     except LoadError as e:
         err = Problem(type=e.type, title=e.title, status=e.status, detail=e.detail)
     except (TimeLimit, SoftTimeLimitExceeded):
@@ -325,7 +330,7 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
         err = problem("Trajectory failed", f"{where}: {type(e).__name__}: {e}", kind=kind)
     if hooks is not None:
         hooks.flush("failed")
-    store.finish(tid, JobStatus.failed, error=err)
+    store.finish(tid, JobStatus.failed, error=err, attempt=attempt)
     return "failed"
 
 

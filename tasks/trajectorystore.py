@@ -56,6 +56,10 @@ class TrajectoryStore(RecordStore[Trajectory, TrajectorySpec]):
             ],
         )
 
+    def _restart_fields(self, raw: dict[str, str]) -> dict[str, Any]:
+        """A requeued trajectory starts over: progress reset, the lost run's points dropped."""
+        return {**super()._restart_fields(raw), "points": "[]", "overlaps": "[]"}
+
     def list(
         self,
         status: JobStatus | None = None,

@@ -28,7 +28,7 @@ import time  # noqa: E402
 
 from celery.signals import worker_shutting_down  # noqa: E402
 
-from tasks import problem_types  # noqa: E402
+from tasks import problem_types, reaper  # noqa: E402
 from tasks.celery_app import QUEUES, make_celery  # noqa: E402
 from tasks.runtime import WorkerRuntime, install, unique_hostname  # noqa: E402
 from tasks.settings import Settings, get_settings  # noqa: E402
@@ -63,13 +63,29 @@ def heartbeat_ttl(settings: Settings) -> int:
     return max(3 * settings.heartbeat_s, 10)
 
 
-class Heartbeat(threading.Thread):
-    """Announces the worker, keeps the running job's lock alive, enforces the hard limit."""
+def reap_every_s(settings: Settings) -> float:
+    """How often a worker sweeps for runs whose worker stopped beating."""
+    return max(2 * settings.heartbeat_s, 2)
 
-    def __init__(self, rt: WorkerRuntime) -> None:
+
+class Heartbeat(threading.Thread):
+    """Announces the worker, keeps the running job's lock alive, enforces the hard limit, and
+    every few beats reaps runs of dead workers (tasks.reaper)."""
+
+    def __init__(self, rt: WorkerRuntime, send: reaper.Send | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.rt = rt
+        self.send = send
         self.stopped = threading.Event()
+        self._last_sweep = 0.0
+
+    def sweep(self) -> None:
+        if self.send is None or time.monotonic() - self._last_sweep < reap_every_s(
+            self.rt.settings
+        ):
+            return
+        self._last_sweep = time.monotonic()
+        reaper.sweep(self.rt.store, self.rt.settings, self.send)
 
     def beat(self) -> None:
         rt = self.rt
@@ -77,11 +93,15 @@ class Heartbeat(threading.Thread):
         active = rt.active
         if active is None:
             return
-        rt.refresh_lock(active.job_id)
+        if not rt.refresh_lock(active.job_id) and active.attempt is not None:
+            # paused past the lock's expiry and reaped: another run owns the record now
+            log.warning("job %s: lock lost; this run stops without writing", active.job_id)
+            active.lost = True
         if time.monotonic() - active.started > rt.settings.hard_time_limit_s:
             (active.store or rt.store).finish(
                 active.job_id,
                 JobStatus.failed,
+                attempt=active.attempt,
                 error=Problem(
                     type=problem_types.uri("time-limit"),
                     title="Time limit exceeded",
@@ -100,6 +120,10 @@ class Heartbeat(threading.Thread):
                 self.beat()
             except Exception:  # Redis briefly away: keep beating
                 log.exception("heartbeat failed")
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("reaper sweep failed")
             self.stopped.wait(self.rt.settings.heartbeat_s)
 
 
@@ -129,7 +153,7 @@ def main() -> int:
     def _drain(**_: object) -> None:  # warm shutdown: the running job goes back to the queue
         rt.draining.set()
 
-    heartbeat = Heartbeat(rt)
+    heartbeat = Heartbeat(rt, reaper.celery_sender(app))
     heartbeat.beat()
     heartbeat.start()
     print(f"worker {hostname} on {device}, queues {','.join(queues)}", flush=True)

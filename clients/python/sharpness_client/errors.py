@@ -35,7 +35,7 @@ PROBLEM_KINDS = frozenset(
         "missing-shard", "ambiguous-checkpoint", "missing-head", "bad-head",
         # a failed job or trajectory
         "invalid-input", "checkpoint-mismatch", "device-unavailable", "time-limit",
-        "out-of-memory", "not-implemented", "job-failed",
+        "worker-lost", "out-of-memory", "not-implemented", "job-failed",
     }
 )  # fmt: skip
 

@@ -1,0 +1,134 @@
+"""Reaping by heartbeat: a run whose worker stopped beating goes back to its queue.
+
+A worker holds a record's run lock (`lock:{id}`, a few heartbeats long) and refreshes it with
+its heartbeat. A record that is `running` while nobody holds its lock and its worker's
+heartbeat has expired was left by a worker that died (SIGKILL, OOM, a lost machine). The
+sweep ends that attempt in the record (`attempt_log` says `worker-lost`), then
+
+- requeues the record (status `queued`, worker and progress dropped) and puts its message back
+  at the head of its queue at once, rather than after the broker's visibility timeout;
+- or cancels it, when a cancel was asked for;
+- or fails it (`worker-lost`), when `SHARPNESS_MAX_ATTEMPTS` runs were started already.
+
+Every worker sweeps from its heartbeat thread, and the gateway on reads of /v1/queue and
+/readyz and on cancel: whichever notices first. The record update is one guarded transaction
+(still running, still unlocked, still the same attempt), so however many sweepers race, one
+wins and only the winner sends a message. A run that was declared lost but was only paused
+(SIGSTOP) finds its attempt replaced and writes nothing (`finish(attempt=...)`).
+
+Torch-free and Celery-free: the caller passes how to send a message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tasks import problem_types
+from tasks.celery_app import RUN_JOB_TASK, RUN_TRAJECTORY_TASK
+from tasks.jobstore import JobStore, RecordStore
+from tasks.settings import Settings
+from tasks.spec import JobStatus, Problem
+from tasks.trajectorystore import TrajectoryStore
+
+log = logging.getLogger("tasks.reaper")
+
+TASKS = {"job": RUN_JOB_TASK, "trajectory": RUN_TRAJECTORY_TASK}
+
+# send(task name, record id, queue): enqueue the record's task with the id as task id
+Send = Callable[[str, str, str], None]
+
+
+@dataclass
+class Reaped:
+    kind: str
+    id: str
+    status: JobStatus
+    worker: str | None
+
+
+def lost_problem(worker: str | None, attempts: int, max_attempts: int) -> Problem:
+    return Problem(
+        type=problem_types.uri("worker-lost"),
+        title="Worker lost",
+        status=500,
+        detail=f"the worker running attempt {attempts} ({worker or 'unknown'}) stopped sending "
+        f"heartbeats, and {attempts} of {max_attempts} attempts (SHARPNESS_MAX_ATTEMPTS) are "
+        "spent; submit again, and check the worker's log (out of memory?)",
+    )
+
+
+def reap_one(
+    store: RecordStore, heartbeats: JobStore, record_id: str, settings: Settings, send: Send
+) -> Reaped | None:
+    """Reap `record_id` if its run was lost; None when it was not (or another sweeper won)."""
+    record = store.get(record_id)
+    if record is None or record.status != JobStatus.running:
+        return None
+    if store.lock_holder(record_id) is not None or heartbeats.worker_alive(record.worker):
+        return None
+    status = store.end_run(
+        record_id,
+        "worker-lost",
+        attempt=record.attempts,
+        only_if_unlocked=True,
+        max_attempts=settings.max_attempts,
+        error=lost_problem(record.worker, record.attempts, settings.max_attempts),
+    )
+    if status is None:
+        return None
+    log.warning(
+        "%s %s: worker %s lost on attempt %d; now %s",
+        store.KIND,
+        record_id,
+        record.worker,
+        record.attempts,
+        status.value,
+    )
+    if status == JobStatus.queued and not store.restore_message(record_id):
+        try:
+            send(TASKS[store.KIND], record_id, record.queue)
+        except Exception as e:  # the broker is away: the record must not wait for nothing
+            log.error("%s %s: could not requeue (%s)", store.KIND, record_id, e)
+            store.finish(
+                record_id,
+                JobStatus.failed,
+                error=Problem(
+                    type=problem_types.uri("enqueue-failed"),
+                    title="Could not enqueue",
+                    status=503,
+                    detail=f"its worker was lost and the broker refused the new message: "
+                    f"{e.__class__.__name__}; submit again",
+                ),
+                only_if={JobStatus.queued},
+            )
+    return Reaped(store.KIND, record_id, status, record.worker)
+
+
+def stores_of(jobs: JobStore) -> tuple[JobStore, TrajectoryStore]:
+    return jobs, TrajectoryStore(jobs.r)
+
+
+def sweep(jobs: JobStore, settings: Settings, send: Send) -> list[Reaped]:
+    """Reap every lost run, jobs and trajectories; cost: the running records, not all."""
+    out: list[Reaped] = []
+    for store in stores_of(jobs):
+        for record_id in store.running_ids():
+            try:
+                if (reaped := reap_one(store, jobs, record_id, settings, send)) is not None:
+                    out.append(reaped)
+            except Exception:  # one odd record must not stop the sweep
+                log.exception("reaping %s %s failed", store.KIND, record_id)
+    return out
+
+
+def celery_sender(celery: object) -> Send:
+    """A `Send` through a Celery app's send_task, as the gateway enqueues."""
+
+    def send(task: str, record_id: str, queue: str) -> None:
+        celery.send_task(  # type: ignore[attr-defined]
+            task, args=[record_id], task_id=record_id, queue=queue, ignore_result=True
+        )
+
+    return send
