@@ -120,6 +120,17 @@ class Prediction(_Model):
     bound: dict[str, Any] | None = None
 
 
+class Attempt(_Model):
+    """One run of a job or trajectory by one worker: who, when, and why it ended
+    (succeeded, failed, cancelled, worker-lost, handed-back)."""
+
+    attempt: int
+    worker: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str
+
+
 class Job(_Model):
     id: str
     status: JobStatus
@@ -137,6 +148,7 @@ class Job(_Model):
     device: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     attempts: int = 0
+    attempt_history: list[Attempt] = Field(default_factory=list)
     cancel_requested: bool = False
 
     def value(self, measure: str) -> Any:
@@ -343,6 +355,7 @@ class Trajectory(_Model):
     device: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     attempts: int = 0
+    attempt_history: list[Attempt] = Field(default_factory=list)
     cancel_requested: bool = False
     edge_analysis: dict[str, Any] = Field(default_factory=dict)  # overlaps split at the edge
 
