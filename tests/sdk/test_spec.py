@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
-from pydantic import BaseModel
 
 from sharpness_client import Client, cli
 from sharpness_client._convert import arrays_to_npz
@@ -23,10 +20,6 @@ from sharpness_client.types import (
     DatasetRef,
     JobSpec,
     MeasureRequest,
-    StudyCreate,
-    StudyJob,
-    TrajectoryCheckpoint,
-    TrajectorySpec,
 )
 from tests.sdk.scripted_server import Reply, scripted
 
@@ -140,39 +133,7 @@ def test_job_request_carries_only_what_the_caller_set() -> None:
     }
 
 
-def _schemas() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-    return yaml.safe_load((root / "openapi.yaml").read_text())["components"]["schemas"]
-
-
-REQUEST_MODELS = [
-    DatasetRef,
-    MeasureRequest,
-    JobSpec,
-    TrajectoryCheckpoint,
-    TrajectorySpec,
-    StudyJob,
-    StudyCreate,
-]
-
-
-@pytest.mark.parametrize("model", REQUEST_MODELS, ids=lambda m: m.__name__)
-def test_sdk_defaults_are_the_servers(model: type[BaseModel]) -> None:
-    """Every default left in the SDK's request types equals openapi.yaml's, so what the SDK
-    shows as a default is what the server applies."""
-    props = _schemas()[model.__name__]["properties"]
-    wrong = []
-    for name, field in model.model_fields.items():
-        if field.is_required():
-            continue
-        default = field.get_default(call_default_factory=True)
-        schema = props.get(name, {})
-        expected = schema.get("default")
-        if default in (None, {}, []) and "default" not in schema:
-            continue  # optional, or an empty default_factory (openapi.yaml shows neither)
-        if default != expected:
-            wrong.append(f"{name}: SDK {default!r}, openapi.yaml {expected!r}")
-    assert not wrong, f"{model.__name__}: " + "; ".join(wrong)
+# the SDK's defaults against openapi.yaml's, for every model: tests/sdk/test_types_contract.py
 
 
 @pytest.mark.parametrize(

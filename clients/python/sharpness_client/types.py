@@ -2,23 +2,36 @@
 
 Written by hand (so they read well and carry docstrings) and held to the contract by
 tests/sdk/test_types_contract.py: every schema property exists here and vice versa, with the
-same required fields and enum values. Every model keeps unknown fields (`extra="allow"`)
-rather than refusing them: a job's spec comes back inside the job record, and an SDK must keep
-working against a newer gateway that adds fields. Requests are built from keyword arguments,
-so a misspelt argument still fails before any network call.
+same required fields, enum values, types and defaults. Every model keeps unknown fields
+(`extra="allow"`) rather than refusing them: a job's spec comes back inside the job record, and
+an SDK must keep working against a newer gateway that adds fields. Requests are built from
+keyword arguments, so a misspelt argument still fails before any network call.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+T = TypeVar("T")
+
+
+class Page(_Model, Generic[T]):
+    """One page of a cursor-paginated list: pass `next_cursor` back for the next (None: last).
+
+    openapi.yaml names one schema per item type; `JobPage`, `TrajectoryPage` and `StudyPage`
+    are this model for those items."""
+
+    items: list[T]
+    next_cursor: str | None = None
 
 
 # ---------------------------------------------------------------------------- job spec
@@ -160,9 +173,7 @@ class Job(_Model):
             raise KeyError(f"job {self.id} has no result {measure!r}; results: {have}") from None
 
 
-class JobPage(_Model):
-    items: list[Job]
-    next_cursor: str | None = None
+JobPage = Page[Job]
 
 
 # ---------------------------------------------------------------------------- uploads
@@ -360,9 +371,7 @@ class Trajectory(_Model):
     edge_analysis: dict[str, Any] = Field(default_factory=dict)  # overlaps split at the edge
 
 
-class TrajectoryPage(_Model):
-    items: list[Trajectory]
-    next_cursor: str | None = None
+TrajectoryPage = Page[Trajectory]
 
 
 # ---------------------------------------------------------------------------- studies
@@ -398,9 +407,7 @@ class StudySummary(_Model):
     jobs: int
 
 
-class StudyPage(_Model):
-    items: list[StudySummary]
-    next_cursor: str | None = None
+StudyPage = Page[StudySummary]
 
 
 class MemberPrediction(_Model):
@@ -576,8 +583,9 @@ __all__ = [
     "MeasureRequest",
     "MeasureResult",
     "MemberPrediction",
-    "NoiseFloor",
     "ModelInfo",
+    "NoiseFloor",
+    "Page",
     "Prediction",
     "PredictorReport",
     "Problem",

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._http import Request
 from sharpness_client._png import png_request, save
+from sharpness_client._poll import Poller
 from sharpness_client._progress import Progress
 from sharpness_client._spec import DatasetLike, MeasureLike, build_spec
-from sharpness_client.errors import JobFailedError, JobTimeoutError
-from sharpness_client.types import Job, JobPage, JobSpec, JobStatus, ModelInfo
-
-# Polling starts fast (short jobs finish in a second) and slows to the caller's interval.
-FIRST_POLL_S = 0.2
-POLL_GROWTH = 1.5
+from sharpness_client.resources._runs import AsyncRuns, Runs
+from sharpness_client.types import Job, JobSpec, ModelInfo
 
 
 def _create(spec: JobSpec, idempotency_key: str | None) -> Request:
@@ -25,22 +20,6 @@ def _create(spec: JobSpec, idempotency_key: str | None) -> Request:
     # only what the caller set: fields left out take the server's defaults (GET /openapi.json)
     body = spec.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     return Request("POST", "/v1/jobs", json=body, headers=headers)
-
-
-def _list(
-    status: str | JobStatus | None,
-    labels: Mapping[str, str] | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Request:
-    params: list[tuple[str, Any]] = [("label", f"{k}:{v}") for k, v in (labels or {}).items()]
-    if status is not None:
-        params.append(("status", JobStatus(status).value))
-    if limit is not None:
-        params.append(("limit", limit))
-    if cursor is not None:
-        params.append(("cursor", cursor))
-    return Request("GET", "/v1/jobs", params=params)
 
 
 def _spec_from(model: Any, dataset: Any, measures: Any, spec: JobSpec | None, **kw) -> JobSpec:
@@ -51,78 +30,9 @@ def _spec_from(model: Any, dataset: Any, measures: Any, spec: JobSpec | None, **
     return build_spec(model, dataset, measures, **kw)
 
 
-def _done(job: Job, raise_on_failure: bool) -> Job:
-    if raise_on_failure and job.status == JobStatus.failed:
-        raise JobFailedError(job)
-    return job
-
-
-class _Poll:
-    """The waiting schedule and deadline shared by the sync and async `wait`."""
-
-    def __init__(self, timeout: float | None, interval: float, progress: bool | Progress) -> None:
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.timeout = timeout
-        self.interval = interval
-        self.next_sleep = min(FIRST_POLL_S, interval)
-        self.bar = progress if isinstance(progress, Progress) else Progress() if progress else None
-
-    def sleep_or_raise(self, job: Job) -> float:
-        if self.bar is not None:
-            self.bar.update(job)
-        if job.status.terminal:
-            return -1.0
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise JobTimeoutError(job, self.timeout or 0.0)
-        wait = self.next_sleep
-        if self.deadline is not None:
-            wait = max(0.0, min(wait, self.deadline - time.monotonic()))
-        self.next_sleep = min(self.interval, self.next_sleep * POLL_GROWTH)
-        return wait
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class JobList:
-    """One page (`items`, `next_cursor`); iterating it walks every page that follows."""
-
-    def __init__(self, page: JobPage, fetch: Callable[[str], JobPage]) -> None:
-        self.page = page
-        self.items = page.items
-        self.next_cursor = page.next_cursor
-        self._fetch = fetch
-
-    def __iter__(self) -> Iterator[Job]:
-        page = self.page
-        while True:
-            yield from page.items
-            if not page.next_cursor:
-                return
-            page = self._fetch(page.next_cursor)
-
-
-class AsyncJobList:
-    def __init__(self, page: JobPage, fetch: Callable[[str], Any]) -> None:
-        self.page = page
-        self.items = page.items
-        self.next_cursor = page.next_cursor
-        self._fetch = fetch
-
-    async def __aiter__(self) -> AsyncIterator[Job]:
-        page = self.page
-        while True:
-            for job in page.items:
-                yield job
-            if not page.next_cursor:
-                return
-            page = await self._fetch(page.next_cursor)
-
-
-class Jobs:
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
+class Jobs(Runs[Job]):
+    path = "/v1/jobs"
+    record = Job
 
     def create(
         self,
@@ -158,30 +68,6 @@ class Jobs:
         )
         return Job.model_validate(self._http.send(_create(job_spec, idempotency_key)).json())
 
-    def get(self, id: str) -> Job:
-        return Job.model_validate(self._http.send(Request("GET", f"/v1/jobs/{id}")).json())
-
-    def list(
-        self,
-        *,
-        status: str | JobStatus | None = None,
-        labels: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> JobList:
-        """Newest first. `for job in client.jobs.list(...)` follows every page."""
-
-        def fetch(c: str | None) -> JobPage:
-            resp = self._http.send(_list(status, labels, limit, c))
-            return JobPage.model_validate(resp.json())
-
-        return JobList(fetch(cursor), fetch)
-
-    def cancel(self, id: str) -> Job:
-        """Queued: cancelled at once. Running: `cancel_requested`, the worker stops it soon
-        (`wait` for status cancelled). Finished: ConflictError."""
-        return Job.model_validate(self._http.send(Request("POST", f"/v1/jobs/{id}/cancel")).json())
-
     def wait(
         self,
         id: str,
@@ -195,16 +81,8 @@ class Jobs:
 
         Raises JobFailedError if it failed (unless `raise_on_failure=False`) and
         JobTimeoutError after `timeout` seconds (the job goes on running)."""
-        poll = _Poll(timeout, poll_interval, progress)
-        try:
-            while True:
-                job = self.get(id)
-                wait = poll.sleep_or_raise(job)
-                if wait < 0:
-                    return _done(job, raise_on_failure)
-                time.sleep(wait)
-        finally:
-            poll.close()
+        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
+        return self._wait(id, poll)
 
     def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
@@ -215,9 +93,9 @@ class Jobs:
         return save(self._http.send(png_request(f"/v1/jobs/{id}/plots/{name}.png")).content, path)
 
 
-class AsyncJobs:
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
+class AsyncJobs(AsyncRuns[Job]):
+    path = "/v1/jobs"
+    record = Job
 
     async def create(
         self,
@@ -248,27 +126,6 @@ class AsyncJobs:
         resp = await self._http.send(_create(job_spec, idempotency_key))
         return Job.model_validate(resp.json())
 
-    async def get(self, id: str) -> Job:
-        return Job.model_validate((await self._http.send(Request("GET", f"/v1/jobs/{id}"))).json())
-
-    async def list(
-        self,
-        *,
-        status: str | JobStatus | None = None,
-        labels: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> AsyncJobList:
-        async def fetch(c: str | None) -> JobPage:
-            resp = await self._http.send(_list(status, labels, limit, c))
-            return JobPage.model_validate(resp.json())
-
-        return AsyncJobList(await fetch(cursor), fetch)
-
-    async def cancel(self, id: str) -> Job:
-        resp = await self._http.send(Request("POST", f"/v1/jobs/{id}/cancel"))
-        return Job.model_validate(resp.json())
-
     async def wait(
         self,
         id: str,
@@ -278,16 +135,8 @@ class AsyncJobs:
         progress: bool | Progress = False,
         raise_on_failure: bool = True,
     ) -> Job:
-        poll = _Poll(timeout, poll_interval, progress)
-        try:
-            while True:
-                job = await self.get(id)
-                wait = poll.sleep_or_raise(job)
-                if wait < 0:
-                    return _done(job, raise_on_failure)
-                await asyncio.sleep(wait)
-        finally:
-            poll.close()
+        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
+        return await self._wait(id, poll)
 
     async def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None

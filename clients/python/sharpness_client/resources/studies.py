@@ -13,11 +13,12 @@ client.studies.plot(study.id, "lambda_max", "scatter.png", baseline="1/learning_
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._paging import AsyncPageList, PageList, list_request
 from sharpness_client._png import png_request, save
 from sharpness_client.types import Job, Study, StudyCreate, StudyJob, StudyPage, StudySummary
 
@@ -52,53 +53,9 @@ def _create(
     return Request("POST", "/v1/studies", json=payload, headers=headers)
 
 
-def _list(limit: int | None, cursor: str | None) -> Request:
-    params: list[tuple[str, Any]] = []
-    if limit is not None:
-        params.append(("limit", limit))
-    if cursor is not None:
-        params.append(("cursor", cursor))
-    return Request("GET", "/v1/studies", params=params)
-
-
 def _plot_path(id: str, measure: str, baseline: str | None) -> str:
     query = {"measure": measure} | ({"baseline": baseline} if baseline else {})
     return f"/v1/studies/{id}/plot.png?{urlencode(query)}"
-
-
-class StudyList:
-    """One page (`items`, `next_cursor`); iterating it walks every page that follows."""
-
-    def __init__(self, page: StudyPage, fetch: Callable[[str], StudyPage]) -> None:
-        self.page = page
-        self.items = page.items
-        self.next_cursor = page.next_cursor
-        self._fetch = fetch
-
-    def __iter__(self) -> Iterator[StudySummary]:
-        page = self.page
-        while True:
-            yield from page.items
-            if not page.next_cursor:
-                return
-            page = self._fetch(page.next_cursor)
-
-
-class AsyncStudyList:
-    def __init__(self, page: StudyPage, fetch: Callable[[str], Any]) -> None:
-        self.page = page
-        self.items = page.items
-        self.next_cursor = page.next_cursor
-        self._fetch = fetch
-
-    async def __aiter__(self) -> AsyncIterator[StudySummary]:
-        page = self.page
-        while True:
-            for item in page.items:
-                yield item
-            if not page.next_cursor:
-                return
-            page = await self._fetch(page.next_cursor)
 
 
 class Studies:
@@ -124,13 +81,17 @@ class Studies:
         """Members' states and, once 4 have gaps, the analysis and its verdict."""
         return Study.model_validate(self._http.send(Request("GET", f"/v1/studies/{id}")).json())
 
-    def list(self, *, limit: int | None = None, cursor: str | None = None) -> StudyList:
+    def list(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> PageList[StudySummary]:
         """Newest first (summaries); `for s in client.studies.list()` follows every page."""
 
         def fetch(c: str | None) -> StudyPage:
-            return StudyPage.model_validate(self._http.send(_list(limit, c)).json())
+            return StudyPage.model_validate(
+                self._http.send(list_request("/v1/studies", limit=limit, cursor=c)).json()
+            )
 
-        return StudyList(fetch(cursor), fetch)
+        return PageList(fetch(cursor), fetch)
 
     def delete(self, id: str) -> None:
         """Delete the study (its jobs stay)."""
@@ -168,11 +129,15 @@ class AsyncStudies:
         resp = await self._http.send(Request("GET", f"/v1/studies/{id}"))
         return Study.model_validate(resp.json())
 
-    async def list(self, *, limit: int | None = None, cursor: str | None = None) -> AsyncStudyList:
+    async def list(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> AsyncPageList[StudySummary]:
         async def fetch(c: str | None) -> StudyPage:
-            return StudyPage.model_validate((await self._http.send(_list(limit, c))).json())
+            return StudyPage.model_validate(
+                (await self._http.send(list_request("/v1/studies", limit=limit, cursor=c))).json()
+            )
 
-        return AsyncStudyList(await fetch(cursor), fetch)
+        return AsyncPageList(await fetch(cursor), fetch)
 
     async def delete(self, id: str) -> None:
         await self._http.send(Request("DELETE", f"/v1/studies/{id}"))
