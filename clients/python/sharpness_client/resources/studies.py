@@ -6,6 +6,7 @@ study = client.studies.create(
            "test_accuracy": acc} for j, lr, acc in runs])
 study = client.studies.get(study.id)
 study.analysis.verdict                       # does any measure beat 1/lr, lr/bs, ‖w‖?
+study.analysis.beats_baselines.beats         # significantly, after Holm, by > 1 LOO s.e.
 client.jobs.get(job_id).prediction           # calibrated gap with its interval
 client.studies.plot(study.id, "lambda_max", "scatter.png", baseline="1/learning_rate")
 """
@@ -72,8 +73,9 @@ class Studies:
         idempotency_key: str | None = None,
     ) -> Study:
         """Group jobs into a study (201). `jobs`: StudyJob, {"job", "hyperparameters",
-        "test_accuracy", "test_loss"} mappings, Job objects or ids. `target`: accuracy_gap
-        (default) or loss_gap; `level`: interval coverage (default 0.9)."""
+        "test_accuracy", "test_loss", "group"} mappings, Job objects or ids (members sharing a
+        `group`, e.g. seeds of one configuration, are held out together). `target`:
+        accuracy_gap (default) or loss_gap; `level`: interval coverage (default 0.9)."""
         resp = self._http.send(_create(name, jobs, target, level, idempotency_key))
         return Study.model_validate(resp.json())
 
