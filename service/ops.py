@@ -15,19 +15,34 @@ workers online.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from tasks import reaper
 from tasks.celery_app import QUEUES
 from tasks.jobstore import JobRow, JobStore
+from tasks.settings import Settings
 from tasks.spec import JobStatus
+
+log = logging.getLogger("sharpness.gateway")
 
 PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)  # step 0 is the bare queue name
 UNACKED = "unacked"
+
+
+def reap(store: JobStore, settings: Settings, celery: Any) -> list[reaper.Reaped]:
+    """Requeue (or fail, or cancel) the runs whose worker stopped beating, as the workers'
+    own sweep does: the gateway notices first when no worker is left. Never fails a read."""
+    try:
+        return reaper.sweep(store, settings, reaper.celery_sender(celery))
+    except Exception:
+        log.exception("reaper sweep failed")
+        return []
 
 
 @dataclass

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import ops
-from service.deps import JobsDep, SettingsDep
+from service.deps import CeleryDep, JobsDep, SettingsDep
 from service.problems import ProblemError
 from service.routers.common import problems
 from service.schemas import Health, Ready
@@ -24,14 +24,16 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Ready, summary="Readiness", responses=problems(503))
-def readyz(store: JobsDep, settings: SettingsDep) -> Ready:
+def readyz(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> Ready:
     """Ready when Redis answers PING and at least one worker's heartbeat is fresh (within
-    three heartbeat periods): without a worker, accepted jobs would only wait."""
+    three heartbeat periods): without a worker, accepted jobs would only wait. Runs whose
+    worker stopped beating are requeued on the way (see tasks.reaper)."""
     fresh_s = max(3 * settings.heartbeat_s, 10)
     checks: dict[str, str] = {}
     try:
         store.r.ping()
         checks["redis"] = "ok"
+        ops.reap(store, settings, celery)
         now = datetime.now(UTC)
         alive = [
             w

@@ -13,6 +13,7 @@ from service.enqueue import enqueue_or_fail
 from service.problems import ProblemError, invalid
 from service.routers.common import ExistingJob, problems
 from service.studies.service import with_predictions
+from tasks import reaper
 from tasks.celery_app import RUN_JOB_TASK, queue_for
 from tasks.jobstore import JobStore
 from tasks.spec import Job, JobPage, JobSpec, JobStatus
@@ -116,13 +117,24 @@ def get_job(job: ExistingJob, store: JobsDep, studies: StudiesDep) -> Job:
     responses={202: {"model": Job, "description": "Running: the worker will stop it"}}
     | problems(404, 409, 422),
 )
-def cancel_job(job: ExistingJob, store: JobsDep, studies: StudiesDep, response: Response) -> Job:
+def cancel_job(
+    job: ExistingJob,
+    store: JobsDep,
+    studies: StudiesDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    response: Response,
+) -> Job:
     """A queued job is cancelled at once (**200**, status cancelled; its message is skipped
     when a worker takes it). A running job gets `cancel_requested: true` and the worker stops
     it between iterations (**202**; poll until status is cancelled). Cancelling a cancelled
-    job is a no-op (**200**). A succeeded or failed job cannot be cancelled (**409**)."""
+    job is a no-op (**200**). A succeeded or failed job cannot be cancelled (**409**). A
+    running job whose worker stopped beating is cancelled at once (**200**)."""
     if job.status != JobStatus.cancelled:
         job = store.request_cancel(job.id) or job
+    if job.status == JobStatus.running:
+        reaper.reap_one(store, store, job.id, settings, reaper.celery_sender(celery))
+        job = store.get(job.id) or job
     if job.status in (JobStatus.succeeded, JobStatus.failed):
         raise ProblemError(
             409,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service import ops
-from service.deps import JobsDep
+from service.deps import CeleryDep, JobsDep, SettingsDep
 from service.routers.common import problems
 from service.schemas import QueueDepth, QueueStatus, RunningJob, WorkerInfo
 from tasks.celery_app import QUEUES
@@ -14,10 +14,12 @@ router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
 
 @router.get("", response_model=QueueStatus, summary="Queue status", responses=problems(503))
-def queue_status(store: JobsDep) -> QueueStatus:
+def queue_status(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> QueueStatus:
     """Per queue: broker messages waiting and reserved (taken by a worker, not acknowledged:
     with acks_late, that is while the job runs), queued job records and the oldest one's age.
-    Also the workers with a live heartbeat, the running jobs and job counts by status."""
+    Also the workers with a live heartbeat, the running jobs and job counts by status.
+    Runs whose worker stopped beating are requeued first (see tasks.reaper)."""
+    ops.reap(store, settings, celery)
     snap = ops.snapshot(store)
     return QueueStatus(
         queues=[
