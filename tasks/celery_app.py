@@ -11,6 +11,9 @@ Why each setting:
   visibility timeout; shorter than a job's run time, a healthy long job would run twice.
   A per-job lock and the terminal-state check in the task are the guard that a redelivered
   message never runs a finished job again.
+
+`celery -A tasks.celery_app inspect active` (or `status`, `events`, Flower) finds the app as
+this module's `app`, made on first use from the SHARPNESS_ settings of the environment.
 """
 
 from __future__ import annotations
@@ -53,3 +56,17 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_track_started=True,
     )
     return app
+
+
+def __getattr__(name: str) -> Celery:
+    """`tasks.celery_app.app` (and `.celery`), for `celery -A tasks.celery_app ...`: made on
+    first use, so importing this module reads no settings and connects to nothing."""
+    if name in ("app", "celery"):
+        global _app
+        if _app is None:
+            _app = make_celery()
+        return _app
+    raise AttributeError(name)
+
+
+_app: Celery | None = None

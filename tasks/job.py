@@ -49,6 +49,27 @@ class Draining(Exception):
     """The worker is shutting down: hand the job back to the queue."""
 
 
+class RunFailed(Exception):
+    """Raised to Celery after a run was recorded failed, so its task state is FAILURE and the
+    alerts of Flower and celery-exporter see it; the record holds the full problem."""
+
+
+def task_outcome(task: Any, outcome: str, store: Any, record_id: str) -> str:
+    """The Celery task state that says what the run did: a failed run raises (FAILURE), a
+    cancelled one is REVOKED; anything else returns `outcome` (SUCCESS)."""
+    if outcome == "failed":
+        record = store.get(record_id)
+        error = record.error if record is not None else None
+        detail = f"{error.title}: {error.detail}" if error is not None else "failed"
+        raise RunFailed(f"{store.KIND} {record_id} failed: {detail}")
+    if outcome == "cancelled":
+        from celery.exceptions import Ignore
+
+        task.backend.mark_as_revoked(task.request.id, reason="cancelled", request=task.request)
+        raise Ignore()
+    return outcome
+
+
 class LockLost(Exception):
     """Another worker took the run over (this one was paused past its lock): stop, write
     nothing."""
@@ -425,5 +446,7 @@ def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
 
 @shared_task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_job(self: Any, job_id: str, *args: Any, **kwargs: Any) -> str:
-    """Celery entry point; the gateway enqueues it by name with the job id."""
-    return execute(job_id, current(getattr(self.request, "hostname", None)))
+    """Celery entry point; the gateway enqueues it by name with the job id. Its Celery state
+    is FAILURE for a failed job and REVOKED for a cancelled one (see `task_outcome`)."""
+    rt = current(getattr(self.request, "hostname", None))
+    return task_outcome(self, execute(job_id, rt), rt.store, job_id)

@@ -45,6 +45,7 @@ from tasks.job import (  # noqa: E402
     evaluate,
     problem,
     resolve_device,
+    task_outcome,
 )
 from tasks.loaders import LoadError  # noqa: E402
 from tasks.runtime import ActiveJob, WorkerRuntime, current, versions  # noqa: E402
@@ -337,4 +338,6 @@ def _run_locked(tid: str, rt: WorkerRuntime, active: ActiveJob) -> str:
 @shared_task(name=RUN_TRAJECTORY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_trajectory(self: Any, trajectory_id: str, *args: Any, **kwargs: Any) -> str:
     """Celery entry point; the gateway enqueues it by name with the trajectory id."""
-    return execute(trajectory_id, current(getattr(self.request, "hostname", None)))
+    rt = current(getattr(self.request, "hostname", None))
+    outcome = execute(trajectory_id, rt)
+    return task_outcome(self, outcome, TrajectoryStore(rt.store.r), trajectory_id)
