@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
+from tasks.engine.linear_operator import LinearOperator
 from tasks.engine.problem import HessianProblem
 
 
@@ -50,7 +51,7 @@ class MeasureContext:
 
         return initial_vector(self.problem, self.initial_params)
 
-    def operator(self, params: Any = None) -> Any:
+    def operator(self, params: object = None) -> LinearOperator:
         """The curvature operator a measure's `params` ask for (`curvature`, default Hessian)."""
         curvature = getattr(params, "curvature", "hessian")
         if curvature == "ggn":

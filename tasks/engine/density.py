@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tasks.engine.lanczos import LinearOperator, lanczos_tridiagonal
+from tasks.engine.lanczos import lanczos_tridiagonal
+from tasks.engine.linear_operator import LinearOperator, as_operator
 
 
 @dataclass
@@ -58,7 +59,7 @@ class DensityEstimate:
 
 
 def slq(
-    operator: LinearOperator,
+    operator: LinearOperator | Tensor,
     runs: int = 5,
     steps: int = 80,
     grid_points: int = 400,
@@ -70,9 +71,10 @@ def slq(
 ) -> DensityEstimate:
     """Stochastic Lanczos quadrature: `runs` runs of `steps` Lanczos steps, each holding at
     most `max_basis` vectors (default: all `steps`, full reorthogonalisation)."""
+    operator = as_operator(operator)
     start, before = time.perf_counter(), operator.hvps
     gen = torch.Generator().manual_seed(seed)
-    device = getattr(operator, "device", "cpu")
+    device = operator.device
     all_nodes, all_weights = [], []
     exact: list[bool] = []
     stats: dict[str, Any] = {}

@@ -165,12 +165,6 @@ class GGNOperator:
             raise ValueError(f"expected a {self.dim}×k matrix, got {tuple(V.shape)}")
         return torch.stack([self.matvec(V[:, i]) for i in range(V.shape[1])], dim=1)
 
-    def __matmul__(self, other: Tensor) -> Tensor:
-        return self.matvec(other) if other.ndim == 1 else self.matmat(other)
-
-    def release(self) -> None:
-        self._graphs = None
-
     def _product(self, v: Tensor) -> Tensor:
         p = self.problem
         pieces = p.unflatten(v.to(device=self.device, dtype=p.dtype))

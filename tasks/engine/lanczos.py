@@ -56,25 +56,19 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
+from tasks.engine.linear_operator import LinearOperator, as_operator
 
 #: basis vectors held by default (the budget); raised to 2·wanted + 10 for large k
 DEFAULT_MAX_BASIS = 40
 
 #: rounding level = ROUNDING_FACTOR · eps(HVP dtype) · ‖H‖; see `rounding_level`
 ROUNDING_FACTOR = 2.0
-
-
-class LinearOperator(Protocol):
-    dim: int
-    hvps: int
-
-    def matvec(self, v: Tensor) -> Tensor: ...
 
 
 class NotConvergedWarning(UserWarning):
@@ -154,7 +148,7 @@ def _kept(n: int, wanted_top: int, wanted_bottom: int, room: int) -> Tensor:
 
 
 def lanczos(
-    operator: LinearOperator,
+    operator: LinearOperator | Tensor,
     k: int = 1,
     tol: float = 1e-6,
     max_iter: int = 300,
@@ -186,6 +180,7 @@ def lanczos(
 
     `ctx.step(iteration, estimate)` is called after each step (progress and cancellation).
     """
+    operator = as_operator(operator)
     start = time.perf_counter()
     dim = operator.dim
     if k < 1:
@@ -209,7 +204,7 @@ def lanczos(
     eps = operator_eps(operator) if hvp_eps is None else hvp_eps
     hvps_before = operator.hvps
     gen = torch.Generator().manual_seed(seed)
-    device = getattr(operator, "device", "cpu")
+    device = operator.device
     q = _random_unit(dim, gen, device) if v0 is None else (v0.double() / v0.double().norm())
     Q = Basis(dim, device if basis_device is None else basis_device, capacity=m, dtype=basis_dtype)
     T = torch.zeros(m, m, dtype=torch.float64)

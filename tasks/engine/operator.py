@@ -106,13 +106,6 @@ class HessianOperator:
         self.seconds += time.perf_counter() - start
         return out
 
-    def __matmul__(self, other: Tensor) -> Tensor:
-        return self.matvec(other) if other.ndim == 1 else self.matmat(other)
-
-    def release(self) -> None:
-        """Drop the cached graphs (the cached backend rebuilds them on the next product)."""
-        self._grads = None
-
     # ------------------------------------------------------------- internals
     def _zero(self) -> Tensor:
         return torch.zeros(self.dim, dtype=torch.float64, device=self.device)
@@ -205,7 +198,7 @@ class MatrixOperator:
         self.dtype = torch.float64
         self.device = matrix.device
         self.hvps = 0
-        self.seconds = 0.0
+        self.seconds = 0.0  # products of a dense matrix are not timed
 
     def matvec(self, v: Tensor) -> Tensor:
         self.hvps += 1

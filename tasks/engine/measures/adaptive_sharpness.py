@@ -9,11 +9,14 @@ ball of the same ρ: compare worst and average case at equal ρ only for ℓ∞.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from tasks.engine.measures.base import MeasureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "adaptive_sharpness"
 
@@ -40,7 +43,7 @@ class Params(MeasureParams):
     samples: int = Field(default=10, ge=1, le=10_000, description="Average case: noise draws.")
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.sharpness import sharpness
 
     est = sharpness(

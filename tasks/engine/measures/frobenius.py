@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from tasks.engine.measures.base import CurvatureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "frobenius"
 
@@ -16,7 +19,7 @@ class Params(CurvatureParams):
     rtol: float | None = Field(default=None, gt=0, le=1, description="Early stop on std error.")
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.trace import frobenius
 
     op = ctx.operator(params)

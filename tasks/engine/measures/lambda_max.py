@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from tasks.engine.measures.base import CurvatureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "lambda_max"
 
@@ -95,7 +98,7 @@ def budget_diagnostics(res: Any) -> dict[str, Any]:
     }
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.lanczos import lanczos
 
     op = ctx.operator(params)

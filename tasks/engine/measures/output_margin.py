@@ -9,11 +9,14 @@ linearly between order statistics. Cross-entropy (classification) only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from tasks.engine.measures.base import MeasureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "output_margin"
 
@@ -27,7 +30,7 @@ class Params(MeasureParams):
     )
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     import torch
 
     from tasks.engine.perturbation import class_labels, require_classification, subset

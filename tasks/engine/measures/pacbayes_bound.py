@@ -17,11 +17,14 @@ Classification (cross_entropy) only.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
 from tasks.engine.measures.base import MeasureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "pacbayes_bound"
 
@@ -61,7 +64,7 @@ class Params(MeasureParams):
         return self
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.pacbayes import LABEL, pacbayes_bound, sigma_grid
     from tasks.engine.perturbation import require_classification
 

@@ -13,11 +13,14 @@ pacbayes_mag_flatness). Classification (cross_entropy) only.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from tasks.engine.measures.base import MeasureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "pacbayes_flatness"
 
@@ -41,7 +44,7 @@ class Params(MeasureParams):
     )
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.perturbation import (
         flatness_result,
         flatness_search,

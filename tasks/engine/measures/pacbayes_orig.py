@@ -17,11 +17,14 @@ Classification (cross_entropy) only.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from tasks.engine.measures.base import MeasureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "pacbayes_orig"
 
@@ -46,7 +49,7 @@ class Params(MeasureParams):
     )
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.pacbayes import jiang_term
     from tasks.engine.perturbation import (
         flatness_result,

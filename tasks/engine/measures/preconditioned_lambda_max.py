@@ -11,11 +11,14 @@ the ratio. Needs the optimizer state in the measure's context (trajectories with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from tasks.engine.measures.base import CurvatureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "preconditioned_lambda_max"
 
@@ -31,7 +34,7 @@ class Params(CurvatureParams):
     max_iter: int = Field(default=300, ge=2, le=10_000, description="Lanczos steps at most.")
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.lanczos import lanczos
     from tasks.engine.preconditioner import (
         PreconditionedOperator,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from tasks.engine.measures.base import CurvatureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "spectral_density"
 
@@ -42,7 +45,7 @@ class Params(CurvatureParams):
     )
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.density import slq
 
     op = ctx.operator(params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -11,6 +11,9 @@ from tasks.engine.measures.lambda_max import (
     budget_diagnostics,
     lanczos_options,
 )
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "top_eigenvalues"
 
@@ -24,7 +27,7 @@ class Params(EigensolverParams):
     return_eigenvectors: bool = Field(default=False)
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.lanczos import lanczos
 
     op = ctx.operator(params)

@@ -11,11 +11,14 @@ early stop on a relative tolerance.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from tasks.engine.measures.base import CurvatureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "trace"
 
@@ -40,7 +43,7 @@ class Params(CurvatureParams):
     )
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.trace import block_krylov, hutchinson, hutchpp, xtrace
 
     op = ctx.operator(params)

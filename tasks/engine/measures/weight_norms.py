@@ -10,9 +10,12 @@ baselines every flatness measure should be shown beside (SCIENCE.md). No HVPs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.engine.measures.base import MeasureParams
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 NAME = "weight_norms"
 
@@ -21,7 +24,7 @@ class Params(MeasureParams):
     pass
 
 
-def run(ctx: Any, params: Params) -> dict:
+def run(ctx: MeasureContext, params: Params) -> dict:
     problem = ctx.problem
     per_tensor: dict[str, float] = {}
     total_sq = 0.0

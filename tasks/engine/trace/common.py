@@ -1,0 +1,81 @@
+"""What the trace estimators share: the result type, probes, the t interval and the deflated
+Hutchinson remainder.
+
+The mean of n samples has standard error s/√n; the 95% interval uses the t quantile with n−1
+degrees of freedom.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tasks.engine.basis import Basis
+from tasks.engine.linear_operator import LinearOperator
+
+
+@dataclass
+class TraceEstimate:
+    estimate: float
+    std_error: float | None
+    ci95: tuple[float, float] | None
+    probes: int
+    hvps: int
+    seconds: float
+    method: str
+    converged: bool | None = None  # rtol met (None when no rtol was asked)
+
+
+Summary = tuple[float, float | None, tuple[float, float] | None]
+
+
+def t_quantile(n: int, level: float = 0.975) -> float:
+    """Two-sided 95% quantile: Student t with n−1 degrees of freedom (normal for large n)."""
+    if n >= 200:
+        return 1.959963984540054
+    try:
+        from scipy.stats import t
+
+        return float(t.ppf(level, n - 1))
+    except ImportError:  # pragma: no cover - scipy ships with scikit-learn here
+        return 1.959963984540054
+
+
+def rademacher(dim: int, k: int, gen: torch.Generator, device: torch.device | str) -> Tensor:
+    """k vectors of random signs (dim×k, float64)."""
+    signs = torch.randint(0, 2, (dim, k), generator=gen, dtype=torch.int8)
+    return (signs.to(torch.float64) * 2 - 1).to(device)
+
+
+def sphere_probes(dim: int, k: int, gen: torch.Generator, device: torch.device | str) -> Tensor:
+    """k vectors uniform on the sphere of radius √dim (so E vvᵀ = I)."""
+    g = torch.randn(dim, k, generator=gen, dtype=torch.float64)
+    return (g * (math.sqrt(dim) / g.norm(dim=0, keepdim=True))).to(device)
+
+
+def summary(samples: list[float]) -> Summary:
+    """Mean, its standard error and 95% t interval (no error bar from fewer than 2 samples)."""
+    n = len(samples)
+    x = torch.tensor(samples, dtype=torch.float64)
+    mean = float(x.mean())
+    if n < 2:
+        return mean, None, None
+    se = float(x.std(unbiased=True)) / math.sqrt(n)
+    half = t_quantile(n) * se
+    return mean, se, (mean - half, mean + half)
+
+
+def plus_deflated_hutchinson(
+    operator: LinearOperator, Q: Basis, exact: float, g: int, gen: torch.Generator
+) -> Summary:
+    """exact + Hutchinson on (I − QQᵀ)H(I − QQᵀ) with g Rademacher probes projected off Q.
+
+    Given Q the probes are independent of it, so their standard error is the estimate's."""
+    G = Q.project_out(rademacher(operator.dim, g, gen, Q.device))
+    rest, se, _ = summary((G * operator.matmat(G)).sum(dim=0).tolist())
+    estimate = exact + rest
+    ci = None if se is None else (estimate - t_quantile(g) * se, estimate + t_quantile(g) * se)
+    return estimate, se, ci
