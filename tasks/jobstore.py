@@ -185,6 +185,19 @@ class RecordStore(Generic[R, S]):
             return self.get(winner)  # type: ignore[return-value]
         return self._decode(record_id, {k: str(v) for k, v in fields.items()})
 
+    def find_idempotent(self, idempotency_key: str) -> R | None:
+        """The record made earlier under `idempotency_key`, if any."""
+        existing = self.r.get(f"{self.IDEM}{idempotency_key}")
+        return self.get(existing) if existing else None
+
+    def release_idempotency(self, idempotency_key: str, record_id: str) -> None:
+        """Free the key (if it still names `record_id`) and the record's enqueue claim: its
+        message could not be sent, so a retry with the key makes and enqueues a new record."""
+        idem = f"{self.IDEM}{idempotency_key}"
+        if self.r.get(idem) == record_id:
+            self.r.delete(idem)
+        self.r.delete(self._enqueued_key(record_id))
+
     def mark_enqueued(self, record_id: str) -> bool:
         """Claim the sending of the record's one message; False if it was claimed before."""
         key = self._enqueued_key(record_id)

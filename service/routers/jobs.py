@@ -28,8 +28,9 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         max_length=255,
         description="Resubmitting with the same key (for 24 h) returns the job made the first "
-        "time, whatever its state, and enqueues nothing. A different spec under a used key "
-        "is a 409.",
+        "time, whatever its state (even if its model or dataset was deleted since), and "
+        "enqueues nothing. A different spec under a used key is a 409. After a 503 (the job "
+        "could not be enqueued) the key is free again: the retry makes and enqueues a job.",
     ),
 ]
 
@@ -58,7 +59,9 @@ def submit_job(
     """Validate the spec and what it names (model, dataset or URI), record the job and
     enqueue it on the `gpu` queue (device cuda) or `cpu` (cpu, auto). Answers 202 with
     `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled."""
-    references.check(spec, blobs, settings)
+    # a replay answers the job made the first time, whatever happened to its inputs since
+    if not (idempotency_key and store.find_idempotent(idempotency_key) is not None):
+        references.check(spec, blobs, settings)
     created = store.create(spec, queue_for(spec.device), idempotency_key)
     job = store.get(created.id) or created  # as GET shows it (progress entries included)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -73,7 +76,12 @@ def submit_job(
         if not store.mark_enqueued(job.id):
             response.headers["Idempotent-Replayed"] = "true"
             return with_predictions([job], store, studies)[0]
-    _enqueue(celery, store, job)
+    try:
+        _enqueue(celery, store, job)
+    except ProblemError:
+        if idempotency_key:  # the retry the 503 asks for must enqueue, not replay a failure
+            store.release_idempotency(idempotency_key, job.id)
+        raise
     return with_predictions([job], store, studies)[0]
 
 

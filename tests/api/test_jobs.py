@@ -145,6 +145,40 @@ def test_idempotency_key(
     assert_problem(client.post("/v1/jobs", json=other, headers=headers), 409, "Idempotency-Key")
 
 
+def test_idempotency_recovers(
+    app, client: TestClient, model_id: str, dataset_id: str, settings: Settings
+) -> None:
+    """A retry after a failed enqueue (503) enqueues; a replay answers the job made the first
+    time even after its model was deleted."""
+    from tasks.celery_app import make_celery
+    from tasks.redis_server import free_port
+
+    headers = {"Idempotency-Key": "retry-after-503"}
+    working = app.state.celery
+    app.state.celery = make_celery(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        failed = client.post("/v1/jobs", json=spec(model_id, dataset_id), headers=headers)
+    finally:
+        app.state.celery = working
+    assert_problem(failed, 503, "could not be enqueued")
+    broker = redis.Redis.from_url(settings.redis_url)
+    assert broker.llen("cpu") == 0
+
+    retry = client.post("/v1/jobs", json=spec(model_id, dataset_id), headers=headers)
+    [lost] = client.get("/v1/jobs", params={"status": "failed"}).json()["items"]
+    assert lost["error"]["type"].endswith(":enqueue-failed")
+    assert retry.status_code == 202 and retry.json()["id"] != lost["id"]
+    assert retry.json()["status"] == "queued" and broker.llen("cpu") == 1
+
+    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+    replay = client.post("/v1/jobs", json=spec(model_id, dataset_id), headers=headers)
+    assert replay.status_code == 202, replay.text
+    assert replay.json()["id"] == retry.json()["id"]
+    assert replay.headers["idempotent-replayed"] == "true" and broker.llen("cpu") == 1
+    # without the key the deleted model is still refused
+    assert_problem(client.post("/v1/jobs", json=spec(model_id, dataset_id)), 422, "model")
+
+
 def test_list_filter_paginate(client: TestClient, model_id: str, dataset_id: str) -> None:
     ids = []
     for i in range(5):
