@@ -30,13 +30,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from tasks.engine.lanczos import lanczos_tridiagonal
 from tasks.engine.linear_operator import LinearOperator, as_operator
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 
 @dataclass
@@ -66,7 +69,7 @@ def slq(
     bandwidth: float = 0.01,
     zero_threshold: float = 1e-3,
     seed: int = 0,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
     max_basis: int | None = None,
 ) -> DensityEstimate:
     """Stochastic Lanczos quadrature: `runs` runs of `steps` Lanczos steps, each holding at

@@ -56,13 +56,16 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
 from tasks.engine.linear_operator import LinearOperator, as_operator
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 #: basis vectors held by default (the budget); raised to 2·wanted + 10 for large k
 DEFAULT_MAX_BASIS = 40
@@ -157,7 +160,7 @@ def lanczos(
     return_eigenvectors: bool = False,
     seed: int = 0,
     v0: Tensor | None = None,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
     warn: bool = True,
     max_basis: int | None = None,
     basis_dtype: torch.dtype = torch.float64,
@@ -406,7 +409,7 @@ def lanczos_tridiagonal(
     operator: LinearOperator,
     steps: int,
     v0: Tensor,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
     progress_offset: int = 0,
     max_basis: int | None = None,
     stats: dict[str, Any] | None = None,
