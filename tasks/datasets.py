@@ -19,6 +19,9 @@ from tasks import safe_torch
 safe_torch.ensure_weights_only()
 
 import os  # noqa: E402
+import struct  # noqa: E402
+import zipfile  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -27,6 +30,7 @@ import torch  # noqa: E402
 
 from tasks import datanames  # noqa: E402
 from tasks.datanames import InputsKey  # noqa: E402
+from tasks.engine.batches import BatchSource  # noqa: E402
 from tasks.engine.losses import IGNORE_INDEX, LayoutError, Objective, label_range_problem  # noqa: E402
 from tasks.engine.problem import Batch, Inputs, call_module, select_output  # noqa: E402
 from tasks.loaders import LoadedModel, LoadError, first_line  # noqa: E402
@@ -47,19 +51,107 @@ def dataset_format(path: Path, meta: dict[str, Any] | None) -> str:
     raise LoadError("Unsupported dataset format", f"{path.name}: expected .npz or .safetensors")
 
 
+class _Lazy:
+    """One array of a file, rows read on demand: `shape`, `dtype`, `ndim`, and `rows(a, b)`."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, rows) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.rows = rows
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+
+def _npz_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Lazy:
+    """A .npy inside the zip: memory-mapped when stored uncompressed, else read through the
+    decompressing stream (seeking forward) one slice of rows at a time."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}; save with numpy.savez")
+        header_len = f.tell()
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+    if fortran and len(shape) > 1:  # column-major: rows are not contiguous; read it whole
+        with zf.open(info) as f:
+            whole = np.lib.format.read_array(f, allow_pickle=False)
+        return _Lazy(shape, dtype, lambda a, b: whole[a:b])
+    if info.compress_type == zipfile.ZIP_STORED:
+        with open(path, "rb") as raw:  # the member's data follows its local header
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"bad local header for {info.filename}")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+        offset = info.header_offset + 30 + name_len + extra_len + header_len
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:
+            empty = np.empty(shape, dtype)
+            return _Lazy(shape, dtype, lambda a, b: empty[a:b])
+        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+        return _Lazy(shape, dtype, lambda a, b: mm[a:b])
+    lazy = _Lazy(shape, dtype, None)
+
+    def rows(a: int, b: int) -> np.ndarray:
+        a, b = max(0, a), min(b, lazy.shape[0] if lazy.ndim else 0)
+        n = max(0, b - a)
+        with zipfile.ZipFile(path) as z, z.open(info) as f:
+            f.seek(header_len + a * lazy.row_bytes)  # decompresses up to there, keeps nothing
+            buf = f.read(n * lazy.row_bytes)
+        return np.frombuffer(buf, dtype=dtype).reshape((n, *lazy.shape[1:]))
+
+    lazy.rows = rows
+    return lazy
+
+
+def _npz_arrays(path: Path) -> dict[str, _Lazy]:
+    zf = zipfile.ZipFile(path)
+    with zf:
+        out = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            out[info.filename[:-4]] = _npz_member(path, zf, info)
+    return out
+
+
+def _safetensors_arrays(path: Path) -> dict[str, _Lazy]:
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(path), framework="numpy") as f:
+        for k in f.keys():
+            piece = f.get_slice(k)
+            shape = tuple(piece.get_shape())
+            dtype = piece[0:0].dtype if shape else f.get_tensor(k).dtype
+
+            def rows(a: int, b: int, k: str = k) -> np.ndarray:
+                with safe_open(str(path), framework="numpy") as g:
+                    return g.get_slice(k)[a:b]
+
+            out[k] = _Lazy(shape, dtype, rows)
+    return out
+
+
 class _Arrays:
-    """The arrays of one file, read by name on demand."""
+    """The arrays of one file, by name, read lazily: `arrays[k]` gives shape and dtype at
+    once and rows only when asked (.npz members memory-mapped when stored, safetensors by
+    slices)."""
 
     def __init__(self, path: Path, fmt: str, name: str) -> None:
         self.name = name
         try:
             if fmt == "npz":
-                with np.load(path, allow_pickle=False) as npz:
-                    self.arrays = {k: npz[k] for k in npz.files}
+                self.arrays = _npz_arrays(path)
             elif fmt == "safetensors":
-                from safetensors.numpy import load_file
-
-                self.arrays = dict(load_file(str(path)))
+                self.arrays = _safetensors_arrays(path)
             else:
                 raise LoadError(
                     "Unsupported dataset format", f"{name}: format {fmt!r}; use npz or safetensors"
@@ -72,13 +164,15 @@ class _Arrays:
             ) from e
 
 
-def _as_input(a: np.ndarray, dtype: torch.dtype, name: str, key: str) -> torch.Tensor:
+def _as_input(
+    a: np.ndarray, dtype: torch.dtype, name: str, key: str, check: bool = True
+) -> torch.Tensor:
     if a.dtype.kind not in "biuf":
         raise LoadError("Bad inputs", f"{name}: {key!r} has dtype {a.dtype}; need numbers")
     t = torch.from_numpy(np.ascontiguousarray(a))
     if a.dtype.kind == "f":
         t = t.to(dtype)
-        if not bool(torch.isfinite(t).all()):
+        if check and not bool(torch.isfinite(t).all()):
             raise LoadError("Bad inputs", f"{name}: {key!r} holds NaN or Inf values")
         return t
     if a.dtype.kind == "b":
@@ -129,8 +223,12 @@ def load_dataset(
     batch_size: int = 256,
     loss: str = "cross_entropy",
     dtype: torch.dtype = torch.float32,
-) -> list[Batch]:
-    """Read inputs and targets, truncate to max_samples, convert, and cut into batches."""
+) -> BatchSource:
+    """The dataset's batches of `batch_size` examples (the first max_samples), read lazily.
+
+    Shapes, names and targets are checked now, and the inputs' values in one streaming pass;
+    the returned BatchSource materialises each batch (converted to `dtype`) when it is used,
+    so a file larger than memory is measured by streaming."""
     p = Path(path)
     name = (meta or {}).get("filename") or p.name
     data = _Arrays(p, dataset_format(p, meta), name)
@@ -149,19 +247,54 @@ def load_dataset(
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{k!r} {n}" for k, n in counts.items())
         raise LoadError("Bad dataset", f"{name}: the arrays differ in examples: {listed}")
+    size = counts[targets_key]
     if max_samples is not None:
-        arrays = {k: a[:max_samples] for k, a in arrays.items()}
-    if arrays[targets_key].shape[0] == 0:
+        size = min(size, max(0, int(max_samples)))
+    if size == 0:
         raise LoadError("Bad dataset", f"{name}: the dataset holds no examples")
-    tensors = {k: _as_input(arrays[k], dtype, name, k) for k in names}
-    y = _as_targets(arrays[targets_key], loss, dtype, name, targets_key)
-    whole = Batch(_structure(inputs_key, tensors), y)
-    return [whole.slice(i, i + batch_size) for i in range(0, whole.size, batch_size)]
+    for k in names:  # the kind is known from the header; the values are checked below
+        if arrays[k].dtype.kind not in "biuf":
+            raise LoadError(
+                "Bad inputs", f"{name}: {k!r} has dtype {arrays[k].dtype}; need numbers"
+            )
+    # targets are small (a label per example or position): read, checked and kept whole
+    y = _as_targets(np.array(arrays[targets_key].rows(0, size)), loss, dtype, name, targets_key)
+
+    def read_inputs(a: int, b: int, check: bool = False) -> Inputs:
+        tensors = {
+            k: _as_input(np.array(arrays[k].rows(a, b)), dtype, name, k, check) for k in names
+        }
+        return _structure(inputs_key, tensors)
+
+    # one streaming pass over the inputs, a bounded chunk at a time, so a NaN is refused now
+    # and not in the middle of a measure
+    row_bytes = sum(arrays[k].row_bytes for k in names) or 1
+    chunk = max(batch_size, (16 << 20) // row_bytes)
+    for a in range(0, size, chunk):
+        read_inputs(a, min(a + chunk, size), check=True)
+    itemsize = {k: _converted_itemsize(arrays[k].dtype, dtype) for k in names}
+    nbytes = (
+        size * sum(itemsize[k] * arrays[k].row_bytes // arrays[k].dtype.itemsize for k in names)
+        + y.numel() * y.element_size()
+    )
+    return BatchSource(
+        size,
+        batch_size,
+        read=lambda a, b: Batch(read_inputs(a, b), y[a:b]),
+        read_targets=lambda a, b: y[a:b],
+        nbytes=nbytes,
+    )
+
+
+def _converted_itemsize(kind_of: np.dtype, dtype: torch.dtype) -> int:
+    if kind_of.kind == "f":
+        return torch.empty((), dtype=dtype).element_size()
+    return 1 if kind_of.kind == "b" else 8
 
 
 def probe(
     model: LoadedModel,
-    batches: list[Batch],
+    batches: Sequence[Batch],
     name: str,
     loss: str = "cross_entropy",
     output_key: str | None = None,
@@ -195,8 +328,11 @@ def probe(
             f"targets {tuple(first.targets.shape)} failed ({first_line(e)})",
         ) from e
     classes = objective.num_classes(out, first.targets.to(device))
-    for b in batches:
-        why = label_range_problem(objective, classes, b.targets)
+    targets = (
+        batches.iter_targets() if isinstance(batches, BatchSource) else (b.targets for b in batches)
+    )
+    for t in targets:
+        why = label_range_problem(objective, classes, t)
         if why:
             raise LoadError("Bad targets", f"{name}: the targets {why}")
     return out

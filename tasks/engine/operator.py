@@ -7,8 +7,9 @@ Hessian-vector product (HVP) is computed is chosen in one place:
 
 - "cached": one forward + backward with `create_graph=True` per batch, once; each HVP is then
   one `autograd.grad(g·v)` through the kept graph (`retain_graph=True`). Cheapest per HVP
-  (about 1.6× a gradient on CPU) but holds every batch's graph in memory, so only when the
-  data is small.
+  (about 1.6× a gradient on CPU) but holds every batch's graph in memory, so "auto" takes it
+  only when the data is small, not streamed, and the graphs (measured on one batch, scaled to
+  the dataset) fit in half the memory the device has available.
 - "per_batch": forward, backward and double backward for each batch on each HVP. Memory of
   one batch; about 1.5× slower than cached.
 - "func": torch.func forward-over-reverse, jvp(grad(ℓ)), with `vmap` over the columns in
@@ -27,6 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from tasks.engine.batches import available_bytes
 from tasks.engine.problem import HessianProblem, is_scripted
 
 Backend = Literal["auto", "cached", "per_batch", "func"]
@@ -34,6 +36,9 @@ Backend = Literal["auto", "cached", "per_batch", "func"]
 #: "auto" keeps the gradient graphs of all batches when the dataset holds at most this many
 #: examples (or is one batch); beyond that the graphs may not fit in memory.
 CACHE_MAX_EXAMPLES = 4096
+
+#: ... and when the estimated graphs need at most this share of the device's available memory.
+GRAPH_SHARE = 0.5
 
 
 class HessianOperator:
@@ -57,9 +62,9 @@ class HessianOperator:
         self.hvps = 0
         self.seconds = 0.0
         scripted = is_scripted(problem.module)
+        self.graph_estimate: int | None = None
         if backend == "auto":
-            small = problem.num_examples <= cache_max_examples or len(problem.batches) == 1
-            backend = "cached" if small else "per_batch"
+            backend = self._auto(cache_max_examples)
         if backend == "func" and scripted:
             raise ValueError(
                 "the 'func' HVP backend needs torch.func, which TorchScript modules do not "
@@ -73,6 +78,21 @@ class HessianOperator:
         self._grads: list[list[Tensor | None]] | None = None
         self._func_module: torch.nn.Module | None = None
         self._forward_ad = True
+
+    def _auto(self, cache_max_examples: int) -> str:
+        """'cached' when the data is small, is not streamed, and every batch's gradient graph
+        fits: the graph of the first batch is built once and the bytes autograd saves for it
+        (plus its gradients) are counted, scaled by examples to the whole dataset, and
+        compared with GRAPH_SHARE of the memory the device has available."""
+        p = self.problem
+        small = p.num_examples <= cache_max_examples or len(p.batches) == 1
+        if not small or getattr(p.batches, "streaming", False):
+            return "per_batch"
+        first = p.batches[0]
+        per_batch = graph_bytes(self, first)
+        self.graph_estimate = int(per_batch * p.num_examples / first.size)
+        fits = self.graph_estimate <= GRAPH_SHARE * available_bytes(self.device)
+        return "cached" if fits else "per_batch"
 
     # ------------------------------------------------------------------ public
     def matvec(self, v: Tensor) -> Tensor:
@@ -185,6 +205,29 @@ class HessianOperator:
                     self._forward_ad = False
             out += w * vmap(hvp_rev, in_dims=1, out_dims=1)(V).double()
         return out
+
+
+def graph_bytes(op: HessianOperator, batch) -> int:
+    """Bytes held by one batch's double-backward graph: every tensor autograd saves while the
+    loss and its gradient (create_graph=True) are computed, each storage once, plus the
+    gradients themselves; the parameters, which exist anyway, are not counted."""
+    seen: dict[tuple, int] = {}
+    own = {(q.untyped_storage().data_ptr(), q.device.type) for q in op.problem.module.parameters()}
+
+    def pack(t: Tensor) -> Tensor:
+        try:
+            storage = t.untyped_storage()
+            seen[(storage.data_ptr(), t.device.type)] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            seen[(id(t), "x")] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        grads = op._batch_grads(batch)
+    if op.problem.mode == "train":
+        op.problem.restore_buffers()
+    total = sum(n for k, n in seen.items() if k not in own)
+    return total + sum(g.numel() * g.element_size() for g in grads if g is not None)
 
 
 class MatrixOperator:

@@ -221,6 +221,10 @@ def _buffer_slots(module: nn.Module) -> list[tuple[nn.Module, str, Tensor]]:
 class HessianProblem:
     """A model, a dataset split into batches, a loss, and the parameters to differentiate.
 
+    `batches` is a list of Batch (or (inputs, targets) pairs), moved to the device at once, or
+    a tasks.engine.batches.BatchSource, read lazily: kept on the device when it fits
+    (`resident` forces either way), else streamed batch by batch on every pass.
+
     Vectors over the selected parameters are flat tensors of length `dim`, in the order of
     `names`. Reductions across batches accumulate in float64. `aliases` lists, for each tied
     parameter, every name it goes by; `mode_note` says where the mode came from when it was
@@ -238,16 +242,19 @@ class HessianProblem:
         *,
         output_key: str | None = None,
         class_dim: ClassDim | None = None,
+        resident: bool | None = None,
     ) -> None:
         self.module = as_module(model)
         self.aliases = tie_aliases(self.module)
         self.device = torch.device(device) if device is not None else self._model_device()
         self.module.to(self.device)
-        self.batches = [
-            (b if isinstance(b, Batch) else Batch(inputs=b[0], targets=b[1])).to(self.device)
-            for b in batches
-        ]
-        if not self.batches or any(b.size == 0 for b in self.batches):
+        from tasks.engine.batches import DeviceBatches
+
+        # a list is moved to the device now; a BatchSource (tasks.engine.batches) too when it
+        # fits, else its batches are read and moved one at a time on every pass
+        self.batches = DeviceBatches(batches, self.device, resident)
+        sizes = self.batches.sizes()
+        if not sizes or any(n == 0 for n in sizes):
             raise ValueError("the dataset is empty or holds an empty batch")
         self.objective = loss if isinstance(loss, Objective) else Objective(loss, class_dim)
         self.loss_name: LossName = self.objective.name
@@ -265,8 +272,8 @@ class HessianProblem:
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         self.dim = sum(self.numels)
-        self.num_examples = sum(b.size for b in self.batches)
-        self.counts = [self.objective.count(b.targets) for b in self.batches]
+        self.num_examples = sum(sizes)
+        self.counts = [self.objective.count(t) for t in self.batches.targets()]
         self.num_targets = sum(self.counts)
         if self.num_targets == 0:
             raise ValueError("no target is counted: every label is -100 (ignored)")
