@@ -37,7 +37,7 @@ def fault_stack(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Stack]:
     s.stop()
 
 
-def _submit(s: Stack, tmp_path: Path, num_hvps: int = 400) -> str:
+def _submit(s: Stack, tmp_path: Path, num_hvps: int = 200) -> str:
     x, y = A.data(n=64, seed=7)
     model_id = s.upload_id("models", A.export(A.mlp(seed=7), tmp_path / "m.pt2", 4))
     data_id = s.upload_id("datasets", A.save_npz(tmp_path / "d.npz", x, y))
@@ -100,11 +100,13 @@ def test_gateway_requeues_a_dead_workers_job_and_it_finishes_once(
     assert job_id not in [r["id"] for r in queue["running"]]
     assert s.redis().llen("cpu") == 1 and s.redis().hlen("unacked") == 0  # its message is back
 
+    requeued_after = time.monotonic() - killed_at
+    assert requeued_after < 60, requeued_after  # about 3 heartbeats (10 s at least) + a sweep
+
     s.start_worker()
-    done = s.wait(job_id, timeout_s=120)
+    done = s.wait(job_id, timeout_s=240)  # the rerun's compute: slow on a loaded 2-core box
     assert done["status"] == "succeeded", done["error"]
-    assert time.monotonic() - killed_at < 120
-    assert done["results"]["trace"]["hvps"] >= 400
+    assert done["results"]["trace"]["hvps"] >= 200
     assert done["attempts"] == 2 and done["worker"] != first["worker"]
     assert [(a["attempt"], a["outcome"]) for a in done["attempt_history"]] == [
         (1, "worker-lost"),
@@ -128,16 +130,19 @@ def test_a_standby_worker_reaps_and_runs_the_job(fault_stack: Stack, tmp_path: P
     ]:
         assert time.monotonic() < deadline and standby.poll() is None, s.logs()
         time.sleep(0.5)
-    job_id = _submit(s, tmp_path, num_hvps=600)
+    job_id = _submit(s, tmp_path)
     first = s.wait(job_id, until={"running"}, poll_s=0.02)
     victim = standby if first["worker"] == "standby@test" else first_worker
     killed_at = _kill(victim)
     if victim is standby:  # the other one must be alive to reap it
         s.start_worker()
 
-    done = s.wait(job_id, timeout_s=120)
+    deadline = killed_at + 60  # the survivor's sweep: about 3 heartbeats (10 s at least)
+    while (job := s.job(job_id))["attempts"] < 2 and job["status"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    done = s.wait(job_id, timeout_s=240)  # the rerun's compute: slow on a loaded 2-core box
     assert done["status"] == "succeeded", done["error"]
-    assert time.monotonic() - killed_at < 120
     assert done["attempts"] == 2 and done["worker"] != first["worker"]
     assert [(a["worker"], a["outcome"]) for a in done["attempt_history"]] == [
         (first["worker"], "worker-lost"),
