@@ -28,6 +28,7 @@ from tasks.engine.lanczos import lanczos
 class Diagonal:
     def __init__(self, d):
         self.d, self.dim, self.hvps = d, d.shape[0], 0
+        self.device, self.dtype = d.device, d.dtype
     def matvec(self, v):
         self.hvps += 1
         return self.d * v

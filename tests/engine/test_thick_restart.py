@@ -196,6 +196,7 @@ torch.set_num_threads(2)
 class Diagonal:  # a cheap operator the size of a multi-million-parameter model
     def __init__(self, d):
         self.d, self.dim, self.hvps = d, d.shape[0], 0
+        self.device, self.dtype = d.device, d.dtype
     def matvec(self, v):
         self.hvps += 1
         return self.d * v
