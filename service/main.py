@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from service import docs_ui, problems
 from service.deps import require_api_key
+from service.guard import Guard
 from service.metrics import make_registry
 from service.routers import (
     datasets,
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, dependencies=auth, responses=problem_responses(401))
     app.include_router(health.router)
     docs_ui.install(app)
+    # the API key and the JSON size cap are checked before any body is read
+    app.add_middleware(Guard, settings=s)
     return app
 
 
