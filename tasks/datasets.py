@@ -304,6 +304,7 @@ def probe(
     disagree and how to fix it; then every label is checked against the model's classes."""
     first = batches[0].slice(0, 2)
     device = next(model.module.parameters()).device
+    buffers = {k: b.clone() for k, b in model.module.named_buffers()}
     try:
         with torch.no_grad():
             raw = call_module(model.module, first.to(device).inputs)
@@ -311,6 +312,10 @@ def probe(
         raise LoadError(
             "Data does not fit the model", _forward_problem(model, first, name, e)
         ) from e
+    finally:  # a graph exported in train mode updates BatchNorm's running statistics
+        with torch.no_grad():
+            for k, b in model.module.named_buffers():
+                b.copy_(buffers[k])
     try:
         out = select_output(raw, output_key)
     except ValueError as e:

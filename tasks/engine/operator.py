@@ -231,7 +231,8 @@ def graph_bytes(op: HessianOperator, batch) -> int:
 
 
 class MatrixOperator:
-    """A dense symmetric matrix behind the same interface (tests, and small exact problems)."""
+    """A dense symmetric matrix behind the same interface (tests, small exact problems, and a
+    dense tensor handed to an estimator: `tasks.engine.linear_operator.as_operator`)."""
 
     def __init__(self, matrix: Tensor) -> None:
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:

@@ -34,9 +34,14 @@ def test_every_registered_measure_runs_and_is_json() -> None:
     assert set(QUICK) <= set(registry.measures())
     p = mlp_problem()
     evals = torch.linalg.eigvalsh(dense_hessian(p))
+    # Adam's state for preconditioned_lambda_max: v = 1 everywhere after 10 steps
+    state = {f"exp_avg_sq.{n}": torch.ones_like(q) for n, q in zip(p.names, p.params, strict=True)}
+    state["step"] = torch.tensor([10.0])
     for name in registry.measures():
         events: list[dict] = []
-        result = run_measure(p, name, QUICK.get(name, {}), on_progress=events.append)
+        result = run_measure(
+            p, name, QUICK.get(name, {}), on_progress=events.append, optimizer_state=state
+        )
         json.dumps(result)
         assert events, name
         assert result["diagnostics"]["mode"] == "eval"

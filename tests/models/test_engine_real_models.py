@@ -23,8 +23,8 @@ from tests.models import cases
 
 
 def export(case: cases.Case, batches) -> torch.export.ExportedProgram:
-    """A torch.export program with a dynamic batch, as users are told to export."""
-    model = copy.deepcopy(case.model).eval()
+    """A torch.export program with a dynamic batch, in the mode the case's model is in."""
+    model = copy.deepcopy(case.model)
     first = batches[0].inputs
     batch = torch.export.Dim("batch")
     if isinstance(first, dict):
