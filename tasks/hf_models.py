@@ -51,8 +51,11 @@ _HEAD_TABLES = {
 
 
 # where transformers defines ModelOutput classes: its modeling_outputs and the models' modules
+#: a pytree node type in a serialized treespec ("type": "transformers.…Output", JSON inside
+#: JSON, so the quotes may be escaped); module names in stack-trace metadata do not count.
 _OUTPUT_TYPE = re.compile(
-    r"\b(transformers\.(?:modeling_outputs|models\.[a-z0-9_]+\.modeling_[a-z0-9_]+))"
+    r"type\\*\"\s*:\s*\\*\""
+    r"(transformers\.(?:modeling_outputs|models\.[a-z0-9_]+\.modeling_[a-z0-9_]+))"
     r"\.[A-Z][A-Za-z0-9_]*\b"
 )
 
