@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from typing import Any
 
 import redis
@@ -206,6 +207,22 @@ def validation_problem(
     )
 
 
+def allowed_methods(request: Request, starlette_allow: str | None = None) -> list[str]:
+    """Every method the API serves on the request's path (a 405's `Allow`), read from the
+    OpenAPI description, not only those of the one route Starlette matched first."""
+    path = request.url.path
+    methods = {m.strip().upper() for m in (starlette_allow or "").split(",") if m.strip()}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in operations if m.upper() in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+_HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every exception into problem+json."""
 
@@ -220,10 +237,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code
+        headers = getattr(exc, "headers", None)
         if status == 404 and exc.detail == "Not Found":
             detail = f"no route {request.url.path}; see /docs for the API"
         elif status == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}"
+            allowed = allowed_methods(request, (headers or {}).get("Allow"))
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; allowed: "
+                f"{', '.join(allowed)}"
+            )
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         else:
             detail = str(exc.detail)
         problem = Problem(
@@ -233,7 +256,7 @@ def install(app: FastAPI) -> None:
             detail=detail,
             instance=request.url.path,
         )
-        return problem_response(problem, getattr(exc, "headers", None))
+        return problem_response(problem, headers)
 
     @app.exception_handler(redis.RedisError)
     async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:

@@ -21,6 +21,15 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert_problem(client.delete("/v1/measures"), 405, "DELETE")
 
 
+def test_405_allows_every_method_of_the_path(client: TestClient) -> None:
+    """/v1/jobs is served by two routes (GET lists, POST submits): Allow names both."""
+    r = client.delete("/v1/jobs")
+    assert_problem(r, 405, "DELETE", "allowed: GET, HEAD, POST")
+    assert r.headers["allow"] == "GET, HEAD, POST"
+    r = client.put("/v1/models/" + "a" * 64)
+    assert set(r.headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD"}
+
+
 def test_validation_lists_every_error(client: TestClient) -> None:
     body = {"model": "nope", "dataset": {"id": "x" * 64}, "measures": [], "surprise": 1}
     problem = assert_problem(client.post("/v1/jobs", json=body), 422)
