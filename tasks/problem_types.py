@@ -18,8 +18,9 @@ import re
 from dataclasses import dataclass
 
 NAMESPACE = "urn:sharpness:problem:"
-# Records written before the vocabulary was one carry the worker's old prefix.
-_FORMER = "https://sharpness.dev/problems/"
+# Records written before the vocabulary was one carry the worker's old https prefix, whose
+# path ended in /problems/<slug>; only the slug is read from them.
+_FORMER = re.compile(r"^https://[^/]+/problems/(?P<slug>[a-z0-9-]+)$")
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -118,10 +119,10 @@ def uri(slug: str) -> str:
 
 def slug_of(type_uri: str) -> str | None:
     """The slug of one of our problem types (also the former worker prefix), else None."""
-    for prefix in (NAMESPACE, _FORMER):
-        if type_uri.startswith(prefix):
-            return type_uri[len(prefix) :]
-    return None
+    if type_uri.startswith(NAMESPACE):
+        return type_uri[len(NAMESPACE) :]
+    former = _FORMER.match(type_uri)
+    return former.group("slug") if former else None
 
 
 def current(type_uri: str) -> str:

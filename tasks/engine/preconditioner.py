@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-PREFIX = "exp_avg_sq."
+MOMENT = "exp_avg_sq."
 
 
 class OptimizerStateError(ValueError):
@@ -47,17 +47,17 @@ def state_from_tensors(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], i
     step = float(step_t.reshape(-1)[0])
     if step < 1 or step != math.floor(step):
         raise OptimizerStateError(f"'step' must be a whole number ≥ 1, got {step}")
-    v = {k[len(PREFIX) :]: t for k, t in tensors.items() if k.startswith(PREFIX)}
+    v = {k[len(MOMENT) :]: t for k, t in tensors.items() if k.startswith(MOMENT)}
     if not v:
         raise OptimizerStateError(
-            f"the optimizer state has no '{PREFIX}<parameter name>' tensors (Adam's exp_avg_sq "
+            f"the optimizer state has no '{MOMENT}<parameter name>' tensors (Adam's exp_avg_sq "
             "by parameter name)"
         )
-    other = sorted(k for k in tensors if k != "step" and not k.startswith(PREFIX))
+    other = sorted(k for k in tensors if k != "step" and not k.startswith(MOMENT))
     if other:
         raise OptimizerStateError(
             f"unexpected tensors in the optimizer state: {other[:5]}; expected 'step' and "
-            f"'{PREFIX}<parameter name>'"
+            f"'{MOMENT}<parameter name>'"
         )
     return v, int(step)
 
@@ -78,16 +78,16 @@ def adam_preconditioner(
         if name not in exp_avg_sq:
             known = ", ".join(sorted(exp_avg_sq)[:8])
             raise OptimizerStateError(
-                f"the optimizer state has no {PREFIX}{name} (it has {known}…); save Adam's "
+                f"the optimizer state has no {MOMENT}{name} (it has {known}…); save Adam's "
                 "exp_avg_sq for every parameter under its name in the model"
             )
         v = exp_avg_sq[name]
         if tuple(v.shape) != tuple(shape):
             raise OptimizerStateError(
-                f"{PREFIX}{name} has shape {list(v.shape)}, the parameter {list(shape)}"
+                f"{MOMENT}{name} has shape {list(v.shape)}, the parameter {list(shape)}"
             )
         if bool((v < 0).any()) or not bool(torch.isfinite(v).all()):
-            raise OptimizerStateError(f"{PREFIX}{name} must be finite and ≥ 0 (a second moment)")
+            raise OptimizerStateError(f"{MOMENT}{name} must be finite and ≥ 0 (a second moment)")
         pieces.append(v.reshape(-1).to(device=problem.device, dtype=torch.float64))
     v = torch.cat(pieces)
     vhat = v / (1 - beta2**step)

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-PREFIX = "exp_avg_sq."
+MOMENT = "exp_avg_sq."
 
 
 def _array(value: Any) -> Any:
@@ -39,7 +39,7 @@ def optimizer_state_bytes(exp_avg_sq: Mapping[str, Any], step: int) -> bytes:
     import numpy as np
 
     tensors = {"step": np.array([float(step)], dtype="<f8")}
-    tensors.update({PREFIX + name: _array(v) for name, v in exp_avg_sq.items()})
+    tensors.update({MOMENT + name: _array(v) for name, v in exp_avg_sq.items()})
     header: dict[str, Any] = {}
     chunks, offset = [], 0
     for name, a in tensors.items():
