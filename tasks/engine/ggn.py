@@ -150,11 +150,7 @@ class GGNOperator:
         if v.shape != (self.dim,):
             raise ValueError(f"expected a vector of length {self.dim}, got {tuple(v.shape)}")
         start = time.perf_counter()
-        try:
-            out = self._product(v)
-        finally:
-            if self.problem.mode == "train":
-                self.problem.restore_buffers()
+        out = self._product(v)  # train mode: forward passes run on private buffers
         self.hvps += 1
         self.seconds += time.perf_counter() - start
         return out

@@ -99,17 +99,13 @@ class HessianOperator:
         """H v for a flat vector v (any float dtype); returns a flat float64 vector."""
         if v.shape != (self.dim,):
             raise ValueError(f"expected a vector of length {self.dim}, got {tuple(v.shape)}")
-        start = time.perf_counter()
-        try:
-            if self.backend == "cached":
-                out = self._hvp_cached(v)
-            elif self.backend == "per_batch":
-                out = self._hvp_per_batch(v)
-            else:
-                out = self._hvp_func(v.reshape(self.dim, 1))[:, 0]
-        finally:
-            if self.problem.mode == "train" and self.backend != "cached":
-                self.problem.restore_buffers()
+        start = time.perf_counter()  # train mode: forward passes run on private buffers
+        if self.backend == "cached":
+            out = self._hvp_cached(v)
+        elif self.backend == "per_batch":
+            out = self._hvp_per_batch(v)
+        else:
+            out = self._hvp_func(v.reshape(self.dim, 1))[:, 0]
         self.hvps += 1
         self.seconds += time.perf_counter() - start
         return out
@@ -158,8 +154,6 @@ class HessianOperator:
     def _hvp_cached(self, v: Tensor) -> Tensor:
         if self._grads is None:
             self._grads = [self._batch_grads(b) for b in self.problem.batches]
-            if self.problem.mode == "train":
-                self.problem.restore_buffers()
         out = self._zero()
         for grads, w in zip(self._grads, self.problem.weights, strict=True):
             out += w * self._double_backward(grads, v)
@@ -224,8 +218,6 @@ def graph_bytes(op: HessianOperator, batch) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         grads = op._batch_grads(batch)
-    if op.problem.mode == "train":
-        op.problem.restore_buffers()
     total = sum(n for k, n in seen.items() if k not in own)
     return total + sum(g.numel() * g.element_size() for g in grads if g is not None)
 
@@ -280,6 +272,4 @@ def dense_hessian(problem: HessianProblem) -> Tensor:
         return total
 
     H = torch.autograd.functional.hessian(total_loss, primal).double()
-    if p.mode == "train":
-        p.restore_buffers()
     return 0.5 * (H + H.T)
