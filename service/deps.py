@@ -1,6 +1,6 @@
 """Request dependencies: the stores, the Celery app and the optional bearer-token check.
 
-The lookups that answer 404 for an unknown id live in service.routers.common.
+The lookups that answer 404 for an unknown id live in service.common.
 
 Everything is built once per app in `create_app` and read from `app.state`, so a test builds
 an app against its private Redis and data directory, and nothing connects at import time.

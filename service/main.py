@@ -11,22 +11,17 @@ from celery import Celery
 from fastapi import Depends, FastAPI
 
 from service import docs_ui, problems
+from service.blobs import datasets, models
+from service.common import problems as problem_responses
 from service.deps import require_api_key
 from service.guard import Guard
-from service.metrics import make_registry
-from service.routers import (
-    datasets,
-    health,
-    jobs,
-    measures,
-    models,
-    plots,
-    queue,
-    studies,
-    trajectories,
-)
-from service.routers.common import problems as problem_responses
+from service.jobs import measures, plots
+from service.jobs import router as jobs
+from service.ops import health, queue
+from service.ops.metrics import make_registry
+from service.studies import router as studies
 from service.studies.store import StudyStore
+from service.trajectories import router as trajectories
 from tasks.blobstore import BlobStore
 from tasks.celery_app import make_celery
 from tasks.jobstore import JobStore

@@ -135,3 +135,31 @@ def test_engine_loads_no_service_layer() -> None:
         or (m.startswith("tasks.") and not m.startswith("tasks.engine"))
     )
     assert not bad, bad
+
+
+CONTRACT = sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for p in (ROOT / "tasks").glob("*.py")
+)
+
+
+def test_the_contract_is_torch_free_and_knows_no_worker() -> None:
+    """`tasks/*.py` is the contract the gateway and the worker share (spec, settings, stores,
+    blob store, URIs, the Celery app, problem types): importing all of it pulls in neither
+    torch nor the worker package, so the gateway can import any of it."""
+    assert "tasks.spec" in CONTRACT and "tasks.celery_app" in CONTRACT
+    loaded = _modules_after(f"import {', '.join(CONTRACT)}")
+    assert "torch" not in loaded
+    assert not [m for m in loaded if m.startswith("tasks.worker")]
+
+
+def test_the_weights_only_guard_is_set_once_by_the_worker_package() -> None:
+    """Only tasks/worker/__init__.py calls the guard; its modules import in plain order."""
+    callers = [
+        str(p.relative_to(ROOT))
+        for p in _sources("tasks", "service")
+        if "ensure_weights_only()" in p.read_text()
+    ]
+    assert sorted(callers) == ["tasks/worker/__init__.py", "tasks/worker/safe_torch.py"]
+    noqa = [str(p.relative_to(ROOT)) for p in _sources("tasks") if "noqa: E402" in p.read_text()]
+    assert not noqa, noqa

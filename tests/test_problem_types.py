@@ -117,7 +117,7 @@ def test_every_slug_the_code_raises_is_defined_and_every_defined_one_is_raised()
 def test_the_scan_sees_the_raising_sites() -> None:
     """The scan would catch a bad slug: it finds the sites it is meant to check."""
     used, _ = _raised()
-    assert any(w.startswith("service/routers/") for w in used["not-found"])
+    assert any(w.startswith("service/") for w in used["not-found"])
     assert any(w.startswith("tasks/") for w in used["time-limit"])  # the worker's
     assert "service/problems.py" in " ".join(used["validation"])
 
@@ -164,8 +164,8 @@ def test_docs_describe_every_type() -> None:
 
 
 def test_worker_problems_use_the_vocabulary() -> None:
-    from tasks.job import _at, problem
-    from tasks.loaders import LoadError
+    from tasks.worker.job import _at, problem
+    from tasks.worker.loaders import LoadError
 
     e = LoadError("CUDA not available", "no CUDA", status=503, kind="device-unavailable")
     assert e.type == NAMESPACE + "device-unavailable"

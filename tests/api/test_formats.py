@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.formats import Refused, npy, safetensors
-from service.formats.datasets import inspect_dataset
-from service.formats.models import inspect_model
+from service.blobs.formats import Refused, npy, safetensors
+from service.blobs.formats.datasets import inspect_dataset
+from service.blobs.formats.models import inspect_model
 
 
 def _safetensors(header: dict, data: bytes) -> bytes:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from tasks.loaders import load_model
 from tasks.settings import Settings
+from tasks.worker.loaders import load_model
 from tests import hf_checkpoints as H
 from tests.api import files
 from tests.api.checks import assert_problem

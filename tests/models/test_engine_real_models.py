@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.datasets import load_dataset, probe
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
-from tasks.loaders import LoadedModel
+from tasks.worker.datasets import load_dataset, probe
+from tasks.worker.loaders import LoadedModel
 from tests.models import cases
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sharpness_client._convert import export_module, zip_pretrained_folder
-from tasks.loaders import load_model
+from tasks.worker.loaders import load_model
 from tests import hf_checkpoints as H
 
 pytest.importorskip("transformers")
@@ -47,7 +47,7 @@ def test_bert_keyword_inputs_dynamic_batch_and_sequence(tmp_path: Path) -> None:
     exported = _load(data, tmp_path)
     # the archive loads where transformers was never imported (a worker measuring a .pt2)
     code = (
-        "import sys; from tasks.loaders import load_model\n"
+        "import sys; from tasks.worker.loaders import load_model\n"
         f"load_model({str(tmp_path / 'model.pt2')!r}, {{'format': 'torch_export'}})\n"
         "assert 'transformers' not in sys.modules\n"
     )

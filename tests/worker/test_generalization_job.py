@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from tasks.blobstore import BlobStore
-from tasks.job import execute
-from tasks.runtime import WorkerRuntime
 from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
+from tasks.worker.job import execute
+from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
 
 

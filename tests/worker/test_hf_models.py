@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.loaders import LoadError, load_model
+from tasks.worker.loaders import LoadError, load_model
 from tests import hf_checkpoints as H
 
 pytest.importorskip("transformers")
@@ -219,7 +219,7 @@ def test_self_exported_model_output_loads_once_its_types_are_imported(tmp_path: 
     path = tmp_path / "model.pt2"
     torch.export.save(program, path)
     code = (
-        "from tasks.loaders import load_model\n"
+        "from tasks.worker.loaders import load_model\n"
         "import torch\n"
         f"p = {str(path)!r}\n"
         "try:\n    torch.export.load(p); print('torch alone loads it')\n"

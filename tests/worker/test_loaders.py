@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tasks.datasets import load_dataset, probe
-from tasks.loaders import LoadError, load_model
+from tasks.worker.datasets import load_dataset, probe
+from tasks.worker.loaders import LoadError, load_model
 from tests import artifacts as A
 
 
@@ -30,7 +30,10 @@ def test_weights_only_is_forced_in_this_process() -> None:
 def test_torch_imported_first_is_refused() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_WEIGHTS_ONLY_LOAD"}
     out = subprocess.run(
-        [sys.executable, "-c", "import torch, tasks.job"], env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import torch, tasks.worker.job"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode != 0 and "UnsafeTorchImport" in out.stderr
 
@@ -49,7 +52,7 @@ def test_torchscript(tmp_path: Path) -> None:
 
 
 def test_safetensors_with_zoo_mlp_and_cnn(tmp_path: Path) -> None:
-    from tasks import zoo
+    from tasks.worker import zoo
 
     config = {"in_features": 4, "hidden": [8], "out_features": 3, "activation": "tanh"}
     net = zoo.build("mlp", config)

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from tasks.datasets import load_dataset
 from tasks.engine.batches import BatchSource, DeviceBatches
 from tasks.engine.operator import HessianOperator, dense_hessian
 from tasks.engine.problem import Batch, HessianProblem
+from tasks.worker.datasets import load_dataset
 from tests.engine import models as M
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,14 +57,14 @@ def test_lazy_batches_equal_the_arrays(tmp_path: Path, fmt: str) -> None:
     assert torch.equal(got.targets, torch.from_numpy(y[:97]))
     assert torch.equal(src[-1].targets, src.targets(9))
     if fmt == "npz":  # stored members are memory-mapped, not read
-        from tasks.datasets import _Arrays
+        from tasks.worker.datasets import _Arrays
 
         arrays = _Arrays(path, "npz", "d.npz").arrays
         assert isinstance(arrays["x"].rows(5, 9), np.memmap)
 
 
 def test_nan_inputs_refused_at_load_by_the_streaming_pass(tmp_path: Path) -> None:
-    from tasks.loaders import LoadError
+    from tasks.worker.loaders import LoadError
 
     x = np.zeros((300, 2), np.float32)
     x[257, 1] = np.nan  # in the second batch: found at load time, not during a measure
@@ -135,7 +135,7 @@ def test_streaming_source_is_never_cached_by_auto(tmp_path: Path) -> None:
 CHILD = textwrap.dedent(
     """
     import json, resource, sys
-    import tasks.datasets as D  # torch, numpy and safetensors imported before the limit
+    import tasks.worker.datasets as D  # torch, numpy and safetensors imported before the limit
     import torch
     from tasks.engine.runner import run_measure
     from tasks.engine.problem import HessianProblem

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from celery import states
 
-import tasks.job  # noqa: F401  registers the task on every app
-from tasks import runtime
+import tasks.worker.job  # noqa: F401  registers the task on every app
 from tasks.celery_app import RUN_JOB_TASK, make_celery
-from tasks.job import RunFailed
-from tasks.runtime import WorkerRuntime
 from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
+from tasks.worker import runtime
+from tasks.worker.job import RunFailed
+from tasks.worker.runtime import WorkerRuntime
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import worker
-from tasks.runtime import ActiveJob, WorkerRuntime
 from tasks.settings import Settings
 from tasks.spec import JobStatus, TrajectorySpec
-from tasks.trajectory_job import execute
 from tasks.trajectorystore import TrajectoryStore
+from tasks.worker import process as worker
+from tasks.worker.runtime import ActiveJob, WorkerRuntime
+from tasks.worker.trajectory_job import execute
 from tests import artifacts as A
 from tests.worker.test_job import put
 
@@ -242,7 +242,7 @@ def test_adam_state_that_does_not_fit_is_named(
 def test_mode_reason_says_which_mode_and_why() -> None:
     from torch import nn
 
-    from tasks.trajectory_job import mode_reason
+    from tasks.worker.trajectory_job import mode_reason
 
     bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.Linear(4, 3))
     assert mode_reason(bn, "eval", False).startswith("eval (the default)")

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from tasks import worker
-from tasks.runtime import ActiveJob, WorkerRuntime, lock_ttl
 from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
+from tasks.worker import process as worker
+from tasks.worker.runtime import ActiveJob, WorkerRuntime, lock_ttl
 
 
 @pytest.fixture

@@ -1,0 +1,123 @@
+"""Dataset uploads: .npz or .safetensors holding the inputs and targets arrays, by content."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from service.blobs import uploads
+from service.blobs.formats.datasets import inspect_dataset
+from service.blobs.schemas import DatasetInfo
+from service.common import BlobId, ExistingDataset, not_found, problems
+from service.deps import BlobsDep, SettingsDep
+from service.problems import invalid
+from tasks.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+KIND = "datasets"
+
+UPLOAD_DOC = """Multipart form: `file` (required), optional `inputs_key` and `targets_key`:
+which arrays are the model's inputs and the targets. `inputs_key` is one array name, or JSON for
+several inputs: a list (positional) or an object keyword → array name (`{"input_ids":
+"input_ids", "attention_mask": "attention_mask"}`). Left out, common names are recognised when
+exactly one pair fits (inputs/targets, x/y, X/y, data/labels, images/labels, input_ids/labels);
+otherwise a 422 lists the arrays found. The names are stored with the dataset: a job that uses
+it need not repeat them. The arrays must share their first dimension (the examples).
+
+`.npz` (numpy.savez / savez_compressed; numeric dtypes only, object arrays are pickles and
+are refused) or `.safetensors`. Array names, shapes and dtypes are read from the headers and
+returned. Idempotent by content: **201** when new, **200** when the bytes were stored before
+(names given again replace the stored ones)."""
+
+
+def _names(fields: dict[str, str]) -> tuple[InputsKey | None, str | None]:
+    inputs_raw = fields.get("inputs_key", "").strip()
+    targets_raw = fields.get("targets_key", "").strip()
+    try:
+        inputs_key = parse_form_inputs_key(inputs_raw) if inputs_raw else None
+    except ValueError as e:
+        raise invalid(
+            "inputs_key", f'{e}; e.g. inputs, or ["a", "b"], or {{"keyword": "a"}}'
+        ) from None
+    if targets_raw and not ARRAY_NAME.match(targets_raw):
+        raise invalid("targets_key", "an array name of letters, digits and _ . - / (≤ 128)")
+    return inputs_key, targets_raw or None
+
+
+@router.post(
+    "",
+    response_model=DatasetInfo,
+    status_code=201,
+    summary="Upload a dataset",
+    description=UPLOAD_DOC,
+    responses={200: {"model": DatasetInfo, "description": "Already stored"}}
+    | problems(400, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "inputs_key": {
+                                "type": "string",
+                                "description": "An array name, or JSON: a list of names or "
+                                "an object keyword → name. Default: recognised.",
+                            },
+                            "targets_key": {
+                                "type": "string",
+                                "description": "The targets array. Default: recognised.",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_dataset(
+    request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
+) -> DatasetInfo:
+    received = await uploads.receive(
+        request, blobs, KIND, settings.max_upload_bytes, {"inputs_key", "targets_key"}
+    )
+    try:
+        inputs_key, targets_key = _names(received.fields)
+    except BaseException:
+        blobs.discard(received.staged)
+        raise
+    stored = blobs.meta(KIND, received.staged.sha256)  # the same bytes again: their names
+    facts = await uploads.inspect(
+        blobs,
+        received,
+        inspect_dataset,
+        inputs_key,
+        targets_key,
+        4 * settings.max_upload_bytes,
+        stored,
+    )
+    record, created = blobs.commit(
+        received.staged, {"kind": "dataset", "filename": received.filename, **facts}
+    )
+    given = {"inputs_key": inputs_key, "targets_key": targets_key}
+    if not created and any(given.values()):  # names given again replace the stored ones
+        names = {k: facts[k] for k, v in given.items() if v is not None}
+        record = blobs.update_meta(KIND, record["id"], names)
+    response.status_code = 201 if created else 200
+    return DatasetInfo.model_validate(record)
+
+
+@router.get("/{id}", response_model=DatasetInfo, responses=problems(404, 422))
+def get_dataset(record: ExistingDataset) -> DatasetInfo:
+    return DatasetInfo.model_validate(record)
+
+
+@router.delete("/{id}", status_code=204, responses=problems(404, 422))
+def delete_dataset(id: BlobId, blobs: BlobsDep) -> Response:
+    """Remove the bytes. Jobs already queued with this dataset will fail when they start."""
+    if not blobs.delete(KIND, id):
+        raise not_found("dataset", id)
+    return Response(status_code=204)

@@ -1,0 +1,195 @@
+"""Model uploads: torch.export, TorchScript, safetensors (with an architecture) or a Hugging
+Face checkpoint, told by content."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from service.blobs import uploads
+from service.blobs.formats import Refused
+from service.blobs.formats.models import hf_from_fields, inspect_model
+from service.blobs.schemas import ModelInfo
+from service.common import BlobId, ExistingModel, not_found, problems
+from service.deps import BlobsDep, SettingsDep
+from service.problems import ProblemError, invalid
+from tasks import hf_checkpoint as hf
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+KIND = "models"
+
+UPLOAD_DOC = """Multipart form: `file` (required); for safetensors weights of a built-in
+architecture, `architecture` (its name) and `config` (a JSON object of its keyword arguments).
+
+A Hugging Face `transformers` model is uploaded as the folder `save_pretrained` writes: either
+`file` = a zip of the folder (config.json and model.safetensors, or the shards with
+model.safetensors.index.json), or `file` = model.safetensors with `config` = the text of
+config.json. The worker builds the model with transformers' own class for the config's
+`model_type` and the head named by `architectures` or by the optional `head` field
+(sequence_classification, token_classification, causal_lm, masked_lm, image_classification).
+Code that comes with a checkpoint is never run: a config with `auto_map` and pickled weights
+(.bin) are refused.
+
+The format is told from the bytes, never by unpickling: a torch.export archive (.pt2), a
+TorchScript archive, safetensors, or a zipped Hugging Face folder. A pickle, torch.save of a
+module or state_dict, a corrupt or truncated file is refused (415 for a format not accepted,
+422 for broken content) with a message saying how to export instead. A torch.export program
+whose batch size was fixed at export is refused (422) with the fix: `dynamic_shapes` with
+`torch.export.Dim("batch")`.
+
+Idempotent by content: the id is the sha256 of the bytes. **201** when the bytes are new,
+**200** with the stored record when they were uploaded before; **409** if they were uploaded
+before with a different architecture, config or head."""
+
+FIELDS = {"architecture", "config", "head"}
+
+
+def _is_hf_config(raw: str | None) -> bool:
+    """A 'config' field that is a Hugging Face config.json (it has a model_type)."""
+    try:
+        value = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and "model_type" in value
+
+
+def _huggingface_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
+    """The record's facts and the fields a later upload of the same bytes must repeat."""
+    if fields.get("architecture") is not None:
+        raise invalid(
+            "architecture",
+            "a Hugging Face checkpoint names its model in config.json; leave 'architecture' "
+            "out (the optional 'head' field chooses the head)",
+        )
+    if facts["format"] == "safetensors":  # bare weights, config.json in the 'config' field
+        try:
+            config = hf_from_fields(fields["config"], f"{label} (config)")
+        except Refused as e:
+            raise ProblemError(e.status, e.slug, f"config: {e.detail}") from e
+        facts = {**facts, "format": "huggingface", "config": config}
+        extra: dict[str, Any] = {"format": "huggingface", "config": config}
+    elif fields.get("config") is not None:
+        raise invalid("config", "the zip holds config.json already; leave 'config' out")
+    else:
+        extra = {}
+    try:
+        head = hf.head_of(facts["config"], fields.get("head") or None, label)
+    except hf.BadCheckpoint as e:
+        raise invalid(e.field, e.detail) from e
+    return facts, {**extra, "head": head}
+
+
+def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
+    """architecture/config: required (architecture) for safetensors, refused otherwise; a
+    Hugging Face checkpoint takes an optional head instead."""
+    fmt = facts["format"]
+    if fmt == "huggingface" or (
+        fmt == "safetensors"
+        and fields.get("architecture") is None
+        and _is_hf_config(fields.get("config"))
+    ):
+        return _huggingface_fields(facts, fields, label)
+    if fields.get("head") is not None:
+        raise invalid("head", f"only applies to Hugging Face checkpoints, not {fmt} files")
+    arch = fields.get("architecture")
+    raw_config = fields.get("config")
+    if fmt != "safetensors":
+        for name in ("architecture", "config"):
+            if fields.get(name) is not None:
+                raise invalid(name, f"only applies to safetensors weights, not {fmt} archives")
+        return facts, {}
+    if arch is None or not arch.strip():
+        raise invalid(
+            "architecture",
+            "safetensors holds weights only; name the architecture to load them into "
+            "(form field 'architecture', with its keyword arguments in 'config'), or, for a "
+            "Hugging Face model, send its config.json (with its model_type) in 'config'",
+        )
+    config: dict[str, Any] = {}
+    if raw_config is not None and raw_config.strip():
+        try:
+            config = json.loads(raw_config)
+        except json.JSONDecodeError as e:
+            raise invalid("config", f"not valid JSON: {e}") from e
+        if not isinstance(config, dict):
+            raise invalid("config", "must be a JSON object of the architecture's arguments")
+    return facts, {"architecture": arch.strip(), "config": config}
+
+
+@router.post(
+    "",
+    response_model=ModelInfo,
+    response_model_exclude_none=True,
+    status_code=201,
+    summary="Upload a model",
+    description=UPLOAD_DOC,
+    responses={200: {"model": ModelInfo, "description": "Already stored"}}
+    | problems(400, 409, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "architecture": {"type": "string"},
+                            "config": {
+                                "type": "string",
+                                "description": "JSON object: the architecture's arguments, "
+                                "or a Hugging Face config.json",
+                            },
+                            "head": {"type": "string", "enum": list(hf.HEADS)},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_model(
+    request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
+) -> ModelInfo:
+    received = await uploads.receive(request, blobs, KIND, settings.max_upload_bytes, FIELDS)
+    facts = await uploads.inspect(blobs, received, inspect_model, 4 * settings.max_upload_bytes)
+    try:
+        facts, extra = _model_fields(facts, received.fields, received.label)
+    except BaseException:
+        blobs.discard(received.staged)
+        raise
+    record, created = blobs.commit(
+        received.staged, {"kind": "model", "filename": received.filename, **facts, **extra}
+    )
+    if not created and extra and any(record.get(k) != v for k, v in extra.items()):
+        stored = ", ".join(f"{k} {record.get(k)!r}" for k in extra if k != "format")
+        raise ProblemError(
+            409,
+            "conflict",
+            f"{received.label}: these bytes are stored as model {record['id']} "
+            f"({record.get('format')}) with {stored}; a model id names one model",
+        )
+    response.status_code = 201 if created else 200
+    return ModelInfo.model_validate(record)
+
+
+@router.get(
+    "/{id}",
+    response_model=ModelInfo,
+    response_model_exclude_none=True,
+    responses=problems(404, 422),
+)
+def get_model(record: ExistingModel) -> ModelInfo:
+    return ModelInfo.model_validate(record)
+
+
+@router.delete("/{id}", status_code=204, responses=problems(404, 422))
+def delete_model(id: BlobId, blobs: BlobsDep) -> Response:
+    """Remove the bytes. Jobs already queued with this model will fail when they start."""
+    if not blobs.delete(KIND, id):
+        raise not_found("model", id)
+    return Response(status_code=204)

@@ -1,0 +1,62 @@
+"""Shapes of the upload responses: a stored model's or dataset's record.
+
+Kept apart from the routers so the OpenAPI document, and the SDK built from it, change only
+when a response shape does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BlobInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(description="The sha256 of the bytes; re-uploading them returns this id.")
+    sha256: str
+    size_bytes: int
+    created_at: datetime = Field(description="When these bytes were first stored.")
+    filename: str | None = Field(default=None, description="Client filename of the first upload.")
+
+
+class ModelInfo(BlobInfo):
+    format: Literal["torch_export", "torchscript", "safetensors", "huggingface"]
+    architecture: str | None = Field(
+        default=None, description="safetensors only: the built-in architecture to load into."
+    )
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="safetensors: keyword arguments for the architecture; huggingface: the "
+        "checkpoint's config.json.",
+    )
+    head: str | None = Field(
+        default=None,
+        description="huggingface only: the head transformers builds (sequence_classification, "
+        "token_classification, causal_lm, masked_lm, image_classification).",
+    )
+    tensors: int | None = Field(
+        default=None, description="safetensors and huggingface: tensor count."
+    )
+    parameters: int | None = Field(
+        default=None,
+        description="safetensors and huggingface: element count of the stored tensors.",
+    )
+
+
+class ArrayInfo(BaseModel):
+    dtype: str = Field(description="numpy-style name: float32, int64, bool, bfloat16, ...")
+    shape: list[int]
+
+
+class DatasetInfo(BlobInfo):
+    format: Literal["npz", "safetensors"]
+    arrays: dict[str, ArrayInfo]
+    num_examples: int = Field(description="First dimension shared by inputs and targets.")
+    inputs_key: str | list[str] | dict[str, str] = Field(
+        description="The model's inputs (given or recognised at upload): one array, a list "
+        "(positional) or keyword → array. Jobs that name no inputs use these."
+    )
+    targets_key: str = Field(description="The targets array; jobs that name none use it.")

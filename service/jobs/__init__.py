@@ -1,0 +1,1 @@
+"""Jobs: submit, read, list, cancel; their pictures and the measure catalogue."""

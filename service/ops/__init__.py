@@ -1,0 +1,1 @@
+"""What ops teams watch: the queue, workers, health, readiness and Prometheus metrics."""

@@ -1,0 +1,52 @@
+"""Operations view of the queues: what waits, what runs, who works."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.common import problems
+from service.deps import CeleryDep, JobsDep, SettingsDep
+from service.ops import rows
+from service.ops.schemas import QueueDepth, QueueStatus, RunningJob, WorkerInfo
+from tasks.celery_app import QUEUES
+
+router = APIRouter(prefix="/v1/queue", tags=["queue"])
+
+
+@router.get("", response_model=QueueStatus, summary="Queue status", responses=problems(503))
+def queue_status(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> QueueStatus:
+    """Per queue: broker messages waiting and reserved (taken by a worker, not acknowledged:
+    with acks_late, that is while the job runs), queued job records and the oldest one's age.
+    Also the workers with a live heartbeat, the running jobs and job counts by status.
+    Runs whose worker stopped beating are requeued first (see tasks.reaper)."""
+    rows.reap(store, settings, celery)
+    snap = rows.snapshot(store)
+    return QueueStatus(
+        queues=[
+            QueueDepth(
+                name=q,
+                waiting=snap.waiting.get(q, 0),
+                reserved=snap.reserved.get(q, 0),
+                queued_jobs=len(snap.queued(q)),
+                oldest_queued_age_s=snap.oldest_queued_age_s(q),
+            )
+            for q in QUEUES
+        ],
+        workers=[
+            WorkerInfo(
+                hostname=w["hostname"],
+                device=w.get("device"),
+                last_seen=w.get("last_seen"),
+                age_s=rows.worker_age_s(w, snap.taken_at),
+            )
+            for w in snap.workers
+        ],
+        running=[
+            RunningJob(
+                id=r.id, queue=r.queue, worker=r.worker, device=r.device, started_at=r.started_at
+            )
+            for r in snap.running()
+        ],
+        oldest_queued_age_s=snap.oldest_queued_age_s(),
+        jobs_by_status=snap.by_status(),
+    )

@@ -1,0 +1,1 @@
+"""Trajectories: checkpoints of one run measured in order, and the optimizer states they need."""

@@ -1,0 +1,362 @@
+"""Read a dataset file into batches the model accepts, never running code that came with it.
+
+.npz (numpy.load with allow_pickle=False) or .safetensors. Which arrays are the inputs and
+which the targets follows tasks.datanames: the job's names, else those stored at upload, else
+common names. Inputs keep their kind: integer arrays (token ids, indices) stay int64, booleans
+stay bool, floating arrays take the model's dtype. Several input arrays become positional or
+keyword inputs, as the names say. Targets: integer class labels (int64; -100 marks a position
+that is not counted), class probabilities (floating, same shape as the outputs), or real values
+for `mse`.
+
+`probe` runs the model on two examples and the loss on their outputs before any measure, so a
+shape, layout or label problem is a 422 naming the fix instead of a failure deep in a measure.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tasks import datanames
+from tasks.datanames import InputsKey
+from tasks.engine.batches import BatchSource
+from tasks.engine.losses import IGNORE_INDEX, LayoutError, Objective, label_range_problem
+from tasks.engine.problem import Batch, Inputs, call_module, select_output
+from tasks.worker.loaders import LoadedModel, LoadError, first_line
+
+STATIC_BATCH_FIX = (
+    "the model was exported with a fixed batch size; export it with a dynamic batch: "
+    "torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))"
+)
+
+
+def dataset_format(path: Path, meta: dict[str, Any] | None) -> str:
+    fmt = (meta or {}).get("format")
+    if fmt:
+        return str(fmt)
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".safetensors"):
+        return suffix[1:]
+    raise LoadError("Unsupported dataset format", f"{path.name}: expected .npz or .safetensors")
+
+
+class _Lazy:
+    """One array of a file, rows read on demand: `shape`, `dtype`, `ndim`, and `rows(a, b)`."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, rows) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.rows = rows
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+
+def _npz_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Lazy:
+    """A .npy inside the zip: memory-mapped when stored uncompressed, else read through the
+    decompressing stream (seeking forward) one slice of rows at a time."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}; save with numpy.savez")
+        header_len = f.tell()
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+    if fortran and len(shape) > 1:  # column-major: rows are not contiguous; read it whole
+        with zf.open(info) as f:
+            whole = np.lib.format.read_array(f, allow_pickle=False)
+        return _Lazy(shape, dtype, lambda a, b: whole[a:b])
+    if info.compress_type == zipfile.ZIP_STORED:
+        with open(path, "rb") as raw:  # the member's data follows its local header
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"bad local header for {info.filename}")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+        offset = info.header_offset + 30 + name_len + extra_len + header_len
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:
+            empty = np.empty(shape, dtype)
+            return _Lazy(shape, dtype, lambda a, b: empty[a:b])
+        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+        return _Lazy(shape, dtype, lambda a, b: mm[a:b])
+    lazy = _Lazy(shape, dtype, None)
+
+    def rows(a: int, b: int) -> np.ndarray:
+        a, b = max(0, a), min(b, lazy.shape[0] if lazy.ndim else 0)
+        n = max(0, b - a)
+        with zipfile.ZipFile(path) as z, z.open(info) as f:
+            f.seek(header_len + a * lazy.row_bytes)  # decompresses up to there, keeps nothing
+            buf = f.read(n * lazy.row_bytes)
+        return np.frombuffer(buf, dtype=dtype).reshape((n, *lazy.shape[1:]))
+
+    lazy.rows = rows
+    return lazy
+
+
+def _npz_arrays(path: Path) -> dict[str, _Lazy]:
+    zf = zipfile.ZipFile(path)
+    with zf:
+        out = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            out[info.filename[:-4]] = _npz_member(path, zf, info)
+    return out
+
+
+def _safetensors_arrays(path: Path) -> dict[str, _Lazy]:
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(path), framework="numpy") as f:
+        for k in f.keys():
+            piece = f.get_slice(k)
+            shape = tuple(piece.get_shape())
+            dtype = piece[0:0].dtype if shape else f.get_tensor(k).dtype
+
+            def rows(a: int, b: int, k: str = k) -> np.ndarray:
+                with safe_open(str(path), framework="numpy") as g:
+                    return g.get_slice(k)[a:b]
+
+            out[k] = _Lazy(shape, dtype, rows)
+    return out
+
+
+class _Arrays:
+    """The arrays of one file, by name, read lazily: `arrays[k]` gives shape and dtype at
+    once and rows only when asked (.npz members memory-mapped when stored, safetensors by
+    slices)."""
+
+    def __init__(self, path: Path, fmt: str, name: str) -> None:
+        self.name = name
+        try:
+            if fmt == "npz":
+                self.arrays = _npz_arrays(path)
+            elif fmt == "safetensors":
+                self.arrays = _safetensors_arrays(path)
+            else:
+                raise LoadError(
+                    "Unsupported dataset format", f"{name}: format {fmt!r}; use npz or safetensors"
+                )
+        except LoadError:
+            raise
+        except Exception as e:  # object arrays (pickle), corrupt zip, bad header
+            raise LoadError(
+                "Unreadable dataset", f"{name}: cannot read as {fmt} ({type(e).__name__}: {e})"
+            ) from e
+
+
+def _as_input(
+    a: np.ndarray, dtype: torch.dtype, name: str, key: str, check: bool = True
+) -> torch.Tensor:
+    if a.dtype.kind not in "biuf":
+        raise LoadError("Bad inputs", f"{name}: {key!r} has dtype {a.dtype}; need numbers")
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if a.dtype.kind == "f":
+        t = t.to(dtype)
+        if check and not bool(torch.isfinite(t).all()):
+            raise LoadError("Bad inputs", f"{name}: {key!r} holds NaN or Inf values")
+        return t
+    if a.dtype.kind == "b":
+        return t
+    return t.to(torch.int64)  # token ids and indices: embedding layers need int64
+
+
+def _as_targets(targets: np.ndarray, loss: str, dtype: torch.dtype, name: str, key: str):
+    if targets.dtype.kind not in "biuf":
+        raise LoadError("Bad targets", f"{name}: {key!r} has dtype {targets.dtype}; need numbers")
+    t = torch.from_numpy(np.ascontiguousarray(targets))
+    if loss == "mse":
+        return t.to(dtype)
+    if t.is_floating_point() and t.ndim >= 2:  # class probabilities
+        return t.to(dtype)
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        raise LoadError(
+            "Bad targets",
+            f"{name}: {key!r} holds real values, not class labels; for regression set the job's "
+            "loss to 'mse' (cross_entropy needs integer labels, or class probabilities of "
+            "shape (n, classes))",
+        )
+    t = t.to(torch.int64)
+    negative = t[(t < 0) & (t != IGNORE_INDEX)]
+    if negative.numel():
+        raise LoadError(
+            "Bad targets",
+            f"{name}: {key!r} holds the negative label {int(negative[0])}; labels are 0..C-1, "
+            f"and {IGNORE_INDEX} marks a position that is not counted",
+        )
+    return t
+
+
+def _structure(inputs_key: InputsKey, tensors: dict[str, torch.Tensor]) -> Inputs:
+    if isinstance(inputs_key, str):
+        return tensors[inputs_key]
+    if isinstance(inputs_key, dict):
+        return {kw: tensors[a] for kw, a in inputs_key.items()}
+    return tuple(tensors[a] for a in inputs_key)
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    meta: dict[str, Any] | None,
+    inputs_key: InputsKey | None = None,
+    targets_key: str | None = None,
+    max_samples: int | None = None,
+    batch_size: int = 256,
+    loss: str = "cross_entropy",
+    dtype: torch.dtype = torch.float32,
+) -> BatchSource:
+    """The dataset's batches of `batch_size` examples (the first max_samples), read lazily.
+
+    Shapes, names and targets are checked now, and the inputs' values in one streaming pass;
+    the returned BatchSource materialises each batch (converted to `dtype`) when it is used,
+    so a file larger than memory is measured by streaming."""
+    p = Path(path)
+    name = (meta or {}).get("filename") or p.name
+    data = _Arrays(p, dataset_format(p, meta), name)
+    try:
+        inputs_key, targets_key = datanames.resolve(data.arrays, inputs_key, targets_key, meta)
+    except datanames.NamesError as e:
+        raise LoadError("Array missing", f"{name}: {e.part}: {e.detail}") from e
+    names = [*dict.fromkeys(datanames.input_names(inputs_key))]
+    arrays = {k: data.arrays[k] for k in [*names, targets_key]}
+    for k, a in arrays.items():
+        if a.ndim == 0:
+            raise LoadError(
+                "Bad dataset", f"{name}: {k!r} is a scalar; need a leading example axis"
+            )
+    counts = {k: a.shape[0] for k, a in arrays.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{k!r} {n}" for k, n in counts.items())
+        raise LoadError("Bad dataset", f"{name}: the arrays differ in examples: {listed}")
+    size = counts[targets_key]
+    if max_samples is not None:
+        size = min(size, max(0, int(max_samples)))
+    if size == 0:
+        raise LoadError("Bad dataset", f"{name}: the dataset holds no examples")
+    for k in names:  # the kind is known from the header; the values are checked below
+        if arrays[k].dtype.kind not in "biuf":
+            raise LoadError(
+                "Bad inputs", f"{name}: {k!r} has dtype {arrays[k].dtype}; need numbers"
+            )
+    # targets are small (a label per example or position): read, checked and kept whole
+    y = _as_targets(np.array(arrays[targets_key].rows(0, size)), loss, dtype, name, targets_key)
+
+    def read_inputs(a: int, b: int, check: bool = False) -> Inputs:
+        tensors = {
+            k: _as_input(np.array(arrays[k].rows(a, b)), dtype, name, k, check) for k in names
+        }
+        return _structure(inputs_key, tensors)
+
+    # one streaming pass over the inputs, a bounded chunk at a time, so a NaN is refused now
+    # and not in the middle of a measure
+    row_bytes = sum(arrays[k].row_bytes for k in names) or 1
+    chunk = max(batch_size, (16 << 20) // row_bytes)
+    for a in range(0, size, chunk):
+        read_inputs(a, min(a + chunk, size), check=True)
+    itemsize = {k: _converted_itemsize(arrays[k].dtype, dtype) for k in names}
+    nbytes = (
+        size * sum(itemsize[k] * arrays[k].row_bytes // arrays[k].dtype.itemsize for k in names)
+        + y.numel() * y.element_size()
+    )
+    return BatchSource(
+        size,
+        batch_size,
+        read=lambda a, b: Batch(read_inputs(a, b), y[a:b]),
+        read_targets=lambda a, b: y[a:b],
+        nbytes=nbytes,
+    )
+
+
+def _converted_itemsize(kind_of: np.dtype, dtype: torch.dtype) -> int:
+    if kind_of.kind == "f":
+        return torch.empty((), dtype=dtype).element_size()
+    return 1 if kind_of.kind == "b" else 8
+
+
+def probe(
+    model: LoadedModel,
+    batches: Sequence[Batch],
+    name: str,
+    loss: str = "cross_entropy",
+    output_key: str | None = None,
+    class_dim: int | None = None,
+) -> torch.Tensor:
+    """One forward pass on two examples and the loss on them, so a mismatch says which shapes
+    disagree and how to fix it; then every label is checked against the model's classes."""
+    first = batches[0].slice(0, 2)
+    device = next(model.module.parameters()).device
+    buffers = {k: b.clone() for k, b in model.module.named_buffers()}
+    try:
+        with torch.no_grad():
+            raw = call_module(model.module, first.to(device).inputs)
+    except Exception as e:
+        raise LoadError(
+            "Data does not fit the model", _forward_problem(model, first, name, e)
+        ) from e
+    finally:  # a graph exported in train mode updates BatchNorm's running statistics
+        with torch.no_grad():
+            for k, b in model.module.named_buffers():
+                b.copy_(buffers[k])
+    try:
+        out = select_output(raw, output_key)
+    except ValueError as e:
+        raise LoadError("Unsupported model output", f"{name}: {e}") from e
+    objective = Objective(loss, class_dim)  # type: ignore[arg-type]
+    try:
+        with torch.no_grad():
+            objective(out, first.targets.to(device))
+    except LayoutError as e:
+        raise LoadError("Targets do not fit the outputs", f"{name}: {e}") from e
+    except Exception as e:
+        raise LoadError(
+            "Targets do not fit the outputs",
+            f"{name}: computing the {loss} loss on the model's outputs {tuple(out.shape)} and "
+            f"targets {tuple(first.targets.shape)} failed ({first_line(e)})",
+        ) from e
+    classes = objective.num_classes(out, first.targets.to(device))
+    targets = (
+        batches.iter_targets() if isinstance(batches, BatchSource) else (b.targets for b in batches)
+    )
+    for t in targets:
+        why = label_range_problem(objective, classes, t)
+        if why:
+            raise LoadError("Bad targets", f"{name}: the targets {why}")
+    return out
+
+
+def _forward_problem(model: LoadedModel, batch: Batch, name: str, e: Exception) -> str:
+    msg = first_line(e)
+    shapes = {
+        k: (tuple(t.shape), str(t.dtype).replace("torch.", ""))
+        for k, t in (
+            batch.inputs.items()
+            if isinstance(batch.inputs, dict)
+            else enumerate(
+                [batch.inputs] if isinstance(batch.inputs, torch.Tensor) else batch.inputs
+            )
+        )
+    }
+    given = ", ".join(f"{k}: shape {s[1:]} per example, {d}" for k, (s, d) in shapes.items())
+    expected = f"expects inputs of shape {model.input_shape}" if model.input_shape else ""
+    hint = ""
+    if "guard" in msg.lower() or "expected input at" in msg.lower() or "to be equal to" in msg:
+        hint = f"; {STATIC_BATCH_FIX}"
+    return (
+        f"{name}: the model {expected or 'rejected the inputs'}; the data gives input "
+        f"{given} ({msg}){hint}"
+    )

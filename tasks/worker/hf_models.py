@@ -1,0 +1,272 @@
+"""Build a Hugging Face model from its config and load its safetensors weights, running no
+code that came with the upload.
+
+The stored blob is either a zip of a `save_pretrained` folder or the bare `model.safetensors`
+with its config.json kept in the blob's metadata. The model class is chosen here, never by the
+checkpoint: the config class comes from transformers' own table for the config's `model_type`
+(a type transformers does not ship is refused, so is an `auto_map`), the model class from the
+table of the requested head (sequence or token classification, causal LM, masked LM, image
+classification). Only config.json and the safetensors files are copied to a private folder
+that `from_pretrained` reads with `use_safetensors=True`, `trust_remote_code=False` and
+`local_files_only=True`: no pickle, no hub, no custom code. Missing or mis-shaped weights are
+refused instead of being randomly initialised.
+
+Attention is built with the "eager" implementation: plain matmuls and softmax whose second
+derivatives autograd computes exactly (the fused kernels need not support double backward).
+The model returns a ModelOutput (return_dict=True) without a key/value cache; the engine takes
+its `logits`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.hf_checkpoint import CONFIG, WEIGHTS, BadCheckpoint, head_of, layout, parse_config
+from tasks.worker.loaders import LoadedModel, LoadError, first_line
+
+# head → the name of transformers' table {model_type: class name} for it
+_HEAD_TABLES = {
+    "sequence_classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "token_classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "masked_lm": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+    "image_classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+}
+
+
+# where transformers defines ModelOutput classes: its modeling_outputs and the models' modules
+#: a pytree node type in a serialized treespec ("type": "transformers.…Output", JSON inside
+#: JSON, so the quotes may be escaped); module names in stack-trace metadata do not count.
+_OUTPUT_TYPE = re.compile(
+    r"type\\*\"\s*:\s*\\*\""
+    r"(transformers\.(?:modeling_outputs|models\.[a-z0-9_]+\.modeling_[a-z0-9_]+))"
+    r"\.[A-Z][A-Za-z0-9_]*\b"
+)
+
+
+def import_output_types(path: str | os.PathLike) -> list[str]:
+    """Import the transformers modules whose classes a torch.export archive names (a
+    ModelOutput in its output spec is stored by class name, and torch.export.load can rebuild
+    it only once transformers has registered it). Only transformers' modeling_outputs and
+    models.*.modeling_* modules are imported: library code, never a module the upload brings.
+    Returns the names imported."""
+    import importlib
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            text = " ".join(
+                zf.read(n).decode("utf-8", "replace")
+                for n in zf.namelist()
+                if "/models/" in f"/{n}" and n.endswith(".json")
+            )
+    except (zipfile.BadZipFile, OSError):
+        return []
+    modules = sorted({m.group(1) for m in _OUTPUT_TYPE.finditer(text)})
+    imported = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        imported.append(name)
+    return imported
+
+
+def _refused(e: BadCheckpoint) -> LoadError:
+    return LoadError("Unusable Hugging Face checkpoint", e.detail)
+
+
+def _names(entry: Any) -> list[str]:
+    return [entry] if isinstance(entry, str) else [n for n in entry or () if isinstance(n, str)]
+
+
+def model_class(config: dict[str, Any], head: str, label: str) -> Any:
+    """The transformers class for (model_type, head): a class transformers ships, or a 422."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    model_type = config["model_type"]
+    table = getattr(modeling_auto, _HEAD_TABLES[head])
+    candidates = _names(table.get(model_type))
+    if not candidates:
+        known = sorted(k for k, v in table.items() if _names(v))
+        raise LoadError(
+            "Unsupported Hugging Face model",
+            f"{label}: transformers {transformers.__version__} has no {head} model for "
+            f"model_type {model_type!r}; declare another head, or export the model with "
+            f"torch.export. Model types with a {head} head include {', '.join(known[:12])}, ...",
+        )
+    declared = [a for a in config.get("architectures") or [] if a in candidates]
+    name = declared[0] if declared else candidates[0]
+    cls = getattr(transformers, name, None)
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, transformers.PreTrainedModel)
+        and cls.__module__.startswith("transformers.models.")
+    ):
+        raise LoadError("Unsupported Hugging Face model", f"{label}: no transformers class {name}")
+    return cls
+
+
+def build_config(config: dict[str, Any], label: str) -> Any:
+    """transformers' own config class for the model_type, filled from the JSON."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config["model_type"]
+    if model_type not in CONFIG_MAPPING:
+        raise LoadError(
+            "Unsupported Hugging Face model",
+            f"{label}: model_type {model_type!r} is not built into transformers "
+            f"{transformers.__version__}; code that comes with a checkpoint is never run, so "
+            "export the model with torch.export instead",
+        )
+    try:
+        cfg = CONFIG_MAPPING[model_type].from_dict(dict(config))
+    except Exception as e:
+        raise LoadError(
+            "Bad Hugging Face config",
+            f"{label}: config.json does not make a {model_type} config ({first_line(e)})",
+        ) from e
+    cfg.use_cache = False  # no key/value cache in the outputs
+    cfg.return_dict = True
+    return cfg
+
+
+def _stage_files(path: Path, meta: dict[str, Any], label: str, folder: Path) -> dict[str, Any]:
+    """Copy config.json and the safetensors file(s) into `folder`; return the config dict."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                where = layout(zf, label)
+                config = parse_config(zf.read(where.member(CONFIG)), label)
+                members = [*where.weights] + ([where.index] if where.index else [])
+                for member in members:
+                    target = folder / member[len(where.root) :]
+                    with zf.open(member) as src, target.open("wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        except BadCheckpoint as e:
+            raise _refused(e) from e
+        except (zipfile.BadZipFile, OSError, KeyError) as e:
+            raise LoadError("Corrupt model archive", f"{label}: unreadable zip ({e})") from e
+        return config
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise LoadError(
+            "Config missing",
+            f"{label}: safetensors weights of a Hugging Face model need its config.json "
+            "(upload it in the 'config' field, or zip the save_pretrained folder)",
+        )
+    try:
+        config = parse_config(json.dumps(raw), label, "config")
+    except BadCheckpoint as e:
+        raise _refused(e) from e
+    try:
+        os.link(path, folder / WEIGHTS)
+    except OSError:
+        shutil.copyfile(path, folder / WEIGHTS)
+    return config
+
+
+def _checkpoint_numel(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shape = st.get_slice(key).get_shape()
+                n = 1
+                for d in shape:
+                    n *= int(d)
+                total += n
+    return total
+
+
+def transformers_logging() -> Any:
+    from transformers.utils import logging
+
+    return logging
+
+
+def _unique_numel(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())  # parameters() yields each once
+
+
+def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
+    """The stored Hugging Face checkpoint as an eval-mode nn.Module returning a ModelOutput."""
+    p = Path(path)
+    label = meta.get("filename") or p.name
+    with tempfile.TemporaryDirectory(prefix="hf-") as tmp:
+        folder = Path(tmp)
+        config = _stage_files(p, meta, label, folder)
+        try:
+            head = head_of(config, meta.get("head"), label)
+        except BadCheckpoint as e:
+            raise _refused(e) from e
+        cfg = build_config(config, label)
+        cls = model_class(config, head, label)
+        cfg._attn_implementation = "eager"
+        # Size the model from the config on the meta device (no memory) before building it:
+        # a config that asks for more parameters than the weights hold is refused here.
+        try:
+            with torch.device("meta"):
+                skeleton = cls(cfg)
+        except Exception as e:
+            raise LoadError(
+                "Bad Hugging Face config",
+                f"{label}: {cls.__name__} cannot be built from config.json ({first_line(e)})",
+            ) from e
+        need, have = _unique_numel(skeleton), _checkpoint_numel(folder)
+        del skeleton
+        if need > have:
+            raise LoadError(
+                "Weights do not fit the model",
+                f"{label}: {cls.__name__} from this config.json has {need} parameters but the "
+                f"safetensors hold {have} values; the weights belong to another model or head "
+                "(declare the head the checkpoint was trained with)",
+            )
+        # causal LMs read a generation config from the folder; an empty one keeps it local
+        (folder / "generation_config.json").write_text("{}")
+        transformers_logging().disable_progress_bar()
+        try:
+            model, info = cls.from_pretrained(
+                str(folder),
+                config=cfg,
+                use_safetensors=True,
+                trust_remote_code=False,
+                local_files_only=True,
+                output_loading_info=True,
+                attn_implementation="eager",
+                dtype="auto",
+            )
+        except Exception as e:
+            raise LoadError(
+                "Weights do not fit the model",
+                f"{label}: transformers could not load the weights into {cls.__name__} "
+                f"({type(e).__name__}: {first_line(e)})",
+            ) from e
+    missing = list(info.get("missing_keys") or [])
+    mismatched = list(info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        what = (
+            f"missing {sorted(missing)[:5]}"
+            if missing
+            else f"shapes differ for {[m[0] if isinstance(m, tuple) else m for m in mismatched]}"
+        )
+        raise LoadError(
+            "Weights do not fit the model",
+            f"{label}: the safetensors do not fill {cls.__name__} ({what}); parameters are "
+            "never initialised at random. Declare the head the checkpoint was trained with",
+        )
+    model.eval()
+    return LoadedModel(model, "huggingface", input_shape=None)
