@@ -21,6 +21,7 @@ from service.ops import health, queue
 from service.ops.metrics import make_registry
 from service.studies import router as studies
 from service.studies.store import StudyStore
+from service.trajectories import optimizer_states
 from service.trajectories import router as trajectories
 from tasks.blobstore import BlobStore
 from tasks.celery_app import make_celery
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (r.router for r in routers):
         # every /v1 route can answer 401, documented whether or not a key is set now
         app.include_router(router, dependencies=auth, responses=problem_responses(401))
-    for router in (trajectories.router, plots.router):
+    for router in (optimizer_states.router, trajectories.router, plots.router):
         app.include_router(router, dependencies=auth, responses=problem_responses(401))
     app.include_router(health.router)
     docs_ui.install(app)

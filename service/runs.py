@@ -1,24 +1,52 @@
-"""Sending a record's one Celery message, or failing the record when the broker refuses.
+"""What jobs and trajectories share in the gateway: submit with an Idempotency-Key, send the
+record's one Celery message (or fail the record), list with filters, and cancel.
 
-Jobs and trajectories share this: a record is never left queued with no message to run it.
-ignore_result: results live in the record, not in Celery's result backend; without it Celery
-would also subscribe the gateway to every task's result channel, for good.
+Both kinds are runs of one `RecordStore` lifecycle (queued → running → succeeded, failed or
+cancelled), so their routers differ only in the spec they check and the task they enqueue.
+ignore_result on the message: results live in the record, not in Celery's result backend;
+without it Celery would also subscribe the gateway to every task's result channel, for good.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from service.problems import ProblemError
-from tasks.jobstore import RecordStore
+from fastapi import Header, Query, Response
+
+from service.problems import ProblemError, invalid
+from tasks import reaper
+from tasks.celery_app import queue_for
+from tasks.jobstore import JobStore, RecordStore
 from tasks.problem_types import uri
-from tasks.spec import JobStatus, Problem
+from tasks.settings import Settings
+from tasks.spec import Job, JobStatus, Problem, Trajectory
 
 log = logging.getLogger("sharpness.gateway")
 
+Run = TypeVar("Run", Job, Trajectory)
+
 # Enough retries to ride out a broker blip, few enough to answer within seconds.
 SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Resubmitting with the same key (for 24 h) returns the record made the first "
+        "time, whatever its state (even if its model or dataset was deleted since), and "
+        "enqueues nothing. A different spec under a used key is a 409. After a 503 (the record "
+        "could not be enqueued) the key is free again: the retry makes and enqueues a new one.",
+    ),
+]
+StatusFilter = Annotated[JobStatus | None, Query(description="Only records in this state.")]
+LabelFilter = Annotated[
+    list[str] | None, Query(description="key:value; repeat for several (all must match).")
+]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
 
 
 def enqueue_or_fail(
@@ -55,3 +83,94 @@ def enqueue_or_fail(
             f"{detail}; the {noun} is marked failed, submit again",
             headers={"Retry-After": "5"},
         ) from e
+
+
+def submit(
+    store: RecordStore,
+    spec: Any,
+    *,
+    task: str,
+    location: str,
+    celery: Any,
+    response: Response,
+    idempotency_key: str | None,
+    check: Callable[[], None],
+) -> tuple[Any, bool]:
+    """Record and enqueue a run at `location`/{id}; returns (record as GET shows it, replayed).
+
+    `check` validates what the spec names (uploads, URIs). A replay under an Idempotency-Key
+    answers the record made the first time without checking again (its inputs may have been
+    deleted since) and sends nothing; one message per record even when two requests with one
+    key race (`mark_enqueued`)."""
+    noun = store.KIND
+    if not (idempotency_key and store.find_idempotent(idempotency_key) is not None):
+        check()
+    created = store.create(spec, queue_for(spec.device), idempotency_key)
+    record = store.get(created.id) or created
+    response.headers["Location"] = f"{location}/{record.id}"
+    if idempotency_key:
+        if record.spec.model_dump() != spec.model_dump():
+            raise ProblemError(
+                409,
+                "idempotency-key-reused",
+                f"Idempotency-Key: already used for {noun} {record.id} with a different spec",
+            )
+        if not store.mark_enqueued(record.id):
+            response.headers["Idempotent-Replayed"] = "true"
+            return record, True
+    try:
+        enqueue_or_fail(celery, store, task, record.id, record.queue, noun)
+    except ProblemError:
+        if idempotency_key:  # the retry the 503 asks for must enqueue, not replay a failure
+            store.release_idempotency(idempotency_key, record.id)
+        raise
+    return record, False
+
+
+def page(
+    store: RecordStore,
+    status: JobStatus | None,
+    label: list[str] | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Any], str | None]:
+    """One page of records, newest first, with `label` filters given as key:value."""
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise invalid("query.label", f"{item!r} is not key:value")
+        labels[key] = value
+    try:
+        return store.page(status, labels, limit, cursor)
+    except ValueError as e:
+        raise invalid("query.cursor", str(e)) from e
+
+
+def cancel(
+    store: RecordStore,
+    record: Run,
+    *,
+    heartbeats: JobStore,
+    settings: Settings,
+    celery: Any,
+    response: Response,
+) -> Run:
+    """Cancel a run: a queued one at once (200), a running one by flag (202, the worker stops
+    between iterations), a running one whose worker stopped beating at once (200, reaped);
+    a cancelled one is a no-op (200); a succeeded or failed one cannot be cancelled (409)."""
+    noun, record_id = store.KIND, record.id
+    if record.status != JobStatus.cancelled:
+        record = store.request_cancel(record_id) or record
+    if record.status == JobStatus.running:
+        reaper.reap_one(store, heartbeats, record_id, settings, reaper.celery_sender(celery))
+        record = store.get(record_id) or record
+    status = record.status
+    if status in (JobStatus.succeeded, JobStatus.failed):
+        raise ProblemError(
+            409,
+            "already-finished",
+            f"id: {noun} {record_id} already {status.value}; nothing to cancel",
+        )
+    response.status_code = 200 if status == JobStatus.cancelled else 202
+    return record

@@ -8,105 +8,30 @@ TrajectoryStore; the worker runs them with the `sharpness.run_trajectory` task.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import Field
+from fastapi import APIRouter, Response
 
-from service.blobs import references, uploads
-from service.blobs.formats import Refused
-from service.blobs.formats import safetensors as st
-from service.blobs.schemas import BlobInfo
-from service.common import ExistingTrajectory, _existing_blob, problems
-from service.deps import BlobsDep, CeleryDep, SettingsDep, TrajectoriesDep
+from service import runs
+from service.blobs import references
+from service.common import ExistingTrajectory, problems
+from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
-from service.runs import enqueue_or_fail
-from tasks.celery_app import RUN_TRAJECTORY_TASK, queue_for
+from service.trajectories import optimizer_states
+from tasks.celery_app import RUN_TRAJECTORY_TASK
 from tasks.spec import (
     JobSpec,
-    JobStatus,
     OptimizerSpec,
     Trajectory,
     TrajectoryPage,
     TrajectorySpec,
 )
-from tasks.trajectorystore import TrajectoryStore
 
 log = logging.getLogger("sharpness.gateway")
 
 router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=255,
-        description="Resubmitting with the same key (for 24 h) returns the trajectory made the "
-        "first time and enqueues nothing. A different spec under a used key is a 409.",
-    ),
-]
-
-
 StoreDep = TrajectoriesDep
-
-STATE_KIND = "optimizer_states"
-STATE_PREFIX = "exp_avg_sq."
-STATE_HOW = (
-    "save Adam's state by parameter name: safetensors.torch.save_file({'step': "
-    "torch.tensor([t]), **{'exp_avg_sq.' + name: opt.state[p]['exp_avg_sq'] for name, p in "
-    "model.named_parameters()}}, 'state.safetensors') (the SDK's optimizer_state_file does it)"
-)
-
-
-class OptimizerStateInfo(BlobInfo):
-    format: Literal["safetensors"]
-    parameters: list[str] = Field(description="Parameter names with an exp_avg_sq tensor.")
-    step_dtype: str = Field(description="dtype of the stored step.")
-
-
-def inspect_optimizer_state(path: Path, label: str) -> dict[str, Any]:
-    """Torch-free check of an optimizer-state upload: safetensors holding a one-element `step`
-    and `exp_avg_sq.<parameter name>` tensors of a floating dtype, nothing else."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(16)
-    if not st.looks_like(head, size):
-        raise Refused(415, "unknown-format", f"{label}: not a safetensors file; {STATE_HOW}")
-    tensors = st.read_header(path, label)
-    step = tensors.get("step")
-    if step is None or _numel(step["shape"]) != 1:
-        raise Refused(
-            422, "corrupt", f"{label}: needs a one-element tensor 'step'; {STATE_HOW}", "file"
-        )
-    names = sorted(n[len(STATE_PREFIX) :] for n in tensors if n.startswith(STATE_PREFIX))
-    if not names:
-        raise Refused(
-            422, "corrupt", f"{label}: no '{STATE_PREFIX}<parameter>' tensors; {STATE_HOW}", "file"
-        )
-    other = sorted(n for n in tensors if n != "step" and not n.startswith(STATE_PREFIX))
-    if other:
-        raise Refused(
-            422,
-            "corrupt",
-            f"{label}: unexpected tensors {other[:5]}; expected 'step' and "
-            f"'{STATE_PREFIX}<parameter>' only",
-            "file",
-        )
-    bad = [n for n in names if not tensors[STATE_PREFIX + n]["dtype"].startswith(("float", "bf"))]
-    if bad:
-        raise Refused(
-            422, "unsupported-dtype", f"{label}: {STATE_PREFIX}{bad[0]} is not floating", "file"
-        )
-    return {"format": "safetensors", "parameters": names, "step_dtype": step["dtype"]}
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsDep) -> None:
@@ -120,7 +45,10 @@ def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsD
                 "unknown",
             )
     for i, cp in enumerate(spec.checkpoints):
-        if cp.optimizer_state is not None and blobs.meta(STATE_KIND, cp.optimizer_state) is None:
+        if (
+            cp.optimizer_state is not None
+            and blobs.meta(optimizer_states.KIND, cp.optimizer_state) is None
+        ):
             raise invalid(
                 f"checkpoints.{i}.optimizer_state",
                 f"no uploaded optimizer state {cp.optimizer_state}; upload it with POST "
@@ -129,10 +57,6 @@ def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsD
             )
     as_job = JobSpec.model_construct(model=spec.checkpoints[0].model, dataset=spec.dataset)
     references.check(as_job, blobs, settings)
-
-
-def _enqueue(celery: CeleryDep, store: TrajectoryStore, t: Trajectory) -> None:
-    enqueue_or_fail(celery, store, RUN_TRAJECTORY_TASK, t.id, t.queue, "trajectory")
 
 
 @router.post(
@@ -149,7 +73,7 @@ def submit_trajectory(
     blobs: BlobsDep,
     settings: SettingsDep,
     celery: CeleryDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: runs.IdempotencyKey = None,
 ) -> Trajectory:
     """Checkpoints of one training run, in order, each with the learning rate η it was
     trained at, and the run's `optimizer`. The worker measures, per checkpoint, λmax, the
@@ -162,97 +86,30 @@ def submit_trajectory(
     (Wang & Roberts 2024), and in `edge_analysis` those of steps past the edge apart from
     those below it. All checkpoints must share parameter names and shapes. Answers 202 with
     `Location: /v1/trajectories/{id}`."""
-    _check_references(spec, blobs, settings)
-    t = store.create(spec, queue_for(spec.device), idempotency_key)
-    response.headers["Location"] = f"/v1/trajectories/{t.id}"
-    if idempotency_key:
-        if t.spec.model_dump() != spec.model_dump():
-            raise ProblemError(
-                409,
-                "idempotency-key-reused",
-                f"Idempotency-Key: already used for trajectory {t.id} with a different spec",
-            )
-        if not store.mark_enqueued(t.id):
-            response.headers["Idempotent-Replayed"] = "true"
-            return t
-    _enqueue(celery, store, t)
-    return t
-
-
-@router.post(
-    "/optimizer-states",
-    response_model=OptimizerStateInfo,
-    status_code=201,
-    summary="Upload an optimizer state",
-    responses={200: {"model": OptimizerStateInfo, "description": "Already stored"}}
-    | problems(400, 413, 415, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
-                }
-            },
-        }
-    },
-)
-async def upload_optimizer_state(
-    request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
-) -> OptimizerStateInfo:
-    """Multipart form, `file`: a `.safetensors` of Adam's state at one checkpoint, a
-    one-element `step` (t) and `exp_avg_sq.<parameter name>` (v_t, the parameter's shape)
-    for every parameter. Reference its id as the checkpoint's `optimizer_state`. Idempotent
-    by content: **201** when new, **200** when stored before."""
-    received = await uploads.receive(request, blobs, STATE_KIND, settings.max_upload_bytes, set())
-    facts = await uploads.inspect(blobs, received, inspect_optimizer_state)
-    record, created = blobs.commit(
-        received.staged, {"kind": "optimizer_state", "filename": received.filename, **facts}
+    t, _ = runs.submit(
+        store,
+        spec,
+        task=RUN_TRAJECTORY_TASK,
+        location=router.prefix,
+        celery=celery,
+        response=response,
+        idempotency_key=idempotency_key,
+        check=lambda: _check_references(spec, blobs, settings),
     )
-    response.status_code = 201 if created else 200
-    return OptimizerStateInfo.model_validate(record)
-
-
-ExistingOptimizerState = Annotated[
-    dict[str, Any], Depends(_existing_blob(STATE_KIND, "optimizer state"))
-]
-
-
-@router.get(
-    "/optimizer-states/{id}",
-    response_model=OptimizerStateInfo,
-    summary="Read an optimizer state's record",
-    responses=problems(404, 422),
-)
-def get_optimizer_state(record: ExistingOptimizerState) -> OptimizerStateInfo:
-    return OptimizerStateInfo.model_validate(record)
+    return t
 
 
 @router.get("", response_model=TrajectoryPage, summary="List trajectories", responses=problems(422))
 def list_trajectories(
     store: StoreDep,
-    status: Annotated[JobStatus | None, Query(description="Only those in this state.")] = None,
-    label: Annotated[
-        list[str] | None, Query(description="key:value; repeat for several (all must match).")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    status: runs.StatusFilter = None,
+    label: runs.LabelFilter = None,
+    limit: runs.Limit = 50,
+    cursor: runs.Cursor = None,
 ) -> TrajectoryPage:
     """Newest first. Follow `next_cursor` until it is null."""
-    labels: dict[str, str] = {}
-    for item in label or []:
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise invalid("query.label", f"{item!r} is not key:value")
-        labels[key] = value
-    try:
-        return store.list(status=status, labels=labels, limit=limit, cursor=cursor)
-    except ValueError as e:
-        raise invalid("query.cursor", str(e)) from e
+    items, next_cursor = runs.page(store, status, label, limit, cursor)
+    return TrajectoryPage(items=items, next_cursor=next_cursor)
 
 
 @router.get(
@@ -269,17 +126,21 @@ def get_trajectory(t: ExistingTrajectory) -> Trajectory:
     responses={202: {"model": Trajectory, "description": "Running: the worker will stop it"}}
     | problems(404, 409, 422),
 )
-def cancel_trajectory(t: ExistingTrajectory, store: StoreDep, response: Response) -> Trajectory:
+def cancel_trajectory(
+    t: ExistingTrajectory,
+    store: StoreDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    response: Response,
+) -> Trajectory:
     """Queued: cancelled at once (**200**). Running: `cancel_requested`, the worker stops
-    between Lanczos iterations and keeps the points measured so far (**202**). Cancelled:
-    no-op (**200**). Succeeded or failed: **409**."""
-    id = t.id
-    if t.status != JobStatus.cancelled:
-        t = store.request_cancel(id) or t  # type: ignore[assignment]
-    if t.status in (JobStatus.succeeded, JobStatus.failed):
-        raise ProblemError(409, "already-finished", f"id: trajectory {id} already {t.status.value}")
-    response.status_code = 200 if t.status == JobStatus.cancelled else 202
-    return t
+    between Lanczos iterations and keeps the points measured so far (**202**); a running one
+    whose worker stopped beating is cancelled at once (**200**). Cancelled: no-op (**200**).
+    Succeeded or failed: **409**."""
+    return runs.cancel(
+        store, t, heartbeats=jobs, settings=settings, celery=celery, response=response
+    )
 
 
 @router.get(

@@ -81,9 +81,16 @@ def test_cancel(client: TestClient, model_id: str, dataset_id: str, settings: Se
     r = client.post(f"/v1/trajectories/{t['id']}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     running = client.post("/v1/trajectories", json=body(model_id, dataset_id)).json()
+    store.acquire(running["id"], "w1", 30)  # a live worker holds the run lock
     store.mark_running(running["id"], "w1", "cpu", {})
     r = client.post(f"/v1/trajectories/{running['id']}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    # running, but its worker is gone (no lock, no heartbeat): cancelled at once, as a job is
+    orphan = client.post("/v1/trajectories", json=body(model_id, dataset_id)).json()
+    store.mark_running(orphan["id"], "dead-worker", "cpu", {})
+    r = client.post(f"/v1/trajectories/{orphan['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert [a["outcome"] for a in r.json()["attempt_history"]] == ["worker-lost"]
     done = client.post("/v1/trajectories", json=body(model_id, dataset_id)).json()
     store.finish(done["id"], JobStatus.succeeded)
     assert_problem(client.post(f"/v1/trajectories/{done['id']}/cancel"), 409, "succeeded")
