@@ -19,11 +19,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 KINDS = ("models", "datasets", "optimizer_states")
 
@@ -40,6 +41,24 @@ class Staged:
     tmp: Path
     sha256: str
     size: int
+
+
+class _Sink:
+    """Where staged bytes go: counted against the limit and hashed as they are written."""
+
+    def __init__(self, kind: str, tmp: Path, fh: BinaryIO, max_bytes: int) -> None:
+        self.kind, self.tmp, self.fh, self.max_bytes = kind, tmp, fh, max_bytes
+        self.hash, self.size = hashlib.sha256(), 0
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise TooLarge(f"larger than the {self.max_bytes}-byte limit")
+        self.hash.update(chunk)
+        self.fh.write(chunk)
+
+    def staged(self) -> Staged:
+        return Staged(kind=self.kind, tmp=self.tmp, sha256=self.hash.hexdigest(), size=self.size)
 
 
 class BlobStore:
@@ -75,11 +94,6 @@ class BlobStore:
             q.unlink(missing_ok=True)
         return found
 
-    def _begin(self, kind: str) -> tuple[Path, Any]:
-        d = self._dir(kind)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".upload-")
-        return Path(tmp), os.fdopen(fd, "wb")
-
     def _commit(
         self, kind: str, tmp: Path, digest: str, size: int, meta: dict[str, Any]
     ) -> dict[str, Any]:
@@ -103,62 +117,36 @@ class BlobStore:
     def put_chunks(
         self, kind: str, chunks: Iterable[bytes], max_bytes: int, meta: dict[str, Any]
     ) -> tuple[dict[str, Any], Path]:
-        """Store a stream; returns (metadata, path). Raises TooLarge past `max_bytes`."""
-        tmp, fh = self._begin(kind)
-        h, size = hashlib.sha256(), 0
-        try:
-            with fh:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise TooLarge(f"larger than the {max_bytes}-byte limit")
-                    h.update(chunk)
-                    fh.write(chunk)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        digest = h.hexdigest()
-        return self._commit(kind, tmp, digest, size, meta), self.path(kind, digest)
-
-    async def put_stream(
-        self, kind: str, chunks: AsyncIterator[bytes], max_bytes: int, meta: dict[str, Any]
-    ) -> tuple[dict[str, Any], Path]:
-        """Async variant for the gateway (reads an upload chunk by chunk)."""
-        tmp, fh = self._begin(kind)
-        h, size = hashlib.sha256(), 0
-        try:
-            with fh:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise TooLarge(f"larger than the {max_bytes}-byte limit")
-                    h.update(chunk)
-                    fh.write(chunk)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        digest = h.hexdigest()
-        return self._commit(kind, tmp, digest, size, meta), self.path(kind, digest)
+        """Store a stream at once; returns (metadata, path). Raises TooLarge past `max_bytes`."""
+        with self._staging(kind, max_bytes) as sink:
+            for chunk in chunks:
+                sink.write(chunk)
+        staged = sink.staged()
+        return self.commit(staged, meta)[0], self.path(kind, staged.sha256)
 
     async def stage_stream(self, kind: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Staged:
         """Write a stream to a temporary file, hashing it; raises TooLarge past `max_bytes`.
 
         Nothing is visible under the blob's id until `commit`; `discard` removes the file.
         """
-        tmp, fh = self._begin(kind)
-        h, size = hashlib.sha256(), 0
+        with self._staging(kind, max_bytes) as sink:
+            async for chunk in chunks:
+                sink.write(chunk)
+        return sink.staged()
+
+    @contextmanager
+    def _staging(self, kind: str, max_bytes: int) -> Iterator[_Sink]:
+        """A temporary file in the kind's directory that hashes what is written; removed when
+        the writing fails (too large, a broken stream)."""
+        d = self._dir(kind)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".upload-")
+        sink = _Sink(kind, Path(tmp), os.fdopen(fd, "wb"), max_bytes)
         try:
-            with fh:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise TooLarge(f"larger than the {max_bytes}-byte limit")
-                    h.update(chunk)
-                    fh.write(chunk)
+            with sink.fh:
+                yield sink
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            sink.tmp.unlink(missing_ok=True)
             raise
-        return Staged(kind=kind, tmp=tmp, sha256=h.hexdigest(), size=size)
 
     def commit(self, staged: Staged, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Make staged bytes a blob; returns (metadata, created). Same bytes: the stored record."""

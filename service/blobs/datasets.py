@@ -52,31 +52,14 @@ def _names(fields: dict[str, str]) -> tuple[InputsKey | None, str | None]:
     description=UPLOAD_DOC,
     responses={200: {"model": DatasetInfo, "description": "Already stored"}}
     | problems(400, 413, 415, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "inputs_key": {
-                                "type": "string",
-                                "description": "An array name, or JSON: a list of names or "
-                                "an object keyword → name. Default: recognised.",
-                            },
-                            "targets_key": {
-                                "type": "string",
-                                "description": "The targets array. Default: recognised.",
-                            },
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=uploads.multipart_openapi(
+        inputs_key={
+            "type": "string",
+            "description": "An array name, or JSON: a list of names or "
+            "an object keyword → name. Default: recognised.",
+        },
+        targets_key={"type": "string", "description": "The targets array. Default: recognised."},
+    ),
 )
 async def upload_dataset(
     request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep

@@ -128,29 +128,15 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
     description=UPLOAD_DOC,
     responses={200: {"model": ModelInfo, "description": "Already stored"}}
     | problems(400, 409, 413, 415, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "architecture": {"type": "string"},
-                            "config": {
-                                "type": "string",
-                                "description": "JSON object: the architecture's arguments, "
-                                "or a Hugging Face config.json",
-                            },
-                            "head": {"type": "string", "enum": list(hf.HEADS)},
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=uploads.multipart_openapi(
+        architecture={"type": "string"},
+        config={
+            "type": "string",
+            "description": "JSON object: the architecture's arguments, "
+            "or a Hugging Face config.json",
+        },
+        head={"type": "string", "enum": list(hf.HEADS)},
+    ),
 )
 async def upload_model(
     request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep

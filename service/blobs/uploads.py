@@ -37,6 +37,17 @@ class Received:
         return f"file {self.filename!r}" if self.filename else "file"
 
 
+def multipart_openapi(**fields: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of an upload route: a multipart form with the required binary
+    `file` and the optional text `fields` (name → JSON schema). The routes read the body as a
+    stream (`receive`), so FastAPI cannot infer it."""
+    properties = {"file": {"type": "string", "format": "binary"}, **fields}
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
+
+
 def _too_large(max_bytes: int, what: str) -> ProblemError:
     return ProblemError(
         413,

@@ -86,20 +86,7 @@ def _numel(shape: list[int]) -> int:
     summary="Upload an optimizer state",
     responses={200: {"model": OptimizerStateInfo, "description": "Already stored"}}
     | problems(400, 413, 415, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=uploads.multipart_openapi(),
 )
 async def upload_optimizer_state(
     request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
