@@ -238,14 +238,30 @@ class Attempt(BaseModel):
     )
 
 
-class Job(BaseModel):
+class RunRecord(BaseModel):
+    """What every run (a job, a trajectory) records of its lifecycle: queued → running →
+    succeeded, failed or cancelled, each attempt, and who ran it. The stores write these
+    fields the same way for every kind (tasks/jobstore.py RecordStore)."""
+
     id: str
     status: JobStatus
-    spec: JobSpec
     queue: str
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    error: Problem | None = None
+    worker: str | None = None
+    device: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    attempts: int = 0
+    attempt_history: list[Attempt] = Field(
+        default_factory=list, description="Each ended run of the record, oldest first."
+    )
+    cancel_requested: bool = False
+
+
+class Job(RunRecord):
+    spec: JobSpec
     progress: dict[str, MeasureProgress] = Field(default_factory=dict)
     results: dict[str, MeasureResult] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = Field(
@@ -259,15 +275,6 @@ class Job(BaseModel):
         description="Filled in by the gateway when the job is read: calibrated inside a study, "
         "otherwise the measured gap and bound only, labelled as such.",
     )
-    error: Problem | None = None
-    worker: str | None = None
-    device: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
-    attempts: int = 0
-    attempt_history: list[Attempt] = Field(
-        default_factory=list, description="Each ended run of the record, oldest first."
-    )
-    cancel_requested: bool = False
 
 
 class JobPage(BaseModel):
@@ -467,14 +474,8 @@ class EigenvectorOverlap(BaseModel):
     )
 
 
-class Trajectory(BaseModel):
-    id: str
-    status: JobStatus
+class Trajectory(RunRecord):
     spec: TrajectorySpec
-    queue: str
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
     progress: list[MeasureProgress] = Field(
         default_factory=list, description="One entry per checkpoint, in order."
     )
@@ -491,16 +492,6 @@ class Trajectory(BaseModel):
         "those that start below it (count, mean, median, min; a summary in words). Computed "
         "from points and overlaps whenever the record is read.",
     )
-
-    error: Problem | None = None
-    worker: str | None = None
-    device: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
-    attempts: int = 0
-    attempt_history: list[Attempt] = Field(
-        default_factory=list, description="Each ended run of the record, oldest first."
-    )
-    cancel_requested: bool = False
 
     @model_validator(mode="after")
     def _edge_analysis(self) -> Trajectory:
