@@ -8,6 +8,7 @@ from service import runs
 from service.blobs import references
 from service.common import ExistingJob, problems
 from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep, StudiesDep
+from service.ops import health
 from service.studies.service import with_predictions
 from tasks.celery_app import RUN_JOB_TASK
 from tasks.spec import Job, JobPage, JobSpec
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     status_code=202,
     response_model=Job,
     summary="Submit a job",
-    responses=problems(409, 422, 503),
+    responses=problems(409, 422, 503) | health.SUBMIT_WARNING,
 )
 def submit_job(
     spec: JobSpec,
@@ -34,7 +35,9 @@ def submit_job(
 ) -> Job:
     """Validate the spec and what it names (model, dataset or URI), record the job and
     enqueue it on the `gpu` queue (device cuda) or `cpu` (cpu, auto). Answers 202 with
-    `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled."""
+    `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled.
+    When no live worker consumes that queue (say `cuda` with no GPU worker), the job is queued
+    all the same and the answer carries a `Warning` header naming the device and the fix."""
     job, _ = runs.submit(
         store,
         spec,
@@ -45,6 +48,7 @@ def submit_job(
         idempotency_key=idempotency_key,
         check=lambda: references.check(spec, blobs, settings),
     )
+    health.warn_if_unconsumed(response, store, settings, job)
     return with_predictions([job], store, studies)[0]
 
 

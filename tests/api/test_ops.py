@@ -93,7 +93,7 @@ def test_healthz_needs_no_redis(settings: Settings) -> None:
 
 def test_readyz_needs_a_worker(client: TestClient, settings: Settings) -> None:
     body = assert_problem(client.get("/readyz"), 503, "workers", "no worker heartbeat")
-    assert {e["check"] for e in body["errors"]} == {"redis", "workers"}
+    assert {e["check"] for e in body["errors"]} == {"redis", "workers", "queue:gpu", "queue:cpu"}
     JobStore.from_url(settings.redis_url).heartbeat("w", "cpu")
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["checks"]["redis"] == "ok"

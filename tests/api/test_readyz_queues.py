@@ -1,0 +1,168 @@
+"""/readyz per queue and the submit warning: which queues a live worker consumes, read from
+the workers' heartbeats in the real Redis; one test runs a real `python -m tasks.worker`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.ops.health import worker_queues
+from tasks.jobstore import JobStore
+from tasks.settings import Settings
+from tests.api.checks import assert_problem
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spec(model_id: str, dataset_id: str, device: str) -> dict:
+    return {
+        "model": model_id,
+        "dataset": {"id": dataset_id},
+        "measures": [{"name": "lambda_max"}],
+        "device": device,
+    }
+
+
+def _beat(store: JobStore, host: str, device: str, queues: str | None = None) -> None:
+    """A worker's heartbeat as tasks.worker writes it; `queues` as a heartbeat carrying them
+    would (the field /readyz reads first)."""
+    store.heartbeat(host, device)
+    if queues is not None:
+        store.r.hset(store._worker_key(host), "queues", queues)
+
+
+def test_queues_from_heartbeat_or_device() -> None:
+    assert worker_queues({"device": "cpu"}) == (["cpu"], True)  # gpu needs CUDA
+    assert worker_queues({"device": "cuda:0 NVIDIA H200"}) == (["gpu", "cpu"], False)
+    assert worker_queues({"device": "cuda:0", "queues": "gpu"}) == (["gpu"], True)
+    assert worker_queues({"device": "cuda:0", "queues": '["gpu", "cpu"]'}) == (
+        ["gpu", "cpu"],
+        True,
+    )
+
+
+def test_cuda_job_without_gpu_worker(
+    client: TestClient, settings: Settings, model_id: str, dataset_id: str
+) -> None:
+    store = JobStore.from_url(settings.redis_url)
+    _beat(store, "cpu-worker", "cpu")
+
+    r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"))
+    assert r.status_code == 202, r.text
+    warning = r.headers["Warning"]
+    assert warning.startswith('199 - "') and "queue 'gpu'" in warning
+    assert "device 'cuda'" in warning and "SHARPNESS_WORKER_QUEUES" in warning
+    assert r.json()["status"] == "queued"  # recorded and queued all the same
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text  # the gateway still serves: see readyz's doc
+    checks = ready.json()["checks"]
+    assert checks["queue:cpu"] == "ok: 1 live consumer"
+    assert checks["queue:gpu"].startswith("no-consumer: 1 queued job wait, oldest")
+    assert "no live worker consumes 'gpu'" in checks["queue:gpu"]
+
+    r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cpu"))
+    assert r.status_code == 202 and "Warning" not in r.headers
+
+
+def test_gpu_worker_consumes_gpu(
+    client: TestClient, settings: Settings, model_id: str, dataset_id: str
+) -> None:
+    store = JobStore.from_url(settings.redis_url)
+    _beat(store, "gpu-only", "cuda:0", queues="gpu")
+    r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"))
+    assert r.status_code == 202 and "Warning" not in r.headers
+    r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cpu"))
+    assert "queue 'cpu'" in r.headers["Warning"]  # this worker said it consumes gpu only
+    checks = client.get("/readyz").json()["checks"]
+    assert checks["queue:gpu"] == "ok: 1 live consumer"
+    assert checks["queue:cpu"].startswith("no-consumer: 1 queued job wait")
+
+    _beat(store, "gpu-default", "cuda:1")  # no queues in its heartbeat: gpu,cpu assumed
+    checks = client.get("/readyz").json()["checks"]
+    assert checks["queue:gpu"] == "ok: 2 live consumers (queues assumed from the device)"
+    assert checks["queue:cpu"] == "ok: 1 live consumer (queues assumed from the device)"
+
+
+def test_nothing_queued_and_stale_heartbeats(client: TestClient, settings: Settings) -> None:
+    store = JobStore.from_url(settings.redis_url)
+    _beat(store, "cpu-worker", "cpu")
+    assert client.get("/readyz").json()["checks"]["queue:gpu"] == "no-consumer: nothing queued"
+
+    # a heartbeat older than three periods no longer counts (the key outlives it here)
+    old = (datetime.now(UTC) - timedelta(seconds=10 * settings.heartbeat_s + 60)).isoformat()
+    store.r.hset(store._worker_key("cpu-worker"), "last_seen", old)
+    body = assert_problem(client.get("/readyz"), 503, "workers", "no worker heartbeat")
+    results = {e["check"]: e["result"] for e in body["errors"]}
+    assert results["queue:cpu"] == "no-consumer: nothing queued"
+
+
+def test_no_worker_at_all(
+    client: TestClient, settings: Settings, model_id: str, dataset_id: str
+) -> None:
+    r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cpu"))
+    assert r.status_code == 202 and "queue 'cpu'" in r.headers["Warning"]
+    body = assert_problem(client.get("/readyz"), 503, "workers")
+    results = {e["check"]: e["result"] for e in body["errors"]}
+    assert results["queue:cpu"].startswith("no-consumer: 1 queued job wait")
+
+
+def test_idempotent_replay_of_a_running_job_warns_not(
+    client: TestClient, settings: Settings, model_id: str, dataset_id: str
+) -> None:
+    headers = {"Idempotency-Key": "readyz-queues-1"}
+    first = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"), headers=headers)
+    assert "Warning" in first.headers
+    JobStore.from_url(settings.redis_url).mark_running(first.json()["id"], "w", "cuda:0", {})
+    again = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"), headers=headers)
+    assert again.headers.get("Idempotent-Replayed") == "true" and "Warning" not in again.headers
+
+
+def test_real_worker_heartbeat(
+    client: TestClient, settings: Settings, model_id: str, dataset_id: str, tmp_path: Path
+) -> None:
+    """A real CPU worker process: its heartbeat makes `cpu` consumed and leaves `gpu` without
+    a consumer, so a cuda job is answered with the warning."""
+    env = {
+        **os.environ,
+        "SHARPNESS_REDIS_URL": settings.redis_url,
+        "SHARPNESS_DATA_DIR": str(settings.data_dir),
+        "SHARPNESS_HEARTBEAT_S": "1",
+        "SHARPNESS_WORKER_QUEUES": "cpu",
+        "SHARPNESS_WORKER_NAME": "readyz-real-worker",
+    }
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tasks.worker"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    try:
+        store = JobStore.from_url(settings.redis_url)
+        deadline = time.monotonic() + 120
+        while not any(w["hostname"] == "readyz-real-worker" for w in store.workers()):
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        heartbeat = next(w for w in store.workers() if w["hostname"] == "readyz-real-worker")
+        assert worker_queues(heartbeat)[0] == ["cpu"]
+
+        checks = client.get("/readyz").json()["checks"]
+        assert checks["queue:cpu"].startswith("ok: 1 live consumer")
+        assert checks["queue:gpu"] == "no-consumer: nothing queued"
+        r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"))
+        assert r.status_code == 202 and "queue 'gpu'" in r.headers["Warning"]
+        assert client.get("/readyz").json()["checks"]["queue:gpu"].startswith("no-consumer: 1")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
