@@ -69,6 +69,37 @@ def _measure(client: Client, model_id: str, data: bytes, inputs_key, targets_key
     return client.jobs.wait(job.id, timeout=300, poll_interval=0.3)
 
 
+def _check_bert(
+    client: Client,
+    model_id: str,
+    model: nn.Module,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    labels: np.ndarray,
+) -> None:
+    """Measure λmax of a BERT classifier over token ids and an attention mask and compare it
+    with the float64 reference on the same loss."""
+    job = _measure(
+        client,
+        model_id,
+        _npz(input_ids=ids, attention_mask=mask, labels=labels),
+        {"input_ids": "input_ids", "attention_mask": "attention_mask"},
+        "labels",
+    )
+    assert job.status == JobStatus.succeeded, job.error
+    assert job.results["lambda_max"].converged is True
+
+    x, am, y = (torch.from_numpy(a) for a in (ids, mask, labels))
+
+    def loss_of(m: nn.Module) -> torch.Tensor:
+        return nn.functional.cross_entropy(m(input_ids=x, attention_mask=am).logits, y)
+
+    exact = _reference_lambda_max(model, loss_of)
+    got = job.value("lambda_max")
+    print(f"lambda_max service {got:.9g} reference {exact:.9g} rel {abs(got - exact) / exact:.2e}")
+    assert abs(got - exact) <= RTOL * abs(exact), (got, exact)
+
+
 def test_bert_folder_with_attention_mask(service_url: str, tmp_path: Path) -> None:
     model = H.bert_seq(seed=31)
     folder = H.save(model, tmp_path / "bert")
@@ -83,25 +114,7 @@ def test_bert_folder_with_attention_mask(service_url: str, tmp_path: Path) -> No
         info = client.models.upload(folder)
         assert info.format == "huggingface" and info.head == "sequence_classification"
         assert client.models.upload(folder).id == info.id  # the same folder, the same id
-        job = _measure(
-            client,
-            info.id,
-            _npz(input_ids=ids, attention_mask=mask, labels=labels),
-            {"input_ids": "input_ids", "attention_mask": "attention_mask"},
-            "labels",
-        )
-    assert job.status == JobStatus.succeeded, job.error
-    assert job.results["lambda_max"].converged is True
-
-    x, am, y = (torch.from_numpy(a) for a in (ids, mask, labels))
-
-    def loss_of(m: nn.Module) -> torch.Tensor:
-        return nn.functional.cross_entropy(m(input_ids=x, attention_mask=am).logits, y)
-
-    exact = _reference_lambda_max(model, loss_of)
-    got = job.value("lambda_max")
-    print(f"lambda_max service {got:.9g} reference {exact:.9g} rel {abs(got - exact) / exact:.2e}")
-    assert abs(got - exact) <= RTOL * abs(exact), (got, exact)
+        _check_bert(client, info.id, model, ids, mask, labels)
 
 
 def test_bert_exported_by_the_sdk_helper(service_url: str) -> None:
@@ -117,25 +130,7 @@ def test_bert_exported_by_the_sdk_helper(service_url: str) -> None:
     with Client() as client:
         info = client.models.from_module(model, {"input_ids": ids[:4], "attention_mask": mask[:4]})
         assert info.format == "torch_export"
-        job = _measure(
-            client,
-            info.id,
-            _npz(input_ids=ids, attention_mask=mask, labels=labels),
-            {"input_ids": "input_ids", "attention_mask": "attention_mask"},
-            "labels",
-        )
-    assert job.status == JobStatus.succeeded, job.error
-    assert job.results["lambda_max"].converged is True
-
-    x, am, y = (torch.from_numpy(a) for a in (ids, mask, labels))
-
-    def loss_of(m: nn.Module) -> torch.Tensor:
-        return nn.functional.cross_entropy(m(input_ids=x, attention_mask=am).logits, y)
-
-    exact = _reference_lambda_max(model, loss_of)
-    got = job.value("lambda_max")
-    print(f"lambda_max service {got:.9g} reference {exact:.9g} rel {abs(got - exact) / exact:.2e}")
-    assert abs(got - exact) <= RTOL * abs(exact), (got, exact)
+        _check_bert(client, info.id, model, ids, mask, labels)
 
 
 def test_gpt2_language_model_from_a_live_object(service_url: str) -> None:
