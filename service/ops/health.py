@@ -18,7 +18,7 @@ from service.ops import rows
 from service.ops.schemas import Health, Ready
 from service.problems import ProblemError
 from tasks.celery_app import QUEUES
-from tasks.jobstore import JobStore
+from tasks.jobstore import JobStore, RecordStore
 from tasks.settings import Settings
 from tasks.spec import JobStatus
 
@@ -161,10 +161,10 @@ SUBMIT_WARNING = {
     202: {
         "headers": {
             "Warning": {
-                "description": "Present when no live worker consumes the queue the job went "
-                "to: `199 - \"no live worker consumes queue 'gpu' (device 'cuda') ...\"` "
-                "with the fix. The job is recorded and queued all the same; it runs when such "
-                "a worker starts.",
+                "description": "Present when no live worker consumes the queue the record "
+                "went to: `199 - \"no live worker consumes queue 'gpu' (device 'cuda') ...\"` "
+                "with the fix. The record is made and queued all the same; it runs when "
+                "such a worker starts.",
                 "schema": {"type": "string"},
             }
         }
@@ -173,14 +173,15 @@ SUBMIT_WARNING = {
 
 
 def warn_if_unconsumed(
-    response: Response, store: JobStore, settings: Settings, record: Any
+    response: Response, store: RecordStore, settings: Settings, record: Any
 ) -> None:
-    """Set a submit's `Warning` header when the record is queued and no live worker consumes
-    its queue; never fails the submit (the record is made and enqueued already)."""
+    """Set a submit's `Warning` header when the record (a job or a trajectory) is queued and
+    no live worker consumes its queue; never fails the submit (the record is made and
+    enqueued already)."""
     if record.status != JobStatus.queued:
         return
     try:
-        check = consumers(live_workers(store, settings)).get(record.queue)
+        check = consumers(live_workers(JobStore(store.r), settings)).get(record.queue)
     except redis.RedisError:
         return
     if check is None or check.consumers:

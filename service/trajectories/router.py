@@ -15,6 +15,7 @@ from service import runs
 from service.blobs import references
 from service.common import ExistingTrajectory, problems
 from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep, TrajectoriesDep
+from service.ops import health
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
 from service.trajectories import optimizer_states
@@ -64,7 +65,7 @@ def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsD
     status_code=202,
     response_model=Trajectory,
     summary="Submit a trajectory",
-    responses=problems(409, 422, 503),
+    responses=problems(409, 422, 503) | health.SUBMIT_WARNING,
 )
 def submit_trajectory(
     spec: TrajectorySpec,
@@ -85,7 +86,8 @@ def submit_trajectory(
     top eigenvector |⟨v₁(t), v₁(t+1)⟩| and of the top-k subspace ‖V_tᵀV_{t+1}‖²_F/k
     (Wang & Roberts 2024), and in `edge_analysis` those of steps past the edge apart from
     those below it. All checkpoints must share parameter names and shapes. Answers 202 with
-    `Location: /v1/trajectories/{id}`."""
+    `Location: /v1/trajectories/{id}`, and a `Warning` header when no live worker consumes
+    its queue (as a job's submit)."""
     t, _ = runs.submit(
         store,
         spec,
@@ -96,6 +98,7 @@ def submit_trajectory(
         idempotency_key=idempotency_key,
         check=lambda: _check_references(spec, blobs, settings),
     )
+    health.warn_if_unconsumed(response, store, settings, t)
     return t
 
 

@@ -166,3 +166,19 @@ def test_real_worker_heartbeat(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def test_trajectory_submit_warns_too(
+    client: TestClient, settings: Settings, model_id: str, dataset_id: str
+) -> None:
+    _beat(JobStore.from_url(settings.redis_url), "cpu-worker", "cpu")
+    body = {
+        "checkpoints": [{"model": model_id, "learning_rate": 0.1, "step": i} for i in range(2)],
+        "dataset": {"id": dataset_id, "batch_size": 8},
+        "device": "cuda",
+    }
+    r = client.post("/v1/trajectories", json=body)
+    assert r.status_code == 202, r.text
+    assert "queue 'gpu'" in r.headers["Warning"] and "device 'cuda'" in r.headers["Warning"]
+    r = client.post("/v1/trajectories", json={**body, "device": "cpu"})
+    assert r.status_code == 202 and "Warning" not in r.headers
