@@ -12,6 +12,8 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +54,9 @@ class Request:
         if self.method == "POST":
             self.headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
 
-    def kwargs(self) -> tuple[dict[str, Any], Any]:
-        """httpx arguments for one attempt, and the file to close after it (if any)."""
+    @contextmanager
+    def attempt(self) -> Iterator[dict[str, Any]]:
+        """httpx arguments for one attempt; a file opened for it is closed after it."""
         kw: dict[str, Any] = {"headers": self.headers}
         if self.json is not None:
             kw["json"] = self.json
@@ -63,12 +66,16 @@ class Request:
             kw["data"] = self.data
         if self.timeout is not None:
             kw["timeout"] = self.timeout
-        to_close = None
-        if self.file is not None:
-            fh, owned = self.file.open()
-            kw["files"] = {"file": (self.file.filename, fh, "application/octet-stream")}
-            to_close = fh if owned else None
-        return kw, to_close
+        if self.file is None:
+            yield kw
+            return
+        fh, owned = self.file.open()
+        kw["files"] = {"file": (self.file.filename, fh, "application/octet-stream")}
+        try:
+            yield kw
+        finally:
+            if owned:
+                fh.close()
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -97,12 +104,19 @@ class _Base:
         self.timeout = timeout
         self.policy = RetryPolicy(max_retries=max_retries)
 
-    def _retry(self, req: Request, attempt: int, resp: httpx.Response | None) -> float | None:
-        """Seconds to wait before the next attempt, or None to stop here."""
-        if req.file is not None and not req.file.retryable:
-            return None
-        if not self.policy.should_retry(attempt, resp):
-            return None
+    def _settle(
+        self, req: Request, attempt: int, outcome: httpx.Response | httpx.TransportError
+    ) -> httpx.Response | float:
+        """The answer when it is final (an error raised), else the seconds to wait before the
+        next attempt."""
+        resp = outcome if isinstance(outcome, httpx.Response) else None
+        if resp is not None and resp.status_code < 400:
+            return resp
+        retryable = req.file is None or req.file.retryable
+        if not (retryable and self.policy.should_retry(attempt, resp)):
+            if isinstance(outcome, httpx.TransportError):
+                raise _transport_error(outcome, req)
+            raise error_for(outcome)
         wait = self.policy.delay(attempt, resp)
         why = f"status {resp.status_code}" if resp is not None else "connection error"
         log.info("%s %s: %s, retry %d in %.2f s", req.method, req.path, why, attempt + 1, wait)
@@ -119,21 +133,15 @@ class SyncHTTP(_Base):
     def send(self, req: Request) -> httpx.Response:
         attempt = 0
         while True:
-            kw, to_close = req.kwargs()
             try:
-                resp: httpx.Response | None = self.client.request(req.method, req.path, **kw)
-                error: Exception | None = None
+                with req.attempt() as kw:
+                    outcome = self.client.request(req.method, req.path, **kw)
             except httpx.TransportError as e:
-                resp, error = None, _transport_error(e, req)
-            finally:
-                if to_close is not None:
-                    to_close.close()
-            if resp is not None and resp.status_code < 400:
-                return resp
-            wait = self._retry(req, attempt, resp)
-            if wait is None:
-                raise error_for(resp) if resp is not None else error  # type: ignore[misc]
-            time.sleep(wait)
+                outcome = e
+            done = self._settle(req, attempt, outcome)
+            if isinstance(done, httpx.Response):
+                return done
+            time.sleep(done)
             attempt += 1
 
     def close(self) -> None:
@@ -150,21 +158,15 @@ class AsyncHTTP(_Base):
     async def send(self, req: Request) -> httpx.Response:
         attempt = 0
         while True:
-            kw, to_close = req.kwargs()
             try:
-                resp: httpx.Response | None = await self.client.request(req.method, req.path, **kw)
-                error: Exception | None = None
+                with req.attempt() as kw:
+                    outcome = await self.client.request(req.method, req.path, **kw)
             except httpx.TransportError as e:
-                resp, error = None, _transport_error(e, req)
-            finally:
-                if to_close is not None:
-                    to_close.close()
-            if resp is not None and resp.status_code < 400:
-                return resp
-            wait = self._retry(req, attempt, resp)
-            if wait is None:
-                raise error_for(resp) if resp is not None else error  # type: ignore[misc]
-            await asyncio.sleep(wait)
+                outcome = e
+            done = self._settle(req, attempt, outcome)
+            if isinstance(done, httpx.Response):
+                return done
+            await asyncio.sleep(done)
             attempt += 1
 
     async def close(self) -> None:

@@ -144,18 +144,16 @@ class Attempt(_Model):
     outcome: str
 
 
-class Job(_Model):
+class RunRecord(_Model):
+    """What every run (a job, a trajectory) records of its lifecycle: status, attempts, who ran
+    it. The server's records share these fields the same way (Job and Trajectory extend it)."""
+
     id: str
     status: JobStatus
-    spec: JobSpec
     queue: str
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    progress: dict[str, MeasureProgress] = Field(default_factory=dict)
-    results: dict[str, MeasureResult] = Field(default_factory=dict)
-    evaluation: dict[str, Any] | None = None
-    prediction: Prediction | None = None
     error: Problem | None = None
     worker: str | None = None
     device: str | None = None
@@ -163,6 +161,14 @@ class Job(_Model):
     attempts: int = 0
     attempt_history: list[Attempt] = Field(default_factory=list)
     cancel_requested: bool = False
+
+
+class Job(RunRecord):
+    spec: JobSpec
+    progress: dict[str, MeasureProgress] = Field(default_factory=dict)
+    results: dict[str, MeasureResult] = Field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    prediction: Prediction | None = None
 
     def value(self, measure: str) -> Any:
         """The headline value of one measure (KeyError naming what exists if absent)."""
@@ -177,12 +183,18 @@ JobPage = Page[Job]
 
 
 # ---------------------------------------------------------------------------- uploads
-class ModelInfo(_Model):
+class BlobInfo(_Model):
+    """What every upload (model, dataset, optimizer state) has: content-addressed bytes (the
+    id is their sha256; uploading them again returns it) and the first upload's filename."""
+
     id: str
     sha256: str
     size_bytes: int
     created_at: datetime
     filename: str | None = None
+
+
+class ModelInfo(BlobInfo):
     format: Literal["torch_export", "torchscript", "safetensors", "huggingface"]
     architecture: str | None = None
     config: dict[str, Any] | None = None
@@ -196,12 +208,7 @@ class ArrayInfo(_Model):
     shape: list[int]
 
 
-class DatasetInfo(_Model):
-    id: str
-    sha256: str
-    size_bytes: int
-    created_at: datetime
-    filename: str | None = None
+class DatasetInfo(BlobInfo):
     format: Literal["npz", "safetensors"]
     arrays: dict[str, ArrayInfo]
     num_examples: int
@@ -209,14 +216,9 @@ class DatasetInfo(_Model):
     targets_key: str
 
 
-class OptimizerStateInfo(_Model):
+class OptimizerStateInfo(BlobInfo):
     """An uploaded optimizer state (Adam's `exp_avg_sq.<name>` and `step`, safetensors)."""
 
-    id: str
-    sha256: str
-    size_bytes: int
-    created_at: datetime
-    filename: str | None = None
     format: Literal["safetensors"]
     parameters: list[str]
     step_dtype: str
@@ -350,24 +352,11 @@ class EigenvectorOverlap(_Model):
     principal_cosines: list[float]
 
 
-class Trajectory(_Model):
-    id: str
-    status: JobStatus
+class Trajectory(RunRecord):
     spec: TrajectorySpec
-    queue: str
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
     progress: list[MeasureProgress] = Field(default_factory=list)
     points: list[TrajectoryPoint] = Field(default_factory=list)
     overlaps: list[EigenvectorOverlap] = Field(default_factory=list)
-    error: Problem | None = None
-    worker: str | None = None
-    device: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
-    attempts: int = 0
-    attempt_history: list[Attempt] = Field(default_factory=list)
-    cancel_requested: bool = False
     edge_analysis: dict[str, Any] = Field(default_factory=dict)  # overlaps split at the edge
 
 
