@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,17 +34,22 @@ def export(case: cases.Case, batches) -> torch.export.ExportedProgram:
     return torch.export.export(model, args, dynamic_shapes=tuple({0: batch} for _ in args))
 
 
-def measure(case: cases.Case, tmp_path: Path, via_export: bool = True):
+def _batches(case: cases.Case, tmp_path: Path, **kwargs: Any) -> tuple[Path, Any]:
+    """The case's arrays written to an .npz and loaded as the worker loads a dataset."""
     path = tmp_path / f"{case.name}.npz"
     np.savez(path, **case.arrays)
-    batches = load_dataset(
+    return path, load_dataset(
         path,
         None,
         inputs_key=case.inputs_key,
         targets_key=case.targets_key,
         batch_size=case.batch_size,
-        loss=case.loss,
+        **kwargs,
     )
+
+
+def measure(case: cases.Case, tmp_path: Path, via_export: bool = True):
+    path, batches = _batches(case, tmp_path, loss=case.loss)
     model = export(case, batches) if via_export else copy.deepcopy(case.model)
     module = model.module() if via_export else model
     probe(LoadedModel(module, "torch_export"), batches, path.name, case.loss, **_job(case))
@@ -115,16 +121,7 @@ def test_float64_models_match_the_reference_to_rounding(name: str, tmp_path: Pat
     tied weights, train-mode BatchNorm on private buffers)."""
     case = cases.ALL[name]()
     case.model.double()
-    path = tmp_path / f"{name}.npz"
-    np.savez(path, **case.arrays)
-    batches = load_dataset(
-        path,
-        None,
-        inputs_key=case.inputs_key,
-        targets_key=case.targets_key,
-        batch_size=case.batch_size,
-        dtype=torch.float64,
-    )
+    _, batches = _batches(case, tmp_path, dtype=torch.float64)
     problem = HessianProblem(case.model, batches, case.loss, case.mode, **_job(case))
     result = run_measure(problem, "top_eigenvalues", {"k": 3, "tol": 1e-10})
     np.testing.assert_allclose(result["value"], cases.reference_eigenvalues(case), rtol=1e-9)
