@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import Field
 
 from service.blobs import uploads
-from service.blobs.formats import Refused
+from service.blobs.formats import Refused, read_head
 from service.blobs.formats import safetensors as st
 from service.blobs.schemas import BlobInfo
 from service.common import _existing_blob, problems
@@ -39,9 +39,7 @@ class OptimizerStateInfo(BlobInfo):
 def inspect_optimizer_state(path: Path, label: str) -> dict[str, Any]:
     """Torch-free check of an optimizer-state upload: safetensors holding a one-element `step`
     and `exp_avg_sq.<parameter name>` tensors of a floating dtype, nothing else."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(16)
+    size, head = read_head(path, label)
     if not st.looks_like(head, size):
         raise Refused(415, "unknown-format", f"{label}: not a safetensors file; {STATE_HOW}")
     tensors = st.read_header(path, label)

@@ -7,6 +7,8 @@ for the blob record or raises `Refused` with a message that says what to do inst
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class Refused(Exception):
     """The file is not accepted. `status` is 415 for a format the service does not take
@@ -19,3 +21,13 @@ class Refused(Exception):
         self.slug = slug
         self.detail = detail
         self.field = field  # the request field at fault, when one is
+
+
+def read_head(path: Path, label: str) -> tuple[int, bytes]:
+    """The file's size and first 16 bytes, enough to tell every accepted format apart; an
+    empty file is refused here, once for every inspector."""
+    size = path.stat().st_size
+    if size == 0:
+        raise Refused(422, "empty", f"{label}: the file is empty")
+    with path.open("rb") as fh:
+        return size, fh.read(16)

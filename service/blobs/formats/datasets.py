@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.blobs.formats import Refused, archive, npy, safetensors
+from service.blobs.formats import Refused, archive, npy, read_head, safetensors
 from tasks import datanames
 from tasks.datanames import InputsKey
 
@@ -29,11 +29,7 @@ def inspect_dataset(
 ) -> dict[str, Any]:
     """{"format", "arrays": {name: {"dtype", "shape"}}, "num_examples", "inputs_key",
     "targets_key"} with the names resolved (tasks.datanames), or Refused."""
-    size = path.stat().st_size
-    if size == 0:
-        raise Refused(422, "empty", f"{label}: the file is empty")
-    with path.open("rb") as fh:
-        head = fh.read(16)
+    size, head = read_head(path, label)
     if archive.is_zip(head):
         fmt, arrays = "npz", _npz_arrays(path, label, max_uncompressed)
     elif safetensors.looks_like(head, size):  # before the pickle test: a length may be 0x80..

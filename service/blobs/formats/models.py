@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from service.blobs.formats import Refused, archive, safetensors
+from service.blobs.formats import Refused, archive, read_head, safetensors
 from tasks import hf_checkpoint as hf
 from tasks.pt2_check import UnsafeArchive, check_pt2
 
@@ -34,11 +34,7 @@ HOW_TO_EXPORT = (
 
 def inspect_model(path: Path, label: str, max_uncompressed: int) -> dict[str, Any]:
     """Metadata for the blob record: {"format": ...} plus a few facts about the file."""
-    size = path.stat().st_size
-    if size == 0:
-        raise Refused(422, "empty", f"{label}: the file is empty")
-    with path.open("rb") as fh:
-        head = fh.read(16)
+    size, head = read_head(path, label)
     if archive.is_zip(head):
         return _zip_model(path, label, max_uncompressed)
     # safetensors first: its 8-byte length may well start with 0x80, like a pickle
