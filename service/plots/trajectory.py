@@ -43,24 +43,14 @@ def render_trajectory(
     pts = [(x, r) for x, r in zip(xs, ratios, strict=True) if ok(r)]
     if pts:
         top.plot([p[0] for p in pts], [p[1] for p in pts], "-", color="C0", lw=1, alpha=0.6)
-        below = [p for p in pts if p[1] <= 1]
-        above = [p for p in pts if p[1] > 1]
-        if below:
-            top.scatter(
-                [p[0] for p in below],
-                [p[1] for p in below],
-                color="C0",
-                zorder=3,
-                label="stable (< 1)",
-            )
-        if above:
-            top.scatter(
-                [p[0] for p in above],
-                [p[1] for p in above],
-                color="C3",
-                zorder=3,
-                label="beyond the edge (> 1)",
-            )
+        for side, color, label in (
+            ([p for p in pts if p[1] <= 1], "C0", "stable (< 1)"),
+            ([p for p in pts if p[1] > 1], "C3", "beyond the edge (> 1)"),
+        ):
+            if side:
+                top.scatter(
+                    [p[0] for p in side], [p[1] for p in side], color=color, zorder=3, label=label
+                )
     top.axhline(1.0, color="k", ls="--", lw=1, label=edge_label)
     top.set_ylabel(ratio_label)
     top.grid(True, alpha=0.3)
