@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     status_code=202,
     response_model=Job,
     summary="Submit a job",
-    responses=problems(409, 422, 503) | health.SUBMIT_WARNING,
+    responses=problems(400, 409, 413, 422, 503) | health.SUBMIT_WARNING,
 )
 def submit_job(
     spec: JobSpec,

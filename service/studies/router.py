@@ -53,7 +53,7 @@ IdempotencyKey = Annotated[
     response_model=Study,
     summary="Create a study",
     description=CREATE_DOC,
-    responses=problems(409, 422),
+    responses=problems(400, 409, 413, 422),
 )
 def create_study(
     body: StudyCreate,

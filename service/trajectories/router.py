@@ -65,7 +65,7 @@ def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsD
     status_code=202,
     response_model=Trajectory,
     summary="Submit a trajectory",
-    responses=problems(409, 422, 503) | health.SUBMIT_WARNING,
+    responses=problems(400, 409, 413, 422, 503) | health.SUBMIT_WARNING,
 )
 def submit_trajectory(
     spec: TrajectorySpec,
