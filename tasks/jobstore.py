@@ -14,7 +14,31 @@ Layout (prefix `sharpness:`):
     lock:{id}           held by the one worker running the record (SET NX with expiry); jobs
                         and trajectories share it (ids are unique uuids)
     workers:{hostname}  heartbeat hash with device and last_seen (expires)
+    workers             sorted set of worker hostnames by last heartbeat (10 min memory):
+                        the workers list and `celery_worker_up` without a SCAN over all keys
     running:{kind}      set of the ids of records in status running (the reaper's worklist)
+
+Per-status indexes (`{index}` is `jobs` or `trajectories`), kept in the same MULTI as every
+status change (create, mark_running, end_run, finish, delete), so counts, the queue view and
+status-filtered listing never read every record:
+    {index}:status:{status}   sorted set of the ids in that status, scored by creation time
+    {index}:queued:{queue}    queued ids routed to that queue, scored by creation time
+    {index}:ended             terminal ids scored by finish time (what retention prunes)
+    indexed:{kind}            index version marker; absent: the indexes are rebuilt once from
+                              `{index}` (records written before they existed), under the lock
+    indexing:{kind}           so that one gateway rebuilds while others go on serving
+
+Retention: when a record ends, its hash (and its enqueue claim and Idempotency-Key, when they
+would outlive it) expire SHARPNESS_RETENTION_DAYS later; queued and running records carry no
+expiry. `prune` drops ended ids older than the retention from the indexes, by score.
+
+Metrics the ops views report, written in the MULTI that ends a record, so every gateway
+process reads the same numbers:
+    metrics:ended               hash `{kind}|{outcome}|{queue}` -> runs ended that way
+    metrics:run_seconds         hash `{kind}|{outcome}|{queue}|{le}` -> runs whose last attempt
+                                took at most `le` seconds (not cumulative; `...|sum` the total)
+    metrics:queue_wait_seconds  hash `{kind}|{queue}|{le}` -> runs that waited from creation to
+                                their first start at most `le` seconds (and `...|sum`)
 
 Each record also keeps `attempt_log`, a JSON list with one entry per ended run (attempt,
 worker, started_at, ended_at, outcome), and `attempts`, the number of runs started: a run
@@ -27,8 +51,8 @@ cancel flag, the run lock, progress, the atomic never-leave-terminal `finish`); 
 adds the job record's shape, the worker heartbeats and the rows the ops views read.
 
 Every update is a field-level HSET, so the gateway's cancel flag and the worker's progress
-never overwrite each other. Records carry no expiry: they survive gateway restarts, and with
-AOF on, Redis restarts.
+never overwrite each other. Records survive gateway restarts, and with AOF on, Redis restarts;
+they expire only after they ended (see retention above).
 """
 
 from __future__ import annotations
@@ -43,6 +67,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 import redis
 
 from tasks import problem_types
+from tasks.settings import get_settings
 from tasks.spec import Job, JobSpec, JobStatus, MeasureProgress, MeasureResult, Problem
 
 PREFIX = "sharpness:"
@@ -50,10 +75,80 @@ PREFIX = "sharpness:"
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 IDEMPOTENCY_TTL_S = 86_400
+INDEX_VERSION = "1"
+INDEXING_LOCK_S = 600
+BACKFILL_CHUNK = 500
+PRUNE_BATCH = 1_000
+WORKERS = f"{PREFIX}workers"
+WORKER_MEMORY_S = 600  # a worker whose heartbeat stopped is reported down this long
+METRIC_ENDED = f"{PREFIX}metrics:ended"
+METRIC_RUN_SECONDS = f"{PREFIX}metrics:run_seconds"
+METRIC_QUEUE_WAIT = f"{PREFIX}metrics:queue_wait_seconds"
+# histogram upper bounds (seconds); "+Inf" is the last bucket
+RUN_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+WAIT_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+TERMINAL = tuple(s for s in JobStatus if s.terminal)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def bucket_of(seconds: float, bounds: tuple[float, ...]) -> str:
+    """The histogram bucket (its upper bound as Prometheus spells it) that `seconds` falls in."""
+    for b in bounds:
+        if seconds <= b:
+            return str(b)
+    return "+Inf"
+
+
+@dataclass
+class Histogram:
+    """One labelled series of a histogram stored by the stores: per-bucket (not cumulative)
+    counts by upper bound, "+Inf" last, and the sum."""
+
+    buckets: dict[str, int]
+    sum: float
+
+    def cumulative(self, bounds: tuple[float, ...]) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for le in (*[str(b) for b in bounds], "+Inf"):
+            total += self.buckets.get(le, 0)
+            out.append((le, total))
+        return out
+
+
+@dataclass
+class JobRow:
+    """The few fields of a record the ops views need, without its spec or results."""
+
+    id: str
+    status: str
+    queue: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    device: str | None
+    kind: str = "job"
+
+
+ROW_FIELDS = ("status", "queue", "created_at", "started_at", "finished_at", "worker", "device")
+
+
+@dataclass
+class IndexView:
+    """What the per-status indexes say about one kind of record, read in one round trip."""
+
+    kind: str
+    by_status: dict[str, int]
+    queued: dict[str, int]  # queued records per queue
+    oldest_queued: dict[str, datetime | None]  # creation time of the oldest queued, per queue
+    running: list[JobRow]
 
 
 class _Spec(Protocol):
@@ -85,8 +180,10 @@ class RecordStore(Generic[R, S]):
     INDEX: ClassVar[str]  # sorted set of ids by creation time
     IDEM: ClassVar[str]  # prefix of the Idempotency-Key → id keys
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, retention_s: float | None = None) -> None:
+        """`retention_s`: how long an ended record is kept (default SHARPNESS_RETENTION_DAYS)."""
         self.r = client
+        self.retention_s = retention_s if retention_s is not None else get_settings().retention_s
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -108,6 +205,26 @@ class RecordStore(Generic[R, S]):
     @classmethod
     def running_key(cls) -> str:
         return f"{PREFIX}running:{cls.KIND}"
+
+    @classmethod
+    def status_key(cls, status: JobStatus | str) -> str:
+        return f"{cls.INDEX}:status:{JobStatus(status).value}"
+
+    @classmethod
+    def queued_key(cls, queue: str) -> str:
+        return f"{cls.INDEX}:queued:{queue}"
+
+    @classmethod
+    def ended_key(cls) -> str:
+        return f"{cls.INDEX}:ended"
+
+    @classmethod
+    def _indexed_key(cls) -> str:
+        return f"{PREFIX}indexed:{cls.KIND}"
+
+    @classmethod
+    def _indexing_key(cls) -> str:
+        return f"{PREFIX}indexing:{cls.KIND}"
 
     # -------------------------------------------------------------- hooks
     def _initial_fields(self, spec: S) -> dict[str, Any]:
@@ -174,9 +291,12 @@ class RecordStore(Generic[R, S]):
             "cancel_requested": 0,
             **self._initial_fields(spec),
         }
+        if idem:
+            fields["idem"] = idem  # so its end can expire the key with the record
         pipe = self.r.pipeline()
         pipe.hset(self.key(record_id), mapping=fields)
         pipe.zadd(self.INDEX, {record_id: created_at.timestamp()})
+        self._index(pipe, record_id, JobStatus.queued, created_at.timestamp(), queue)
         if idem:
             pipe.set(idem, record_id, ex=IDEMPOTENCY_TTL_S, nx=True)
         pipe.execute()
@@ -204,8 +324,210 @@ class RecordStore(Generic[R, S]):
         return bool(self.r.set(key, 1, nx=True, ex=IDEMPOTENCY_TTL_S))
 
     def delete(self, record_id: str) -> None:
-        self.r.delete(self.key(record_id))
-        self.r.zrem(self.INDEX, record_id)
+        queue = self.r.hget(self.key(record_id), "queue")
+        pipe = self.r.pipeline()
+        pipe.delete(self.key(record_id))
+        self._unindex(pipe, [record_id], queue)
+        pipe.execute()
+
+    # ------------------------------------------------------------ indexes
+    def _index(
+        self,
+        pipe: Any,
+        record_id: str,
+        status: JobStatus,
+        created: float | None,
+        queue: str | None,
+        finished: float | None = None,
+    ) -> None:
+        """Queue onto `pipe` (a MULTI) the index moves of `record_id` entering `status`."""
+        for other in JobStatus:
+            if other != status:
+                pipe.zrem(self.status_key(other), record_id)
+        if created is not None:
+            pipe.zadd(self.status_key(status), {record_id: created})
+            if status == JobStatus.queued and queue:
+                pipe.zadd(self.queued_key(queue), {record_id: created})
+        if status != JobStatus.queued and queue:
+            pipe.zrem(self.queued_key(queue), record_id)
+        if status.terminal:
+            pipe.zadd(self.ended_key(), {record_id: finished or time.time()})
+            pipe.expire(self.key(record_id), max(1, int(self.retention_s)))
+            if self.retention_s < IDEMPOTENCY_TTL_S:
+                pipe.expire(self._enqueued_key(record_id), max(1, int(self.retention_s)))
+
+    def _unindex(self, pipe: Any, ids: list[str], queue: str | None = None) -> None:
+        pipe.zrem(self.INDEX, *ids)
+        for status in JobStatus:
+            pipe.zrem(self.status_key(status), *ids)
+        pipe.zrem(self.ended_key(), *ids)
+        pipe.srem(self.running_key(), *ids)
+        if queue:
+            pipe.zrem(self.queued_key(queue), *ids)
+
+    def _expire_idem(self, pipe: Any, raw: dict[str, str], record_id: str) -> None:
+        """With a retention under a day, the record's Idempotency-Key (while it still names
+        this record) ends with it. Call before `pipe.multi()`: it reads the key."""
+        idem = raw.get("idem")
+        if idem and self.retention_s < IDEMPOTENCY_TTL_S and self.r.get(idem) == record_id:
+            pipe.expire(idem, max(1, int(self.retention_s)))
+
+    def _observe_end(self, pipe: Any, raw: dict[str, str], status: JobStatus, at: datetime) -> None:
+        """Count the ended run and observe its run time and queue wait, in the ending MULTI."""
+        queue = raw.get("queue") or "cpu"
+        labels = f"{self.KIND}|{status.value}|{queue}"
+        pipe.hincrby(METRIC_ENDED, labels, 1)
+        end = at.timestamp()
+        if (started := _ts(raw.get("started_at"))) is not None:
+            seconds = max(0.0, end - started)
+            pipe.hincrby(METRIC_RUN_SECONDS, f"{labels}|{bucket_of(seconds, RUN_BUCKETS)}", 1)
+            pipe.hincrbyfloat(METRIC_RUN_SECONDS, f"{labels}|sum", seconds)
+        log = json.loads(raw.get("attempt_log") or "[]")
+        first = (log[0].get("started_at") if log else None) or raw.get("started_at")
+        created = _ts(raw.get("created_at"))
+        if first and created is not None:
+            wait = max(0.0, _ts(first) - created)  # type: ignore[operator]
+            prefix = f"{self.KIND}|{queue}"
+            pipe.hincrby(METRIC_QUEUE_WAIT, f"{prefix}|{bucket_of(wait, WAIT_BUCKETS)}", 1)
+            pipe.hincrbyfloat(METRIC_QUEUE_WAIT, f"{prefix}|sum", wait)
+
+    def prune(self, limit: int = PRUNE_BATCH) -> int:
+        """Drop records that ended more than the retention ago from the indexes (Redis expires
+        their hashes itself); cost: the ids dropped. Returns how many."""
+        cutoff = time.time() - self.retention_s
+        ids = self.r.zrangebyscore(self.ended_key(), "-inf", cutoff, start=0, num=limit)
+        if ids:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.delete(*[self.key(i) for i in ids])
+            self._unindex(pipe, ids)
+            pipe.execute()
+        return len(ids)
+
+    def ensure_indexes(self) -> bool:
+        """Build the per-status indexes once from the creation-time index (records written
+        before the indexes existed). Idempotent; the first caller takes a lock and the others
+        go on without waiting. True when the indexes are complete."""
+        if self.r.get(self._indexed_key()) == INDEX_VERSION:
+            return True
+        if not self.r.set(self._indexing_key(), 1, nx=True, ex=INDEXING_LOCK_S):
+            return False
+        try:
+            start = 0
+            while ids := self.r.zrange(self.INDEX, start, start + BACKFILL_CHUNK - 1):
+                self._backfill(ids)
+                start += len(ids)
+            self.r.set(self._indexed_key(), INDEX_VERSION)
+        finally:
+            self.r.delete(self._indexing_key())
+        return True
+
+    def _backfill(self, ids: list[str]) -> None:
+        keys = [self.key(i) for i in ids]
+        fields = ("status", "queue", "created_at", "finished_at")
+        with self.r.pipeline() as pipe:
+            for _ in range(10):
+                try:
+                    pipe.watch(*keys)  # a record that changes meanwhile retries the chunk
+                    read = self.r.pipeline(transaction=False)
+                    for k in keys:
+                        read.hmget(k, fields)
+                    values = read.execute()
+                    pipe.multi()
+                    for record_id, (status, queue, created, finished) in zip(
+                        ids, values, strict=True
+                    ):
+                        if not status:  # gone: drop it from the index too
+                            self._unindex(pipe, [record_id])
+                            continue
+                        st = JobStatus(status)
+                        ended = _ts(finished) or _ts(created) or time.time()
+                        self._index(pipe, record_id, st, _ts(created), queue, ended)
+                        if st.terminal:  # its expiry counts from its end, not from now
+                            left = ended + self.retention_s - time.time()
+                            pipe.expire(self.key(record_id), max(1, int(left)))
+                        elif st == JobStatus.running:
+                            pipe.sadd(self.running_key(), record_id)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    time.sleep(0.01)
+
+    def view(self, queues: tuple[str, ...] | list[str]) -> IndexView:
+        """Counts by status, queued per queue and its oldest, the running rows: a constant
+        number of round trips whatever the number of records."""
+        self.prune()
+        for _ in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(self._indexed_key())
+            for status in JobStatus:
+                pipe.zcard(self.status_key(status))
+            for q in queues:
+                pipe.zcard(self.queued_key(q))
+                pipe.zrange(self.queued_key(q), 0, 0, withscores=True)
+            pipe.zrange(self.status_key(JobStatus.running), 0, -1)
+            out = pipe.execute()
+            if out[0] == INDEX_VERSION or not self.ensure_indexes():
+                break
+        n = len(JobStatus)
+        by_status = {s.value: int(c) for s, c in zip(JobStatus, out[1 : 1 + n], strict=True)}
+        queued: dict[str, int] = {}
+        oldest: dict[str, datetime | None] = {}
+        for i, q in enumerate(queues):
+            count, first = out[1 + n + 2 * i], out[2 + n + 2 * i]
+            queued[q] = int(count)
+            oldest[q] = datetime.fromtimestamp(first[0][1], UTC) if first else None
+        return IndexView(self.KIND, by_status, queued, oldest, self.rows_of(out[-1]))
+
+    def rows_of(self, ids: list[str]) -> list[JobRow]:
+        """The given records as rows (one pipelined HMGET each); missing ones are skipped."""
+        pipe = self.r.pipeline(transaction=False)
+        for record_id in ids:
+            pipe.hmget(self.key(record_id), ROW_FIELDS)
+        rows = []
+        for record_id, values in zip(ids, pipe.execute(), strict=True):
+            v = dict(zip(ROW_FIELDS, values, strict=True))
+            if not v["status"]:
+                continue
+
+            def when(name: str, v: dict = v) -> datetime | None:
+                return datetime.fromisoformat(v[name]) if v[name] else None
+
+            rows.append(
+                JobRow(
+                    id=record_id,
+                    status=v["status"],
+                    queue=v["queue"],
+                    created_at=when("created_at"),
+                    started_at=when("started_at"),
+                    finished_at=when("finished_at"),
+                    worker=v["worker"] or None,
+                    device=v["device"] or None,
+                    kind=self.KIND,
+                )
+            )
+        return rows
+
+    # ------------------------------------------------------------ metrics
+    def ended_counts(self) -> dict[tuple[str, str, str], int]:
+        """Runs ended, every kind: (kind, outcome, queue) -> count."""
+        out: dict[tuple[str, str, str], int] = {}
+        for field_name, value in self.r.hgetall(METRIC_ENDED).items():
+            kind, outcome, queue = field_name.split("|", 2)
+            out[(kind, outcome, queue)] = int(value)
+        return out
+
+    def histograms(self, name: str) -> dict[tuple[str, ...], Histogram]:
+        """A stored histogram (`run_seconds` or `queue_wait_seconds`), every kind, by labels."""
+        key = {"run_seconds": METRIC_RUN_SECONDS, "queue_wait_seconds": METRIC_QUEUE_WAIT}[name]
+        out: dict[tuple[str, ...], Histogram] = {}
+        for field_name, value in self.r.hgetall(key).items():
+            labels, le = field_name.rsplit("|", 1)
+            h = out.setdefault(tuple(labels.split("|")), Histogram({}, 0.0))
+            if le == "sum":
+                h.sum = float(value)
+            else:
+                h.buckets[le] = int(value)
+        return out
 
     # --------------------------------------------------------------- read
     def get(self, record_id: str) -> R | None:
@@ -223,26 +545,34 @@ class RecordStore(Generic[R, S]):
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[R], str | None]:
-        """Newest first. The cursor is the id of the last record of the previous page."""
+        """Newest first. The cursor is the id of the last record of the previous page.
+
+        With `status`, the pages walk that status' index (cost: the page, not every record);
+        with `labels`, records are read and filtered until the page is full."""
+        key = self.INDEX
+        if status is not None:
+            key = self.status_key(status)
+            self.prune()
+            self.ensure_indexes()
         start = 0
         if cursor:
-            rank = self.r.zrevrank(self.INDEX, cursor)
-            if rank is None:
-                raise ValueError(f"cursor does not name a {self.KIND}")
-            start = rank + 1
+            start = self._rank_after(key, cursor)
         items: list[R] = []
-        chunk = max(limit * 4, 100)
+        chunk = max(limit * 4, 100) if labels else limit
         last_seen: str | None = None
         while len(items) < limit:
-            ids = self.r.zrevrange(self.INDEX, start, start + chunk - 1)
+            ids = self.r.zrevrange(key, start, start + chunk - 1)
             if not ids:
                 return items, None
+            pipe = self.r.pipeline(transaction=False)
             for record_id in ids:
+                pipe.hgetall(self.key(record_id))
+            for record_id, raw in zip(ids, pipe.execute(), strict=True):
                 last_seen = record_id
-                record = self.get(record_id)
                 start += 1
-                if record is None:
+                if not raw:  # expired since it was listed
                     continue
+                record = self._decode(record_id, raw)
                 if status is not None and record.status != status:
                     continue
                 if labels and any(record.spec.labels.get(k) != v for k, v in labels.items()):
@@ -250,8 +580,21 @@ class RecordStore(Generic[R, S]):
                 items.append(record)
                 if len(items) == limit:
                     break
-        more = self.r.zcard(self.INDEX) > start
+        more = self.r.zcard(key) > start
         return items, (last_seen if more else None)
+
+    def _rank_after(self, key: str, cursor: str) -> int:
+        """How many ids of `key` come before and at `cursor` in newest-first order. The cursor
+        is placed by its creation time, so it may have changed status (or left the index)."""
+        rank = self.r.zrevrank(key, cursor)
+        if rank is not None:
+            return rank + 1
+        score = self.r.zscore(self.INDEX, cursor)
+        if score is None:
+            raise ValueError(f"cursor does not name a {self.KIND}")
+        newer = self.r.zcount(key, f"({score}", "+inf")
+        ties = self.r.zrangebyscore(key, score, score)
+        return newer + sum(1 for t in ties if t > cursor)  # equal scores: reverse id order
 
     # ------------------------------------------------------------- update
     def set_fields(self, record_id: str, **fields: Any) -> None:
@@ -297,6 +640,7 @@ class RecordStore(Generic[R, S]):
     def mark_running(self, record_id: str, worker: str, device: str, versions: dict) -> int:
         """Start a run; returns its attempt number (what `finish(attempt=...)` checks)."""
         key = self.key(record_id)
+        created, queue = self.r.hmget(key, ["created_at", "queue"])
         pipe = self.r.pipeline()
         pipe.hincrby(key, "attempts", 1)
         pipe.hset(
@@ -310,6 +654,7 @@ class RecordStore(Generic[R, S]):
             },
         )
         pipe.sadd(self.running_key(), record_id)
+        self._index(pipe, record_id, JobStatus.running, _ts(created), queue)
         return int(pipe.execute()[0])
 
     def running_ids(self) -> list[str]:
@@ -381,11 +726,16 @@ class RecordStore(Generic[R, S]):
                     fields["status"] = status.value
                     if status.terminal:
                         fields["finished_at"] = at.isoformat()
+                        self._expire_idem(pipe, raw, record_id)
                     pipe.multi()
                     pipe.hset(key, mapping=fields)
                     if not status.terminal:
                         pipe.hdel(key, "worker", "device", "started_at")
                     pipe.srem(self.running_key(), record_id)
+                    created = _ts(raw.get("created_at"))
+                    self._index(pipe, record_id, status, created, raw.get("queue"), at.timestamp())
+                    if status.terminal:
+                        self._observe_end(pipe, raw, status, at)
                     pipe.execute()
                     return status
                 except redis.WatchError:
@@ -464,8 +814,12 @@ class RecordStore(Generic[R, S]):
                     fields: dict[str, Any] = {"status": status.value, "finished_at": at.isoformat()}
                     if current == JobStatus.running.value:
                         fields["attempt_log"] = self._ended(raw, status.value, at)
+                    self._expire_idem(pipe, raw, record_id)
                     pipe.multi()
                     pipe.srem(self.running_key(), record_id)
+                    created = _ts(raw.get("created_at"))
+                    self._index(pipe, record_id, status, created, raw.get("queue"), at.timestamp())
+                    self._observe_end(pipe, raw, status, at)
                     if results is not None:
                         fields["results"] = json.dumps(results, default=str)
                     if error is not None:
@@ -478,23 +832,6 @@ class RecordStore(Generic[R, S]):
                 except redis.WatchError:
                     time.sleep(0.01)
         return False
-
-
-@dataclass
-class JobRow:
-    """The few fields of a job the ops views need, without its spec or results."""
-
-    id: str
-    status: str
-    queue: str | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    worker: str | None
-    device: str | None
-
-
-ROW_FIELDS = ("status", "queue", "created_at", "started_at", "finished_at", "worker", "device")
 
 
 class JobStore(RecordStore[Job, JobSpec]):
@@ -527,40 +864,23 @@ class JobStore(RecordStore[Job, JobSpec]):
 
     def rows(self, limit: int | None = None) -> list[JobRow]:
         """The newest `limit` jobs (all when None) as rows: one pipelined HMGET per job."""
-        ids = self.r.zrevrange(self.INDEX, 0, -1 if limit is None else limit - 1)
-        pipe = self.r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hmget(self.key(job_id), ROW_FIELDS)
-        rows = []
-        for job_id, values in zip(ids, pipe.execute(), strict=True):
-            v = dict(zip(ROW_FIELDS, values, strict=True))
-            if not v["status"]:
-                continue
-            rows.append(
-                JobRow(
-                    id=job_id,
-                    status=v["status"],
-                    queue=v["queue"],
-                    created_at=datetime.fromisoformat(v["created_at"]) if v["created_at"] else None,
-                    started_at=datetime.fromisoformat(v["started_at"]) if v["started_at"] else None,
-                    finished_at=(
-                        datetime.fromisoformat(v["finished_at"]) if v["finished_at"] else None
-                    ),
-                    worker=v["worker"] or None,
-                    device=v["device"] or None,
-                )
-            )
-        return rows
+        return self.rows_of(self.r.zrevrange(self.INDEX, 0, -1 if limit is None else limit - 1))
 
     # ------------------------------------------------------------ workers
     @staticmethod
     def _worker_key(hostname: str) -> str:
         return f"{PREFIX}workers:{hostname}"
 
-    def heartbeat(self, hostname: str, device: str, ttl_s: int = 30) -> None:
+    def heartbeat(self, hostname: str, device: str, ttl_s: int = 30, **info: str) -> None:
+        """Write `hostname`'s heartbeat (device, last_seen and any `info` fields), expiring
+        after `ttl_s`, and its time in the workers index."""
         key = self._worker_key(hostname)
-        self.r.hset(key, mapping={"device": device, "last_seen": now().isoformat()})
-        self.r.expire(key, ttl_s)
+        at = now()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(key, mapping={"device": device, "last_seen": at.isoformat(), **info})
+        pipe.expire(key, ttl_s)
+        pipe.zadd(WORKERS, {hostname: at.timestamp()})
+        pipe.execute()
 
     def worker_alive(self, hostname: str | None) -> bool:
         """Whether `hostname`'s heartbeat has not expired."""
@@ -568,12 +888,27 @@ class JobStore(RecordStore[Job, JobSpec]):
 
     def forget_worker(self, hostname: str) -> None:
         """A worker that stops cleanly leaves the list at once rather than when it expires."""
-        self.r.delete(self._worker_key(hostname))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.delete(self._worker_key(hostname))
+        pipe.zrem(WORKERS, hostname)
+        pipe.execute()
+
+    def worker_times(self) -> dict[str, float]:
+        """Hostname -> last heartbeat (epoch seconds) of the workers seen in the last
+        `WORKER_MEMORY_S` (forgotten ones excluded); older entries are dropped."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zremrangebyscore(WORKERS, "-inf", f"({time.time() - WORKER_MEMORY_S}")
+        pipe.zrange(WORKERS, 0, -1, withscores=True)
+        return {host: float(score) for host, score in pipe.execute()[1]}
 
     def workers(self) -> list[dict[str, str]]:
-        out = []
-        for key in self.r.scan_iter(self._worker_key("*")):
-            info = self.r.hgetall(key)
-            if info:
-                out.append({"hostname": key.split(":", 2)[2], **info})
-        return sorted(out, key=lambda w: w["hostname"])
+        """The workers whose heartbeat has not expired, by hostname (no SCAN of the keys)."""
+        hosts = sorted(self.worker_times())
+        pipe = self.r.pipeline(transaction=False)
+        for host in hosts:
+            pipe.hgetall(self._worker_key(host))
+        return [
+            {"hostname": host, **info}
+            for host, info in zip(hosts, pipe.execute(), strict=True)
+            if info
+        ]

@@ -6,6 +6,7 @@ Torch-free: the gateway imports it.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,6 +57,27 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None, description="When set, requests need 'Authorization: Bearer <key>'."
     )
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days a job or trajectory record (and its Idempotency-Key) is kept after "
+        "it ends (succeeded, failed, cancelled); queued and running records never expire. "
+        "Fractions are allowed (0.5 = 12 hours).",
+    )
+    gateway_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Gateway processes `make gateway` and `make run` start (uvicorn "
+        "--workers). Default: min(4, CPU count).",
+    )
+
+    @property
+    def retention_s(self) -> float:
+        return self.retention_days * 86_400
+
+    @property
+    def gateway_processes(self) -> int:
+        return self.gateway_workers or max(1, min(4, os.cpu_count() or 1))
 
     @property
     def visibility_timeout(self) -> int:

@@ -1,42 +1,83 @@
-"""Prometheus metrics computed from Redis at scrape time.
+"""Prometheus metrics read from Redis at scrape time.
 
-Why a collector rather than counters updated in request handlers: job state changes happen
-in the workers, and there may be several gateways, so the truth is in Redis. Each scrape reads
-one snapshot (tasks.jobstore records, kombu's queue lists, worker heartbeats) and reports:
+Why a collector rather than counters updated in request handlers: records end in the workers
+(and in the reaper, in any process), and there may be several gateway processes, so the truth
+is in Redis. The stores count each ended run and observe its histograms in the same Redis
+transaction that ends it (tasks.jobstore: `metrics:*` hashes); a scrape reads those hashes,
+the per-status indexes, kombu's queue lists and the worker heartbeats. Every gateway process
+therefore answers the same numbers, and they survive gateway restarts. A scrape costs a
+constant number of round trips, whatever the number of records.
 
-    sharpness_redis_up                         1 when Redis answered the scrape
-    sharpness_jobs{status}                     job records by status
-    sharpness_queue_depth{queue,state}         waiting / reserved broker messages
-    sharpness_oldest_queued_job_age_seconds    age of the oldest queued job
-    sharpness_workers_online                   workers with a live heartbeat
-    sharpness_job_duration_seconds{status}     histogram of finished_at - started_at
+Names (stable: the dashboard and the alert rules in deploy/ use them). Where celery-exporter
+has a metric that means the same thing, its name and label names are used too (`celery_*`),
+so dashboards and alerts written for celery-exporter work; they carry no `hostname` label.
 
-The duration histogram is rebuilt at every scrape from the newest `DURATION_WINDOW` job
-records that finished after starting (succeeded, failed, or cancelled while running). It is
-therefore the same whichever gateway is scraped and survives gateway restarts; its counts can
-drop when the window slides, which Prometheus treats as a counter reset (rate() copes).
+    sharpness_redis_up                                  1 when Redis answered this scrape
+    sharpness_jobs{status}                              job records by status
+    sharpness_trajectories{status}                      trajectory records by status
+    sharpness_queue_depth{queue,kind}                   queued records per queue (cancelled
+                                                        ones excluded)
+    sharpness_queue_oldest_age_seconds{queue}           age of the oldest queued record on the
+                                                        queue, job or trajectory (0 when none)
+    sharpness_oldest_queued_job_age_seconds             the same over every queue
+    sharpness_broker_messages{queue,state}              broker messages: waiting / reserved
+    sharpness_workers_online                            workers with a live heartbeat
+    sharpness_runs_ended_total{kind,outcome,queue}      counter: runs ended as succeeded,
+                                                        failed, cancelled (kind: job, trajectory)
+    sharpness_run_duration_seconds{kind,outcome,queue}  histogram: started_at to finished_at of
+                                                        the last attempt, observed as it ends
+    sharpness_queue_wait_seconds{kind,queue}            histogram: created_at to the first
+                                                        start, observed as the run ends
+    celery_task_succeeded_total{name,queue_name}        counter (celery-exporter's names): the
+    celery_task_failed_total{name,queue_name}           same ended runs by outcome; `name` is
+    celery_task_revoked_total{name,queue_name}          the task (sharpness.run_job,
+                                                        sharpness.run_trajectory); cancelled
+                                                        runs are REVOKED
+    celery_task_runtime{name,queue_name}                histogram: run time of succeeded runs
+    celery_queue_length{queue_name}                     broker messages waiting on the queue
+    celery_worker_up{hostname}                          1 while the worker's heartbeat is fresh,
+                                                        0 for 10 minutes after it stopped
+    celery_worker_tasks_active{hostname}                runs the worker holds (0 or 1)
+    process_*                                           the answering gateway process only
+
+Counters start at 0 for records that ended before they existed; histogram buckets are in
+tasks.jobstore (RUN_BUCKETS, WAIT_BUCKETS).
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 from collections.abc import Iterator
 
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from service.ops import rows
-from tasks.celery_app import QUEUES
-from tasks.jobstore import JobStore
+from tasks.celery_app import QUEUES, RUN_JOB_TASK, RUN_TRAJECTORY_TASK
+from tasks.jobstore import RUN_BUCKETS, TERMINAL, WAIT_BUCKETS, Histogram, JobStore
 from tasks.spec import JobStatus
 
 log = logging.getLogger("sharpness.gateway")
 
-DURATION_WINDOW = 10_000
-BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+KINDS = ("job", "trajectory")
+TASK_NAMES = {"job": RUN_JOB_TASK, "trajectory": RUN_TRAJECTORY_TASK}
+# celery-exporter's counter per outcome (a cancelled run is a REVOKED task)
+CELERY_COUNTERS = {
+    JobStatus.succeeded.value: ("celery_task_succeeded", "Runs that succeeded."),
+    JobStatus.failed.value: ("celery_task_failed", "Runs that failed."),
+    JobStatus.cancelled.value: ("celery_task_revoked", "Runs that were cancelled (REVOKED)."),
+}
+
+
+def _histogram(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, labels=labels)
 
 
 class SharpnessCollector(Collector):
@@ -46,7 +87,11 @@ class SharpnessCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("sharpness_redis_up", "1 when Redis answered this scrape.")
         try:
-            snap = rows.snapshot(self.jobs, limit=DURATION_WINDOW)
+            snap = rows.snapshot(self.jobs)
+            ended = self.jobs.ended_counts()
+            run_seconds = self.jobs.histograms("run_seconds")
+            waits = self.jobs.histograms("queue_wait_seconds")
+            seen = self.jobs.worker_times()
         except redis.RedisError as e:
             log.warning("metrics scrape: redis unavailable: %s", e)
             up.add_metric([], 0)
@@ -54,53 +99,130 @@ class SharpnessCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
+        yield from self._records(snap)
+        yield from self._queues(snap)
+        yield from self._workers(snap, seen)
+        yield from self._ended(ended)
+        yield from self._histograms(run_seconds, waits)
 
-        jobs = GaugeMetricFamily("sharpness_jobs", "Job records by status.", labels=["status"])
-        for status, n in snap.by_status().items():
-            jobs.add_metric([status], n)
-        yield jobs
+    @staticmethod
+    def _records(snap: rows.Snapshot) -> Iterator[Metric]:
+        for kind, name in (("job", "sharpness_jobs"), ("trajectory", "sharpness_trajectories")):
+            family = GaugeMetricFamily(
+                name, f"{kind.title()} records by status.", labels=["status"]
+            )
+            for status, n in snap.by_status(kind).items():
+                family.add_metric([status], n)
+            yield family
 
+    @staticmethod
+    def _queues(snap: rows.Snapshot) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "sharpness_queue_depth",
+            "Queued records per queue (cancelled ones excluded).",
+            labels=["queue", "kind"],
+        )
+        age = GaugeMetricFamily(
+            "sharpness_queue_oldest_age_seconds",
+            "Seconds the oldest queued record on the queue has waited (0 when none).",
+            labels=["queue"],
+        )
+        broker = GaugeMetricFamily(
+            "sharpness_broker_messages",
             "Broker messages per queue: waiting (not taken) and reserved (taken, unacked).",
             labels=["queue", "state"],
         )
+        length = GaugeMetricFamily(
+            "celery_queue_length", "Broker messages waiting on the queue.", labels=["queue_name"]
+        )
         for q in QUEUES:
-            depth.add_metric([q, "waiting"], snap.waiting.get(q, 0))
-            depth.add_metric([q, "reserved"], snap.reserved.get(q, 0))
-        yield depth
-
+            for kind in KINDS:
+                depth.add_metric([q, kind], snap.queued_count(q, kind))
+            age.add_metric([q], snap.oldest_queued_age_s(q) or 0.0)
+            broker.add_metric([q, "waiting"], snap.waiting.get(q, 0))
+            broker.add_metric([q, "reserved"], snap.reserved.get(q, 0))
+            length.add_metric([q], snap.waiting.get(q, 0))
         oldest = GaugeMetricFamily(
             "sharpness_oldest_queued_job_age_seconds",
-            "Seconds the oldest queued job has waited (0 when none).",
+            "Seconds the oldest queued record (any queue) has waited (0 when none).",
         )
         oldest.add_metric([], snap.oldest_queued_age_s() or 0.0)
-        yield oldest
-
-        workers = GaugeMetricFamily("sharpness_workers_online", "Workers with a live heartbeat.")
-        workers.add_metric([], len(snap.workers))
-        yield workers
-
-        yield self._durations(snap)
+        yield from (depth, age, oldest, broker, length)
 
     @staticmethod
-    def _durations(snap: rows.Snapshot) -> HistogramMetricFamily:
-        hist = HistogramMetricFamily(
-            "sharpness_job_duration_seconds",
-            "Run time (finished_at - started_at) of recent finished jobs.",
-            labels=["status"],
+    def _workers(snap: rows.Snapshot, seen: dict[str, float]) -> Iterator[Metric]:
+        live = {w["hostname"] for w in snap.workers}
+        online = GaugeMetricFamily("sharpness_workers_online", "Workers with a live heartbeat.")
+        online.add_metric([], len(live))
+        yield online
+        up = GaugeMetricFamily(
+            "celery_worker_up",
+            "1 while the worker's heartbeat is live, 0 for 10 minutes after it stopped.",
+            labels=["hostname"],
         )
-        by_status: dict[str, list[float]] = {}
-        for row in snap.jobs:
-            if row.started_at and row.finished_at and JobStatus(row.status).terminal:
-                seconds = max(0.0, (row.finished_at - row.started_at).total_seconds())
-                by_status.setdefault(row.status, []).append(seconds)
-        for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
-            values = sorted(by_status.get(status.value, []))
-            buckets = [(str(b), bisect.bisect_right(values, b)) for b in BUCKETS]
-            buckets.append(("+Inf", len(values)))
-            hist.add_metric([status.value], buckets, sum_value=sum(values))
-        return hist
+        active = GaugeMetricFamily(
+            "celery_worker_tasks_active", "Runs the worker holds.", labels=["hostname"]
+        )
+        holding: dict[str, int] = {}
+        for r in snap.running():
+            if r.worker:
+                holding[r.worker] = holding.get(r.worker, 0) + 1
+        for host in sorted(set(seen) | live):
+            # live: its heartbeat key has not expired (the worker sets it to three heartbeats)
+            up.add_metric([host], 1 if host in live else 0)
+            active.add_metric([host], holding.get(host, 0))
+        yield from (up, active)
+
+    @staticmethod
+    def _ended(ended: dict[tuple[str, str, str], int]) -> Iterator[Metric]:
+        total = CounterMetricFamily(
+            "sharpness_runs_ended",
+            "Runs ended, by kind (job, trajectory), outcome (succeeded, failed, cancelled) and "
+            "queue.",
+            labels=["kind", "outcome", "queue"],
+        )
+        celery = {
+            outcome: CounterMetricFamily(name, doc, labels=["name", "queue_name"])
+            for outcome, (name, doc) in CELERY_COUNTERS.items()
+        }
+        for kind in KINDS:
+            for status in TERMINAL:
+                for q in QUEUES:
+                    n = ended.get((kind, status.value, q), 0)
+                    total.add_metric([kind, status.value, q], n)
+                    celery[status.value].add_metric([TASK_NAMES[kind], q], n)
+        yield total
+        yield from celery.values()
+
+    @staticmethod
+    def _histograms(
+        run_seconds: dict[tuple[str, ...], Histogram], waits: dict[tuple[str, ...], Histogram]
+    ) -> Iterator[Metric]:
+        empty = Histogram({}, 0.0)
+        duration = _histogram(
+            "sharpness_run_duration_seconds",
+            "Run time of the last attempt (started_at to finished_at), observed as runs end.",
+            ["kind", "outcome", "queue"],
+        )
+        wait = _histogram(
+            "sharpness_queue_wait_seconds",
+            "Seconds from creation to the first start, observed as runs end.",
+            ["kind", "queue"],
+        )
+        runtime = _histogram(
+            "celery_task_runtime", "Run time of succeeded runs.", ["name", "queue_name"]
+        )
+        for kind in KINDS:
+            for q in QUEUES:
+                for status in TERMINAL:
+                    h = run_seconds.get((kind, status.value, q), empty)
+                    buckets = h.cumulative(RUN_BUCKETS)
+                    duration.add_metric([kind, status.value, q], buckets, sum_value=h.sum)
+                    if status == JobStatus.succeeded:
+                        runtime.add_metric([TASK_NAMES[kind], q], buckets, sum_value=h.sum)
+                h = waits.get((kind, q), empty)
+                wait.add_metric([kind, q], h.cumulative(WAIT_BUCKETS), sum_value=h.sum)
+        yield from (duration, wait, runtime)
 
 
 def make_registry(jobs: JobStore) -> CollectorRegistry:

@@ -16,9 +16,11 @@ router = APIRouter(prefix="/v1/queue", tags=["queue"])
 @router.get("", response_model=QueueStatus, summary="Queue status", responses=problems(503))
 def queue_status(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> QueueStatus:
     """Per queue: broker messages waiting and reserved (taken by a worker, not acknowledged:
-    with acks_late, that is while the job runs), queued job records and the oldest one's age.
-    Also the workers with a live heartbeat, the running jobs and job counts by status.
-    Runs whose worker stopped beating are requeued first (see tasks.reaper)."""
+    with acks_late, that is while the job runs), queued job and trajectory records (cancelled
+    ones excluded) and the oldest one's age. Also the workers with a live heartbeat, the
+    running jobs and trajectories, and record counts by status. Read from the stores'
+    per-status indexes: the cost does not grow with the number of records. Runs whose worker
+    stopped beating are requeued first (see tasks.reaper)."""
     rows.reap(store, settings, celery)
     snap = rows.snapshot(store)
     return QueueStatus(
@@ -27,7 +29,8 @@ def queue_status(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> Qu
                 name=q,
                 waiting=snap.waiting.get(q, 0),
                 reserved=snap.reserved.get(q, 0),
-                queued_jobs=len(snap.queued(q)),
+                queued_jobs=snap.queued_count(q, "job"),
+                queued_trajectories=snap.queued_count(q, "trajectory"),
                 oldest_queued_age_s=snap.oldest_queued_age_s(q),
             )
             for q in QUEUES
@@ -43,10 +46,16 @@ def queue_status(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> Qu
         ],
         running=[
             RunningJob(
-                id=r.id, queue=r.queue, worker=r.worker, device=r.device, started_at=r.started_at
+                id=r.id,
+                kind=r.kind,
+                queue=r.queue,
+                worker=r.worker,
+                device=r.device,
+                started_at=r.started_at,
             )
             for r in snap.running()
         ],
         oldest_queued_age_s=snap.oldest_queued_age_s(),
-        jobs_by_status=snap.by_status(),
+        jobs_by_status=snap.by_status("job"),
+        trajectories_by_status=snap.by_status("trajectory"),
     )

@@ -7,9 +7,12 @@ its job runs) moves to the hash "unacked" (delivery tag → JSON [message, excha
 routing_key]), indexed by the sorted set "unacked_index"; the routing key is the queue name
 with our direct-exchange queues, which gives the per-queue reserved count.
 
-Job side: the job store's rows (tasks.jobstore, a pipelined read of a few fields per job) give
-the counts by status, the running jobs and the oldest queued job. Worker heartbeats give the
-workers online.
+Record side: the stores' per-status indexes (tasks.jobstore `view`: counts by status, queued
+records per queue and the oldest, the running rows), for jobs and trajectories, so a snapshot
+costs a constant number of round trips whatever the number of records. Cancelled records
+leave the queued index at once, so the queued counts exclude them even while their message
+still waits in the broker (a worker drops it when it takes it). Worker heartbeats (from the
+workers index, no SCAN) give the workers online.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import redis
 
 from tasks import reaper
 from tasks.celery_app import QUEUES
-from tasks.jobstore import JobRow, JobStore
+from tasks.jobstore import IndexView, JobRow, JobStore
 from tasks.settings import Settings
 from tasks.spec import JobStatus
+from tasks.trajectorystore import TrajectoryStore
 
 log = logging.getLogger("sharpness.gateway")
 
@@ -45,33 +49,57 @@ def reap(store: JobStore, settings: Settings, celery: Any) -> list[reaper.Reaped
         return []
 
 
+class QueuedCount(int):
+    """How many records are queued (`len()` works on it, as on the list it replaced)."""
+
+    def __len__(self) -> int:
+        return int(self)
+
+
 @dataclass
 class Snapshot:
     waiting: dict[str, int]
     reserved: dict[str, int]
     workers: list[dict[str, Any]]
-    jobs: list[JobRow] = field(default_factory=list)
+    views: list[IndexView] = field(default_factory=list)  # one per kind: job, trajectory
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def by_status(self) -> dict[str, int]:
-        counts = {s.value: 0 for s in JobStatus}
-        for row in self.jobs:
-            counts[row.status] = counts.get(row.status, 0) + 1
-        return counts
+    def view(self, kind: str) -> IndexView | None:
+        return next((v for v in self.views if v.kind == kind), None)
 
-    def queued(self, queue: str | None = None) -> list[JobRow]:
-        return [
-            r
-            for r in self.jobs
-            if r.status == JobStatus.queued.value and (queue is None or r.queue == queue)
+    def by_status(self, kind: str = "job") -> dict[str, int]:
+        view = self.view(kind)
+        return dict(view.by_status) if view else {s.value: 0 for s in JobStatus}
+
+    def queued_count(self, queue: str | None = None, kind: str | None = None) -> int:
+        """Queued records (jobs and trajectories unless `kind`) on `queue` (all when None)."""
+        return sum(
+            n
+            for v in self.views
+            if kind is None or v.kind == kind
+            for q, n in v.queued.items()
+            if queue is None or q == queue
+        )
+
+    def queued(self, queue: str | None = None) -> QueuedCount:
+        """The queued count (kept for callers that took `len()` of the former row list)."""
+        return QueuedCount(self.queued_count(queue))
+
+    def oldest_queued_age_s(
+        self, queue: str | None = None, kind: str | None = None
+    ) -> float | None:
+        times = [
+            t
+            for v in self.views
+            if kind is None or v.kind == kind
+            for q, t in v.oldest_queued.items()
+            if t is not None and (queue is None or q == queue)
         ]
-
-    def oldest_queued_age_s(self, queue: str | None = None) -> float | None:
-        times = [r.created_at for r in self.queued(queue) if r.created_at]
-        return (self.taken_at - min(times)).total_seconds() if times else None
+        return max(0.0, (self.taken_at - min(times)).total_seconds()) if times else None
 
     def running(self) -> list[JobRow]:
-        return [r for r in self.jobs if r.status == JobStatus.running.value]
+        rows = [r for v in self.views for r in v.running]
+        return sorted(rows, key=lambda r: r.started_at or r.created_at or self.taken_at)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -99,10 +127,12 @@ def broker_depths(r: redis.Redis) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def snapshot(jobs: JobStore, limit: int | None = None) -> Snapshot:
+    """Broker depths, live workers and both kinds' index views (`limit` is ignored: the
+    indexes make every read constant-cost)."""
     waiting, reserved = broker_depths(jobs.r)
-    return Snapshot(
-        waiting=waiting, reserved=reserved, workers=jobs.workers(), jobs=jobs.rows(limit)
-    )
+    trajectories = TrajectoryStore(jobs.r, jobs.retention_s)
+    views = [store.view(QUEUES) for store in (jobs, trajectories)]
+    return Snapshot(waiting=waiting, reserved=reserved, workers=jobs.workers(), views=views)
 
 
 def worker_age_s(worker: dict[str, Any], now: datetime) -> float | None:

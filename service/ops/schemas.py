@@ -21,6 +21,7 @@ class WorkerInfo(BaseModel):
 
 class RunningJob(BaseModel):
     id: str
+    kind: Literal["job", "trajectory"] = "job"
     queue: str | None = None
     worker: str | None = None
     device: str | None = None
@@ -34,20 +35,30 @@ class QueueDepth(BaseModel):
         description="Messages a worker took but has not acknowledged (running, or about to be "
         "redelivered after the visibility timeout if the worker died)."
     )
-    queued_jobs: int = Field(description="Job records with status queued routed to this queue.")
+    queued_jobs: int = Field(
+        description="Job records with status queued routed to this queue (cancelled jobs "
+        "are not counted, even while their message still waits in the broker)."
+    )
+    queued_trajectories: int = Field(
+        default=0, description="Trajectory records with status queued routed to this queue."
+    )
     oldest_queued_age_s: float | None = Field(
-        default=None, description="Age of the oldest queued job on this queue."
+        default=None,
+        description="Seconds the oldest queued record (job or trajectory) on this queue has "
+        "waited since it was created.",
     )
 
 
 class QueueStatus(BaseModel):
     queues: list[QueueDepth]
     workers: list[WorkerInfo]
-    running: list[RunningJob]
+    running: list[RunningJob] = Field(description="Running jobs and trajectories, oldest first.")
     oldest_queued_age_s: float | None = Field(
-        default=None, description="Seconds the oldest queued job (any queue) has waited."
+        default=None,
+        description="Seconds the oldest queued record (job or trajectory, any queue) has waited.",
     )
     jobs_by_status: dict[str, int]
+    trajectories_by_status: dict[str, int] = Field(default_factory=dict)
 
 
 class Health(BaseModel):

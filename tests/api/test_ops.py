@@ -110,8 +110,19 @@ def test_metrics(client: TestClient, model_id: str, dataset_id: str, settings: S
     text = r.text
     assert 'sharpness_jobs{status="queued"} 1.0' in text
     assert 'sharpness_jobs{status="succeeded"} 1.0' in text
-    assert 'sharpness_queue_depth{queue="cpu",state="waiting"} 2.0' in text
+    assert 'sharpness_queue_depth{kind="job",queue="cpu"} 1.0' in text
+    assert 'sharpness_broker_messages{queue="cpu",state="waiting"} 2.0' in text
+    assert 'celery_queue_length{queue_name="cpu"} 2.0' in text
     assert "sharpness_workers_online 0.0" in text
-    assert 'sharpness_job_duration_seconds_count{status="succeeded"} 1.0' in text
-    assert 'sharpness_job_duration_seconds_bucket{le="1.0",status="succeeded"} 1.0' in text
+    assert 'sharpness_runs_ended_total{kind="job",outcome="succeeded",queue="cpu"} 1.0' in text
+    assert 'celery_task_succeeded_total{name="sharpness.run_job",queue_name="cpu"} 1.0' in text
+    assert (
+        'sharpness_run_duration_seconds_count{kind="job",outcome="succeeded",queue="cpu"} 1.0'
+        in text
+    )
+    assert (
+        'sharpness_run_duration_seconds_bucket{kind="job",le="1.0",outcome="succeeded",'
+        'queue="cpu"} 1.0' in text
+    )
+    assert 'sharpness_queue_wait_seconds_count{kind="job",queue="cpu"} 1.0' in text
     assert "sharpness_oldest_queued_job_age_seconds" in text

@@ -240,6 +240,7 @@ class WorkerInfo(_Model):
 
 class RunningJob(_Model):
     id: str
+    kind: Literal["job", "trajectory"] = "job"
     queue: str | None = None
     worker: str | None = None
     device: str | None = None
@@ -251,6 +252,7 @@ class QueueDepth(_Model):
     waiting: int
     reserved: int
     queued_jobs: int
+    queued_trajectories: int = 0
     oldest_queued_age_s: float | None = None
 
 
@@ -260,6 +262,7 @@ class QueueStatus(_Model):
     running: list[RunningJob]
     oldest_queued_age_s: float | None = None
     jobs_by_status: dict[str, int]
+    trajectories_by_status: dict[str, int] = Field(default_factory=dict)
 
 
 class Health(_Model):
