@@ -36,6 +36,39 @@ def _run_one(
     initial_params: dict[str, Tensor] | None = None,
     optimizer_state: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
+    result = run_with_context(
+        problem,
+        lambda ctx: registry.get(name).runner()(ctx, params),
+        on_progress,
+        should_cancel,
+        hvp_backend,
+        label=label,
+        initial_params=initial_params,
+        optimizer_state=optimizer_state,
+        stacklevel=4,  # re-emitted warnings point at run_measure's caller
+    )
+    if hasattr(params, "curvature"):
+        result["diagnostics"]["curvature"] = params.curvature
+    return result
+
+
+def run_with_context(
+    problem: HessianProblem,
+    measure: Callable[[MeasureContext], dict[str, Any]],
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    hvp_backend: str = "auto",
+    *,
+    label: str = "",
+    initial_params: dict[str, Tensor] | None = None,
+    optimizer_state: dict[str, Tensor] | None = None,
+    stacklevel: int = 2,
+) -> dict[str, Any]:
+    """Run `measure(ctx)` as every registered measure is run: timed, its warnings recorded
+    and re-emitted, the mode, mode note, dimension and objective in its diagnostics, and the
+    train-mode and export-mode notes in its warnings. A trajectory's per-checkpoint eigenpairs
+    go through here, so they read the same as a job's measures. `measure` returns a dict
+    (value, converged, hvps, diagnostics, …; other keys are passed through)."""
     ctx = MeasureContext(
         problem,
         on_progress,
@@ -49,7 +82,7 @@ def _run_one(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = registry.get(name).runner()(ctx, params)
+            result = measure(ctx)
         finally:
             if problem.mode == "train":
                 problem.restore_buffers()
@@ -59,9 +92,8 @@ def _run_one(
     if problem.mode_note:
         result["diagnostics"]["mode_note"] = problem.mode_note
     result["diagnostics"]["dim"] = problem.dim
+    result["diagnostics"]["world_size"] = problem.world_size
     result["diagnostics"]["objective"] = problem.describe()
-    if hasattr(params, "curvature"):
-        result["diagnostics"]["curvature"] = params.curvature
     msgs = result.setdefault("warnings", [])
     if problem.mode == "train":
         msgs.append(
@@ -72,7 +104,7 @@ def _run_one(
         msgs.append(f"{problem.mode_note}; export the model in the mode you want measured")
     for w in caught:
         msgs.append(f"{w.category.__name__}: {w.message}")
-        warnings.warn(w.message, w.category, stacklevel=3)
+        warnings.warn(w.message, w.category, stacklevel=stacklevel)
     result.setdefault("per_layer", None)
     return result
 

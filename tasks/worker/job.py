@@ -1,14 +1,9 @@
-"""The Celery task that runs one job: guard, lock, load, measure, record.
+"""The Celery task that runs one job: load, measure, record, inside the one run wrapper.
 
-Exactly-once in effect, on a broker that delivers at least once:
-- a message whose job is missing or already terminal is acknowledged without running
-  (Redis redelivers unacknowledged messages after the visibility timeout);
-- a per-job lock with a short TTL, refreshed by the heartbeat thread, keeps two live workers
-  from running one job; a killed worker's lock expires, so the redelivered message runs;
-- JobStore.finish never leaves a terminal state, so a late writer cannot overwrite a result.
-
-Nothing a job does may crash the worker: every error becomes a failed job whose `error` is an
-RFC 9457 problem naming the file, field or measure at fault.
+The guard, lock, attempts, progress throttling, cancellation, limits, problems and the one
+`finish` are tasks.worker.run's, shared with trajectories; this module says what a job does:
+load the model and data (checked against each other), evaluate them, and run each measure
+through the engine's runner (tasks.engine.runner) with its progress and cancel hooks.
 
 Held-out data (`eval_dataset`) is loaded and checked like the training data and only evaluated
 (loss, accuracy, the generalization gap); it never enters a measure. The initial model
@@ -18,137 +13,29 @@ Held-out data (`eval_dataset`) is loaded and checked like the training data and 
 from __future__ import annotations
 
 import logging
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from tasks import problem_types
 from tasks.celery_app import RUN_JOB_TASK
-from tasks.spec import DatasetRef, Job, JobStatus, MeasureProgress, Problem
+from tasks.spec import DatasetRef, Job
+from tasks.worker import run as runs
 from tasks.worker.loaders import LoadError, first_line
-from tasks.worker.runtime import ActiveJob, WorkerRuntime, current, lock_ttl, versions
+from tasks.worker.run import Run, RunFailed, at, problem, task_outcome  # noqa: F401
+from tasks.worker.runtime import WorkerRuntime, current
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY_S = 0.25
-CANCEL_CHECK_EVERY_S = 0.5
-
-
-class TimeLimit(Exception):
-    """The job ran past the soft time limit."""
-
-
-class Draining(Exception):
-    """The worker is shutting down: hand the job back to the queue."""
-
-
-class RunFailed(Exception):
-    """Raised to Celery after a run was recorded failed, so its task state is FAILURE and the
-    alerts of Flower and celery-exporter see it; the record holds the full problem."""
-
-
-def task_outcome(task: Any, outcome: str, store: Any, record_id: str) -> str:
-    """The Celery task state that says what the run did: a failed run raises (FAILURE), a
-    cancelled one is REVOKED; anything else returns `outcome` (SUCCESS)."""
-    if outcome == "failed":
-        record = store.get(record_id)
-        error = record.error if record is not None else None
-        detail = f"{error.title}: {error.detail}" if error is not None else "failed"
-        raise RunFailed(f"{store.KIND} {record_id} failed: {detail}")
-    if outcome == "cancelled":
-        from celery.exceptions import Ignore
-
-        task.backend.mark_as_revoked(task.request.id, reason="cancelled", request=task.request)
-        raise Ignore()
-    return outcome
-
-
-class LockLost(Exception):
-    """Another worker took the run over (this one was paused past its lock): stop, write
-    nothing."""
-
-
-def problem(title: str, detail: str, status: int = 500, kind: str = "job-failed") -> Problem:
-    return Problem(type=problem_types.uri(kind), title=title, status=status, detail=detail)
-
-
-# ------------------------------------------------------------------------------- devices
-def resolve_device(requested: str) -> tuple[str, str]:
-    """(torch device, description) for the job's device field."""
-    import torch
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise LoadError(
-            "CUDA not available",
-            "the job asks for device 'cuda' but this worker sees no CUDA device",
-            status=503,
-            kind="device-unavailable",
-        )
-    if requested in ("cuda", "auto") and torch.cuda.is_available():
-        index = torch.cuda.current_device()
-        return f"cuda:{index}", f"cuda:{index} {torch.cuda.get_device_name(index)}"
-    return "cpu", "cpu"
-
-
-# ------------------------------------------------------------------------------- hooks
-class Hooks:
-    """Throttled progress writes and cancel checks for one measure of one job."""
-
-    def __init__(self, rt: WorkerRuntime, job_id: str, measure: str, deadline: float) -> None:
-        self.rt, self.job_id, self.measure, self.deadline = rt, job_id, measure, deadline
-        self._last_write = 0.0
-        self._last_check = 0.0
-        self._pending: dict[str, Any] | None = None
-
-    def on_progress(self, info: dict[str, Any]) -> None:
-        self._pending = info
-        now = time.monotonic()
-        if now - self._last_write >= PROGRESS_EVERY_S:
-            self.flush()
-
-    def flush(self, state: str = "running") -> None:
-        info = self._pending or {}
-        self.rt.store.set_progress(
-            self.job_id,
-            self.measure,
-            MeasureProgress(
-                state=state,
-                iteration=int(info.get("iteration", 0) or 0),
-                estimate=info.get("estimate"),
-                updated_at=datetime.now(UTC),
-            ),
-        )
-        self._last_write = time.monotonic()
-
-    def done(self, value: Any) -> None:
-        """Final progress entry: the last iteration count with the measure's value."""
-        self._pending = {**(self._pending or {}), "estimate": value}
-        self.flush("done")
-
-    def should_cancel(self) -> bool:
-        now = time.monotonic()
-        if self.rt.draining.is_set():
-            raise Draining()
-        if self.rt.active is not None and self.rt.active.lost:
-            raise LockLost()
-        if now > self.deadline:
-            raise TimeLimit()
-        if now - self._last_check < CANCEL_CHECK_EVERY_S:
-            return False
-        self._last_check = now
-        return self.rt.store.cancel_requested(self.job_id)
+_at = at  # the name problems are built with here (tests import it from this module)
+KEPT = "results of finished measures are kept"
 
 
 # ------------------------------------------------------------------------------- loading
-def _dataset_path(
-    rt: WorkerRuntime, job: Job, ref: DatasetRef | None = None, field: str = "dataset"
+def dataset_path(
+    rt: WorkerRuntime, ref: DatasetRef, field: str = "dataset"
 ) -> tuple[Path, dict[str, Any] | None]:
-    """Where the dataset `ref` (default: the job's training data) lies; `field` names it."""
-    ref = ref if ref is not None else job.spec.dataset
+    """Where dataset `ref` lies, and its stored metadata (None for a URI); `field` names it."""
     if ref.id is not None:
         meta = rt.blobs.meta("datasets", ref.id)
         if meta is None:
@@ -166,11 +53,6 @@ def _dataset_path(
         raise LoadError("Dataset URI refused", f"{field}.uri {ref.uri!r}: {e}") from e
 
 
-def _at(where: str, e: LoadError) -> LoadError:
-    """The same problem, its detail prefixed with the field at fault."""
-    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.kind)
-
-
 def load_job_model(rt: WorkerRuntime, job: Job):
     """The job's model (a tasks.worker.loaders.LoadedModel), loaded safely."""
     from tasks.worker.loaders import load_model
@@ -181,11 +63,12 @@ def load_job_model(rt: WorkerRuntime, job: Job):
     return load_model(rt.blobs.path("models", job.spec.model), meta)
 
 
-def _load_batches(rt: WorkerRuntime, job: Job, model: Any, ref: DatasetRef, field: str):
-    """Read dataset `ref` in the model's dtype and check one forward pass fits the model."""
-    from tasks.worker.datasets import load_dataset, probe
+def read_dataset(rt: WorkerRuntime, spec: Any, ref: DatasetRef, field: str, dtype: Any):
+    """(batches, file name) of dataset `ref` in `dtype`, with the loss of `spec` (a job's or
+    a trajectory's)."""
+    from tasks.worker.datasets import load_dataset
 
-    data_path, data_meta = _dataset_path(rt, job, ref, field)
+    data_path, data_meta = dataset_path(rt, ref, field)
     batches = load_dataset(
         data_path,
         data_meta,
@@ -193,20 +76,31 @@ def _load_batches(rt: WorkerRuntime, job: Job, model: Any, ref: DatasetRef, fiel
         targets_key=ref.targets_key,
         max_samples=ref.max_samples,
         batch_size=ref.batch_size,
-        loss=job.spec.loss,
-        dtype=model.dtype,
+        loss=spec.loss,
+        dtype=dtype,
     )
-    name = (data_meta or {}).get("filename") or data_path.name
-    spec = job.spec
+    return batches, (data_meta or {}).get("filename") or data_path.name
+
+
+def check_fit(spec: Any, model: Any, batches: list, name: str) -> None:
+    """One forward pass of the first batch: the data fits the model and its loss."""
+    from tasks.worker.datasets import probe
+
     probe(model, batches, name, spec.loss, spec.output_key, spec.class_dim)
+
+
+def _load_batches(rt: WorkerRuntime, job: Job, model: Any, ref: DatasetRef, field: str):
+    """Read dataset `ref` in the model's dtype and check one forward pass fits the model."""
+    batches, name = read_dataset(rt, job.spec, ref, field, model.dtype)
+    check_fit(job.spec, model, batches, name)
     return batches
 
 
-def make_problem(job: Job, module: Any, batches: list, device: str):
-    """The HessianProblem of the job's loss, mode and output layout over `batches`."""
+def make_problem(spec: Any, module: Any, batches: list, device: str):
+    """The HessianProblem of the spec's (a job's or a trajectory's) loss, mode and output
+    layout over `batches`."""
     from tasks.engine.problem import HessianProblem
 
-    spec = job.spec
     return HessianProblem(
         module,
         batches,
@@ -222,7 +116,7 @@ def build_problem(rt: WorkerRuntime, job: Job, device: str, model: Any = None):
     """Load model (unless given) and data, check they fit, and make the HessianProblem."""
     model = model if model is not None else load_job_model(rt, job)
     batches = _load_batches(rt, job, model, job.spec.dataset, "dataset")
-    return make_problem(job, model.module, batches, device)
+    return make_problem(job.spec, model.module, batches, device)
 
 
 def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) -> dict | None:
@@ -236,7 +130,7 @@ def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) ->
         batches = _load_batches(rt, job, model, spec.eval_dataset, "eval_dataset")
     except LoadError as e:
         raise e if e.detail.startswith("eval_dataset") else _at("eval_dataset", e) from e
-    held_out = make_problem(job, model.module, batches, device)
+    held_out = make_problem(job.spec, model.module, batches, device)
     ev = evaluate(held_out, "eval_dataset")
     return {"loss": ev["loss"], "accuracy": ev["accuracy"], "num_examples": ev["num_examples"]}
 
@@ -320,125 +214,41 @@ def evaluate(problem_: Any, name: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- the run
-def _acquire(rt: WorkerRuntime, job_id: str) -> bool:
-    """Take the job's lock, waiting up to one TTL for a holder that may have just died."""
-    ttl = lock_ttl(rt.settings)
-    deadline = time.monotonic() + ttl + 1
-    while True:
-        if rt.store.acquire(job_id, rt.hostname, ttl):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
+def measure_job(run: Run) -> None:
+    """The job's work inside the run wrapper: load, evaluate, then each measure in order,
+    its result recorded in `run.results` as it ends (a failure or cancel keeps them)."""
+    from tasks.engine.runner import run_measure
+
+    rt, job = run.rt, run.record
+    if job.spec.data_parallel > 1:  # the same call, run by data_parallel processes
+        from tasks.worker import parallel
+
+        run_measure = parallel.runner(rt, job, run.device)
+    run.results = results = {}
+    model = load_job_model(rt, job)
+    prob = build_problem(rt, job, run.device, model)
+    run.evaluation = evaluate(prob, "the dataset")
+    run.evaluation = with_gap(run.evaluation, held_out_evaluation(rt, job, model, run.device))
+    initial = load_initial_params(rt, job, prob.module)
+    optimizer_state = load_optimizer_state(rt, job)
+    for m in job.spec.measures:
+        hooks = run.step(m.name, f"measure {m.name!r}")
+        res = run_measure(
+            prob,
+            m.name,
+            m.params,
+            hooks.on_progress,
+            hooks.should_cancel,
+            initial_params=initial,
+            optimizer_state=optimizer_state,
+        )
+        results[m.name] = res
+        hooks.done(res.get("value"))
 
 
 def execute(job_id: str, rt: WorkerRuntime) -> str:
     """Run job `job_id` once; returns what happened. Raises only Reject (worker draining)."""
-    job = rt.store.get(job_id)
-    if job is None or job.status.terminal:
-        log.info("job %s: %s, not running it", job_id, "missing" if job is None else job.status)
-        return "skipped"
-    if not _acquire(rt, job_id):
-        log.warning("job %s: another live worker holds its lock", job_id)
-        return "locked"
-    rt.active = ActiveJob(job_id)
-    try:
-        return _run_locked(job_id, rt)
-    finally:
-        rt.active = None
-        rt.store.release(job_id, rt.hostname)
-
-
-def _run_locked(job_id: str, rt: WorkerRuntime) -> str:
-    job = rt.store.get(job_id)  # re-read under the lock: another worker may have finished it
-    if job is None or job.status.terminal:
-        return "skipped"
-    if rt.store.cancel_requested(job_id):
-        rt.store.finish(job_id, JobStatus.cancelled)
-        return "cancelled"
-    results: dict[str, Any] = {}
-    evaluation: dict[str, Any] | None = None
-    current_measure = ""
-    hooks: Hooks | None = None
-    attempt: int | None = None
-    try:
-        device, description = resolve_device(job.spec.device)
-        attempt = rt.store.mark_running(job_id, rt.hostname, description, versions())
-        rt.active.attempt = attempt  # type: ignore[union-attr]
-        model = load_job_model(rt, job)
-        prob = build_problem(rt, job, device, model)
-        evaluation = evaluate(prob, "the dataset")
-        evaluation = with_gap(evaluation, held_out_evaluation(rt, job, model, device))
-        initial = load_initial_params(rt, job, prob.module)
-        optimizer_state = load_optimizer_state(rt, job)
-        deadline = rt.active.started + rt.settings.soft_time_limit_s  # type: ignore[union-attr]
-        from tasks.engine.context import Cancelled
-        from tasks.engine.runner import run_measure
-
-        for m in job.spec.measures:
-            current_measure = m.name
-            hooks = Hooks(rt, job_id, m.name, deadline)
-            hooks.flush()
-            try:
-                res = run_measure(
-                    prob,
-                    m.name,
-                    m.params,
-                    hooks.on_progress,
-                    hooks.should_cancel,
-                    initial_params=initial,
-                    optimizer_state=optimizer_state,
-                )
-            except Cancelled:
-                hooks.flush("failed")
-                rt.store.finish(
-                    job_id, JobStatus.cancelled, results, evaluation=evaluation, attempt=attempt
-                )
-                return "cancelled"
-            results[m.name] = res
-            hooks.done(res.get("value"))
-        rt.store.finish(
-            job_id, JobStatus.succeeded, results, evaluation=evaluation, attempt=attempt
-        )
-        return "succeeded"
-    except Draining:
-        # hand the job back: another worker (or this one after a restart) runs it again
-        rt.store.end_run(job_id, "handed-back", attempt=attempt)
-        raise Reject("worker shutting down", requeue=True) from None
-    except LockLost:
-        log.warning("job %s: attempt %s was taken over; stopping it", job_id, attempt)
-        return "lost"
-    except LoadError as e:
-        err = Problem(type=e.type, title=e.title, status=e.status, detail=e.detail)
-    except (TimeLimit, SoftTimeLimitExceeded):
-        err = problem(
-            "Time limit exceeded",
-            f"the job ran past the soft time limit of {rt.settings.soft_time_limit_s} s "
-            f"(SHARPNESS_SOFT_TIME_LIMIT_S) during measure {current_measure!r}; results of "
-            "finished measures are kept",
-            status=500,
-            kind="time-limit",
-        )
-    except NotImplementedError as e:
-        err = problem(
-            "Measure not implemented",
-            f"measure {current_measure!r} is not implemented by this worker ({e})",
-            status=501,
-            kind="not-implemented",
-        )
-    except MemoryError as e:
-        err = problem("Out of memory", f"measure {current_measure!r}: {e}", kind="out-of-memory")
-    except Exception as e:  # never crash the worker on a job's error
-        log.exception("job %s failed", job_id)
-        where = f"measure {current_measure!r}" if current_measure else "preparing the job"
-        kind = "out-of-memory" if "out of memory" in str(e).lower() else "job-failed"
-        err = problem("Job failed", f"{where}: {type(e).__name__}: {e}", kind=kind)
-    if hooks is not None and current_measure not in results:
-        hooks.flush("failed")
-    rt.store.finish(
-        job_id, JobStatus.failed, results, error=err, evaluation=evaluation, attempt=attempt
-    )
-    return "failed"
+    return runs.execute(rt, rt.store, job_id, measure_job, KEPT)
 
 
 @shared_task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -1,43 +1,75 @@
-"""`python -m tasks.worker`: one Celery worker process (solo pool) and its heartbeat.
+"""`python -m tasks.worker`: one Celery worker (prefork pool, one child) and its heartbeat.
 
-Why solo: one process per GPU, and CUDA must never be initialised in a parent that then forks
-(prefork children would inherit a broken CUDA context). Run one of these per GPU with
-CUDA_VISIBLE_DEVICES set; concurrency is 1 because a job uses the whole device.
+Two processes per worker. The **main process** consumes the queues, answers Celery's control
+commands (`celery -A tasks.celery_app inspect ping/active/stats`), sends task events (Flower,
+celery-exporter), writes the worker's heartbeat and sweeps for lost runs (tasks.reaper), all
+while a job runs, and enforces Celery's hard time limit. It never initialises CUDA: the device
+is described by a short-lived interpreter (`describe_device`), so the **child** it forks, which
+runs the tasks, is the first process to touch the GPU. Concurrency is 1: a run uses the whole
+device; run one worker per GPU with CUDA_VISIBLE_DEVICES set.
 
-The solo pool does not enforce Celery's time limits, so this worker does: the soft limit is a
-deadline the task checks between engine iterations (the job fails with a "time limit" problem,
-keeping finished measures), the hard limit is enforced by the heartbeat thread, which marks the
-job failed and ends the process when a single step overruns it (run it under a supervisor).
+Time limits: past `SHARPNESS_SOFT_TIME_LIMIT_S` the run fails with a time-limit problem at
+its next iteration (the run wrapper's own check, and Celery's SoftTimeLimitExceeded). Past
+`SHARPNESS_HARD_TIME_LIMIT_S` Celery kills the child (a single step that never returns); the
+main process records the run failed and forks a new child.
+
+A child killed by anything else (the OOM killer, SIGKILL) is a lost worker to Celery: its
+message goes back to the queue (reject on worker lost) and the next run ends the killed
+attempt as `worker-lost` before it starts (tasks.worker.run). A killed main process takes its
+child with it; its heartbeats stop and the reaper requeues the run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
-from celery.signals import worker_shutting_down
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_failure, worker_process_init, worker_shutting_down
 
-from tasks import problem_types, reaper
-from tasks.celery_app import QUEUES, make_celery
+from tasks import reaper
+from tasks.celery_app import QUEUES, RUN_JOB_TASK, RUN_TRAJECTORY_TASK, make_celery
+from tasks.jobstore import RecordStore
 from tasks.settings import Settings, get_settings
-from tasks.spec import JobStatus, Problem
+from tasks.spec import JobStatus
+from tasks.trajectorystore import TrajectoryStore
 from tasks.worker.runtime import WorkerRuntime, install, unique_hostname
 
 log = logging.getLogger("tasks.worker")
-HARD_LIMIT_EXIT = 75
+
+_PROBE = (
+    "import json, torch\n"
+    "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
+    "print(json.dumps([n, torch.cuda.get_device_name(0) if n else '']))\n"
+)
 
 
 def describe_device() -> tuple[str, bool]:
-    """The device this worker computes on, and whether it has CUDA."""
+    """The device this worker computes on, and whether it has CUDA, without initialising CUDA
+    in this process: a torch built without CUDA has none; otherwise a spawned interpreter
+    asks and exits, taking its CUDA context with it."""
     import torch
 
-    if torch.cuda.is_available():
-        i = torch.cuda.current_device()
-        return f"cuda:{i} {torch.cuda.get_device_name(i)}", True
-    return "cpu", False
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        return "cpu", False
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=300
+        )
+        count, name = json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError) as e:
+        log.warning("could not ask for CUDA devices (%s); computing on the cpu", e)
+        return "cpu", False
+    if not count:
+        return "cpu", False
+    return f"cuda:0 {name}", True  # the first visible device (CUDA_VISIBLE_DEVICES)
 
 
 def queues_for(settings: Settings, has_cuda: bool) -> list[str]:
@@ -61,13 +93,17 @@ def reap_every_s(settings: Settings) -> float:
 
 
 class Heartbeat(threading.Thread):
-    """Announces the worker, keeps the running job's lock alive, enforces the hard limit, and
-    every few beats reaps runs of dead workers (tasks.reaper)."""
+    """In the main process: announces the worker (device, queues) every heartbeat, and every
+    few beats sweeps for lost runs (tasks.reaper). The run lock is kept by the child
+    (tasks.worker.run.LockKeeper), so a stopped or killed child lets it expire."""
 
-    def __init__(self, rt: WorkerRuntime, send: reaper.Send | None = None) -> None:
+    def __init__(
+        self, rt: WorkerRuntime, send: reaper.Send | None = None, queues: list[str] | None = None
+    ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.rt = rt
         self.send = send
+        self.queues = queues or []
         self.stopped = threading.Event()
         self._last_sweep = 0.0
 
@@ -81,30 +117,8 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         rt = self.rt
-        rt.store.heartbeat(rt.hostname, rt.device, heartbeat_ttl(rt.settings))
-        active = rt.active
-        if active is None:
-            return
-        if not rt.refresh_lock(active.job_id) and active.attempt is not None:
-            # paused past the lock's expiry and reaped: another run owns the record now
-            log.warning("job %s: lock lost; this run stops without writing", active.job_id)
-            active.lost = True
-        if time.monotonic() - active.started > rt.settings.hard_time_limit_s:
-            (active.store or rt.store).finish(
-                active.job_id,
-                JobStatus.failed,
-                attempt=active.attempt,
-                error=Problem(
-                    type=problem_types.uri("time-limit"),
-                    title="Time limit exceeded",
-                    status=500,
-                    detail=f"the job ran past the hard time limit of "
-                    f"{rt.settings.hard_time_limit_s} s (SHARPNESS_HARD_TIME_LIMIT_S) inside "
-                    "one step; the worker process was stopped",
-                ),
-            )
-            log.error("job %s passed the hard time limit; exiting", active.job_id)
-            os._exit(HARD_LIMIT_EXIT)
+        info = {"queues": ",".join(self.queues)} if self.queues else {}
+        rt.store.heartbeat(rt.hostname, rt.device, heartbeat_ttl(rt.settings), **info)
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -119,6 +133,27 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(self.rt.settings.heartbeat_s)
 
 
+def store_for(rt: WorkerRuntime, task_name: str) -> RecordStore:
+    """The store of the records a task runs."""
+    return TrajectoryStore(rt.store.r) if task_name == RUN_TRAJECTORY_TASK else rt.store
+
+
+def on_hard_time_limit(rt: WorkerRuntime, task_name: str, record_id: str) -> bool:
+    """Celery killed the child that ran `record_id` past the hard time limit: record the run
+    failed (its message is acknowledged, nothing would run it again) and free its lock."""
+    from tasks.worker.run import hard_limit_problem
+
+    store = store_for(rt, task_name)
+    done = store.finish(
+        record_id,
+        JobStatus.failed,
+        error=hard_limit_problem(store.KIND, rt.settings.hard_time_limit_s),
+        only_if={JobStatus.running},
+    )
+    store.release(record_id, rt.hostname)
+    return done
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO)
     settings = get_settings()
@@ -127,6 +162,7 @@ def main() -> int:
     hostname = os.environ.get("SHARPNESS_WORKER_NAME") or unique_hostname()
     rt = WorkerRuntime.create(hostname, settings)
     rt.device = device
+    rt.draining = multiprocessing.get_context("fork").Event()  # shared with the forked child
     install(rt)
 
     app = make_celery(settings)
@@ -140,18 +176,31 @@ def main() -> int:
         "unacked_restore_interval": max(1, min(30, settings.visibility_timeout // 10)),
         "unacked_restore_throttle": 1,
     }
+    # a lost broker connection (a Redis restart) leaves the running task alone
+    app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
+
+    @worker_process_init.connect
+    def _child(**_: object) -> None:  # in the child: its own Redis connections
+        rt.reconnect()
 
     @worker_shutting_down.connect
-    def _drain(**_: object) -> None:  # warm shutdown: the running job goes back to the queue
+    def _drain(**_: object) -> None:  # warm shutdown: the running run goes back to the queue
         rt.draining.set()
 
-    heartbeat = Heartbeat(rt, reaper.celery_sender(app))
+    @task_failure.connect
+    def _hard_limit(sender: Any = None, exception: Any = None, args: Any = None, **kw: Any):
+        if isinstance(exception, TimeLimitExceeded) and sender is not None:
+            record_id = args[0] if args else kw.get("task_id")
+            if sender.name in (RUN_JOB_TASK, RUN_TRAJECTORY_TASK) and record_id:
+                on_hard_time_limit(rt, sender.name, record_id)
+
+    heartbeat = Heartbeat(rt, reaper.celery_sender(app), queues)
     heartbeat.beat()
     heartbeat.start()
     print(f"worker {hostname} on {device}, queues {','.join(queues)}", flush=True)
     worker = app.Worker(
         hostname=hostname,
-        pool="solo",
+        pool="prefork",
         concurrency=1,
         queues=queues,
         loglevel="INFO",

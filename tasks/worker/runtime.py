@@ -1,8 +1,9 @@
-"""What one worker process knows about itself: name, device, stores, and the job it runs.
+"""What one worker process knows about itself: name, device, stores, and whether it drains.
 
-The Celery task and the heartbeat thread share this object: the task records the job it is
-running, the heartbeat thread refreshes that job's lock and enforces the hard time limit, and
-the shutdown signal handler sets `draining` so a running job is handed back to the queue.
+The worker's main process makes it before the pool forks its child, so the child inherits it;
+the child opens its own Redis connections (`reconnect`) and runs the tasks. `draining` is an
+event both processes share: the main process sets it on a warm shutdown, and the run in the
+child hands its record back to the queue at its next iteration.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import platform
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,23 +32,14 @@ def lock_ttl(settings: Settings) -> int:
 
 
 @dataclass
-class ActiveJob:
-    job_id: str
-    started: float = field(default_factory=time.monotonic)
-    store: Any = None  # the store holding the record when it is not a job (a trajectory)
-    attempt: int | None = None  # the record's attempt number, once the run started
-    lost: bool = False  # another worker holds the lock now: stop and write nothing
-
-
-@dataclass
 class WorkerRuntime:
     hostname: str
     settings: Settings
     store: JobStore
     blobs: BlobStore
     device: str = "cpu"
-    draining: threading.Event = field(default_factory=threading.Event)
-    active: ActiveJob | None = None
+    # a threading.Event in one process; a multiprocessing one shared with the pool's child
+    draining: Any = field(default_factory=threading.Event)
 
     @classmethod
     def create(cls, hostname: str | None = None, settings: Settings | None = None):
@@ -60,9 +51,9 @@ class WorkerRuntime:
             blobs=BlobStore(s.blob_dir),
         )
 
-    def refresh_lock(self, job_id: str) -> bool:
-        """Extend our lock on `job_id`; False if it is no longer ours."""
-        return self.store.refresh_lock(job_id, self.hostname, lock_ttl(self.settings))
+    def reconnect(self) -> None:
+        """Fresh Redis connections (a forked child must not share its parent's sockets)."""
+        self.store = JobStore.from_url(self.settings.redis_url)
 
 
 def versions() -> dict[str, str]:

@@ -16,7 +16,7 @@ from tasks.celery_app import RUN_JOB_TASK, make_celery
 from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
 from tasks.worker import runtime
-from tasks.worker.job import RunFailed
+from tasks.worker.run import RunFailed
 from tasks.worker.runtime import WorkerRuntime
 
 

@@ -1,9 +1,8 @@
 """The trajectory task's logic in-process against a real Redis: guard, lock, cancel, limits,
-errors naming the checkpoint, and the heartbeat's hard limit on a trajectory record."""
+errors naming the checkpoint (the hard limit on a trajectory: tests/worker/test_worker.py)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import torch
 from tasks.settings import Settings
 from tasks.spec import JobStatus, TrajectorySpec
 from tasks.trajectorystore import TrajectoryStore
-from tasks.worker import process as worker
-from tasks.worker.runtime import ActiveJob, WorkerRuntime
+from tasks.worker.runtime import WorkerRuntime
 from tasks.worker.trajectory_job import execute
 from tests import artifacts as A
 from tests.worker.test_job import put
@@ -98,23 +96,6 @@ def test_soft_time_limit_names_the_checkpoint(
     assert execute(t.id, rt) == "failed"
     err = store.get(t.id).error
     assert err.title == "Time limit exceeded" and "checkpoints[0]" in err.detail
-
-
-def test_hard_time_limit_fails_the_trajectory(
-    rt: WorkerRuntime, store: TrajectoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    t = make(rt, store, tmp_path)
-    rt.settings.hard_time_limit_s = 1
-    rt.active = ActiveJob(t.id, started=time.monotonic() - 2, store=store)
-
-    def fake_exit(code: int) -> None:
-        raise SystemExit(code)
-
-    monkeypatch.setattr(worker.os, "_exit", fake_exit)
-    with pytest.raises(SystemExit):
-        worker.Heartbeat(rt).beat()
-    done = store.get(t.id)
-    assert done.status == JobStatus.failed and "hard time limit" in done.error.detail
 
 
 # --------------------------------------------------------------------- optimizer-aware edges

@@ -1,16 +1,19 @@
-"""The worker process's own duties: queues it consumes, heartbeat, lock refresh, hard limit."""
+"""The worker process's own duties: queues it consumes, heartbeat, the run lock kept from the
+child, the hard time limit, and no CUDA in the main process."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 
+from tasks.celery_app import RUN_JOB_TASK, RUN_TRAJECTORY_TASK
 from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
+from tasks.trajectorystore import TrajectoryStore
 from tasks.worker import process as worker
-from tasks.worker.runtime import ActiveJob, WorkerRuntime, lock_ttl
+from tasks.worker.run import LockKeeper
+from tasks.worker.runtime import WorkerRuntime, lock_ttl
 
 
 @pytest.fixture
@@ -37,29 +40,77 @@ def _job(rt: WorkerRuntime) -> str:
     return rt.store.create(spec, "cpu").id
 
 
-def test_heartbeat_announces_and_keeps_the_lock(rt: WorkerRuntime) -> None:
+def test_heartbeat_announces_the_worker_and_its_queues(rt: WorkerRuntime) -> None:
+    worker.Heartbeat(rt, queues=["cpu"]).beat()
+    [me] = [w for w in rt.store.workers() if w["hostname"] == rt.hostname]
+    assert me["queues"] == "cpu" and rt.store.worker_alive(rt.hostname)
+
+
+def _running(rt: WorkerRuntime, store=None) -> tuple[str, int]:
+    store = store or rt.store
     job_id = _job(rt)
-    assert rt.store.acquire(job_id, rt.hostname, 2)
-    rt.active = ActiveJob(job_id)
-    worker.Heartbeat(rt).beat()
-    assert any(w["hostname"] == rt.hostname for w in rt.store.workers())
-    assert rt.store.r.ttl(f"sharpness:lock:{job_id}") > 2  # refreshed to lock_ttl
+    assert store.acquire(job_id, rt.hostname, 2)
+    return job_id, store.mark_running(job_id, rt.hostname, "cpu", {})
+
+
+def test_the_lock_keeper_refreshes_retakes_and_notices_a_takeover(rt: WorkerRuntime) -> None:
+    job_id, attempt = _running(rt)
+    keeper = LockKeeper(rt, rt.store, job_id)
+    keeper.attempt = attempt
+    keeper.keep()
+    assert rt.store.r.ttl(rt.store.lock_key(job_id)) > 2  # refreshed to lock_ttl
     assert lock_ttl(rt.settings) >= 3
 
+    rt.store.release(job_id)  # expired while Redis restarted: ours again, the run goes on
+    keeper.keep()
+    assert rt.store.lock_holder(job_id) == rt.hostname and not keeper.lost
 
-def test_hard_time_limit_fails_the_job_and_ends_the_process(
-    rt: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = _job(rt)
-    rt.settings.hard_time_limit_s = 1
-    rt.active = ActiveJob(job_id, started=time.monotonic() - 2)
+    rt.store.release(job_id)  # reaped and taken by another worker: this run is lost
+    assert rt.store.acquire(job_id, "other@host", 30)
+    keeper.keep()
+    assert keeper.lost and rt.store.lock_holder(job_id) == "other@host"
 
-    def fake_exit(code: int) -> None:
-        raise SystemExit(code)
 
-    monkeypatch.setattr(worker.os, "_exit", fake_exit)
-    with pytest.raises(SystemExit) as ended:
-        worker.Heartbeat(rt).beat()
-    assert ended.value.code == worker.HARD_LIMIT_EXIT
+def test_a_requeued_record_is_not_retaken(rt: WorkerRuntime) -> None:
+    job_id, attempt = _running(rt)
+    keeper = LockKeeper(rt, rt.store, job_id)
+    keeper.attempt = attempt
+    rt.store.release(job_id)
+    assert rt.store.end_run(job_id, "worker-lost", attempt=attempt) == JobStatus.queued
+    keeper.keep()
+    assert keeper.lost and rt.store.lock_holder(job_id) is None
+
+
+def test_hard_time_limit_fails_the_record_and_frees_its_lock(rt: WorkerRuntime) -> None:
+    """What the main process does when Celery killed the child past the hard limit."""
+    job_id, _ = _running(rt)
+    assert worker.on_hard_time_limit(rt, RUN_JOB_TASK, job_id)
     job = rt.store.get(job_id)
     assert job.status == JobStatus.failed and "hard time limit" in job.error.detail
+    assert job.error.type.endswith(":time-limit") and rt.store.lock_holder(job_id) is None
+    assert not worker.on_hard_time_limit(rt, RUN_JOB_TASK, job_id)  # finished once
+
+
+def test_hard_time_limit_fails_a_trajectory(rt: WorkerRuntime) -> None:
+    from tasks.spec import TrajectorySpec
+
+    store = TrajectoryStore(rt.store.r)
+    spec = TrajectorySpec.model_validate(
+        {
+            "checkpoints": [{"model": m * 64, "learning_rate": 0.1} for m in "ac"],
+            "dataset": {"id": "b" * 64},
+        }
+    )
+    tid = store.create(spec, "cpu").id
+    store.mark_running(tid, rt.hostname, "cpu", {})
+    assert worker.on_hard_time_limit(rt, RUN_TRAJECTORY_TASK, tid)
+    done = store.get(tid)
+    assert done.status == JobStatus.failed and "trajectory ran past the hard" in done.error.detail
+
+
+def test_the_main_process_does_not_initialise_cuda() -> None:
+    """describe_device answers without a CUDA context in the worker's main process."""
+    import torch
+
+    device, has_cuda = worker.describe_device()
+    assert has_cuda == device.startswith("cuda") and not torch.cuda.is_initialized()

@@ -1,0 +1,397 @@
+"""One run of a record, for every kind of run (jobs and trajectories): the Celery tasks' wrapper.
+
+`execute(rt, store, record_id, body)` does what every run needs, once, and the task module
+gives only `body`, the work (load, measure, write results):
+
+- **message guard**: a message whose record is missing or already terminal is acknowledged
+  without running (Redis redelivers unacknowledged messages);
+- **lock and attempt**: the per-record run lock (a few heartbeats long) is taken, waiting up
+  to one lock lifetime for a holder that may have just died, and kept alive by a thread of
+  the process that computes (`LockKeeper`); the run counts its attempt (`mark_running`), and a
+  record still `running` from an attempt whose process was killed is first ended as
+  `worker-lost` (or failed, once `SHARPNESS_MAX_ATTEMPTS` runs were started);
+- **progress throttling and cancellation**: `run.step(name, where)` gives the `Hooks` of one
+  measure or checkpoint, which write progress at most every 0.25 s and read the cancel flag at
+  most every 0.5 s between engine iterations;
+- **limits**: the soft time limit, checked between iterations (and Celery's own
+  SoftTimeLimitExceeded in a prefork child); the hard limit is Celery's, enforced by the
+  worker's main process (`tasks.worker.process`);
+- **errors**: any exception becomes an RFC 9457 problem from tasks.problem_types naming
+  where it happened (`measure 'trace'`, `checkpoints[2]`); nothing a run does crashes the
+  worker;
+- **finish once**: `finish(attempt=...)` moves the record to one terminal state, only while it
+  still counts this attempt, so a run that was declared lost and replaced writes nothing.
+
+Draining (a warm shutdown) hands the record back to the queue (`Reject(requeue=True)`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+
+from tasks import problem_types
+from tasks.jobstore import RecordStore
+from tasks.reaper import lost_problem
+from tasks.spec import JobStatus, MeasureProgress, Problem
+from tasks.worker.loaders import LoadError
+from tasks.worker.runtime import WorkerRuntime, lock_ttl, versions
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.25
+CANCEL_CHECK_EVERY_S = 0.5
+
+
+class TimeLimit(Exception):
+    """The run passed the soft time limit."""
+
+
+class Draining(Exception):
+    """The worker is shutting down: hand the run back to the queue."""
+
+
+class LockLost(Exception):
+    """Another worker took the run over (this one was paused past its lock): stop, write
+    nothing."""
+
+
+class RunFailed(Exception):
+    """Raised to Celery after a run was recorded failed, so its task state is FAILURE and the
+    alerts of Flower and celery-exporter see it; the record holds the full problem."""
+
+
+def problem(title: str, detail: str, status: int = 500, kind: str = "job-failed") -> Problem:
+    return Problem(type=problem_types.uri(kind), title=title, status=status, detail=detail)
+
+
+def at(where: str, e: LoadError) -> LoadError:
+    """The same problem, its detail prefixed with the field at fault."""
+    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.kind)
+
+
+def resolve_device(requested: str) -> tuple[str, str]:
+    """(torch device, description) for the record's device field. CUDA is initialised here,
+    in the process that computes (a prefork child), never in the worker's main process."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise LoadError(
+            "CUDA not available",
+            "the run asks for device 'cuda' but this worker sees no CUDA device",
+            status=503,
+            kind="device-unavailable",
+        )
+    if requested in ("cuda", "auto") and torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        return f"cuda:{index}", f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return "cpu", "cpu"
+
+
+def task_outcome(task: Any, outcome: str, store: Any, record_id: str) -> str:
+    """The Celery task state that says what the run did: a failed run raises (FAILURE), a
+    cancelled one is REVOKED; anything else returns `outcome` (SUCCESS)."""
+    if outcome == "failed":
+        record = store.get(record_id)
+        error = record.error if record is not None else None
+        detail = f"{error.title}: {error.detail}" if error is not None else "failed"
+        raise RunFailed(f"{store.KIND} {record_id} failed: {detail}")
+    if outcome == "cancelled":
+        task.backend.mark_as_revoked(task.request.id, reason="cancelled", request=task.request)
+        raise Ignore()
+    return outcome
+
+
+def hard_limit_problem(kind: str, seconds: int) -> Problem:
+    return problem(
+        "Time limit exceeded",
+        f"the {kind} ran past the hard time limit of {seconds} s (SHARPNESS_HARD_TIME_LIMIT_S) "
+        "inside one step; the process computing it was stopped",
+        kind="time-limit",
+    )
+
+
+# ------------------------------------------------------------------------------- the lock
+class LockKeeper(threading.Thread):
+    """Keeps the run lock alive from the process that computes, every heartbeat.
+
+    A lock found gone (it expired while Redis was restarting) is taken again while the record
+    still runs this attempt; a lock held by another worker, or a record that moved on, means
+    the run was declared lost and replaced: `lost` is set and the run stops without writing.
+    Killed with its process, it stops refreshing, and the lock expires a few heartbeats later."""
+
+    def __init__(self, rt: WorkerRuntime, store: RecordStore, record_id: str) -> None:
+        super().__init__(name=f"lock-{record_id[:8]}", daemon=True)
+        self.rt, self.store, self.record_id = rt, store, record_id
+        self.attempt: int | None = None
+        self.lost = False
+        self.stopped = threading.Event()
+
+    def keep(self) -> None:
+        rt, store, rid = self.rt, self.store, self.record_id
+        ttl = lock_ttl(rt.settings)
+        if store.refresh_lock(rid, rt.hostname, ttl):
+            return
+        holder = store.lock_holder(rid)
+        record = store.get(rid)
+        ours = (
+            record is not None
+            and record.status == JobStatus.running
+            and self.attempt is not None
+            and record.attempts == self.attempt
+        )
+        if holder is None and ours and store.acquire(rid, rt.hostname, ttl):
+            log.warning("%s %s: lock had expired (Redis away?); taken again", store.KIND, rid)
+            return
+        if self.attempt is not None:
+            log.warning("%s %s: attempt %s was taken over", store.KIND, rid, self.attempt)
+            self.lost = True
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rt.settings.heartbeat_s):
+            try:
+                self.keep()
+            except Exception:  # Redis away longer than the client's retries: try again
+                log.exception("refreshing the lock of %s failed", self.record_id)
+
+
+# ------------------------------------------------------------------------------- hooks
+class Hooks:
+    """Throttled progress writes and cancel checks for one measure or checkpoint."""
+
+    def __init__(self, run: Run, name: str) -> None:
+        self.run, self.name = run, name
+        self._last_write = 0.0
+        self._last_check = 0.0
+        self._pending: dict[str, Any] | None = None
+        self.finished = False
+
+    def on_progress(self, info: dict[str, Any]) -> None:
+        self._pending = info
+        if time.monotonic() - self._last_write >= PROGRESS_EVERY_S:
+            self.flush()
+
+    def flush(self, state: str = "running") -> None:
+        info = self._pending or {}
+        self.run.store.set_progress(
+            self.run.id,
+            self.name,
+            MeasureProgress(
+                state=state,
+                iteration=int(info.get("iteration", 0) or 0),
+                estimate=info.get("estimate"),
+                updated_at=datetime.now(UTC),
+            ),
+        )
+        self._last_write = time.monotonic()
+
+    def done(self, value: Any) -> None:
+        """Final progress entry: the last iteration count with the value."""
+        self._pending = {**(self._pending or {}), "estimate": value}
+        self.flush("done")
+        self.finished = True
+
+    def should_cancel(self) -> bool:
+        self.run.check()
+        now = time.monotonic()
+        if now - self._last_check < CANCEL_CHECK_EVERY_S:
+            return False
+        self._last_check = now
+        return self.run.store.cancel_requested(self.run.id)
+
+
+# ------------------------------------------------------------------------------- the run
+@dataclass
+class Run:
+    """One attempt at a record, as the body sees it."""
+
+    rt: WorkerRuntime
+    store: RecordStore
+    record: Any  # the record as read under the lock (a Job or a Trajectory)
+    attempt: int
+    device: str  # the torch device to compute on
+    keeper: LockKeeper
+    started: float = field(default_factory=time.monotonic)
+    where: str = ""  # what the run is doing, for problems: "measure 'trace'", "checkpoints[2]"
+    results: dict[str, Any] | None = None  # kept by finish on failure and cancel too
+    evaluation: dict[str, Any] | None = None
+    hooks: Hooks | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def spec(self) -> Any:
+        return self.record.spec
+
+    def check(self) -> None:
+        """Raise when the run must stop now: the worker drains, the lock was lost, or the soft
+        time limit passed."""
+        if self.rt.draining.is_set():
+            raise Draining()
+        if self.keeper.lost:
+            raise LockLost()
+        if time.monotonic() - self.started > self.rt.settings.soft_time_limit_s:
+            raise TimeLimit()
+
+    def step(self, name: str | int, where: str) -> Hooks:
+        """Start measure or checkpoint `name` (`where` names it in problems)."""
+        self.where = where
+        self.check()
+        self.hooks = Hooks(self, str(name))
+        self.hooks.flush()
+        return self.hooks
+
+    def measure(self, problem_: Any, measure: Callable[[Any], dict[str, Any]], **kw: Any):
+        """`measure(ctx)` through the engine's runner with this step's hooks: the same
+        timing, warnings and mode notes as every job measure (see tasks.engine.runner)."""
+        from tasks.engine.runner import run_with_context
+
+        assert self.hooks is not None, "call step() first"
+        return run_with_context(
+            problem_, measure, self.hooks.on_progress, self.hooks.should_cancel, **kw
+        )
+
+
+Body = Callable[[Run], None]
+
+
+def _acquire(rt: WorkerRuntime, store: RecordStore, record_id: str) -> bool:
+    """Take the record's lock, waiting up to one TTL for a holder that may have just died."""
+    ttl = lock_ttl(rt.settings)
+    deadline = time.monotonic() + ttl + 1
+    while True:
+        if store.acquire(record_id, rt.hostname, ttl):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def execute(rt: WorkerRuntime, store: RecordStore, record_id: str, body: Body, kept: str) -> str:
+    """Run record `record_id` once through `body`; returns what happened (succeeded, failed,
+    cancelled, skipped, locked, lost). Raises only Reject (the worker is draining). `kept`
+    says, in a time-limit problem, what a stopped run keeps."""
+    record = store.get(record_id)
+    if record is None or record.status.terminal:
+        state = "missing" if record is None else record.status.value
+        log.info("%s %s: %s, not running it", store.KIND, record_id, state)
+        return "skipped"
+    if not _acquire(rt, store, record_id):
+        log.warning("%s %s: another live worker holds its lock", store.KIND, record_id)
+        return "locked"
+    keeper = LockKeeper(rt, store, record_id)
+    keeper.start()
+    try:
+        return _run_locked(rt, store, record_id, body, kept, keeper)
+    finally:
+        keeper.stopped.set()
+        store.release(record_id, rt.hostname)
+
+
+def _end_killed_attempt(rt: WorkerRuntime, store: RecordStore, record: Any) -> JobStatus | None:
+    """A record still `running` once we hold its lock: the process of its last attempt was
+    killed (its worker lived on and redelivered the message). End that attempt as the
+    reaper would; returns the record's new status."""
+    s = rt.settings
+    return store.end_run(
+        record.id,
+        "worker-lost",
+        attempt=record.attempts,
+        max_attempts=s.max_attempts,
+        error=lost_problem(record.worker, record.attempts, s.max_attempts),
+    )
+
+
+def _run_locked(
+    rt: WorkerRuntime, store: RecordStore, rid: str, body: Body, kept: str, keeper: LockKeeper
+) -> str:
+    record = store.get(rid)  # re-read under the lock: another worker may have finished it
+    if record is not None and record.status == JobStatus.running:
+        ended = _end_killed_attempt(rt, store, record)
+        log.warning("%s %s: attempt %s was killed; now %s", store.KIND, rid, record.attempts, ended)
+        record = store.get(rid)
+    if record is None or record.status.terminal:
+        return "skipped"
+    if store.cancel_requested(rid):
+        store.finish(rid, JobStatus.cancelled)
+        return "cancelled"
+    kind = store.KIND
+    run: Run | None = None
+    attempt: int | None = None
+    try:
+        from tasks.engine.context import Cancelled
+
+        device, description = resolve_device(record.spec.device)
+        attempt = keeper.attempt = store.mark_running(rid, rt.hostname, description, versions())
+        run = Run(rt, store, record, attempt, device, keeper)
+        try:
+            body(run)
+        except Cancelled:
+            if run.hooks is not None and not run.hooks.finished:
+                run.hooks.flush("failed")
+            store.finish(
+                rid, JobStatus.cancelled, run.results, evaluation=run.evaluation, attempt=attempt
+            )
+            return "cancelled"
+        store.finish(
+            rid, JobStatus.succeeded, run.results, evaluation=run.evaluation, attempt=attempt
+        )
+        return "succeeded"
+    except Draining:
+        # hand the run back: another worker (or this one after a restart) runs it again
+        store.end_run(rid, "handed-back", attempt=attempt)
+        raise Reject("worker shutting down", requeue=True) from None
+    except LockLost:
+        log.warning("%s %s: attempt %s was taken over; stopping it", kind, rid, attempt)
+        return "lost"
+    except Exception as e:  # SoftTimeLimitExceeded included; never crash the worker
+        err = _problem(e, kind, run.where if run else "", kept, rt.settings.soft_time_limit_s)
+        if not isinstance(e, LoadError | TimeLimit | SoftTimeLimitExceeded):
+            log.exception("%s %s failed", kind, rid)
+    if run is not None and run.hooks is not None and not run.hooks.finished:
+        run.hooks.flush("failed")
+    store.finish(
+        rid,
+        JobStatus.failed,
+        run.results if run else None,
+        error=err,
+        evaluation=run.evaluation if run else None,
+        attempt=attempt,
+    )
+    return "failed"
+
+
+def _problem(e: Exception, kind: str, where: str, kept: str, soft_limit_s: int) -> Problem:
+    """The problem a run's exception is recorded as; `where` names the step at fault."""
+    if isinstance(e, LoadError):
+        return Problem(type=e.type, title=e.title, status=e.status, detail=e.detail)
+    if isinstance(e, TimeLimit | SoftTimeLimitExceeded):
+        return problem(
+            "Time limit exceeded",
+            f"the {kind} ran past the soft time limit of {soft_limit_s} s "
+            f"(SHARPNESS_SOFT_TIME_LIMIT_S) in {where or 'its preparation'}; {kept}",
+            kind="time-limit",
+        )
+    if isinstance(e, NotImplementedError):
+        return problem(
+            "Measure not implemented",
+            f"{where} is not implemented by this worker ({e})",
+            status=501,
+            kind="not-implemented",
+        )
+    if isinstance(e, MemoryError):
+        return problem("Out of memory", f"{where}: {e}", kind="out-of-memory")
+    where = where or f"preparing the {kind}"
+    title, detail = f"{kind.capitalize()} failed", f"{where}: {type(e).__name__}: {e}"
+    if "out of memory" in str(e).lower():  # CUDA's OutOfMemoryError, a RuntimeError
+        return problem(title, detail, kind="out-of-memory")
+    return problem(title, detail, kind="job-failed")
