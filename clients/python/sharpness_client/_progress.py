@@ -1,9 +1,11 @@
-"""Showing a job's progress while `jobs.wait` polls: one bar per measure.
+"""Showing a run's progress while `wait` polls: one bar per measure of a job, per checkpoint
+of a trajectory.
 
 tqdm is an optional extra; without it (or when the stream is not a terminal) a plain line is
 written each time a measure's state or iteration changes, which also reads well in CI logs.
 The bar's total is the measure's iteration budget (max_iter, num_hvps, ...) when its params
-name one; iterative methods may stop early on convergence, and the bar then jumps to full.
+name one (a trajectory's checkpoints: the spec's max_iter); iterative methods may stop early
+on convergence, and the bar then jumps to full.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from sharpness_client.types import Job
+from sharpness_client.types import Job, MeasureProgress, Trajectory
 
 # Params whose value bounds the iteration count the worker reports (others, such as Auto-PGD
 # `iterations`, count differently: those bars show a count without a total).
 BUDGET_PARAMS = ("max_iter", "num_hvps")
 
 
-def _budget(job: Job, name: str) -> int | None:
-    for m in job.spec.measures:
+def _budget(run: Job | Trajectory, name: str) -> int | None:
+    if isinstance(run, Trajectory):
+        return run.spec.max_iter
+    for m in run.spec.measures:
         if m.name == name:
             for key in BUDGET_PARAMS:
                 if isinstance(m.params.get(key), int):
@@ -27,8 +31,14 @@ def _budget(job: Job, name: str) -> int | None:
     return None
 
 
+def _entries(run: Job | Trajectory) -> list[tuple[str, MeasureProgress]]:
+    if isinstance(run, Trajectory):
+        return [(f"checkpoint {i}", p) for i, p in enumerate(run.progress)]
+    return list(run.progress.items())
+
+
 class Progress:
-    """Call `update(job)` after each poll and `close()` at the end."""
+    """Call `update(run)` after each poll and `close()` at the end."""
 
     def __init__(self, stream: TextIO | None = None, use_tqdm: bool | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -39,12 +49,13 @@ class Progress:
         self._last: dict[str, tuple[str, int]] = {}
         self._status: str | None = None
 
-    def update(self, job: Job) -> None:
+    def update(self, job: Job | Trajectory) -> None:
         if job.status.value != self._status:
             self._status = job.status.value
             if self._tqdm is None:
-                self._line(f"job {job.id}: {self._status}")
-        for name, p in job.progress.items():
+                kind = "trajectory" if isinstance(job, Trajectory) else "job"
+                self._line(f"{kind} {job.id}: {self._status}")
+        for name, p in _entries(job):
             if self._tqdm is not None:
                 self._bar(job, name, p.state, p.iteration, p.estimate)
             elif self._last.get(name) != (p.state, p.iteration):
@@ -52,7 +63,9 @@ class Progress:
                 est = f" estimate={_fmt(p.estimate)}" if p.estimate is not None else ""
                 self._line(f"  {name}: {p.state} iteration {p.iteration}{est}")
 
-    def _bar(self, job: Job, name: str, state: str, iteration: int, estimate: Any) -> None:
+    def _bar(
+        self, job: Job | Trajectory, name: str, state: str, iteration: int, estimate: Any
+    ) -> None:
         bar = self._bars.get(name)
         if bar is None:
             total = _budget(job, name)

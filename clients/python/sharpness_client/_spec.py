@@ -1,10 +1,13 @@
-"""Building a JobSpec from the loose arguments people write.
+"""Building a JobSpec or a TrajectorySpec from the loose arguments people write: the one place
+the SDK and the CLI give a spec its shape.
 
 `measures=["lambda_max", "trace"]` with `params={"trace": {"num_hvps": 200}}`, or
 `MeasureRequest`s, or dicts; `model=` an id or an upload's info; `dataset=` an id, an info, a
 URI or a full DatasetRef. `eval_dataset=` (held-out data) takes the same forms as `dataset=`,
-`initial_model=` (w₀) the same as `model=`. Checking names and bounds is the server's job (it
-knows the registry and answers 422 naming the field); this only gives the spec its shape.
+`initial_model=` (w₀) the same as `model=`. A trajectory's checkpoints are `(model,
+learning_rate[, step])`, mappings or TrajectoryCheckpoints, its optimizer a name, a mapping or
+an OptimizerSpec. Checking names and bounds is the server's job (it knows the registry and
+answers 422 naming the field); this only gives the spec its shape.
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sharpness_client.types import DatasetInfo, DatasetRef, JobSpec, MeasureRequest, ModelInfo
+from sharpness_client.types import (
+    DatasetInfo,
+    DatasetRef,
+    JobSpec,
+    MeasureRequest,
+    ModelInfo,
+    OptimizerSpec,
+    TrajectoryCheckpoint,
+    TrajectorySpec,
+)
 
 MeasureLike = str | MeasureRequest | Mapping[str, Any]
 DatasetLike = str | DatasetInfo | DatasetRef | Mapping[str, Any]
@@ -62,39 +74,96 @@ def measure_requests(
     return out
 
 
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None. Only those are set on a spec, so a request built from it
+    (sent with `exclude_unset`) leaves every other field to the server's defaults."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def build_spec(
     model: str | ModelInfo,
     dataset: DatasetLike,
     measures: Iterable[MeasureLike],
     *,
     params: Mapping[str, Mapping[str, Any]] | None = None,
-    loss: str | None = None,
-    mode: str | None = None,
-    device: str | None = None,
-    labels: Mapping[str, str] | None = None,
     batch_size: int | None = None,
     max_samples: int | None = None,
     eval_dataset: DatasetLike | None = None,
     initial_model: str | ModelInfo | None = None,
+    labels: Mapping[str, str] | None = None,
+    loss: str | None = None,
+    mode: str | None = None,
+    device: str | None = None,
     output_key: str | None = None,
     class_dim: int | None = None,
 ) -> JobSpec:
-    """`batch_size` applies to both datasets; `max_samples` to the training data only. Only
-    the arguments given are set on the spec, so a request built from it (sent with
-    `exclude_unset`) leaves every other field to the server's defaults."""
-    fields: dict[str, Any] = {
-        "model": model_id(model),
-        "dataset": dataset_ref(dataset, batch_size=batch_size, max_samples=max_samples),
-        "measures": measure_requests(measures, params),
-    }
-    if labels:
-        fields["labels"] = dict(labels)
-    if eval_dataset is not None:
-        fields["eval_dataset"] = dataset_ref(eval_dataset, batch_size=batch_size)
-    if initial_model is not None:
-        fields["initial_model"] = model_id(initial_model)
-    named = (("loss", loss), ("mode", mode), ("device", device))
-    for key, value in (*named, ("output_key", output_key), ("class_dim", class_dim)):
-        if value is not None:
-            fields[key] = value
-    return JobSpec.model_validate(fields)
+    """The job spec of `jobs.create`. `batch_size` applies to both datasets; `max_samples` to
+    the training data only."""
+    eval_ref = None if eval_dataset is None else dataset_ref(eval_dataset, batch_size=batch_size)
+    return JobSpec(
+        model=model_id(model),
+        dataset=dataset_ref(dataset, batch_size=batch_size, max_samples=max_samples),
+        measures=measure_requests(measures, params),
+        **given(
+            eval_dataset=eval_ref,
+            initial_model=None if initial_model is None else model_id(initial_model),
+            labels=dict(labels) if labels else None,
+            loss=loss,
+            mode=mode,
+            device=device,
+            output_key=output_key,
+            class_dim=class_dim,
+        ),
+    )
+
+
+CheckpointLike = (
+    TrajectoryCheckpoint
+    | Mapping[str, Any]
+    | tuple[str | ModelInfo, float]
+    | tuple[str | ModelInfo, float, int | None]
+)
+OptimizerLike = OptimizerSpec | Mapping[str, Any] | str
+
+
+def checkpoint(c: CheckpointLike) -> TrajectoryCheckpoint:
+    """(model, learning_rate[, step]), a mapping, or a TrajectoryCheckpoint."""
+    if isinstance(c, TrajectoryCheckpoint):
+        return c
+    if isinstance(c, Mapping):
+        return TrajectoryCheckpoint.model_validate(dict(c))
+    model, lr, *rest = c
+    step = rest[0] if rest else None
+    return TrajectoryCheckpoint(model=model_id(model), learning_rate=lr, step=step)
+
+
+def optimizer_spec(o: OptimizerLike) -> OptimizerSpec:
+    """ "sgd", {"name": "sgd", "momentum": 0.9} or an OptimizerSpec."""
+    if isinstance(o, OptimizerSpec):
+        return o
+    if isinstance(o, str):
+        return OptimizerSpec(name=o)  # type: ignore[arg-type]
+    return OptimizerSpec.model_validate(dict(o))
+
+
+def build_trajectory_spec(
+    checkpoints: Iterable[CheckpointLike],
+    dataset: DatasetLike,
+    *,
+    optimizer: OptimizerLike | None = None,
+    batch_size: int | None = None,
+    max_samples: int | None = None,
+    labels: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> TrajectorySpec:
+    """The trajectory spec of `trajectories.create`; `fields` (k, tol, max_iter, loss, mode,
+    device) left None are not set. No optimizer: not sent (the server's gd)."""
+    return TrajectorySpec(
+        checkpoints=[checkpoint(c) for c in checkpoints],
+        dataset=dataset_ref(dataset, batch_size=batch_size, max_samples=max_samples),
+        **given(
+            optimizer=None if optimizer is None else optimizer_spec(optimizer),
+            labels=dict(labels) if labels else None,
+            **fields,
+        ),
+    )

@@ -1,35 +1,27 @@
-"""What `client.jobs` and `client.trajectories` share: read, list (auto-paginating) and cancel
-a run, and wait for it. Each subclass names its path and record model and adds `create`."""
+"""What `client.jobs` and `client.trajectories` share: submit a spec, read, list
+(auto-paginating), cancel and wait for a run. Each subclass names its path and record model
+and adds `create`, which builds its spec (`_spec.py`) and posts it (`_base.create_request`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Generic, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
-from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._http import Request
 from sharpness_client._paging import AsyncPageList, PageList, list_request
 from sharpness_client._poll import Poller, async_wait_for, wait_for
+from sharpness_client._progress import Progress
+from sharpness_client.resources._base import AsyncResource, Resource
 from sharpness_client.types import JobStatus, Page
 
 R = TypeVar("R", bound=BaseModel)
 
 
-class Runs(Generic[R]):
-    path: ClassVar[str]
-    record: type[R]
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
-
+class Runs(Resource[R]):
     def _page(self) -> type[Page[R]]:
         return Page[self.record]  # type: ignore[name-defined]
-
-    def get(self, id: str) -> R:
-        return self.record.model_validate(
-            self._http.send(Request("GET", f"{self.path}/{id}")).json()
-        )
 
     def list(
         self,
@@ -50,26 +42,29 @@ class Runs(Generic[R]):
     def cancel(self, id: str) -> R:
         """Queued: cancelled at once. Running: `cancel_requested`, the worker stops it soon
         (`wait` for status cancelled). Finished: ConflictError."""
-        resp = self._http.send(Request("POST", f"{self.path}/{id}/cancel"))
-        return self.record.model_validate(resp.json())
+        return self._send(Request("POST", f"{self.path}/{id}/cancel"))
 
-    def _wait(self, id: str, poll: Poller) -> R:
+    def wait(
+        self,
+        id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        progress: bool | Progress = False,
+        raise_on_failure: bool = True,
+    ) -> R:
+        """Poll until the run is succeeded, failed or cancelled and return it; `progress`
+        shows each measure's (a trajectory: each checkpoint's) iterations as they come.
+
+        Raises JobFailedError if it failed (unless `raise_on_failure=False`) and
+        JobTimeoutError after `timeout` seconds (the run goes on)."""
+        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
         return wait_for(lambda: self.get(id), poll)
 
 
-class AsyncRuns(Generic[R]):
-    path: ClassVar[str]
-    record: type[R]
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
-
+class AsyncRuns(AsyncResource[R]):
     def _page(self) -> type[Page[R]]:
         return Page[self.record]  # type: ignore[name-defined]
-
-    async def get(self, id: str) -> R:
-        resp = await self._http.send(Request("GET", f"{self.path}/{id}"))
-        return self.record.model_validate(resp.json())
 
     async def list(
         self,
@@ -86,8 +81,16 @@ class AsyncRuns(Generic[R]):
         return AsyncPageList(await fetch(cursor), fetch)
 
     async def cancel(self, id: str) -> R:
-        resp = await self._http.send(Request("POST", f"{self.path}/{id}/cancel"))
-        return self.record.model_validate(resp.json())
+        return await self._send(Request("POST", f"{self.path}/{id}/cancel"))
 
-    async def _wait(self, id: str, poll: Poller) -> R:
+    async def wait(
+        self,
+        id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        progress: bool | Progress = False,
+        raise_on_failure: bool = True,
+    ) -> R:
+        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
         return await async_wait_for(lambda: self.get(id), poll)

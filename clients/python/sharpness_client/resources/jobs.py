@@ -1,4 +1,5 @@
-"""`client.jobs`: submit, read, list (auto-paginating), cancel, and wait with progress."""
+"""`client.jobs`: submit and plot; read, list (auto-paginating), cancel and wait (with
+progress) come from Runs."""
 
 from __future__ import annotations
 
@@ -6,28 +7,17 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sharpness_client._http import Request
 from sharpness_client._png import png_request, save
-from sharpness_client._poll import Poller
-from sharpness_client._progress import Progress
 from sharpness_client._spec import DatasetLike, MeasureLike, build_spec
+from sharpness_client.resources._base import create_request
 from sharpness_client.resources._runs import AsyncRuns, Runs
 from sharpness_client.types import Job, JobSpec, ModelInfo
 
 
-def _create(spec: JobSpec, idempotency_key: str | None) -> Request:
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    # only what the caller set: fields left out take the server's defaults (GET /openapi.json)
-    body = spec.model_dump(mode="json", exclude_unset=True, exclude_none=True)
-    return Request("POST", "/v1/jobs", json=body, headers=headers)
-
-
-def _spec_from(model: Any, dataset: Any, measures: Any, spec: JobSpec | None, **kw) -> JobSpec:
-    if spec is not None:
-        return spec
+def _spec(model: Any, dataset: Any, measures: Any, **options: Any) -> JobSpec:
     if model is None or dataset is None or measures is None:
         raise TypeError("give model=, dataset= and measures= (or a full spec=)")
-    return build_spec(model, dataset, measures, **kw)
+    return build_spec(model, dataset, measures, **options)
 
 
 class Jobs(Runs[Job]):
@@ -60,29 +50,13 @@ class Jobs(Runs[Job]):
         `initial_model` (an uploaded id) is w₀ for weight_norms and pacbayes_bound;
         `output_key` picks the logits among a tuple/dict output, `class_dim` (-1 or 1) the
         class dimension of sequence outputs when the shapes leave it open."""
-        kw = dict(loss=loss, mode=mode, device=device, labels=labels, params=params)
-        kw.update(eval_dataset=eval_dataset, initial_model=initial_model)
-        kw.update(output_key=output_key, class_dim=class_dim)
-        job_spec = _spec_from(
-            model, dataset, measures, spec, batch_size=batch_size, max_samples=max_samples, **kw
-        )
-        return Job.model_validate(self._http.send(_create(job_spec, idempotency_key)).json())
-
-    def wait(
-        self,
-        id: str,
-        *,
-        timeout: float | None = None,
-        poll_interval: float = 1.0,
-        progress: bool | Progress = False,
-        raise_on_failure: bool = True,
-    ) -> Job:
-        """Poll until the job is succeeded, failed or cancelled and return it.
-
-        Raises JobFailedError if it failed (unless `raise_on_failure=False`) and
-        JobTimeoutError after `timeout` seconds (the job goes on running)."""
-        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
-        return self._wait(id, poll)
+        if spec is None:
+            options = dict(params=params, loss=loss, mode=mode, device=device, labels=labels)
+            options.update(batch_size=batch_size, max_samples=max_samples)
+            options.update(eval_dataset=eval_dataset, initial_model=initial_model)
+            options.update(output_key=output_key, class_dim=class_dim)
+            spec = _spec(model, dataset, measures, **options)
+        return self._send(create_request(self.path, spec, idempotency_key))
 
     def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
@@ -117,26 +91,13 @@ class AsyncJobs(AsyncRuns[Job]):
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
-        kw = dict(loss=loss, mode=mode, device=device, labels=labels, params=params)
-        kw.update(eval_dataset=eval_dataset, initial_model=initial_model)
-        kw.update(output_key=output_key, class_dim=class_dim)
-        job_spec = _spec_from(
-            model, dataset, measures, spec, batch_size=batch_size, max_samples=max_samples, **kw
-        )
-        resp = await self._http.send(_create(job_spec, idempotency_key))
-        return Job.model_validate(resp.json())
-
-    async def wait(
-        self,
-        id: str,
-        *,
-        timeout: float | None = None,
-        poll_interval: float = 1.0,
-        progress: bool | Progress = False,
-        raise_on_failure: bool = True,
-    ) -> Job:
-        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
-        return await self._wait(id, poll)
+        if spec is None:
+            options = dict(params=params, loss=loss, mode=mode, device=device, labels=labels)
+            options.update(batch_size=batch_size, max_samples=max_samples)
+            options.update(eval_dataset=eval_dataset, initial_model=initial_model)
+            options.update(output_key=output_key, class_dim=class_dim)
+            spec = _spec(model, dataset, measures, **options)
+        return await self._send(create_request(self.path, spec, idempotency_key))
 
     async def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None

@@ -3,7 +3,6 @@ nn.Module), read, delete."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -12,26 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from sharpness_client._convert import export_module, zip_pretrained_folder
-from sharpness_client._files import FileInput, FileSource
-from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._files import FileInput
+from sharpness_client.resources._base import AsyncUploads, Uploads
 from sharpness_client.types import ModelInfo
-
-
-def upload_request(
-    file: FileInput,
-    filename: str | None = None,
-    architecture: str | None = None,
-    config: dict[str, Any] | None = None,
-    head: str | None = None,
-) -> Request:
-    fields: dict[str, str] = {}
-    if architecture is not None:
-        fields["architecture"] = architecture
-    if config is not None:
-        fields["config"] = json.dumps(config)
-    if head is not None:
-        fields["head"] = head
-    return Request("POST", "/v1/models", file=FileSource.of(file, filename), data=fields or None)
 
 
 @contextmanager
@@ -61,17 +43,9 @@ def _saved_pretrained(model: Any) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _get(id: str) -> Request:
-    return Request("GET", f"/v1/models/{id}")
-
-
-def _delete(id: str) -> Request:
-    return Request("DELETE", f"/v1/models/{id}")
-
-
-class Models:
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
+class Models(Uploads[ModelInfo]):
+    path = "/v1/models"
+    record = ModelInfo
 
     def upload(
         self,
@@ -87,8 +61,7 @@ class Models:
         folder its save_pretrained wrote (`head` chooses the head when config.json's
         architectures do not name one). Idempotent by content."""
         with _source(file, filename) as (source, name):
-            req = upload_request(source, name, architecture, config, head)
-            return ModelInfo.model_validate(self._http.send(req).json())
+            return self._upload(source, name, architecture=architecture, config=config, head=head)
 
     def from_module(self, module: Any, example_inputs: Any, *, filename: str = "model.pt2"):
         """Export a live nn.Module (eval mode, dynamic batch; see export_module for token ids,
@@ -100,16 +73,10 @@ class Models:
         with _saved_pretrained(model) as folder:
             return self.upload(folder, filename=f"{type(model).__name__}.zip", head=head)
 
-    def get(self, id: str) -> ModelInfo:
-        return ModelInfo.model_validate(self._http.send(_get(id)).json())
 
-    def delete(self, id: str) -> None:
-        self._http.send(_delete(id))
-
-
-class AsyncModels:
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
+class AsyncModels(AsyncUploads[ModelInfo]):
+    path = "/v1/models"
+    record = ModelInfo
 
     async def upload(
         self,
@@ -121,8 +88,9 @@ class AsyncModels:
         head: str | None = None,
     ) -> ModelInfo:
         with _source(file, filename) as (source, name):
-            req = upload_request(source, name, architecture, config, head)
-            return ModelInfo.model_validate((await self._http.send(req)).json())
+            return await self._upload(
+                source, name, architecture=architecture, config=config, head=head
+            )
 
     async def from_module(self, module: Any, example_inputs: Any, *, filename: str = "model.pt2"):
         return await self.upload(export_module(module, example_inputs), filename=filename)
@@ -130,9 +98,3 @@ class AsyncModels:
     async def from_pretrained(self, model: Any, *, head: str | None = None) -> ModelInfo:
         with _saved_pretrained(model) as folder:
             return await self.upload(folder, filename=f"{type(model).__name__}.zip", head=head)
-
-    async def get(self, id: str) -> ModelInfo:
-        return ModelInfo.model_validate((await self._http.send(_get(id))).json())
-
-    async def delete(self, id: str) -> None:
-        await self._http.send(_delete(id))

@@ -21,6 +21,8 @@ from urllib.parse import urlencode
 from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
 from sharpness_client._paging import AsyncPageList, PageList, list_request
 from sharpness_client._png import png_request, save
+from sharpness_client._spec import given
+from sharpness_client.resources._base import create_request
 from sharpness_client.types import Job, Study, StudyCreate, StudyJob, StudyPage, StudySummary
 
 StudyJobLike = StudyJob | Mapping[str, Any] | Job | str
@@ -44,14 +46,9 @@ def _create(
     level: float | None,
     idempotency_key: str | None,
 ) -> Request:
-    body: dict[str, Any] = {"name": name, "jobs": [_member(j) for j in jobs]}
-    if target is not None:
-        body["target"] = target
-    if level is not None:
-        body["level"] = level
-    payload = StudyCreate(**body).model_dump(mode="json", exclude_none=True)
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    return Request("POST", "/v1/studies", json=payload, headers=headers)
+    members = [_member(j) for j in jobs]
+    body = StudyCreate(name=name, jobs=members, **given(target=target, level=level))
+    return create_request("/v1/studies", body, idempotency_key)
 
 
 def _plot_path(id: str, measure: str, baseline: str | None) -> str:

@@ -20,50 +20,20 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sharpness_client._files import FileInput, FileSource
+from sharpness_client._files import FileInput
 from sharpness_client._http import Request
 from sharpness_client._png import png_request, save
-from sharpness_client._poll import Poller
-from sharpness_client._spec import DatasetLike, dataset_ref, model_id
+from sharpness_client._spec import (
+    CheckpointLike,
+    DatasetLike,
+    OptimizerLike,
+    build_trajectory_spec,
+)
+from sharpness_client.resources._base import create_request, upload_request
 from sharpness_client.resources._runs import AsyncRuns, Runs
-from sharpness_client.types import (
-    ModelInfo,
-    OptimizerSpec,
-    OptimizerStateInfo,
-    Trajectory,
-    TrajectoryCheckpoint,
-    TrajectorySpec,
-)
+from sharpness_client.types import OptimizerStateInfo, Trajectory, TrajectorySpec
 
-CheckpointLike = (
-    TrajectoryCheckpoint
-    | Mapping[str, Any]
-    | tuple[str | ModelInfo, float]
-    | tuple[str | ModelInfo, float, int | None]
-)
-
-
-def _checkpoint(c: CheckpointLike) -> TrajectoryCheckpoint:
-    """(model, learning_rate[, step]), a mapping, or a TrajectoryCheckpoint."""
-    if isinstance(c, TrajectoryCheckpoint):
-        return c
-    if isinstance(c, Mapping):
-        return TrajectoryCheckpoint.model_validate(dict(c))
-    model, lr, *rest = c
-    step = rest[0] if rest else None
-    return TrajectoryCheckpoint(model=model_id(model), learning_rate=lr, step=step)
-
-
-OptimizerLike = OptimizerSpec | Mapping[str, Any] | str
-
-
-def _optimizer(o: OptimizerLike | None) -> OptimizerSpec | None:
-    """ "sgd", {"name": "sgd", "momentum": 0.9} or an OptimizerSpec; None: not sent (gd)."""
-    if o is None or isinstance(o, OptimizerSpec):
-        return o
-    if isinstance(o, str):
-        return OptimizerSpec(name=o)  # type: ignore[arg-type]
-    return OptimizerSpec.model_validate(dict(o))
+STATES = "/v1/trajectories/optimizer-states"
 
 
 def _state_request(
@@ -90,34 +60,13 @@ def _state_request(
                 "model), or exp_avg_sq= (by parameter name) and step="
             )
         filename = filename or "optimizer_state.safetensors"
-    source = FileSource.of(file, filename)
-    return Request("POST", "/v1/trajectories/optimizer-states", file=source)
+    return upload_request(STATES, file, filename, {})
 
 
-def _spec(
-    checkpoints: Iterable[CheckpointLike] | None,
-    dataset: DatasetLike | None,
-    spec: TrajectorySpec | None,
-    batch_size: int | None,
-    max_samples: int | None,
-    **fields: Any,
-) -> TrajectorySpec:
-    if spec is not None:
-        return spec
+def _spec(checkpoints: Any, dataset: Any, **options: Any) -> TrajectorySpec:
     if checkpoints is None or dataset is None:
         raise TypeError("give checkpoints= and dataset= (or a full spec=)")
-    given = {k: v for k, v in fields.items() if v is not None}
-    return TrajectorySpec(
-        checkpoints=[_checkpoint(c) for c in checkpoints],
-        dataset=dataset_ref(dataset, batch_size=batch_size, max_samples=max_samples),
-        **given,
-    )
-
-
-def _create(spec: TrajectorySpec, idempotency_key: str | None) -> Request:
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    body = spec.model_dump(mode="json", exclude_none=True)
-    return Request("POST", "/v1/trajectories", json=body, headers=headers)
+    return build_trajectory_spec(checkpoints, dataset, **options)
 
 
 class Trajectories(Runs[Trajectory]):
@@ -148,13 +97,12 @@ class Trajectories(Runs[Trajectory]):
         default), {"name": "sgd", "momentum": β, "nesterov": bool} or {"name": "adam",
         "beta1", "beta2", "eps"} — adam needs each checkpoint's `optimizer_state` (see
         upload_optimizer_state)."""
-        s = _spec(
-            checkpoints, dataset, spec, batch_size, max_samples,
-            k=k, tol=tol, max_iter=max_iter, loss=loss, mode=mode, device=device,
-            labels=dict(labels) if labels else None, optimizer=_optimizer(optimizer),
-        )  # fmt: skip
-        resp = self._http.send(_create(s, idempotency_key))
-        return Trajectory.model_validate(resp.json())
+        if spec is None:
+            options = dict(k=k, tol=tol, max_iter=max_iter, optimizer=optimizer, labels=labels)
+            options.update(loss=loss, mode=mode, device=device)
+            options.update(batch_size=batch_size, max_samples=max_samples)
+            spec = _spec(checkpoints, dataset, **options)
+        return self._send(create_request(self.path, spec, idempotency_key))
 
     def upload_optimizer_state(
         self,
@@ -173,21 +121,8 @@ class Trajectories(Runs[Trajectory]):
         return OptimizerStateInfo.model_validate(self._http.send(req).json())
 
     def get_optimizer_state(self, id: str) -> OptimizerStateInfo:
-        resp = self._http.send(Request("GET", f"/v1/trajectories/optimizer-states/{id}"))
+        resp = self._http.send(Request("GET", f"{STATES}/{id}"))
         return OptimizerStateInfo.model_validate(resp.json())
-
-    def wait(
-        self,
-        id: str,
-        *,
-        timeout: float | None = None,
-        poll_interval: float = 1.0,
-        raise_on_failure: bool = True,
-    ) -> Trajectory:
-        """Poll until succeeded, failed or cancelled. Raises JobFailedError on failure (unless
-        `raise_on_failure=False`) and JobTimeoutError after `timeout` seconds."""
-        poll = Poller(timeout, poll_interval, raise_on_failure=raise_on_failure)
-        return self._wait(id, poll)
 
     def plot(self, id: str, path: str | os.PathLike[str] | None = None) -> bytes:
         """The trajectory's PNG (λmax·η/2 and the overlaps), written to `path` if given."""
@@ -216,13 +151,12 @@ class AsyncTrajectories(AsyncRuns[Trajectory]):
         spec: TrajectorySpec | None = None,
         idempotency_key: str | None = None,
     ) -> Trajectory:
-        s = _spec(
-            checkpoints, dataset, spec, batch_size, max_samples,
-            k=k, tol=tol, max_iter=max_iter, loss=loss, mode=mode, device=device,
-            labels=dict(labels) if labels else None, optimizer=_optimizer(optimizer),
-        )  # fmt: skip
-        resp = await self._http.send(_create(s, idempotency_key))
-        return Trajectory.model_validate(resp.json())
+        if spec is None:
+            options = dict(k=k, tol=tol, max_iter=max_iter, optimizer=optimizer, labels=labels)
+            options.update(loss=loss, mode=mode, device=device)
+            options.update(batch_size=batch_size, max_samples=max_samples)
+            spec = _spec(checkpoints, dataset, **options)
+        return await self._send(create_request(self.path, spec, idempotency_key))
 
     async def upload_optimizer_state(
         self,
@@ -238,19 +172,8 @@ class AsyncTrajectories(AsyncRuns[Trajectory]):
         return OptimizerStateInfo.model_validate((await self._http.send(req)).json())
 
     async def get_optimizer_state(self, id: str) -> OptimizerStateInfo:
-        resp = await self._http.send(Request("GET", f"/v1/trajectories/optimizer-states/{id}"))
+        resp = await self._http.send(Request("GET", f"{STATES}/{id}"))
         return OptimizerStateInfo.model_validate(resp.json())
-
-    async def wait(
-        self,
-        id: str,
-        *,
-        timeout: float | None = None,
-        poll_interval: float = 1.0,
-        raise_on_failure: bool = True,
-    ) -> Trajectory:
-        poll = Poller(timeout, poll_interval, raise_on_failure=raise_on_failure)
-        return await self._wait(id, poll)
 
     async def plot(self, id: str, path: str | os.PathLike[str] | None = None) -> bytes:
         resp = await self._http.send(png_request(f"/v1/trajectories/{id}/plot.png"))

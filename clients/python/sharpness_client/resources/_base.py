@@ -1,0 +1,83 @@
+"""What every resource shares: a collection at `path` whose answers are `record`s, read by id.
+
+`create_request` posts a spec or another body with only the fields that were set.
+`Uploads` adds what models and datasets share: delete, and the multipart request that uploads
+a file with its form fields (those left None are not sent; a value that is not a string
+travels as JSON). Runs (jobs, trajectories) extend `Resource` in `_runs.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from sharpness_client._files import FileInput, FileSource
+from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def upload_request(
+    path: str, file: FileInput, filename: str | None, fields: Mapping[str, Any]
+) -> Request:
+    """POST `file` to `path` with the form `fields` that are not None (JSON unless text)."""
+    data = {
+        k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None
+    }
+    return Request("POST", path, file=FileSource.of(file, filename), data=data or None)
+
+
+def create_request(path: str, spec: BaseModel, idempotency_key: str | None) -> Request:
+    """POST `spec` with only the fields that were set: those left out take the server's
+    defaults (GET /openapi.json). Without `idempotency_key` the transport makes one, reused on
+    every retry, so a lost answer never makes a second run (or study)."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    body = spec.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    return Request("POST", path, json=body, headers=headers)
+
+
+class Resource(Generic[R]):
+    path: ClassVar[str]
+    record: type[R]
+
+    def __init__(self, http: SyncHTTP) -> None:
+        self._http = http
+
+    def _send(self, req: Request) -> R:
+        return self.record.model_validate(self._http.send(req).json())
+
+    def get(self, id: str) -> R:
+        return self._send(Request("GET", f"{self.path}/{id}"))
+
+
+class AsyncResource(Generic[R]):
+    path: ClassVar[str]
+    record: type[R]
+
+    def __init__(self, http: AsyncHTTP) -> None:
+        self._http = http
+
+    async def _send(self, req: Request) -> R:
+        return self.record.model_validate((await self._http.send(req)).json())
+
+    async def get(self, id: str) -> R:
+        return await self._send(Request("GET", f"{self.path}/{id}"))
+
+
+class Uploads(Resource[R]):
+    def _upload(self, file: FileInput, filename: str | None, **fields: Any) -> R:
+        return self._send(upload_request(self.path, file, filename, fields))
+
+    def delete(self, id: str) -> None:
+        self._http.send(Request("DELETE", f"{self.path}/{id}"))
+
+
+class AsyncUploads(AsyncResource[R]):
+    async def _upload(self, file: FileInput, filename: str | None, **fields: Any) -> R:
+        return await self._send(upload_request(self.path, file, filename, fields))
+
+    async def delete(self, id: str) -> None:
+        await self._http.send(Request("DELETE", f"{self.path}/{id}"))
