@@ -16,17 +16,29 @@ Every worker sweeps from its heartbeat thread, and the gateway on reads of /v1/q
 wins and only the winner sends a message. A run that was declared lost but was only paused
 (SIGSTOP) finds its attempt replaced and writes nothing (`finish(attempt=...)`).
 
+A second, slower pass (`orphans`, at most every `ORPHAN_EVERY_S`) fixes what slipped
+through: a record `queued` with no broker message behind it (the message was lost with a
+Redis that restarted without AOF, or never sent) is sent one, and a record `running` on a
+live worker with no lock and no message (its attempt ended without a word) is ended and
+requeued as a lost run. A record counts as an orphan only when two sweeps of one process,
+at least `orphan_grace_s` apart, both found it so, and a queued one only once it is that old:
+a message in flight between the queue and a worker is never mistaken for a missing one. A
+duplicate message (two sweepers deciding at once) is harmless: the run's lock and the
+terminal-state guard run a record once.
+
 Torch-free and Celery-free: the caller passes how to send a message.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tasks import problem_types
-from tasks.celery_app import RUN_JOB_TASK, RUN_TRAJECTORY_TASK
+from tasks.celery_app import QUEUES, RUN_JOB_TASK, RUN_TRAJECTORY_TASK
 from tasks.jobstore import JobStore, RecordStore
 from tasks.settings import Settings
 from tasks.spec import JobStatus, Problem
@@ -60,13 +72,21 @@ def lost_problem(worker: str | None, attempts: int, max_attempts: int) -> Proble
 
 
 def reap_one(
-    store: RecordStore, heartbeats: JobStore, record_id: str, settings: Settings, send: Send
+    store: RecordStore,
+    heartbeats: JobStore,
+    record_id: str,
+    settings: Settings,
+    send: Send,
+    orphan: bool = False,
 ) -> Reaped | None:
-    """Reap `record_id` if its run was lost; None when it was not (or another sweeper won)."""
+    """Reap `record_id` if its run was lost; None when it was not (or another sweeper won).
+    `orphan`: its worker may still beat (the sweeper found nothing else behind the run)."""
     record = store.get(record_id)
     if record is None or record.status != JobStatus.running:
         return None
-    if store.lock_holder(record_id) is not None or heartbeats.worker_alive(record.worker):
+    if store.lock_holder(record_id) is not None:
+        return None
+    if not orphan and heartbeats.worker_alive(record.worker):
         return None
     status = store.end_run(
         record_id,
@@ -106,6 +126,13 @@ def reap_one(
     return Reaped(store.KIND, record_id, status, record.worker)
 
 
+def _send_or_fail(store: RecordStore, record_id: str, queue: str, send: Send) -> None:
+    try:
+        send(TASKS[store.KIND], record_id, queue)
+    except Exception as e:  # the broker is away: the next sweep tries again
+        log.error("%s %s: could not send its message (%s)", store.KIND, record_id, e)
+
+
 def stores_of(jobs: JobStore) -> tuple[JobStore, TrajectoryStore]:
     return jobs, TrajectoryStore(jobs.r)
 
@@ -120,7 +147,87 @@ def sweep(jobs: JobStore, settings: Settings, send: Send) -> list[Reaped]:
                     out.append(reaped)
             except Exception:  # one odd record must not stop the sweep
                 log.exception("reaping %s %s failed", store.KIND, record_id)
+    try:
+        out.extend(orphans(jobs, settings, send))
+    except Exception:
+        log.exception("looking for orphaned records failed")
     return out
+
+
+ORPHAN_EVERY_S = 15.0  # how often one process looks for orphans (it reads every message)
+_suspects: dict[tuple[str, str, str], float] = {}  # (kind, id, status) -> first seen orphaned
+_last_orphan_sweep = 0.0
+_orphan_lock = threading.Lock()
+
+
+def orphan_grace_s(settings: Settings) -> float:
+    """How long a record must stay orphaned before it is fixed: past a lock's lifetime and a
+    worker's sweep, so a message on its way to a worker is never taken for a lost one."""
+    return max(4.0 * settings.heartbeat_s, 10.0)
+
+
+def orphans(
+    jobs: JobStore,
+    settings: Settings,
+    send: Send,
+    force: bool = False,
+    grace_s: float | None = None,
+) -> list[Reaped]:
+    """Fix records with nothing behind them (see the module docstring); at most every
+    ORPHAN_EVERY_S per process unless `force`. Returns what was fixed."""
+    global _last_orphan_sweep
+    with _orphan_lock:
+        if not force and time.monotonic() - _last_orphan_sweep < ORPHAN_EVERY_S:
+            return []
+        _last_orphan_sweep = time.monotonic()
+        grace = orphan_grace_s(settings) if grace_s is None else grace_s
+        now = time.monotonic()
+        out: list[Reaped] = []
+        seen: set[tuple[str, str, str]] = set()
+        for store in stores_of(jobs):
+            queued = store.queued_ids(older_than_s=grace)
+            running = store.running_ids()
+            if not queued and not running:
+                continue
+            held = store.message_ids(QUEUES)
+            for status, ids in (("queued", queued), ("running", running)):
+                for record_id in ids:
+                    if record_id in held or store.lock_holder(record_id) is not None:
+                        continue
+                    key = (store.KIND, record_id, status)
+                    seen.add(key)
+                    first = _suspects.setdefault(key, now)
+                    if now - first < grace:
+                        continue
+                    try:
+                        fixed = _fix_orphan(store, jobs, record_id, status, settings, send)
+                    except Exception:
+                        log.exception("fixing %s %s failed", store.KIND, record_id)
+                        continue
+                    _suspects.pop(key, None)
+                    if fixed is not None:
+                        out.append(fixed)
+        for key in [k for k in _suspects if k not in seen]:  # no longer orphaned
+            del _suspects[key]
+        return out
+
+
+def _fix_orphan(
+    store: RecordStore,
+    jobs: JobStore,
+    record_id: str,
+    status: str,
+    settings: Settings,
+    send: Send,
+) -> Reaped | None:
+    if status == "running":
+        return reap_one(store, jobs, record_id, settings, send, orphan=True)
+    record = store.get(record_id)
+    if record is None or record.status != JobStatus.queued:
+        return None
+    log.warning("%s %s: queued with no message behind it; sending one", store.KIND, record_id)
+    _send_or_fail(store, record_id, record.queue, send)
+    return Reaped(store.KIND, record_id, JobStatus.queued, None)
 
 
 def celery_sender(celery: object) -> Send:

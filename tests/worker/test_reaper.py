@@ -4,6 +4,7 @@ that racing sweepers requeue a run once and a lost run's late writes are refused
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -150,3 +151,63 @@ def test_a_lost_trajectory_starts_over(store: JobStore) -> None:
     t = ts.get(tid)
     assert t.points == [] and t.progress[0] == MeasureProgress()
     assert t.attempt_history[0].outcome == "worker-lost" and t.status == JobStatus.queued
+
+
+# ----------------------------------------------------------------------------- orphans
+def _orphans(store: JobStore, sent: Sent) -> list[reaper.Reaped]:
+    return reaper.orphans(store, SETTINGS, sent, force=True, grace_s=0.2)
+
+
+def _queued(store: JobStore) -> str:
+    spec = JobSpec.model_validate(
+        {"model": "a" * 64, "dataset": {"id": "b" * 64}, "measures": [{"name": "trace"}]}
+    )
+    return store.create(spec, "cpu").id
+
+
+def test_a_queued_record_without_a_message_is_sent_one(
+    store: JobStore, redis_server: PrivateRedis
+) -> None:
+    """A record left queued with nothing in the broker (a Redis restarted without AOF, a
+    message never sent) gets one; a queued record whose message waits is left alone."""
+    from tasks.celery_app import RUN_JOB_TASK, make_celery
+
+    stranded, waiting = _queued(store), _queued(store)
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    make_celery(Settings(redis_url=url)).send_task(
+        RUN_JOB_TASK, args=[waiting], task_id=waiting, queue="cpu", ignore_result=True
+    )
+    assert store.message_ids(["cpu", "gpu"]) == {waiting}
+    sent = Sent()
+    assert _orphans(store, sent) == []  # younger than the grace: not even a suspect
+    time.sleep(0.3)
+    assert _orphans(store, sent) == []  # seen once: a suspect, not yet an orphan
+    time.sleep(0.3)
+    [fixed] = _orphans(store, sent)
+    assert (fixed.id, fixed.status) == (stranded, JobStatus.queued)
+    assert sent == [("sharpness.run_job", stranded, "cpu")]
+    assert store.get(stranded).status == JobStatus.queued
+
+
+def test_a_running_record_with_nothing_behind_it_is_requeued(store: JobStore) -> None:
+    """Its worker still beats, but no lock and no message: the attempt ended without a word."""
+    job_id = _running(store)
+    store.heartbeat("w1@host", "cpu", ttl_s=30)
+    _die(store, job_id)
+    sent = Sent()
+    assert reaper.sweep(store, SETTINGS, sent) == []  # the worker is alive: not reaped
+    _orphans(store, sent)
+    time.sleep(0.3)
+    [fixed] = _orphans(store, sent)
+    assert (fixed.id, fixed.status) == (job_id, JobStatus.queued)
+    assert sent == [("sharpness.run_job", job_id, "cpu")]
+    assert store.get(job_id).attempt_history[-1].outcome == "worker-lost"
+
+
+def test_a_run_with_its_lock_or_message_is_no_orphan(store: JobStore) -> None:
+    locked = _running(store)  # lock held
+    sent = Sent()
+    _orphans(store, sent)
+    time.sleep(0.3)
+    assert _orphans(store, sent) == [] and sent == []
+    assert store.get(locked).status == JobStatus.running
