@@ -3,9 +3,10 @@
     make run                      # in one terminal: Redis, a worker and the gateway
     .venv/bin/python examples/digits.py [--url URL]   # default $SHARPNESS_URL, else :8000
 
-The model is exported with torch.export (dynamic batch dimension, eval mode), the data saved as
-an .npz holding `inputs` and `targets`; both are uploaded, one job asks for λmax, the trace
-and adaptive sharpness, and the script polls it and prints the results.
+The model (examples/digits_mlp.py) is exported with torch.export (dynamic batch dimension, eval
+mode), the data saved as an .npz holding `inputs` and `targets`; both are uploaded, one job
+asks for λmax, the trace and adaptive sharpness, and the script polls it and prints the
+results.
 """
 
 from __future__ import annotations
@@ -20,30 +21,9 @@ from tempfile import TemporaryDirectory
 
 import httpx
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
-from torch import nn
+from digits_mlp import accuracy, export, load, train
 
 API_KEY = os.environ.get("SHARPNESS_API_KEY")
-
-
-def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(epochs):
-        for i in torch.randperm(len(x)).split(128):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
-            opt.step()
-    return model.eval()
-
-
-def export(model: nn.Module, path: Path) -> None:
-    example = torch.zeros(8, 64)
-    batch = torch.export.Dim("batch")
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
 
 
 def upload(client: httpx.Client, kind: str, path: Path) -> str:
@@ -71,12 +51,9 @@ def main() -> int:
         )
         return 4
 
-    digits = load_digits()
-    x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(digits.target, dtype=torch.int64)
+    x, y = load()
     model = train(x, y)
-    acc = float((model(x).argmax(1) == y).float().mean())
-    print(f"trained: train accuracy {acc:.3f} on {len(x)} digits")
+    print(f"trained: train accuracy {accuracy(model, x, y):.3f} on {len(x)} digits")
 
     headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
     with TemporaryDirectory() as tmp, httpx.Client(base_url=args.url, headers=headers) as api:

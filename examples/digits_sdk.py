@@ -9,24 +9,10 @@ as an .npz, uploads both, submits one job, shows each measure's progress and ret
 
 from __future__ import annotations
 
-import torch
-from sklearn.datasets import load_digits
-from torch import nn
+from digits_mlp import load, train
 
 from sharpness_client import Client
 from sharpness_client.errors import APIConnectionError
-
-
-def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(epochs):
-        for i in torch.randperm(len(x)).split(128):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
-            opt.step()
-    return model.eval()
 
 
 def main() -> None:
@@ -39,9 +25,7 @@ def main() -> None:
                 "`make run`, or give its address with SHARPNESS_URL"
             ) from None
 
-        digits = load_digits()
-        x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
-        y = torch.tensor(digits.target)
+        x, y = load()
         model = train(x, y)
         job = client.measure(
             model,
