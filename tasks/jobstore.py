@@ -23,7 +23,8 @@ status change (create, mark_running, end_run, finish, delete), so counts, the qu
 status-filtered listing never read every record:
     {index}:status:{status}   sorted set of the ids in that status, scored by creation time
     {index}:queued:{queue}    queued ids routed to that queue, scored by creation time
-    {index}:ended             terminal ids scored by finish time (what retention prunes)
+    {index}:ended             terminal ids scored by the time they expire (finish time plus
+                              the retention of the process that ended them): what `prune` drops
     indexed:{kind}            index version marker; absent: the indexes are rebuilt once from
                               `{index}` (records written before they existed), under the lock
     indexing:{kind}           so that one gateway rebuilds while others go on serving
@@ -74,6 +75,9 @@ PREFIX = "sharpness:"
 # kombu's Redis transport: unacknowledged messages by delivery tag, and their times
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
+# and a queue's lists: the queue's name for priority 0, name + separator + step for the others
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITIES = (3, 6, 9)
 IDEMPOTENCY_TTL_S = 86_400
 INDEX_VERSION = "1"
 INDEXING_LOCK_S = 600
@@ -92,6 +96,37 @@ TERMINAL = tuple(s for s in JobStatus if s.terminal)
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+REDIS_RETRY_S = 30.0  # how long a store call waits out a Redis restart before it fails
+
+
+def redis_client(url: str, retry_s: float = REDIS_RETRY_S) -> redis.Redis:
+    """A client whose commands survive a short Redis outage: redis-py's own Retry, with
+    exponential backoff (0.1 s doubling to 2 s between tries), on ConnectionError and
+    TimeoutError, for about `retry_s` seconds in all; only then does the error reach the
+    caller. So a restart of a few seconds (with AOF on) costs a running job a pause in its
+    progress writes, not its attempt, and no write is lost. A retried command may run twice if
+    the connection broke after Redis applied it; every store write is a field set or a guarded
+    transaction (a WATCH broken by the outage is retried by the store's own loop)."""
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError, TimeoutError
+    from redis.retry import Retry
+
+    backoff = ExponentialBackoff(cap=2.0, base=0.1)
+    retries, total = 0, 0.0
+    while total < retry_s:
+        total += backoff.compute(retries)
+        retries += 1
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=Retry(backoff, retries, supported_errors=(ConnectionError, TimeoutError)),
+        retry_on_error=[ConnectionError, TimeoutError],
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        health_check_interval=15,
+    )
 
 
 def _ts(value: str | None) -> float | None:
@@ -186,8 +221,9 @@ class RecordStore(Generic[R, S]):
         self.retention_s = retention_s if retention_s is not None else get_settings().retention_s
 
     @classmethod
-    def from_url(cls, url: str) -> Self:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
+    def from_url(cls, url: str, retry_s: float | None = None) -> Self:
+        """A store on its own client, which waits out a Redis restart (see `redis_client`)."""
+        return cls(redis_client(url, REDIS_RETRY_S if retry_s is None else retry_s))
 
     # --------------------------------------------------------------- keys
     @classmethod
@@ -351,10 +387,14 @@ class RecordStore(Generic[R, S]):
         if status != JobStatus.queued and queue:
             pipe.zrem(self.queued_key(queue), record_id)
         if status.terminal:
-            pipe.zadd(self.ended_key(), {record_id: finished or time.time()})
-            pipe.expire(self.key(record_id), max(1, int(self.retention_s)))
+            expires = (finished or time.time()) + self.retention_s
+            pipe.zadd(self.ended_key(), {record_id: expires})
+            pipe.pexpire(self.key(record_id), self._retention_ms())
             if self.retention_s < IDEMPOTENCY_TTL_S:
-                pipe.expire(self._enqueued_key(record_id), max(1, int(self.retention_s)))
+                pipe.pexpire(self._enqueued_key(record_id), self._retention_ms())
+
+    def _retention_ms(self) -> int:
+        return max(1, int(self.retention_s * 1000))
 
     def _unindex(self, pipe: Any, ids: list[str], queue: str | None = None) -> None:
         pipe.zrem(self.INDEX, *ids)
@@ -370,7 +410,7 @@ class RecordStore(Generic[R, S]):
         this record) ends with it. Call before `pipe.multi()`: it reads the key."""
         idem = raw.get("idem")
         if idem and self.retention_s < IDEMPOTENCY_TTL_S and self.r.get(idem) == record_id:
-            pipe.expire(idem, max(1, int(self.retention_s)))
+            pipe.pexpire(idem, self._retention_ms())
 
     def _observe_end(self, pipe: Any, raw: dict[str, str], status: JobStatus, at: datetime) -> None:
         """Count the ended run and observe its run time and queue wait, in the ending MULTI."""
@@ -392,10 +432,10 @@ class RecordStore(Generic[R, S]):
             pipe.hincrbyfloat(METRIC_QUEUE_WAIT, f"{prefix}|sum", wait)
 
     def prune(self, limit: int = PRUNE_BATCH) -> int:
-        """Drop records that ended more than the retention ago from the indexes (Redis expires
-        their hashes itself); cost: the ids dropped. Returns how many."""
-        cutoff = time.time() - self.retention_s
-        ids = self.r.zrangebyscore(self.ended_key(), "-inf", cutoff, start=0, num=limit)
+        """Drop the ended records whose retention is over from the indexes (Redis expires their
+        hashes itself; they are deleted here too, so a record is listed exactly as long as it
+        can be read); cost: the ids dropped. Returns how many."""
+        ids = self.r.zrangebyscore(self.ended_key(), "-inf", time.time(), start=0, num=limit)
         if ids:
             pipe = self.r.pipeline(transaction=False)
             pipe.delete(*[self.key(i) for i in ids])
@@ -444,7 +484,7 @@ class RecordStore(Generic[R, S]):
                         self._index(pipe, record_id, st, _ts(created), queue, ended)
                         if st.terminal:  # its expiry counts from its end, not from now
                             left = ended + self.retention_s - time.time()
-                            pipe.expire(self.key(record_id), max(1, int(left)))
+                            pipe.pexpire(self.key(record_id), max(1, int(left * 1000)))
                         elif st == JobStatus.running:
                             pipe.sadd(self.running_key(), record_id)
                     pipe.execute()
@@ -778,6 +818,34 @@ class RecordStore(Generic[R, S]):
                 return True
             except redis.WatchError:
                 return True  # someone else moved it
+
+    def message_ids(self, queues: tuple[str, ...] | list[str]) -> set[str]:
+        """The task ids (record ids) of the broker messages waiting in `queues` (every
+        priority list of each) or delivered and not yet acknowledged: the records something
+        will still run. Cost: the messages held; the sweeper (tasks.reaper) reads it seldom."""
+        pipe = self.r.pipeline(transaction=False)
+        for q in queues:
+            for key in (q, *(f"{q}{KOMBU_PRIORITY_SEP}{p}" for p in KOMBU_PRIORITIES)):
+                pipe.lrange(key, 0, -1)
+        pipe.hvals(UNACKED)
+        *lists, unacked = pipe.execute()
+        ids: set[str] = set()
+        for payload in [m for messages in lists for m in messages]:
+            try:
+                ids.add(json.loads(payload)["headers"]["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        for payload in unacked:
+            try:
+                ids.add(json.loads(payload)[0]["headers"]["id"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue
+        return ids
+
+    def queued_ids(self, older_than_s: float) -> list[str]:
+        """Ids of the records queued that were created more than `older_than_s` ago."""
+        cutoff = time.time() - older_than_s
+        return self.r.zrangebyscore(self.status_key(JobStatus.queued), "-inf", cutoff)
 
     def set_progress(self, record_id: str, name: str | int, progress: MeasureProgress) -> None:
         """One measure's (a job) or one checkpoint's (a trajectory) progress."""
