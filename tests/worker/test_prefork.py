@@ -1,0 +1,219 @@
+"""A real worker (`python -m tasks.worker`: prefork pool, one child) against the suite's Redis.
+
+While a job computes in the child, the main process answers `celery inspect` (a real
+`celery -A tasks.celery_app` subprocess); a failed job is a FAILURE to Celery (its result and
+the task-failed event Flower and celery-exporter read), a cancelled one REVOKED; a child
+SIGKILLed mid-job is a lost worker: the message is requeued, the worker's next child ends the
+killed attempt as worker-lost and finishes the job once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import torch
+from celery import states
+
+from tasks.celery_app import RUN_JOB_TASK, make_celery
+from tasks.redis_server import PrivateRedis
+from tasks.settings import Settings
+from tasks.spec import JobSpec, JobStatus
+from tasks.worker.runtime import WorkerRuntime
+from tests import artifacts as A
+from tests.worker.test_job import put
+
+ROOT = Path(__file__).resolve().parents[2]
+DB = 9  # a database of its own: this worker must take no other test's messages
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    env: dict[str, str]
+    log: Path
+    rt: WorkerRuntime
+
+    def celery(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "tasks.celery_app", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    def active(self) -> list[dict[str, Any]]:
+        """`celery inspect active` as JSON: every running task of every worker that answered."""
+        out = self.celery("inspect", "active", "--json", "--timeout", "10")
+        assert out.returncode == 0, out.stdout + out.stderr
+        return [
+            t for tasks in json.loads(out.stdout.strip().splitlines()[-1]).values() for t in tasks
+        ]
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def worker(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Worker]:
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    env = {
+        **os.environ,
+        "SHARPNESS_REDIS_URL": url,
+        "SHARPNESS_DATA_DIR": str(tmp_path),
+        "SHARPNESS_HEARTBEAT_S": "1",
+        "SHARPNESS_WORKER_QUEUES": "cpu",
+        "SHARPNESS_WORKER_NAME": "prefork@test",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.worker"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    rt = WorkerRuntime.create("client@test", Settings(redis_url=url, data_dir=tmp_path))
+    w = Worker(proc, env, log, rt)
+    deadline = time.monotonic() + 120
+    while "ready." not in log.read_text(errors="replace"):
+        assert proc.poll() is None and time.monotonic() < deadline, w.logs()
+        time.sleep(0.2)
+    yield w
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _job(w: Worker, tmp_path: Path, num_hvps: int, model: str | None = None) -> str:
+    x, y = A.data(n=32)
+    if model is None:
+        path = A.export(A.mlp(), tmp_path / "m.pt2", 4, torch.float64)
+        model = put(w.rt.blobs, "models", path, format="torch_export")
+    data = put(w.rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", x, y), format="npz")
+    spec = JobSpec.model_validate(
+        {
+            "model": model,
+            "dataset": {"id": data, "batch_size": 16},
+            "measures": [
+                {"name": "trace", "params": {"method": "hutchinson", "num_hvps": num_hvps}}
+            ],
+        }
+    )
+    return w.rt.store.create(spec, "cpu").id
+
+
+def _send(w: Worker, job_id: str, ignore_result: bool = True) -> None:
+    """As the gateway enqueues (by name, the record id as task id)."""
+    app = make_celery(w.rt.settings)
+    app.send_task(
+        RUN_JOB_TASK, args=[job_id], task_id=job_id, queue="cpu", ignore_result=ignore_result
+    )
+
+
+def _wait(w: Worker, job_id: str, until: Any, timeout_s: float = 180.0):
+    deadline = time.monotonic() + timeout_s
+    while not until(job := w.rt.store.get(job_id)):
+        assert time.monotonic() < deadline and w.proc.poll() is None, (job, w.logs())
+        time.sleep(0.1)
+    return job
+
+
+def _computing(job: Any) -> bool:
+    return job.status == JobStatus.running and job.progress["trace"].iteration > 0
+
+
+def test_inspect_lists_the_running_job_and_a_cancel_is_revoked(
+    worker: Worker, tmp_path: Path
+) -> None:
+    job_id = _job(worker, tmp_path, num_hvps=100_000)  # minutes of work: it is cancelled
+    _send(worker, job_id, ignore_result=False)
+    _wait(worker, job_id, _computing)
+    [task] = worker.active()  # the main process answers while the child computes
+    assert task["id"] == job_id and task["name"] == RUN_JOB_TASK and task["args"] == [job_id]
+    assert task["hostname"] == "prefork@test" and task["worker_pid"] != worker.proc.pid
+    ping = worker.celery("inspect", "ping", "--timeout", "10")
+    assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
+    assert _wait(worker, job_id, _computing).status == JobStatus.running  # still computing
+
+    worker.rt.store.request_cancel(job_id)
+    done = _wait(worker, job_id, lambda j: j.status.terminal)
+    assert done.status == JobStatus.cancelled
+    app = make_celery(worker.rt.settings)
+    deadline = time.monotonic() + 30
+    while app.AsyncResult(job_id).state != states.REVOKED:
+        assert time.monotonic() < deadline, app.AsyncResult(job_id).state
+        time.sleep(0.2)
+
+
+def test_a_failed_job_is_a_celery_failure(worker: Worker, tmp_path: Path) -> None:
+    app = make_celery(worker.rt.settings)
+    failed: list[dict[str, Any]] = []
+    receiving = threading.Event()
+
+    def on_failed(event: dict[str, Any]) -> None:
+        failed.append(event)
+
+    def listen() -> None:  # what Flower and celery-exporter read
+        with app.connection_for_read() as conn:
+            recv = app.events.Receiver(conn, handlers={"task-failed": on_failed})
+            receiving.set()
+            for _ in recv.itercapture(limit=None, timeout=60, wakeup=False):
+                if len(failed) == 2:
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert receiving.wait(30)
+    time.sleep(1)  # the receiver's queue is bound
+    as_gateway = _job(worker, tmp_path, 10, model="a" * 64)  # no such model: it fails
+    _send(worker, as_gateway)  # ignore_result, as the gateway sends: the event tells
+    kept = _job(worker, tmp_path, 10, model="a" * 64)
+    _send(worker, kept, ignore_result=False)
+
+    for job_id in (as_gateway, kept):
+        assert _wait(worker, job_id, lambda j: j.status.terminal).status == JobStatus.failed
+    result = app.AsyncResult(kept)
+    result.get(timeout=60, propagate=False)
+    assert result.state == states.FAILURE and "Model not found" in str(result.result)
+    listener.join(timeout=60)
+    assert sorted(e["uuid"] for e in failed) == sorted([as_gateway, kept])
+    assert all("Model not found" in e["exception"] for e in failed)
+
+
+def test_a_killed_child_is_a_lost_worker_and_its_job_runs_again(
+    worker: Worker, tmp_path: Path
+) -> None:
+    job_id = _job(worker, tmp_path, num_hvps=1_500)
+    _send(worker, job_id)
+    first = _wait(worker, job_id, _computing)
+    [task] = worker.active()
+    os.kill(task["worker_pid"], signal.SIGKILL)  # the OOM killer's way
+
+    done = _wait(worker, job_id, lambda j: j.status.terminal, timeout_s=240)
+    assert done.status == JobStatus.succeeded, done.error
+    assert done.results["trace"].hvps >= 1_500 and done.attempts == 2
+    assert [(a.attempt, a.worker, a.outcome) for a in done.attempt_history] == [
+        (1, first.worker, "worker-lost"),
+        (2, "prefork@test", "succeeded"),
+    ]
+    assert worker.proc.poll() is None  # the main process lived on
+    time.sleep(2)
+    again = worker.rt.store.get(job_id)
+    assert again.attempts == 2 and again.finished_at == done.finished_at
