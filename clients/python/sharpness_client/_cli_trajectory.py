@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sharpness_client import _render
+from sharpness_client._cli_args import run_actions, wait_options
 from sharpness_client.client import Client
 from sharpness_client.types import JobStatus, Trajectory
 
@@ -41,7 +42,7 @@ def _is_float(s: str) -> bool:
     return True
 
 
-def add_parsers(sub: Any, common: argparse.ArgumentParser, wait_options: Callable) -> None:
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     tr = sub.add_parser(
         "trajectory", help="edge of stability and eigenvector rotation along checkpoints"
     )
@@ -82,14 +83,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, wait_options: Callabl
     c.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
     c.add_argument("--plot", help="when finished, save the PNG here")
     wait_options(c)
-    for name, text in (("show", "print a trajectory"), ("cancel", "cancel a trajectory")):
-        ts.add_parser(name, parents=[common], help=text).add_argument("id")
-    w = ts.add_parser("wait", parents=[common], help="wait until a trajectory finishes")
-    w.add_argument("id")
-    wait_options(w)
-    p = ts.add_parser("plot", parents=[common], help="save the trajectory's PNG")
-    p.add_argument("id")
-    p.add_argument("path")
+    run_actions(ts, common, "trajectory", plot="save the trajectory's PNG")
 
 
 def render(t: Trajectory) -> str:
@@ -143,7 +137,11 @@ def run(client: Client, args: argparse.Namespace, out: Callable[[Any, Any, str],
         else:
             tid = args.id
         t = client.trajectories.wait(
-            tid, timeout=args.timeout, poll_interval=args.poll_interval, raise_on_failure=False
+            tid,
+            timeout=args.timeout,
+            poll_interval=args.poll_interval,
+            progress=args.progress if args.progress is not None else sys.stderr.isatty(),
+            raise_on_failure=False,
         )
         if getattr(args, "plot", None) and t.points:
             client.trajectories.plot(t.id, args.plot)
@@ -184,18 +182,12 @@ def _create(client: Client, args: argparse.Namespace) -> Trajectory:
                 optimizer[name] = getattr(args, name)
     dp = data_plan(args.data)
     dataset = dp.ref or client.datasets.upload(dp.upload)
+    options = ("k", "tol", "max_iter", "loss", "mode", "device", "batch_size", "max_samples")
     return client.trajectories.create(
-        optimizer=optimizer,
         checkpoints=checkpoints,
         dataset=dataset,
-        k=args.k,
-        tol=args.tol,
-        max_iter=args.max_iter,
-        loss=args.loss,
-        mode=args.mode,
-        device=args.device,
-        batch_size=args.batch_size,
-        max_samples=args.max_samples,
+        optimizer=optimizer,
+        **{name: getattr(args, name) for name in options},
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sharpness_client import _cli_trajectory, _render
+from sharpness_client._cli_args import run_actions, wait_options
 from sharpness_client._http import resolve_config
 from sharpness_client.client import Client
 from sharpness_client.errors import (
@@ -153,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "image_classification",
     )
     m.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
-    _wait_options(m)
+    wait_options(m)
 
     jobs = sub.add_parser("jobs", help="list, show, wait for or cancel jobs")
     jsub = jobs.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -161,15 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--status", choices=[s.value for s in JobStatus])
     ls.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
     ls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
-    for name, text in (("show", "print a job"), ("cancel", "cancel a job")):
-        jsub.add_parser(name, parents=[common], help=text).add_argument("id")
-    w = jsub.add_parser("wait", parents=[common], help="wait until a job finishes")
-    w.add_argument("id")
-    _wait_options(w)
-    jp = jsub.add_parser("plot", parents=[common], help="save a job's spectral density PNG")
-    jp.add_argument("id")
-    jp.add_argument("path")
-    _cli_trajectory.add_parsers(sub, common, _wait_options)
+    run_actions(jsub, common, "job", plot="save a job's spectral density PNG")
+    _cli_trajectory.add_parsers(sub, common)
 
     sub.add_parser("queue", parents=[common], help="queue depths, workers, running jobs")
     ms = sub.add_parser(
@@ -177,12 +171,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     ms.add_argument("name", nargs="?", help="show this measure's parameters, defaults and bounds")
     return top
-
-
-def _wait_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
-    p.add_argument("--poll-interval", type=float, default=1.0)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
 
 
 def _out(args: argparse.Namespace, obj: Any, text: str) -> None:

@@ -1,0 +1,26 @@
+"""Arguments the `sharpness` subcommands share: how to wait, and the actions on one run (a job
+or a trajectory) by id: show, cancel, wait, plot."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def wait_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    p.add_argument("--poll-interval", type=float, default=1.0)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def run_actions(actions: Any, common: argparse.ArgumentParser, noun: str, plot: str) -> None:
+    """`show ID`, `cancel ID`, `wait ID` (with the wait options) and `plot ID PATH` (`plot`:
+    its help) under `actions`, the subparsers of the `noun`'s command."""
+    for name, text in (("show", f"print a {noun}"), ("cancel", f"cancel a {noun}")):
+        actions.add_parser(name, parents=[common], help=text).add_argument("id")
+    w = actions.add_parser("wait", parents=[common], help=f"wait until a {noun} finishes")
+    w.add_argument("id")
+    wait_options(w)
+    p = actions.add_parser("plot", parents=[common], help=plot)
+    p.add_argument("id")
+    p.add_argument("path")
