@@ -133,11 +133,21 @@ class LockKeeper(threading.Thread):
         self.attempt: int | None = None
         self.lost = False
         self.stopped = threading.Event()
+        self.kept_at = time.monotonic()  # the last time the lock was known to be ours
+
+    def owned(self) -> bool:
+        """Whether the run still owns its record. After a pause longer than the lock's life
+        (SIGSTOP, a frozen VM) the lock is checked now, before anything is written: a run
+        that was replaced while it slept never writes a word."""
+        if not self.lost and time.monotonic() - self.kept_at > self.rt.settings.heartbeat_s * 2:
+            self.keep()
+        return not self.lost
 
     def keep(self) -> None:
         rt, store, rid = self.rt, self.store, self.record_id
         ttl = lock_ttl(rt.settings)
         if store.refresh_lock(rid, rt.hostname, ttl):
+            self.kept_at = time.monotonic()
             return
         holder = store.lock_holder(rid)
         record = store.get(rid)
@@ -149,6 +159,7 @@ class LockKeeper(threading.Thread):
         )
         if holder is None and ours and store.acquire(rid, rt.hostname, ttl):
             log.warning("%s %s: lock had expired (Redis away?); taken again", store.KIND, rid)
+            self.kept_at = time.monotonic()
             return
         if self.attempt is not None:
             log.warning("%s %s: attempt %s was taken over", store.KIND, rid, self.attempt)
@@ -179,6 +190,8 @@ class Hooks:
             self.flush()
 
     def flush(self, state: str = "running") -> None:
+        if not self.run.keeper.owned():  # replaced while paused: the record is another's
+            return
         info = self._pending or {}
         self.run.store.set_progress(
             self.run.id,
@@ -237,7 +250,7 @@ class Run:
         time limit passed."""
         if self.rt.draining.is_set():
             raise Draining()
-        if self.keeper.lost:
+        if not self.keeper.owned():
             raise LockLost()
         if time.monotonic() - self.started > self.rt.settings.soft_time_limit_s:
             raise TimeLimit()

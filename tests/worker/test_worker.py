@@ -114,3 +114,20 @@ def test_the_main_process_does_not_initialise_cuda() -> None:
 
     device, has_cuda = worker.describe_device()
     assert has_cuda == device.startswith("cuda") and not torch.cuda.is_initialized()
+
+
+def test_a_run_woken_after_a_long_pause_checks_its_lock_before_writing(
+    rt: WorkerRuntime,
+) -> None:
+    """SIGSTOP past the lock's life, reaped and run elsewhere, then SIGCONT: the first write
+    of the woken run finds the record another's and writes nothing."""
+    job_id, attempt = _running(rt)
+    keeper = LockKeeper(rt, rt.store, job_id)
+    keeper.attempt = attempt
+    assert keeper.owned()
+    rt.store.release(job_id)
+    assert rt.store.end_run(job_id, "worker-lost", attempt=attempt) == JobStatus.queued
+    assert rt.store.acquire(job_id, "other@host", 30)
+    assert keeper.owned()  # its keeper thread would notice within a heartbeat
+    keeper.kept_at -= 10 * rt.settings.heartbeat_s  # as after a long pause
+    assert not keeper.owned() and keeper.lost
