@@ -40,7 +40,8 @@ def fresh_s(settings: Settings) -> int:
 def worker_queues(worker: dict[str, Any]) -> tuple[list[str], bool]:
     """The queues a worker consumes, and whether that is certain (not assumed).
 
-    A heartbeat that carries `queues` (a comma-separated list, or a JSON list) is read as is.
+    A heartbeat that carries `queues` (tasks.worker writes them comma-separated; a JSON list
+    is read too) is read as is.
     Without it the queues follow from the device: a worker without CUDA can only consume
     `cpu` (tasks.worker refuses `gpu` there), a CUDA worker is assumed to consume its default
     `gpu,cpu` (SHARPNESS_WORKER_QUEUES may have narrowed it; the answer says "assumed")."""
@@ -78,7 +79,7 @@ class QueueCheck:
             return "no-consumer: nothing queued"
         oldest = f", oldest {self.oldest_s:.0f} s" if self.oldest_s is not None else ""
         return (
-            f"no-consumer: {self.queued} queued job{'s' * (self.queued != 1)} wait{oldest}; "
+            f"no-consumer: {self.queued} queued run{'s' * (self.queued != 1)} wait{oldest}; "
             f"no live worker consumes '{self.queue}': {FIX[self.queue]}"
         )
 
@@ -138,7 +139,7 @@ def readyz(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> Ready:
         per_queue = consumers(alive)
         snap = rows.snapshot(store)
         for q, check in per_queue.items():
-            check.queued = len(snap.queued(q))
+            check.queued = snap.queued_count(q)  # jobs and trajectories
             check.oldest_s = snap.oldest_queued_age_s(q)
             checks[f"queue:{q}"] = check.result()
     except redis.RedisError as e:

@@ -31,11 +31,9 @@ def _spec(model_id: str, dataset_id: str, device: str) -> dict:
 
 
 def _beat(store: JobStore, host: str, device: str, queues: str | None = None) -> None:
-    """A worker's heartbeat as tasks.worker writes it; `queues` as a heartbeat carrying them
-    would (the field /readyz reads first)."""
-    store.heartbeat(host, device)
-    if queues is not None:
-        store.r.hset(store._worker_key(host), "queues", queues)
+    """A worker's heartbeat as tasks.worker writes it (`queues` comma-separated); without
+    `queues`, as a worker from before heartbeats carried them."""
+    store.heartbeat(host, device, **({"queues": queues} if queues is not None else {}))
 
 
 def test_queues_from_heartbeat_or_device() -> None:
@@ -52,7 +50,7 @@ def test_cuda_job_without_gpu_worker(
     client: TestClient, settings: Settings, model_id: str, dataset_id: str
 ) -> None:
     store = JobStore.from_url(settings.redis_url)
-    _beat(store, "cpu-worker", "cpu")
+    _beat(store, "cpu-worker", "cpu", queues="cpu")
 
     r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"))
     assert r.status_code == 202, r.text
@@ -65,7 +63,7 @@ def test_cuda_job_without_gpu_worker(
     assert ready.status_code == 200, ready.text  # the gateway still serves: see readyz's doc
     checks = ready.json()["checks"]
     assert checks["queue:cpu"] == "ok: 1 live consumer"
-    assert checks["queue:gpu"].startswith("no-consumer: 1 queued job wait, oldest")
+    assert checks["queue:gpu"].startswith("no-consumer: 1 queued run wait, oldest")
     assert "no live worker consumes 'gpu'" in checks["queue:gpu"]
 
     r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cpu"))
@@ -83,7 +81,7 @@ def test_gpu_worker_consumes_gpu(
     assert "queue 'cpu'" in r.headers["Warning"]  # this worker said it consumes gpu only
     checks = client.get("/readyz").json()["checks"]
     assert checks["queue:gpu"] == "ok: 1 live consumer"
-    assert checks["queue:cpu"].startswith("no-consumer: 1 queued job wait")
+    assert checks["queue:cpu"].startswith("no-consumer: 1 queued run wait")
 
     _beat(store, "gpu-default", "cuda:1")  # no queues in its heartbeat: gpu,cpu assumed
     checks = client.get("/readyz").json()["checks"]
@@ -111,7 +109,7 @@ def test_no_worker_at_all(
     assert r.status_code == 202 and "queue 'cpu'" in r.headers["Warning"]
     body = assert_problem(client.get("/readyz"), 503, "workers")
     results = {e["check"]: e["result"] for e in body["errors"]}
-    assert results["queue:cpu"].startswith("no-consumer: 1 queued job wait")
+    assert results["queue:cpu"].startswith("no-consumer: 1 queued run wait")
 
 
 def test_idempotent_replay_of_a_running_job_warns_not(
@@ -151,7 +149,7 @@ def test_real_worker_heartbeat(
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         heartbeat = next(w for w in store.workers() if w["hostname"] == "readyz-real-worker")
-        assert worker_queues(heartbeat)[0] == ["cpu"]
+        assert heartbeat["queues"] == "cpu" and worker_queues(heartbeat) == (["cpu"], True)
 
         checks = client.get("/readyz").json()["checks"]
         assert checks["queue:cpu"].startswith("ok: 1 live consumer")
@@ -180,5 +178,7 @@ def test_trajectory_submit_warns_too(
     r = client.post("/v1/trajectories", json=body)
     assert r.status_code == 202, r.text
     assert "queue 'gpu'" in r.headers["Warning"] and "device 'cuda'" in r.headers["Warning"]
+    checks = client.get("/readyz").json()["checks"]
+    assert checks["queue:gpu"].startswith("no-consumer: 1 queued run wait")  # trajectories count
     r = client.post("/v1/trajectories", json={**body, "device": "cpu"})
     assert r.status_code == 202 and "Warning" not in r.headers
