@@ -12,7 +12,8 @@ tensors and a one-element `step` (tasks.engine.preconditioner reads it).
 
 `operator(params)` is the one place where a curvature measure's matrix is chosen: the Hessian
 (`HessianOperator`) or, for `params.curvature == "ggn"`, the generalised Gauss–Newton
-(`GGNOperator`), both on the context's HVP backend.
+(`GGNOperator`), both on the context's HVP backend, and summed over every process when the
+problem is sharded (`problem.across_ranks`, tasks.engine.distributed).
 """
 
 from __future__ import annotations
@@ -57,12 +58,12 @@ class MeasureContext:
         if curvature == "ggn":
             from tasks.engine.ggn import GGNOperator
 
-            return GGNOperator(self.problem, backend=self.hvp_backend)
+            return self.problem.across_ranks(GGNOperator(self.problem, backend=self.hvp_backend))
         if curvature != "hessian":
             raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
         from tasks.engine.operator import HessianOperator
 
-        return HessianOperator(self.problem, backend=self.hvp_backend)
+        return self.problem.across_ranks(HessianOperator(self.problem, backend=self.hvp_backend))
 
     def step(self, iteration: int, estimate: Any = None, **extra: Any) -> None:
         """Report one iteration and stop here if cancellation was requested."""

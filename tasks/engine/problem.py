@@ -272,16 +272,28 @@ class HessianProblem:
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         self.dim = sum(self.numels)
-        self.num_examples = sum(sizes)
         self.counts = [self.objective.count(t) for t in self.batches.targets()]
-        self.num_targets = sum(self.counts)
+        self.num_examples, self.num_targets = self._totals(sum(sizes), sum(self.counts))
         if self.num_targets == 0:
             raise ValueError("no target is counted: every label is -100 (ignored)")
         self.weights = [c / self.num_targets for c in self.counts]
         self.dtype = self.params[0].dtype
         self.parameter_patterns = list(parameters) if parameters else None
 
+    #: Processes measuring this problem together, and this one's place among them: a
+    #: tasks.engine.distributed.DistributedProblem holds a shard of the data and sums over all.
+    world_size = 1
+    rank = 0
+
     # ----------------------------------------------------------------- setup
+    def _totals(self, examples: int, targets: int) -> tuple[int, int]:
+        """Examples and counted targets of the whole dataset (one process: its own)."""
+        return examples, targets
+
+    def across_ranks(self, operator: Any) -> Any:
+        """The operator whose products are over the whole dataset: itself in one process."""
+        return operator
+
     def _model_device(self) -> torch.device:
         for p in self.module.parameters():
             return p.device
@@ -329,7 +341,7 @@ class HessianProblem:
 
     def restrict(self, parameters: Sequence[str]) -> HessianProblem:
         """The same problem, differentiated only with respect to `parameters` (a block)."""
-        sub = HessianProblem.__new__(HessianProblem)
+        sub = type(self).__new__(type(self))
         sub.__dict__.update(self.__dict__)
         named = select_parameters(self.module, parameters)
         sub.names = [n for n, _ in named]
