@@ -95,7 +95,7 @@ UPLOADS = (
 WORKER = (
     _t("invalid-input", 422, "The worker cannot use the model or data (a failed record)."),
     _t("checkpoint-mismatch", 422, "Trajectory checkpoints with different parameters."),
-    _t("device-unavailable", 503, "The job asks for CUDA on a worker without it."),
+    _t("device-unavailable", 503, "The job asks for CUDA, or more GPUs than its worker has."),
     _t("time-limit", 500, "The run passed the soft or hard time limit."),
     _t("worker-lost", 500, "The run's worker stopped beating and its attempts are spent."),
     _t("out-of-memory", 500, "The run ran out of host or device memory."),

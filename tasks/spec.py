@@ -114,6 +114,22 @@ class MeasureRequest(BaseModel):
         return registry.validate_params(info.data["name"], params).model_dump()
 
 
+#: Measures that see the data only through the problem's loss, gradient and curvature
+#: products, which data-parallel processes sum (tasks.engine.distributed); the others read
+#: batches themselves (perturbed accuracies, margins, sharpness chunks) and run in one process.
+DATA_PARALLEL_MEASURES = frozenset(
+    {
+        "lambda_max",
+        "top_eigenvalues",
+        "trace",
+        "frobenius",
+        "spectral_density",
+        "preconditioned_lambda_max",
+        "weight_norms",
+    }
+)
+
+
 class JobSpec(BaseModel):
     """What to measure, on which model and data."""
 
@@ -154,6 +170,19 @@ class JobSpec(BaseModel):
         "`step`): what preconditioned_lambda_max needs.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    data_parallel: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes that measure the job together: the dataset is split between "
+        "them and every loss, gradient and Hessian-vector product is summed over all of them "
+        "(torch.distributed: NCCL with one GPU per process for device cuda, gloo on the CPU), "
+        "so the result equals one process's to float64 rounding; diagnostics.world_size says "
+        "how many ran it. A cuda job needs that many GPUs on one worker (else the job fails "
+        "with device-unavailable). Curvature measures and weight_norms only: "
+        + ", ".join(sorted(DATA_PARALLEL_MEASURES))
+        + ".",
+    )
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("measures")
@@ -164,6 +193,18 @@ class JobSpec(BaseModel):
         if dupes:
             raise ValueError(f"each measure may appear once; repeated: {', '.join(dupes)}")
         return measures
+
+    @model_validator(mode="after")
+    def _data_parallel_measures(self) -> JobSpec:
+        if self.data_parallel > 1:
+            other = [m.name for m in self.measures if m.name not in DATA_PARALLEL_MEASURES]
+            if other:
+                raise ValueError(
+                    f"data_parallel={self.data_parallel}: {', '.join(other)} read the data "
+                    "outside the summed loss, gradient and Hessian products and run in one "
+                    "process only; measure them in a job without data_parallel"
+                )
+        return self
 
 
 class Problem(BaseModel):
