@@ -96,6 +96,7 @@ def build_spec(
     device: str | None = None,
     output_key: str | None = None,
     class_dim: int | None = None,
+    data_parallel: int | None = None,
 ) -> JobSpec:
     """The job spec of `jobs.create`. `batch_size` applies to both datasets; `max_samples` to
     the training data only."""
@@ -113,6 +114,7 @@ def build_spec(
             device=device,
             output_key=output_key,
             class_dim=class_dim,
+            data_parallel=data_parallel,
         ),
     )
 

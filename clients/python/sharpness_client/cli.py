@@ -128,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--loss", choices=["cross_entropy", "mse"])
     m.add_argument("--mode", choices=["eval", "train"])
     m.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    m.add_argument(
+        "--data-parallel",
+        type=int,
+        metavar="N",
+        help="processes that measure the job together, the data split between them "
+        "(one GPU each with --device cuda)",
+    )
     m.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
     m.add_argument("--batch-size", type=int)
     m.add_argument("--max-samples", type=int)
@@ -252,6 +259,7 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
         initial_model=initial_model,
         output_key=args.output_key,
         class_dim=args.class_dim,
+        data_parallel=args.data_parallel,
     )
     if not args.wait:
         _out(args, job, f"submitted job {job.id} ({job.status.value})")

@@ -83,6 +83,9 @@ class JobSpec(_Model):
     initial_model: str | None = None  # uploaded model at initialisation (w₀)
     optimizer_state: str | None = None  # uploaded Adam state, for preconditioned_lambda_max
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # processes that measure the job together, the data split between them (curvature
+    # measures and weight_norms); the result's diagnostics.world_size says how many ran it
+    data_parallel: int = 1
     labels: dict[str, str] = Field(default_factory=dict)
 
 
