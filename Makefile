@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run gateway worker redis test lint format bench openapi clean
+.PHONY: install run gateway worker redis test lint format bench bench-service openapi clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: install
 	$(BIN)/python -m bench.engine_vs_peers
 	$(BIN)/python -m bench.trace_spectra
 	$(BIN)/python -m bench.lanczos_basis
+
+## Gateway under load (own Redis, no worker): enqueue p50/p99 at 20 clients, status reads for 1
+## and N gateway processes, /v1/queue and /metrics cost at 100 and 100,000 records.
+bench-service: install
+	$(BIN)/python -m bench.service
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

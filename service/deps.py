@@ -28,32 +28,32 @@ _bearer = HTTPBearer(
 )
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def blobs(request: Request) -> BlobStore:
+async def blobs(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
-def jobs(request: Request) -> JobStore:
+async def jobs(request: Request) -> JobStore:
     return request.app.state.jobs
 
 
-def trajectories(request: Request) -> TrajectoryStore:
+async def trajectories(request: Request) -> TrajectoryStore:
     """The trajectory records, on the job store's Redis connection."""
     return TrajectoryStore(request.app.state.jobs.r)
 
 
-def studies(request: Request) -> StudyStore:
+async def studies(request: Request) -> StudyStore:
     return request.app.state.studies
 
 
-def celery_app(request: Request) -> Celery:
+async def celery_app(request: Request) -> Celery:
     return request.app.state.celery
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

