@@ -1,0 +1,118 @@
+"""Several gateway processes answer the same /metrics and /v1/queue: a real uvicorn with
+`--workers 3` (as `make gateway` starts it) next to a single-process gateway, on one Redis.
+Records are written through the store, as workers write them; no worker is needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from service.run_all import gateway_command
+from tasks.jobstore import JobStore
+from tasks.redis_server import PrivateRedis, free_port
+from tasks.spec import JobSpec, JobStatus
+from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+DB = 6
+
+
+def _gateway(env: dict[str, str], processes: int, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            gateway_command("127.0.0.1", str(port), processes),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(log.read_text()[-3000:])
+
+
+@pytest.fixture
+def gateways(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    env = {**os.environ, "SHARPNESS_REDIS_URL": url, "SHARPNESS_DATA_DIR": str(tmp_path)}
+    log = tmp_path / "gateways.log"
+    many, many_url = _gateway(env, 3, log)
+    one, one_url = _gateway(env, 1, log)
+    try:
+        _ready(many_url, many, log)
+        _ready(one_url, one, log)
+        yield url, many_url, one_url
+    finally:
+        for proc in (many, one):
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in (many, one):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Every sample but the per-process ones and the ages (read at different instants)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "process_")) and "age_seconds" not in line:
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def test_every_gateway_process_reports_the_same(gateways: tuple[str, str, str]) -> None:
+    redis_url, many_url, one_url = gateways
+    store = JobStore.from_url(redis_url)
+    store.heartbeat("w1@host", "cpu")
+    spec = JobSpec.model_validate(
+        {"model": "a" * 64, "dataset": {"id": "d" * 64}, "measures": [{"name": "lambda_max"}]}
+    )
+    for i, status in enumerate([JobStatus.succeeded] * 3 + [JobStatus.failed, None, None]):
+        job = store.create(spec, "cpu" if i % 2 else "gpu")
+        if status is not None:
+            attempt = store.mark_running(job.id, "w1@host", "cpu", {})
+            store.finish(job.id, status, results={}, attempt=attempt)
+    running = store.create(spec, "cpu")
+    store.mark_running(running.id, "w1@host", "cpu", {})
+
+    reference = _samples(httpx.get(f"{one_url}/metrics", timeout=30).text)
+    assert reference['sharpness_jobs{status="succeeded"}'] == 3
+    assert reference['sharpness_jobs{status="running"}'] == 1
+    assert reference['celery_worker_tasks_active{hostname="w1@host"}'] == 1
+    for _ in range(12):  # a new connection each time: the kernel spreads them over processes
+        r = httpx.get(f"{many_url}/metrics", timeout=30)
+        assert _samples(r.text) == reference
+        queue = httpx.get(f"{many_url}/v1/queue", timeout=30).json()
+        assert queue["jobs_by_status"] == {
+            "queued": 2,
+            "running": 1,
+            "succeeded": 3,
+            "failed": 1,
+            "cancelled": 0,
+        }
