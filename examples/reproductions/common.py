@@ -15,8 +15,9 @@ Every claim is made over several seeds, with intervals:
 
 from __future__ import annotations
 
+import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,3 +195,32 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def cli(
+    doc: str,
+    title: str,
+    run: Callable[..., list[dict]],
+    columns: list[str],
+    report: Callable[[list[dict]], list[str]],
+    *,
+    quick_help: str,
+    summary: tuple[list[str], Callable[[list[dict]], list[dict]]] | None = None,
+) -> None:
+    """The command line of every reproduction: `--quick` and `--dataset`; it runs against the
+    service (SHARPNESS_URL) and prints every run (`title` may name {dataset}), the summary
+    over seeds when there is one (its columns and function), and the verdicts."""
+    from sharpness_client import Client
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    args = ap.parse_args()
+    with Client() as client:
+        rows = run(client, DATASETS[args.dataset](), quick=args.quick)
+    print_table(title.format(dataset=args.dataset), columns, rows)
+    print()
+    if summary is not None:
+        print_table("Mean [95% interval] over seeds", summary[0], summary[1](rows))
+        print()
+    print("\n".join(report(rows)))

@@ -20,15 +20,13 @@ Decided over the seeds (initial weights and minibatch order), each with its 95% 
 
 from __future__ import annotations
 
-import argparse
 import math
 
 from examples.reproductions.common import (
-    DATASETS,
     Split,
+    cli,
     estimate,
     mlp,
-    print_table,
     train_loss,
     train_sgd,
 )
@@ -220,17 +218,15 @@ def report(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="two batch sizes, two rates, 3 seeds")
-    ap.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
-    args = ap.parse_args()
-    with Client() as client:
-        rows = run(client, DATASETS[args.dataset](), quick=args.quick)
-    print_table(f"Learning rate vs λmax ({args.dataset}), every run", COLUMNS, rows)
-    print()
-    print_table("Mean [95% interval] over seeds", SUMMARY, summary(rows))
-    print()
-    print("\n".join(report(rows)))
+    cli(
+        __doc__,
+        "Learning rate vs λmax ({dataset}), every run",
+        run,
+        COLUMNS,
+        report,
+        quick_help="two batch sizes, two rates, 3 seeds",
+        summary=(SUMMARY, summary),
+    )
 
 
 if __name__ == "__main__":

@@ -16,18 +16,16 @@ mean and 95% interval over the seeds.
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
 from torch import nn
 
 from examples.reproductions.common import (
-    DATASETS,
     Split,
+    cli,
     estimate,
     mlp,
-    print_table,
     train_sgd,
 )
 from sharpness_client import Client
@@ -154,19 +152,14 @@ def report(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--quick",
-        action="store_true",
-        help="three values of α, three seeds, standard sharpness on the first seed only",
+    cli(
+        __doc__,
+        "Rescaling a ReLU MLP by α and 1/α ({dataset})",
+        run,
+        COLUMNS,
+        report,
+        quick_help="three values of α, three seeds, standard sharpness on the first seed only",
     )
-    ap.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
-    args = ap.parse_args()
-    with Client() as client:
-        rows = run(client, DATASETS[args.dataset](), quick=args.quick)
-    print_table(f"Rescaling a ReLU MLP by α and 1/α ({args.dataset})", COLUMNS, rows)
-    print()
-    print("\n".join(report(rows)))
 
 
 if __name__ == "__main__":

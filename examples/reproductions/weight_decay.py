@@ -21,15 +21,12 @@ The claim has two parts, each decided over the seeds, paired by seed:
 
 from __future__ import annotations
 
-import argparse
-
 from examples.reproductions.common import (
-    DATASETS,
     Split,
+    cli,
     equivalence,
     estimate,
     mlp,
-    print_table,
     train_loss,
     train_sgd,
     weight_norm,
@@ -174,21 +171,15 @@ def report(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"two decays, three seeds, λmax only, trained to loss {QUICK_TARGET_LOSS}",
+    cli(
+        __doc__,
+        "Weight decay vs sharpness ({dataset}), every run",
+        run,
+        COLUMNS,
+        report,
+        quick_help=f"two decays, three seeds, λmax only, trained to loss {QUICK_TARGET_LOSS}",
+        summary=(SUMMARY, summary),
     )
-    ap.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
-    args = ap.parse_args()
-    with Client() as client:
-        rows = run(client, DATASETS[args.dataset](), quick=args.quick)
-    print_table(f"Weight decay vs sharpness ({args.dataset}), every run", COLUMNS, rows)
-    print()
-    print_table("Mean [95% interval] over seeds", SUMMARY, summary(rows))
-    print()
-    print("\n".join(report(rows)))
 
 
 if __name__ == "__main__":
