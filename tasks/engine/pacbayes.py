@@ -33,19 +33,31 @@ evaluated at *their* σ — the largest isotropic noise whose expected train-acc
 the same σ as pacbayes.flatness (found by `perturbation.flatness_search`) — not at the σ that
 minimises the bound above (which is chosen for the bound, not for the measure). See the
 `pacbayes_orig` measure.
+
+The pacbayes_* measures are declared from here: `FlatnessParams`, the parameters of the search
+for σ* that pacbayes_flatness, pacbayes_mag_flatness and pacbayes_orig share, and the run
+functions of all four (`flatness_measure`, `orig_measure`, `bound_measure`), so a measure module
+is its name, its parameters and one call. This module imports torch only inside the functions
+that compute, so the registry still loads the measure modules without it.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+from pydantic import Field
 
-from tasks.engine.perturbation import accuracy, noisy_accuracies, subset
-from tasks.engine.problem import HessianProblem
+from tasks.engine.measures.base import MeasureParams, attributes, measured
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from tasks.engine.context import MeasureContext
+    from tasks.engine.measures.pacbayes_bound import Params as BoundParams
+    from tasks.engine.problem import HessianProblem
 
 KL_INV_TOL = 1e-12
 LABEL = (
@@ -141,9 +153,13 @@ def pacbayes_bound(
     delta_prime: float = 0.01,
     seed: int = 0,
     max_examples: int | None = None,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
 ) -> PacBayesBound:
     """The bound at each σ of the grid (union bound over the grid) and the smallest one."""
+    import torch
+
+    from tasks.engine.perturbation import accuracy, noisy_accuracies, subset
+
     batches = subset(problem, max_examples)
     m = sum(b.size for b in batches)
     w = problem.parameter_vector().double()
@@ -183,3 +199,148 @@ def pacbayes_bound(
         base_error=1 - accuracy(problem, batches),
         grid=rows,
     )
+
+
+# The pacbayes_* measures: shared parameters and run functions.
+
+SEARCH_EXAMPLES = "Estimate accuracies on the first N examples only (all when omitted)."
+
+
+def open_unit(default: float, description: str) -> Any:
+    """A field strictly between 0 and 1: a confidence δ, an accuracy drop."""
+    return Field(default=default, gt=0, lt=1, description=description)
+
+
+def drop_field(symbol: str) -> Any:
+    """The `target_drop` field, naming the σ it defines (σ*, σ′*, σ)."""
+    return open_unit(0.1, f"Expected train-accuracy drop that defines {symbol}.")
+
+
+class FlatnessParams(MeasureParams):
+    """The search for σ* that pacbayes_flatness, pacbayes_mag_flatness and pacbayes_orig
+    share. Each measure declares `max_examples` itself (after its own fields, in the order
+    its schema lists them) and may name σ differently in `target_drop`."""
+
+    target_drop: float = drop_field("σ*")
+    sigma_max: float = Field(
+        default=2.0, gt=0, le=1000, description="Upper end of the bisection interval [0, σ_max]."
+    )
+    depth: int = Field(default=15, ge=1, le=60, description="Bisection steps.")
+    samples: int = Field(
+        default=10, ge=1, le=10_000, description="Monte Carlo noise draws per bisection step."
+    )
+    if TYPE_CHECKING:
+        max_examples: int | None
+
+
+# the noise, its σ and σ's diagnostics key: isotropic (False) or relative to each weight (True)
+NOISE_NAMES = {False: ("noise", "σ", "sigma"), True: ("relative noise", "σ′", "sigma_prime")}
+
+
+def flatness_measure(
+    ctx: MeasureContext,
+    params: FlatnessParams,
+    measure: str,
+    eps: float | None = None,
+    capped: str = "",
+) -> dict[str, Any]:
+    """pacbayes_flatness: value 1/σ*², σ* the largest isotropic noise whose expected accuracy
+    drop is the target; with `eps`, pacbayes_mag_flatness: the same for the noise
+    √(σ′²wᵢ² + ε²) relative to each weight (1/σ′*²). Warns when even σ_max never cost the
+    target drop (`capped` says what the capped σ means for the measure)."""
+    from tasks.engine.perturbation import (
+        flatness_search,
+        isotropic_std,
+        magnitude_std,
+        require_classification,
+    )
+
+    problem = ctx.problem
+    require_classification(problem, measure)
+    std_of = isotropic_std(problem) if eps is None else magnitude_std(problem, eps)
+    search = flatness_search(problem, std_of, **params.options("eps"), ctx=ctx)
+    noise, symbol, key = (
+        ("noise", "σ", "sigma") if eps is None else ("relative noise", "σ′", "sigma_prime")
+    )
+    if not search.reached:
+        warnings.warn(
+            f"{noise} up to sigma_max={params.sigma_max} never cost {params.target_drop} "
+            f"accuracy: {symbol} is capped at sigma_max{capped} (raise sigma_max)",
+            stacklevel=3,
+        )
+    diagnostics = {
+        key: search.sigma,
+        "accuracy_at_sigma": search.accuracy,
+        "base_accuracy": search.base_accuracy,
+        "drop_at_sigma": search.drop,
+        **attributes(params, "target_drop", "sigma_max"),
+        "reached_target": search.reached,
+        "iterations": search.iterations,
+        "samples": params.samples,
+        "examples": search.examples,
+        "forward_passes": (search.iterations + 1) * params.samples + 1,
+        "history": search.history,
+    }
+    if eps is not None:
+        diagnostics["eps"] = eps
+    value = 1.0 / (search.sigma * search.sigma) if search.sigma > 0 else math.inf
+    return measured(value, diagnostics, converged=search.reached)
+
+
+def orig_measure(ctx: MeasureContext, params: FlatnessParams, measure: str) -> dict[str, Any]:
+    """pacbayes_orig at the flatness σ, and pacbayes_init when an initial model is given."""
+    flat = flatness_measure(ctx, params, measure, capped=f" and {measure} is evaluated there")
+    search = flat["diagnostics"]
+    m, sigma = search["examples"], search["sigma"]
+    w = ctx.problem.parameter_vector().double()
+    norm_sq = float(w.pow(2).sum())
+    diagnostics: dict[str, Any] = {
+        "kind": "measure",
+        "sigma": sigma,
+        "m": m,
+        "weight_norm_sq": norm_sq,
+        "pacbayes_flatness": flat["value"],
+        "search": search,
+    }
+    w0 = ctx.initial_vector()
+    if w0 is not None:
+        dist_sq = float((w - w0.double()).pow(2).sum())
+        diagnostics["distance_from_init_sq"] = dist_sq
+        diagnostics["pacbayes_init"] = jiang_term(dist_sq, sigma, m)
+    return measured(jiang_term(norm_sq, sigma, m), diagnostics, converged=flat["converged"])
+
+
+def bound_measure(ctx: MeasureContext, params: BoundParams, measure: str) -> dict[str, Any]:
+    """pacbayes_bound: the smallest bound over the σ grid, and what it was computed from."""
+    from tasks.engine.perturbation import require_classification
+
+    problem = ctx.problem
+    require_classification(problem, measure)
+    w0 = ctx.initial_vector()
+    if w0 is None:
+        warnings.warn(
+            f"{measure}: no initial model (w₀) given, so the prior is centred at 0 and "
+            "KL = ‖w‖²/(2σ²); give initial_model for the bound Dziugaite & Roy describe "
+            "(usually much tighter)",
+            stacklevel=3,
+        )
+    total = sum(p.numel() for p in problem.module.parameters() if p.requires_grad)
+    if problem.dim < total:
+        warnings.warn(
+            f"{measure} over a subset of the parameters: the others are held at their "
+            "trained values, which the bound assumes were not fitted to this data",
+            stacklevel=3,
+        )
+    grid = sigma_grid(params.sigma_min, params.sigma_max, params.grid_size)
+    options = params.options("sigma_min", "sigma_max", "grid_size")
+    res = pacbayes_bound(problem, w0, grid, **options, ctx=ctx)
+    diagnostics = {
+        "kind": "bound",
+        "label": LABEL,
+        **attributes(res, "delta", "delta_prime", "sigma", "kl", "error_mean", "error_upper"),
+        **attributes(res, "base_error", "m", "samples"),
+        "distance_from_prior": res.distance,
+        "prior_mean": "initial_model" if w0 is not None else "zero",
+        "grid": res.grid,
+    }
+    return measured(res.bound, diagnostics)

@@ -18,15 +18,17 @@ of σ and the bisection does not chase Monte Carlo noise from one step to the ne
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from tasks.engine.problem import Batch, HessianProblem
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 
 def require_classification(problem: HessianProblem, measure: str) -> None:
@@ -111,7 +113,7 @@ def flatness_search(
     samples: int = 10,
     seed: int = 0,
     max_examples: int | None = None,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
 ) -> FlatnessSearch:
     """Bisection for σ* on [0, σ_max]: a step whose estimated drop exceeds the target moves
     the upper end down, otherwise the lower end up; σ* is the midpoint of the final bracket
@@ -156,27 +158,3 @@ def magnitude_std(problem: HessianProblem, eps: float) -> Callable[[float], Tens
     the variance to the sampler as if it were the deviation is the mistake SCIENCE.md names."""
     w2 = problem.parameter_vector().double().pow(2)
     return lambda sigma: torch.sqrt(sigma * sigma * w2 + eps * eps)
-
-
-def flatness_result(search: FlatnessSearch, params: Any, symbol: str) -> dict[str, Any]:
-    """The measure result both flatness measures return: value 1/σ*², how σ* was found."""
-    value = 1.0 / (search.sigma * search.sigma) if search.sigma > 0 else math.inf
-    return {
-        "value": value,
-        "converged": search.reached,
-        "hvps": 0,
-        "diagnostics": {
-            symbol: search.sigma,
-            "accuracy_at_sigma": search.accuracy,
-            "base_accuracy": search.base_accuracy,
-            "drop_at_sigma": search.drop,
-            "target_drop": params.target_drop,
-            "sigma_max": params.sigma_max,
-            "reached_target": search.reached,
-            "iterations": search.iterations,
-            "samples": params.samples,
-            "examples": search.examples,
-            "forward_passes": (search.iterations + 1) * params.samples + 1,
-            "history": search.history,
-        },
-    }

@@ -5,6 +5,12 @@ a job's measures (names, defaults, bounds) without loading it. Each measure modu
 `tasks/engine/measures/` defines `Params` (a pydantic model deriving from `MeasureParams`) and
 `run(ctx, params) -> dict`, importing the torch-side estimators inside `run`.
 
+A measure module is a declaration: its `run` calls shared code for what several measures do
+alike. `measures/base.py` holds the shared parameters, the result dict (`measured`) and an
+estimator's keyword arguments from the parameters (`MeasureParams.options`); `measures/eigen.py`
+the Lanczos measures' parameters and run; `tasks/engine/pacbayes.py` the pacbayes_* measures'.
+Modules there that are not measures (base, eigen) are simply not listed below.
+
 Adding a measure: write one file in `tasks/engine/measures/` and add its module name to
 `MEASURE_MODULES` below. It then appears in the job spec, the API docs and the SDK.
 """

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import MeasureParams, attributes, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -46,36 +46,11 @@ class Params(MeasureParams):
 def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.sharpness import sharpness
 
-    est = sharpness(
-        ctx.problem,
-        kind=params.kind,
-        norm=params.norm,
-        adaptive=params.adaptive,
-        rho=params.rho,
-        eta=params.eta,
-        m=params.m,
-        num_batches=params.num_batches,
-        iterations=params.iterations,
-        restarts=params.restarts,
-        samples=params.samples,
-        seed=params.seed,
-        ctx=ctx,
-    )
-    return {
-        "value": est.value,
-        "converged": None,
-        "hvps": 0,
-        "diagnostics": {
-            "error_increase": est.error_increase,
-            "std_error": est.std_error,
-            "per_chunk": est.per_chunk,
-            "chunks": est.chunks,
-            "examples": est.examples,
-            "loss": est.loss,
-            "gradients" if params.kind == "worst" else "forward_passes": est.gradients,
-            "kind": params.kind,
-            "norm": params.norm,
-            "adaptive": params.adaptive,
-            "rho": params.rho,
-        },
+    est = sharpness(ctx.problem, **params.options(), ctx=ctx)
+    work = "gradients" if params.kind == "worst" else "forward_passes"
+    diagnostics = {
+        **attributes(est, "error_increase", "std_error", "per_chunk", "chunks", "examples", "loss"),
+        work: est.gradients,
+        **attributes(params, "kind", "norm", "adaptive", "rho"),
     }
+    return measured(est.value, diagnostics)

@@ -1,11 +1,16 @@
 """Parameters every measure shares: which parameters to look at, per-layer breakdown, seed; and
-for the curvature measures, which curvature matrix (Hessian or Gauss–Newton)."""
+for the curvature measures, which curvature matrix (Hessian or Gauss–Newton). Also the small
+pieces every measure module is written with: the result dict, diagnostics read off an
+estimate, the estimator's keyword arguments and the `max_examples` field."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# chosen by the runner (parameters, per_layer) and the context (curvature), not the estimator
+RUNNER_FIELDS = frozenset({"parameters", "per_layer", "curvature"})
 
 
 class MeasureParams(BaseModel):
@@ -23,6 +28,11 @@ class MeasureParams(BaseModel):
     )
     seed: int = Field(default=0, ge=0, description="Seed for random probes and starts.")
 
+    def options(self, *leave: str) -> dict[str, Any]:
+        """The measure's own parameters and the seed, by name, but for those in `leave`: the
+        keyword arguments of an estimator whose arguments are named like them."""
+        return self.model_dump(exclude=set(RUNNER_FIELDS).union(leave))
+
 
 class CurvatureParams(MeasureParams):
     """For measures of a curvature matrix (λmax, top-k, trace, Frobenius norm, density): the
@@ -34,3 +44,20 @@ class CurvatureParams(MeasureParams):
         "Σ_b (n_b/N) J_bᵀ H_b J_b (J the Jacobian of the model's outputs, H_b the Hessian of "
         "the loss with respect to them; positive semi-definite, the Fisher for cross-entropy).",
     )
+
+
+def first_examples(description: str) -> Any:
+    """A `max_examples` field: use the first N examples only (all when omitted)."""
+    return Field(default=None, ge=1, le=10_000_000, description=description)
+
+
+def attributes(source: object, *names: str) -> dict[str, Any]:
+    """`{name: source.name}` for each name, in order: an estimate's fields as diagnostics."""
+    return {name: getattr(source, name) for name in names}
+
+
+def measured(
+    value: Any, diagnostics: dict[str, Any], *, converged: bool | None = None, hvps: int = 0
+) -> dict[str, Any]:
+    """The dict every measure's `run` returns (the runner adds seconds, warnings, per_layer)."""
+    return {"value": value, "converged": converged, "hvps": hvps, "diagnostics": diagnostics}

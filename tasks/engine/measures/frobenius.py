@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from tasks.engine.measures.base import CurvatureParams
+from tasks.engine.measures.base import CurvatureParams, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -24,13 +24,9 @@ def run(ctx: MeasureContext, params: Params) -> dict:
 
     op = ctx.operator(params)
     est = frobenius(op, params.num_hvps, rtol=params.rtol, seed=params.seed, ctx=ctx)
-    return {
-        "value": est.estimate,
-        "converged": est.converged,
-        "hvps": op.hvps,
-        "diagnostics": {
-            "std_error": est.std_error,
-            "ci95": list(est.ci95) if est.ci95 is not None else None,
-            "probes": est.probes,
-        },
+    diagnostics = {
+        "std_error": est.std_error,
+        "ci95": list(est.ci95) if est.ci95 is not None else None,
+        "probes": est.probes,
     }
+    return measured(est.estimate, diagnostics, converged=est.converged, hvps=op.hvps)

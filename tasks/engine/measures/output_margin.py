@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import MeasureParams, first_examples, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -25,9 +25,7 @@ class Params(MeasureParams):
     percentile: float = Field(
         default=10.0, ge=0, le=100, description="Which percentile of the margins is the value."
     )
-    max_examples: int | None = Field(
-        default=None, ge=1, le=10_000_000, description="Use the first N examples only."
-    )
+    max_examples: int | None = first_examples("Use the first N examples only.")
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:
@@ -52,16 +50,12 @@ def run(ctx: MeasureContext, params: Params) -> dict:
             ctx.step(i + 1)
     gamma = torch.cat(margins).cpu()
     value = float(torch.quantile(gamma, params.percentile / 100.0))
-    return {
-        "value": value,
-        "converged": None,
-        "hvps": 0,
-        "diagnostics": {
-            "percentile": params.percentile,
-            "mean": float(gamma.mean()),
-            "median": float(torch.quantile(gamma, 0.5)),
-            "min": float(gamma.min()),
-            "share_negative": float((gamma < 0).double().mean()),
-            "examples": int(gamma.numel()),
-        },
+    diagnostics = {
+        "percentile": params.percentile,
+        "mean": float(gamma.mean()),
+        "median": float(torch.quantile(gamma, 0.5)),
+        "min": float(gamma.min()),
+        "share_negative": float((gamma < 0).double().mean()),
+        "examples": int(gamma.numel()),
     }
+    return measured(value, diagnostics)

@@ -16,12 +16,12 @@ Classification (cross_entropy) only.
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import MeasureParams, first_examples
+from tasks.engine.pacbayes import bound_measure, open_unit
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -30,14 +30,9 @@ NAME = "pacbayes_bound"
 
 
 class Params(MeasureParams):
-    delta: float = Field(
-        default=0.025, gt=0, lt=1, description="Confidence of the PAC-Bayes bound (1 − δ)."
-    )
-    delta_prime: float = Field(
-        default=0.01,
-        gt=0,
-        lt=1,
-        description="Confidence of the Monte Carlo bound on the posterior's train error.",
+    delta: float = open_unit(0.025, "Confidence of the PAC-Bayes bound (1 − δ).")
+    delta_prime: float = open_unit(
+        0.01, "Confidence of the Monte Carlo bound on the posterior's train error."
     )
     sigma_min: float = Field(default=1e-3, gt=0, le=100, description="Smallest σ of the grid.")
     sigma_max: float = Field(default=1.0, gt=0, le=100, description="Largest σ of the grid.")
@@ -50,12 +45,7 @@ class Params(MeasureParams):
         le=100_000,
         description="Weight draws from the posterior per σ (each on all examples used).",
     )
-    max_examples: int | None = Field(
-        default=None,
-        ge=1,
-        le=10_000_000,
-        description="Use the first N examples (m = N); all when omitted.",
-    )
+    max_examples: int | None = first_examples("Use the first N examples (m = N); all when omitted.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Params:
@@ -65,55 +55,4 @@ class Params(MeasureParams):
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:
-    from tasks.engine.pacbayes import LABEL, pacbayes_bound, sigma_grid
-    from tasks.engine.perturbation import require_classification
-
-    problem = ctx.problem
-    require_classification(problem, NAME)
-    w0 = ctx.initial_vector()
-    if w0 is None:
-        warnings.warn(
-            "pacbayes_bound: no initial model (w₀) given, so the prior is centred at 0 and "
-            "KL = ‖w‖²/(2σ²); give initial_model for the bound Dziugaite & Roy describe "
-            "(usually much tighter)",
-            stacklevel=2,
-        )
-    total = sum(p.numel() for p in problem.module.parameters() if p.requires_grad)
-    if problem.dim < total:
-        warnings.warn(
-            "pacbayes_bound over a subset of the parameters: the others are held at their "
-            "trained values, which the bound assumes were not fitted to this data",
-            stacklevel=2,
-        )
-    res = pacbayes_bound(
-        problem,
-        w0,
-        sigma_grid(params.sigma_min, params.sigma_max, params.grid_size),
-        samples=params.samples,
-        delta=params.delta,
-        delta_prime=params.delta_prime,
-        seed=params.seed,
-        max_examples=params.max_examples,
-        ctx=ctx,
-    )
-    return {
-        "value": res.bound,
-        "converged": None,
-        "hvps": 0,
-        "diagnostics": {
-            "kind": "bound",
-            "label": LABEL,
-            "delta": res.delta,
-            "delta_prime": res.delta_prime,
-            "sigma": res.sigma,
-            "kl": res.kl,
-            "error_mean": res.error_mean,
-            "error_upper": res.error_upper,
-            "base_error": res.base_error,
-            "m": res.m,
-            "samples": res.samples,
-            "distance_from_prior": res.distance,
-            "prior_mean": "initial_model" if w0 is not None else "zero",
-            "grid": res.grid,
-        },
-    }
+    return bound_measure(ctx, params, NAME)

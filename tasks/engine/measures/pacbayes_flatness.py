@@ -12,63 +12,21 @@ pacbayes_mag_flatness). Classification (cross_entropy) only.
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import first_examples
+from tasks.engine.pacbayes import SEARCH_EXAMPLES, FlatnessParams, flatness_measure
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
 
 NAME = "pacbayes_flatness"
+CAPPED = ", the value is an upper limit of the flatness measure's range, not a measurement"
 
 
-class Params(MeasureParams):
-    target_drop: float = Field(
-        default=0.1, gt=0, lt=1, description="Expected train-accuracy drop that defines σ*."
-    )
-    sigma_max: float = Field(
-        default=2.0, gt=0, le=1000, description="Upper end of the bisection interval [0, σ_max]."
-    )
-    depth: int = Field(default=15, ge=1, le=60, description="Bisection steps.")
-    samples: int = Field(
-        default=10, ge=1, le=10_000, description="Monte Carlo noise draws per bisection step."
-    )
-    max_examples: int | None = Field(
-        default=None,
-        ge=1,
-        le=10_000_000,
-        description="Estimate accuracies on the first N examples only (all when omitted).",
-    )
+class Params(FlatnessParams):
+    max_examples: int | None = first_examples(SEARCH_EXAMPLES)
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:
-    from tasks.engine.perturbation import (
-        flatness_result,
-        flatness_search,
-        isotropic_std,
-        require_classification,
-    )
-
-    require_classification(ctx.problem, NAME)
-    search = flatness_search(
-        ctx.problem,
-        isotropic_std(ctx.problem),
-        target_drop=params.target_drop,
-        sigma_max=params.sigma_max,
-        depth=params.depth,
-        samples=params.samples,
-        seed=params.seed,
-        max_examples=params.max_examples,
-        ctx=ctx,
-    )
-    if not search.reached:
-        warnings.warn(
-            f"noise up to sigma_max={params.sigma_max} never cost {params.target_drop} "
-            "accuracy: σ is capped at sigma_max, the value is an upper limit of the flatness "
-            "measure's range, not a measurement (raise sigma_max)",
-            stacklevel=2,
-        )
-    return flatness_result(search, params, "sigma")
+    return flatness_measure(ctx, params, NAME, capped=CAPPED)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from tasks.engine.measures.base import CurvatureParams
+from tasks.engine.measures.base import CurvatureParams, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -67,4 +67,4 @@ def run(ctx: MeasureContext, params: Params) -> dict:
         diag["stability_threshold"] = e.threshold
         diag["stability_ratio"] = stability_ratio(value, e.threshold)
         diag["beyond_edge"] = diag["stability_ratio"] > 1
-    return {"value": value, "converged": res.converged, "hvps": op.hvps, "diagnostics": diag}
+    return measured(value, diag, converged=res.converged, hvps=op.hvps)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from tasks.engine.measures.base import CurvatureParams
+from tasks.engine.measures.base import CurvatureParams, attributes, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -49,34 +49,14 @@ def run(ctx: MeasureContext, params: Params) -> dict:
     from tasks.engine.density import slq
 
     op = ctx.operator(params)
-    est = slq(
-        op,
-        runs=params.runs,
-        steps=params.steps,
-        grid_points=params.grid_points,
-        bandwidth=params.bandwidth,
-        zero_threshold=params.zero_threshold,
-        seed=params.seed,
-        max_basis=params.max_basis,
-        ctx=ctx,
-    )
-    return {
-        "value": est.effective_rank,
-        "converged": None,
-        "hvps": op.hvps,
-        "diagnostics": {
-            "effective_rank": est.effective_rank,
-            "effective_rank_ci95": list(est.effective_rank_ci95),
-            "effective_rank_naive": est.effective_rank_naive,
-            "effective_rank_note": EFFECTIVE_RANK_NOTE,
-            "basis_vectors_peak": est.basis_peak,
-            "near_zero_share": est.near_zero_share,
-            "lambda_max": est.lambda_max,
-            "lambda_min": est.lambda_min,
-            "sigma": est.sigma,
-            "grid": est.grid,
-            "density": est.density,
-            "nodes": est.nodes,
-            "weights": est.weights,
-        },
+    est = slq(op, **params.options(), ctx=ctx)
+    diagnostics = {
+        "effective_rank": est.effective_rank,
+        "effective_rank_ci95": list(est.effective_rank_ci95),
+        "effective_rank_naive": est.effective_rank_naive,
+        "effective_rank_note": EFFECTIVE_RANK_NOTE,
+        "basis_vectors_peak": est.basis_peak,
+        **attributes(est, "near_zero_share", "lambda_max", "lambda_min", "sigma", "grid"),
+        **attributes(est, "density", "nodes", "weights"),
     }
+    return measured(est.effective_rank, diagnostics, hvps=op.hvps)

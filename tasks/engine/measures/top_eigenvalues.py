@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from tasks.engine.measures.lambda_max import (
-    EigensolverParams,
-    budget_diagnostics,
-    lanczos_options,
-)
+from tasks.engine.measures.eigen import EigensolverParams, eigen_measure
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -28,36 +24,4 @@ class Params(EigensolverParams):
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:
-    from tasks.engine.lanczos import lanczos
-
-    op = ctx.operator(params)
-    res = lanczos(
-        op,
-        k=params.k,
-        max_iter=params.max_iter,
-        most_negative=params.most_negative,
-        return_eigenvectors=params.return_eigenvectors,
-        seed=params.seed,
-        ctx=ctx,
-        **lanczos_options(params),
-    )
-    diag: dict[str, Any] = {
-        "residual_bounds": res.residual_bounds,
-        "error_estimates": res.error_estimates,
-        "iterations": res.iterations,
-        "backend": op.backend,
-        **budget_diagnostics(res),
-    }
-    if params.most_negative:
-        diag["most_negative"] = res.most_negative
-        diag["most_negative_bound"] = res.most_negative_bound
-        diag["most_negative_error"] = res.most_negative_error
-        diag["most_negative_converged"] = res.most_negative_converged
-    if params.return_eigenvectors and res.eigenvectors is not None:
-        diag["eigenvectors"] = res.eigenvectors.T.tolist()
-    return {
-        "value": res.eigenvalues,
-        "converged": res.converged,
-        "hvps": op.hvps,
-        "diagnostics": diag,
-    }
+    return eigen_measure(ctx, params, k=params.k)

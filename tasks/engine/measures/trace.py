@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from tasks.engine.measures.base import CurvatureParams
+from tasks.engine.measures.base import CurvatureParams, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -63,9 +63,4 @@ def run(ctx: MeasureContext, params: Params) -> dict:
     }
     if est.method == "xtrace":
         diagnostics["ci95_note"] = XTRACE_INTERVAL_NOTE
-    return {
-        "value": est.estimate,
-        "converged": est.converged,
-        "hvps": op.hvps,
-        "diagnostics": diagnostics,
-    }
+    return measured(est.estimate, diagnostics, converged=est.converged, hvps=op.hvps)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tasks.engine.measures.base import MeasureParams
+from tasks.engine.measures.base import MeasureParams, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -49,4 +49,4 @@ def run(ctx: MeasureContext, params: Params) -> dict:
             for name, d in zip(problem.names, problem.unflatten(diff), strict=True)
         }
     ctx.step(1, total_sq**0.5)  # one step: progress and a chance to cancel, like the others
-    return {"value": total_sq**0.5, "converged": None, "hvps": 0, "diagnostics": diag}
+    return measured(total_sq**0.5, diag)
