@@ -1,5 +1,5 @@
-"""What the trace estimators share: the result type, probes, the t interval and the deflated
-Hutchinson remainder.
+"""What the trace estimators share: the result type and the clock and HVP count behind it
+(`Tally`), probes, the t interval and the deflated Hutchinson remainder.
 
 The mean of n samples has standard error s/√n; the 95% interval uses the t quantile with n−1
 degrees of freedom.
@@ -8,13 +8,14 @@ degrees of freedom.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
-from tasks.engine.linear_operator import LinearOperator
+from tasks.engine.linear_operator import LinearOperator, as_operator
 
 
 @dataclass
@@ -30,6 +31,38 @@ class TraceEstimate:
 
 
 Summary = tuple[float, float | None, tuple[float, float] | None]
+
+
+class Tally:
+    """One estimator call: its operator (a dense tensor wrapped), a generator seeded with
+    `seed`, and the clock and HVP count from the start, which `result` turns into the
+    `TraceEstimate` of `method`."""
+
+    def __init__(self, operator: LinearOperator | Tensor, seed: int, method: str) -> None:
+        self.operator = as_operator(operator)
+        self.start, self.before = time.perf_counter(), self.operator.hvps
+        self.gen = torch.Generator().manual_seed(seed)
+        self.method = method
+
+    @property
+    def hvps(self) -> int:
+        """Products computed since the start."""
+        return self.operator.hvps - self.before
+
+    def result(
+        self,
+        estimate: float,
+        se: float | None,
+        ci: tuple[float, float] | None,
+        probes: int,
+        converged: bool | None = None,
+    ) -> TraceEstimate:
+        seconds = time.perf_counter() - self.start
+        return TraceEstimate(estimate, se, ci, probes, self.hvps, seconds, self.method, converged)
+
+    def exact(self, trace: float) -> TraceEstimate:
+        """The trace computed exactly (the basis spans the space): standard error 0."""
+        return self.result(trace, 0.0, (trace, trace), 0)
 
 
 def t_quantile(n: int, level: float = 0.975) -> float:

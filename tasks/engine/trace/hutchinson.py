@@ -7,15 +7,13 @@ probes: a rule on the signed mean would stop at once whenever the running mean i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from tasks.engine.context import MeasureContext
-from tasks.engine.linear_operator import LinearOperator, as_operator
-from tasks.engine.trace.common import Summary, TraceEstimate, rademacher, summary
+from tasks.engine.linear_operator import LinearOperator
+from tasks.engine.trace.common import Summary, Tally, TraceEstimate, rademacher, summary
 
 
 def probe_loop(
@@ -33,15 +31,14 @@ def probe_loop(
     """Rademacher probes V in blocks of `block`, one sample per column from `sample(V, HV)`,
     summarised by `summarize` after each block; stops at `num_hvps` probes or once
     se ≤ rtol·|estimate| (after `min_probes`)."""
-    operator = as_operator(operator)
-    start, before = time.perf_counter(), operator.hvps
-    gen = torch.Generator().manual_seed(seed)
+    tally = Tally(operator, seed, method)
+    op = tally.operator
     samples: list[float] = []
     converged = None if rtol is None else False
     while len(samples) < num_hvps:
         b = min(block, num_hvps - len(samples))
-        V = rademacher(operator.dim, b, gen, operator.device)
-        samples.extend(sample(V, operator.matmat(V)).tolist())
+        V = rademacher(op.dim, b, tally.gen, op.device)
+        samples.extend(sample(V, op.matmat(V)).tolist())
         estimate, se, _ = summarize(samples)
         if ctx is not None:
             ctx.step(len(samples), estimate, std_error=se)
@@ -50,8 +47,7 @@ def probe_loop(
                 converged = True
                 break
     estimate, se, ci = summarize(samples)
-    hvps, seconds = operator.hvps - before, time.perf_counter() - start
-    return TraceEstimate(estimate, se, ci, len(samples), hvps, seconds, method, converged)
+    return tally.result(estimate, se, ci, len(samples), converged)
 
 
 def probe_estimator(

@@ -7,15 +7,13 @@ first term is exact, so the remainder's Hutchinson standard error is an honest e
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
 from tasks.engine.context import MeasureContext
-from tasks.engine.linear_operator import LinearOperator, as_operator
-from tasks.engine.trace.common import TraceEstimate, plus_deflated_hutchinson, rademacher
+from tasks.engine.linear_operator import LinearOperator
+from tasks.engine.trace.common import Tally, TraceEstimate, plus_deflated_hutchinson, rademacher
 
 
 def hutchpp(
@@ -25,37 +23,23 @@ def hutchpp(
     ctx: MeasureContext | None = None,
 ) -> TraceEstimate:
     """Hutch++ with the budget split in thirds; error bar from the deflated Hutchinson part."""
-    operator = as_operator(operator)
-    start, before = time.perf_counter(), operator.hvps
     if num_hvps < 3:
         raise ValueError("Hutch++ needs at least 3 HVPs")
-    gen = torch.Generator().manual_seed(seed)
-    device = operator.device
-    dim = operator.dim
+    tally = Tally(operator, seed, "hutch++")
+    op, dim = tally.operator, tally.operator.dim
     r = min(max(1, num_hvps // 3), dim)
-    S = rademacher(dim, r, gen, device)
-    Y = operator.matmat(S)
-    Q, _ = torch.linalg.qr(Y)
+    Q, _ = torch.linalg.qr(op.matmat(rademacher(dim, r, tally.gen, op.device)))
     if ctx is not None:
         ctx.step(r, None)
-    HQ = operator.matmat(Q)
-    low_rank = float((Q * HQ).sum())
+    low_rank = float((Q * op.matmat(Q)).sum())
     if ctx is not None:
         ctx.step(2 * r, low_rank)
     g = num_hvps - 2 * r
-    if r >= dim or g <= 0:  # Q spans the space: the trace is exact
-        return TraceEstimate(
-            low_rank,
-            0.0 if r >= dim else None,
-            (low_rank, low_rank) if r >= dim else None,
-            0,
-            operator.hvps - before,
-            time.perf_counter() - start,
-            "hutch++",
-        )
-    estimate, se, ci = plus_deflated_hutchinson(operator, Basis.of(Q), low_rank, g, gen)
+    if r >= dim:  # Q spans the space: the trace is exact
+        return tally.exact(low_rank)
+    if g <= 0:  # no budget left for the remainder: no error bar
+        return tally.result(low_rank, None, None, 0)
+    estimate, se, ci = plus_deflated_hutchinson(op, Basis.of(Q), low_rank, g, tally.gen)
     if ctx is not None:
         ctx.step(num_hvps, estimate, std_error=se)
-    return TraceEstimate(
-        estimate, se, ci, g, operator.hvps - before, time.perf_counter() - start, "hutch++"
-    )
+    return tally.result(estimate, se, ci, g)

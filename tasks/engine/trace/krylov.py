@@ -16,15 +16,14 @@ unbiased and the remainder's Hutchinson standard error is an honest error bar.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
 from tasks.engine.context import MeasureContext
-from tasks.engine.linear_operator import LinearOperator, as_operator
-from tasks.engine.trace.common import TraceEstimate, plus_deflated_hutchinson, rademacher
+from tasks.engine.linear_operator import LinearOperator
+from tasks.engine.trace.common import Tally, TraceEstimate, plus_deflated_hutchinson, rademacher
 
 
 def block_krylov(
@@ -42,13 +41,11 @@ def block_krylov(
     inside the space (H of low rank) is completed with random directions: the exact part is
     exact on any orthonormal Q, so this changes only which part is sampled.
     """
-    operator = as_operator(operator)
-    start, before = time.perf_counter(), operator.hvps
     if num_hvps < 4:
         raise ValueError("the block Krylov estimator needs at least 4 HVPs")
-    gen = torch.Generator().manual_seed(seed)
-    device = operator.device
-    dim = operator.dim
+    tally = Tally(operator, seed, "krylov")
+    operator, gen = tally.operator, tally.gen
+    device, dim = operator.device, operator.dim
     g = math.ceil(num_hvps / 3)
     b = max(1, min(block, dim, num_hvps - g))
     blocks = min((num_hvps - g) // b, math.ceil(dim / b))
@@ -60,7 +57,7 @@ def block_krylov(
         exact += float((Qj * W).sum())
         Q.append(Qj)
         if ctx is not None:
-            ctx.step(operator.hvps - before, None)
+            ctx.step(tally.hvps, None)
         room = dim - len(Q)
         if j + 1 == blocks or room == 0:
             break
@@ -75,14 +72,9 @@ def block_krylov(
         # block (noise) can lean on Q again, and the DGKS test finds those
         Qj, _ = torch.linalg.qr(Q.project_out(Qj, only_if_needed=True))
     if len(Q) >= dim:  # the basis spans everything: tr(QᵀHQ) is the trace
-        hvps = operator.hvps - before
-        return TraceEstimate(
-            exact, 0.0, (exact, exact), 0, hvps, time.perf_counter() - start, "krylov"
-        )
-    g = num_hvps - (operator.hvps - before)
+        return tally.exact(exact)
+    g = num_hvps - tally.hvps
     estimate, se, ci = plus_deflated_hutchinson(operator, Q, exact, g, gen)
     if ctx is not None:
-        ctx.step(operator.hvps - before, estimate, std_error=se)
-    return TraceEstimate(
-        estimate, se, ci, g, operator.hvps - before, time.perf_counter() - start, "krylov"
-    )
+        ctx.step(tally.hvps, estimate, std_error=se)
+    return tally.result(estimate, se, ci, g)

@@ -22,15 +22,14 @@ keeps it unbiased and removes the variance of the vector's length.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from tasks.engine.context import MeasureContext
-from tasks.engine.linear_operator import LinearOperator, as_operator
-from tasks.engine.trace.common import TraceEstimate, rademacher, sphere_probes, summary
+from tasks.engine.linear_operator import LinearOperator
+from tasks.engine.trace.common import Tally, TraceEstimate, rademacher, sphere_probes, summary
 from tasks.engine.trace.hutchpp import hutchpp
 
 
@@ -48,14 +47,12 @@ def xtrace(
     residual of network Hessians. Spherical probes (radius √n) use the normalised estimator
     with κ_i = (n − m + 1)/‖(I − P_i)ω_i‖², better on matrices with a flat diagonal.
     """
-    operator = as_operator(operator)
-    start, before = time.perf_counter(), operator.hvps
-    dim = operator.dim
+    tally = Tally(operator, seed, "xtrace")
+    operator, gen = tally.operator, tally.gen
+    device, dim = operator.device, operator.dim
     m = min(num_hvps // 2, dim)
     if m < 2:
         raise ValueError("XTrace needs at least 4 HVPs")
-    gen = torch.Generator().manual_seed(seed)
-    device = operator.device
     if probes == "sphere":
         Omega = sphere_probes(dim, m, gen, device)
     else:
@@ -89,6 +86,4 @@ def xtrace(
     estimate, se, ci = summary(t.tolist())
     if ctx is not None:
         ctx.step(2 * m, estimate, std_error=se)
-    return TraceEstimate(
-        estimate, se, ci, m, operator.hvps - before, time.perf_counter() - start, "xtrace"
-    )
+    return tally.result(estimate, se, ci, m)
