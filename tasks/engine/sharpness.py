@@ -41,12 +41,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
 from tasks.engine.problem import Batch, HessianProblem
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
 
 Norm = Literal["linf", "l2"]
 MOMENTUM = 0.75
@@ -186,7 +189,7 @@ def apgd(
     norm: Norm,
     iterations: int,
     gen: torch.Generator,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
     progress: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
     schedule: list[dict[str, Any]] | None = None,
@@ -266,7 +269,7 @@ def sharpness(
     restarts: int = 1,
     samples: int = 10,
     seed: int = 0,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
 ) -> SharpnessEstimate:
     """Worst- or average-case (adaptive) sharpness, averaged over chunks of m examples."""
     start = time.perf_counter()

@@ -35,10 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from tasks.engine.context import MeasureContext
+    from tasks.engine.problem import HessianProblem
 
 NamedShapes = list[tuple[str, tuple[int, ...]]]
 
@@ -123,12 +127,12 @@ class EigenPairs:
 
 
 def top_eigenpairs(
-    problem: Any,
+    problem: HessianProblem,
     k: int = 3,
     tol: float = 1e-6,
     max_iter: int = 400,
     seed: int = 0,
-    ctx: Any = None,
+    ctx: MeasureContext | None = None,
     hvp_backend: str = "auto",
     preconditioner: Tensor | None = None,
 ) -> EigenPairs:
@@ -139,27 +143,19 @@ def top_eigenpairs(
     With `preconditioner` (diag P, flat): the eigenpairs of P⁻¹H, by Lanczos on D H D
     (D = P^{−1/2}); the eigenvectors returned are D y, normalised (P⁻¹H's, in parameter space)."""
     from tasks.engine.lanczos import lanczos
+    from tasks.engine.measures.base import attributes
     from tasks.engine.operator import HessianOperator
     from tasks.engine.preconditioner import PreconditionedOperator
 
-    op: Any = HessianOperator(problem, backend=hvp_backend)
-    if preconditioner is not None:
-        op = PreconditionedOperator(op, preconditioner)
+    hessian = HessianOperator(problem, backend=hvp_backend)
+    op = hessian if preconditioner is None else PreconditionedOperator(hessian, preconditioner)
     res = lanczos(op, k=k, tol=tol, max_iter=max_iter, return_eigenvectors=True, seed=seed, ctx=ctx)
     assert res.eigenvectors is not None
     vectors = res.eigenvectors
-    if preconditioner is not None:
+    if isinstance(op, PreconditionedOperator):
         vectors = op.to_parameter_space(vectors)
-    return EigenPairs(
-        eigenvalues=res.eigenvalues,
-        eigenvectors=vectors,
-        residual_bounds=res.residual_bounds,
-        converged=res.converged,
-        iterations=res.iterations,
-        hvps=res.hvps,
-        seconds=res.seconds,
-        backend=op.backend,
-    )
+    kept = attributes(res, "eigenvalues", "residual_bounds", "converged", "iterations", "hvps")
+    return EigenPairs(eigenvectors=vectors, seconds=res.seconds, backend=hessian.backend, **kept)
 
 
 def pair_overlap(previous: Tensor, current: Tensor) -> dict[str, Any]:
