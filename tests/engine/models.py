@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tasks.engine.problem import HessianProblem
+
 
 class MLP(nn.Module):
     def __init__(self, d_in: int = 4, hidden: int = 6, d_out: int = 3, act: str = "tanh"):
@@ -89,3 +91,20 @@ def make(name: str, seed: int = 0) -> tuple[nn.Module, list[tuple[Tensor, Tensor
     if name == "transformer":
         return TinyTransformer().double(), [data(16, (3, 4), 2, seed)], "cross_entropy"
     raise KeyError(name)
+
+
+def mlp_problem(n: int = 16, seed: int = 0) -> tuple[MLP, HessianProblem]:
+    """A float64 MLP (tanh, 4 → 6 → 3) seeded with `seed`, and a problem of n random inputs
+    with random labels."""
+    torch.manual_seed(seed)
+    model = MLP().double()
+    x = torch.randn(n, 4, dtype=torch.float64)
+    return model, HessianProblem(model, [(x, torch.randint(0, 3, (n,)))])
+
+
+def spectrum_matrix(eigs: Tensor, seed: int = 0) -> Tensor:
+    """The symmetric matrix U diag(eigs) Uᵀ, U a random orthogonal matrix drawn with `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    n = eigs.numel()
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return (U * eigs.to(torch.float64)) @ U.T

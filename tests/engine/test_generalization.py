@@ -29,7 +29,7 @@ from tasks.engine.pacbayes import (
 )
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
-from tests.engine.models import MLP
+from tests.engine.models import mlp_problem
 
 EPS = 1e-3
 TARGET = 0.1
@@ -243,10 +243,7 @@ def test_pacbayes_bound_recomputes_from_its_diagnostics(linear) -> None:
 
 
 def test_pacbayes_bound_without_initial_model_warns() -> None:
-    torch.manual_seed(0)
-    model = MLP().double()
-    x = torch.randn(64, 4, dtype=torch.float64)
-    problem = HessianProblem(model, [(x, torch.randint(0, 3, (64,)))])
+    _, problem = mlp_problem(64)
     with pytest.warns(UserWarning, match="prior is centred at 0"):
         res = run_measure(problem, "pacbayes_bound", {"samples": 5, "grid_size": 2})
     assert res["diagnostics"]["prior_mean"] == "zero"
@@ -266,15 +263,8 @@ def test_pacbayes_bound_params_refused() -> None:
 
 
 # ------------------------------------------------------------------------- weight norms
-def _mlp_problem(seed: int = 0) -> tuple[MLP, HessianProblem]:
-    torch.manual_seed(seed)
-    model = MLP().double()
-    x = torch.randn(16, 4, dtype=torch.float64)
-    return model, HessianProblem(model, [(x, torch.randint(0, 3, (16,)))])
-
-
 def test_weight_norms_by_hand() -> None:
-    model, problem = _mlp_problem()
+    model, problem = mlp_problem()
     state = {n: p.detach().clone() for n, p in model.named_parameters()}
     sq = {n: float(t.pow(2).sum()) for n, t in state.items()}
     res = run_measure(problem, "weight_norms")
@@ -285,7 +275,7 @@ def test_weight_norms_by_hand() -> None:
     assert d["distance_from_init"] is None and "w₀" in d["note"]
     assert res["hvps"] == 0
 
-    init_model, _ = _mlp_problem(seed=1)
+    init_model, _ = mlp_problem(seed=1)
     init = init_model.state_dict()
     dist = math.sqrt(sum(float((state[n] - init[n]).pow(2).sum()) for n in state))
     res = run_measure(problem, "weight_norms", initial_params=init)
@@ -296,7 +286,7 @@ def test_weight_norms_by_hand() -> None:
 
 
 def test_initial_params_that_do_not_fit_are_refused() -> None:
-    model, problem = _mlp_problem()
+    model, problem = mlp_problem()
     wrong_shape = {n: p.detach().clone() for n, p in model.named_parameters()}
     wrong_shape["fc2.weight"] = torch.zeros(3, 7, dtype=torch.float64)
     with pytest.raises(InitialParamsMismatch, match=r"'fc2.weight' has shape \(3, 7\)"):

@@ -12,7 +12,7 @@ from tasks.engine.preconditioner import OptimizerStateError
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.engine.stability import edge, edge_split, stability_ratio
-from tests.engine.models import MLP
+from tests.engine.models import MLP, mlp_problem
 
 
 def test_momentum_edge_at_beta_09_and_eta_01() -> None:
@@ -105,10 +105,7 @@ def test_preconditioned_lambda_max_against_dense_p_inv_half_h_p_inv_half(steps, 
 
 
 def test_preconditioned_lambda_max_says_what_is_missing() -> None:
-    torch.manual_seed(0)
-    model = MLP().double()
-    x = torch.randn(8, 4, dtype=torch.float64)
-    problem = HessianProblem(model, [(x, torch.randint(0, 3, (8,)))])
+    model, problem = mlp_problem(8)
     with pytest.raises(ValueError, match="optimizer_state"):
         run_measure(problem, "preconditioned_lambda_max")
     state = {f"exp_avg_sq.{n}": torch.ones_like(p) for n, p in model.named_parameters()}

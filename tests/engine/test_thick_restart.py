@@ -24,15 +24,9 @@ from tasks.engine.lanczos import (
 )
 from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
 from tasks.engine.problem import HessianProblem
-from tests.engine.models import make
+from tests.engine.models import make, spectrum_matrix
 
 F64 = torch.float64
-
-
-def spectrum_matrix(eigs: torch.Tensor, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(eigs.numel(), eigs.numel(), generator=g, dtype=F64))
-    return (U * eigs) @ U.T
 
 
 SPECTRA = {
@@ -49,6 +43,11 @@ def quiet(fn, *args, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RestartedWarning)
         return fn(*args, **kw)
+
+
+def in_twelve_vectors(A: torch.Tensor, k: int, tol: float, **kw):
+    """Lanczos on the dense A within a 12-vector basis (restarts expected), 2000 steps at most."""
+    return quiet(lanczos, MatrixOperator(A), k=k, tol=tol, max_iter=2000, max_basis=12, **kw)
 
 
 @pytest.mark.parametrize("kind", sorted(SPECTRA))
@@ -82,15 +81,7 @@ def test_thick_restart_equals_full_reorthogonalisation_on_dense_matrices(kind, k
 
 def test_eigenvectors_after_restarts_are_orthonormal_eigenvectors() -> None:
     A = spectrum_matrix(SPECTRA["decaying"](200).double(), seed=2)
-    res = quiet(
-        lanczos,
-        MatrixOperator(A),
-        k=5,
-        tol=1e-11,
-        max_iter=2000,
-        max_basis=12,
-        return_eigenvectors=True,
-    )
+    res = in_twelve_vectors(A, k=5, tol=1e-11, return_eigenvectors=True)
     assert res.restarts > 0 and res.converged
     V = res.eigenvectors
     assert float((V.T @ V - torch.eye(5, dtype=F64)).abs().max()) < 1e-10
@@ -129,16 +120,7 @@ def test_the_path_is_unchanged_while_the_basis_fits() -> None:
 def test_float32_and_host_basis() -> None:
     A = spectrum_matrix(SPECTRA["decaying"](400).double(), seed=3)
     top = torch.linalg.eigvalsh(A).flip(0)[:3]
-    res = quiet(
-        lanczos,
-        MatrixOperator(A),
-        k=3,
-        tol=1e-6,
-        max_iter=2000,
-        max_basis=12,
-        basis_dtype=torch.float32,
-        basis_device="cpu",
-    )
+    res = in_twelve_vectors(A, k=3, tol=1e-6, basis_dtype=torch.float32, basis_device="cpu")
     assert res.converged and res.restarts > 0
     assert res.basis_bytes_peak <= 12 * 400 * 4  # float32: four bytes a number
     assert torch.allclose(torch.tensor(res.eigenvalues, dtype=F64), top, rtol=1e-6)

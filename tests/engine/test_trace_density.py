@@ -18,7 +18,9 @@ from tasks.engine.trace import (
     sphere_probes,
     xtrace,
 )
-from tests.engine.models import make
+from tests.engine.models import make, spectrum_matrix
+
+F64 = torch.float64
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,12 @@ ESTIMATORS = {
     "xtrace": xtrace,
     "krylov": block_krylov,
 }
+
+
+def summed_error(estimator, A: torch.Tensor, num_hvps: int, runs: int, **kw) -> float:
+    """Σ |estimate − tr A| over `runs` seeds of one estimator on the dense A."""
+    exact = float(torch.trace(A))
+    return sum(abs(estimator(A, num_hvps, seed=s, **kw).estimate - exact) for s in range(runs))
 
 
 def _coverage(p: HessianProblem, H: torch.Tensor, method: str, runs: int = 50) -> int:
@@ -72,13 +80,8 @@ def test_hutchinson_error_shrinks_and_matches_its_standard_error(mlp) -> None:
 
 
 def test_hutchpp_beats_hutchinson_on_a_fast_decaying_spectrum() -> None:
-    g = torch.Generator().manual_seed(0)
-    Q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=torch.float64))
-    A = Q @ torch.diag(torch.tensor([0.7**i for i in range(300)], dtype=torch.float64)) @ Q.T
-    exact = float(torch.trace(A))
-    err_h = [abs(hutchinson(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
-    err_pp = [abs(hutchpp(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
-    assert sum(err_pp) < 0.1 * sum(err_h)
+    A = spectrum_matrix(0.7 ** torch.arange(300, dtype=F64))
+    assert summed_error(hutchpp, A, 60, 20) < 0.1 * summed_error(hutchinson, A, 60, 20)
 
 
 def test_xtrace_terms_equal_the_leave_one_out_definition() -> None:
@@ -127,36 +130,20 @@ def test_xtrace_rademacher_beats_sphere_on_a_diagonal_heavy_matrix() -> None:
     diag = torch.rand(n, generator=g, dtype=torch.float64) * 5
     B = torch.randn(n, 4, generator=g, dtype=torch.float64)
     A = torch.diag(diag) + 2 * B @ B.T / n
-    exact = float(torch.trace(A))
-    err = {
-        p: sum(
-            abs(xtrace(MatrixOperator(A), 40, seed=s, probes=p).estimate - exact) for s in range(20)
-        )
-        for p in ("rademacher", "sphere")
-    }
+    err = {p: summed_error(xtrace, A, 40, 20, probes=p) for p in ("rademacher", "sphere")}
     assert err["rademacher"] < 0.7 * err["sphere"]
 
 
 def test_xtrace_beats_hutchpp_on_a_fast_decaying_spectrum() -> None:
-    g = torch.Generator().manual_seed(0)
-    Q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=torch.float64))
-    A = Q @ torch.diag(torch.tensor([0.9**i for i in range(300)], dtype=torch.float64)) @ Q.T
-    exact = float(torch.trace(A))
-    err_x = [abs(xtrace(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
-    err_pp = [abs(hutchpp(MatrixOperator(A), 60, seed=s).estimate - exact) for s in range(20)]
-    assert sum(err_x) < 0.8 * sum(err_pp)
+    A = spectrum_matrix(0.9 ** torch.arange(300, dtype=F64))
+    assert summed_error(xtrace, A, 60, 20) < 0.8 * summed_error(hutchpp, A, 60, 20)
 
 
 def test_block_krylov_beats_xtrace_on_a_fast_decaying_spectrum() -> None:
     """One HVP per basis vector and the power iterates in the space: on a spectrum decaying
     like e^(−i/20) its error at 100 HVPs is about half XTrace's."""
-    g = torch.Generator().manual_seed(0)
-    Q, _ = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))
-    A = Q @ torch.diag(torch.exp(-torch.arange(400, dtype=torch.float64) / 20)) @ Q.T
-    exact = float(torch.trace(A))
-    err_k = [abs(block_krylov(MatrixOperator(A), 100, seed=s).estimate - exact) for s in range(30)]
-    err_x = [abs(xtrace(MatrixOperator(A), 100, seed=s).estimate - exact) for s in range(30)]
-    assert sum(err_k) < 0.7 * sum(err_x)
+    A = spectrum_matrix(torch.exp(-torch.arange(400, dtype=F64) / 20))
+    assert summed_error(block_krylov, A, 100, 30) < 0.7 * summed_error(xtrace, A, 100, 30)
 
 
 def test_block_krylov_is_exact_once_its_basis_spans_the_space() -> None:
@@ -184,9 +171,7 @@ def test_block_krylov_on_a_low_rank_matrix() -> None:
 
 def test_rtol_stop_compares_absolute_values() -> None:
     # a negative-definite operator: a rule on the signed mean would stop after two probes
-    g = torch.Generator().manual_seed(0)
-    Q, _ = torch.linalg.qr(torch.randn(50, 50, generator=g, dtype=torch.float64))
-    A = -Q @ torch.diag(torch.linspace(1.0, 3.0, 50, dtype=torch.float64)) @ Q.T
+    A = spectrum_matrix(-torch.linspace(1.0, 3.0, 50, dtype=F64))
     est = hutchinson(MatrixOperator(A), 200, rtol=1e-12)
     assert est.probes == 200 and est.converged is False
     loose = hutchinson(MatrixOperator(A), 200, rtol=0.05)
