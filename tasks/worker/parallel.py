@@ -137,7 +137,7 @@ def _rank_main(
     from tasks.engine.runner import run_measure
 
     if device == "cpu":  # the ranks share the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world))
     try:
         distributed.init_group(rank, world, device, port, timeout_s=payload["timeout_s"])
         problem = _load(rank, world, device, payload)
