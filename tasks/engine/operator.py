@@ -76,6 +76,9 @@ class HessianOperator:
             raise ValueError(f"unknown HVP backend {backend!r}")
         self.backend: str = backend
         self._grads: list[list[Tensor | None]] | None = None
+        self._live: list[tuple[tuple[Tensor, ...], list[int]]] | None = None
+        self._direction: Tensor | None = None
+        self._direction_pieces: list[Tensor] = []
         self._func_module: torch.nn.Module | None = None
         self._forward_ad = True
 
@@ -126,24 +129,60 @@ class HessianOperator:
     def _zero(self) -> Tensor:
         return torch.zeros(self.dim, dtype=torch.float64, device=self.device)
 
-    def _double_backward(self, grads: list[Tensor | None], v: Tensor) -> Tensor:
+    def _directions(self, v: Tensor) -> list[Tensor]:
+        """v as one tensor per parameter, in the model's dtype on the device.
+
+        The pieces are views of one buffer kept for the operator's life: each product costs
+        one copy (cast and move together) instead of a cast and a slice-and-view per
+        parameter. Safe to reuse: every product is flattened into a fresh vector before the
+        next one overwrites the buffer."""
+        if self._direction is None:
+            p = self.problem
+            self._direction = torch.empty(self.dim, dtype=p.dtype, device=self.device)
+            self._direction_pieces = p.unflatten(self._direction)
+        self._direction.copy_(v)
+        return self._direction_pieces
+
+    @staticmethod
+    def _live_outputs(grads: list[Tensor | None]) -> tuple[tuple[Tensor, ...], list[int]]:
+        """The gradient pieces that depend on the parameters, and their positions."""
+        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        return tuple(grads[i] for i in live), live  # type: ignore[misc]
+
+    def _double_backward(
+        self,
+        grads: list[Tensor | None],
+        directions: list[Tensor],
+        live: tuple[tuple[Tensor, ...], list[int]] | None = None,
+    ) -> Tensor:
         """∇(g·v) through a gradient graph, as one vector-Jacobian product of g with v.
 
         Passing v as `grad_outputs` differentiates Σ_k ⟨g_k, v_k⟩ without building that dot
-        product into the graph. Hessian blocks that vanish come back as zeros."""
+        product into the graph. Hessian blocks that vanish come back as zeros. `live` is
+        `_live_outputs(grads)`, computed once for a kept graph."""
         p = self.problem
-        pieces = p.unflatten(v.to(device=self.device, dtype=p.dtype))
-        live = [(g, piece) for g, piece in zip(grads, pieces, strict=True) if g is not None]
-        live = [(g, piece.to(g.dtype)) for g, piece in live if g.requires_grad]
-        if not live:  # the gradient does not depend on these parameters: H = 0
+        outputs, index = live if live is not None else self._live_outputs(grads)
+        if not outputs:  # the gradient does not depend on these parameters: H = 0
             return self._zero()
-        outputs, directions = zip(*live, strict=True)
+        pieces = [directions[i] for i in index]
+        pieces = [
+            d if d.dtype == g.dtype else d.to(g.dtype) for d, g in zip(pieces, outputs, strict=True)
+        ]
         hv = torch.autograd.grad(
-            outputs, p.params, grad_outputs=directions, retain_graph=True, allow_unused=True
+            outputs, p.params, grad_outputs=pieces, retain_graph=True, allow_unused=True
         )
-        return p.flatten(
-            [torch.zeros_like(q) if h is None else h for h, q in zip(hv, p.params, strict=True)]
-        ).double()
+        if any(h is None for h in hv):
+            hv = tuple(
+                torch.zeros_like(q) if h is None else h for h, q in zip(hv, p.params, strict=True)
+            )
+        return p.flatten(hv).to(torch.float64)
+
+    @staticmethod
+    def _accumulate(out: Tensor | None, w: float, hv: Tensor) -> Tensor:
+        """out + w·hv in float64; the first term is taken as it is (hv is a fresh vector), so
+        one batch of weight 1 costs no extra pass over the vector."""
+        term = hv if w == 1.0 else w * hv
+        return term if out is None else out.add_(term)
 
     def _batch_grads(self, batch) -> list[Tensor | None]:
         loss = self.problem.batch_loss(batch)
@@ -154,16 +193,22 @@ class HessianOperator:
     def _hvp_cached(self, v: Tensor) -> Tensor:
         if self._grads is None:
             self._grads = [self._batch_grads(b) for b in self.problem.batches]
-        out = self._zero()
-        for grads, w in zip(self._grads, self.problem.weights, strict=True):
-            out += w * self._double_backward(grads, v)
-        return out
+            self._live = [self._live_outputs(grads) for grads in self._grads]
+        assert self._live is not None
+        directions = self._directions(v)
+        out = None
+        for grads, live, w in zip(self._grads, self._live, self.problem.weights, strict=True):
+            out = self._accumulate(out, w, self._double_backward(grads, directions, live))
+        return out if out is not None else self._zero()
 
     def _hvp_per_batch(self, v: Tensor) -> Tensor:
-        out = self._zero()
+        directions = self._directions(v)
+        out = None
         for batch, w in zip(self.problem.batches, self.problem.weights, strict=True):
-            out += w * self._double_backward(self._batch_grads(batch), v)
-        return out
+            out = self._accumulate(
+                out, w, self._double_backward(self._batch_grads(batch), directions)
+            )
+        return out if out is not None else self._zero()
 
     def _hvp_func(self, V: Tensor) -> Tensor:
         """Forward-over-reverse: jvp of grad, vmapped over the k columns of V."""
