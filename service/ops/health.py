@@ -92,12 +92,15 @@ FIX = {
 }
 
 
-def live_workers(store: JobStore, settings: Settings) -> list[dict[str, Any]]:
+def live_workers(
+    store: JobStore, settings: Settings, workers: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The workers (read from `store` unless given) whose last heartbeat is fresh."""
     now = datetime.now(UTC)
     limit = fresh_s(settings)
     return [
         w
-        for w in store.workers()
+        for w in (store.workers() if workers is None else workers)
         if (age := rows.worker_age_s(w, now)) is not None and age <= limit
     ]
 
@@ -120,7 +123,7 @@ def readyz(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> Ready:
     worker stopped beating are requeued on the way (see tasks.reaper).
 
     `checks` also has one entry per queue, `queue:gpu` and `queue:cpu`: `ok: N live
-    consumers`, or `no-consumer: ...` with the queued jobs that wait and the fix. A queue
+    consumers`, or `no-consumer: ...` with the queued runs that wait and the fix. A queue
     without a consumer does not make the gateway unready (still 200): the gateway serves
     reads and the other queue's jobs, every gateway shares the one Redis so all would drop
     out of their load balancer at once, and jobs on that queue run when a worker starts.
@@ -130,14 +133,14 @@ def readyz(store: JobsDep, settings: SettingsDep, celery: CeleryDep) -> Ready:
         store.r.ping()
         checks["redis"] = "ok"
         rows.reap(store, settings, celery)
-        alive = live_workers(store, settings)
+        snap = rows.snapshot(store)
+        alive = live_workers(store, settings, snap.workers)
         checks["workers"] = (
             f"ok: {len(alive)} alive"
             if alive
             else f"failed: no worker heartbeat in {fresh_s(settings)} s"
         )
         per_queue = consumers(alive)
-        snap = rows.snapshot(store)
         for q, check in per_queue.items():
             check.queued = snap.queued_count(q)  # jobs and trajectories
             check.oldest_s = snap.oldest_queued_age_s(q)
