@@ -1,4 +1,5 @@
-"""Workers killed with SIGKILL mid-job, against a real Redis, gateway and workers.
+"""Faults against a real Redis, gateway and workers: workers killed with SIGKILL or paused
+with SIGSTOP mid-job, cancel storms, racing idempotent retries, a Redis restart mid-job.
 
 The dead worker's heartbeats stop; within a few heartbeats its job is requeued (its message
 put back at the head of the queue) by whichever notices first, a live worker's sweep or the
@@ -7,9 +8,12 @@ except the heartbeat (1 s here, 5 s by default: reaping then takes about 25 s in
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +80,15 @@ def _start_named(s: Stack, name: str) -> subprocess.Popen:
         s.env = env
 
 
+def _wait_listed(s: Stack, name: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while name not in [
+        w["hostname"] for w in httpx.get(f"{s.url}/v1/queue", timeout=10).json()["workers"]
+    ]:
+        assert time.monotonic() < deadline and proc.poll() is None, s.logs()
+        time.sleep(0.5)
+
+
 def test_gateway_requeues_a_dead_workers_job_and_it_finishes_once(
     fault_stack: Stack, tmp_path: Path
 ) -> None:
@@ -124,12 +137,7 @@ def test_a_standby_worker_reaps_and_runs_the_job(fault_stack: Stack, tmp_path: P
     s = fault_stack
     first_worker = s.worker
     standby = _start_named(s, "standby@test")
-    deadline = time.monotonic() + 120
-    while "standby@test" not in [
-        w["hostname"] for w in httpx.get(f"{s.url}/v1/queue", timeout=10).json()["workers"]
-    ]:
-        assert time.monotonic() < deadline and standby.poll() is None, s.logs()
-        time.sleep(0.5)
+    _wait_listed(s, "standby@test", standby)
     job_id = _submit(s, tmp_path)
     first = s.wait(job_id, until={"running"}, poll_s=0.02)
     victim = standby if first["worker"] == "standby@test" else first_worker
@@ -164,3 +172,184 @@ def test_cancel_ends_a_dead_workers_job(fault_stack: Stack, tmp_path: Path) -> N
     assert [(a["worker"], a["outcome"]) for a in job["attempt_history"]] == [
         (first["worker"], "worker-lost")
     ]
+
+
+def test_with_default_heartbeats_a_killed_workers_job_is_done_within_two_minutes(
+    redis_server: PrivateRedis, tmp_path: Path
+) -> None:
+    """The issue's bound with every setting at its default (5 s heartbeats): SIGKILL the
+    worker running a job; the standby finishes it within 2 minutes of the kill, once."""
+    s = start_stack(redis_server, 3, tmp_path / "service", heartbeat_s=5)
+    try:
+        first_worker = s.worker
+        standby = _start_named(s, "standby@test")
+        _wait_listed(s, "standby@test", standby)
+        job_id = _submit(s, tmp_path)
+        first = s.wait(job_id, until={"running"}, poll_s=0.02)
+        victim = standby if first["worker"] == "standby@test" else first_worker
+        killed_at = _kill(victim)
+        done = s.wait(job_id, timeout_s=120)
+        finished_after = time.monotonic() - killed_at
+        assert done["status"] == "succeeded", done["error"]
+        assert finished_after < 120, finished_after
+        assert [(a["worker"], a["outcome"]) for a in done["attempt_history"]] == [
+            (first["worker"], "worker-lost"),
+            (done["worker"], "succeeded"),
+        ]
+        _broker_empty(s)
+    finally:
+        s.stop()
+
+
+# ------------------------------------------------------------------ pauses, storms, races
+def _pids(proc: subprocess.Popen) -> list[int]:
+    """A worker's main process and its pool child (what a stopped machine stops)."""
+    import psutil
+
+    main = psutil.Process(proc.pid)
+    return [main.pid, *(c.pid for c in main.children(recursive=True))]
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_paused_worker_is_replaced_and_wakes_without_writing(
+    fault_stack: Stack, tmp_path: Path
+) -> None:
+    """SIGSTOP past the heartbeat: the survivor reaps and reruns the job; SIGCONT: the woken
+    run finds the record another's and writes nothing; the job ends once."""
+    s = fault_stack
+    first_worker = s.worker
+    standby = _start_named(s, "standby@test")
+    _wait_listed(s, "standby@test", standby)
+    job_id = _submit(s, tmp_path, num_hvps=400)
+    first = s.wait(job_id, until={"running"}, poll_s=0.02)
+    victim = standby if first["worker"] == "standby@test" else first_worker
+    paused = _pids(victim)
+    _signal_all(paused, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 120  # heartbeat expiry, a sweep, then the rerun starts
+        while (job := s.job(job_id))["attempts"] < 2:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+    finally:
+        _signal_all(paused, signal.SIGCONT)
+    done = s.wait(job_id, timeout_s=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["worker"] != first["worker"] and done["attempts"] == 2
+    assert [(a["worker"], a["outcome"]) for a in done["attempt_history"]] == [
+        (first["worker"], "worker-lost"),
+        (done["worker"], "succeeded"),
+    ]
+    time.sleep(5)  # the woken worker has run a few heartbeats by now
+    again = s.job(job_id)
+    assert again == done, "the woken run wrote to the record"
+    assert victim.poll() is None  # it lives on and takes new work
+    _broker_empty(s)
+
+
+def test_a_cancel_storm_ends_a_running_job_once(fault_stack: Stack, tmp_path: Path) -> None:
+    s = fault_stack
+    job_id = _submit(s, tmp_path, num_hvps=100_000)
+    s.wait(job_id, until={"running"}, poll_s=0.02)
+    answers: list[int] = []
+
+    def cancel() -> None:
+        with httpx.Client(timeout=60) as client:
+            for _ in range(5):
+                answers.append(client.post(f"{s.url}/v1/jobs/{job_id}/cancel").status_code)
+
+    storm = [threading.Thread(target=cancel) for _ in range(10)]
+    for t in storm:
+        t.start()
+    for t in storm:
+        t.join()
+    assert set(answers) <= {200, 202}, answers
+    done = s.wait(job_id, timeout_s=60)
+    assert done["status"] == "cancelled" and done["attempts"] == 1
+    assert [a["outcome"] for a in done["attempt_history"]] == ["cancelled"]
+    after = httpx.post(f"{s.url}/v1/jobs/{job_id}/cancel", timeout=30)
+    assert after.status_code == 200 and after.json()["finished_at"] == done["finished_at"]
+    time.sleep(2)
+    assert s.job(job_id) == done
+    _broker_empty(s)
+
+
+def test_racing_idempotent_retries_make_one_job(fault_stack: Stack, tmp_path: Path) -> None:
+    s = fault_stack
+    x, y = A.data(n=64, seed=7)
+    model_id = s.upload_id("models", A.export(A.mlp(seed=7), tmp_path / "m.pt2", 4))
+    data_id = s.upload_id("datasets", A.save_npz(tmp_path / "d.npz", x, y))
+    label = uuid.uuid4().hex[:12]
+    spec = {
+        "model": model_id,
+        "dataset": {"id": data_id, "batch_size": 32},
+        "measures": [{"name": "trace", "params": {"num_hvps": 50}}],
+        "labels": {"race": label},
+    }
+    headers = {"Idempotency-Key": f"race-{label}"}
+    barrier = threading.Barrier(16)
+    answers: list[httpx.Response] = []
+
+    def submit() -> None:
+        with httpx.Client(timeout=60) as client:
+            barrier.wait()
+            answers.append(client.post(f"{s.url}/v1/jobs", json=spec, headers=headers))
+
+    racers = [threading.Thread(target=submit) for _ in range(16)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join()
+    assert {r.status_code for r in answers} <= {200, 202}, [r.text for r in answers]
+    ids = {r.json()["id"] for r in answers}
+    assert len(ids) == 1, ids
+    [job_id] = ids
+    done = s.wait(job_id, timeout_s=120)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    listed = httpx.get(f"{s.url}/v1/jobs", params={"label": f"race:{label}"}, timeout=30)
+    assert [j["id"] for j in listed.json()["items"]] == [job_id], listed.text
+    _broker_empty(s)  # one message was sent, and it was consumed
+
+
+# ------------------------------------------------------------------ a Redis restart
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own (AOF on), which the test restarts."""
+    server = PrivateRedis(tmp_path / "redis", aof=True).start()
+    yield server
+    server.stop()
+
+
+def test_a_redis_restart_mid_job_costs_nothing(own_redis: PrivateRedis, tmp_path: Path) -> None:
+    """Redis stops for a few seconds while a job computes: the stores' retries wait it out,
+    the job goes on in the same attempt and succeeds once, with its results."""
+    limits = {"soft_time_limit_s": 1_200, "hard_time_limit_s": 1_260, "visibility_timeout_s": 1_400}
+    s = start_stack(own_redis, 0, tmp_path / "service", **limits)
+    try:
+        job_id = _submit(s, tmp_path, num_hvps=1_500)  # tens of seconds of probes
+        s.wait(job_id, until={"running"}, poll_s=0.02)
+        deadline = time.monotonic() + 60
+        while s.job(job_id)["progress"]["trace"]["iteration"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        own_redis.stop()  # SIGTERM: Redis writes its AOF and exits
+        time.sleep(4)
+        own_redis.start()
+        during = s.job(job_id)
+        assert during["status"] == "running", during  # the outage fell inside the run
+        done = s.wait(job_id, timeout_s=240)
+        assert done["status"] == "succeeded", (done["error"], s.logs())
+        assert done["results"]["trace"]["hvps"] >= 1_500
+        assert done["attempts"] == 1
+        assert [a["outcome"] for a in done["attempt_history"]] == ["succeeded"]
+        time.sleep(3)
+        assert s.job(job_id) == done
+        assert s.worker.poll() is None and s.gateway.poll() is None
+    finally:
+        s.stop()
