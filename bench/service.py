@@ -311,11 +311,11 @@ def main() -> int:
                     took = fill(store, JobSpec.model_validate(spec), target)
                     queue = cost_ms(gw.url, "/v1/queue")
                     metrics = cost_ms(gw.url, "/metrics")
-                    listing = cost_ms(gw.url, "/v1/jobs?status=succeeded&limit=50")
+                    listing = cost_ms(gw.url, "/v1/jobs?status=queued&limit=50")
                     print(
                         f"  {target:>7,} records (written in {took:.0f} s): /v1/queue "
                         f"{queue:.2f}, /metrics {metrics:.2f}, "
-                        f"/v1/jobs?status=succeeded&limit=50 {listing:.2f}"
+                        f"/v1/jobs?status=queued&limit=50 {listing:.2f}"
                     )
         finally:
             redis.stop()
