@@ -48,6 +48,16 @@ def _one_batch(name: str) -> tuple[torch.nn.Module, list[Batch], str]:
 CASES = {"batches": _case, "one_batch": _one_batch}
 
 
+def _adam(p: HessianProblem) -> dict[str, torch.Tensor]:
+    """An Adam state of uneven second moments for preconditioned_lambda_max."""
+    g = torch.Generator().manual_seed(7)
+    state = {
+        f"exp_avg_sq.{n}": torch.rand(q.shape, generator=g, dtype=q.dtype) + 0.1
+        for n, q in zip(p.names, p.params, strict=True)
+    }
+    return {**state, "step": torch.tensor([10.0])}
+
+
 def _rank(rank: int, world: int, port: int, case: str, model_name: str, out: Any) -> None:
     """One rank: its shard, the measures, the loss and gradient; rank 0 sends them back."""
     from tasks.engine import distributed
@@ -60,6 +70,7 @@ def _rank(rank: int, world: int, port: int, case: str, model_name: str, out: Any
         results = {name: run_measure(p, name, params) for name, params in MEASURES.items()}
         per_layer = run_measure(p, "lambda_max", {"per_layer": True, "tol": 1e-10})
         ggn = run_measure(p, "lambda_max", {"curvature": "ggn", "tol": 1e-10})
+        adam = run_measure(p, "preconditioned_lambda_max", {"tol": 1e-10}, optimizer_state=_adam(p))
         ev, grad = p.evaluate(), p.gradient()
         if rank == 0:
             out.put(
@@ -67,6 +78,7 @@ def _rank(rank: int, world: int, port: int, case: str, model_name: str, out: Any
                     "results": results,
                     "per_layer": per_layer,
                     "ggn": ggn,
+                    "adam": adam,
                     "evaluate": ev,
                     "gradient": grad.clone(),
                     "counts": (p.num_examples, p.num_targets, p.local_examples),
@@ -158,6 +170,9 @@ def test_two_gloo_ranks_equal_one_process(case: str, model_name: str) -> None:
         assert got["per_layer"]["per_layer"][block]["diagnostics"]["world_size"] == 2
     ggn = run_measure(p, "lambda_max", {"curvature": "ggn", "tol": 1e-10})
     _close(got["ggn"]["value"], ggn["value"], scale)
+    adam = run_measure(p, "preconditioned_lambda_max", {"tol": 1e-10}, optimizer_state=_adam(p))
+    _close(got["adam"]["value"], adam["value"], abs(adam["value"]))
+    assert got["adam"]["diagnostics"]["world_size"] == 2
 
     ev = p.evaluate()
     _close(got["evaluate"]["loss"], ev["loss"], abs(ev["loss"]))
