@@ -29,7 +29,11 @@ def store(rt: WorkerRuntime) -> TrajectoryStore:
 
 
 def make(
-    rt: WorkerRuntime, store: TrajectoryStore, tmp_path: Path, models: list[str] | None = None
+    rt: WorkerRuntime,
+    store: TrajectoryStore,
+    tmp_path: Path,
+    models: list[str] | None = None,
+    **fields: object,
 ):
     if models is None:
         ids = []
@@ -44,6 +48,7 @@ def make(
             "checkpoints": [{"model": m, "learning_rate": 0.5} for m in models],
             "dataset": {"id": npz, "batch_size": 16},
             "k": 2,
+            **fields,
         }
     )
     return store.create(spec, "cpu")
@@ -65,6 +70,24 @@ def test_runs_records_and_never_runs_twice(
     assert rt.store.r.get(f"sharpness:lock:{t.id}") is None
     assert rt.store.get(t.id) is None  # not a job record
     assert execute(t.id, rt) == "skipped" and store.get(t.id).attempts == 1
+
+
+def test_points_carry_the_runners_warnings_and_mode_notes(
+    rt: WorkerRuntime, store: TrajectoryStore, tmp_path: Path
+) -> None:
+    """Each checkpoint is measured through the engine's runner, as a job's measures are: a
+    train-mode point carries the runner's train-mode note word for word, as a job would."""
+    from tasks.engine.problem import HessianProblem
+    from tasks.engine.runner import run_measure
+
+    t = make(rt, store, tmp_path, mode="train")
+    assert execute(t.id, rt) == "succeeded"
+    x, y = A.data(n=32)
+    problem = HessianProblem(A.mlp(), [(torch.from_numpy(x), torch.from_numpy(y))], mode="train")
+    job_notes = run_measure(problem, "lambda_max", {"max_iter": 5})["warnings"]
+    [train_note] = [w for w in job_notes if "train mode" in w]
+    for p in store.get(t.id).points:
+        assert train_note in p.warnings and p.mode == "train"
 
 
 def test_cancel_requested_before_it_starts(
