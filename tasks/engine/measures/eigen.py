@@ -115,7 +115,7 @@ def eigen_measure(
         **lanczos_options(params),
     )
     if k is None:
-        value: Any = res.eigenvalues[0]
+        value: float | list[float] = res.eigenvalues[0]
         diag: dict[str, Any] = {
             "residual_bound": res.residual_bounds[0],
             "error_estimate": res.error_estimates[0],

@@ -2,8 +2,9 @@
 
 One module per estimator: `hutchinson` (plain Monte Carlo), `hutchpp` (Hutch++), `xtrace`
 (XTrace, leave-one-out), `krylov` (block Krylov deflation, the trace measure's default) and
-`frobenius` (‖H‖_F, sharing Hutchinson's probe loop); `common` holds the result type, the
-probes and the t interval. Every estimator takes a `LinearOperator` or a dense tensor.
+`frobenius` (‖H‖_F, sharing Hutchinson's probe loop); `common` holds the result type and the
+`Tally` every estimator starts with (operator, seeded generator, clock, HVP count), the probes
+and the t interval. Every estimator takes a `LinearOperator` or a dense tensor.
 """
 
 from tasks.engine.trace.common import TraceEstimate, sphere_probes, t_quantile
