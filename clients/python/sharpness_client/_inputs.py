@@ -23,11 +23,13 @@ _ID = re.compile(r"^[0-9a-f]{64}$")
 
 @dataclass
 class Plan:
-    """Either a reference the server already has (`ref`) or bytes/file to upload first."""
+    """Either a reference the server already has (`ref`) or bytes/file to upload first, as a
+    model (`model`) or a dataset."""
 
     ref: Any = None
     upload: Any = None
     filename: str | None = None
+    model: bool = False
 
 
 def _is_id(value: Any) -> bool:
@@ -42,15 +44,15 @@ def _pair(data: Any) -> tuple[Any, Any] | None:
 
 def model_plan(model: Any, data: Any, example_inputs: Any = None) -> Plan:
     if isinstance(model, ModelInfo) or _is_id(model):
-        return Plan(ref=model)
+        return Plan(ref=model, model=True)
     if is_module(model):
         if example_inputs is None:
             pair = _pair(data)
             if pair is None:
                 raise ValueError("give example_inputs= to export a module when data is a file")
             example_inputs = pair[0][:2]
-        return Plan(upload=export_module(model, example_inputs), filename="model.pt2")
-    return Plan(upload=model)
+        return Plan(upload=export_module(model, example_inputs), filename="model.pt2", model=True)
+    return Plan(upload=model, model=True)
 
 
 def data_plan(data: Any) -> Plan:
@@ -62,3 +64,16 @@ def data_plan(data: Any) -> Plan:
     if pair is not None:
         return Plan(upload=arrays_to_npz(*pair), filename="dataset.npz")
     return Plan(upload=data)
+
+
+def measure_plans(
+    model: Any, data: Any, eval_data: Any, initial_model: Any, example_inputs: Any
+) -> dict[str, Plan]:
+    """The job fields `client.measure` fills in (model, dataset, and eval_dataset and
+    initial_model when given), each with its plan."""
+    plans = {"model": model_plan(model, data, example_inputs), "dataset": data_plan(data)}
+    if eval_data is not None:
+        plans["eval_dataset"] = data_plan(eval_data)
+    if initial_model is not None:
+        plans["initial_model"] = model_plan(initial_model, data, example_inputs)
+    return plans

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from sharpness_client._http import DEFAULT_TIMEOUT, AsyncHTTP, SyncHTTP
-from sharpness_client._inputs import data_plan, model_plan
+from sharpness_client._inputs import Plan, measure_plans
 from sharpness_client._progress import Progress
 from sharpness_client._spec import MeasureLike
 from sharpness_client.errors import JobCancelledError
@@ -25,7 +25,7 @@ from sharpness_client.resources.models import AsyncModels, Models
 from sharpness_client.resources.queue import AsyncMeasures, AsyncQueue, Measures, Queue
 from sharpness_client.resources.studies import AsyncStudies, Studies
 from sharpness_client.resources.trajectories import AsyncTrajectories, Trajectories
-from sharpness_client.types import Job, JobStatus
+from sharpness_client.types import DatasetInfo, Job, JobStatus, ModelInfo
 
 DEFAULT_MAX_RETRIES = 3
 
@@ -59,6 +59,11 @@ class Client:
         self.measures = Measures(self._http)
         self.trajectories = Trajectories(self._http)
 
+    def _upload(self, plan: Plan) -> ModelInfo | DatasetInfo:
+        if plan.model:
+            return self.models.upload(plan.upload, filename=plan.filename)
+        return self.datasets.upload(plan.upload, filename=plan.filename)
+
     def measure(
         self,
         model: Any,
@@ -83,19 +88,10 @@ class Client:
         any form `data` takes (the job then reports test metrics and the generalization gap);
         `initial_model`: the model at initialisation (w₀) in any form `model` takes. Raises
         JobFailedError, JobCancelledError or JobTimeoutError when there are no results."""
-        mp = model_plan(model, data, example_inputs)
-        dp = data_plan(data)
-        model_ref = mp.ref or self.models.upload(mp.upload, filename=mp.filename)
-        data_ref = dp.ref or self.datasets.upload(dp.upload, filename=dp.filename)
-        if eval_data is not None:
-            ep = data_plan(eval_data)
-            spec["eval_dataset"] = ep.ref or self.datasets.upload(ep.upload, filename=ep.filename)
-        if initial_model is not None:
-            ip = model_plan(initial_model, data, example_inputs)
-            spec["initial_model"] = ip.ref or self.models.upload(ip.upload, filename=ip.filename)
-        job = self.jobs.create(
-            model=model_ref, dataset=data_ref, measures=measures, params=params, **spec
-        )
+        plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
+        for field, plan in plans.items():
+            spec[field] = plan.ref or self._upload(plan)
+        job = self.jobs.create(measures=measures, params=params, **spec)
         done = self.jobs.wait(
             job.id, timeout=timeout, poll_interval=poll_interval, progress=progress
         )
@@ -133,6 +129,11 @@ class AsyncClient:
         self.measures = AsyncMeasures(self._http)
         self.trajectories = AsyncTrajectories(self._http)
 
+    async def _upload(self, plan: Plan) -> ModelInfo | DatasetInfo:
+        if plan.model:
+            return await self.models.upload(plan.upload, filename=plan.filename)
+        return await self.datasets.upload(plan.upload, filename=plan.filename)
+
     async def measure(
         self,
         model: Any,
@@ -148,23 +149,10 @@ class AsyncClient:
         progress: bool | Progress = False,
         **spec: Any,
     ) -> Job:
-        mp = model_plan(model, data, example_inputs)
-        dp = data_plan(data)
-        model_ref = mp.ref or await self.models.upload(mp.upload, filename=mp.filename)
-        data_ref = dp.ref or await self.datasets.upload(dp.upload, filename=dp.filename)
-        if eval_data is not None:
-            ep = data_plan(eval_data)
-            spec["eval_dataset"] = ep.ref or await self.datasets.upload(
-                ep.upload, filename=ep.filename
-            )
-        if initial_model is not None:
-            ip = model_plan(initial_model, data, example_inputs)
-            spec["initial_model"] = ip.ref or await self.models.upload(
-                ip.upload, filename=ip.filename
-            )
-        job = await self.jobs.create(
-            model=model_ref, dataset=data_ref, measures=measures, params=params, **spec
-        )
+        plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
+        for field, plan in plans.items():
+            spec[field] = plan.ref or await self._upload(plan)
+        job = await self.jobs.create(measures=measures, params=params, **spec)
         done = await self.jobs.wait(
             job.id, timeout=timeout, poll_interval=poll_interval, progress=progress
         )
