@@ -89,6 +89,18 @@ def _wait_listed(s: Stack, name: str, proc: subprocess.Popen) -> None:
         time.sleep(0.5)
 
 
+def _running_beside_a_standby(s: Stack, tmp_path: Path, num_hvps: int = 200):
+    """A second worker, "standby@test", beside the stack's; a job running on one of them.
+    Returns (job id, the job as it started, the worker running it, the standby)."""
+    first_worker = s.worker
+    standby = _start_named(s, "standby@test")
+    _wait_listed(s, "standby@test", standby)
+    job_id = _submit(s, tmp_path, num_hvps=num_hvps)
+    first = s.wait(job_id, until={"running"}, poll_s=0.02)
+    victim = standby if first["worker"] == "standby@test" else first_worker
+    return job_id, first, victim, standby
+
+
 def test_gateway_requeues_a_dead_workers_job_and_it_finishes_once(
     fault_stack: Stack, tmp_path: Path
 ) -> None:
@@ -135,12 +147,7 @@ def test_gateway_requeues_a_dead_workers_job_and_it_finishes_once(
 def test_a_standby_worker_reaps_and_runs_the_job(fault_stack: Stack, tmp_path: Path) -> None:
     """Nobody reads /v1/queue: the live worker's own sweep notices the dead one."""
     s = fault_stack
-    first_worker = s.worker
-    standby = _start_named(s, "standby@test")
-    _wait_listed(s, "standby@test", standby)
-    job_id = _submit(s, tmp_path)
-    first = s.wait(job_id, until={"running"}, poll_s=0.02)
-    victim = standby if first["worker"] == "standby@test" else first_worker
+    job_id, first, victim, standby = _running_beside_a_standby(s, tmp_path)
     killed_at = _kill(victim)
     if victim is standby:  # the other one must be alive to reap it
         s.start_worker()
@@ -181,12 +188,7 @@ def test_with_default_heartbeats_a_killed_workers_job_is_done_within_two_minutes
     worker running a job; the standby finishes it within 2 minutes of the kill, once."""
     s = start_stack(redis_server, 3, tmp_path / "service", heartbeat_s=5)
     try:
-        first_worker = s.worker
-        standby = _start_named(s, "standby@test")
-        _wait_listed(s, "standby@test", standby)
-        job_id = _submit(s, tmp_path)
-        first = s.wait(job_id, until={"running"}, poll_s=0.02)
-        victim = standby if first["worker"] == "standby@test" else first_worker
+        job_id, first, victim, _ = _running_beside_a_standby(s, tmp_path)
         killed_at = _kill(victim)
         done = s.wait(job_id, timeout_s=120)
         finished_after = time.monotonic() - killed_at
@@ -224,12 +226,7 @@ def test_a_paused_worker_is_replaced_and_wakes_without_writing(
     """SIGSTOP past the heartbeat: the survivor reaps and reruns the job; SIGCONT: the woken
     run finds the record another's and writes nothing; the job ends once."""
     s = fault_stack
-    first_worker = s.worker
-    standby = _start_named(s, "standby@test")
-    _wait_listed(s, "standby@test", standby)
-    job_id = _submit(s, tmp_path, num_hvps=400)
-    first = s.wait(job_id, until={"running"}, poll_s=0.02)
-    victim = standby if first["worker"] == "standby@test" else first_worker
+    job_id, first, victim, _ = _running_beside_a_standby(s, tmp_path, num_hvps=400)
     paused = _pids(victim)
     _signal_all(paused, signal.SIGSTOP)
     try:
