@@ -27,6 +27,7 @@ from tasks.worker.loaders import LoadError
 from tasks.worker.parallel import rank_devices
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
+from tests.worker.blobs import put
 
 ROOT = Path(__file__).resolve().parents[2]
 REL = 1e-10
@@ -43,21 +44,14 @@ def rt(redis_url: str, tmp_path: Path) -> WorkerRuntime:
     return WorkerRuntime.create(f"dp-{uuid.uuid4().hex[:6]}@test", settings)
 
 
-def put(rt: WorkerRuntime, kind: str, path: Path, **meta: object) -> str:
-    record, _ = rt.blobs.put_chunks(
-        kind, [path.read_bytes()], 1 << 30, {"filename": path.name, **meta}
-    )
-    return record["id"]
-
-
 def inputs(rt: WorkerRuntime, tmp_path: Path, n: int = 45) -> dict[str, Any]:
     """A float64 MLP and a dataset of n examples in uneven batches of 16."""
     model = A.export(A.mlp(hidden=10), tmp_path / "m.pt2", 4, torch.float64)
     x, y = A.data(n=n, seed=1)
     npz = A.save_npz(tmp_path / "d.npz", x, y)
     return {
-        "model": put(rt, "models", model, format="torch_export"),
-        "dataset": {"id": put(rt, "datasets", npz, format="npz"), "batch_size": 16},
+        "model": put(rt.blobs, "models", model, format="torch_export"),
+        "dataset": {"id": put(rt.blobs, "datasets", npz, format="npz"), "batch_size": 16},
     }
 
 
@@ -120,7 +114,9 @@ def test_two_ranks_equal_one_process_in_the_job(rt: WorkerRuntime, tmp_path: Pat
     wait_until(lambda: not rank_pids(os.getpid()), 30, "ranks left running")
 
 
-def test_a_killed_rank_fails_the_job_and_ends_the_others(rt: WorkerRuntime, tmp_path: Path) -> None:
+def start_long_job(rt: WorkerRuntime, tmp_path: Path) -> tuple[str, threading.Thread, list[str]]:
+    """A two-rank job that runs until stopped, executing on a thread, once it has progressed;
+    returns its id, the thread and the list its outcome is appended to."""
     base = inputs(rt, tmp_path, n=64)
     long = [{"name": "trace", "params": {"method": "hutchinson", "num_hvps": 100000}}]
     job_id = submit(rt, base, long, data_parallel=2)
@@ -129,6 +125,11 @@ def test_a_killed_rank_fails_the_job_and_ends_the_others(rt: WorkerRuntime, tmp_
     worker.start()
     wait_until(lambda: (p := rt.store.get(job_id).progress.get("trace")) is not None
                and p.iteration > 5, what="no progress")  # fmt: skip
+    return job_id, worker, outcome
+
+
+def test_a_killed_rank_fails_the_job_and_ends_the_others(rt: WorkerRuntime, tmp_path: Path) -> None:
+    job_id, worker, outcome = start_long_job(rt, tmp_path)
     pids = rank_pids(os.getpid())
     assert len(pids) == 2
     os.kill(max(pids), signal.SIGKILL)  # the rank started last: rank 1
@@ -141,14 +142,7 @@ def test_a_killed_rank_fails_the_job_and_ends_the_others(rt: WorkerRuntime, tmp_
 
 
 def test_cancel_stops_every_rank(rt: WorkerRuntime, tmp_path: Path) -> None:
-    base = inputs(rt, tmp_path, n=64)
-    long = [{"name": "trace", "params": {"method": "hutchinson", "num_hvps": 100000}}]
-    job_id = submit(rt, base, long, data_parallel=2)
-    outcome: list[str] = []
-    worker = threading.Thread(target=lambda: outcome.append(execute(job_id, rt)))
-    worker.start()
-    wait_until(lambda: (p := rt.store.get(job_id).progress.get("trace")) is not None
-               and p.iteration > 5, what="no progress")  # fmt: skip
+    job_id, worker, outcome = start_long_job(rt, tmp_path)
     rt.store.set_fields(job_id, cancel_requested=1)
     worker.join(60)
     assert outcome == ["cancelled"]

@@ -9,26 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.blobstore import BlobStore
 from tasks.jobstore import JobStore
-from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
 from tasks.worker.job import execute
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
-
-
-@pytest.fixture
-def rt(redis_url: str, tmp_path: Path) -> WorkerRuntime:
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path, heartbeat_s=1)
-    return WorkerRuntime.create("test-worker@here", settings)
-
-
-def put(blobs: BlobStore, kind: str, path: Path, **meta: object) -> str:
-    record, _ = blobs.put_chunks(
-        kind, [path.read_bytes()], 1 << 30, {"filename": path.name, **meta}
-    )
-    return record["id"]
+from tests.worker.blobs import put
 
 
 def make_job(rt: WorkerRuntime, tmp_path: Path, measures: list, in_features: int = 4, **kw):

@@ -32,7 +32,7 @@ from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
-from tests.worker.test_job import put
+from tests.worker.blobs import put
 
 ROOT = Path(__file__).resolve().parents[2]
 DB = 9  # a database of its own: this worker must take no other test's messages

@@ -8,19 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.settings import Settings
 from tasks.spec import JobStatus, TrajectorySpec
 from tasks.trajectorystore import TrajectoryStore
 from tasks.worker.runtime import WorkerRuntime
 from tasks.worker.trajectory_job import execute
 from tests import artifacts as A
-from tests.worker.test_job import put
-
-
-@pytest.fixture
-def rt(redis_url: str, tmp_path: Path) -> WorkerRuntime:
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path, heartbeat_s=1)
-    return WorkerRuntime.create("test-worker@here", settings)
+from tests.worker.blobs import put
 
 
 @pytest.fixture
