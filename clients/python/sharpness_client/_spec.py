@@ -100,22 +100,17 @@ def build_spec(
 ) -> JobSpec:
     """The job spec of `jobs.create`. `batch_size` applies to both datasets; `max_samples` to
     the training data only."""
-    eval_ref = None if eval_dataset is None else dataset_ref(eval_dataset, batch_size=batch_size)
+    fields = given(loss=loss, mode=mode, device=device, output_key=output_key, class_dim=class_dim)
+    fields.update(given(data_parallel=data_parallel, labels=dict(labels) if labels else None))
+    if eval_dataset is not None:
+        fields["eval_dataset"] = dataset_ref(eval_dataset, batch_size=batch_size)
+    if initial_model is not None:
+        fields["initial_model"] = model_id(initial_model)
     return JobSpec(
         model=model_id(model),
         dataset=dataset_ref(dataset, batch_size=batch_size, max_samples=max_samples),
         measures=measure_requests(measures, params),
-        **given(
-            eval_dataset=eval_ref,
-            initial_model=None if initial_model is None else model_id(initial_model),
-            labels=dict(labels) if labels else None,
-            loss=loss,
-            mode=mode,
-            device=device,
-            output_key=output_key,
-            class_dim=class_dim,
-            data_parallel=data_parallel,
-        ),
+        **fields,
     )
 
 
