@@ -21,10 +21,8 @@ from typing import Any
 from tasks.jobstore import PREFIX, RecordStore
 from tasks.spec import (
     EigenvectorOverlap,
-    JobStatus,
     MeasureProgress,
     Trajectory,
-    TrajectoryPage,
     TrajectoryPoint,
     TrajectorySpec,
 )
@@ -59,17 +57,6 @@ class TrajectoryStore(RecordStore[Trajectory, TrajectorySpec]):
     def _restart_fields(self, raw: dict[str, str]) -> dict[str, Any]:
         """A requeued trajectory starts over: progress reset, the lost run's points dropped."""
         return {**super()._restart_fields(raw), "points": "[]", "overlaps": "[]"}
-
-    def list(
-        self,
-        status: JobStatus | None = None,
-        labels: dict[str, str] | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> TrajectoryPage:
-        """Newest first; the cursor is the id of the last item of the previous page."""
-        items, next_cursor = self.page(status, labels, limit, cursor)
-        return TrajectoryPage(items=items, next_cursor=next_cursor)
 
     # ------------------------------------------------------------- update
     def add_point(
