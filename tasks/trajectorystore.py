@@ -6,6 +6,11 @@
     trajectories        sorted set of ids scored by creation time
     idem:trajectory:{key}   trajectory id created under an Idempotency-Key (24 h)
     enqueued:{id}, lock:{id}   as for jobs (ids are unique uuids)
+    trajectories:status:{status}, trajectories:queued:{queue}, trajectories:ended
+                        the per-status indexes, kept as for jobs (tasks.jobstore)
+
+Ended trajectories expire after SHARPNESS_RETENTION_DAYS like jobs; their runs are counted in
+the same `metrics:*` hashes with kind `trajectory`.
 
 A `RecordStore` like the JobStore: creation with idempotency, the run lock, the cancel flag,
 `mark_running`, field-level updates and the atomic, never-leave-terminal `finish` are shared;
