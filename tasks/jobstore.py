@@ -332,7 +332,7 @@ class RecordStore(Generic[R, S]):
         pipe = self.r.pipeline()
         pipe.hset(self.key(record_id), mapping=fields)
         pipe.zadd(self.INDEX, {record_id: created_at.timestamp()})
-        self._index(pipe, record_id, JobStatus.queued, created_at.timestamp(), queue)
+        self._index(pipe, record_id, JobStatus.queued, created_at.timestamp(), queue, new=True)
         if idem:
             pipe.set(idem, record_id, ex=IDEMPOTENCY_TTL_S, nx=True)
         pipe.execute()
@@ -375,10 +375,12 @@ class RecordStore(Generic[R, S]):
         created: float | None,
         queue: str | None,
         finished: float | None = None,
+        new: bool = False,
     ) -> None:
-        """Queue onto `pipe` (a MULTI) the index moves of `record_id` entering `status`."""
+        """Queue onto `pipe` (a MULTI) the index moves of `record_id` entering `status`
+        (`new`: a record just made, in no index yet)."""
         for other in JobStatus:
-            if other != status:
+            if other != status and not new:
                 pipe.zrem(self.status_key(other), record_id)
         if created is not None:
             pipe.zadd(self.status_key(status), {record_id: created})
@@ -386,6 +388,9 @@ class RecordStore(Generic[R, S]):
                 pipe.zadd(self.queued_key(queue), {record_id: created})
         if status != JobStatus.queued and queue:
             pipe.zrem(self.queued_key(queue), record_id)
+        if not status.terminal and not new:  # live again (a race with a cancel): no expiry
+            pipe.zrem(self.ended_key(), record_id)
+            pipe.persist(self.key(record_id))
         if status.terminal:
             expires = (finished or time.time()) + self.retention_s
             pipe.zadd(self.ended_key(), {record_id: expires})

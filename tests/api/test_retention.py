@@ -129,3 +129,20 @@ def test_the_gateway_lists_and_counts_only_live_records(
     assert 'sharpness_jobs{status="succeeded"} 0.0' in text
     # the counter of ended runs is not a record count: it keeps the run
     assert 'sharpness_runs_ended_total{kind="job",outcome="succeeded",queue="cpu"} 1.0' in text
+
+
+def test_a_record_that_runs_again_loses_its_expiry(settings: Settings) -> None:
+    """A worker that took the message just before a cancel ended the record marks it running
+    (it then sees the cancel and stops): while it runs, the record must not expire."""
+    store = JobStore.from_url(settings.redis_url)
+    store.retention_s = RETENTION_S
+    job = store.create(_spec(), "cpu")
+    store.request_cancel(job.id)
+    assert store.r.pttl(store.key(job.id)) > 0
+    store.mark_running(job.id, "w1", "cpu", {})
+    assert store.r.pttl(store.key(job.id)) == -1
+    assert store.r.zscore(store.ended_key(), job.id) is None
+    time.sleep(RETENTION_S + 0.2)
+    assert store.get(job.id).status == JobStatus.running  # type: ignore[union-attr]
+    assert store.finish(job.id, JobStatus.cancelled)
+    assert 0 < store.r.pttl(store.key(job.id)) <= RETENTION_S * 1000
