@@ -26,5 +26,6 @@ USER sharpness
 VOLUME ["/data"]
 EXPOSE 8000
 
-# exec: uvicorn gets SIGTERM directly and shuts down cleanly
-CMD ["sh", "-c", "exec uvicorn service.main:app --host \"$SHARPNESS_HOST\" --port \"$SHARPNESS_PORT\""]
+# as `make gateway`: uvicorn with SHARPNESS_GATEWAY_WORKERS processes (default min(4, CPUs)),
+# exec'd in place, so it gets SIGTERM directly and shuts down cleanly
+CMD ["python", "-m", "service.run_all", "gateway"]
