@@ -19,6 +19,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,6 +101,13 @@ def train_sgd(
                 break
     model.eval()
     return epochs
+
+
+def trained_mlp(data: Split, seed: int, **sgd: Any) -> tuple[nn.Sequential, int]:
+    """A fresh `mlp` for `data` trained by `train_sgd` (`sgd`: its options), both seeded by
+    `seed`, and the epochs it ran."""
+    model = mlp(data.features, seed=seed)
+    return model, train_sgd(model, data, seed=seed, **sgd)
 
 
 def train_loss(model: nn.Module, data: Split) -> float:

@@ -26,9 +26,8 @@ from examples.reproductions.common import (
     Split,
     cli,
     estimate,
-    mlp,
     train_loss,
-    train_sgd,
+    trained_mlp,
 )
 from sharpness_client import Client
 
@@ -64,18 +63,11 @@ def run(client: Client, data: Split, *, quick: bool = False) -> list[dict]:
     rows = []
     for batch_size, lrs in (QUICK_GRID if quick else GRID).items():
         size = n if batch_size == FULL else batch_size
+        max_epochs = MAX_EPOCHS.get(batch_size, DEFAULT_MAX_EPOCHS)
+        sgd = {"batch_size": size, "max_epochs": max_epochs, "target_loss": TARGET_LOSS}
         for lr in lrs:
             for seed in QUICK_SEEDS if quick else SEEDS:
-                model = mlp(data.features, seed=seed)
-                epochs = train_sgd(
-                    model,
-                    data,
-                    lr=lr,
-                    batch_size=size,
-                    max_epochs=MAX_EPOCHS.get(batch_size, DEFAULT_MAX_EPOCHS),
-                    target_loss=TARGET_LOSS,
-                    seed=seed,
-                )
+                model, epochs = trained_mlp(data, seed, lr=lr, **sgd)
                 loss = train_loss(model, data)
                 row = {
                     "batch_size": _label(batch_size),

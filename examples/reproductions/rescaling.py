@@ -25,8 +25,7 @@ from examples.reproductions.common import (
     Split,
     cli,
     estimate,
-    mlp,
-    train_sgd,
+    trained_mlp,
 )
 from sharpness_client import Client
 
@@ -63,8 +62,7 @@ def run(client: Client, data: Split, *, quick: bool = False) -> list[dict]:
     test_ref = client.datasets.from_arrays(data.x_test, data.y_test)
     rows = []
     for seed in QUICK_SEEDS if quick else SEEDS:
-        base = mlp(data.features, seed=seed)
-        train_sgd(base, data, lr=0.1, batch_size=32, max_epochs=100, target_loss=0.05, seed=seed)
+        base, _ = trained_mlp(data, seed, lr=0.1, batch_size=32, max_epochs=100, target_loss=0.05)
         mine = []
         for alpha in QUICK_ALPHAS if quick else ALPHAS:
             model = rescaled(base, alpha)

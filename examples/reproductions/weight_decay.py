@@ -26,9 +26,8 @@ from examples.reproductions.common import (
     cli,
     equivalence,
     estimate,
-    mlp,
     train_loss,
-    train_sgd,
+    trained_mlp,
     weight_norm,
 )
 from sharpness_client import Client
@@ -61,19 +60,11 @@ def run(client: Client, data: Split, *, quick: bool = False) -> list[dict]:
     train_ref = client.datasets.from_arrays(data.x_train, data.y_train)
     test_ref = client.datasets.from_arrays(data.x_test, data.y_test)
     rows = []
+    target = QUICK_TARGET_LOSS if quick else TARGET_LOSS
+    sgd = {"lr": LR, "batch_size": BATCH_SIZE, "max_epochs": MAX_EPOCHS, "target_loss": target}
     for wd in QUICK_DECAYS if quick else DECAYS:
         for seed in QUICK_SEEDS if quick else SEEDS:
-            model = mlp(data.features, seed=seed)
-            epochs = train_sgd(
-                model,
-                data,
-                lr=LR,
-                batch_size=BATCH_SIZE,
-                weight_decay=wd,
-                max_epochs=MAX_EPOCHS,
-                target_loss=QUICK_TARGET_LOSS if quick else TARGET_LOSS,
-                seed=seed,
-            )
+            model, epochs = trained_mlp(data, seed, weight_decay=wd, **sgd)
             measures = ["lambda_max"] if quick else ["lambda_max", "trace"]
             job = client.measure(
                 model,
@@ -96,7 +87,7 @@ def run(client: Client, data: Split, *, quick: bool = False) -> list[dict]:
                     "weight_norm": weight_norm(model),
                     "lambda_max": job.results["lambda_max"].value,
                     "trace": job.results["trace"].value if "trace" in job.results else None,
-                    "target_loss": QUICK_TARGET_LOSS if quick else TARGET_LOSS,
+                    "target_loss": target,
                     "train_acc": ev.get("accuracy"),
                     "test_acc": (ev.get("test") or {}).get("accuracy"),
                 }
