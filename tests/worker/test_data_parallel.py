@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,9 +25,9 @@ from tasks.worker.loaders import LoadError
 from tasks.worker.parallel import rank_devices
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
+from tests.processes import spawn_worker, stop, worker_env
 from tests.worker.blobs import put
 
-ROOT = Path(__file__).resolve().parents[2]
 REL = 1e-10
 MEASURES = [
     {"name": "lambda_max", "params": {"tol": 1e-10}},
@@ -193,19 +191,8 @@ def test_through_a_real_worker(rt: WorkerRuntime, tmp_path: Path) -> None:
     """`python -m tasks.worker` takes both jobs from the queue; its task process starts the
     ranks."""
     base = inputs(rt, tmp_path)
-    env = {
-        **os.environ,
-        "SHARPNESS_REDIS_URL": rt.settings.redis_url,
-        "SHARPNESS_DATA_DIR": str(rt.settings.data_dir),
-        "SHARPNESS_HEARTBEAT_S": "1",
-        "SHARPNESS_WORKER_QUEUES": "cpu",
-        "PYTHONUNBUFFERED": "1",
-    }
     log = tmp_path / "worker.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.worker"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+    proc = spawn_worker(worker_env(rt.settings.redis_url, rt.settings.data_dir), log)
     try:
         app = make_celery(rt.settings)
         ids = [submit(rt, base, MEASURES), submit(rt, base, MEASURES, data_parallel=2)]
@@ -222,9 +209,4 @@ def test_through_a_real_worker(rt: WorkerRuntime, tmp_path: Path) -> None:
         assert par.status == JobStatus.succeeded, (par.error, log.read_text()[-4000:])
         assert_same(one, par)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
