@@ -51,12 +51,15 @@ openapi: install
 	$(BIN)/python -m service.openapi_export > openapi.yaml
 
 # Peers are installed without their dependencies: they would otherwise pull a newer torch with CUDA.
+# bench.gpu measures the CUDA path; without a GPU it says so and exits 0.
 bench: install
 	$(BIN)/pip install -q scipy einops opt_einsum tqdm linear_operator
 	$(BIN)/pip install -q --no-deps pyhessian curvlinops-for-pytorch hessian-eigenthings backpack-for-pytorch einconv unfoldNd
 	$(BIN)/python -m bench.engine_vs_peers
 	$(BIN)/python -m bench.trace_spectra
 	$(BIN)/python -m bench.lanczos_basis
+	$(BIN)/python -m bench.scaling
+	$(BIN)/python -m bench.gpu
 
 ## Gateway under load (own Redis, no worker): enqueue p50/p99 at 20 clients, status reads for 1
 ## and N gateway processes, /v1/queue and /metrics cost at 100 and 100,000 records.
