@@ -31,7 +31,7 @@ status-filtered listing never read every record:
 
 Retention: when a record ends, its hash (and its enqueue claim and Idempotency-Key, when they
 would outlive it) expire SHARPNESS_RETENTION_DAYS later; queued and running records carry no
-expiry. `prune` drops ended ids older than the retention from the indexes, by score.
+expiry. `prune` drops from the indexes, by score, the ended ids whose expiry time has passed.
 
 Metrics the ops views report, written in the MULTI that ends a record, so every gateway
 process reads the same numbers:
