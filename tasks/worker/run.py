@@ -331,6 +331,8 @@ def _run_locked(
     if record is not None and record.status == JobStatus.running:
         ended = _end_killed_attempt(rt, store, record)
         log.warning("%s %s: attempt %s was killed; now %s", store.KIND, rid, record.attempts, ended)
+        if ended in (JobStatus.failed, JobStatus.cancelled):  # attempts spent, or cancel asked
+            return ended.value
         record = store.get(rid)
     if record is None or record.status.terminal:
         return "skipped"

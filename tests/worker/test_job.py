@@ -166,3 +166,27 @@ def test_job_with_adam_state_measures_the_preconditioned_sharpness(
     exact = float(torch.linalg.eigvalsh(0.5 * (M + M.T))[-1])
     got = rt.store.get(job.id).results["preconditioned_lambda_max"].value
     assert got == pytest.approx(exact, rel=1e-7)
+
+
+def test_a_killed_childs_attempt_is_ended_before_the_next_run(
+    rt: WorkerRuntime, tmp_path: Path
+) -> None:
+    """The record still says running (its child was SIGKILLed, the worker redelivered the
+    message): the next run ends that attempt as worker-lost, then runs its own, or fails the
+    record once SHARPNESS_MAX_ATTEMPTS runs were started."""
+    job = make_job(rt, tmp_path, [{"name": "lambda_max"}])
+    rt.store.mark_running(job.id, "killed@host", "cpu", {})
+    assert execute(job.id, rt) == "succeeded"
+    done = rt.store.get(job.id)
+    assert [(a.attempt, a.worker, a.outcome) for a in done.attempt_history] == [
+        (1, "killed@host", "worker-lost"),
+        (2, rt.hostname, "succeeded"),
+    ]
+
+    spent = make_job(rt, tmp_path, [{"name": "lambda_max"}])
+    for _ in range(rt.settings.max_attempts):
+        rt.store.mark_running(spent.id, "killed@host", "cpu", {})
+    assert execute(spent.id, rt) == "failed"
+    failed = rt.store.get(spent.id)
+    assert failed.status == JobStatus.failed and failed.error.type.endswith(":worker-lost")
+    assert failed.attempts == rt.settings.max_attempts
