@@ -847,10 +847,11 @@ class RecordStore(Generic[R, S]):
                 continue
         return ids
 
-    def queued_ids(self, older_than_s: float) -> list[str]:
-        """Ids of the records queued that were created more than `older_than_s` ago."""
+    def queued_ids(self, older_than_s: float, limit: int = 1_000) -> list[str]:
+        """Ids of the oldest `limit` queued records created more than `older_than_s` ago."""
         cutoff = time.time() - older_than_s
-        return self.r.zrangebyscore(self.status_key(JobStatus.queued), "-inf", cutoff)
+        key = self.status_key(JobStatus.queued)
+        return self.r.zrangebyscore(key, "-inf", cutoff, start=0, num=limit)
 
     def set_progress(self, record_id: str, name: str | int, progress: MeasureProgress) -> None:
         """One measure's (a job) or one checkpoint's (a trajectory) progress."""

@@ -16,7 +16,8 @@ Every worker sweeps from its heartbeat thread, and the gateway on reads of /v1/q
 wins and only the winner sends a message. A run that was declared lost but was only paused
 (SIGSTOP) finds its attempt replaced and writes nothing (`finish(attempt=...)`).
 
-A second, slower pass (`orphans`, at most every `ORPHAN_EVERY_S`) fixes what slipped
+A second, slower pass (`orphans`, run by the workers' sweeps at most every `ORPHAN_EVERY_S`;
+it reads every broker message and the oldest `ORPHAN_CANDIDATES` queued records) fixes what slipped
 through: a record `queued` with no broker message behind it (the message was lost with a
 Redis that restarted without AOF, or never sent) is sent one, and a record `running` on a
 live worker with no lock and no message (its attempt ended without a word) is ended and
@@ -137,8 +138,13 @@ def stores_of(jobs: JobStore) -> tuple[JobStore, TrajectoryStore]:
     return jobs, TrajectoryStore(jobs.r)
 
 
-def sweep(jobs: JobStore, settings: Settings, send: Send) -> list[Reaped]:
-    """Reap every lost run, jobs and trajectories; cost: the running records, not all."""
+def sweep(
+    jobs: JobStore, settings: Settings, send: Send, with_orphans: bool = False
+) -> list[Reaped]:
+    """Reap every lost run, jobs and trajectories; cost: the running records, not all.
+    `with_orphans` (the workers' sweeps): also the slower pass for records with nothing
+    behind them, which reads every broker message. The gateway leaves it to the workers, so
+    its views keep a constant cost: whatever that pass fixes needs a live worker anyway."""
     out: list[Reaped] = []
     for store in stores_of(jobs):
         for record_id in store.running_ids():
@@ -147,14 +153,16 @@ def sweep(jobs: JobStore, settings: Settings, send: Send) -> list[Reaped]:
                     out.append(reaped)
             except Exception:  # one odd record must not stop the sweep
                 log.exception("reaping %s %s failed", store.KIND, record_id)
-    try:
-        out.extend(orphans(jobs, settings, send))
-    except Exception:
-        log.exception("looking for orphaned records failed")
+    if with_orphans:
+        try:
+            out.extend(orphans(jobs, settings, send))
+        except Exception:
+            log.exception("looking for orphaned records failed")
     return out
 
 
 ORPHAN_EVERY_S = 15.0  # how often one process looks for orphans (it reads every message)
+ORPHAN_CANDIDATES = 1_000  # the oldest queued records looked at per pass
 _suspects: dict[tuple[str, str, str], float] = {}  # (kind, id, status) -> first seen orphaned
 _last_orphan_sweep = 0.0
 _orphan_lock = threading.Lock()
@@ -185,7 +193,7 @@ def orphans(
         out: list[Reaped] = []
         seen: set[tuple[str, str, str]] = set()
         for store in stores_of(jobs):
-            queued = store.queued_ids(older_than_s=grace)
+            queued = store.queued_ids(older_than_s=grace, limit=ORPHAN_CANDIDATES)
             running = store.running_ids()
             if not queued and not running:
                 continue

@@ -113,7 +113,7 @@ class Heartbeat(threading.Thread):
         ):
             return
         self._last_sweep = time.monotonic()
-        reaper.sweep(self.rt.store, self.rt.settings, self.send)
+        reaper.sweep(self.rt.store, self.rt.settings, self.send, with_orphans=True)
 
     def beat(self) -> None:
         rt = self.rt
