@@ -3,10 +3,6 @@ the workers' heartbeats in the real Redis; one test runs a real `python -m tasks
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +12,8 @@ from fastapi.testclient import TestClient
 from service.ops.health import worker_queues
 from tasks.jobstore import JobStore
 from tasks.settings import Settings
+from tests import processes
 from tests.api.checks import assert_problem
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spec(model_id: str, dataset_id: str, device: str) -> dict:
@@ -128,19 +123,11 @@ def test_real_worker_heartbeat(
 ) -> None:
     """A real CPU worker process: its heartbeat makes `cpu` consumed and leaves `gpu` without
     a consumer, so a cuda job is answered with the warning."""
-    env = {
-        **os.environ,
-        "SHARPNESS_REDIS_URL": settings.redis_url,
-        "SHARPNESS_DATA_DIR": str(settings.data_dir),
-        "SHARPNESS_HEARTBEAT_S": "1",
-        "SHARPNESS_WORKER_QUEUES": "cpu",
-        "SHARPNESS_WORKER_NAME": "readyz-real-worker",
-    }
+    env = processes.worker_env(
+        settings.redis_url, settings.data_dir, SHARPNESS_WORKER_NAME="readyz-real-worker"
+    )
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "tasks.worker"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+    worker = processes.spawn_worker(env, log)
     try:
         store = JobStore.from_url(settings.redis_url)
         deadline = time.monotonic() + 120
@@ -158,12 +145,7 @@ def test_real_worker_heartbeat(
         assert r.status_code == 202 and "queue 'gpu'" in r.headers["Warning"]
         assert client.get("/readyz").json()["checks"]["queue:gpu"].startswith("no-consumer: 1")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        processes.stop(worker)
 
 
 def test_trajectory_submit_warns_too(
