@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python -m bench.engine_vs_peers
 	$(BIN)/python -m bench.trace_spectra
 	$(BIN)/python -m bench.lanczos_basis
+	$(BIN)/python -m bench.hvp_cost
 	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.gpu
 
