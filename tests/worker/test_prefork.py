@@ -10,7 +10,6 @@ killed attempt as worker-lost and finishes the job once.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -32,9 +31,9 @@ from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
+from tests.processes import ROOT, spawn_worker, stop, worker_env
 from tests.worker.blobs import put
 
-ROOT = Path(__file__).resolve().parents[2]
 DB = 9  # a database of its own: this worker must take no other test's messages
 
 
@@ -71,20 +70,9 @@ class Worker:
 def worker(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Worker]:
     url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
     redis.Redis.from_url(url).flushdb()
-    env = {
-        **os.environ,
-        "SHARPNESS_REDIS_URL": url,
-        "SHARPNESS_DATA_DIR": str(tmp_path),
-        "SHARPNESS_HEARTBEAT_S": "1",
-        "SHARPNESS_WORKER_QUEUES": "cpu",
-        "SHARPNESS_WORKER_NAME": "prefork@test",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = worker_env(url, tmp_path, SHARPNESS_WORKER_NAME="prefork@test")
     log = tmp_path / "worker.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.worker"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+    proc = spawn_worker(env, log)
     rt = WorkerRuntime.create("client@test", Settings(redis_url=url, data_dir=tmp_path))
     w = Worker(proc, env, log, rt)
     deadline = time.monotonic() + 120
@@ -92,13 +80,7 @@ def worker(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Worker]:
         assert proc.poll() is None and time.monotonic() < deadline, w.logs()
         time.sleep(0.2)
     yield w
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc, timeout_s=60)
 
 
 def _job(w: Worker, tmp_path: Path, num_hvps: int, model: str | None = None) -> str:
