@@ -145,6 +145,7 @@ class GGNOperator:
         self.backend: str = backend
         self._graphs: list[_BatchGraph] | None = None
 
+    @torch.enable_grad()
     def matvec(self, v: Tensor) -> Tensor:
         """G v for a flat vector v; returns a flat float64 vector."""
         if v.shape != (self.dim,):

@@ -99,6 +99,7 @@ class HessianOperator:
         return "cached" if fits else "per_batch"
 
     # ------------------------------------------------------------------ public
+    @torch.enable_grad()
     def matvec(self, v: Tensor) -> Tensor:
         """H v for a flat vector v (any float dtype); returns a flat float64 vector."""
         if v.shape != (self.dim,):
@@ -114,6 +115,7 @@ class HessianOperator:
         self.seconds += time.perf_counter() - start
         return out
 
+    @torch.enable_grad()
     def matmat(self, V: Tensor) -> Tensor:
         """H V for a dim×k matrix; float64. The func backend batches the k columns (vmap)."""
         if V.ndim != 2 or V.shape[0] != self.dim:
@@ -262,7 +264,7 @@ def graph_bytes(op: HessianOperator, batch) -> int:
             seen[(id(t), "x")] = t.numel() * t.element_size()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         grads = op._batch_grads(batch)
     total = sum(n for k, n in seen.items() if k not in own)
     return total + sum(g.numel() * g.element_size() for g in grads if g is not None)

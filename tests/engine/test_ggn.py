@@ -69,6 +69,16 @@ def test_ggn_products_match_dense_jt_h_j(loss: str, backend: str) -> None:
     assert float((H - G).abs().max()) > 1e-3 * scale
 
 
+@pytest.mark.parametrize("backend", ["cached", "per_batch"])
+def test_ggn_products_under_no_grad(backend: str) -> None:
+    problem = _problem("cross_entropy")
+    G = dense_ggn(problem)
+    v = torch.randn(problem.dim, dtype=torch.float64)
+    with torch.no_grad():
+        got = GGNOperator(problem, backend=backend).matvec(v)
+    assert torch.allclose(got, G @ v, rtol=1e-9, atol=1e-10)
+
+
 def test_ggn_equals_the_hessian_for_a_linear_model_under_mse() -> None:
     torch.manual_seed(1)
     model = nn.Linear(5, 2).double()

@@ -32,6 +32,20 @@ def test_hvp_matches_dense(name: str, backend: str) -> None:
     assert op.hvps == 3
 
 
+@pytest.mark.parametrize("backend", ["auto", "cached", "per_batch", "func"])
+def test_products_under_no_grad(backend: str) -> None:
+    """A caller inside torch.no_grad() (an evaluation loop, a notebook) gets the same products:
+    the operator turns gradients on for its own work."""
+    p = problem_for("mlp_tanh")
+    H = dense_hessian(p)
+    V = torch.randn(p.dim, 2, dtype=torch.float64)
+    with torch.no_grad():
+        op = HessianOperator(p, backend=backend)
+        HV, Hv = op.matmat(V), op.matvec(V[:, 0])
+    assert torch.allclose(HV, H @ V, rtol=1e-9, atol=1e-10)
+    assert torch.allclose(Hv, H @ V[:, 0], rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_top5_and_bounds(name: str) -> None:
     p = problem_for(name)
