@@ -35,6 +35,11 @@ Every error is `application/problem+json` (RFC 9457): `type`, `title`, `status`,
 `detail` naming the field or file at fault; validation errors add `errors`."""
 
 
+# A request waits out a Redis blip of this long, then answers 503 redis-unavailable with
+# Retry-After: a client retries, a dashboard poll fails fast (the worker's stores wait ~30 s).
+GATEWAY_REDIS_RETRY_S = 2.0
+
+
 def gateway_celery(settings: Settings) -> Celery:
     """The shared Celery app, with publishing that gives up within seconds: a client waiting
     on POST /v1/jobs should get a 503 quickly, not hang while the broker is down (kombu's
@@ -62,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = s
     app.state.blobs = BlobStore(s.blob_dir)
-    app.state.jobs = JobStore.from_url(s.redis_url)
+    app.state.jobs = JobStore.from_url(s.redis_url, retry_s=GATEWAY_REDIS_RETRY_S)
     app.state.studies = StudyStore(app.state.jobs.r)
     app.state.celery = gateway_celery(s)
     app.state.metrics_registry = make_registry(app.state.jobs)

@@ -41,9 +41,12 @@ UNACKED = "unacked"
 
 def reap(store: JobStore, settings: Settings, celery: Any) -> list[reaper.Reaped]:
     """Requeue (or fail, or cancel) the runs whose worker stopped beating, as the workers'
-    own sweep does: the gateway notices first when no worker is left. Never fails a read."""
+    own sweep does: the gateway notices first when no worker is left. Never fails a read,
+    except when Redis itself is down: the read would fail next anyway, so it answers at once."""
     try:
         return reaper.sweep(store, settings, reaper.celery_sender(celery))
+    except redis.ConnectionError:
+        raise
     except Exception:
         log.exception("reaper sweep failed")
         return []
