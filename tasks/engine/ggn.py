@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from tasks.engine.operator import CACHE_MAX_EXAMPLES
+from tasks.engine.operator import CACHE_MAX_EXAMPLES, ProblemOperator
 from tasks.engine.problem import Batch, HessianProblem
 
 
@@ -113,7 +113,7 @@ class _BatchGraph:
         return [torch.zeros_like(q) if t is None else t for t, q in zip(out, p.params, strict=True)]
 
 
-class GGNOperator:
+class GGNOperator(ProblemOperator):
     """Matrix-free GGN of `problem`'s mean loss over its selected parameters.
 
     Same interface as HessianOperator: `dim`, `dtype` (float64), `device`, `hvps` (products so
@@ -128,12 +128,7 @@ class GGNOperator:
         backend: str = "auto",
         cache_max_examples: int = CACHE_MAX_EXAMPLES,
     ) -> None:
-        self.problem = problem
-        self.dim = problem.dim
-        self.dtype = torch.float64
-        self.device = problem.device
-        self.hvps = 0
-        self.seconds = 0.0
+        super().__init__(problem)
         if backend == "auto":
             small = problem.num_examples <= cache_max_examples or len(problem.batches) == 1
             backend = "cached" if small else "per_batch"

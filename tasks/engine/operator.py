@@ -42,7 +42,21 @@ CACHE_MAX_EXAMPLES = 4096
 GRAPH_SHARE = 0.5
 
 
-class HessianOperator:
+class ProblemOperator:
+    """What every matrix-free curvature operator over a problem records: its size (`dim`), the
+    dtype its products come back in (float64), the device, and the products computed so far
+    (`hvps`, one per column) with the seconds spent in them."""
+
+    def __init__(self, problem: HessianProblem) -> None:
+        self.problem = problem
+        self.dim = problem.dim
+        self.dtype = torch.float64
+        self.device = problem.device
+        self.hvps = 0
+        self.seconds = 0.0
+
+
+class HessianOperator(ProblemOperator):
     """Matrix-free Hessian of `problem`'s mean loss over its selected parameters.
 
     Attributes: `dim` (number of parameters), `dtype` (float64: what matvec returns),
@@ -56,12 +70,7 @@ class HessianOperator:
         backend: Backend | str = "auto",
         cache_max_examples: int = CACHE_MAX_EXAMPLES,
     ) -> None:
-        self.problem = problem
-        self.dim = problem.dim
-        self.dtype = torch.float64
-        self.device = problem.device
-        self.hvps = 0
-        self.seconds = 0.0
+        super().__init__(problem)
         scripted = is_scripted(problem.module)
         self.graph_estimate: int | None = None
         if backend == "auto":
