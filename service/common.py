@@ -38,21 +38,21 @@ def not_found(noun: str, id: str) -> ProblemError:
     return ProblemError(404, "not-found", f"id: no {noun} {id}")
 
 
-def existing_job(id: JobId, store: JobsDep) -> Job:
+async def existing_job(id: JobId, store: JobsDep) -> Job:
     job = store.get(id)
     if job is None:
         raise not_found("job", id)
     return job
 
 
-def existing_trajectory(id: TrajectoryId, store: TrajectoriesDep) -> Trajectory:
+async def existing_trajectory(id: TrajectoryId, store: TrajectoriesDep) -> Trajectory:
     trajectory = store.get(id)
     if trajectory is None:
         raise not_found("trajectory", id)
     return trajectory
 
 
-def existing_study(id: StudyId, studies: StudiesDep) -> StudyRecord:
+async def existing_study(id: StudyId, studies: StudiesDep) -> StudyRecord:
     record = studies.get(id)
     if record is None:
         raise not_found("study", id)
@@ -60,7 +60,7 @@ def existing_study(id: StudyId, studies: StudiesDep) -> StudyRecord:
 
 
 def _existing_blob(kind: str, noun: str) -> Callable[..., dict[str, Any]]:
-    def lookup(id: BlobId, blobs: BlobsDep) -> dict[str, Any]:
+    async def lookup(id: BlobId, blobs: BlobsDep) -> dict[str, Any]:
         record = blobs.meta(kind, id)
         if record is None:
             raise not_found(noun, id)

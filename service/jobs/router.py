@@ -67,7 +67,7 @@ def list_jobs(
 
 
 @router.get("/{id}", response_model=Job, summary="Read a job", responses=problems(404, 422))
-def get_job(job: ExistingJob, store: JobsDep, studies: StudiesDep) -> Job:
+async def get_job(job: ExistingJob, store: JobsDep, studies: StudiesDep) -> Job:
     """`prediction` says what can honestly be said about the job's generalization gap: a
     calibrated prediction with its interval inside a study, otherwise why there is none."""
     return with_predictions([job], store, studies)[0]
