@@ -2,8 +2,10 @@
 
 Flower builds its task list from the worker's task events (`/api/tasks`, `/api/task/info`,
 the Tasks page) and reads task results from the result backend (`/api/task/result`). A job
-that fails is a FAILURE in both; a cancelled job is REVOKED in the result backend, but its
-task list still shows it STARTED: the worker sends no task-revoked event (the strict xfail).
+that fails is a FAILURE in the task list (sent as the gateway sends it, with no result kept,
+the result API has nothing for it: PENDING); a cancelled job is REVOKED in the result backend,
+but the task list still shows it STARTED: the worker sends no task-revoked event (the strict
+xfail).
 """
 
 from __future__ import annotations
