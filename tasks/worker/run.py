@@ -105,6 +105,9 @@ def task_outcome(task: Any, outcome: str, store: Any, record_id: str) -> str:
         raise RunFailed(f"{store.KIND} {record_id} failed: {detail}")
     if outcome == "cancelled":
         task.backend.mark_as_revoked(task.request.id, reason="cancelled", request=task.request)
+        # Celery sends no event for Ignore: without this one, tools that build task states
+        # from events (Flower's task list, celery-exporter) would keep it STARTED forever
+        task.send_event("task-revoked", terminated=False, signum=None, expired=False)
         raise Ignore()
     return outcome
 

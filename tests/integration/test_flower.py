@@ -3,9 +3,8 @@
 Flower builds its task list from the worker's task events (`/api/tasks`, `/api/task/info`,
 the Tasks page) and reads task results from the result backend (`/api/task/result`). A job
 that fails is a FAILURE in the task list (sent as the gateway sends it, with no result kept,
-the result API has nothing for it: PENDING); a cancelled job is REVOKED in the result backend,
-but the task list still shows it STARTED: the worker sends no task-revoked event (the strict
-xfail).
+the result API has nothing for it: PENDING); a cancelled job is REVOKED in the result backend
+and in the task list (the worker sends a task-revoked event, Celery sending none for Ignore).
 """
 
 from __future__ import annotations
@@ -164,12 +163,6 @@ def test_a_cancelled_job_is_revoked_in_flowers_result_api(service: Service, canc
     assert result["task-id"] == cancelled, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks/worker/run.py task_outcome stores REVOKED in the result backend and raises "
-    "Ignore; Celery sends no event for Ignore, so Flower's event-built task list keeps the last "
-    "event's state, STARTED (a task-revoked event from the task would make it REVOKED)",
-)
 def test_a_cancelled_job_is_revoked_in_flowers_task_list(service: Service, cancelled: str) -> None:
     info = service.poll(
         lambda: service.api(f"/api/task/info/{cancelled}"), lambda t: t["state"] != "STARTED", 5
