@@ -21,6 +21,9 @@ so dashboards and alerts written for celery-exporter work; they carry no `hostna
                                                         queue, job or trajectory (0 when none)
     sharpness_oldest_queued_job_age_seconds             the same over every queue
     sharpness_broker_messages{queue,state}              broker messages: waiting / reserved
+    sharpness_oldest_running_age_seconds{queue}         seconds since the longest-running
+                                                        record on the queue started its attempt
+                                                        (0 when none): a stuck run grows it
     sharpness_workers_online                            workers with a live heartbeat
     sharpness_runs_ended_total{kind,outcome,queue}      counter: runs ended as succeeded,
                                                         failed, cancelled (kind: job, trajectory)
@@ -101,6 +104,7 @@ class SharpnessCollector(Collector):
         yield up
         yield from self._records(snap)
         yield from self._queues(snap)
+        yield self._running_age(snap)
         yield from self._workers(snap, seen)
         yield from self._ended(ended)
         yield from self._histograms(run_seconds, waits)
@@ -148,6 +152,26 @@ class SharpnessCollector(Collector):
         )
         oldest.add_metric([], snap.oldest_queued_age_s() or 0.0)
         yield from (depth, age, oldest, broker, length)
+
+    @staticmethod
+    def _running_age(snap: rows.Snapshot) -> Metric:
+        """Per queue, how long the longest run has been running: no run outlives the hard time
+        limit, and a dead worker's run is reaped within a minute, so an age past both is a
+        run that is stuck (the alert SharpnessRunsStuck)."""
+        family = GaugeMetricFamily(
+            "sharpness_oldest_running_age_seconds",
+            "Seconds since the longest-running record on the queue started its attempt "
+            "(0 when none).",
+            labels=["queue"],
+        )
+        for q in QUEUES:
+            ages = [
+                (snap.taken_at - r.started_at).total_seconds()
+                for r in snap.running()
+                if r.queue == q and r.started_at is not None
+            ]
+            family.add_metric([q], max(ages, default=0.0))
+        return family
 
     @staticmethod
     def _workers(snap: rows.Snapshot, seen: dict[str, float]) -> Iterator[Metric]:

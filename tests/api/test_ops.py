@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.main import create_app
 from tasks.jobstore import JobStore
@@ -126,3 +129,30 @@ def test_metrics(client: TestClient, model_id: str, dataset_id: str, settings: S
     )
     assert 'sharpness_queue_wait_seconds_count{kind="job",queue="cpu"} 1.0' in text
     assert "sharpness_oldest_queued_job_age_seconds" in text
+
+
+def test_oldest_running_age(
+    client: TestClient, model_id: str, dataset_id: str, settings: Settings
+) -> None:
+    """The stuck-run alert's gauge: per queue, the age of the longest run (0 when none)."""
+
+    def ages() -> dict[str, float]:
+        text = client.get("/metrics").text
+        [family] = [
+            f
+            for f in text_string_to_metric_families(text)
+            if f.name == "sharpness_oldest_running_age_seconds"
+        ]
+        return {s.labels["queue"]: s.value for s in family.samples}
+
+    assert ages() == {"gpu": 0.0, "cpu": 0.0}
+    store = JobStore.from_url(settings.redis_url)
+    old, new = _submit(client, model_id, dataset_id), _submit(client, model_id, dataset_id)
+    store.mark_running(old, "w", "cpu", {})
+    store.mark_running(new, "w", "cpu", {})
+    started = datetime.now(UTC) - timedelta(hours=2)
+    store.set_fields(old, started_at=started.isoformat())
+    got = ages()
+    assert got["gpu"] == 0.0 and 7190 < got["cpu"] < 7300
+    store.finish(old, JobStatus.succeeded, results={})
+    assert ages()["cpu"] < 60
