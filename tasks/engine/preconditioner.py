@@ -22,10 +22,14 @@ safetensors file; `state_from_tensors` checks it against the problem.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from tasks.engine.linear_operator import LinearOperator
+    from tasks.engine.problem import HessianProblem
 
 MOMENT = "exp_avg_sq."
 
@@ -63,7 +67,7 @@ def state_from_tensors(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], i
 
 
 def adam_preconditioner(
-    problem: Any,
+    problem: HessianProblem,
     exp_avg_sq: dict[str, Tensor],
     step: int,
     beta1: float = 0.9,
@@ -97,7 +101,7 @@ def adam_preconditioner(
 class PreconditionedOperator:
     """v ↦ D·A·(D v), D = diag(P)^{−1/2}: symmetric, with the eigenvalues of P⁻¹A."""
 
-    def __init__(self, operator: Any, p_diag: Tensor) -> None:
+    def __init__(self, operator: LinearOperator, p_diag: Tensor) -> None:
         if p_diag.shape != (operator.dim,):
             raise ValueError(f"preconditioner of length {p_diag.numel()} for dim {operator.dim}")
         if not bool((p_diag > 0).all()):
