@@ -105,8 +105,7 @@ def submit(
     noun = store.KIND
     if not (idempotency_key and store.find_idempotent(idempotency_key) is not None):
         check()
-    created = store.create(spec, queue_for(spec.device), idempotency_key)
-    record = store.get(created.id) or created
+    record = store.create(spec, queue_for(spec.device), idempotency_key)  # as GET shows it
     response.headers["Location"] = f"{location}/{record.id}"
     if idempotency_key:
         if record.spec.model_dump() != spec.model_dump():
