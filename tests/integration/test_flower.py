@@ -20,16 +20,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import torch
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery
+from tasks.celery_app import RUN_JOB_TASK
 from tasks.redis_server import PrivateRedis, free_port
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
+from tasks.spec import JobStatus
 from tasks.worker.runtime import WorkerRuntime
-from tests import artifacts as A
 from tests.processes import ROOT, spawn_worker, stop, worker_env
-from tests.worker.blobs import put
+from tests.worker.trace_jobs import send, trace_job
 
 pytestmark = pytest.mark.integration
 
@@ -105,36 +103,14 @@ def service(
             stop(proc, timeout_s=30)
 
 
-def _job(s: Service, tmp_path: Path, num_hvps: int, model: str | None = None) -> str:
-    x, y = A.data(n=32)
-    if model is None:
-        path = A.export(A.mlp(), tmp_path / "m.pt2", 4, torch.float64)
-        model = put(s.rt.blobs, "models", path, format="torch_export")
-    data = put(s.rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", x, y), format="npz")
-    spec = JobSpec.model_validate(
-        {
-            "model": model,
-            "dataset": {"id": data, "batch_size": 16},
-            "measures": [
-                {"name": "trace", "params": {"method": "hutchinson", "num_hvps": num_hvps}}
-            ],
-        }
-    )
-    job_id = s.rt.store.create(spec, "cpu").id
-    # as the gateway enqueues: by name, the record id as task id, no result kept
-    make_celery(s.rt.settings).send_task(
-        RUN_JOB_TASK, args=[job_id], task_id=job_id, queue="cpu", ignore_result=True
-    )
-    return job_id
-
-
 def _wait(s: Service, job_id: str, until: Callable[[Any], bool], timeout_s: float = 60) -> Any:
     return s.poll(lambda: s.rt.store.get(job_id), until, timeout_s)
 
 
 def test_a_failed_job_is_a_failure_in_flower(service: Service, tmp_path: Path) -> None:
     s = service
-    failed = _job(s, tmp_path, 10, model="a" * 64)  # no such model: it fails
+    failed = trace_job(s.rt, tmp_path, 10, model="a" * 64)  # no such model: it fails
+    send(s.rt, failed)
     assert _wait(s, failed, lambda j: j.status.terminal).status == JobStatus.failed
 
     info = s.poll(lambda: s.api(f"/api/task/info/{failed}"), lambda t: t["state"] != "STARTED", 60)
@@ -147,9 +123,10 @@ def test_a_failed_job_is_a_failure_in_flower(service: Service, tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def cancelled(service: Service, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A job cancelled while it computes (as DELETE /v1/jobs/{id} cancels it)."""
+    """A job cancelled while it computes (as POST /v1/jobs/{id}/cancel cancels it)."""
     s = service
-    job_id = _job(s, tmp_path_factory.mktemp("cancel"), num_hvps=100_000)  # minutes of work
+    job_id = trace_job(s.rt, tmp_path_factory.mktemp("cancel"), num_hvps=100_000)  # minutes
+    send(s.rt, job_id)
     _wait(s, job_id, lambda j: j.status == JobStatus.running and j.progress["trace"].iteration)
     s.rt.store.request_cancel(job_id)
     assert _wait(s, job_id, lambda j: j.status.terminal).status == JobStatus.cancelled

@@ -22,17 +22,15 @@ from typing import Any
 
 import pytest
 import redis
-import torch
 from celery import states
 
 from tasks.celery_app import RUN_JOB_TASK, make_celery
 from tasks.redis_server import PrivateRedis
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
+from tasks.spec import JobStatus
 from tasks.worker.runtime import WorkerRuntime
-from tests import artifacts as A
 from tests.processes import ROOT, spawn_worker, stop, worker_env
-from tests.worker.blobs import put
+from tests.worker.trace_jobs import send, trace_job
 
 DB = 9  # a database of its own: this worker must take no other test's messages
 
@@ -83,32 +81,6 @@ def worker(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Worker]:
     stop(proc, timeout_s=60)
 
 
-def _job(w: Worker, tmp_path: Path, num_hvps: int, model: str | None = None) -> str:
-    x, y = A.data(n=32)
-    if model is None:
-        path = A.export(A.mlp(), tmp_path / "m.pt2", 4, torch.float64)
-        model = put(w.rt.blobs, "models", path, format="torch_export")
-    data = put(w.rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", x, y), format="npz")
-    spec = JobSpec.model_validate(
-        {
-            "model": model,
-            "dataset": {"id": data, "batch_size": 16},
-            "measures": [
-                {"name": "trace", "params": {"method": "hutchinson", "num_hvps": num_hvps}}
-            ],
-        }
-    )
-    return w.rt.store.create(spec, "cpu").id
-
-
-def _send(w: Worker, job_id: str, ignore_result: bool = True) -> None:
-    """As the gateway enqueues (by name, the record id as task id)."""
-    app = make_celery(w.rt.settings)
-    app.send_task(
-        RUN_JOB_TASK, args=[job_id], task_id=job_id, queue="cpu", ignore_result=ignore_result
-    )
-
-
 def _wait(w: Worker, job_id: str, until: Any, timeout_s: float = 180.0):
     deadline = time.monotonic() + timeout_s
     while not until(job := w.rt.store.get(job_id)):
@@ -124,8 +96,8 @@ def _computing(job: Any) -> bool:
 def test_inspect_lists_the_running_job_and_a_cancel_is_revoked(
     worker: Worker, tmp_path: Path
 ) -> None:
-    job_id = _job(worker, tmp_path, num_hvps=100_000)  # minutes of work: it is cancelled
-    _send(worker, job_id, ignore_result=False)
+    job_id = trace_job(worker.rt, tmp_path, num_hvps=100_000)  # minutes of work: it is cancelled
+    send(worker.rt, job_id, ignore_result=False)
     _wait(worker, job_id, _computing)
     [task] = worker.active()  # the main process answers while the child computes
     assert task["id"] == job_id and task["name"] == RUN_JOB_TASK and task["args"] == [job_id]
@@ -164,10 +136,10 @@ def test_a_failed_job_is_a_celery_failure(worker: Worker, tmp_path: Path) -> Non
     listener.start()
     assert receiving.wait(30)
     time.sleep(1)  # the receiver's queue is bound
-    as_gateway = _job(worker, tmp_path, 10, model="a" * 64)  # no such model: it fails
-    _send(worker, as_gateway)  # ignore_result, as the gateway sends: the event tells
-    kept = _job(worker, tmp_path, 10, model="a" * 64)
-    _send(worker, kept, ignore_result=False)
+    as_gateway = trace_job(worker.rt, tmp_path, 10, model="a" * 64)  # no such model: it fails
+    send(worker.rt, as_gateway)  # ignore_result, as the gateway sends: the event tells
+    kept = trace_job(worker.rt, tmp_path, 10, model="a" * 64)
+    send(worker.rt, kept, ignore_result=False)
 
     for job_id in (as_gateway, kept):
         assert _wait(worker, job_id, lambda j: j.status.terminal).status == JobStatus.failed
@@ -184,8 +156,8 @@ def test_a_killed_child_is_a_lost_worker_and_its_job_runs_again(
 ) -> None:
     import psutil
 
-    job_id = _job(worker, tmp_path, num_hvps=5_000)
-    _send(worker, job_id)
+    job_id = trace_job(worker.rt, tmp_path, num_hvps=5_000)
+    send(worker.rt, job_id)
     first = _wait(worker, job_id, _computing)
     [child] = psutil.Process(worker.proc.pid).children()  # the pool's one child
     child.send_signal(signal.SIGKILL)  # the OOM killer's way
