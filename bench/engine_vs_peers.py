@@ -27,12 +27,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+import bench
 from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
@@ -389,11 +389,7 @@ def main() -> None:
             mean, se = statistics.mean(errs), statistics.stdev(errs) / math.sqrt(len(errs))
             lines.append(f"| {tool} | {statistics.median(errs):.2e} | {mean:.2e} ± {se:.1e} |")
         lines.append("")
-    report = "\n".join(lines)
-    print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "engine_vs_peers.md").write_text(report)
+    bench.report("engine_vs_peers", lines)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,11 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+import bench
 
 
 # ------------------------------------------------------------------------ ResNet-18
@@ -301,11 +302,7 @@ def main() -> None:
             f"| {r.quantity} | {r.tool} | {fmt_values(r.values)} | {r.hvps or '—'} "
             f"| {r.seconds:.2f} | {mem} | {ratio} | {note} |"
         )
-    report = "\n".join(lines)
-    print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "gpu.md").write_text(report + "\n")
+    bench.report("gpu", lines)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+import bench
+
 THREADS = 2
 MiB = 2**20
 
@@ -308,11 +310,7 @@ def main() -> None:
         f"Total wall time {time.perf_counter() - start:.0f} s; load average at the end {load} "
         f"({os.cpu_count()} cores): on a shared machine every time is an upper bound."
     )
-    report = "\n".join(lines)
-    print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scaling.md").write_text(report + "\n")
+    bench.report("scaling", lines)
 
 
 if __name__ == "__main__":

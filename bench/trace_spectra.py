@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+import bench
 from tasks.engine.operator import MatrixOperator
 from tasks.engine.trace import TraceEstimate, block_krylov, hutchinson, hutchpp, xtrace
 
@@ -66,11 +66,7 @@ def main() -> None:
             cover = statistics.mean(float(r.ci95[0] <= exact <= r.ci95[1]) for r in runs)
             cells.append(f"{error:.2e}, {cover:.0%}")
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "trace_spectra.md").write_text(report)
+    bench.report("trace_spectra", lines)
 
 
 if __name__ == "__main__":
