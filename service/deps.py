@@ -15,6 +15,7 @@ from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.ops.consumers import ConsumedQueues
 from service.problems import ProblemError
 from service.studies.store import StudyStore
 from tasks.blobstore import BlobStore
@@ -53,6 +54,10 @@ async def celery_app(request: Request) -> Celery:
     return request.app.state.celery
 
 
+async def consumed_queues(request: Request) -> ConsumedQueues:
+    return request.app.state.consumed
+
+
 async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -78,3 +83,4 @@ JobsDep = Annotated[JobStore, Depends(jobs)]
 TrajectoriesDep = Annotated[TrajectoryStore, Depends(trajectories)]
 StudiesDep = Annotated[StudyStore, Depends(studies)]
 CeleryDep = Annotated[Celery, Depends(celery_app)]
+ConsumedDep = Annotated[ConsumedQueues, Depends(consumed_queues)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from fastapi import Depends, FastAPI
 
-from service import docs_ui, problems
+from service import broker, docs_ui, problems
 from service.blobs import datasets, models
 from service.common import problems as problem_responses
 from service.deps import require_api_key
@@ -18,6 +18,7 @@ from service.guard import Guard
 from service.jobs import measures, plots
 from service.jobs import router as jobs
 from service.ops import health, queue
+from service.ops.consumers import ConsumedQueues
 from service.ops.metrics import make_registry
 from service.studies import router as studies
 from service.studies.store import StudyStore
@@ -45,8 +46,10 @@ GATEWAY_REDIS_RETRY_S = 0.5
 def gateway_celery(settings: Settings) -> Celery:
     """The shared Celery app, with publishing that gives up within seconds: a client waiting
     on POST /v1/jobs should get a 503 quickly, not hang while the broker is down (kombu's
-    default is up to 100 connection retries)."""
+    default is up to 100 connection retries); and kombu's Redis transport publishing through
+    one client per channel (service.broker)."""
     app = make_celery(settings)
+    app.conf.broker_transport = broker.TRANSPORT  # one publishing client per channel
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
         "max_retries": 2,
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = JobStore.from_url(s.redis_url, retry_s=GATEWAY_REDIS_RETRY_S)
     app.state.studies = StudyStore(app.state.jobs.r)
     app.state.celery = gateway_celery(s)
+    app.state.consumed = ConsumedQueues()
     app.state.metrics_registry = make_registry(app.state.jobs)
     problems.install(app)
     auth = [Depends(require_api_key)]

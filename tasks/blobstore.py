@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 KINDS = ("models", "datasets", "optimizer_states")
+BLOB_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class TooLarge(Exception):
@@ -64,17 +66,20 @@ class _Sink:
 class BlobStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        self._made: set[str] = set()  # kinds whose directory this instance made or saw
 
     def _dir(self, kind: str) -> Path:
         if kind not in KINDS:
             raise ValueError(f"unknown blob kind {kind!r}")
         d = self.root / kind
-        d.mkdir(parents=True, exist_ok=True)
+        if kind not in self._made:  # one mkdir per kind, not one per lookup (every submit)
+            d.mkdir(parents=True, exist_ok=True)
+            self._made.add(kind)
         return d
 
     def path(self, kind: str, blob_id: str) -> Path:
         """Where the bytes of a blob live (may not exist)."""
-        if len(blob_id) != 64 or any(c not in "0123456789abcdef" for c in blob_id):
+        if not BLOB_ID.fullmatch(blob_id):
             raise ValueError("a blob id is a lowercase hex sha256")
         return self._dir(kind) / blob_id
 
@@ -82,10 +87,14 @@ class BlobStore:
         return self.path(kind, blob_id).is_file()
 
     def meta(self, kind: str, blob_id: str) -> dict[str, Any] | None:
-        p = self.path(kind, blob_id).with_suffix(".json")
-        if not p.is_file() or not self.exists(kind, blob_id):
+        """The blob's metadata, or None when its bytes or its metadata are absent (a delete
+        removes the bytes first, so a half-deleted blob is already gone)."""
+        path = self.path(kind, blob_id)
+        try:
+            text = path.with_suffix(".json").read_text()
+        except FileNotFoundError:
             return None
-        return json.loads(p.read_text())
+        return json.loads(text) if path.is_file() else None
 
     def delete(self, kind: str, blob_id: str) -> bool:
         p = self.path(kind, blob_id)

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Response
 from service import runs
 from service.blobs import references
 from service.common import ExistingJob, problems
-from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep, StudiesDep
-from service.ops import health
-from service.studies.service import with_predictions
+from service.deps import BlobsDep, CeleryDep, ConsumedDep, JobsDep, SettingsDep, StudiesDep
+from service.ops import consumers
+from service.studies.service import with_new_prediction, with_predictions
 from tasks.celery_app import RUN_JOB_TASK
 from tasks.spec import Job, JobPage, JobSpec
 
@@ -21,9 +21,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     status_code=202,
     response_model=Job,
     summary="Submit a job",
-    responses=problems(400, 409, 413, 422, 503) | health.SUBMIT_WARNING,
+    responses=problems(400, 409, 413, 422, 503) | consumers.SUBMIT_WARNING,
 )
-def submit_job(
+async def submit_job(
     spec: JobSpec,
     response: Response,
     store: JobsDep,
@@ -31,6 +31,7 @@ def submit_job(
     settings: SettingsDep,
     celery: CeleryDep,
     studies: StudiesDep,
+    consumed: ConsumedDep,
     idempotency_key: runs.IdempotencyKey = None,
 ) -> Job:
     """Validate the spec and what it names (model, dataset or URI), record the job and
@@ -38,7 +39,7 @@ def submit_job(
     `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled.
     When no live worker consumes that queue (say `cuda` with no GPU worker), the job is queued
     all the same and the answer carries a `Warning` header naming the device and the fix."""
-    job, _ = runs.submit(
+    job, replayed = runs.submit(
         store,
         spec,
         task=RUN_JOB_TASK,
@@ -48,8 +49,8 @@ def submit_job(
         idempotency_key=idempotency_key,
         check=lambda: references.check(spec, blobs, settings),
     )
-    health.warn_if_unconsumed(response, store, settings, job)
-    return with_predictions([job], store, studies)[0]
+    consumers.warn_if_unconsumed(response, store, settings, job, consumed)
+    return with_predictions([job], store, studies)[0] if replayed else with_new_prediction(job)
 
 
 @router.get("", response_model=JobPage, summary="List jobs", responses=problems(422))

@@ -267,16 +267,32 @@ class Predictor:
                 why = "the study's predictor needs measure values this job lacks"
             reasons.append(f"in study '{study.name}' ({study.id}) {why}")
         if not reasons:
-            basis = NO_STUDY + _extras(job)
-        else:
-            head = "No calibrated prediction" + (": " if final == len(reasons) else " yet: ")
-            basis = head + "; ".join(reasons) + "." + _extras(job)
+            return _without_study(job)
+        head = "No calibrated prediction" + (": " if final == len(reasons) else " yet: ")
         return Prediction(
-            calibrated=False, basis=basis, measured_gap=_measured_gap(job), bound=_bound(job)
+            calibrated=False,
+            basis=head + "; ".join(reasons) + "." + _extras(job),
+            measured_gap=_measured_gap(job),
+            bound=_bound(job),
         )
+
+
+def _without_study(job: Job) -> Prediction:
+    return Prediction(
+        calibrated=False,
+        basis=NO_STUDY + _extras(job),
+        measured_gap=_measured_gap(job),
+        bound=_bound(job),
+    )
 
 
 def with_predictions(jobs: Iterable[Job], store: JobStore, studies: StudyStore) -> list[Job]:
     """The jobs with `prediction` filled in (what the job routes return)."""
     predictor = Predictor(store, studies)
     return [j.model_copy(update={"prediction": predictor.predict(j)}) for j in jobs]
+
+
+def with_new_prediction(job: Job) -> Job:
+    """A job that a submit just made, with its `prediction`: it is in no study yet (a study
+    names jobs that exist), so nothing is read."""
+    return job.model_copy(update={"prediction": _without_study(job)})

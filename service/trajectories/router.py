@@ -14,8 +14,15 @@ from fastapi import APIRouter, Response
 from service import runs
 from service.blobs import references
 from service.common import ExistingTrajectory, problems
-from service.deps import BlobsDep, CeleryDep, JobsDep, SettingsDep, TrajectoriesDep
-from service.ops import health
+from service.deps import (
+    BlobsDep,
+    CeleryDep,
+    ConsumedDep,
+    JobsDep,
+    SettingsDep,
+    TrajectoriesDep,
+)
+from service.ops import consumers
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
 from service.trajectories import optimizer_states
@@ -65,15 +72,16 @@ def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsD
     status_code=202,
     response_model=Trajectory,
     summary="Submit a trajectory",
-    responses=problems(400, 409, 413, 422, 503) | health.SUBMIT_WARNING,
+    responses=problems(400, 409, 413, 422, 503) | consumers.SUBMIT_WARNING,
 )
-def submit_trajectory(
+async def submit_trajectory(
     spec: TrajectorySpec,
     response: Response,
     store: StoreDep,
     blobs: BlobsDep,
     settings: SettingsDep,
     celery: CeleryDep,
+    consumed: ConsumedDep,
     idempotency_key: runs.IdempotencyKey = None,
 ) -> Trajectory:
     """Checkpoints of one training run, in order, each with the learning rate η it was
@@ -98,7 +106,7 @@ def submit_trajectory(
         idempotency_key=idempotency_key,
         check=lambda: _check_references(spec, blobs, settings),
     )
-    health.warn_if_unconsumed(response, store, settings, t)
+    consumers.warn_if_unconsumed(response, store, settings, t, consumed)
     return t
 
 

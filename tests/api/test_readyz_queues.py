@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from service.ops.health import worker_queues
+from service.ops.consumers import ConsumedQueues, worker_queues
 from tasks.jobstore import JobStore
 from tasks.settings import Settings
 from tests import processes
@@ -164,3 +164,20 @@ def test_trajectory_submit_warns_too(
     assert checks["queue:gpu"].startswith("no-consumer: 1 queued run wait")  # trajectories count
     r = client.post("/v1/trajectories", json={**body, "device": "cpu"})
     assert r.status_code == 202 and "Warning" not in r.headers
+
+
+def test_consumed_queues_read_once_per_ttl_while_consumed(settings: Settings) -> None:
+    """The per-process cache behind the submit warning: a consumed queue is believed for
+    `ttl_s` (the heartbeats are not read per submit), an unconsumed one is read every time,
+    so the warning goes as soon as a worker beats and comes back within `ttl_s` of its
+    heartbeat expiring."""
+    store = JobStore.from_url(settings.redis_url)
+    consumed = ConsumedQueues(ttl_s=0.5)
+    assert not consumed.has_consumer(store, settings, "cpu")
+    _beat(store, "cache-worker", "cpu", queues="cpu")
+    assert consumed.has_consumer(store, settings, "cpu")  # read again: not cached while absent
+    assert not consumed.has_consumer(store, settings, "gpu")
+    store.forget_worker("cache-worker")
+    assert consumed.has_consumer(store, settings, "cpu")  # within ttl: believed, no read
+    time.sleep(0.6)
+    assert not consumed.has_consumer(store, settings, "cpu")
