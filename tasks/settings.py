@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,6 +70,18 @@ class Settings(BaseSettings):
         description="Gateway processes `make gateway` and `make run` start (uvicorn "
         "--workers). Default: min(4, CPU count).",
     )
+
+    @model_validator(mode="after")
+    def _soft_before_hard(self) -> Settings:
+        """Celery arms the hard time limit only when the soft one fires, so a soft limit at or
+        past the hard one would leave a hung run alive until the soft limit."""
+        if self.soft_time_limit_s >= self.hard_time_limit_s:
+            raise ValueError(
+                f"SHARPNESS_SOFT_TIME_LIMIT_S ({self.soft_time_limit_s}) must be less than "
+                f"SHARPNESS_HARD_TIME_LIMIT_S ({self.hard_time_limit_s}): set the soft limit "
+                "lower, leaving the run time to stop on its own (a minute or more)"
+            )
+        return self
 
     @property
     def retention_s(self) -> float:

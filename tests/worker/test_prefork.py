@@ -4,7 +4,8 @@ While a job computes in the child, the main process answers `celery inspect` (a 
 `celery -A tasks.celery_app` subprocess); a failed job is a FAILURE to Celery (its result and
 the task-failed event Flower and celery-exporter read), a cancelled one REVOKED; a child
 SIGKILLed mid-job is a lost worker: the message is requeued, the worker's next child ends the
-killed attempt as worker-lost and finishes the job once.
+killed attempt as worker-lost and finishes the job once; a job past the hard time limit is
+killed by the main process, recorded failed once, and the next job runs in a new child.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,21 +66,30 @@ class Worker:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-@pytest.fixture
-def worker(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Worker]:
+@contextmanager
+def started(redis_server: PrivateRedis, tmp_path: Path, **settings: str) -> Iterator[Worker]:
+    """A real worker with these SHARPNESS_ settings, ready, on a database emptied first."""
     url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
     redis.Redis.from_url(url).flushdb()
-    env = worker_env(url, tmp_path, SHARPNESS_WORKER_NAME="prefork@test")
+    env = worker_env(url, tmp_path, SHARPNESS_WORKER_NAME="prefork@test", **settings)
     log = tmp_path / "worker.log"
     proc = spawn_worker(env, log)
     rt = WorkerRuntime.create("client@test", Settings(redis_url=url, data_dir=tmp_path))
     w = Worker(proc, env, log, rt)
-    deadline = time.monotonic() + 120
-    while "ready." not in log.read_text(errors="replace"):
-        assert proc.poll() is None and time.monotonic() < deadline, w.logs()
-        time.sleep(0.2)
-    yield w
-    stop(proc, timeout_s=60)
+    try:
+        deadline = time.monotonic() + 120
+        while "ready." not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, w.logs()
+            time.sleep(0.2)
+        yield w
+    finally:
+        stop(proc, timeout_s=60)
+
+
+@pytest.fixture
+def worker(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Worker]:
+    with started(redis_server, tmp_path) as w:
+        yield w
 
 
 def _wait(w: Worker, job_id: str, until: Any, timeout_s: float = 180.0):
@@ -173,3 +184,40 @@ def test_a_killed_child_is_a_lost_worker_and_its_job_runs_again(
     time.sleep(2)
     again = worker.rt.store.get(job_id)
     assert again.attempts == 2 and again.finished_at == done.finished_at
+
+
+def test_past_the_hard_time_limit_the_job_fails_once_and_the_worker_goes_on(
+    redis_server: PrivateRedis, tmp_path: Path
+) -> None:
+    """A step that never returns (a hung collective, a stuck driver call), made here by
+    stopping the child: it handles no signal, so the soft limit's exception never comes, and
+    Celery's main process kills the child at the hard limit. The run is failed once, its
+    message acknowledged (never run again), and the next job runs in a new child."""
+    import psutil
+
+    soft_s, hard_s = 3, 6
+    with started(
+        redis_server,
+        tmp_path,
+        SHARPNESS_SOFT_TIME_LIMIT_S=str(soft_s),
+        SHARPNESS_HARD_TIME_LIMIT_S=str(hard_s),
+    ) as worker:
+        job_id = trace_job(worker.rt, tmp_path, num_hvps=100_000)  # minutes of work
+        send(worker.rt, job_id)
+        running = _wait(worker, job_id, _computing)
+        [child] = psutil.Process(worker.proc.pid).children()
+        child.send_signal(signal.SIGSTOP)
+        done = _wait(worker, job_id, lambda j: j.status.terminal, timeout_s=120)
+        assert done.status == JobStatus.failed and done.attempts == 1, (done, worker.logs())
+        assert "hard time limit" in done.error.detail and f"{hard_s} s" in done.error.detail
+        assert (done.finished_at - running.started_at).total_seconds() < hard_s + 30
+        child.wait(timeout=30)  # killed, not left stopped
+        assert worker.proc.poll() is None  # the main process lived on
+
+        quick = trace_job(worker.rt, tmp_path, num_hvps=10)  # runs in the new child
+        send(worker.rt, quick)
+        assert _wait(worker, quick, lambda j: j.status.terminal).status == JobStatus.succeeded
+        again = worker.rt.store.get(job_id)  # acknowledged: never delivered again
+        assert again.status == JobStatus.failed and again.attempts == 1
+        assert again.finished_at == done.finished_at
+        assert not worker.rt.store.r.exists(worker.rt.store.lock_key(job_id))

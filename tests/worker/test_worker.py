@@ -131,3 +131,13 @@ def test_a_run_woken_after_a_long_pause_checks_its_lock_before_writing(
     assert keeper.owned()  # its keeper thread would notice within a heartbeat
     keeper.kept_at -= 10 * rt.settings.heartbeat_s  # as after a long pause
     assert not keeper.owned() and keeper.lost
+
+
+def test_a_soft_limit_at_or_past_the_hard_one_is_refused() -> None:
+    """Celery arms the hard limit when the soft one fires: soft >= hard would leave a hung
+    run alive until the soft limit, so the settings refuse it, naming both variables."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="SOFT_TIME_LIMIT_S.*HARD_TIME_LIMIT_S"):
+        Settings(soft_time_limit_s=600, hard_time_limit_s=600)
+    assert Settings(soft_time_limit_s=5, hard_time_limit_s=6).hard_time_limit_s == 6
