@@ -7,6 +7,12 @@ gateway never imports torch (tests/api/test_gateway_layout.py checks it).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
 from celery import Celery
 from fastapi import Depends, FastAPI
 
@@ -28,6 +34,9 @@ from tasks.blobstore import BlobStore
 from tasks.celery_app import make_celery
 from tasks.jobstore import JobStore
 from tasks.settings import Settings, get_settings
+from tasks.trajectorystore import TrajectoryStore
+
+log = logging.getLogger("sharpness.gateway")
 
 DESCRIPTION = """Measure the sharpness of trained networks (Hessian spectrum, trace,
 adaptive sharpness) as queued jobs. Upload a model and a dataset, submit a job, poll it.
@@ -61,9 +70,31 @@ def gateway_celery(settings: Settings) -> Celery:
     return app
 
 
+def build_indexes(jobs: JobStore) -> None:
+    """Index the records a store without per-status indexes wrote (tasks.jobstore), once, at
+    start: the first `/v1/queue` or `/metrics` then reads counts at once instead of waiting
+    on a rebuild. One gateway process rebuilds under the store's lock; a view that finds the
+    indexes still missing (Redis was down now, or restored from an old dump later) rebuilds
+    them itself."""
+    for store in (jobs, TrajectoryStore(jobs.r)):
+        try:
+            store.ensure_indexes()
+        except redis.RedisError as e:
+            log.warning("%s indexes not checked at start (%s); the first view will", store.KIND, e)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At start, in a thread (serving begins at once): the one-time index rebuild."""
+    building = asyncio.get_running_loop().run_in_executor(None, build_indexes, app.state.jobs)
+    yield
+    await building
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     app = FastAPI(
+        lifespan=lifespan,
         title="Sharpness service",
         version="0.1.0",
         description=DESCRIPTION,

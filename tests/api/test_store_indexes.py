@@ -5,6 +5,8 @@ are indexed once."""
 
 from __future__ import annotations
 
+import time
+
 import redis
 from fastapi.testclient import TestClient
 
@@ -216,3 +218,21 @@ def test_records_written_before_the_indexes_are_indexed_once(settings: Settings)
     assert store.r.pttl(store.key(queued.id)) == -1
     view = store.view(("gpu", "cpu"))
     assert view.queued == {"gpu": 1, "cpu": 0} and view.by_status["failed"] == 1
+
+
+def test_the_gateway_builds_missing_indexes_at_start(settings: Settings) -> None:
+    """The rebuild runs in the app's start-up, not in the first request that needs it."""
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    store = _store(settings)
+    queued = store.create(_spec(), "cpu")
+    index_keys = [store.status_key(s) for s in JobStatus] + [store.queued_key("cpu")]
+    store.r.delete(*index_keys, store._indexed_key())
+    with TestClient(create_app(settings)):  # runs the lifespan; no request is made
+        deadline = time.monotonic() + 30
+        while store.r.get(store._indexed_key()) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert _where(store, queued.id) == {"queued", "queued:cpu"}
