@@ -476,10 +476,11 @@ class RecordStore(Generic[R, S]):
                     read = self.r.pipeline(transaction=False)
                     for k in keys:
                         read.hmget(k, fields)
-                    values = read.execute()
+                        read.pttl(k)
+                    out = read.execute()
                     pipe.multi()
-                    for record_id, (status, queue, created, finished) in zip(
-                        ids, values, strict=True
+                    for record_id, (status, queue, created, finished), ttl_ms in zip(
+                        ids, out[0::2], out[1::2], strict=True
                     ):
                         if not status:  # gone: drop it from the index too
                             self._unindex(pipe, [record_id])
@@ -487,9 +488,17 @@ class RecordStore(Generic[R, S]):
                         st = JobStatus(status)
                         ended = _ts(finished) or _ts(created) or time.time()
                         self._index(pipe, record_id, st, _ts(created), queue, ended)
-                        if st.terminal:  # its expiry counts from its end, not from now
-                            left = ended + self.retention_s - time.time()
-                            pipe.pexpire(self.key(record_id), max(1, int(left * 1000)))
+                        if st.terminal:
+                            # an expiry set by the process that ended it stands (its own
+                            # retention); none yet: it counts from the end, not from now
+                            left_ms = (
+                                ttl_ms
+                                if ttl_ms > 0
+                                else int((ended + self.retention_s - time.time()) * 1000)
+                            )
+                            left_ms = max(1, left_ms)
+                            pipe.pexpire(self.key(record_id), left_ms)
+                            pipe.zadd(self.ended_key(), {record_id: time.time() + left_ms / 1000})
                         elif st == JobStatus.running:
                             pipe.sadd(self.running_key(), record_id)
                     pipe.execute()

@@ -236,3 +236,18 @@ def test_the_gateway_builds_missing_indexes_at_start(settings: Settings) -> None
             assert time.monotonic() < deadline
             time.sleep(0.05)
     assert _where(store, queued.id) == {"queued", "queued:cpu"}
+
+
+def test_a_rebuild_keeps_the_expiry_its_ender_set(settings: Settings) -> None:
+    """A record ended by a worker with a short retention keeps that expiry through a rebuild
+    by a gateway with a long one (the rebuild may run while workers end records)."""
+    worker = _store(settings)
+    worker.retention_s = 60
+    job = worker.create(_spec(), "cpu")
+    worker.finish(job.id, JobStatus.cancelled)
+    gateway = _store(settings)
+    assert gateway.retention_s > 86_400
+    gateway.r.delete(gateway._indexed_key(), gateway.ended_key())
+    assert gateway.ensure_indexes()
+    assert 0 < gateway.r.pttl(gateway.key(job.id)) <= 60_000
+    assert gateway.r.zscore(gateway.ended_key(), job.id) <= time.time() + 60
