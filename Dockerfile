@@ -26,6 +26,6 @@ USER sharpness
 VOLUME ["/data"]
 EXPOSE 8000
 
-# as `make gateway`: uvicorn with SHARPNESS_GATEWAY_WORKERS processes (default min(4, CPUs)),
-# exec'd in place, so it gets SIGTERM directly and shuts down cleanly
+# as `make gateway`: SHARPNESS_GATEWAY_WORKERS uvicorn processes (default min(4, CPUs)) under
+# service.serve, exec'd in place, so it gets SIGTERM directly and shuts down cleanly
 CMD ["python", "-m", "service.run_all", "gateway"]

@@ -25,8 +25,8 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m service.run_all
 
-## Only the gateway (deployment: point SHARPNESS_REDIS_URL at your Redis): uvicorn with
-## SHARPNESS_GATEWAY_WORKERS processes (default min(4, CPU count)) on SHARPNESS_HOST:SHARPNESS_PORT.
+## Only the gateway (deployment: point SHARPNESS_REDIS_URL at your Redis): SHARPNESS_GATEWAY_WORKERS
+## uvicorn processes (default min(4, CPU count)), a socket each, on SHARPNESS_HOST:SHARPNESS_PORT.
 gateway: install
 	$(BIN)/python -m service.run_all gateway
 

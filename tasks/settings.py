@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     gateway_workers: int | None = Field(
         default=None,
         ge=1,
-        description="Gateway processes `make gateway` and `make run` start (uvicorn "
-        "--workers). Default: min(4, CPU count).",
+        description="Gateway processes `make gateway` and `make run` start (service.serve: "
+        "uvicorn processes, a listening socket each). Default: min(4, CPU count).",
     )
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
-"""Several gateway processes answer the same /metrics and /v1/queue: a real uvicorn with
-`--workers 3` (as `make gateway` starts it) next to a single-process gateway, on one Redis.
-Records are written through the store, as workers write them; no worker is needed."""
+"""Several gateway processes answer the same /metrics and /v1/queue: three real uvicorn
+processes (`service.serve`, as `make gateway` starts them) next to a single-process gateway,
+on one Redis. Records are written through the store, as workers write them; no worker is
+needed."""
 
 from __future__ import annotations
 
