@@ -25,6 +25,11 @@ status-filtered listing never read every record:
     {index}:queued:{queue}    queued ids routed to that queue, scored by creation time
     {index}:ended             terminal ids scored by the time they expire (finish time plus
                               the retention of the process that ended them): what `prune` drops
+    {index}:label:["k","v"]   ids of the records labelled k=v (the pair as JSON), scored by
+                              creation time: label-filtered listing walks the smallest of its
+                              filters' indexes, not every record
+    {index}:labels            hash id -> JSON list of that record's label index keys (the hash
+                              may expire before `prune` drops the id; this does not)
     indexed:{kind}            index version marker; absent: the indexes are rebuilt once from
                               `{index}` (records written before they existed), under the lock
     indexing:{kind}           so that one gateway rebuilds while others go on serving
@@ -79,7 +84,7 @@ UNACKED_INDEX = "unacked_index"
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITIES = (3, 6, 9)
 IDEMPOTENCY_TTL_S = 86_400
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"  # 2: label indexes
 INDEXING_LOCK_S = 600
 BACKFILL_CHUNK = 500
 PRUNE_BATCH = 1_000
@@ -255,6 +260,14 @@ class RecordStore(Generic[R, S]):
         return f"{cls.INDEX}:ended"
 
     @classmethod
+    def label_key(cls, key: str, value: str) -> str:
+        return f"{cls.INDEX}:label:{json.dumps([key, value], separators=(',', ':'))}"
+
+    @classmethod
+    def labels_key(cls) -> str:
+        return f"{cls.INDEX}:labels"
+
+    @classmethod
     def _indexed_key(cls) -> str:
         return f"{PREFIX}indexed:{cls.KIND}"
 
@@ -333,6 +346,7 @@ class RecordStore(Generic[R, S]):
         pipe.hset(self.key(record_id), mapping=fields)
         pipe.zadd(self.INDEX, {record_id: created_at.timestamp()})
         self._index(pipe, record_id, JobStatus.queued, created_at.timestamp(), queue, new=True)
+        self._index_labels(pipe, record_id, spec.labels, created_at.timestamp())
         if idem:
             pipe.set(idem, record_id, ex=IDEMPOTENCY_TTL_S, nx=True)
         pipe.execute()
@@ -361,9 +375,10 @@ class RecordStore(Generic[R, S]):
 
     def delete(self, record_id: str) -> None:
         queue = self.r.hget(self.key(record_id), "queue")
+        labels = self._label_keys_of([record_id])
         pipe = self.r.pipeline()
         pipe.delete(self.key(record_id))
-        self._unindex(pipe, [record_id], queue)
+        self._unindex(pipe, [record_id], queue, labels)
         pipe.execute()
 
     # ------------------------------------------------------------ indexes
@@ -401,7 +416,15 @@ class RecordStore(Generic[R, S]):
     def _retention_ms(self) -> int:
         return max(1, int(self.retention_s * 1000))
 
-    def _unindex(self, pipe: Any, ids: list[str], queue: str | None = None) -> None:
+    def _unindex(
+        self,
+        pipe: Any,
+        ids: list[str],
+        queue: str | None = None,
+        label_keys: set[str] | None = None,
+    ) -> None:
+        """Queue onto `pipe` the removal of `ids` from every index; `label_keys` are the label
+        indexes they are in (`_label_keys_of`, read before the pipeline)."""
         pipe.zrem(self.INDEX, *ids)
         for status in JobStatus:
             pipe.zrem(self.status_key(status), *ids)
@@ -409,6 +432,27 @@ class RecordStore(Generic[R, S]):
         pipe.srem(self.running_key(), *ids)
         if queue:
             pipe.zrem(self.queued_key(queue), *ids)
+        for key in label_keys or ():
+            pipe.zrem(key, *ids)
+        pipe.hdel(self.labels_key(), *ids)
+
+    def _index_labels(
+        self, pipe: Any, record_id: str, labels: dict[str, str], created: float
+    ) -> None:
+        """Queue onto `pipe` the record's entries in the label indexes (labels never change)."""
+        if not labels:
+            return
+        keys = [self.label_key(k, v) for k, v in labels.items()]
+        for key in keys:
+            pipe.zadd(key, {record_id: created})
+        pipe.hset(self.labels_key(), record_id, json.dumps(keys))
+
+    def _label_keys_of(self, ids: list[str]) -> set[str]:
+        """The label indexes that hold any of `ids`."""
+        found: set[str] = set()
+        for keys in self.r.hmget(self.labels_key(), ids) if ids else ():
+            found.update(json.loads(keys) if keys else ())
+        return found
 
     def _expire_idem(self, pipe: Any, raw: dict[str, str], record_id: str) -> None:
         """With a retention under a day, the record's Idempotency-Key (while it still names
@@ -442,9 +486,10 @@ class RecordStore(Generic[R, S]):
         can be read); cost: the ids dropped. Returns how many."""
         ids = self.r.zrangebyscore(self.ended_key(), "-inf", time.time(), start=0, num=limit)
         if ids:
+            labels = self._label_keys_of(ids)
             pipe = self.r.pipeline(transaction=False)
             pipe.delete(*[self.key(i) for i in ids])
-            self._unindex(pipe, ids)
+            self._unindex(pipe, ids, label_keys=labels)
             pipe.execute()
         return len(ids)
 
@@ -468,7 +513,7 @@ class RecordStore(Generic[R, S]):
 
     def _backfill(self, ids: list[str]) -> None:
         keys = [self.key(i) for i in ids]
-        fields = ("status", "queue", "created_at", "finished_at")
+        fields = ("status", "queue", "created_at", "finished_at", "spec")
         with self.r.pipeline() as pipe:
             for _ in range(10):
                 try:
@@ -478,16 +523,21 @@ class RecordStore(Generic[R, S]):
                         read.hmget(k, fields)
                         read.pttl(k)
                     out = read.execute()
+                    gone = [i for i, (status, *_) in zip(ids, out[0::2], strict=True) if not status]
+                    gone_labels = self._label_keys_of(gone)
                     pipe.multi()
-                    for record_id, (status, queue, created, finished), ttl_ms in zip(
+                    for record_id, (status, queue, created, finished, spec), ttl_ms in zip(
                         ids, out[0::2], out[1::2], strict=True
                     ):
                         if not status:  # gone: drop it from the index too
-                            self._unindex(pipe, [record_id])
+                            self._unindex(pipe, [record_id], label_keys=gone_labels)
                             continue
                         st = JobStatus(status)
                         ended = _ts(finished) or _ts(created) or time.time()
                         self._index(pipe, record_id, st, _ts(created), queue, ended)
+                        labels = json.loads(spec).get("labels") if spec else None
+                        if labels and created:
+                            self._index_labels(pipe, record_id, labels, _ts(created) or 0.0)
                         if st.terminal:
                             # an expiry set by the process that ended it stands (its own
                             # retention); none yet: it counts from the end, not from now
@@ -601,18 +651,25 @@ class RecordStore(Generic[R, S]):
     ) -> tuple[list[R], str | None]:
         """Newest first. The cursor is the id of the last record of the previous page.
 
-        With `status`, the pages walk that status' index (cost: the page, not every record);
-        with `labels`, records are read and filtered until the page is full."""
+        With filters, the pages walk the smallest of their indexes (the status' and each label
+        pair's) and read only its records, keeping those that match the other filters: the
+        cost follows the records that carry the rarest filter, not the whole store."""
         key = self.INDEX
+        filters = [self.label_key(k, v) for k, v in (labels or {}).items()]
         if status is not None:
-            key = self.status_key(status)
+            filters.append(self.status_key(status))
+        if filters:
             self.prune()
             self.ensure_indexes()
+            pipe = self.r.pipeline(transaction=False)
+            for f in filters:
+                pipe.zcard(f)
+            key = min(zip(pipe.execute(), filters, strict=True))[1]
         start = 0
         if cursor:
             start = self._rank_after(key, cursor)
         items: list[R] = []
-        chunk = max(limit * 4, 100) if labels else limit
+        chunk = max(limit * 4, 100) if len(filters) > 1 else limit
         last_seen: str | None = None
         while len(items) < limit:
             ids = self.r.zrevrange(key, start, start + chunk - 1)

@@ -28,6 +28,7 @@ from tasks.jobstore import JobStore
 from tasks.redis_server import PrivateRedis
 from tasks.settings import Settings
 from tasks.spec import JobStatus, Problem
+from tests import databases
 from tests.api import files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS_TEST = DEPLOY / "prometheus" / "alerts_test.yml"
 DASHBOARD = DEPLOY / "grafana" / "sharpness-dashboard.json"
 COMPOSE = ROOT / "docker-compose.yml"
-DB = 12  # apart from the API tests' 9 and the integration stacks'
+DB = databases.DEPLOY_RULES
 PROMTOOL = shutil.which("promtool")
 
 # Series Prometheus makes itself for every scrape target (not in any /metrics): allowed.

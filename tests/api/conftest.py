@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from tasks.redis_server import PrivateRedis
 from tasks.settings import Settings
+from tests import databases
 from tests.api import files
 
-API_DB = 9  # apart from database 0, which integration tests and their workers use
+API_DB = databases.API
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from tasks.redis_server import PrivateRedis, free_port
+from tests import databases
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -153,6 +154,6 @@ def start_stack(server: PrivateRedis, db: int, data_dir: Path, **settings: Any) 
 
 @pytest.fixture(scope="session")
 def stack(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(redis_server, 1, tmp_path_factory.mktemp("service"))
+    s = start_stack(redis_server, databases.STACK, tmp_path_factory.mktemp("service"))
     yield s
     s.stop()

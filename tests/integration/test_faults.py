@@ -22,6 +22,7 @@ import pytest
 
 from tasks.redis_server import PrivateRedis
 from tests import artifacts as A
+from tests import databases
 from tests.integration.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.integration
 def fault_stack(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Stack]:
     s = start_stack(
         redis_server,
-        2,
+        databases.FAULTS_REAP,
         tmp_path / "service",
         soft_time_limit_s=3_300,  # the defaults: only the heartbeats reap a dead worker's job
         hard_time_limit_s=3_600,
@@ -186,7 +187,7 @@ def test_with_default_heartbeats_a_killed_workers_job_is_done_within_two_minutes
 ) -> None:
     """The issue's bound with every setting at its default (5 s heartbeats): SIGKILL the
     worker running a job; the standby finishes it within 2 minutes of the kill, once."""
-    s = start_stack(redis_server, 3, tmp_path / "service", heartbeat_s=5)
+    s = start_stack(redis_server, databases.FAULTS, tmp_path / "service", heartbeat_s=5)
     try:
         job_id, first, victim, _ = _running_beside_a_standby(s, tmp_path)
         killed_at = _kill(victim)

@@ -26,12 +26,13 @@ from tasks.redis_server import PrivateRedis, free_port
 from tasks.settings import Settings
 from tasks.spec import JobStatus
 from tasks.worker.runtime import WorkerRuntime
+from tests import databases
 from tests.processes import ROOT, spawn_worker, stop, worker_env
 from tests.worker.trace_jobs import send, trace_job
 
 pytestmark = pytest.mark.integration
 
-DB = 13  # a database of its own (events too: Redis fanout channels carry the database number)
+DB = databases.FLOWER  # events too: Redis fanout channels carry the database number
 WORKER = "flower@test"
 
 

@@ -20,11 +20,12 @@ from service.run_all import gateway_command
 from tasks.jobstore import JobStore
 from tasks.redis_server import PrivateRedis, free_port
 from tasks.spec import JobSpec, JobStatus
+from tests import databases
 from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-DB = 6
+DB = databases.METRICS_PROCESSES
 
 
 def _gateway(env: dict[str, str], processes: int, log: Path) -> tuple[subprocess.Popen, str]:

@@ -15,6 +15,7 @@ import torch
 
 from tasks.redis_server import PrivateRedis
 from tests import artifacts as A
+from tests import databases
 from tests.integration.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,9 @@ RETENTION_S = 4.0
 
 @pytest.fixture
 def short_stack(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(redis_server, 5, tmp_path / "service", retention_days=RETENTION_S / 86_400)
+    s = start_stack(
+        redis_server, databases.RETENTION, tmp_path / "service", retention_days=RETENTION_S / 86_400
+    )
     yield s
     s.stop()
 

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from tasks.redis_server import PrivateRedis
+from tests import databases
 from tests.integration.conftest import Stack, start_stack
 
-SDK_DB = 5
+SDK_DB = databases.SDK
 
 
 @pytest.fixture(scope="session")

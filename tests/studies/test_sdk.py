@@ -14,12 +14,13 @@ from sharpness_client.errors import NotFoundError, ValidationError
 from sharpness_client.types import Study, StudyJob
 from tasks.jobstore import JobStore
 from tasks.redis_server import PrivateRedis
+from tests import databases
 from tests.integration.conftest import Stack, start_stack
 from tests.studies.conftest import Jobs
 
 pytestmark = pytest.mark.integration
 
-STUDIES_DB = 11
+STUDIES_DB = databases.STUDIES
 
 
 @pytest.fixture(scope="module")

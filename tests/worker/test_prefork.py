@@ -31,10 +31,11 @@ from tasks.redis_server import PrivateRedis
 from tasks.settings import Settings
 from tasks.spec import JobStatus
 from tasks.worker.runtime import WorkerRuntime
+from tests import databases
 from tests.processes import ROOT, spawn_worker, stop, worker_env
 from tests.worker.trace_jobs import send, trace_job
 
-DB = 9  # a database of its own: this worker must take no other test's messages
+DB = databases.PREFORK
 
 
 @dataclass

@@ -16,8 +16,9 @@ from tasks.redis_server import PrivateRedis
 from tasks.settings import Settings
 from tasks.spec import JobSpec, JobStatus, MeasureProgress
 from tasks.trajectorystore import TrajectoryStore
+from tests import databases
 
-DB = 7  # a database of its own: the sweep reads every running record in it
+DB = databases.REAPER  # the sweep reads every running record in it
 
 
 @pytest.fixture
