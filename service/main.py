@@ -47,9 +47,12 @@ Every error is `application/problem+json` (RFC 9457): `type`, `title`, `status`,
 
 # A request waits out a Redis blip of this long, then answers 503 redis-unavailable with
 # Retry-After: a client retries, a dashboard poll fails fast (the worker's stores wait ~30 s).
-# Short, too, because the record lookups and the job read run on the event loop (no thread
-# hop: twice the status reads per CPU second), so a wait here holds the process' other requests.
+# Short, too, because the record lookups, the job read and the submit run on the event loop
+# (no thread hop: twice the status reads per CPU second), so a wait here holds the process'
+# other requests; for that reason a connection attempt (a Redis behind a partition, where
+# nothing refuses it) gives up after a second, not the workers' five.
 GATEWAY_REDIS_RETRY_S = 0.5
+GATEWAY_REDIS_CONNECT_S = 1.0
 
 
 def gateway_celery(settings: Settings) -> Celery:
@@ -65,7 +68,7 @@ def gateway_celery(settings: Settings) -> Celery:
         "interval_start": 0,
         "interval_step": 0.5,
         "interval_max": 1,
-        "socket_connect_timeout": 3,
+        "socket_connect_timeout": GATEWAY_REDIS_CONNECT_S,
     }
     return app
 
@@ -103,7 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = s
     app.state.blobs = BlobStore(s.blob_dir)
-    app.state.jobs = JobStore.from_url(s.redis_url, retry_s=GATEWAY_REDIS_RETRY_S)
+    app.state.jobs = JobStore.from_url(
+        s.redis_url, retry_s=GATEWAY_REDIS_RETRY_S, connect_timeout_s=GATEWAY_REDIS_CONNECT_S
+    )
     app.state.studies = StudyStore(app.state.jobs.r)
     app.state.celery = gateway_celery(s)
     app.state.consumed = ConsumedQueues()

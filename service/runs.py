@@ -101,7 +101,11 @@ def submit(
     `check` validates what the spec names (uploads, URIs). A replay under an Idempotency-Key
     answers the record made the first time without checking again (its inputs may have been
     deleted since) and sends nothing; one message per record even when two requests with one
-    key race (`mark_enqueued`)."""
+    key race (`mark_enqueued`).
+
+    The submit routes are async and call this on the event loop: a thread hop and the GIL
+    handoffs between the pool's threads cost more than the submit's own Redis round trips
+    (service.main bounds how long those wait when Redis is away)."""
     noun = store.KIND
     if not (idempotency_key and store.find_idempotent(idempotency_key) is not None):
         check()

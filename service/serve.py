@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from multiprocessing.process import BaseProcess
 
@@ -47,10 +49,20 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_on(sock: socket.socket, log_level: str) -> None:
-    """One gateway process: uvicorn on the socket it was handed (run in the child)."""
+def serve_on(sock: socket.socket, log_level: str, supervisor: int) -> None:
+    """One gateway process: uvicorn on the socket it was handed (run in the child), stopping
+    itself (gracefully) if the supervisor dies: a killed supervisor must not leave processes
+    that hold the port, and a new one would share it with them (SO_REUSEPORT)."""
+    threading.Thread(target=_exit_with, args=(supervisor,), daemon=True).start()
     config = uvicorn.Config(APP, log_level=log_level)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _exit_with(supervisor: int, period_s: float = 1.0) -> None:
+    while os.getppid() == supervisor:
+        time.sleep(period_s)
+    log.error("the gateway's supervisor %s is gone; stopping", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Stop(Exception):
@@ -77,7 +89,7 @@ def supervise(host: str, port: int, processes: int, log_level: str) -> int:
     started: dict[int, float] = {}
 
     def start(sock: socket.socket) -> BaseProcess:
-        child = spawn.Process(target=serve_on, args=(sock, log_level), name="gateway")
+        child = spawn.Process(target=serve_on, args=(sock, log_level, os.getpid()), name="gateway")
         child.start()
         started[id(child)] = time.monotonic()
         return child

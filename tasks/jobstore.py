@@ -106,7 +106,9 @@ def now() -> datetime:
 REDIS_RETRY_S = 30.0  # how long a store call waits out a Redis restart before it fails
 
 
-def redis_client(url: str, retry_s: float = REDIS_RETRY_S) -> redis.Redis:
+def redis_client(
+    url: str, retry_s: float = REDIS_RETRY_S, connect_timeout_s: float = 5.0
+) -> redis.Redis:
     """A client whose commands survive a short Redis outage: redis-py's own Retry, with
     exponential backoff (0.1 s doubling to 2 s between tries), on ConnectionError and
     TimeoutError, for about `retry_s` seconds in all; only then does the error reach the
@@ -128,7 +130,7 @@ def redis_client(url: str, retry_s: float = REDIS_RETRY_S) -> redis.Redis:
         decode_responses=True,
         retry=Retry(backoff, retries, supported_errors=(ConnectionError, TimeoutError)),
         retry_on_error=[ConnectionError, TimeoutError],
-        socket_connect_timeout=5,
+        socket_connect_timeout=connect_timeout_s,
         socket_timeout=30,
         health_check_interval=15,
     )
@@ -226,9 +228,12 @@ class RecordStore(Generic[R, S]):
         self.retention_s = retention_s if retention_s is not None else get_settings().retention_s
 
     @classmethod
-    def from_url(cls, url: str, retry_s: float | None = None) -> Self:
+    def from_url(
+        cls, url: str, retry_s: float | None = None, connect_timeout_s: float = 5.0
+    ) -> Self:
         """A store on its own client, which waits out a Redis restart (see `redis_client`)."""
-        return cls(redis_client(url, REDIS_RETRY_S if retry_s is None else retry_s))
+        retry = REDIS_RETRY_S if retry_s is None else retry_s
+        return cls(redis_client(url, retry, connect_timeout_s))
 
     # --------------------------------------------------------------- keys
     @classmethod

@@ -184,6 +184,19 @@ def test_sigterm_stops_every_process(two) -> None:
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+def test_processes_stop_when_their_supervisor_is_killed(two) -> None:
+    proc, port, _ = two
+    pids = _gateway_pids(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to stop them itself
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{p}").exists() for p in pids):
+        assert time.monotonic() < deadline, "an orphaned gateway process kept running"
+        time.sleep(0.2)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
 def test_a_taken_port_is_refused_at_once(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
