@@ -1,5 +1,6 @@
-"""Service processes for tests: a real `python -m tasks.worker` started with its environment
-and its output in a log file, and stopped the way a supervisor stops it."""
+"""Service processes for tests: a real `python -m tasks.worker`, or the gateway as `make
+gateway` starts it, started with its environment and its output in a log file, and stopped
+the way a supervisor stops it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import httpx
+
+from service.run_all import gateway_command
+from tasks.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,3 +51,43 @@ def stop(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def spawn_gateway(
+    env: dict[str, str], processes: int, log: Path, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start the gateway with `processes` processes on a free port (or `port`), in a session
+    of its own (stop it with `os.killpg`); returns it and its URL. Output goes to `log`."""
+    port = port or free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            gateway_command("127.0.0.1", str(port), processes),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_answering(
+    url: str,
+    procs: list[subprocess.Popen],
+    describe: Callable[[], str],
+    path: str = "/healthz",
+    timeout_s: float = 120,
+) -> None:
+    """Until GET `url``path` answers 200; fails with `describe()` (the logs) if one of
+    `procs` exits first or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"a service process exited early\n{describe()}")
+        try:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}{path} did not answer 200\n{describe()}")

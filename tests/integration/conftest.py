@@ -24,6 +24,7 @@ import redis
 
 from tasks.redis_server import PrivateRedis, free_port
 from tests import databases
+from tests.processes import wait_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -66,18 +67,7 @@ class Stack:
         )
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for p in self.procs:
-                if p.poll() is not None and p in (self.worker, self.gateway):
-                    raise RuntimeError(f"a service process exited early\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise TimeoutError(f"the service did not become ready\n{self.logs()}")
+        wait_answering(self.url, [self.worker, self.gateway], self.logs, "/readyz", timeout_s)
 
     # ------------------------------------------------------------------ HTTP helpers
     def upload(self, kind: str, path: Path, **fields: str) -> httpx.Response:

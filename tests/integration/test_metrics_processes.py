@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,43 +15,15 @@ import httpx
 import pytest
 import redis
 
-from service.run_all import gateway_command
 from tasks.jobstore import JobStore
-from tasks.redis_server import PrivateRedis, free_port
+from tasks.redis_server import PrivateRedis
 from tasks.spec import JobSpec, JobStatus
 from tests import databases
-from tests.integration.conftest import ROOT
+from tests.processes import spawn_gateway, wait_answering
 
 pytestmark = pytest.mark.integration
 
 DB = databases.METRICS_PROCESSES
-
-
-def _gateway(env: dict[str, str], processes: int, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            gateway_command("127.0.0.1", str(port), processes),
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(log.read_text()[-3000:])
 
 
 @pytest.fixture
@@ -61,11 +32,11 @@ def gateways(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[tuple[str, 
     redis.Redis.from_url(url).flushdb()
     env = {**os.environ, "SHARPNESS_REDIS_URL": url, "SHARPNESS_DATA_DIR": str(tmp_path)}
     log = tmp_path / "gateways.log"
-    many, many_url = _gateway(env, 3, log)
-    one, one_url = _gateway(env, 1, log)
+    many, many_url = spawn_gateway(env, 3, log)
+    one, one_url = spawn_gateway(env, 1, log)
     try:
-        _ready(many_url, many, log)
-        _ready(one_url, one, log)
+        wait_answering(many_url, [many], log.read_text)
+        wait_answering(one_url, [one], log.read_text)
         yield url, many_url, one_url
     finally:
         for proc in (many, one):

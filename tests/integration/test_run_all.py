@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from tasks.redis_server import free_port
 from tests import artifacts as A
 from tests.integration.conftest import ROOT, Stack
+from tests.processes import wait_answering
 
 pytestmark = pytest.mark.integration
 
@@ -42,16 +42,7 @@ def start(data_dir: Path, port: int) -> subprocess.Popen:
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(log.read_text())
+    wait_answering(url, [proc], log.read_text, "/readyz")
 
 
 def test_run_all_stops_cleanly_and_requeues_running_job(tmp_path: Path) -> None:

@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.run_all import gateway_command
 from tasks.redis_server import free_port
-from tests.integration.conftest import ROOT
+from tests.processes import spawn_gateway, wait_answering
 
 pytestmark = [
     pytest.mark.integration,
@@ -73,19 +72,6 @@ def _tcp(port: int, state: str) -> set[str]:
     return inodes
 
 
-def _ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(log.read_text()[-3000:])
-
-
 def _start(tmp_path: Path, port: int, processes: int) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "gateway.log"
     env = {
@@ -94,16 +80,7 @@ def _start(tmp_path: Path, port: int, processes: int) -> tuple[subprocess.Popen,
         "SHARPNESS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "SHARPNESS_DATA_DIR": str(tmp_path / "var"),
     }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            gateway_command("127.0.0.1", str(port), processes),
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    return proc, log
+    return spawn_gateway(env, processes, log, port)[0], log
 
 
 @pytest.fixture
@@ -111,7 +88,7 @@ def two(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, Path]]:
     port = free_port()
     proc, log = _start(tmp_path, port, 2)
     try:
-        _ready(f"http://127.0.0.1:{port}", proc, log)
+        wait_answering(f"http://127.0.0.1:{port}", [proc], log.read_text)
         yield proc, port, log
     finally:
         if proc.poll() is None:
