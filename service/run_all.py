@@ -36,7 +36,8 @@ class Stop(Exception):
     """A signal asked the supervisor to stop."""
 
 
-def _raise_stop(signum: int, _frame: object) -> None:
+def raise_stop(signum: int, _frame: object) -> None:
+    """The signal handler of a supervisor (this one, service.serve's): stop, then clean up."""
     raise Stop(signal.Signals(signum).name)
 
 
@@ -129,8 +130,8 @@ def main() -> int:
     env = dict(os.environ)
     redis: PrivateRedis | None = None
     children: dict[str, subprocess.Popen] = {}
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, raise_stop)
+    signal.signal(signal.SIGTERM, raise_stop)
     code = 0
     try:
         if not os.environ.get("SHARPNESS_REDIS_URL"):

@@ -30,6 +30,8 @@ from multiprocessing.process import BaseProcess
 
 import uvicorn
 
+from service.run_all import Stop, raise_stop
+
 APP = "service.main:app"
 STOP_GRACE_S = 30.0
 # A process that exits with an error this soon after its start (the app fails to import,
@@ -65,14 +67,6 @@ def _exit_with(supervisor: int, period_s: float = 1.0) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-class Stop(Exception):
-    pass
-
-
-def _stop(*_: object) -> None:
-    raise Stop
-
-
 def supervise(host: str, port: int, processes: int, log_level: str) -> int:
     try:
         sockets = [listening_socket(host, port) for _ in range(processes)]
@@ -96,8 +90,8 @@ def supervise(host: str, port: int, processes: int, log_level: str) -> int:
 
     children: list[BaseProcess] = []
     code = 0
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, raise_stop)
+    signal.signal(signal.SIGTERM, raise_stop)
     try:
         children = [start(sock) for sock in sockets]
         print(
@@ -117,7 +111,7 @@ def supervise(host: str, port: int, processes: int, log_level: str) -> int:
                         child.exitcode,
                     )
                     code = 1
-                    raise Stop
+                    raise Stop("a process exited at start")
                 log.error(
                     "gateway process %s exited (%s); starting it again", child.pid, child.exitcode
                 )

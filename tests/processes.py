@@ -91,3 +91,17 @@ def wait_answering(
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url}{path} did not answer 200\n{describe()}")
+
+
+def stop_group(*procs: subprocess.Popen, timeout_s: float = 40) -> None:
+    """SIGTERM to each running process' group (a gateway and the processes it started, as
+    `spawn_gateway` makes them), then SIGKILL to any group still there after `timeout_s`."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in running:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -6,8 +6,6 @@ needed."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from tasks.jobstore import JobStore
 from tasks.redis_server import PrivateRedis
 from tasks.spec import JobSpec, JobStatus
 from tests import databases
-from tests.processes import spawn_gateway, wait_answering
+from tests.processes import spawn_gateway, stop_group, wait_answering
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +37,7 @@ def gateways(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[tuple[str, 
         wait_answering(one_url, [one], log.read_text)
         yield url, many_url, one_url
     finally:
-        for proc in (many, one):
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in (many, one):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(many, one, timeout_s=20)
 
 
 def _samples(text: str) -> dict[str, float]:

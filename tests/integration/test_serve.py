@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tasks.redis_server import free_port
-from tests.processes import spawn_gateway, wait_answering
+from tests.processes import spawn_gateway, stop_group, wait_answering
 
 pytestmark = [
     pytest.mark.integration,
@@ -91,13 +91,7 @@ def two(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, Path]]:
         wait_answering(f"http://127.0.0.1:{port}", [proc], log.read_text)
         yield proc, port, log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
 
 
 def _keep_alive(port: int, n: int) -> list[socket.socket]:
