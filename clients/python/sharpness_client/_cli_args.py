@@ -4,7 +4,22 @@ or a trajectory) by id: show, cancel, wait, plot."""
 from __future__ import annotations
 
 import argparse
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from sharpness_client.errors import NotConvergedWarning
+
+EXIT_NOT_CONVERGED = 5
+
+
+@contextmanager
+def quiet_convergence() -> Iterator[None]:
+    """No NotConvergedWarning from `wait`: the CLI prints its own notices and exits 5."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        yield
 
 
 def wait_options(p: argparse.ArgumentParser) -> None:

@@ -14,8 +14,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sharpness_client import _render
-from sharpness_client._cli_args import run_actions, wait_options
+from sharpness_client import _converged, _render
+from sharpness_client._cli_args import (
+    EXIT_NOT_CONVERGED,
+    quiet_convergence,
+    run_actions,
+    wait_options,
+)
 from sharpness_client.client import Client
 from sharpness_client.types import JobStatus, Trajectory
 
@@ -96,7 +101,7 @@ def render(t: Trajectory) -> str:
          "" if p.preconditioned_lambda_max is None else f"{p.preconditioned_lambda_max:.6g}",
          "" if p.stability_threshold is None else f"{p.stability_threshold:.6g}",
          f"{p.stability_ratio:.4g}", "beyond" if p.beyond_edge else "stable",
-         "yes" if p.converged else "NO"]
+         _render.converged({"converged": p.converged, "limited_by": _converged.limited_by(p)})]
         for p in t.points
     ]  # fmt: skip
     cols = ["#", "STEP", "LR", "λMAX", "λMAX(P⁻¹H)", "EDGE", "RATIO", "", "CONVERGED"]
@@ -113,11 +118,22 @@ def render(t: Trajectory) -> str:
             out.append(f"edge: {t.edge_analysis['summary']}")
     if t.error is not None:
         out.append(f"error: {t.error.title}: {t.error.detail}")
+    out.extend(notices(t))
     return "\n".join(out)
 
 
+def notices(t: Trajectory) -> list[str]:
+    """One line per checkpoint that did not converge (the budget and the fix) and per
+    checkpoint warning."""
+    out = [f"NOT CONVERGED {m.text()}" for m in _converged.misses(t)]
+    for p in t.points:
+        out.extend(f"warning checkpoint {p.index}: {w}" for w in p.warnings)
+    return out
+
+
 def run(client: Client, args: argparse.Namespace, out: Callable[[Any, Any, str], None]) -> int:
-    """Returns the exit code: 1 when the trajectory failed or was cancelled."""
+    """Returns the exit code: 1 when the trajectory failed or was cancelled, 5 when it finished
+    but a budget stopped a checkpoint's λmax before it converged, else 0."""
     if args.action == "plot":
         client.trajectories.plot(args.id, args.path)
         print(f"saved {args.path}", file=sys.stderr)
@@ -136,17 +152,24 @@ def run(client: Client, args: argparse.Namespace, out: Callable[[Any, Any, str],
             tid = t.id
         else:
             tid = args.id
-        t = client.trajectories.wait(
-            tid,
-            timeout=args.timeout,
-            poll_interval=args.poll_interval,
-            progress=args.progress if args.progress is not None else sys.stderr.isatty(),
-            raise_on_failure=False,
-        )
+        with quiet_convergence():  # the notices say it, with exit code 5
+            t = client.trajectories.wait(
+                tid,
+                timeout=args.timeout,
+                poll_interval=args.poll_interval,
+                progress=args.progress if args.progress is not None else sys.stderr.isatty(),
+                raise_on_failure=False,
+            )
         if getattr(args, "plot", None) and t.points:
             client.trajectories.plot(t.id, args.plot)
     out(args, t, render(t))
-    return 1 if t.status in (JobStatus.failed, JobStatus.cancelled) else 0
+    waited = args.action in ("create", "wait")
+    if waited and args.json:
+        for line in notices(t):
+            print(f"sharpness: {line}", file=sys.stderr)
+    if t.status in (JobStatus.failed, JobStatus.cancelled):
+        return 1
+    return EXIT_NOT_CONVERGED if waited and _converged.misses(t) else 0
 
 
 def _create(client: Client, args: argparse.Namespace) -> Trajectory:

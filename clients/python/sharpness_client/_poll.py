@@ -2,7 +2,9 @@
 
 Polling starts fast (short runs finish in a second) and slows to the caller's interval; past
 `timeout` seconds JobTimeoutError (the run goes on), on failure JobFailedError unless
-`raise_on_failure=False`.
+`raise_on_failure=False`. A finished run holding a result that did not converge (a budget
+stopped it) warns NotConvergedWarning, or raises NotConvergedError with
+`raise_on_not_converged=True`; a cancelled run is returned as it is.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from sharpness_client import _converged
 from sharpness_client._progress import Progress
 from sharpness_client.errors import JobFailedError, JobTimeoutError
 from sharpness_client.types import JobStatus
@@ -31,10 +34,12 @@ class Poller:
         interval: float,
         progress: bool | Progress = False,
         raise_on_failure: bool = True,
+        raise_on_not_converged: bool = False,
     ) -> None:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.timeout, self.interval = timeout, interval
         self.raise_on_failure = raise_on_failure
+        self.raise_on_not_converged = raise_on_not_converged
         self.next_sleep = min(FIRST_POLL_S, interval)
         self.bar = progress if isinstance(progress, Progress) else Progress() if progress else None
 
@@ -45,6 +50,8 @@ class Poller:
         if run.status.terminal:
             if self.raise_on_failure and run.status == JobStatus.failed:
                 raise JobFailedError(run)
+            if run.status != JobStatus.cancelled:
+                _converged.check(run, self.raise_on_not_converged)
             return -1.0
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise JobTimeoutError(run, self.timeout or 0.0)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sharpness_client import _converged
 from sharpness_client.types import (
     Job,
     JobStatus,
@@ -67,6 +68,16 @@ def yes_no(value: bool | None) -> str | None:
     return None if value is None else ("yes" if value else "NO")
 
 
+def converged(r: dict[str, Any]) -> str | None:
+    """The CONVERGED cell: yes or NO, with what limited the run unless it was the tolerance:
+    `yes (float32 rounding)`, `NO (iteration budget)`."""
+    cell = yes_no(r.get("converged"))
+    by = _converged.limited_by(r)
+    if cell is None or by is None or by == _converged.TOLERANCE:
+        return cell
+    return f"{cell} ({by})"
+
+
 def _result_row(name: str, r: dict[str, Any] | MeasureResult) -> list[Any]:
     if isinstance(r, MeasureResult):
         r = r.model_dump()
@@ -75,7 +86,7 @@ def _result_row(name: str, r: dict[str, Any] | MeasureResult) -> list[Any]:
         name,
         number(r.get("value")),
         interval(diag),
-        yes_no(r.get("converged")),
+        converged(r),
         r.get("hvps"),
         seconds(r.get("seconds")),
     ]
@@ -132,38 +143,22 @@ def job(j: Job) -> str:
 
 
 def not_converged(j: Job) -> list[str]:
-    """Measures (and per-layer blocks) that finished without converging."""
-    out = []
-    for name, r in j.results.items():
-        if r.converged is False:
-            out.append(name)
-        for layer, lr in (r.per_layer or {}).items():
-            if isinstance(lr, dict) and lr.get("converged") is False:
-                out.append(f"{name}[{layer}]")
-    return out
+    """Measures (and per-layer blocks, `name[layer]`) whose `converged` is false: a budget
+    stopped them. Rounding-limited results converged and are not listed."""
+    return [m.where for m in _converged.misses(j)]
 
 
 def notices(j: Job) -> list[str]:
-    """One line per warning and per measure that did not converge, for people to read."""
+    """One line per warning, per measure that did not converge (the budget that stopped it
+    and the fix) and per measure limited by rounding, for people to read."""
     out = []
+    found = {m.where: m for m in _converged.misses(j)}
     for name, r in j.results.items():
         diag = r.diagnostics or {}
-        if r.converged is False:
-            bound = diag.get("residual_bound", diag.get("residual_bounds"))
-            its = diag.get("iterations")
-            extra = ", ".join(
-                s
-                for s in (
-                    f"residual bound {number(bound)}" if bound is not None else "",
-                    f"{its} iterations" if its is not None else "",
-                )
-                if s
-            )
-            out.append(
-                f"NOT CONVERGED {name}"
-                + (f" ({extra})" if extra else "")
-                + ": the value did not reach the requested accuracy"
-            )
+        if name in found:
+            out.append(f"NOT CONVERGED {found[name].text()}")
+        elif note := _converged.converged_note(r):
+            out.append(f"note {name}: {note}")
         for w in r.warnings:
             out.append(f"warning {name}: {w}")
         if diag.get("ci95_note"):
@@ -171,8 +166,8 @@ def notices(j: Job) -> list[str]:
         for layer, lr in (r.per_layer or {}).items():
             if not isinstance(lr, dict):
                 continue
-            if lr.get("converged") is False:
-                out.append(f"NOT CONVERGED {name}[{layer}]: not the requested accuracy")
+            if f"{name}[{layer}]" in found:
+                out.append(f"NOT CONVERGED {found[f'{name}[{layer}]'].text()}")
             for w in lr.get("warnings") or []:
                 out.append(f"warning {name}[{layer}]: {w}")
     return out

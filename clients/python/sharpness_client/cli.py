@@ -2,9 +2,12 @@
 
 Exit codes, for scripts: 0 done, 1 the job failed or was cancelled, 2 waiting timed out,
 3 the service refused the request (4xx/5xx, the problem is printed), 4 the service could not
-be reached (its URL is printed), 5 the job finished but a measure did not converge (its value
-is printed with a warning), 64 bad command-line usage. `--json` prints the API's JSON on stdout
-(progress, warnings and messages go to stderr), so `sharpness measure ... --json | jq` works.
+be reached (its URL is printed), 5 the job (or trajectory) finished but a budget stopped a
+measure before it converged (`converged` false, `diagnostics.limited_by` "iteration budget",
+"basis budget" or "time"; its value is printed with the budget and the fix; a result limited by
+the dtype's rounding converged and exits 0), 64 bad command-line usage. `--json` prints the
+API's JSON on stdout (progress, warnings and messages go to stderr), so
+`sharpness measure ... --json | jq` works.
 A reader that stops early (`| head`) ends the output quietly; the exit code is kept.
 """
 
@@ -18,7 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sharpness_client import _cli_trajectory, _render
-from sharpness_client._cli_args import run_actions, wait_options
+from sharpness_client._cli_args import (
+    EXIT_NOT_CONVERGED,
+    quiet_convergence,
+    run_actions,
+    wait_options,
+)
 from sharpness_client._http import resolve_config
 from sharpness_client.client import Client
 from sharpness_client.errors import (
@@ -30,14 +38,8 @@ from sharpness_client.errors import (
 )
 from sharpness_client.types import Job, JobStatus
 
-EXIT_FAILED, EXIT_TIMEOUT, EXIT_API, EXIT_CONNECT, EXIT_NOT_CONVERGED, EXIT_USAGE = (
-    1,
-    2,
-    3,
-    4,
-    5,
-    64,
-)
+EXIT_FAILED, EXIT_TIMEOUT, EXIT_API, EXIT_CONNECT, EXIT_USAGE = 1, 2, 3, 4, 64
+__all__ = ["EXIT_NOT_CONVERGED", "main"]
 
 
 def _emit(text: str, file: Any = None) -> None:
@@ -212,13 +214,14 @@ def _finish(args: argparse.Namespace, job: Job) -> int:
 
 def _wait(client: Client, args: argparse.Namespace, job_id: str) -> int:
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    job = client.jobs.wait(
-        job_id,
-        timeout=args.timeout,
-        poll_interval=args.poll_interval,
-        progress=progress,
-        raise_on_failure=False,
-    )
+    with quiet_convergence():  # the notices below say it, with exit code 5
+        job = client.jobs.wait(
+            job_id,
+            timeout=args.timeout,
+            poll_interval=args.poll_interval,
+            progress=progress,
+            raise_on_failure=False,
+        )
     return _finish(args, job)
 
 

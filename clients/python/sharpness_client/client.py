@@ -77,6 +77,7 @@ class Client:
         timeout: float | None = None,
         poll_interval: float = 1.0,
         progress: bool | Progress = False,
+        raise_on_not_converged: bool = False,
         **spec: Any,
     ) -> Job:
         """Upload what needs uploading, submit, wait, and return the finished job.
@@ -87,13 +88,23 @@ class Client:
         (loss, mode, device, labels, batch_size, max_samples). `eval_data`: held-out data in
         any form `data` takes (the job then reports test metrics and the generalization gap);
         `initial_model`: the model at initialisation (w₀) in any form `model` takes. Raises
-        JobFailedError, JobCancelledError or JobTimeoutError when there are no results."""
+        JobFailedError, JobCancelledError or JobTimeoutError when there are no results.
+
+        A result a budget stopped before the requested accuracy (`converged` false,
+        `diagnostics.limited_by` "iteration budget", "basis budget" or "time") warns
+        NotConvergedWarning, naming the measure, the budget and the fix;
+        `raise_on_not_converged=True` raises NotConvergedError instead. Results limited by
+        the dtype's rounding ("float32 rounding") converged and warn nothing."""
         plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
         for field, plan in plans.items():
             spec[field] = plan.ref or self._upload(plan)
         job = self.jobs.create(measures=measures, params=params, **spec)
         done = self.jobs.wait(
-            job.id, timeout=timeout, poll_interval=poll_interval, progress=progress
+            job.id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            progress=progress,
+            raise_on_not_converged=raise_on_not_converged,
         )
         return _finished(done)
 
@@ -147,6 +158,7 @@ class AsyncClient:
         timeout: float | None = None,
         poll_interval: float = 1.0,
         progress: bool | Progress = False,
+        raise_on_not_converged: bool = False,
         **spec: Any,
     ) -> Job:
         plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
@@ -154,7 +166,11 @@ class AsyncClient:
             spec[field] = plan.ref or await self._upload(plan)
         job = await self.jobs.create(measures=measures, params=params, **spec)
         done = await self.jobs.wait(
-            job.id, timeout=timeout, poll_interval=poll_interval, progress=progress
+            job.id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            progress=progress,
+            raise_on_not_converged=raise_on_not_converged,
         )
         return _finished(done)
 

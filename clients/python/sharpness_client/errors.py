@@ -11,6 +11,7 @@ and the message printed by an uncaught exception already names the field at faul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -147,6 +148,35 @@ class JobTimeoutError(SharpnessError):
         self.job = job
         self.timeout = timeout
         super().__init__(f"job {job.id} still {job.status.value} after {timeout:g} s")
+
+
+class NotConvergedWarning(UserWarning):
+    """A finished run holds a value a budget stopped before it reached the requested accuracy
+    (`converged` false: `diagnostics.limited_by` is "iteration budget", "basis budget" or
+    "time"). The text names each such measure, the budget and the fix; `.run` is the job or
+    trajectory and `.measures` names what did not converge (`"trace[0]"`: a layer,
+    `"checkpoint 2"`: a trajectory's point). Results limited by the dtype's rounding converged
+    and warn nothing. Silence it with
+    `warnings.filterwarnings("ignore", category=NotConvergedWarning)`."""
+
+    def __init__(self, message: str, run: Any = None, measures: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.run = run
+        self.measures = list(measures)
+
+
+class NotConvergedError(SharpnessError):
+    """Raised instead of NotConvergedWarning by `measure(..., raise_on_not_converged=True)`
+    and `wait(..., raise_on_not_converged=True)`; `.job` is the finished record (its values
+    are there), `.measures` names what did not converge and `.limited_by` the budget of each."""
+
+    def __init__(
+        self, message: str, job: Any, measures: Sequence[str], limited_by: dict[str, str | None]
+    ) -> None:
+        super().__init__(message)
+        self.job = job
+        self.measures = list(measures)
+        self.limited_by = dict(limited_by)
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

@@ -109,7 +109,11 @@ class MeasureProgress(_Model):
 
 
 class MeasureResult(_Model):
-    """A measure's headline `value` with the diagnostics that say how far to trust it."""
+    """A measure's headline `value` with the diagnostics that say how far to trust it.
+
+    `converged` (iterative measures): the error estimate is within the requested accuracy or
+    within the rounding level of the model's dtype; `limited_by` says which, or which budget
+    stopped the run first (then `converged` is false)."""
 
     value: Any
     converged: bool | None = None
@@ -118,6 +122,14 @@ class MeasureResult(_Model):
     diagnostics: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     per_layer: dict[str, Any] | None = None
+
+    @property
+    def limited_by(self) -> str | None:
+        """`diagnostics.limited_by`: "tolerance" or "<dtype> rounding" (e.g. "float32
+        rounding"; both converged), "iteration budget", "basis budget" or "time" (a budget
+        stopped the run: not converged); None where the service did not say."""
+        value = self.diagnostics.get("limited_by")
+        return value if isinstance(value, str) else None
 
 
 class Prediction(_Model):

@@ -52,13 +52,17 @@ class Runs(Resource[R]):
         poll_interval: float = 1.0,
         progress: bool | Progress = False,
         raise_on_failure: bool = True,
+        raise_on_not_converged: bool = False,
     ) -> R:
         """Poll until the run is succeeded, failed or cancelled and return it; `progress`
         shows each measure's (a trajectory: each checkpoint's) iterations as they come.
 
         Raises JobFailedError if it failed (unless `raise_on_failure=False`) and
-        JobTimeoutError after `timeout` seconds (the run goes on)."""
-        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
+        JobTimeoutError after `timeout` seconds (the run goes on). A result that did not
+        converge (a budget stopped it: `diagnostics.limited_by`) warns NotConvergedWarning,
+        naming the measure, the budget and the fix; `raise_on_not_converged=True` raises
+        NotConvergedError instead (its `.job` holds the values)."""
+        poll = Poller(timeout, poll_interval, progress, raise_on_failure, raise_on_not_converged)
         return wait_for(lambda: self.get(id), poll)
 
 
@@ -91,6 +95,7 @@ class AsyncRuns(AsyncResource[R]):
         poll_interval: float = 1.0,
         progress: bool | Progress = False,
         raise_on_failure: bool = True,
+        raise_on_not_converged: bool = False,
     ) -> R:
-        poll = Poller(timeout, poll_interval, progress, raise_on_failure)
+        poll = Poller(timeout, poll_interval, progress, raise_on_failure, raise_on_not_converged)
         return await async_wait_for(lambda: self.get(id), poll)
