@@ -239,6 +239,23 @@ class MeasureResult(BaseModel):
     per_layer: dict[str, Any] | None = None
 
 
+class StudyPrediction(BaseModel):
+    """One study's prediction for a job that is one of its members."""
+
+    study: str = Field(description="Id of the study.")
+    name: str = Field(description="The study's name.")
+    calibrated: bool = Field(description="True when this study gives a calibrated prediction.")
+    gap: float | None = Field(default=None, description="Predicted generalization gap.")
+    interval: list[float] | None = Field(
+        default=None, description="Conformal prediction interval [low, high] for the gap."
+    )
+    level: float | None = Field(default=None, description="Nominal coverage of the interval.")
+    basis: str = Field(description="What this study's prediction rests on, or why there is none.")
+    best_measure: str | None = Field(
+        default=None, description="The measure that ranked this study's gaps best, if any."
+    )
+
+
 class Prediction(BaseModel):
     """What the service can honestly say about a job's generalization gap.
 
@@ -257,6 +274,18 @@ class Prediction(BaseModel):
         default=None, description="The measure that ranked the study's gaps best, if any."
     )
     study: str | None = Field(default=None, description="Id of the study that calibrated it.")
+    selection: Literal["no_study", "only_study", "requested", "several_studies"] = Field(
+        default="no_study",
+        description="How the study behind the prediction was chosen: no_study (the job is in "
+        "none); only_study (it is in exactly one); requested (named by ?study=); "
+        "several_studies (it is in several and none was named: no gap is picked for you, each "
+        "study's prediction is in `studies`, and ?study=<id> reads one).",
+    )
+    studies: list[StudyPrediction] = Field(
+        default_factory=list,
+        description="Every study the job is a member of (newest first; only the requested one "
+        "with ?study=), each with its own prediction for the job.",
+    )
     measured_gap: float | None = Field(
         default=None, description="Gap measured on the job's eval_dataset, when it has one."
     )
