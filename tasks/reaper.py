@@ -27,7 +27,12 @@ a message in flight between the queue and a worker is never mistaken for a missi
 duplicate message (two sweepers deciding at once) is harmless: the run's lock and the
 terminal-state guard run a record once.
 
-Torch-free and Celery-free: the caller passes how to send a message.
+Celery's view follows (`celery_sender`, see tasks.celery_app): a requeued run's task is RETRY
+(the lost worker's STARTED is no longer its last word), and a run the sweep fails or cancels
+ends its task FAILURE or REVOKED, in the result backend and as the last task event, sent by
+the sweeping process: no worker will run that record again to say so.
+
+Torch-free: the caller passes how to send a message (and, optionally, how to tell Celery).
 """
 
 from __future__ import annotations
@@ -37,9 +42,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tasks import problem_types
-from tasks.celery_app import QUEUES, RUN_JOB_TASK, RUN_TRAJECTORY_TASK
+from tasks.celery_app import (
+    QUEUES,
+    RUN_JOB_TASK,
+    RUN_TRAJECTORY_TASK,
+    announce_ended,
+    announce_requeued,
+    failure_text,
+)
 from tasks.jobstore import JobStore, RecordStore
 from tasks.settings import Settings
 from tasks.spec import JobStatus, Problem
@@ -49,7 +62,9 @@ log = logging.getLogger("tasks.reaper")
 
 TASKS = {"job": RUN_JOB_TASK, "trajectory": RUN_TRAJECTORY_TASK}
 
-# send(task name, record id, queue): enqueue the record's task with the id as task id
+# send(task name, record id, queue): enqueue the record's task with the id as task id. A Send
+# may also have `ended(record id, status, failure text)` and `requeued(record id, reason)`,
+# which tell Celery what the sweep did (CelerySender); plain callables send messages only.
 Send = Callable[[str, str, str], None]
 
 
@@ -89,13 +104,14 @@ def reap_one(
         return None
     if not orphan and heartbeats.worker_alive(record.worker):
         return None
+    error = lost_problem(record.worker, record.attempts, settings.max_attempts)
     status = store.end_run(
         record_id,
         "worker-lost",
         attempt=record.attempts,
         only_if_unlocked=True,
         max_attempts=settings.max_attempts,
-        error=lost_problem(record.worker, record.attempts, settings.max_attempts),
+        error=error,
     )
     if status is None:
         return None
@@ -107,24 +123,38 @@ def reap_one(
         record.attempts,
         status.value,
     )
+    if status.terminal:
+        _tell(send, "ended", record_id, status.value, failure_text(store.KIND, record_id, error))
+    if status == JobStatus.queued:
+        # before the message is back: the next worker's events come after this one
+        reason = f"worker {record.worker or 'unknown'} lost on attempt {record.attempts}; requeued"
+        _tell(send, "requeued", record_id, reason)
     if status == JobStatus.queued and not store.restore_message(record_id):
         try:
             send(TASKS[store.KIND], record_id, record.queue)
         except Exception as e:  # the broker is away: the record must not wait for nothing
             log.error("%s %s: could not requeue (%s)", store.KIND, record_id, e)
-            store.finish(
-                record_id,
-                JobStatus.failed,
-                error=Problem(
-                    type=problem_types.uri("enqueue-failed"),
-                    title="Could not enqueue",
-                    status=503,
-                    detail=f"its worker was lost and the broker refused the new message: "
-                    f"{e.__class__.__name__}; submit again",
-                ),
-                only_if={JobStatus.queued},
+            failed = Problem(
+                type=problem_types.uri("enqueue-failed"),
+                title="Could not enqueue",
+                status=503,
+                detail=f"its worker was lost and the broker refused the new message: "
+                f"{e.__class__.__name__}; submit again",
             )
+            if store.finish(record_id, JobStatus.failed, error=failed, only_if={JobStatus.queued}):
+                text = failure_text(store.KIND, record_id, failed)
+                _tell(send, "ended", record_id, JobStatus.failed.value, text)
     return Reaped(store.KIND, record_id, status, record.worker)
+
+
+def _tell(send: Send, what: str, record_id: str, *args: str) -> None:
+    """Tell Celery what the sweep did to a record's run, when `send` knows how."""
+    tell = getattr(send, what, None)
+    if tell is not None:
+        try:
+            tell(record_id, *args)
+        except Exception:  # Celery's view is an echo of the record: never fail the sweep
+            log.exception("telling Celery that %s was %s failed", record_id, what)
 
 
 def _send_or_fail(store: RecordStore, record_id: str, queue: str, send: Send) -> None:
@@ -238,12 +268,26 @@ def _fix_orphan(
     return Reaped(store.KIND, record_id, JobStatus.queued, None)
 
 
-def celery_sender(celery: object) -> Send:
-    """A `Send` through a Celery app's send_task, as the gateway enqueues."""
+class CelerySender:
+    """A `Send` through a Celery app's send_task, as the gateway enqueues, which also ends or
+    requeues the record's task in Celery (result backend and task events) as node
+    `hostname`: the sweeping worker, or the gateway (tasks.celery_app.default_node)."""
 
-    def send(task: str, record_id: str, queue: str) -> None:
-        celery.send_task(  # type: ignore[attr-defined]
+    def __init__(self, celery: Any, hostname: str | None = None) -> None:
+        self.celery, self.hostname = celery, hostname
+
+    def __call__(self, task: str, record_id: str, queue: str) -> None:
+        self.celery.send_task(
             task, args=[record_id], task_id=record_id, queue=queue, ignore_result=True
         )
 
-    return send
+    def ended(self, record_id: str, status: str, failure: str) -> None:
+        announce_ended(self.celery, record_id, status, failure, self.hostname)
+
+    def requeued(self, record_id: str, reason: str) -> None:
+        announce_requeued(self.celery, record_id, reason, self.hostname)
+
+
+def celery_sender(celery: Any, hostname: str | None = None) -> CelerySender:
+    """A `Send` through a Celery app (see CelerySender); `hostname` names the sender's node."""
+    return CelerySender(celery, hostname)

@@ -35,7 +35,14 @@ from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_shutting_down
 
 from tasks import reaper
-from tasks.celery_app import QUEUES, RUN_JOB_TASK, RUN_TRAJECTORY_TASK, make_celery
+from tasks.celery_app import (
+    QUEUES,
+    RUN_JOB_TASK,
+    RUN_TRAJECTORY_TASK,
+    announce_ended,
+    failure_text,
+    make_celery,
+)
 from tasks.jobstore import RecordStore
 from tasks.settings import Settings, get_settings
 from tasks.spec import JobStatus
@@ -138,9 +145,13 @@ def store_for(rt: WorkerRuntime, task_name: str) -> RecordStore:
     return TrajectoryStore(rt.store.r) if task_name == RUN_TRAJECTORY_TASK else rt.store
 
 
-def on_hard_time_limit(rt: WorkerRuntime, task_name: str, record_id: str) -> bool:
+def on_hard_time_limit(
+    rt: WorkerRuntime, task_name: str, record_id: str, app: Any = None, task_id: str = ""
+) -> bool:
     """Celery killed the child that ran `record_id` past the hard time limit: record the run
-    failed (its message is acknowledged, nothing would run it again) and free its lock."""
+    failed (its message is acknowledged, nothing would run it again) and free its lock.
+    With `app`, the task's state in Celery follows the record: the result backend's, and an
+    event (Celery sends its own task-failed next)."""
     from tasks.worker.run import hard_limit_problem
 
     store = store_for(rt, task_name)
@@ -151,6 +162,10 @@ def on_hard_time_limit(rt: WorkerRuntime, task_name: str, record_id: str) -> boo
         only_if={JobStatus.running},
     )
     store.release(record_id, rt.hostname)
+    record = store.get(record_id) if app is not None else None
+    if record is not None and record.status.terminal:
+        failure = failure_text(store.KIND, record_id, record.error)
+        announce_ended(app, task_id or record_id, record.status.value, failure, rt.hostname)
     return done
 
 
@@ -192,9 +207,10 @@ def main() -> int:
         if isinstance(exception, TimeLimitExceeded) and sender is not None:
             record_id = args[0] if args else kw.get("task_id")
             if sender.name in (RUN_JOB_TASK, RUN_TRAJECTORY_TASK) and record_id:
-                on_hard_time_limit(rt, sender.name, record_id)
+                task_id = kw.get("task_id") or record_id
+                on_hard_time_limit(rt, sender.name, record_id, app, task_id)
 
-    heartbeat = Heartbeat(rt, reaper.celery_sender(app), queues)
+    heartbeat = Heartbeat(rt, reaper.celery_sender(app, hostname), queues)
     heartbeat.beat()
     heartbeat.start()
     print(f"worker {hostname} on {device}, queues {','.join(queues)}", flush=True)

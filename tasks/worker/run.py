@@ -20,7 +20,11 @@ gives only `body`, the work (load, measure, write results):
   where it happened (`measure 'trace'`, `checkpoints[2]`); nothing a run does crashes the
   worker;
 - **finish once**: `finish(attempt=...)` moves the record to one terminal state, only while it
-  still counts this attempt, so a run that was declared lost and replaced writes nothing.
+  still counts this attempt, so a run that was declared lost and replaced writes nothing;
+- **the task's state is the record's** (`task_outcome`): the record's terminal status in the
+  result backend and as the task's last event (SUCCESS, FAILURE, REVOKED); a run that lost
+  its record (taken over, or its `finish` refused) or a duplicate message while another
+  worker holds the lock sends no terminal event and writes no result (Celery's Ignore).
 
 Draining (a warm shutdown) hands the record back to the queue (`Reject(requeue=True)`).
 """
@@ -38,6 +42,7 @@ from typing import Any
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from tasks import problem_types
+from tasks.celery_app import RunFailed, failure_text, final_event, store_final_state
 from tasks.jobstore import RecordStore
 from tasks.reaper import lost_problem
 from tasks.spec import JobStatus, MeasureProgress, Problem
@@ -61,11 +66,6 @@ class Draining(Exception):
 class LockLost(Exception):
     """Another worker took the run over (this one was paused past its lock): stop, write
     nothing."""
-
-
-class RunFailed(Exception):
-    """Raised to Celery after a run was recorded failed, so its task state is FAILURE and the
-    alerts of Flower and celery-exporter see it; the record holds the full problem."""
 
 
 def problem(title: str, detail: str, status: int = 500, kind: str = "job-failed") -> Problem:
@@ -95,19 +95,40 @@ def resolve_device(requested: str) -> tuple[str, str]:
     return "cpu", "cpu"
 
 
+# what `execute` returns when this run does not own the record's outcome: another run does
+NOT_OURS = ("lost", "locked")
+# a run ends only a record it still runs: one requeued meanwhile (this run paused past its
+# lock, the reaper ended its attempt) is the next run's, even before that run starts
+RUNNING = {JobStatus.running}
+
+
 def task_outcome(task: Any, outcome: str, store: Any, record_id: str) -> str:
-    """The Celery task state that says what the run did: a failed run raises (FAILURE), a
-    cancelled one is REVOKED; anything else returns `outcome` (SUCCESS)."""
-    if outcome == "failed":
-        record = store.get(record_id)
-        error = record.error if record is not None else None
-        detail = f"{error.title}: {error.detail}" if error is not None else "failed"
-        raise RunFailed(f"{store.KIND} {record_id} failed: {detail}")
-    if outcome == "cancelled":
-        task.backend.mark_as_revoked(task.request.id, reason="cancelled", request=task.request)
+    """The Celery task state that says what the record's status is, whoever ended it: this run
+    (`outcome` succeeded, failed or cancelled) or another process before this message was
+    taken (`skipped`: cancelled while queued, failed by the reaper, a duplicate).
+
+    The result backend gets the record's terminal status (the messages carry ignore_result,
+    so Celery would keep nothing); a failed record raises RunFailed (FAILURE, with Celery's
+    task-failed event), a cancelled one is REVOKED (task-revoked, sent here: Celery sends no
+    event for Ignore), a succeeded one returns `outcome` (SUCCESS). A run that lost its record
+    or met another worker's lock (`NOT_OURS`), or a record that is gone or not ended, ends in
+    Ignore: no terminal event, no result, the run that owns the record says it."""
+    if outcome in NOT_OURS:
+        raise Ignore()
+    record = store.get(record_id)
+    if record is None or not record.status.terminal:
+        raise Ignore()
+    status = record.status.value
+    task_id = task.request.id or record_id
+    failure = failure_text(store.KIND, record_id, record.error) if status == "failed" else ""
+    store_final_state(task.backend, task_id, status, failure)
+    if status == "failed":
+        raise RunFailed(failure)
+    if status == "cancelled":
         # Celery sends no event for Ignore: without this one, tools that build task states
         # from events (Flower's task list, celery-exporter) would keep it STARTED forever
-        task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        kind, fields = final_event(status)
+        task.send_event(kind, **fields)
         raise Ignore()
     return outcome
 
@@ -340,8 +361,8 @@ def _run_locked(
     if record is None or record.status.terminal:
         return "skipped"
     if store.cancel_requested(rid):
-        store.finish(rid, JobStatus.cancelled)
-        return "cancelled"
+        # ended here, or by whoever got there first: either way the record says which
+        return "cancelled" if store.finish(rid, JobStatus.cancelled) else "skipped"
     kind = store.KIND
     run: Run | None = None
     attempt: int | None = None
@@ -356,14 +377,24 @@ def _run_locked(
         except Cancelled:
             if run.hooks is not None and not run.hooks.finished:
                 run.hooks.flush("failed")
-            store.finish(
-                rid, JobStatus.cancelled, run.results, evaluation=run.evaluation, attempt=attempt
+            ended = store.finish(
+                rid,
+                JobStatus.cancelled,
+                run.results,
+                evaluation=run.evaluation,
+                only_if=RUNNING,
+                attempt=attempt,
             )
-            return "cancelled"
-        store.finish(
-            rid, JobStatus.succeeded, run.results, evaluation=run.evaluation, attempt=attempt
+            return "cancelled" if ended else _lost(store, rid, attempt)
+        ended = store.finish(
+            rid,
+            JobStatus.succeeded,
+            run.results,
+            evaluation=run.evaluation,
+            only_if=RUNNING,
+            attempt=attempt,
         )
-        return "succeeded"
+        return "succeeded" if ended else _lost(store, rid, attempt)
     except Draining:
         # hand the run back: another worker (or this one after a restart) runs it again
         store.end_run(rid, "handed-back", attempt=attempt)
@@ -377,15 +408,32 @@ def _run_locked(
             log.exception("%s %s failed", kind, rid)
     if run is not None and run.hooks is not None and not run.hooks.finished:
         run.hooks.flush("failed")
-    store.finish(
+    ended = store.finish(
         rid,
         JobStatus.failed,
         run.results if run else None,
         error=err,
         evaluation=run.evaluation if run else None,
+        only_if=None if attempt is None else RUNNING,  # before mark_running: still queued
         attempt=attempt,
     )
-    return "failed"
+    return "failed" if ended else _lost(store, rid, attempt)
+
+
+def _lost(store: RecordStore, rid: str, attempt: int | None) -> str:
+    """`finish` refused this run's end: the record moved on without it (the reaper ended or
+    requeued the attempt while this run was paused, another run took it). It is another's
+    to report: "lost". Before it started (no attempt) someone else ended the record:
+    "skipped", its status is stated again."""
+    if attempt is None:
+        return "skipped"
+    log.warning(
+        "%s %s: attempt %s no longer owns the record; its end is not recorded",
+        store.KIND,
+        rid,
+        attempt,
+    )
+    return "lost"
 
 
 def _problem(e: Exception, kind: str, where: str, kept: str, soft_limit_s: int) -> Problem:
