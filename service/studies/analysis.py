@@ -305,10 +305,17 @@ def _significance(
     boot = sig.bootstrap_taus(raw, y, sig.bootstrap_weights(groups[observed]))
     base_cols = [j for j, f in enumerate(ranked) if f.kind == "baseline"]
     measures = [j for j, f in enumerate(ranked) if f.kind == "measure"]
-    vs: dict[int, float | None] = {
-        j: sig.beats_best_baseline_p(boot[:, j], boot[:, base_cols]) if base_cols else None
-        for j in measures
-    }
+    # the best baseline is chosen once, on all the models, not again in each resample
+    best = sig.best_baseline([reports[ranked[j].name].kendall_tau for j in base_cols])  # type: ignore[union-attr]
+    vs: dict[int, float | None] = {j: None for j in measures}
+    vs_name = None
+    if best is not None:
+        b = base_cols[best]
+        vs_name = ranked[b].name
+        tau_b = float(reports[ranked[b].name].kendall_tau)  # type: ignore[union-attr,arg-type]
+        for j in measures:
+            tau_m = float(reports[ranked[j].name].kendall_tau)  # type: ignore[union-attr,arg-type]
+            vs[j] = sig.beats_baseline_p(boot[:, j], boot[:, b], tau_m, tau_b)
 
     def p_of(j: int, k: int) -> float | None:
         return tests.get(ranked[j].name, (None, None, "", 0))[k]  # type: ignore[return-value]
@@ -335,6 +342,7 @@ def _significance(
             psi_p_adjusted=a_psi,
             tau_interval=sig.percentile_interval(boot[:, j]),
             vs_best_baseline_p=vs.get(j),
+            vs_baseline=vs_name if vs.get(j) is not None else None,
             beats_p=a_beats,
         )
 
@@ -509,7 +517,13 @@ def _best(reports: list[FeatureReport]) -> FeatureReport | None:
 
 
 def _basis(
-    fit: NestedFit, design: Design, kind: str, n: int, constant: LooError, rival: LooError | None
+    fit: NestedFit,
+    design: Design,
+    kind: str,
+    n: int,
+    constant: LooError,
+    rival: LooError | None,
+    vs_mean: LooMargin | None = None,
 ) -> str:
     chosen = " + ".join(design.labels[c] for c in fit.full_model.columns)
     what = "measure" if kind == "measure" else "hyperparameter baseline (no measure was usable)"
@@ -521,8 +535,11 @@ def _basis(
     if rival is not None:
         text += f"; from the baselines: {rival.mae:.3g}"
     text += ")"
-    if fit.error.mae >= constant.mae:
-        text += "; it does no better than predicting the mean gap"
+    if vs_mean is not None and vs_mean.p is not None and vs_mean.p > sig.ALPHA:
+        text += (
+            "; it is not significantly more accurate than predicting the mean gap (one-sided "
+            f"paired p = {vs_mean.p:.3g} > {sig.ALPHA:g})"
+        )
     return text
 
 
@@ -556,7 +573,11 @@ def _noise_floor(units: list[MemberData], observed: list[int]) -> NoiseFloor | N
 
 def _margin(rival: np.ndarray, mine: np.ndarray, groups: np.ndarray) -> LooMargin:
     diff, se = sig.paired_margin(rival, mine, groups)
-    return LooMargin(difference=diff, se=se if math.isfinite(se) else float("inf"))
+    return LooMargin(
+        difference=diff,
+        se=se if math.isfinite(se) else float("inf"),
+        p=sig.paired_improvement_p(rival, mine, groups),
+    )
 
 
 def analyse(members: list[MemberData], target: Target, level: float) -> Outcome | None:
@@ -582,7 +603,9 @@ def analyse(members: list[MemberData], target: Target, level: float) -> Outcome 
 
     used = measure_fit or baseline_fit
     used_kind = "measure" if measure_fit else "baseline"
-    beats_mean = bool(used[0].error.mae < constant.mae) if used else None
+    # calibrated only when the predictor beats the mean gap significantly, not by luck
+    vs_mean = _margin(constant_resid, used[0].residuals, g_obs) if used else None
+    beats_mean = bool(vs_mean.p is not None and vs_mean.p <= sig.ALPHA) if vs_mean else None
     unit_preds = (
         _unit_predictions(
             units, observed, groups, used[0], used[1], target, level, bool(beats_mean)
@@ -661,6 +684,7 @@ def analyse(members: list[MemberData], target: Target, level: float) -> Outcome 
         best_measure=best_m.name if best_m else None,
         beats_baselines=comparison,
         predictor_beats_mean_gap=beats_mean,
+        predictor_vs_mean_gap=vs_mean,
         noise_floor=floor,
         warnings=u.warnings,
         verdict=words,
@@ -668,7 +692,7 @@ def analyse(members: list[MemberData], target: Target, level: float) -> Outcome 
     basis = ""
     if used is not None:
         rival = baseline_fit[0].error if (measure_fit and baseline_fit) else None
-        basis = _basis(used[0], used[1], used_kind, n, constant, rival)
+        basis = _basis(used[0], used[1], used_kind, n, constant, rival, vs_mean)
     return Outcome(
         analysis=analysis,
         predictions=predictions,

@@ -155,8 +155,12 @@ class Significance(BaseModel):
         description="95% bootstrap percentile interval of τ (models, or groups, resampled)."
     )
     vs_best_baseline_p: float | None = Field(
-        description="One-sided bootstrap p-value that |τ| exceeds the best baseline's |τ| "
-        "(the best one in each resample); measures only."
+        description="One-sided paired bootstrap p-value that the measure ranks the gaps better "
+        "than the best baseline (chosen once, by |τ| on all the models; the same resamples for "
+        "both); measures only."
+    )
+    vs_baseline: str | None = Field(
+        default=None, description="The baseline vs_best_baseline_p compares with."
     )
     beats_p: float | None = Field(
         description="max(tau_p, vs_best_baseline_p) after Holm's correction across the "
@@ -217,6 +221,11 @@ class PredictorReport(BaseModel):
 class LooMargin(BaseModel):
     difference: float = Field(description="The rival's LOO MAE minus the measure predictor's.")
     se: float = Field(description="Standard error of that difference (paired over models).")
+    p: float | None = Field(
+        default=None,
+        description="One-sided p-value that the predictor's absolute LOO errors are smaller "
+        "than the rival's: a paired sign-flip test over the groups left out together.",
+    )
 
 
 class BaselineComparison(BaseModel):
@@ -281,7 +290,13 @@ class StudyAnalysis(BaseModel):
     predictor_beats_mean_gap: bool | None = Field(
         default=None,
         description="The predictor used for the members' predictions has a lower LOO MAE than "
-        "predicting the mean gap; when false no prediction is calibrated.",
+        "predicting the mean gap significantly (predictor_vs_mean_gap.p ≤ 0.05); when false "
+        "no prediction is calibrated.",
+    )
+    predictor_vs_mean_gap: LooMargin | None = Field(
+        default=None,
+        description="The predictor used for the members' predictions against predicting the "
+        "mean gap: MAE difference, its standard error and the one-sided paired p-value.",
     )
     noise_floor: NoiseFloor | None = Field(
         default=None, description="Accuracy gaps with known test-set sizes only."

@@ -149,8 +149,9 @@ def _prediction_sentence(v: VerdictInputs) -> str:
 def _calibration_sentence(v: VerdictInputs) -> str | None:
     if v.predictor_beats_mean_gap is False:
         return (
-            "The predictor used for the members' predictions does no better than predicting "
-            "the mean gap, so no prediction from this study is calibrated."
+            "The predictor used for the members' predictions is not significantly more "
+            "accurate than predicting the mean gap (one-sided paired test at 5%), so no "
+            "prediction from this study is calibrated."
         )
     return None
 
