@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from service import runs
 from service.blobs import references
 from service.common import ExistingJob, problems
 from service.deps import BlobsDep, CeleryDep, ConsumedDep, JobsDep, SettingsDep, StudiesDep
 from service.ops import consumers
-from service.studies.service import with_new_prediction, with_predictions
+from service.problems import invalid
+from service.studies.service import StudyChoiceError, with_new_prediction, with_predictions
 from tasks.celery_app import RUN_JOB_TASK
 from tasks.spec import Job, JobPage, JobSpec
 
@@ -50,7 +54,9 @@ async def submit_job(
         check=lambda: references.check(spec, blobs, settings),
     )
     consumers.warn_if_unconsumed(response, store, settings, job, consumed)
-    return with_predictions([job], store, studies)[0] if replayed else with_new_prediction(job)
+    if not replayed:
+        return with_new_prediction(job)
+    return (await run_in_threadpool(with_predictions, [job], store, studies))[0]
 
 
 @router.get("", response_model=JobPage, summary="List jobs", responses=problems(422))
@@ -67,11 +73,29 @@ def list_jobs(
     return JobPage(items=with_predictions(items, store, studies), next_cursor=next_cursor)
 
 
+StudyQuery = Annotated[
+    str | None,
+    Query(
+        description="Predict from this study (the job must be one of its members). Without "
+        "it, a job in several studies gets each one's prediction in `prediction.studies` and "
+        "no single gap.",
+    ),
+]
+
+
 @router.get("/{id}", response_model=Job, summary="Read a job", responses=problems(404, 422))
-async def get_job(job: ExistingJob, store: JobsDep, studies: StudiesDep) -> Job:
+async def get_job(
+    job: ExistingJob, store: JobsDep, studies: StudiesDep, study: StudyQuery = None
+) -> Job:
     """`prediction` says what can honestly be said about the job's generalization gap: a
-    calibrated prediction with its interval inside a study, otherwise why there is none."""
-    return with_predictions([job], store, studies)[0]
+    calibrated prediction with its interval inside a study, otherwise why there is none.
+    `prediction.selection` says how the study was chosen; `?study=<id>` names one. An unknown
+    study, or one the job is not a member of, is a 422 naming `query.study`."""
+    try:
+        # reads Redis and may run a study's analysis: not on the event loop
+        return (await run_in_threadpool(with_predictions, [job], store, studies, study))[0]
+    except StudyChoiceError as e:
+        raise invalid("query.study", str(e)) from e
 
 
 @router.post(

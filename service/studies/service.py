@@ -21,7 +21,7 @@ from service.studies.members import MemberData, member_data
 from service.studies.schemas import MIN_MODELS, Study, StudyMember, StudySummary
 from service.studies.store import StudyRecord, StudyStore
 from tasks.jobstore import JobStore
-from tasks.spec import Job, Prediction
+from tasks.spec import Job, Prediction, StudyPrediction
 
 CACHE_SIZE = 128
 BOUND_MEASURE = "pacbayes_bound"
@@ -193,9 +193,9 @@ def _uncalibrated(pred: Any, outcome: Outcome) -> str:
         const = outcome.analysis.constant_predictor.mae
         mean = f"{outcome.mean_gap:.3g}" if outcome.mean_gap is not None else "n/a"
         return (
-            f"the study's predictor does no better than predicting the mean gap ({mean}; "
-            f"leave-one-out MAE {const:.3g}), so it gives no calibrated prediction "
-            f"({outcome.basis})"
+            f"the study's predictor is not significantly more accurate than predicting the "
+            f"mean gap ({mean}; leave-one-out MAE {const:.3g}), so it gives no calibrated "
+            f"prediction ({outcome.basis})"
         )
     ranges = "; ".join(f"{k} in [{v[0]:.4g}, {v[1]:.4g}]" for k, v in pred.outside_range.items())
     interval = f"[{pred.interval[0]:.3g}, {pred.interval[1]:.3g}]" if pred.interval else "unbounded"
@@ -205,8 +205,20 @@ def _uncalibrated(pred: Any, outcome: Outcome) -> str:
     )
 
 
+class StudyChoiceError(ValueError):
+    """The study a request names for a job's prediction is unknown or lacks the job."""
+
+    def __init__(self, message: str, unknown: bool) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+
+
 class Predictor:
-    """Fills `Job.prediction`, evaluating each study at most once per instance (one request)."""
+    """Fills `Job.prediction`, evaluating each study at most once per instance (one request).
+
+    A job in one study gets that study's prediction (`selection: only_study`); a job in
+    several gets each study's prediction in `studies` and no top-level gap unless the request
+    names one (`?study=`, `selection: requested`), so no study is ever picked silently."""
 
     def __init__(self, jobs: JobStore, studies: StudyStore) -> None:
         self.jobs = jobs
@@ -219,61 +231,127 @@ class Predictor:
             self._seen[study_id] = evaluate(record, self.jobs) if record else None
         return self._seen[study_id]
 
-    def predict(self, job: Job) -> Prediction:
-        reasons = []
-        final = 0  # reasons that more finished jobs would not change
-        for study_id in self.studies.studies_of(job.id):
-            found = self._study(study_id)
-            if found is None:
-                continue
-            study, outcome = found
-            member = next((m for m in study.members if m.job == job.id), None)
-            pred = member.prediction if member else None
-            if outcome is not None and pred is not None and not pred.calibrated:
-                reasons.append(
-                    f"in study '{study.name}' ({study.id}) {_uncalibrated(pred, outcome)}"
-                )
-                final += 1
-                continue
-            if outcome is not None and pred is not None:
-                how = (
-                    "its own gap was left out of the fit, and the interval is split conformal "
-                    "on the other models' leave-one-out residuals"
-                    if pred.kind == "leave_one_out"
-                    else "the interval is jackknife+ on the leave-one-out residuals"
-                )
-                note = f"; {pred.note}" if pred.note else ""
-                scope = (
-                    ". It holds for models like the study's (same data and architecture, "
-                    "hyperparameters in its range)"
-                )
-                return Prediction(
-                    calibrated=True,
-                    gap=pred.gap,
-                    interval=pred.interval,
-                    level=pred.level,
-                    basis=f"Study '{study.name}': {outcome.basis}; {how}{note}{scope}.",
-                    best_measure=study.analysis.best_measure if study.analysis else None,
-                    study=study.id,
-                    measured_gap=_measured_gap(job, study.target),
-                    bound=_bound(job),
-                )
-            state = member.state if member else "missing"
-            if state == "waiting" or job.status.value in ("queued", "running"):
-                why = "it will be predicted once the job has succeeded"
-            elif outcome is None:
-                why = study.message.rstrip(".")
-            else:
-                why = "the study's predictor needs measure values this job lacks"
-            reasons.append(f"in study '{study.name}' ({study.id}) {why}")
-        if not reasons:
+    def check(self, job_id: str, study_id: str) -> None:
+        """Raise StudyChoiceError unless `study_id` names a study the job is a member of."""
+        member_of = self.studies.studies_of(job_id)
+        if study_id in member_of:
+            return
+        known = ", ".join(member_of) if member_of else "none"
+        if self.studies.get(study_id) is None:
+            raise StudyChoiceError(
+                f"no study {study_id}; this job's studies: {known} (GET /v1/studies lists "
+                "them all); leave study= out to see every study's prediction",
+                unknown=True,
+            )
+        raise StudyChoiceError(
+            f"job {job_id} is not a member of study {study_id}; this job's studies: {known}; "
+            "name one of them, leave study= out, or add the job to the study "
+            "(POST /v1/studies)",
+            unknown=False,
+        )
+
+    def _one(self, job: Job, study_id: str) -> tuple[StudyPrediction, bool] | None:
+        """This study's prediction for the job, and whether its reason is final (more
+        finished jobs would not change it); None if the study is gone."""
+        found = self._study(study_id)
+        if found is None:
+            return None
+        study, outcome = found
+        member = next((m for m in study.members if m.job == job.id), None)
+        pred = member.prediction if member else None
+        head = f"Study '{study.name}' ({study.id})"
+        best = study.analysis.best_measure if study.analysis else None
+        if outcome is not None and pred is not None and not pred.calibrated:
+            basis = f"{head}: {_uncalibrated(pred, outcome)}"
+            return StudyPrediction(
+                study=study.id, name=study.name, calibrated=False, basis=basis, best_measure=best
+            ), True
+        if outcome is not None and pred is not None:
+            how = (
+                "its own gap was left out of the fit, and the interval is split conformal "
+                "on the other models' leave-one-out residuals"
+                if pred.kind == "leave_one_out"
+                else "the interval is jackknife+ on the leave-one-out residuals"
+            )
+            note = f"; {pred.note}" if pred.note else ""
+            scope = (
+                ". It holds for models like the study's (same data and architecture, "
+                "hyperparameters in its range)"
+            )
+            return StudyPrediction(
+                study=study.id,
+                name=study.name,
+                calibrated=True,
+                gap=pred.gap,
+                interval=pred.interval,
+                level=pred.level,
+                basis=f"{head}: {outcome.basis}; {how}{note}{scope}.",
+                best_measure=best,
+            ), True
+        state = member.state if member else "missing"
+        if state == "waiting" or job.status.value in ("queued", "running"):
+            why, final = "it will be predicted once the job has succeeded", False
+        elif outcome is None:
+            why, final = study.message.rstrip("."), False
+        else:
+            why, final = "the study's predictor needs measure values this job lacks", True
+        return StudyPrediction(
+            study=study.id,
+            name=study.name,
+            calibrated=False,
+            basis=f"{head}: {why}",
+            best_measure=best,
+        ), final
+
+    def predict(self, job: Job, study: str | None = None) -> Prediction:
+        """The job's prediction; with `study`, only that study's (checked with `check`)."""
+        if study is not None:
+            self.check(job.id, study)
+        ids = [study] if study is not None else self.studies.studies_of(job.id)
+        found = [r for sid in ids if (r := self._one(job, sid)) is not None]
+        if not found:
             return _without_study(job)
-        head = "No calibrated prediction" + (": " if final == len(reasons) else " yet: ")
+        per = [p for p, _ in found]
+        extras = dict(measured_gap=_measured_gap(job), bound=_bound(job), studies=per)
+        if study is None and len(per) > 1:
+            names = ", ".join(f"'{p.name}' ({p.study})" for p in per)
+            calibrated = sum(p.calibrated for p in per)
+            return Prediction(
+                calibrated=False,
+                basis=f"No single prediction: this job is in {len(per)} studies ({names}), "
+                f"{calibrated} of which give a calibrated prediction; each study's prediction "
+                "is in `studies`. Read one with GET /v1/jobs/{id}?study=<study id>; the "
+                "service does not pick one for you." + _extras(job),
+                selection="several_studies",
+                **extras,  # type: ignore[arg-type]
+            )
+        one, final = per[0], found[0][1]
+        selection = "requested" if study is not None else "only_study"
+        chosen = (
+            "the study named by ?study=" if study is not None else "the only study this job is in"
+        )
+        if one.calibrated:
+            target = self._seen[one.study][0].target  # type: ignore[index]
+            return Prediction(
+                calibrated=True,
+                gap=one.gap,
+                interval=one.interval,
+                level=one.level,
+                basis=f"{one.basis} From {chosen}.",
+                best_measure=one.best_measure,
+                study=one.study,
+                selection=selection,  # type: ignore[arg-type]
+                measured_gap=_measured_gap(job, target),
+                bound=_bound(job),
+                studies=per,
+            )
+        head = "No calibrated prediction" + (": " if final else " yet: ")
         return Prediction(
             calibrated=False,
-            basis=head + "; ".join(reasons) + "." + _extras(job),
-            measured_gap=_measured_gap(job),
-            bound=_bound(job),
+            basis=f"{head}{one.basis[0].lower()}{one.basis[1:]} (from {chosen})." + _extras(job),
+            study=one.study,
+            selection=selection,  # type: ignore[arg-type]
+            **extras,  # type: ignore[arg-type]
         )
 
 
@@ -286,10 +364,14 @@ def _without_study(job: Job) -> Prediction:
     )
 
 
-def with_predictions(jobs: Iterable[Job], store: JobStore, studies: StudyStore) -> list[Job]:
-    """The jobs with `prediction` filled in (what the job routes return)."""
+def with_predictions(
+    jobs: Iterable[Job], store: JobStore, studies: StudyStore, study: str | None = None
+) -> list[Job]:
+    """The jobs with `prediction` filled in (what the job routes return); `study` names the
+    study to predict from (StudyChoiceError if a job is not its member). Reads Redis and may
+    run a study's analysis: call it from a worker thread, not on the event loop."""
     predictor = Predictor(store, studies)
-    return [j.model_copy(update={"prediction": predictor.predict(j)}) for j in jobs]
+    return [j.model_copy(update={"prediction": predictor.predict(j, study)}) for j in jobs]
 
 
 def with_new_prediction(job: Job) -> Job:

@@ -125,6 +125,9 @@ def test_calibrated_prediction_on_member_jobs(client: TestClient, jobs: Jobs) ->
     assert pred["interval"][0] < pred["gap"] < pred["interval"][1]
     assert "lambda_max" in pred["basis"] and "10 models" in pred["basis"]
     assert pred["gap"] == states[new_job]["prediction"]["gap"]
+    assert pred["selection"] == "only_study" and "the only study this job is in" in pred["basis"]
+    assert [p["study"] for p in pred["studies"]] == [study["id"]]
+    assert pred["studies"][0]["gap"] == pred["gap"] and pred["studies"][0]["name"] == "s"
 
     observed = members[0]["job"]
     pred = client.get(f"/v1/jobs/{observed}").json()["prediction"]
@@ -151,6 +154,7 @@ def test_job_outside_any_study_is_not_calibrated(client: TestClient, jobs: Jobs)
     assert pred["calibrated"] is False
     assert pred["gap"] is None and pred["interval"] is None and pred["study"] is None
     assert "in no study" in pred["basis"] and "POST /v1/studies" in pred["basis"]
+    assert pred["selection"] == "no_study" and pred["studies"] == []
     assert pred["measured_gap"] == 0.07
     assert pred["bound"]["value"] == 0.42 and "not a prediction" in pred["bound"]["note"]
 
@@ -328,5 +332,77 @@ def test_no_calibrated_prediction_outside_the_range_or_from_a_loser(
         pytest.fail("no pure-noise sweep whose predictor lost to the mean gap")
     pred = client.get(f"/v1/jobs/{members[0]['job']}").json()["prediction"]
     assert pred["calibrated"] is False and pred["gap"] is None
-    assert "no better than predicting the mean gap" in pred["basis"]
+    assert "not significantly more accurate than predicting the mean gap" in pred["basis"]
+    assert study["analysis"]["predictor_vs_mean_gap"]["p"] > 0.05
     assert all(m["prediction"]["calibrated"] is False for m in study["members"])
+
+
+def test_a_job_in_several_studies_is_never_silently_given_one(
+    client: TestClient, jobs: Jobs
+) -> None:
+    """Two studies share a job: without ?study= the job shows both predictions and no single
+    gap; ?study= reads one; the newest study does not win by being newest."""
+    members = _sweep(jobs, _tracks_gap, seed=6)
+    first = client.post("/v1/studies", json={"name": "real", "jobs": members}).json()
+    # a second study of the same jobs with made-up test accuracies (a synthetic study)
+    fake = [m | {"test_accuracy": 0.5} for m in members[:4]]
+    second = client.post("/v1/studies", json={"name": "synthetic", "jobs": fake}).json()
+    job = members[0]["job"]
+
+    pred = client.get(f"/v1/jobs/{job}").json()["prediction"]
+    assert pred["selection"] == "several_studies"
+    assert pred["calibrated"] is False and pred["gap"] is None and pred["study"] is None
+    assert [p["study"] for p in pred["studies"]] == [second["id"], first["id"]]  # newest first
+    assert "in 2 studies" in pred["basis"] and "?study=" in pred["basis"]
+    by_id = {p["study"]: p for p in pred["studies"]}
+    assert by_id[first["id"]]["calibrated"] is True and by_id[first["id"]]["name"] == "real"
+    own = next(m for m in first["members"] if m["job"] == job)["prediction"]
+    assert by_id[first["id"]]["gap"] == own["gap"]
+
+    for chosen in (first, second):
+        r = client.get(f"/v1/jobs/{job}", params={"study": chosen["id"]})
+        assert r.status_code == 200, r.text
+        pred = r.json()["prediction"]
+        assert pred["selection"] == "requested" and pred["study"] == chosen["id"]
+        assert [p["study"] for p in pred["studies"]] == [chosen["id"]]
+        assert "the study named by ?study=" in pred["basis"]
+    pred = client.get(f"/v1/jobs/{job}", params={"study": first["id"]}).json()["prediction"]
+    assert pred["calibrated"] is True and pred["gap"] == own["gap"]
+
+    # a job in only the first study still reads it without naming it
+    only = members[-1]["job"]
+    pred = client.get(f"/v1/jobs/{only}").json()["prediction"]
+    assert pred["selection"] == "only_study" and pred["study"] == first["id"]
+    assert pred["calibrated"] is True
+
+    # the list shows the same thing as the read
+    listed = {j["id"]: j for j in client.get("/v1/jobs", params={"limit": 200}).json()["items"]}
+    assert listed[job]["prediction"]["selection"] == "several_studies"
+
+
+def test_an_unknown_or_foreign_study_is_a_problem_naming_the_field(
+    client: TestClient, jobs: Jobs
+) -> None:
+    members = _sweep(jobs, _tracks_gap, seed=7)
+    study = client.post("/v1/studies", json={"name": "a", "jobs": members[:5]}).json()
+    inside, outside = members[0]["job"], members[-1]["job"]
+
+    body = assert_problem(
+        client.get(f"/v1/jobs/{inside}", params={"study": "f" * 32}),
+        422,
+        "query.study",
+        "no study " + "f" * 32,
+        study["id"],  # the job's own studies are named
+        "GET /v1/studies",
+    )
+    assert body["errors"][0]["field"] == "query.study"
+
+    body = assert_problem(
+        client.get(f"/v1/jobs/{outside}", params={"study": study["id"]}),
+        422,
+        "query.study",
+        f"job {outside} is not a member of study {study['id']}",
+        "leave study= out",
+    )
+    assert body["errors"][0]["field"] == "query.study"
+    assert_problem(client.get("/v1/jobs/" + "0" * 32, params={"study": study["id"]}), 404, "id")
