@@ -11,7 +11,7 @@ import pytest
 
 from sharpness_client import AsyncClient, Client
 from sharpness_client.errors import NotFoundError, ValidationError
-from sharpness_client.types import Study, StudyJob
+from sharpness_client.types import Study, StudyJob, StudyPrediction
 from tasks.jobstore import JobStore
 from tasks.redis_server import PrivateRedis
 from tests import databases
@@ -52,6 +52,18 @@ def test_studies_sync_and_async(stack: Stack) -> None:
         assert study.id in [s.id for s in client.studies.list()]
         pred = client.jobs.get(members[0].job).prediction
         assert pred is not None and pred.calibrated and pred.study == study.id
+        assert pred.selection == "only_study" and [p.study for p in pred.studies] == [study.id]
+        # a second study with the same job: no silent pick; study= names one
+        other = client.studies.create(name="other", jobs=members[:4])
+        pred = client.jobs.get(members[0].job).prediction
+        assert pred.selection == "several_studies" and pred.gap is None
+        assert {p.study for p in pred.studies} == {study.id, other.id}
+        assert isinstance(pred.studies[0], StudyPrediction)
+        pred = client.jobs.get(members[0].job, study=study.id).prediction
+        assert pred.selection == "requested" and pred.calibrated and pred.study == study.id
+        with pytest.raises(ValidationError, match="query.study"):
+            client.jobs.get(members[5].job, study=other.id)
+        client.studies.delete(other.id)
         png = client.studies.plot(study.id, "lambda_max", baseline="1/learning_rate")
         assert png.startswith(b"\x89PNG")
         with pytest.raises(ValidationError):
@@ -67,6 +79,8 @@ def test_studies_sync_and_async(stack: Stack) -> None:
                 name="async", jobs=[m.model_dump() for m in members]
             )
             assert (await client.studies.get(study.id)).members[0].state == "observed"
+            job = await client.jobs.get(members[0].job, study=study.id)
+            assert job.prediction.selection == "requested" and job.prediction.study == study.id
             assert study.id in [s.id async for s in await client.studies.list(limit=1)]
             await client.studies.delete(study.id)
 

@@ -132,10 +132,25 @@ class MeasureResult(_Model):
         return value if isinstance(value, str) else None
 
 
+class StudyPrediction(_Model):
+    """One study's prediction for a job that is one of its members."""
+
+    study: str
+    name: str
+    calibrated: bool
+    gap: float | None = None
+    interval: list[float] | None = None
+    level: float | None = None
+    basis: str
+    best_measure: str | None = None
+
+
 class Prediction(_Model):
     """What the service can honestly say about a job's generalization gap: `calibrated` only
     inside a study (then `gap` with its conformal `interval` at `level`); otherwise `basis`
-    says why not, with the measured gap and any PAC-Bayes bound (a bound, not a prediction)."""
+    says why not, with the measured gap and any PAC-Bayes bound (a bound, not a prediction).
+    `selection` says how the study was chosen: no_study, only_study, requested (the `study=`
+    of jobs.get) or several_studies (no single gap; each study's prediction in `studies`)."""
 
     calibrated: bool
     gap: float | None = None
@@ -144,6 +159,8 @@ class Prediction(_Model):
     basis: str
     best_measure: str | None = None
     study: str | None = None
+    selection: Literal["no_study", "only_study", "requested", "several_studies"] = "no_study"
+    studies: list[StudyPrediction] = Field(default_factory=list)
     measured_gap: float | None = None
     bound: dict[str, Any] | None = None
 
@@ -463,6 +480,7 @@ class Significance(_Model):
     psi_p_adjusted: float | None
     tau_interval: list[float] | None
     vs_best_baseline_p: float | None
+    vs_baseline: str | None = None
     beats_p: float | None
 
 
@@ -506,6 +524,7 @@ class PredictorReport(_Model):
 class LooMargin(_Model):
     difference: float
     se: float
+    p: float | None = None
 
 
 class BaselineComparison(_Model):
@@ -549,6 +568,7 @@ class StudyAnalysis(_Model):
     best_measure: str | None
     beats_baselines: BaselineComparison
     predictor_beats_mean_gap: bool | None = None
+    predictor_vs_mean_gap: LooMargin | None = None
     noise_floor: NoiseFloor | None = None
     warnings: list[str] = Field(default_factory=list)
     verdict: str
@@ -607,6 +627,7 @@ __all__ = [
     "StudyJob",
     "StudyMember",
     "StudyPage",
+    "StudyPrediction",
     "StudySummary",
     "Trajectory",
     "TrajectoryCheckpoint",

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sharpness_client._http import Request
 from sharpness_client._png import png_request, save
 from sharpness_client._spec import DatasetLike, MeasureLike, build_spec
 from sharpness_client.resources._base import create_request
@@ -62,6 +63,14 @@ class Jobs(Runs[Job]):
             spec = _spec(model, dataset, measures, **options)
         return self._send(create_request(self.path, spec, idempotency_key))
 
+    def get(self, id: str, *, study: str | None = None) -> Job:
+        """A job. `study` names the study its `prediction` comes from (the job must be one of
+        its members, else ValidationError naming query.study); without it a job in several
+        studies gets each one's prediction in `prediction.studies` and no single gap
+        (`prediction.selection` says which case applies)."""
+        params = {"study": study} if study is not None else None
+        return self._send(Request("GET", f"{self.path}/{id}", params=params))
+
     def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
     ) -> bytes:
@@ -104,6 +113,11 @@ class AsyncJobs(AsyncRuns[Job]):
             options.update(data_parallel=data_parallel)
             spec = _spec(model, dataset, measures, **options)
         return await self._send(create_request(self.path, spec, idempotency_key))
+
+    async def get(self, id: str, *, study: str | None = None) -> Job:
+        """As Jobs.get: `study` names the study the prediction comes from."""
+        params = {"study": study} if study is not None else None
+        return await self._send(Request("GET", f"{self.path}/{id}", params=params))
 
     async def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
