@@ -9,6 +9,8 @@ is baked into the graph as an argument of each call (`aten.batch_norm(..., train
   call carries its mode as an argument. Calls whose mode is their identity
   (`_native_batch_norm_legit_no_training`, ...) cannot be switched; the graph then keeps what
   it has and the caller reports that.
+- `has_dropout` says whether the graph holds a dropout call that draws a mask (train flag on,
+  p > 0); the problem seeds those draws (tasks.engine.problem).
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ _SWITCHABLE: dict[object, tuple[int, str]] = {
     _aten.feature_alpha_dropout.default: (2, "train"),
     _aten.native_dropout.default: (2, "train"),
 }
+
+#: dropout calls: (p, train) are their arguments 1 and 2.
+_DROPOUT = (
+    _aten.dropout.default,
+    _aten.feature_dropout.default,
+    _aten.alpha_dropout.default,
+    _aten.feature_alpha_dropout.default,
+    _aten.native_dropout.default,
+)
 
 #: calls whose mode cannot be switched by an argument.
 _FIXED: dict[object, str] = {
@@ -91,3 +102,15 @@ def apply_mode(module: nn.Module, mode: Literal["train", "eval"]) -> GraphMode |
         if changed:
             gm.recompile()
     return graph_mode(module)
+
+
+def has_dropout(module: nn.Module) -> bool:
+    """Whether the exported graph drops anything: a dropout call in train mode with p > 0."""
+    for gm in _graph_modules(module):
+        for node in gm.graph.nodes:
+            if node.op != "call_function" or node.target not in _DROPOUT:
+                continue
+            p = node.args[1] if len(node.args) > 1 else node.kwargs.get("p")
+            if _flag(node, 2, "train") and not (isinstance(p, (int, float)) and p == 0):
+                return True
+    return False

@@ -21,11 +21,19 @@ train mode every forward pass runs on private copies of the buffers, so BatchNor
 with batch statistics, the running statistics are never changed by a measurement, and no
 in-place update sits in autograd's way. A torch.export program has its mode written in its
 graph: it is read from there and rewritten to the requested mode where the graph allows.
+
+Dropout in train mode draws one fixed mask per batch: every forward pass runs on a fork of the
+device's random generators seeded from (`dropout_seed`, the batch's contents), so the same batch
+gets the same mask in every pass — both passes of one Hessian-vector product, every product,
+every measure and every parameter block of a job. The loss is then a deterministic function of
+the weights and its Hessian a fixed symmetric matrix; another `dropout_seed` is another draw.
+The model's own generator state is left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -218,6 +226,58 @@ def _buffer_slots(module: nn.Module) -> list[tuple[nn.Module, str, Tensor]]:
     ]
 
 
+def _has_dropout(module: nn.Module) -> bool:
+    """Whether the model holds an active-able dropout layer (p > 0): nn.Dropout and its
+    kin, or a dropout call in a torch.export graph."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return True
+    return exported.has_dropout(module)
+
+
+#: Moduli of the batch digest: values and positions are reduced below 2^16, so products stay
+#: below 2^32 and a sum over fewer than 2^31 elements is exact in int64.
+_VALUE_MOD, _POSITION_MOD = 65521, 65519
+
+
+def _as_int64(t: Tensor) -> Tensor:
+    """The elements of `t` as int64: integers as they are, floats by their bit pattern."""
+    flat = t.detach().reshape(-1)
+    if flat.is_floating_point() or flat.is_complex():
+        bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+        flat = flat.view(torch.float32) if flat.is_complex() else flat
+        flat = flat.contiguous().view(bits[flat.element_size()])
+    return flat.to(torch.int64)
+
+
+def batch_key(batch: Batch) -> int:
+    """A digest of a batch's contents (its input and target tensors, shapes and dtypes): the
+    same batch gives the same key wherever and however often it is read. Computed with exact
+    integer sums on the batch's device (one small copy to the host) and kept on the batch."""
+    cached = batch.__dict__.get("_key")
+    if cached is not None:
+        return cached
+    tensors = [*_tensors(batch.inputs), batch.targets]
+    sums = []
+    for t in tensors:
+        values = _as_int64(t).remainder(_VALUE_MOD)
+        positions = torch.arange(values.numel(), device=values.device, dtype=torch.int64)
+        weights = positions.remainder(_POSITION_MOD) + 1
+        sums.append(torch.stack([values.sum(), (values * weights).sum()]))
+    digest = torch.cat(sums).tolist() if sums else []
+    shapes = [(tuple(t.shape), str(t.dtype)) for t in tensors]
+    h = hashlib.blake2b(repr((shapes, digest)).encode(), digest_size=8)
+    key = int.from_bytes(h.digest(), "little")
+    object.__setattr__(batch, "_key", key)  # a frozen dataclass: cache beside its fields
+    return key
+
+
+def dropout_seed_for(dropout_seed: int, batch: Batch) -> int:
+    """The seed of `batch`'s dropout mask under a job's `dropout_seed` (below 2^63)."""
+    h = hashlib.blake2b(f"{int(dropout_seed)}:{batch_key(batch)}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
 class HessianProblem:
     """A model, a dataset split into batches, a loss, and the parameters to differentiate.
 
@@ -228,7 +288,8 @@ class HessianProblem:
     Vectors over the selected parameters are flat tensors of length `dim`, in the order of
     `names`. Reductions across batches accumulate in float64. `aliases` lists, for each tied
     parameter, every name it goes by; `mode_note` says where the mode came from when it was
-    not simply set on the module.
+    not simply set on the module. `dropout_seed` seeds the dropout masks of train mode (one
+    per batch, fixed for every pass); `dropout_active` says whether the model draws any.
     """
 
     def __init__(
@@ -243,6 +304,7 @@ class HessianProblem:
         output_key: str | None = None,
         class_dim: ClassDim | None = None,
         resident: bool | None = None,
+        dropout_seed: int = 0,
     ) -> None:
         self.module = as_module(model)
         self.aliases = tie_aliases(self.module)
@@ -266,6 +328,13 @@ class HessianProblem:
         self._slots = _buffer_slots(self.module)
         self._buffer_snapshot = {k: v.clone() for k, v in self.module.named_buffers()}
         self._set_mode()
+        self.dropout_seed = int(dropout_seed)
+        if not 0 <= self.dropout_seed < 2**63:
+            raise ValueError(f"dropout_seed must be in [0, 2^63), got {dropout_seed}")
+        self._dropout_layers = _has_dropout(self.module)
+        # set when a train-mode forward pass draws random numbers (dropout inside a model's
+        # own code, F.dropout): shared with every restriction of this problem
+        self._draws: dict[str, bool] = {"seen": False}
         named = select_parameters(self.module, parameters)
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
@@ -330,6 +399,12 @@ class HessianProblem:
                 f"measured in {after} mode, not {self.mode!r}"
             )
             self.mode = "train" if after == "train" else self.mode
+
+    @property
+    def dropout_active(self) -> bool:
+        """Train mode on a model that draws random numbers in its forward pass (dropout): its
+        masks are then the seeded ones of `dropout_seed`."""
+        return self.mode == "train" and (self._dropout_layers or self._draws["seen"])
 
     def restore_buffers(self) -> None:
         """Put back the buffers as they were when the problem was made (a safety net: forward
@@ -398,6 +473,33 @@ class HessianProblem:
             for owner, name, original in self._slots:
                 setattr(owner, name, original)
 
+    def _rng_state(self) -> Tensor:
+        if self.device.type == "cuda":
+            return torch.cuda.get_rng_state(self.device)
+        return torch.random.get_rng_state()
+
+    @contextlib.contextmanager
+    def _seeded(self, batch: Batch) -> Iterator[None]:
+        """In train mode, run on a fork of the random generators (the CPU's and the model's
+        CUDA device's) seeded from (dropout_seed, the batch): the same batch draws the same
+        dropout mask on every pass, and the generators are left as they were."""
+        if self.mode != "train":
+            yield
+            return
+        seed = dropout_seed_for(self.dropout_seed, batch)
+        cuda = self.device.type == "cuda"
+        devices = [self.device] if cuda else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda"):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                index = self.device.index
+                index = torch.cuda.current_device() if index is None else index
+                torch.cuda.default_generators[index].manual_seed(seed)
+            before = None if self._draws["seen"] else self._rng_state()
+            yield
+            if before is not None and not torch.equal(before, self._rng_state()):
+                self._draws["seen"] = True
+
     def forward(
         self,
         batch: Batch,
@@ -405,9 +507,10 @@ class HessianProblem:
         params: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """The logits of `batch`: through `module` (default the problem's), with `params`
-        substituted by torch.func.functional_call when given."""
+        substituted by torch.func.functional_call when given. In train mode the dropout mask
+        is the batch's seeded one (see `_seeded`)."""
         module = self.module if module is None else module
-        with second_order_kernels(), self._private_buffers():
+        with second_order_kernels(), self._private_buffers(), self._seeded(batch):
             if params is None:
                 out = call_module(module, batch.inputs)
             else:

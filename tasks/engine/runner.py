@@ -89,6 +89,8 @@ def run_with_context(
     result["seconds"] = time.perf_counter() - start
     result.setdefault("diagnostics", {})
     result["diagnostics"]["mode"] = problem.mode
+    if getattr(problem, "dropout_active", False):  # train mode: the masks' seed
+        result["diagnostics"]["dropout_seed"] = problem.dropout_seed
     if problem.mode_note:
         result["diagnostics"]["mode_note"] = problem.mode_note
     result["diagnostics"]["dim"] = problem.dim
