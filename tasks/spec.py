@@ -150,6 +150,17 @@ class JobSpec(BaseModel):
         description="eval: dropout off, BatchNorm on running statistics. train: results "
         "depend on batch composition (the result says so).",
     )
+    dropout_seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**63 - 1,
+        description="Train mode only: seeds the dropout masks. Each batch gets one mask, drawn "
+        "from this seed and the batch's contents, and every forward pass over that batch "
+        "uses it (within a Hessian-vector product, across products, in every measure and "
+        "parameter block of the job), so the loss is a fixed function of the weights and its "
+        "Hessian a fixed symmetric matrix. Another seed measures another draw of the masks. "
+        "Reported as diagnostics.dropout_seed when the model has active dropout.",
+    )
     measures: list[MeasureRequest] = Field(min_length=1, max_length=32)
     eval_dataset: DatasetRef | None = Field(
         default=None,

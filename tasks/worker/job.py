@@ -109,6 +109,7 @@ def make_problem(spec: Any, module: Any, batches: list, device: str):
         device=device,
         output_key=spec.output_key,
         class_dim=spec.class_dim,
+        dropout_seed=getattr(spec, "dropout_seed", 0),  # a trajectory's spec has none
     )
 
 

@@ -113,6 +113,7 @@ def _load(rank: int, world: int, device: str, payload: dict[str, Any]):
         device=device,
         output_key=spec.output_key,
         class_dim=spec.class_dim,
+        dropout_seed=spec.dropout_seed,
     )
 
 

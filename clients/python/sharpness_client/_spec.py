@@ -97,11 +97,13 @@ def build_spec(
     output_key: str | None = None,
     class_dim: int | None = None,
     data_parallel: int | None = None,
+    dropout_seed: int | None = None,
 ) -> JobSpec:
     """The job spec of `jobs.create`. `batch_size` applies to both datasets; `max_samples` to
     the training data only."""
     fields = given(loss=loss, mode=mode, device=device, output_key=output_key, class_dim=class_dim)
     fields.update(given(data_parallel=data_parallel, labels=dict(labels) if labels else None))
+    fields.update(given(dropout_seed=dropout_seed))
     if eval_dataset is not None:
         fields["eval_dataset"] = dataset_ref(eval_dataset, batch_size=batch_size)
     if initial_model is not None:

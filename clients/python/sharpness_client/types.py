@@ -78,6 +78,7 @@ class JobSpec(_Model):
     output_key: str | None = None  # which output is the logits (dict key or tuple index)
     class_dim: Literal[1, -1] | None = None  # sequence outputs: -1 classes last, 1 torch's
     mode: Literal["eval", "train"] = "eval"
+    dropout_seed: int = 0  # train mode: seeds the one dropout mask per batch (reported back)
     measures: list[MeasureRequest]
     eval_dataset: DatasetRef | None = None  # held-out data: test metrics and gap in evaluation
     initial_model: str | None = None  # uploaded model at initialisation (w₀)

@@ -43,6 +43,7 @@ class Jobs(Runs[Job]):
         output_key: str | None = None,
         class_dim: int | None = None,
         data_parallel: int | None = None,
+        dropout_seed: int | None = None,
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
@@ -53,13 +54,14 @@ class Jobs(Runs[Job]):
         `output_key` picks the logits among a tuple/dict output, `class_dim` (-1 or 1) the
         class dimension of sequence outputs when the shapes leave it open; `data_parallel`
         (processes, default 1) splits the data between that many processes of one worker
-        (one GPU each for device "cuda"), the result's diagnostics.world_size says how many."""
+        (one GPU each for device "cuda"), the result's diagnostics.world_size says how many;
+        `dropout_seed` (train mode) seeds the dropout masks, one per batch for every measure."""
         if spec is None:
             options = dict(params=params, loss=loss, mode=mode, device=device, labels=labels)
             options.update(batch_size=batch_size, max_samples=max_samples)
             options.update(eval_dataset=eval_dataset, initial_model=initial_model)
             options.update(output_key=output_key, class_dim=class_dim)
-            options.update(data_parallel=data_parallel)
+            options.update(data_parallel=data_parallel, dropout_seed=dropout_seed)
             spec = _spec(model, dataset, measures, **options)
         return self._send(create_request(self.path, spec, idempotency_key))
 
@@ -102,6 +104,7 @@ class AsyncJobs(AsyncRuns[Job]):
         output_key: str | None = None,
         class_dim: int | None = None,
         data_parallel: int | None = None,
+        dropout_seed: int | None = None,
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
@@ -110,7 +113,7 @@ class AsyncJobs(AsyncRuns[Job]):
             options.update(batch_size=batch_size, max_samples=max_samples)
             options.update(eval_dataset=eval_dataset, initial_model=initial_model)
             options.update(output_key=output_key, class_dim=class_dim)
-            options.update(data_parallel=data_parallel)
+            options.update(data_parallel=data_parallel, dropout_seed=dropout_seed)
             spec = _spec(model, dataset, measures, **options)
         return await self._send(create_request(self.path, spec, idempotency_key))
 
