@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 from tasks.engine.operator import HessianOperator, dense_hessian
@@ -228,3 +230,45 @@ def test_cuda_masks_are_seeded_per_batch() -> None:
     assert lam["diagnostics"]["dropout_seed"] == 0
     other = HessianProblem(dropout_mlp(), data(), mode="train", dropout_seed=1, device=device)
     assert abs(run_measure(other, "lambda_max", {"tol": 1e-10})["value"] - ref) > 1e-3 * ref
+
+
+def _dropout_rank(rank: int, world: int, port: int, out: Any) -> None:
+    """A rank of a two-process train-mode measure: its shard of whole batches."""
+    from tasks.engine import distributed
+
+    torch.set_num_threads(1)
+    distributed.init_group(rank, world, "cpu", port, timeout_s=120)
+    try:
+        shard = distributed.shard(data(batches=4), rank, world)
+        p = distributed.DistributedProblem(dropout_mlp(), shard, mode="train", dropout_seed=5)
+        lam = run_measure(p, "lambda_max", {"tol": 1e-10})
+        if rank == 0:
+            out.put(lam)
+    finally:
+        distributed.destroy()
+
+
+def test_data_parallel_ranks_draw_the_masks_of_one_process() -> None:
+    """A batch's mask depends on the seed and the batch, not on the process that holds it: two
+    ranks holding whole batches measure what one process does."""
+    from tasks.engine.distributed import free_port
+
+    p = problem(dropout_mlp(), data(batches=4), seed=5)
+    single = run_measure(p, "lambda_max", {"tol": 1e-10})
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = mp.start_processes(
+        _dropout_rank, args=(2, free_port(), out), nprocs=2, join=False, start_method="spawn"
+    )
+    try:
+        got = out.get(timeout=300)
+        while not procs.join(timeout=30):
+            pass
+    finally:
+        for proc in procs.processes:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+    assert got["diagnostics"]["world_size"] == 2 and got["diagnostics"]["dropout_seed"] == 5
+    assert got["value"] == pytest.approx(single["value"], rel=1e-10)
+    assert single["value"] == pytest.approx(top(dense_hessian(p))[0], rel=1e-9)
