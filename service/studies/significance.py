@@ -249,7 +249,7 @@ def beats_baseline_p(
 
 
 SIGNFLIP_EXACT_MAX = 14
-SIGNFLIPS = 9999
+SIGNFLIPS = 1999
 
 
 def paired_improvement_p(

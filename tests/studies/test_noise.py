@@ -15,6 +15,7 @@ import pytest
 from service.studies.analysis import _noise_floor, analyse
 from service.studies.baselines import baseline_values
 from service.studies.members import MemberData
+from service.studies.significance import ALPHA
 
 LRS = [0.1, 0.05, 0.02, 0.01, 0.005]
 
@@ -47,27 +48,103 @@ def _noise_study(rng: np.random.Generator, n: int, k: int) -> list[MemberData]:
     ]
 
 
+def _nominal(rate: float, runs: int, level: float = ALPHA) -> bool:
+    """At most the nominal level plus a binomial 3-sigma band."""
+    return rate <= level + 3 * math.sqrt(level * (1 - level) / runs)
+
+
 @pytest.mark.slow
 def test_pure_noise_rarely_beats_the_baselines() -> None:
-    """200 seeded studies of pure-noise gaps (6, 10 or 16 models; 2, 3 or 5 measures): a false
-    "beats the baselines" in at most 10% (the tests are built for 5%); the ranking test alone
-    also at most 10%."""
+    """198 seeded studies of pure-noise gaps (6, 10 or 16 models; 2, 3 or 5 measures): a false
+    "beats the baselines", a false ranking win (by_tau) and a "calibrated" prediction each
+    at most at the nominal 5% plus a binomial 3-sigma band (measured: 0, 0 and 1.5%; the
+    former rules gave 17–27% false wins and about 20% calibrated)."""
     rng = np.random.default_rng(2024)
-    beats = by_tau = 0
+    beats = by_tau = calibrated = 0
     runs = 0
     for n, k in itertools.product((6, 10, 16), (2, 3, 5)):
         for _ in range(22):
-            a = analyse(_noise_study(rng, n, k), "accuracy_gap", 0.9).analysis
+            out = analyse(_noise_study(rng, n, k), "accuracy_gap", 0.9)
+            a = out.analysis
             beats += a.beats_baselines.beats
             by_tau += bool(a.beats_baselines.by_tau)
+            calibrated += bool(a.predictor_beats_mean_gap)
+            assert bool(a.predictor_beats_mean_gap) == any(
+                p.calibrated for p in out.predictions.values()
+            )
             runs += 1
             if a.beats_baselines.beats:
                 assert a.verdict.startswith("A measure beats")
             else:
                 assert a.verdict.startswith("No measure beats")
     assert runs == 198
-    assert beats / runs <= 0.10, (beats, runs)
-    assert by_tau / runs <= 0.10, (by_tau, runs)
+    assert _nominal(beats / runs, runs), (beats, runs)
+    assert _nominal(by_tau / runs, runs), (by_tau, runs)
+    assert _nominal(calibrated / runs, runs), (calibrated, runs)
+
+
+_LOG_INV_LR = np.log(1 / np.array(LRS))
+
+
+def _realistic(
+    rng: np.random.Generator, n: int, r: float, r_lr: float = 0.3, tracks_lr: bool = False
+) -> list[MemberData]:
+    """n models drawn from a 5 × 4 learning-rate × batch-size grid (3 seeds a cell). The gap
+    is r_lr·z_lr + √(1 − r_lr²)·e (z_lr the standardised log 1/lr, e what the training
+    settings do not explain), so 1/learning_rate correlates r_lr with it. lambda_max is
+    exp(r·gap_z + √(1 − r²)·noise): correlation r with the gap (a realistic planted relation
+    at r = 0.6–0.8, not a near-copy). With tracks_lr, lambda_max instead is exp(z_lr + r·noise):
+    it sees the learning rate and nothing more, so it must not beat the baseline. Two more
+    measures are pure noise, so Holm's correction runs over three."""
+    grid = list(itertools.product(LRS, [32, 64, 128, 256], range(3)))
+    cells = rng.permutation(len(grid))[:n]
+    out = []
+    for i, c in enumerate(cells):
+        lr, bs, _ = grid[c]
+        z_lr = (math.log(1 / lr) - _LOG_INV_LR.mean()) / _LOG_INV_LR.std()
+        z = r_lr * z_lr + math.sqrt(1 - r_lr**2) * rng.normal()
+        if tracks_lr:
+            m = z_lr + r * rng.normal()
+        else:
+            m = r * z + math.sqrt(1 - r**2) * rng.normal()
+        measures = {"lambda_max": float(np.exp(m))}
+        measures.update({f"m{j}": float(np.exp(rng.normal())) for j in range(2)})
+        hps = {"learning_rate": lr, "batch_size": bs}
+        out.append(_member(i, hps, 0.05 + 0.02 * z, measures))
+    return out
+
+
+def rates(make, runs: int, seed: int) -> dict[str, float]:
+    """Over `runs` seeded studies from make(rng): how often lambda_max is called a win
+    (beats), by the ranking test alone (by_tau), and how often predictions are calibrated."""
+    rng = np.random.default_rng(seed)
+    wins = by_tau = calibrated = 0
+    for _ in range(runs):
+        a = analyse(make(rng), "accuracy_gap", 0.9).analysis
+        c = a.beats_baselines
+        wins += c.beats and c.measure == "lambda_max"
+        by_tau += bool(c.by_tau) and c.measure == "lambda_max"
+        calibrated += bool(a.predictor_beats_mean_gap)
+    return {"beats": wins / runs, "by_tau": by_tau / runs, "calibrated": calibrated / runs}
+
+
+@pytest.mark.slow
+def test_a_realistic_planted_relation_is_found_at_the_stated_rate() -> None:
+    """lambda_max correlated 0.8 with the gap, 1/learning_rate 0.3, 30 models: called a win
+    in at least 40% of 60 seeded studies (measured over 200: 57.5%), its predictions
+    calibrated in at least 80% (measured: 94%). docs/studies.md states these rates."""
+    got = rates(lambda rng: _realistic(rng, 30, 0.8), 60, seed=2)
+    assert got["beats"] >= 0.40, got
+    assert got["calibrated"] >= 0.80, got
+
+
+@pytest.mark.slow
+def test_a_measure_that_only_sees_the_learning_rate_is_not_a_win() -> None:
+    """lambda_max = the learning rate plus noise (it tells nothing the baseline does not):
+    a win in at most the nominal 5% plus a binomial 3-sigma band of 60 seeded studies of 20
+    models."""
+    got = rates(lambda rng: _realistic(rng, 20, 0.5, tracks_lr=True), 60, seed=7)
+    assert _nominal(got["beats"], 60), got
 
 
 def _planted(rng: np.random.Generator, repeats: int = 2) -> list[MemberData]:
@@ -245,3 +322,20 @@ def test_too_few_groups_fit_no_predictor() -> None:
     assert out.analysis.groups == 2 and out.analysis.predictor is None and not out.predictions
     assert "only 2 independent groups" in out.analysis.verdict
     assert out.analysis.beats_baselines.beats is False
+
+
+if __name__ == "__main__":  # the rates docs/studies.md states: python -m tests.studies.test_noise
+    for name, make, seed in [
+        (
+            "pure noise, 6/10/16 models, 2/3/5 measures",
+            lambda rng: _noise_study(rng, (6, 10, 16)[rng.integers(3)], (2, 3, 5)[rng.integers(3)]),
+            1,
+        ),
+        ("r = 0.8, 30 models", lambda rng: _realistic(rng, 30, 0.8), 2),
+        ("r = 0.7, 30 models", lambda rng: _realistic(rng, 30, 0.7), 3),
+        ("r = 0.6, 30 models", lambda rng: _realistic(rng, 30, 0.6), 4),
+        ("r = 0.8, 20 models", lambda rng: _realistic(rng, 20, 0.8), 5),
+        ("r = 0.6, 40 models", lambda rng: _realistic(rng, 40, 0.6), 6),
+        ("tracks the learning rate, 20 models", lambda rng: _realistic(rng, 20, 0.5, True), 7),
+    ]:
+        print(f"{name:40s}", rates(make, 200, seed), flush=True)
