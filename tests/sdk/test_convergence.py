@@ -225,6 +225,14 @@ def test_cli_budget_stopped_exits_five_naming_the_budget_and_the_fix(capsys) -> 
     assert notice in err  # --json: the notice on stderr
 
 
+def test_cli_most_negative_budget_is_a_note_not_a_failure(capsys) -> None:
+    top = result(True, "float32 rounding")
+    top["diagnostics"].update(most_negative_converged=False, most_negative_limited_by="time")
+    code, out, err = run_cli(job({"top_eigenvalues": top}), capsys=capsys)
+    assert code == 0, out + err  # the top eigenvalues converged
+    assert "note top_eigenvalues: the most negative eigenvalue stopped by its time budget" in out
+
+
 def test_cli_per_layer_non_convergence_exits_five(capsys) -> None:
     layered = result(True, "tolerance")
     layered["per_layer"] = {"0": result(True), "2": result(False, "iteration budget")}

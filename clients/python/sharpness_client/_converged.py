@@ -40,7 +40,7 @@ class Miss:
     def reason(self) -> str:
         """Why, and what helps: "stopped by its iteration budget ...; raise ..."."""
         if self.limited_by:
-            why = f"stopped by its {self.limited_by} before the requested accuracy"
+            why = f"stopped by its {_budget(self.limited_by)} before the requested accuracy"
         else:
             why = "did not reach the requested accuracy"
         return f"{why}; {self.fix}"
@@ -50,17 +50,19 @@ class Miss:
         return f"{self.where}{detail}: {self.reason()}"
 
 
+def _budget(by: str) -> str:
+    """A budget as a phrase: "iteration budget", "basis budget", "time budget"."""
+    return "time budget" if by == "time" else by
+
+
 def limited_by(result: Any) -> str | None:
     """A result's `diagnostics.limited_by` (a MeasureResult, a per-layer dict or a trajectory
     point), None where the service did not say."""
     if isinstance(result, dict):
         diag = result.get("diagnostics") or {}
         value = diag.get("limited_by", result.get("limited_by"))
-    else:
-        diag = getattr(result, "diagnostics", None) or {}
-        value = diag.get("limited_by") if isinstance(diag, dict) else None
-        if value is None:
-            value = (getattr(result, "model_extra", None) or {}).get("limited_by")
+    else:  # MeasureResult.limited_by reads its diagnostics; a point carries its own
+        value = getattr(result, "limited_by", None)
     return value if isinstance(value, str) else None
 
 
@@ -75,6 +77,17 @@ def converged_note(result: Any) -> str | None:
             "cannot be certified"
         )
     return None
+
+
+def negative_note(name: str, result: Any) -> str | None:
+    """For top_eigenvalues / lambda_max with `most_negative`: a most negative eigenvalue a
+    budget stopped (reported apart; the top eigenvalues' `converged` does not cover it)."""
+    diag = (result.get("diagnostics") if isinstance(result, dict) else result.diagnostics) or {}
+    if diag.get("most_negative_converged") is not False:
+        return None
+    by = diag.get("most_negative_limited_by")
+    why = f"stopped by its {_budget(by)}" if isinstance(by, str) else "did not converge"
+    return f"the most negative eigenvalue {why}; raise {name}.max_iter for it"
 
 
 def _param(params: dict[str, Any], name: str, measure: str) -> str:

@@ -159,6 +159,8 @@ def notices(j: Job) -> list[str]:
             out.append(f"NOT CONVERGED {found[name].text()}")
         elif note := _converged.converged_note(r):
             out.append(f"note {name}: {note}")
+        if negative := _converged.negative_note(name, r):
+            out.append(f"note {name}: {negative}")
         for w in r.warnings:
             out.append(f"warning {name}: {w}")
         if diag.get("ci95_note"):
