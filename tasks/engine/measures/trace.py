@@ -7,6 +7,11 @@ spectra they reach a given error with far fewer HVPs than Hutchinson. Block Kryl
 subspace by block Lanczos at one HVP per dimension (the others spend two), and had the lowest
 error at 100 HVPs on every decaying spectrum of the benchmark. Hutchinson alone supports an
 early stop on a relative tolerance.
+
+Every 95% interval includes the rounding level of the products (`diagnostics.rounding_level`,
+tasks.engine.trace.rounding), so an exact trace (a basis spanning the space) has an interval
+of nonzero width; it is `converged` with limited_by "<dtype> rounding". With `rtol`
+(Hutchinson) `converged` says whether it was met and `limited_by` why the run stopped.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ class Params(CurvatureParams):
         default=None,
         gt=0,
         le=1,
-        description="Hutchinson only: stop early once the standard error ≤ rtol·|estimate| "
-        "(absolute values compared; at least 10 probes).",
+        description="Hutchinson only: stop early once the standard error plus the rounding "
+        "level ≤ rtol·|estimate| (absolute values compared; at least 10 probes), or once it is "
+        "within 4× the rounding level; reaching num_hvps first is not converged.",
     )
 
 
@@ -60,7 +66,10 @@ def run(ctx: MeasureContext, params: Params) -> dict:
         "ci95": list(est.ci95) if est.ci95 is not None else None,
         "method": est.method,
         "probes": est.probes,
+        "rounding_level": est.rounding_level,
     }
+    if est.limited_by is not None:
+        diagnostics["limited_by"] = est.limited_by
     if est.method == "xtrace":
         diagnostics["ci95_note"] = XTRACE_INTERVAL_NOTE
     return measured(est.estimate, diagnostics, converged=est.converged, hvps=op.hvps)

@@ -2,7 +2,9 @@
 (`Tally`), probes, the t interval and the deflated Hutchinson remainder.
 
 The mean of n samples has standard error s/√n; the 95% interval uses the t quantile with n−1
-degrees of freedom.
+degrees of freedom, widened on both sides by the estimate's rounding level (see `rounding`).
+An exact trace (the basis spans the space) has standard error 0 and the interval
+[v − level, v + level]; it is converged, limited by its dtype's rounding.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
+from tasks.engine.convergence import rounding
 from tasks.engine.linear_operator import LinearOperator, as_operator
+from tasks.engine.trace.rounding import (
+    abs_mass,
+    operator_dtype,
+    quadratic_rounding,
+    unit_roundoff,
+    widen,
+)
 
 
 @dataclass
@@ -27,7 +37,9 @@ class TraceEstimate:
     hvps: int
     seconds: float
     method: str
-    converged: bool | None = None  # rtol met (None when no rtol was asked)
+    converged: bool | None = None  # rtol met or exact (None when no rtol was asked)
+    rounding_level: float = 0.0  # absolute; included in ci95 (see tasks.engine.trace.rounding)
+    limited_by: str | None = None  # convergence vocabulary; None when converged is None
 
 
 Summary = tuple[float, float | None, tuple[float, float] | None]
@@ -43,6 +55,8 @@ class Tally:
         self.start, self.before = time.perf_counter(), self.operator.hvps
         self.gen = torch.Generator().manual_seed(seed)
         self.method = method
+        self.dtype = operator_dtype(self.operator)
+        self.eps = unit_roundoff(self.dtype)
 
     @property
     def hvps(self) -> int:
@@ -56,13 +70,31 @@ class Tally:
         ci: tuple[float, float] | None,
         probes: int,
         converged: bool | None = None,
+        rounding_level: float = 0.0,
+        limited_by: str | None = None,
     ) -> TraceEstimate:
+        """The estimate; `ci` is the statistical interval, widened here by the rounding."""
         seconds = time.perf_counter() - self.start
-        return TraceEstimate(estimate, se, ci, probes, self.hvps, seconds, self.method, converged)
+        return TraceEstimate(
+            estimate,
+            se,
+            widen(ci, rounding_level),
+            probes,
+            self.hvps,
+            seconds,
+            self.method,
+            converged,
+            rounding_level,
+            limited_by,
+        )
 
-    def exact(self, trace: float) -> TraceEstimate:
-        """The trace computed exactly (the basis spans the space): standard error 0."""
-        return self.result(trace, 0.0, (trace, trace), 0)
+    def exact(self, trace: float, mass: float) -> TraceEstimate:
+        """The trace computed exactly (the basis spans the space) from forms of absolute mass
+        `mass`: standard error 0, the interval its rounding, converged (limited by it)."""
+        level = quadratic_rounding(self.eps, mass)
+        return self.result(
+            trace, 0.0, (trace, trace), 0, True, level, limited_by=rounding(self.dtype)
+        )
 
 
 def t_quantile(n: int, level: float = 0.975) -> float:
@@ -103,12 +135,15 @@ def summary(samples: list[float]) -> Summary:
 
 def plus_deflated_hutchinson(
     operator: LinearOperator, Q: Basis, exact: float, g: int, gen: torch.Generator
-) -> Summary:
-    """exact + Hutchinson on (I − QQᵀ)H(I − QQᵀ) with g Rademacher probes projected off Q.
+) -> tuple[float, float | None, tuple[float, float] | None, float]:
+    """exact + Hutchinson on (I − QQᵀ)H(I − QQᵀ) with g Rademacher probes projected off Q;
+    also the probes' mean absolute mass (for the rounding level).
 
     Given Q the probes are independent of it, so their standard error is the estimate's."""
     G = Q.project_out(rademacher(operator.dim, g, gen, Q.device))
-    rest, se, _ = summary((G * operator.matmat(G)).sum(dim=0).tolist())
+    HG = operator.matmat(G)
+    rest, se, _ = summary((G * HG).sum(dim=0).tolist())
+    mass = float(abs_mass(G, HG).mean())
     estimate = exact + rest
     ci = None if se is None else (estimate - t_quantile(g) * se, estimate + t_quantile(g) * se)
-    return estimate, se, ci
+    return estimate, se, ci, mass

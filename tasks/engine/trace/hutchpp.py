@@ -2,7 +2,8 @@
 (S random signs), Q = orth(Y); a third computes tr(QᵀHQ) exactly; the last third runs
 Hutchinson on the deflated remainder (I−QQᵀ)H(I−QQᵀ). Fast-decaying spectra (NN Hessians)
 leave little in the remainder, so the error is much lower for the same HVPs. Given Q the
-first term is exact, so the remainder's Hutchinson standard error is an honest error bar.
+first term is exact, so the remainder's Hutchinson standard error is an honest error bar;
+the interval adds the rounding level of both parts (tasks.engine.trace.rounding).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tasks.engine.basis import Basis
 from tasks.engine.context import MeasureContext
 from tasks.engine.linear_operator import LinearOperator
 from tasks.engine.trace.common import Tally, TraceEstimate, plus_deflated_hutchinson, rademacher
+from tasks.engine.trace.rounding import abs_mass, quadratic_rounding
 
 
 def hutchpp(
@@ -31,15 +33,21 @@ def hutchpp(
     Q, _ = torch.linalg.qr(op.matmat(rademacher(dim, r, tally.gen, op.device)))
     if ctx is not None:
         ctx.step(r, None)
-    low_rank = float((Q * op.matmat(Q)).sum())
+    HQ = op.matmat(Q)
+    low_rank = float((Q * HQ).sum())
+    mass = float(abs_mass(Q, HQ).sum())
     if ctx is not None:
         ctx.step(2 * r, low_rank)
     g = num_hvps - 2 * r
     if r >= dim:  # Q spans the space: the trace is exact
-        return tally.exact(low_rank)
+        return tally.exact(low_rank, mass)
     if g <= 0:  # no budget left for the remainder: no error bar
-        return tally.result(low_rank, None, None, 0)
-    estimate, se, ci = plus_deflated_hutchinson(op, Basis.of(Q), low_rank, g, tally.gen)
+        return tally.result(
+            low_rank, None, None, 0, rounding_level=quadratic_rounding(tally.eps, mass)
+        )
+    estimate, se, ci, rest = plus_deflated_hutchinson(op, Basis.of(Q), low_rank, g, tally.gen)
     if ctx is not None:
         ctx.step(num_hvps, estimate, std_error=se)
-    return tally.result(estimate, se, ci, g)
+    return tally.result(
+        estimate, se, ci, g, rounding_level=quadratic_rounding(tally.eps, mass + rest)
+    )

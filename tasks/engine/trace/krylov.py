@@ -10,7 +10,9 @@ the space also captures the top of the spectrum far better than a sketch of equa
 
 the first term exact, the second by Hutchinson with a third of the budget in fresh Rademacher
 probes projected onto the complement. Given Q they are independent of it, so the estimate is
-unbiased and the remainder's Hutchinson standard error is an honest error bar.
+unbiased and the remainder's Hutchinson standard error is an honest error bar. The interval
+adds the rounding level of both parts (tasks.engine.trace.rounding): an exact trace (the basis
+spans the space) reports [v − level, v + level] and is converged, limited by the rounding.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tasks.engine.basis import Basis
 from tasks.engine.context import MeasureContext
 from tasks.engine.linear_operator import LinearOperator
 from tasks.engine.trace.common import Tally, TraceEstimate, plus_deflated_hutchinson, rademacher
+from tasks.engine.trace.rounding import abs_mass, quadratic_rounding
 
 
 def block_krylov(
@@ -51,10 +54,11 @@ def block_krylov(
     blocks = min((num_hvps - g) // b, math.ceil(dim / b))
     Q = Basis(dim, device, capacity=blocks * b)
     Qj, _ = torch.linalg.qr(rademacher(dim, b, gen, device))
-    exact = 0.0
+    exact, mass = 0.0, 0.0
     for j in range(blocks):
         W = operator.matmat(Qj)
         exact += float((Qj * W).sum())
+        mass += float(abs_mass(Qj, W).sum())
         Q.append(Qj)
         if ctx is not None:
             ctx.step(tally.hvps, None)
@@ -72,9 +76,10 @@ def block_krylov(
         # block (noise) can lean on Q again, and the DGKS test finds those
         Qj, _ = torch.linalg.qr(Q.project_out(Qj, only_if_needed=True))
     if len(Q) >= dim:  # the basis spans everything: tr(QᵀHQ) is the trace
-        return tally.exact(exact)
+        return tally.exact(exact, mass)
     g = num_hvps - tally.hvps
-    estimate, se, ci = plus_deflated_hutchinson(operator, Q, exact, g, gen)
+    estimate, se, ci, rest = plus_deflated_hutchinson(operator, Q, exact, g, gen)
     if ctx is not None:
         ctx.step(tally.hvps, estimate, std_error=se)
-    return tally.result(estimate, se, ci, g)
+    level = quadratic_rounding(tally.eps, mass + rest)
+    return tally.result(estimate, se, ci, g, rounding_level=level)

@@ -18,6 +18,10 @@ radius √dim (the "improved" XTrace of the paper): (I − P_i)ω_i then points 
 random direction of the (dim − m + 1)-dimensional complement, so scaling
 the held-out term by κ_i = (dim − m + 1)/‖(I − P_i)ω_i‖², ‖(I − P_i)ω_i‖² = dim − ‖w_i‖² + c_i²,
 keeps it unbiased and removes the variance of the vector's length.
+
+Rounding (tasks.engine.trace.rounding): each t_i is tr(QᵀH̃Q) plus a held-out form, so the
+level is ROUNDING_FACTOR·eps·(Σ_i a(q_i) + mean_i κ_i·a(ω_i)), with a(x) = Σ_j |x_j (H̃x)_j|;
+the interval adds it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tasks.engine.context import MeasureContext
 from tasks.engine.linear_operator import LinearOperator
 from tasks.engine.trace.common import Tally, TraceEstimate, rademacher, sphere_probes, summary
 from tasks.engine.trace.hutchpp import hutchpp
+from tasks.engine.trace.rounding import abs_mass, quadratic_rounding
 
 
 def xtrace(
@@ -65,7 +70,8 @@ def xtrace(
         return hutchpp(operator, num_hvps - m, seed=seed, ctx=ctx)
     if ctx is not None:
         ctx.step(m, None)
-    HQ = Q.T @ operator.matmat(Q)
+    HQfull = operator.matmat(Q)
+    HQ = Q.T @ HQfull
     HQ = 0.5 * (HQ + HQ.T)
     W = Q.T @ Omega
     S = torch.linalg.solve_triangular(
@@ -86,4 +92,5 @@ def xtrace(
     estimate, se, ci = summary(t.tolist())
     if ctx is not None:
         ctx.step(2 * m, estimate, std_error=se)
-    return tally.result(estimate, se, ci, m)
+    mass = float(abs_mass(Q, HQfull).sum()) + float((kappa * abs_mass(Omega, Y)).mean())
+    return tally.result(estimate, se, ci, m, rounding_level=quadratic_rounding(tally.eps, mass))
