@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sharpness_client import cli
@@ -58,8 +59,10 @@ def test_not_converged_is_printed_and_exits_five(service_url: str, files) -> Non
     assert proc.returncode == cli.EXIT_NOT_CONVERGED, proc.stdout + proc.stderr
     row = rows(proc.stdout)["lambda_max"].split()
     assert row[2:4] == ["-", "NO"], row  # no interval; not converged
+    assert row[4:6] == ["(iteration", "budget)"], row  # what stopped it
     assert "NOT CONVERGED lambda_max (residual bound" in proc.stdout
-    assert "2 iterations" in proc.stdout
+    assert "2 iterations): stopped by its iteration budget" in proc.stdout
+    assert "raise lambda_max.max_iter (now 2)" in proc.stdout  # the fix
     assert "warning lambda_max:" in proc.stdout  # the service's own warning text
 
     # --json keeps stdout parseable and says the same on stderr, with the same exit code
@@ -67,12 +70,31 @@ def test_not_converged_is_printed_and_exits_five(service_url: str, files) -> Non
     assert proc.returncode == cli.EXIT_NOT_CONVERGED
     job = json.loads(proc.stdout)
     assert job["results"]["lambda_max"]["converged"] is False
+    assert job["results"]["lambda_max"]["diagnostics"]["limited_by"] == "iteration budget"
     assert "NOT CONVERGED lambda_max" in proc.stderr and "warning lambda_max:" in proc.stderr
+    assert "iteration budget" in proc.stderr
 
     # converged: exit 0, no notice
     proc = measure(files, "--measure", "lambda_max", url=service_url)
     assert proc.returncode == 0, proc.stderr
     assert rows(proc.stdout)["lambda_max"].split()[3] == "yes"
+    assert "NOT CONVERGED" not in proc.stdout + proc.stderr
+    assert "NotConvergedWarning" not in proc.stderr
+
+
+def test_float32_converged_to_rounding_exits_zero(service_url: str, tmp_path: Path) -> None:
+    """A tol below float32's rounding is met as far as float32 products allow: converged,
+    limited by "float32 rounding", exit 0, no notice of non-convergence."""
+    x, y = M.data(n=32, seed=12)
+    x = x.astype(np.float32)
+    files = {"model": tmp_path / "mlp32.pt2", "data": tmp_path / "data32.npz"}
+    files["model"].write_bytes(export_module(M.mlp(seed=6).float(), x[:2]))
+    files["data"].write_bytes(arrays_to_npz(x, y))
+    args = ["--measure", "lambda_max", "--param", "lambda_max.tol=1e-12"]
+    proc = measure(files, *args, url=service_url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "yes (float32 rounding)" in rows(proc.stdout)["lambda_max"]
+    assert "note lambda_max: converged to float32 rounding" in proc.stdout
     assert "NOT CONVERGED" not in proc.stdout + proc.stderr
 
 
@@ -102,8 +124,9 @@ def test_measures_name_shows_parameters_defaults_and_bounds(service_url: str) ->
     table = rows(proc.stdout.replace("PARAM", "MEASURE", 1))
     schema = registry.measures()["lambda_max"].params.model_json_schema()["properties"]
     assert set(table) == set(schema)
+    # tol's default is null: as tight as the model's dtype allows
     tol = table["tol"].split()
-    assert tol[1:3] == ["number", "1e-06"] and "> 0, ≤ 0.1" in table["tol"]
+    assert tol[1:5] == ["number", "or", "null", "null"] and "> 0, ≤ 0.1" in table["tol"]
     assert "≥ 2, ≤ 10000" in table["max_iter"] and " 300 " in table["max_iter"]
     assert '"hessian" | "ggn"' in table["curvature"]
     first_words = " ".join(schema["tol"]["description"].split()[:4])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from sharpness_client import (
     JobFailedError,
     JobStatus,
     JobTimeoutError,
+    NotConvergedError,
+    NotConvergedWarning,
     NotFoundError,
     ValidationError,
 )
@@ -151,3 +154,35 @@ def test_async_client_measures(service_url: str) -> None:
     job, listed = asyncio.run(go())
     assert job.status == JobStatus.succeeded and job.value("lambda_max") > 0
     assert job.id in {j.id for j in listed}
+
+
+def test_not_converged_warns_or_raises_and_converged_is_silent(service_url: str) -> None:
+    x, y = M.data(n=48, seed=6)
+    with Client() as client:
+        model = client.models.from_module(M.mlp(seed=6), x[:2]).id
+        data = client.datasets.from_arrays(x, y).id
+        run = dict(device="cpu", timeout=120, poll_interval=0.2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # converged: no warning at all
+            done = client.measure(model, data, ["lambda_max"], **run)
+        assert done.results["lambda_max"].converged is True
+        assert done.results["lambda_max"].limited_by in ("tolerance", "float64 rounding")
+
+        # two Lanczos steps cannot reach the accuracy asked: the budget stopped it
+        budget = {"lambda_max": {"max_iter": 2, "tol": 1e-12}}
+        with pytest.warns(NotConvergedWarning, match="iteration budget") as caught:
+            job = client.measure(model, data, ["lambda_max"], params=budget, **run)
+        assert caught.list[0].filename == __file__
+        assert "raise lambda_max.max_iter (now 2)" in str(caught.list[0].message)
+        result = job.results["lambda_max"]
+        assert result.converged is False and result.limited_by == "iteration budget"
+        assert job.value("lambda_max") > 0  # the value is still returned
+
+        with pytest.raises(NotConvergedError) as info:
+            client.jobs.wait(job.id, raise_on_not_converged=True)
+        assert info.value.limited_by == {"lambda_max": "iteration budget"}
+        assert info.value.job.id == job.id
+        with pytest.raises(NotConvergedError):
+            client.measure(
+                model, data, ["lambda_max"], params=budget, raise_on_not_converged=True, **run
+            )
