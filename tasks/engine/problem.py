@@ -374,7 +374,8 @@ class HessianProblem:
         if self.mode == "train":
             warnings.warn(
                 "measuring in train mode: BatchNorm uses batch statistics and dropout is "
-                "active, so the result depends on how the data is batched",
+                "active (one mask per batch, seeded by dropout_seed), so the result depends on "
+                "how the data is batched",
                 TrainModeWarning,
                 stacklevel=3,
             )
