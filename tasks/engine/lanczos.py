@@ -25,11 +25,21 @@ would not). On float32 test models the true λ errors were 0.01-8·eps₃₂·�
 of this estimate (tests/engine/test_error_estimates.py); the rounding of activations fed to
 the products grows with the data, which is why it is measured and not assumed. It remains an
 estimate, not a bound: it does not see rounding that repeats identically in every product.
-A run stops when every wanted Ritz value has a residual bound ≤ max(tol·|θ|, atol) — or below
-the rounding level, where more steps cannot help — and is `converged` only when the error
-estimate itself is ≤ max(tol·|θ|, atol): a tol under the rounding level returns
-converged = False and says so, never a silent floor.
-`atol` (default 0) is for eigenvalues at or near zero, where a relative tol means nothing.
+
+The convergence contract (tasks/engine/convergence.py): an eigenvalue is `converged` when its
+error estimate is ≤ max(tol·|θ|, atol) (limited_by "tolerance") or ≤ ROUNDING_MULTIPLE ×
+the rounding level (limited_by "<dtype> rounding": as accurate as the products allow).
+`tol=None`, the default, is as tight as the dtype allows: 0 below float64 (stop at the
+rounding floor), 1e-10 in float64. The run stops on the bound — every wanted Ritz value
+has |β s| ≤ max(tol·|θ|, atol, rounding level) — and, where the residuals are measured,
+only once the measured error estimates meet the contract as well; when they do not, it
+goes on with a four times stricter bound. Only `max_iter` can stop it short of that: then
+`converged` is False, limited_by "iteration budget", and a NotConvergedWarning names
+max_iter and the steps taken. In exact arithmetic Ritz values lie below the top
+eigenvalues (and above the most negative); with rounding they can land on either side, so
+an unconverged result likely underestimates them by up to its error estimate, no more is
+claimed. `atol` (default 0) accepts an absolute accuracy instead; near zero the rounding
+clause already applies (the rounding level is relative to ‖H‖, not to θ).
 
 Each step subtracts the recurrence's αq_j + β_{j−1}q_{j−1}, then reorthogonalises fully
 against the basis (Gram–Schmidt, a second pass when the first lost accuracy): Q stays
@@ -62,6 +72,16 @@ import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
+from tasks.engine.convergence import (
+    ITERATION_BUDGET,
+    ROUNDING_MULTIPLE,
+    NotConvergedWarning,
+    classify,
+    default_tol,
+    is_converged,
+    rounding,
+    worst,
+)
 from tasks.engine.linear_operator import LinearOperator, as_operator
 
 if TYPE_CHECKING:
@@ -72,10 +92,6 @@ DEFAULT_MAX_BASIS = 40
 
 #: rounding level = ROUNDING_FACTOR · eps(HVP dtype) · ‖H‖; see `rounding_level`
 ROUNDING_FACTOR = 2.0
-
-
-class NotConvergedWarning(UserWarning):
-    """An estimate stopped at its iteration budget before its error bound was met."""
 
 
 class RestartedWarning(UserWarning):
@@ -107,14 +123,41 @@ class LanczosResult:
     max_basis: int = 0
     basis_peak: int = 0  # most basis vectors allocated at once
     basis_bytes_peak: int = 0
+    tol: float = 0.0  # the relative tol used (the dtype's default when none was given)
+    atol: float = 0.0
+    # why the run stopped (tasks.engine.convergence): the worst of the top k, then each
+    limited_by: str = ITERATION_BUDGET
+    limited_by_each: list[str] = field(default_factory=list)
+    most_negative_limited_by: str | None = None
+
+
+def operator_dtype(operator: Any) -> torch.dtype:
+    """The dtype the operator computes its products in: its `compute_dtype`, its problem's
+    dtype, or those of the operator it wraps (`inner`); float64 if none says."""
+    for _ in range(8):
+        if operator is None:
+            break
+        dtype = getattr(operator, "compute_dtype", None)
+        if dtype is None:
+            dtype = getattr(getattr(operator, "problem", None), "dtype", None)
+        if dtype is not None:
+            return dtype
+        operator = getattr(operator, "inner", None)
+    return torch.float64
 
 
 def operator_eps(operator: Any) -> float:
     """Unit roundoff of the dtype the operator computes its products in (float64 if unknown)."""
-    dtype = getattr(operator, "compute_dtype", None)
-    if dtype is None:
-        dtype = getattr(getattr(operator, "problem", None), "dtype", torch.float64)
-    return float(torch.finfo(dtype).eps)
+    return float(torch.finfo(operator_dtype(operator)).eps)
+
+
+def dtype_for_eps(eps: float) -> torch.dtype:
+    """The floating dtype whose unit roundoff is `eps` (the nearest coarser one otherwise)."""
+    dtypes = sorted(
+        (torch.float64, torch.float32, torch.bfloat16, torch.float16),
+        key=lambda d: torch.finfo(d).eps,
+    )
+    return next((d for d in dtypes if torch.finfo(d).eps >= eps * (1 - 1e-9)), dtypes[-1])
 
 
 def rounding_level(eps: float, norm: float) -> float:
@@ -153,7 +196,7 @@ def _kept(n: int, wanted_top: int, wanted_bottom: int, room: int) -> Tensor:
 def lanczos(
     operator: LinearOperator | Tensor,
     k: int = 1,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_iter: int = 300,
     *,
     most_negative: bool = False,
@@ -170,16 +213,21 @@ def lanczos(
 ) -> LanczosResult:
     """The k largest (algebraic) eigenvalues of a symmetric operator, in a bounded basis.
 
-    Stops when all k wanted Ritz pairs satisfy |β_n s_{n,i}| ≤ max(tol·|θ_i|, atol), or lie
-    below the rounding level (see the module docstring). With `most_negative`, the same
-    Krylov space also yields the algebraically smallest eigenvalue; its target is taken
-    relative to the spectrum's scale, tol·max(|θ_min|, |θ_max|), since near a minimum it is
-    tiny and only its size relative to λmax is meaningful. Iteration continues until both
-    are met or `max_iter` steps (HVPs) were taken; then `converged` is False and a
-    NotConvergedWarning says why. At most `max_basis` vectors are held (default
-    `default_max_basis(k, most_negative)`); past that the basis is restarted (thick restart)
-    and a RestartedWarning says so. `hvp_eps` overrides the unit roundoff of the products
-    (taken from the operator's problem dtype, float64 otherwise).
+    `tol=None` (the default) is as tight as the products' dtype allows (`default_tol`): below
+    float64 the run stops at the rounding floor, in float64 at 1e-10 relative. A step count
+    stops the run when all k wanted Ritz pairs satisfy |β_n s_{n,i}| ≤ max(tol·|θ_i|, atol),
+    or lie below the rounding level; where the products are not float64 (or the basis was
+    restarted) the wanted Ritz vectors' residuals are then measured, and the run goes on
+    while they say the error estimate does not meet the contract (module docstring). With
+    `most_negative`, the same Krylov space also yields the algebraically smallest
+    eigenvalue; its target is taken relative to the spectrum's scale,
+    tol·max(|θ_min|, |θ_max|), since near a minimum it is tiny and only its size relative to
+    λmax is meaningful. `max_iter` steps (HVPs) at most; a run it stopped before the
+    contract was met is not `converged` (limited_by "iteration budget") and a
+    NotConvergedWarning says so. At most `max_basis` vectors are held (default
+    `default_max_basis(k, most_negative)`); past that the basis is restarted (thick
+    restart) and a RestartedWarning says so. `hvp_eps` overrides the unit roundoff of the
+    products (taken from the operator's problem dtype, float64 otherwise).
 
     `ctx.step(iteration, estimate)` is called after each step (progress and cancellation).
     """
@@ -204,7 +252,12 @@ def lanczos(
         m = max_basis
     m = min(m, dim)
     max_steps = max_iter if m < dim else min(max_iter, dim)
-    eps = operator_eps(operator) if hvp_eps is None else hvp_eps
+    if hvp_eps is None:
+        dtype = operator_dtype(operator)
+        eps = float(torch.finfo(dtype).eps)
+    else:
+        dtype, eps = dtype_for_eps(hvp_eps), float(hvp_eps)
+    tol = default_tol(dtype) if tol is None else float(tol)
     hvps_before = operator.hvps
     gen = torch.Generator().manual_seed(seed)
     device = operator.device
@@ -214,7 +267,7 @@ def lanczos(
     history: list[float] = []
     theta = S = bounds = None
     beta = 0.0
-    converged = False
+    exact = False  # the Krylov space spans everything: the Ritz values are the eigenvalues
     scale = 0.0  # running estimate of ‖H‖ (largest |Ritz value|)
     q_prev, beta_prev = q, 0.0
     coupling: Tensor | None = None  # after a thick restart: couplings of q with kept vectors
@@ -222,11 +275,19 @@ def lanczos(
     steps = 0
     n = 0
     bytes_peak = 0
+    strict = 1.0  # lowered each time the measured residuals overrule the bound
+    check: _Check | None = None  # the measured residuals of the final state, once passed
 
     def targets(theta: Tensor) -> tuple[Tensor, float]:
         top = torch.clamp(tol * theta[-k:].abs(), min=atol)
         bottom = max(tol * max(abs(float(theta[0])), scale), atol)
         return top, bottom
+
+    def measure(keep: bool, products: bool = True) -> _Check:
+        assert theta is not None and S is not None
+        order = torch.arange(n - 1, n - 1 - min(k, n), -1).tolist()
+        bottom = 0 if most_negative else None
+        return _measure(operator, Q, S, theta, order, bottom, eps, scale, device, keep, products)
 
     while True:
         Q.append(q)
@@ -252,18 +313,24 @@ def lanczos(
         if n >= k:
             floor = rounding_level(eps, scale)
             top_target, bottom_target = targets(theta)
-            ok = bool((bounds[-k:] <= torch.clamp(top_target, min=floor)).all())
+            ok = bool((bounds[-k:] <= strict * torch.clamp(top_target, min=floor)).all())
             if most_negative:
-                ok = ok and float(bounds[0]) <= max(bottom_target, floor)
+                ok = ok and float(bounds[0]) <= strict * max(bottom_target, floor)
             if ok:
-                converged = True
-                break
+                if not _needs_measuring(eps, restarts):
+                    break
+                # the bound rests on the computed relation; the measured residuals decide
+                check = measure(return_eigenvectors)
+                if _meets(check, bounds, theta, targets, k):
+                    break
+                check = None
+                strict *= 0.25
         if steps >= max_steps:
             break
         invariant = beta <= 1e-12 * max(scale, 1e-300)
         if n == m:  # the basis is full: thick restart
             if m >= dim:
-                converged = True  # T is similar to H: every Ritz value is exact
+                exact = True  # T is similar to H: every Ritz value is exact
                 bounds = torch.zeros_like(bounds)
                 break
             keep = _kept(n, k, wanted_bottom, m)
@@ -289,7 +356,7 @@ def lanczos(
             fresh = Q.project_out(_random_unit(dim, gen, device))
             nrm = float(fresh.norm())
             if nrm <= 1e-10:  # Q spans everything
-                converged = True
+                exact = True
                 bounds = torch.zeros_like(bounds)
                 break
             q_prev, beta_prev, q = q, 0.0, fresh / nrm
@@ -297,13 +364,12 @@ def lanczos(
             T[n, n - 1] = T[n - 1, n] = beta
             q_prev, beta_prev, q = q, beta, w / beta
     assert theta is not None and S is not None and bounds is not None
-    if n == dim and restarts == 0 and not converged:  # T is similar to H
-        converged = True
+    if n == dim and restarts == 0 and not exact:  # T is similar to H
+        exact = True
         bounds = torch.zeros_like(bounds)
     kk = min(k, n)
     order = torch.arange(n - 1, n - 1 - kk, -1)
     floor = rounding_level(eps, scale)
-    errors = [max(float(bounds[i]), floor) for i in order]
     result = LanczosResult(
         eigenvalues=[float(theta[i]) for i in order],
         residual_bounds=[float(bounds[i]) for i in order],
@@ -318,51 +384,51 @@ def lanczos(
         max_basis=m,
         basis_peak=Q.peak_columns,
         basis_bytes_peak=bytes_peak,
+        tol=tol,
+        atol=atol,
     )
     # HVPs below float64, or a basis restarted (each restart adds rounding to the Lanczos
-    # relation the bound rests on): measure the Ritz vectors' residuals directly
-    verify = eps > 1e-12 or restarts > 0
-    need_vectors = return_eigenvectors or verify
-    measured: list[float] = []
-    if need_vectors:
-        vectors = []
-        for rank, i in enumerate(order.tolist()):
-            y = Q.combine(S[:, i]).to(device)
-            if verify:
-                hy = operator.matvec(y).to(torch.float64)
-                res_true = float((hy - float(theta[i]) * y).norm() / y.norm())
-                if rank == 0 and eps > 1e-12:
-                    hy3 = operator.matvec(3.0 * y).to(torch.float64) / 3.0
-                    noise = float((hy3 - hy).norm())
-                    floor = max(floor, noise)
-                    result.rounding_level = floor
-                measured.append(res_true)
-            if return_eigenvectors:
-                vectors.append(y)
-        if measured:
-            result.measured_residuals = measured
-            errors = [
-                max(float(bounds[i]), r + floor)
-                for i, r in zip(order.tolist(), measured, strict=True)
-            ]
-        if return_eigenvectors:
-            result.eigenvectors = torch.stack(vectors, dim=1)
+    # relation the bound rests on): the Ritz vectors' residuals measured directly
+    if check is None and (_needs_measuring(eps, restarts) or return_eigenvectors):
+        check = measure(return_eigenvectors, products=_needs_measuring(eps, restarts))
+    errors = [max(float(bounds[i]), floor) for i in order]
+    bottom_error = max(float(bounds[0]), floor)
+    if check is not None and check.measured:
+        floor = result.rounding_level = check.level
+        result.measured_residuals = check.measured
+        errors = _errors(check, bounds, order.tolist())
+        if check.bottom is not None:
+            bottom_error = max(float(bounds[0]), check.bottom + floor)
     result.error_estimates = errors
     top_target, bottom_target = targets(theta)
-    result.converged = (
-        converged
-        and kk == k
-        and all(e <= float(t) for e, t in zip(errors, top_target.flip(0), strict=True))
-    )
+    budget = ITERATION_BUDGET
+    limits = [
+        classify(e, float(t), floor, dtype, budget)
+        for e, t in zip(errors, top_target.flip(0), strict=True)
+    ]
+    if exact:  # no budget stopped it: what the estimate holds beyond the tol is rounding
+        limits = [v if is_converged(v) else rounding(dtype) for v in limits]
+    limits += [budget] * (k - kk)  # max_iter < k: some were never computed
+    result.limited_by_each = limits
+    result.limited_by = worst(limits)
+    result.converged = is_converged(result.limited_by)
+    if check is not None and return_eigenvectors:
+        result.eigenvectors = torch.stack(check.vectors, dim=1)
     if most_negative:
         result.most_negative = float(theta[0])
         result.most_negative_bound = float(bounds[0])
-        result.most_negative_error = max(float(bounds[0]), floor)
-        result.most_negative_converged = bool(
-            converged and result.most_negative_error <= bottom_target
+        result.most_negative_error = bottom_error
+        limit = classify(bottom_error, bottom_target, floor, dtype, budget)
+        result.most_negative_limited_by = (
+            rounding(dtype) if exact and not is_converged(limit) else limit
         )
+        result.most_negative_converged = is_converged(result.most_negative_limited_by)
         if return_eigenvectors:
-            result.most_negative_eigenvector = Q.combine(S[:, 0]).to(device)
+            result.most_negative_eigenvector = (
+                check.bottom_vector
+                if check is not None and check.bottom_vector is not None
+                else Q.combine(S[:, 0]).to(device)
+            )
     result.hvps = operator.hvps - hvps_before
     if restarts and warn:
         warnings.warn(
@@ -372,37 +438,136 @@ def lanczos(
             RestartedWarning,
             stacklevel=2,
         )
-    if not result.converged and warn:
-        worst = max(
-            (e / max(abs(t), 1e-300) for t, e in zip(result.eigenvalues, errors, strict=True)),
-            default=math.inf,
-        )
-        unreachable = floor > max(tol * min(abs(t) for t in result.eigenvalues), atol)
-        if min(abs(t) for t in result.eigenvalues) <= floor and floor > atol:
-            why = (
-                f"an eigenvalue is within the rounding level ({floor:.3g}) of zero, where a "
-                "relative tol cannot be met; set atol (an absolute tolerance) for it"
-            )
-        elif unreachable:
-            why = (
-                f"tol={tol:g} is below what HVPs with unit roundoff {eps:.2g} can certify "
-                f"(rounding level {floor:.3g}, {floor / max(scale, 1e-300):.2g} relative to "
-                "‖H‖); the eigenvalues are accurate to about their error estimates; ask for "
-                "a larger tol, or use a float64 model for a smaller one"
-            )
-        else:
-            why = (
-                f"stopped after {steps} steps (max_iter={max_iter}); the eigenvalues are "
-                "estimates (lower bounds on the true top eigenvalues); raise max_iter"
-            )
-        warnings.warn(
-            f"Lanczos did NOT converge: the worst relative error estimate is {worst:.3g} > "
-            f"tol={tol:g}: {why}",
-            NotConvergedWarning,
-            stacklevel=2,
-        )
+    if warn:
+        why = _budget_message(result, max_iter, k)
+        if why:
+            warnings.warn(why, NotConvergedWarning, stacklevel=2)
     result.seconds = time.perf_counter() - start
     return result
+
+
+@dataclass
+class _Check:
+    """The wanted Ritz vectors' residuals under fresh products, and the rounding level."""
+
+    measured: list[float]  # ‖H̃y − θy‖/‖y‖, top Ritz values first
+    level: float
+    vectors: list[Tensor]  # the Ritz vectors, when kept
+    bottom: float | None = None  # the most negative one's residual
+    bottom_vector: Tensor | None = None
+
+
+def _needs_measuring(eps: float, restarts: int) -> bool:
+    """Whether the bound alone may not be trusted: products below float64 (their rounding
+    differs from product to product), or a restarted basis."""
+    return eps > 1e-12 or restarts > 0
+
+
+def _measure(
+    operator: LinearOperator,
+    Q: Basis,
+    S: Tensor,
+    theta: Tensor,
+    order: list[int],
+    bottom: int | None,
+    eps: float,
+    scale: float,
+    device: Any,
+    keep: bool,
+    products: bool = True,
+) -> _Check:
+    """One product per Ritz vector in `order` (and `bottom`): its residual ‖H̃y − θy‖/‖y‖,
+    and, below float64, the products' rounding measured on the first as ‖H̃(3y)/3 − H̃y‖
+    (scaling by 3 changes every rounding; a power of two would not). Without `products`
+    only the vectors (for `keep`)."""
+    level = rounding_level(eps, scale)
+    out = _Check([], level, [])
+    for rank, i in enumerate([*order, *([] if bottom is None else [bottom])]):
+        y = Q.combine(S[:, i]).to(device)
+        if not products:
+            if rank < len(order):
+                out.vectors.append(y)
+            else:
+                out.bottom_vector = y
+            continue
+        hy = operator.matvec(y).to(torch.float64)
+        res = float((hy - float(theta[i]) * y).norm() / y.norm())
+        if rank == 0 and eps > 1e-12:
+            hy3 = operator.matvec(3.0 * y).to(torch.float64) / 3.0
+            out.level = max(out.level, float((hy3 - hy).norm()))
+        if rank < len(order):
+            out.measured.append(res)
+            if keep:
+                out.vectors.append(y)
+        else:
+            out.bottom = res
+            out.bottom_vector = y if keep else None
+    return out
+
+
+def _errors(check: _Check, bounds: Tensor, order: list[int]) -> list[float]:
+    """error estimate = max(residual bound, measured residual + rounding level)."""
+    return [
+        max(float(bounds[i]), r + check.level) for i, r in zip(order, check.measured, strict=True)
+    ]
+
+
+def _meets(check: _Check, bounds: Tensor, theta: Tensor, targets: Any, k: int) -> bool:
+    """Whether the measured error estimates meet the contract: within the target or within
+    ROUNDING_MULTIPLE × the rounding level, for every wanted eigenvalue."""
+    n = int(theta.numel())
+    order = list(range(n - 1, n - 1 - len(check.measured), -1))
+    top_target, bottom_target = targets(theta)
+    allowed = [max(float(t), ROUNDING_MULTIPLE * check.level) for t in top_target.flip(0)]
+    ok = all(e <= a for e, a in zip(_errors(check, bounds, order), allowed, strict=True))
+    if check.bottom is not None:
+        error = max(float(bounds[0]), check.bottom + check.level)
+        ok = ok and error <= max(bottom_target, ROUNDING_MULTIPLE * check.level)
+    return ok and len(check.measured) == k
+
+
+def _budget_message(result: LanczosResult, max_iter: int, k: int) -> str | None:
+    """The NotConvergedWarning's text when a budget stopped the run, else None."""
+    stopped = [v for v in [result.limited_by, result.most_negative_limited_by] if v]
+    budget = next((v for v in stopped if not is_converged(v)), None)
+    if budget is None:
+        return None
+    worst_rel = max(
+        (
+            e / max(abs(t), 1e-300)
+            for t, e, v in zip(
+                result.eigenvalues, result.error_estimates, result.limited_by_each, strict=False
+            )
+            if not is_converged(v)
+        ),
+        default=math.inf,
+    )
+    which = []
+    if not is_converged(result.limited_by):
+        which.append(
+            f"the top {'eigenvalue' if k == 1 else f'{k} eigenvalues'} likely "
+            f"underestimate{'s' if k == 1 else ''} the true one{'' if k == 1 else 's'}, by up "
+            f"to {'its' if k == 1 else 'their'} error estimate{'' if k == 1 else 's'} "
+            f"(worst {worst_rel:.3g} relative)"
+        )
+    if result.most_negative_limited_by and not is_converged(result.most_negative_limited_by):
+        which.append(
+            "the most negative eigenvalue likely overestimates the true one, by up to its "
+            f"error estimate ({result.most_negative_error:.3g})"
+        )
+    asked = [f"tol={result.tol:g}"] if result.tol else []
+    asked += [f"atol={result.atol:g}"] if result.atol else []
+    floor = f"{ROUNDING_MULTIPLE:g}× the rounding level ({result.rounding_level:.3g})"
+    met = f"{', '.join(asked)} or {floor}" if asked else floor
+    more = max(2 * max_iter, max_iter + 50)
+    restarts = (
+        f"; raise max_basis to restart less ({result.restarts} restarts)" if result.restarts else ""
+    )
+    return (
+        f"Lanczos did NOT converge: its {budget} stopped it after {result.iterations} steps "
+        f"(max_iter={max_iter}) before the error estimates met {met}; {'; '.join(which)}; "
+        f"raise max_iter (to {more} or more){restarts}"
+    )
 
 
 def lanczos_tridiagonal(

@@ -39,6 +39,12 @@ for σ* that pacbayes_flatness, pacbayes_mag_flatness and pacbayes_orig share, a
 functions of all four (`flatness_measure`, `orig_measure`, `bound_measure`), so a measure module
 is its name, its parameters and one call. This module imports torch only inside the functions
 that compute, so the registry still loads the measure modules without it.
+
+The searches follow the convergence contract (tasks.engine.convergence): `converged` is true
+when the bisection found the σ whose drop is the target (limited_by "tolerance": resolved to
+σ_max/2^depth); a σ capped at sigma_max is not converged (limited_by "search range") and a
+NotConvergedWarning says to raise sigma_max. pacbayes_bound is not a search: its converged is
+None and it has no limited_by.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from tasks.engine.convergence import SEARCH_RANGE, TOLERANCE, NotConvergedWarning
 from tasks.engine.measures.base import MeasureParams, attributes, measured
 
 if TYPE_CHECKING:
@@ -264,8 +271,10 @@ def flatness_measure(
     )
     if not search.reached:
         warnings.warn(
-            f"{noise} up to sigma_max={params.sigma_max} never cost {params.target_drop} "
-            f"accuracy: {symbol} is capped at sigma_max{capped} (raise sigma_max)",
+            f"{measure} did NOT converge: its {SEARCH_RANGE} stopped it: {noise} up to "
+            f"sigma_max={params.sigma_max} never cost {params.target_drop} accuracy, so "
+            f"{symbol} is capped at sigma_max{capped}; raise sigma_max",
+            NotConvergedWarning,
             stacklevel=3,
         )
     diagnostics = {
@@ -275,6 +284,9 @@ def flatness_measure(
         "drop_at_sigma": search.drop,
         **attributes(params, "target_drop", "sigma_max"),
         "reached_target": search.reached,
+        # bisection to `depth` steps is the resolution asked for; a σ capped at sigma_max
+        # is the edge of the search range, not a measurement
+        "limited_by": TOLERANCE if search.reached else SEARCH_RANGE,
         "iterations": search.iterations,
         "samples": params.samples,
         "examples": search.examples,
@@ -296,6 +308,7 @@ def orig_measure(ctx: MeasureContext, params: FlatnessParams, measure: str) -> d
     norm_sq = float(w.pow(2).sum())
     diagnostics: dict[str, Any] = {
         "kind": "measure",
+        "limited_by": search["limited_by"],
         "sigma": sigma,
         "m": m,
         "weight_norm_sq": norm_sq,

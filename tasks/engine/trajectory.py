@@ -34,7 +34,7 @@ No Celery, FastAPI or Redis here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -124,21 +124,26 @@ class EigenPairs:
     hvps: int
     seconds: float
     backend: str = ""
+    error_estimates: list[float] = field(default_factory=list)
+    limited_by: str = ""  # why Lanczos stopped (tasks.engine.convergence)
 
 
 def top_eigenpairs(
     problem: HessianProblem,
     k: int = 3,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_iter: int = 400,
     seed: int = 0,
     ctx: MeasureContext | None = None,
     hvp_backend: str = "auto",
     preconditioner: Tensor | None = None,
 ) -> EigenPairs:
-    """Top-k eigenpairs of a HessianProblem by Lanczos (full reorthogonalisation, stopped on
-    the Ritz residual bound |β s| ≤ tol·|θ|). The eigenvector error is about bound/gap, so
-    overlaps need a tol well below the relative eigenvalue gaps.
+    """Top-k eigenpairs of a HessianProblem by Lanczos (full reorthogonalisation), under the
+    convergence contract of lambda_max: `converged` when each error estimate is within
+    tol·|θ| or within 4× the products' rounding level, `limited_by` says which or names the
+    budget (max_iter) that stopped it. `tol=None` is as tight as the dtype allows. The
+    eigenvector error is about bound/gap, so overlaps need a tol well below the relative
+    eigenvalue gaps.
 
     With `preconditioner` (diag P, flat): the eigenpairs of P⁻¹H, by Lanczos on D H D
     (D = P^{−1/2}); the eigenvectors returned are D y, normalised (P⁻¹H's, in parameter space)."""
@@ -154,7 +159,16 @@ def top_eigenpairs(
     vectors = res.eigenvectors
     if isinstance(op, PreconditionedOperator):
         vectors = op.to_parameter_space(vectors)
-    kept = attributes(res, "eigenvalues", "residual_bounds", "converged", "iterations", "hvps")
+    kept = attributes(
+        res,
+        "eigenvalues",
+        "residual_bounds",
+        "converged",
+        "iterations",
+        "hvps",
+        "error_estimates",
+        "limited_by",
+    )
     return EigenPairs(eigenvectors=vectors, seconds=res.seconds, backend=hessian.backend, **kept)
 
 
@@ -228,6 +242,7 @@ class TrajectoryTracker:
             "beyond_edge": ratio > 1.0,
             "residual_bounds": list(pairs.residual_bounds),
             "converged": pairs.converged,
+            "limited_by": pairs.limited_by,
             "iterations": pairs.iterations,
             "hvps": pairs.hvps,
             "seconds": pairs.seconds,

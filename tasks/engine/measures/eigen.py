@@ -18,13 +18,16 @@ if TYPE_CHECKING:
 class EigensolverParams(CurvatureParams):
     """Tolerances and the memory budget shared by the Lanczos measures."""
 
-    tol: float = Field(
-        default=1e-6,
+    tol: float | None = Field(
+        default=None,
         gt=0,
         le=0.1,
-        description="Relative accuracy asked for: stop when the Ritz residual bound |β s| ≤ "
-        "tol·|θ|; `converged` only when the error estimate (which includes the HVPs' rounding, "
-        "about 1e-7·‖H‖ for a float32 model) is ≤ tol·|θ| as well.",
+        description="Relative accuracy asked for, max(tol·|θ|, atol). Default: as tight as the "
+        "model's dtype allows (float32 and lower: stop at the products' rounding floor, about "
+        "1e-7·‖H‖; float64: 1e-10). `converged` is true when each error estimate (which "
+        "includes the products' rounding) is within it or within 4× the rounding level; "
+        "diagnostics.limited_by says which ('tolerance', 'float32 rounding', ...) or names the "
+        "budget that stopped the run ('iteration budget': raise max_iter).",
     )
     atol: float = Field(
         default=0.0,
@@ -44,7 +47,7 @@ class EigensolverParams(CurvatureParams):
     basis_dtype: Literal["float64", "float32"] = Field(
         default="float64",
         description="Precision of the stored basis: float32 halves its memory; orthogonality "
-        "then holds to about 1e-7, fine for tol ≥ 1e-6.",
+        "then holds to about 1e-7, fine for float32 models and for tol ≥ 1e-6.",
     )
     basis_on_host: bool = Field(
         default=False,
@@ -81,17 +84,24 @@ def lanczos_options(params: EigensolverParams) -> dict[str, Any]:
 
 
 def budget_diagnostics(res: LanczosResult) -> dict[str, Any]:
-    """What the result says about its errors and its memory."""
+    """What the result says about its errors, why it stopped, and its memory."""
     return {
         **attributes(
-            res, "rounding_level", "hvp_eps", "measured_residuals", "restarts", "max_basis"
+            res,
+            "limited_by",
+            "tol",
+            "rounding_level",
+            "hvp_eps",
+            "measured_residuals",
+            "restarts",
+            "max_basis",
         ),
         "basis_vectors_peak": res.basis_peak,
         "basis_bytes_peak": res.basis_bytes_peak,
     }
 
 
-NEGATIVE_FIELDS = ("", "_bound", "_error", "_converged")
+NEGATIVE_FIELDS = ("", "_bound", "_error", "_converged", "_limited_by")
 
 
 def eigen_measure(
@@ -100,7 +110,11 @@ def eigen_measure(
     """The top `k` eigenvalues of the context's curvature by Lanczos, each with its residual
     bound and error estimate, the most negative one and the eigenvectors on request, and the
     memory budget. `k=None` is lambda_max: the top eigenvalue alone, and each figure a number
-    (`residual_bound`, `eigenvector`) where top_eigenvalues reports lists."""
+    (`residual_bound`, `eigenvector`) where top_eigenvalues reports lists.
+
+    `converged` and `diagnostics.limited_by` follow tasks.engine.convergence: for the top k
+    together, limited_by is the worst of `limited_by_each` (one per eigenvalue); the most
+    negative one has its own `most_negative_converged` and `most_negative_limited_by`."""
     from tasks.engine.lanczos import lanczos
 
     op = ctx.operator(params)
@@ -122,7 +136,7 @@ def eigen_measure(
         }
     else:
         value = res.eigenvalues
-        diag = attributes(res, "residual_bounds", "error_estimates")
+        diag = attributes(res, "residual_bounds", "error_estimates", "limited_by_each")
     diag.update(iterations=res.iterations, backend=op.backend, **budget_diagnostics(res))
     if params.most_negative:
         diag.update(attributes(res, *(f"most_negative{s}" for s in NEGATIVE_FIELDS)))

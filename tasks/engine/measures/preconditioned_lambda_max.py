@@ -2,7 +2,7 @@
 
 P = (1 − β₁ᵗ)·diag(√(v_t/(1 − β₂ᵗ)) + ε) from Adam's `exp_avg_sq` (v_t, by parameter name) and
 `step` (t). λmax(P⁻¹H) is the largest eigenvalue of the symmetric P^{−1/2} H P^{−1/2} (the same
-eigenvalues), found by Lanczos stopped on the Ritz residual bound. Adam is stable near a
+eigenvalues), found by Lanczos under lambda_max's convergence contract. Adam is stable near a
 point while λmax(P⁻¹H) < (2 + 2β₁)/((1 − β₁)η); give `learning_rate` to get that threshold and
 the ratio. Needs the optimizer state in the measure's context (trajectories with optimizer
 'adam' pass each checkpoint's; a notebook passes `optimizer_state=` to run_measure).
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from tasks.engine.measures.base import CurvatureParams, measured
+from tasks.engine.measures.base import CurvatureParams, attributes, measured
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -30,7 +30,14 @@ class Params(CurvatureParams):
     learning_rate: float | None = Field(
         default=None, gt=0, le=1e6, description="η: report the edge (2+2β₁)/((1−β₁)η) and ratio."
     )
-    tol: float = Field(default=1e-6, gt=0, le=0.1, description="Relative Ritz residual bound.")
+    tol: float | None = Field(
+        default=None,
+        gt=0,
+        le=0.1,
+        description="Relative accuracy asked for. Default: as tight as the model's dtype allows "
+        "(float32: the products' rounding floor; float64: 1e-10). `converged` and "
+        "diagnostics.limited_by as for lambda_max.",
+    )
     max_iter: int = Field(default=300, ge=2, le=10_000, description="Lanczos steps at most.")
 
 
@@ -56,6 +63,8 @@ def run(ctx: MeasureContext, params: Params) -> dict:
     value = res.eigenvalues[0]
     diag: dict[str, Any] = {
         "residual_bound": res.residual_bounds[0],
+        "error_estimate": res.error_estimates[0],
+        **attributes(res, "limited_by", "tol", "rounding_level"),
         "iterations": res.iterations,
         "step": step,
         "preconditioner_min": float(p.min()),
