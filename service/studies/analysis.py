@@ -306,12 +306,12 @@ def _significance(
     base_cols = [j for j, f in enumerate(ranked) if f.kind == "baseline"]
     measures = [j for j, f in enumerate(ranked) if f.kind == "measure"]
     # the best baseline is chosen once, on all the models, not again in each resample
-    best = sig.best_baseline([reports[ranked[j].name].kendall_tau for j in base_cols])  # type: ignore[union-attr]
+    # (the baseline the verdict names: largest |τ|, ties to the smaller LOO error)
+    chosen = _best([reports[ranked[j].name] for j in base_cols])  # type: ignore[misc]
     vs: dict[int, float | None] = {j: None for j in measures}
-    vs_name = None
-    if best is not None:
-        b = base_cols[best]
-        vs_name = ranked[b].name
+    vs_name = chosen.name if chosen is not None else None
+    if chosen is not None:
+        b = next(j for j in base_cols if ranked[j].name == chosen.name)
         tau_b = float(reports[ranked[b].name].kendall_tau)  # type: ignore[union-attr,arg-type]
         for j in measures:
             tau_m = float(reports[ranked[j].name].kendall_tau)  # type: ignore[union-attr,arg-type]
