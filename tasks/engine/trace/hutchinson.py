@@ -72,7 +72,7 @@ def probe_loop(
         if limited_by is None:
             limited_by = convergence.ITERATION_BUDGET
             warn_budget(
-                method, se if se is not None else float("inf"), estimate, rtol, len(samples)
+                method, se if se is not None else float("inf"), estimate, rtol, level, len(samples)
             )
     result = tally.result(estimate, se, ci, len(samples), converged, level, limited_by)
     if result.ci95 is not None and method == "frobenius":

@@ -91,16 +91,20 @@ def stop_reason(se: float, estimate: float, rtol: float, level: float, dtype: to
     return convergence.classify(se + level, rtol * abs(estimate), level, dtype)
 
 
-def warn_budget(method: str, se: float, estimate: float, rtol: float, probes: int) -> None:
+def warn_budget(
+    method: str, se: float, estimate: float, rtol: float, level: float, probes: int
+) -> None:
     """The NotConvergedWarning of a probe loop its budget stopped: what was reached, the
-    budget parameter, and about how many probes the rtol needs (se falls as 1/√probes)."""
+    budget parameter, and about how many probes would stop it (se falls as 1/√probes, and
+    the loop stops once se ≤ max(rtol·|estimate| − level, (ROUNDING_MULTIPLE − 1)·level))."""
     target = rtol * abs(estimate)
-    need = probes * (se / target) ** 2 if target > 0 else math.inf
+    enough = max(target - level, (convergence.ROUNDING_MULTIPLE - 1) * level)
+    need = probes * (se / enough) ** 2 if enough > 0 else math.inf
     more = f"about {need:.3g} probes" if math.isfinite(need) else "more probes"
     warnings.warn(
         f"{method} did NOT converge: stopped by its probe budget (num_hvps={probes}) with "
-        f"standard error {se:.3g} > rtol·|estimate| = {target:.3g}; raise num_hvps "
-        f"({more} would meet rtol={rtol:g}) or loosen rtol",
+        f"standard error {se:.3g} + rounding level {level:.3g} > rtol·|estimate| = "
+        f"{target:.3g}; raise num_hvps ({more} would stop it) or loosen rtol",
         NotConvergedWarning,
         stacklevel=4,
     )

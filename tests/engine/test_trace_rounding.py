@@ -1,0 +1,175 @@
+"""Trace and Frobenius intervals include the products' rounding, against exact float64 Hessians.
+
+A float32 model and its data convert to float64 exactly, so the dense float64 Hessian of the
+copy (torch.autograd.functional.hessian) is the true Hessian of the model that was measured,
+and the float32 products' own dense matrix H̃ (its columns H̃e_j) shows what rounding did.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from tasks.engine.convergence import ROUNDING_MULTIPLE
+from tasks.engine.lanczos import NotConvergedWarning
+from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.problem import HessianProblem
+from tasks.engine.runner import run_measure
+from tasks.engine.trace import block_krylov, frobenius, hutchinson, hutchpp, xtrace
+from tests.engine.models import SmallCNN, data, make, spectrum_matrix
+
+F64 = torch.float64
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def float32_case(name: str, seed: int = 0):
+    """The float32 problem, the true (float64) Hessian, and the float32 products' matrix."""
+    if name == "cnn_big_data":  # 1000 examples: the products' rounding grows with the data
+        torch.manual_seed(seed)
+        model, batches, loss = (
+            SmallCNN().double(),
+            [data(1000, (1, 6, 6), 3, seed)],
+            "cross_entropy",
+        )
+    else:
+        model, batches, loss = make(name, seed)
+    m32 = model.float()
+    b32 = [(x.float(), y) for x, y in batches]
+    b64 = [(x.double(), y) for x, y in b32]
+    H = dense_hessian(HessianProblem(copy.deepcopy(m32).double(), b64, loss))
+    p = HessianProblem(m32, b32, loss)
+    op = HessianOperator(p)
+    computed = op.matmat(torch.eye(p.dim, dtype=F64))
+    return p, H, computed
+
+
+def wide(lo: float, hi: float, level: float) -> bool:
+    """hi − lo ≥ 2·level, up to the float64 rounding of forming lo and hi."""
+    return level > 0 and hi - lo >= 2 * level * (1 - 1e-6)
+
+
+NAMES = ["mlp_tanh", "cnn_bn", "transformer", "residual", "tied", "cnn_big_data"]
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def case(request):
+    return (
+        request.param,
+        *float32_case(request.param, 1 if request.param == "cnn_big_data" else 0),
+    )
+
+
+def test_exact_trace_interval_has_width_and_holds_the_true_trace(case) -> None:
+    """As many products as parameters: the trace is exact up to rounding, which the interval
+    now includes (it was [v, v], with the true value 1e-7 relative outside)."""
+    name, p, H, computed = case
+    true = float(torch.trace(H))
+    for est in (
+        block_krylov(HessianOperator(p), 2 * p.dim + 10, seed=0),
+        hutchpp(HessianOperator(p), 3 * p.dim, seed=0),
+    ):
+        lo, hi = est.ci95
+        assert est.std_error == 0.0
+        assert wide(lo, hi, est.rounding_level), name
+        assert lo <= true <= hi, (name, est.method, true, est.ci95)
+        assert est.converged is True and est.limited_by == "float32 rounding"
+        # the level is an estimate at the rounding scale, not a blanket
+        assert est.rounding_level <= 1e-4 * float(torch.linalg.matrix_norm(H, 2)) * p.dim
+    # the products' own trace errs by rounding only; the exact path's level covers it
+    assert abs(float(torch.trace(computed)) - true) <= est.rounding_level
+
+
+def test_stochastic_intervals_include_the_rounding_level(case) -> None:
+    """Every estimator's interval is at least twice its rounding level wide, and that level
+    covers the bias rounding puts in every probe (the products' trace error), which no
+    number of probes removes."""
+    name, p, H, computed = case
+    bias = abs(float(torch.trace(computed)) - float(torch.trace(H)))
+    for estimator in (hutchinson, hutchpp, xtrace, block_krylov):
+        est = estimator(HessianOperator(p), 30, seed=1)
+        lo, hi = est.ci95
+        assert wide(lo, hi, est.rounding_level), est.method
+        assert bias <= est.rounding_level, (name, est.method, bias, est.rounding_level)
+        assert est.converged is None and est.limited_by is None  # no rtol asked
+
+
+def test_frobenius_interval_includes_its_rounding_level(case) -> None:
+    """Width at least twice the level in every run; the level covers what rounding did to the
+    products' own norm; the true norm inside the 95% interval in most seeds (a statistical
+    interval: 7 of 8 here)."""
+    name, p, H, computed = case
+    true = float(torch.linalg.matrix_norm(H))
+    inside = 0
+    for seed in range(8):
+        est = frobenius(HessianOperator(p), 100, seed=seed)
+        lo, hi = est.ci95
+        assert wide(lo, hi, est.rounding_level)
+        inside += lo <= true <= hi
+        # the norm of the products' own matrix errs by rounding only: within the level
+        assert abs(float(torch.linalg.matrix_norm(computed)) - true) <= est.rounding_level
+    assert inside >= 7, (name, inside)
+
+
+def test_float64_products_give_float64_sized_levels() -> None:
+    """A dense float64 matrix: the level is float64's, nonzero, far below float32's."""
+    A = spectrum_matrix(torch.linspace(1.0, 3.0, 40, dtype=F64))
+    est = block_krylov(MatrixOperator(A), 200, seed=0)
+    true = float(torch.trace(A))
+    lo, hi = est.ci95
+    assert 0 < est.rounding_level < 1e-12 * true and lo <= true <= hi
+    assert est.limited_by == "float64 rounding" and est.converged is True
+
+
+def test_rtol_met_is_limited_by_tolerance() -> None:
+    A = spectrum_matrix(-torch.linspace(1.0, 3.0, 50, dtype=F64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        est = hutchinson(MatrixOperator(A), 200, rtol=0.05)
+    assert est.converged is True and est.limited_by == "tolerance"
+    assert est.std_error + est.rounding_level <= 0.05 * abs(est.estimate)
+    assert est.probes < 200
+
+
+def test_probe_budget_is_limited_by_the_iteration_budget_and_warns() -> None:
+    A = spectrum_matrix(-torch.linspace(1.0, 3.0, 50, dtype=F64))
+    with pytest.warns(NotConvergedWarning, match="num_hvps=40") as caught:
+        est = hutchinson(MatrixOperator(A), 40, rtol=1e-6)
+    assert est.converged is False and est.limited_by == "iteration budget"
+    assert est.probes == 40 and est.std_error > 1e-6 * abs(est.estimate)
+    assert "raise num_hvps" in str(caught[0].message)
+    with pytest.warns(NotConvergedWarning, match="frobenius"):
+        fro = frobenius(MatrixOperator(A), 20, rtol=1e-9)
+    assert fro.converged is False and fro.limited_by == "iteration budget"
+
+
+def test_an_rtol_below_the_rounding_is_limited_by_the_rounding() -> None:
+    """A diagonal matrix: every Rademacher probe gives the exact trace (and ‖Hv‖ = ‖H‖_F), so
+    the standard error is 0 and an rtol under float64's rounding stops at the rounding."""
+    D = torch.diag(torch.linspace(-2.0, 5.0, 30, dtype=F64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        est = hutchinson(MatrixOperator(D), 100, rtol=1e-20)
+        fro = frobenius(MatrixOperator(D), 100, rtol=1e-20)
+    for e in (est, fro):
+        assert e.converged is True and e.limited_by == "float64 rounding"
+        assert e.probes == 10  # stops at min_probes
+        assert e.std_error <= ROUNDING_MULTIPLE * e.rounding_level
+
+
+def test_trace_measure_reports_rounding_and_limited_by() -> None:
+    p, H, _ = float32_case("mlp_tanh")
+    res = run_measure(p, "trace", {"num_hvps": 2 * p.dim + 10})
+    d = res["diagnostics"]
+    lo, hi = d["ci95"]
+    assert res["converged"] is True and d["limited_by"] == "float32 rounding"
+    assert wide(lo, hi, d["rounding_level"]) and lo <= float(torch.trace(H)) <= hi
+    budget = run_measure(p, "trace", {"method": "hutchinson", "num_hvps": 20, "rtol": 1e-6})
+    assert budget["converged"] is False
+    assert budget["diagnostics"]["limited_by"] == "iteration budget"
+    assert any("num_hvps" in w for w in budget["warnings"])
+    plain = run_measure(p, "frobenius", {"num_hvps": 20})
+    assert plain["converged"] is None and "limited_by" not in plain["diagnostics"]
+    assert plain["diagnostics"]["rounding_level"] > 0
