@@ -87,8 +87,9 @@ def parse_marker(body: str) -> dict[str, str]:
     out = {}
     for word in body.split():
         key, sep, value = word.partition("=")
-        if not sep:
-            raise ValueError(f"doc-test marker: {word!r} is not key=value")
+        if not sep or key not in ("rtol", "timeout"):
+            raise ValueError(f"doc-test marker: {word!r} is not skip: <reason>, rtol= or timeout=")
+        float(value)
         out[key] = value
     return out
 

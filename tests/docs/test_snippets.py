@@ -171,3 +171,5 @@ def test_console_commands_and_markers(tmp_path: Path) -> None:
     assert [s.kind for s in found] == ["claim", "claim", "doctest", "", "claim"]
     assert found[0].skip_reason == "needs a GPU" and found[1].skip_reason is None
     assert found[2].rtol == 1e-2
+    with pytest.raises(ValueError, match="not skip"):
+        snippets.parse_marker("skp: typo")
