@@ -23,6 +23,16 @@ does near ±t. More steps (more nodes near ±t) narrow it; more runs narrow the 
 Past `max_basis` steps the reorthogonalisation window slides (see lanczos_tridiagonal): the
 nodes and weights stay a valid quadrature in practice, but the bracket is then no longer a
 theorem about μ_v, only about the quadrature.
+
+Rounding: the products are computed in the model's dtype, so the nodes are eigenvalues of the
+computed operator H̃, each within about ‖H̃ − H‖ of a true one (Weyl), and an eigenvalue
+within that of ±t may fall on either side of the threshold. With rounding level
+r = DENSITY_ROUNDING_FACTOR·eps·λscale (eps of the products' dtype; Lanczos saw eigenvalue
+errors of 0.01-8·eps·‖H‖ on float32 test models, tests/engine/test_error_estimates.py), the
+lower end of the share interval uses each run's bracket at t − r and the upper end its bracket
+at t + r, so the rank interval holds whatever rounding did to the eigenvalues near ±t
+(`effective_rank_rounding` is the width this adds, in ranks; `rounding_level` is r).
+An exact run's bracket was a point before: it now spans the mass within r of ±t.
 """
 
 from __future__ import annotations
@@ -37,9 +47,14 @@ from torch import Tensor
 
 from tasks.engine.lanczos import lanczos_tridiagonal
 from tasks.engine.linear_operator import LinearOperator, as_operator
+from tasks.engine.trace.rounding import operator_dtype, unit_roundoff
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
+
+#: rounding level of the nodes = DENSITY_ROUNDING_FACTOR · eps · λscale (twice the largest
+#: eigenvalue error, in units of eps·‖H‖, that Lanczos showed on float32 test models)
+DENSITY_ROUNDING_FACTOR = 16.0
 
 
 @dataclass
@@ -59,6 +74,8 @@ class DensityEstimate:
     effective_rank_naive: float = 0.0  # (1 − weight of the nodes inside [−t, t])·dim
     max_basis: int | None = None
     basis_peak: int = 0  # most Lanczos vectors held at once
+    rounding_level: float = 0.0  # r: how far rounding may move an eigenvalue (absolute)
+    effective_rank_rounding: float = 0.0  # width the rounding adds to the rank interval
 
 
 def slq(
@@ -113,11 +130,19 @@ def slq(
     scale = max(abs(lmax), abs(lmin))
     t = zero_threshold * scale
     share = float(weights[nodes.abs() <= t].sum())
-    brackets = [
-        _share_bracket(x, w, t, exact=e)
-        for x, w, e in zip(all_nodes, all_weights, exact, strict=True)
-    ]
-    mid, ci = _rank_interval([b[0] for b in brackets], [b[1] for b in brackets], operator.dim)
+    r = DENSITY_ROUNDING_FACTOR * unit_roundoff(operator_dtype(operator)) * scale
+
+    def brackets_at(threshold: float) -> list[tuple[float, float]]:
+        return [
+            _share_bracket(x, w, threshold, exact=e)
+            for x, w, e in zip(all_nodes, all_weights, exact, strict=True)
+        ]
+
+    brackets = brackets_at(t)
+    mid, plain = _rank_interval([b[0] for b in brackets], [b[1] for b in brackets], operator.dim)
+    inner, outer = brackets_at(max(t - r, 0.0)), brackets_at(t + r)
+    low, high = [b[0] for b in inner], [b[1] for b in outer]
+    _, ci = _rank_interval(low, high, operator.dim, also=[b for pair in brackets for b in pair])
     return DensityEstimate(
         grid=grid.tolist(),
         density=density.tolist(),
@@ -134,6 +159,8 @@ def slq(
         effective_rank_naive=(1 - share) * operator.dim,
         max_basis=max_basis,
         basis_peak=stats.get("basis_peak", 0),
+        rounding_level=r,
+        effective_rank_rounding=(ci[1] - ci[0]) - (plain[1] - plain[0]),
     )
 
 
@@ -163,9 +190,12 @@ def _share_bracket(
 
 
 def _rank_interval(
-    low: list[float], high: list[float], dim: int
+    low: list[float], high: list[float], dim: int, also: list[float] | None = None
 ) -> tuple[float, tuple[float, float]]:
-    """Centre and 95% interval of the effective rank from the runs' share brackets."""
+    """Centre and 95% interval of the effective rank from the runs' share brackets. `also`:
+    the brackets at the threshold itself, flattened (lows and highs in turn), when `low` and
+    `high` are the brackets moved out by the rounding: their spread counts too, so the
+    interval contains the unrounded one."""
     from tasks.engine.trace import t_quantile
 
     lo = torch.tensor(low, dtype=torch.float64)
@@ -176,6 +206,10 @@ def _rank_interval(
     if n >= 2:
         half = t_quantile(n)
         spread = max(float(lo.std()), float(hi.std())) / math.sqrt(n)
+        if also is not None:
+            plain = torch.tensor(also, dtype=torch.float64)
+            spread = max(spread, float(plain[0::2].std()) / math.sqrt(n))
+            spread = max(spread, float(plain[1::2].std()) / math.sqrt(n))
     share_lo = max(float(lo.mean()) - half * spread, 0.0)
     share_hi = min(float(hi.mean()) + half * spread, 1.0)
     centre = 0.5 * (float(lo.mean()) + float(hi.mean()))

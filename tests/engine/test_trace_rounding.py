@@ -173,3 +173,33 @@ def test_trace_measure_reports_rounding_and_limited_by() -> None:
     plain = run_measure(p, "frobenius", {"num_hvps": 20})
     assert plain["converged"] is None and "limited_by" not in plain["diagnostics"]
     assert plain["diagnostics"]["rounding_level"] > 0
+
+
+def test_effective_rank_interval_allows_for_rounding_at_the_threshold() -> None:
+    """A threshold placed exactly on an eigenvalue of the true Hessian: rounding decides on
+    which side the computed one falls, and the rank interval now allows for both. Runs of
+    `dim` steps are exact quadratures, whose brackets were points before."""
+    from tasks.engine.density import slq
+
+    p, H, _ = float32_case("mlp_tanh")
+    ev = torch.linalg.eigvalsh(H)
+    scale = float(ev.abs().max())
+    mags = ev.abs().sort().values
+    threshold = float(mags[p.dim // 2]) / scale  # the middle eigenvalue sits on it
+    rank_out = int((ev.abs() > float(mags[p.dim // 2])).sum())  # it counts as near zero
+    covered = 0
+    for seed in range(8):
+        est = slq(HessianOperator(p), runs=10, steps=p.dim, zero_threshold=threshold, seed=seed)
+        lo, hi = est.effective_rank_ci95
+        assert 0 < est.rounding_level < 1e-4 * scale
+        assert est.effective_rank_rounding > 0  # the eigenvalue on the threshold widened it
+        assert hi - lo >= est.effective_rank_rounding and lo <= est.effective_rank <= hi
+        covered += lo <= rank_out <= hi and lo <= rank_out + 1 <= hi
+    assert covered >= 7, covered
+    # far from every eigenvalue (in the widest gap above 1e-3·λmax, where eigenvalues are
+    # well above the rounding level) the rounding changes nothing
+    big = mags[mags > 1e-3 * scale]
+    gap = int(torch.argmax(big[1:] / big[:-1]))
+    between = float((big[gap] * big[gap + 1]).sqrt()) / scale
+    est = slq(HessianOperator(p), runs=4, steps=p.dim, zero_threshold=between, seed=0)
+    assert est.effective_rank_rounding == pytest.approx(0.0, abs=1e-9)

@@ -18,7 +18,8 @@ EFFECTIVE_RANK_NOTE = (
     "centre of the Markov-Stieltjes bracket on the near-zero mass, averaged over runs; the "
     "interval adds the runs' 95% sampling error. Counting the nodes inside the threshold "
     "(effective_rank_naive) is biased by the nodes that straddle it; more steps narrow "
-    "the bracket"
+    "the bracket. It also allows for rounding: eigenvalues within rounding_level of the "
+    "threshold may lie on either side (effective_rank_rounding is the width this adds)"
 )
 
 
@@ -55,6 +56,8 @@ def run(ctx: MeasureContext, params: Params) -> dict:
         "effective_rank_ci95": list(est.effective_rank_ci95),
         "effective_rank_naive": est.effective_rank_naive,
         "effective_rank_note": EFFECTIVE_RANK_NOTE,
+        "effective_rank_rounding": est.effective_rank_rounding,
+        "rounding_level": est.rounding_level,
         "basis_vectors_peak": est.basis_peak,
         **attributes(est, "near_zero_share", "lambda_max", "lambda_min", "sigma", "grid"),
         **attributes(est, "density", "nodes", "weights"),
