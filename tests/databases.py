@@ -18,3 +18,4 @@ PREFORK = 10
 STUDIES = 11
 DEPLOY_RULES = 12
 FLOWER = 13
+DOCS = 14  # tests/docs: the stack the docs' console snippets run against

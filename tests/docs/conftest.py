@@ -20,19 +20,14 @@ from tasks.redis_server import PrivateRedis
 from tests import databases
 from tests.integration.conftest import ROOT, Stack, start_stack
 
-# a database no other part of the suite uses (tests/databases.py lists theirs)
-DOCS_DB = getattr(databases, "DOCS", 14)
-
 
 @pytest.fixture(scope="session")
 def docs_stack(
     redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    used = {v for k, v in vars(databases).items() if k.isupper() and k != "DOCS"}
-    assert DOCS_DB not in used, f"database {DOCS_DB} is taken in tests/databases.py"
     # time limits well above a snippet's run on a busy machine: a snippet shows a finished job
     limits = {"soft_time_limit_s": 600, "hard_time_limit_s": 660, "visibility_timeout_s": 700}
-    s = start_stack(redis_server, DOCS_DB, tmp_path_factory.mktemp("docs-service"), **limits)
+    s = start_stack(redis_server, databases.DOCS, tmp_path_factory.mktemp("docs-service"), **limits)
     yield s
     s.stop()
 
