@@ -297,3 +297,35 @@ def _task_end(log: Path, task_id: str) -> list[str]:
     ends = ("succeeded", "raised", "ignored")
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if f"[{task_id}]" in ln]
     return [e for ln in lines for e in ends if f"[{task_id}] {e}" in ln]
+
+
+def test_runs_ended_without_a_run_end_in_their_records_status(
+    service: Service, tmp_path: Path
+) -> None:
+    """Records ended by another process than a run: the sweep fails a lost run whose attempts
+    are spent and cancels one whose cancel was asked (FAILURE, REVOKED, sent by the sweeping
+    worker: no worker runs them again to say so), and a job cancelled while queued is REVOKED
+    once a worker takes its message (not the SUCCESS of a skipped run)."""
+    s = service
+    spent, cancelled = (trace_job(s.rt, tmp_path, num_hvps=10) for _ in range(2))
+    for job_id in (spent, cancelled):  # running on a worker that died: no lock, no heartbeat
+        s.rt.store.set_fields(job_id, attempts=2)
+        s.rt.store.mark_running(job_id, "dead@test", "cpu", {})
+    s.rt.store.set_fields(cancelled, cancel_requested=1)
+    queued = trace_job(s.rt, tmp_path, num_hvps=10)
+    s.rt.store.request_cancel(queued)
+    send(s.rt, queued)
+
+    assert _wait(s, spent, lambda j: j.status.terminal).status == JobStatus.failed
+    assert _wait(s, cancelled, lambda j: j.status.terminal).status == JobStatus.cancelled
+    info = s.poll(lambda: s.api(f"/api/task/info/{spent}"), lambda t: t["state"] == "FAILURE", 60)
+    assert info["worker"] == WORKER and "Worker lost" in info["exception"], info
+    for job_id, state in ((spent, "FAILURE"), (cancelled, "REVOKED"), (queued, "REVOKED")):
+        _everywhere(s, job_id, state)
+
+
+def _everywhere(s: Service, job_id: str, state: str) -> None:
+    """Flower's task list, Flower's result API and the result backend all say `state`."""
+    s.poll(lambda: s.api(f"/api/task/info/{job_id}"), lambda t: t["state"] == state, 60)
+    s.poll(lambda: s.api(f"/api/task/result/{job_id}"), lambda r: r["state"] == state, 30)
+    assert make_celery(s.rt.settings).AsyncResult(job_id).state == state
