@@ -34,6 +34,22 @@ Two defects of the reference implementation are avoided: the random start is app
 stray comma made it a tuple that was never used), and after a halving the perturbation itself
 is reset to the best point (there only the model's weights were, so the next step started
 from a stale perturbation).
+
+Interval and rounding: `ci95` is the mean ± (t·se + rounding level), se the standard error
+across chunks (t with chunks − 1 degrees of freedom; none from one chunk). A loss increase
+L(w + δ) − L(w) is a difference of two losses computed in the model's dtype, and at small ρ it
+can be as small as their rounding. The rounding is measured: each chunk's loss is evaluated
+once more at w and at its perturbation with every weight jittered by about two units in its
+last place (j = 2·eps·|w| ⊙ U(−1, 1), a separate generator, so the estimate itself is
+unchanged), and |L̃(x) − L̃(x + j)| shows both the forward pass's rounding (another weight
+rounds another way) and the loss's sensitivity to rounding the weights. The level is
+
+    rounding level = ROUNDING_FACTOR · (max over chunks of (m₀ + m₁) + eps · mean(|L₀| + |L₁|))
+
+with m₀, m₁ the measured jitters at w and at the perturbation (the largest chunk's, since one
+draw of a rounding can be small by chance) and eps·|L| the rounding of storing the loss. The
+interval covers the chunk sampling and the rounding; for the worst case it does not cover the
+maximisation's gap (Auto-PGD's value is a lower bound on the maximum).
 """
 
 from __future__ import annotations
@@ -46,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
+from tasks.engine.lanczos import ROUNDING_FACTOR
 from tasks.engine.problem import Batch, HessianProblem
 
 if TYPE_CHECKING:
@@ -54,6 +71,8 @@ if TYPE_CHECKING:
 Norm = Literal["linf", "l2"]
 MOMENTUM = 0.75
 IMPROVEMENT_FRACTION = 0.75
+#: the jitter that measures the losses' rounding draws from seed + this (not the probes' stream)
+JITTER_SEED_OFFSET = 7919
 
 
 @dataclass
@@ -68,6 +87,8 @@ class SharpnessEstimate:
     gradients: int  # loss gradients evaluated (worst case) or forward passes (average)
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    rounding_level: float = 0.0  # absolute, in the loss's units; see the module docstring
+    ci95: tuple[float, float] | None = None  # mean ± (t·se + rounding level)
 
 
 def checkpoints(iterations: int) -> list[int]:
@@ -136,8 +157,10 @@ class _ChunkObjective:
     def _delta(self, z: Tensor) -> Tensor:
         return self.c * z
 
-    def value(self, z: Tensor) -> tuple[float, float | None]:
-        with self.p.perturbed(self._delta(z)), torch.no_grad():
+    def value(self, z: Tensor, jitter: Tensor | None = None) -> tuple[float, float | None]:
+        """Loss and 0-1 error at w + c ⊙ z (+ `jitter`, added to the weights as it is)."""
+        delta = self._delta(z) if jitter is None else self._delta(z) + jitter
+        with self.p.perturbed(delta), torch.no_grad():
             out = self.p.batch_outputs(self.chunk)
             loss = float(self.p.loss_fn(out, self.chunk.targets).double())
         err = None
@@ -270,14 +293,27 @@ def sharpness(
     samples: int = 10,
     seed: int = 0,
     ctx: MeasureContext | None = None,
+    keep_perturbations: bool = False,
 ) -> SharpnessEstimate:
-    """Worst- or average-case (adaptive) sharpness, averaged over chunks of m examples."""
+    """Worst- or average-case (adaptive) sharpness, averaged over chunks of m examples, with
+    its 95% interval including the losses' rounding (see the module docstring).
+    `keep_perturbations`: details["perturbations"] holds each chunk's z (worst case: the
+    maximiser; average case: the first draw)."""
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     c = scale_vector(problem, adaptive, eta)
     dim, device = problem.dim, problem.device
     chunks = chunks_of(problem, m, num_batches)
     increases, error_increases, base_losses = [], [], []
+    eps = float(torch.finfo(problem.dtype).eps)
+    jitter_gen = torch.Generator().manual_seed(seed + JITTER_SEED_OFFSET)
+    w_abs = problem.parameter_vector().double().abs()
+
+    def jitter() -> Tensor:
+        u = torch.rand(dim, generator=jitter_gen, dtype=torch.float64) * 2 - 1
+        return (2 * eps * w_abs.cpu() * u).to(device)
+
+    measured, stored, kept = [], [], []
     work = 0
     progress: dict[str, Any] = {"iteration": 0}
     for i, chunk in enumerate(chunks):
@@ -293,6 +329,7 @@ def sharpness(
                 if f_z > best_f:
                     best_z, best_f = z, f_z
             loss1, err1 = obj.value(best_z)  # re-evaluated without the graph
+            first_z = best_z
             increases.append(loss1 - loss0)
             if err0 is not None and err1 is not None:
                 error_increases.append(err1 - err0)
@@ -306,6 +343,8 @@ def sharpness(
                     z = rho * (torch.rand(dim, generator=gen, dtype=torch.float64) * 2 - 1)
                 z = z.to(device)
                 loss1, err1 = obj.value(z)
+                if len(chunk_inc) == 0:
+                    first_z, first_loss = z, loss1
                 chunk_inc.append(loss1 - loss0)
                 if err0 is not None and err1 is not None:
                     chunk_err.append(err1 - err0)
@@ -316,10 +355,26 @@ def sharpness(
             increases.append(sum(chunk_inc) / len(chunk_inc))
             if chunk_err:
                 error_increases.append(sum(chunk_err) / len(chunk_err))
+            loss1 = first_loss
+        # the losses' rounding, measured: the same losses with the weights jittered in their
+        # last places (two more forward passes per chunk, not counted as work)
+        m0 = abs(obj.value(zero, jitter())[0] - loss0)
+        m1 = abs(obj.value(first_z, jitter())[0] - loss1)
+        measured.append(m0 + m1)
+        stored.append(abs(loss0) + abs(loss1))
+        if keep_perturbations:
+            kept.append(first_z)
     weights = [chunk.size for chunk in chunks]
     total = sum(weights)
     value = sum(w * s for w, s in zip(weights, increases, strict=True)) / total
     _, se = _mean_se(increases)
+    level = ROUNDING_FACTOR * (max(measured) + eps * sum(stored) / len(stored))
+    ci = None
+    if se is not None:
+        from tasks.engine.trace import t_quantile
+
+        half = t_quantile(len(increases)) * se + level
+        ci = (value - half, value + half)
     err_inc = (
         sum(w * e for w, e in zip(weights, error_increases, strict=True)) / total
         if len(error_increases) == len(chunks)
@@ -335,4 +390,7 @@ def sharpness(
         loss=sum(w * v for w, v in zip(weights, base_losses, strict=True)) / total,
         gradients=work,
         seconds=time.perf_counter() - start,
+        details={"perturbations": kept} if keep_perturbations else {},
+        rounding_level=level,
+        ci95=ci,
     )

@@ -203,3 +203,62 @@ def test_effective_rank_interval_allows_for_rounding_at_the_threshold() -> None:
     between = float((big[gap] * big[gap + 1]).sqrt()) / scale
     est = slq(HessianOperator(p), runs=4, steps=p.dim, zero_threshold=between, seed=0)
     assert est.effective_rank_rounding == pytest.approx(0.0, abs=1e-9)
+
+
+def _float32_and_float64(name: str = "mlp_tanh"):
+    model, batches, loss = make(name, 0)
+    m32 = model.float()
+    b32 = [(x.float(), y) for x, y in batches]
+    b64 = [(x.double(), y) for x, y in b32]
+    p32 = HessianProblem(m32, b32, loss)
+    p64 = HessianProblem(copy.deepcopy(m32).double(), b64, loss)
+    return p32, p64
+
+
+def _value_at(p64: HessianProblem, zs: list, c: torch.Tensor, m: int, n: int) -> float:
+    """The sharpness estimator's mean over chunks, evaluated in float64 at the given z's."""
+    from tasks.engine.sharpness import _ChunkObjective, chunks_of
+
+    chunks = chunks_of(p64, m, n)
+    incs, sizes = [], []
+    for chunk, z in zip(chunks, zs, strict=True):
+        obj = _ChunkObjective(p64, chunk, c)
+        incs.append(obj.value(z.double())[0] - obj.value(torch.zeros_like(c))[0])
+        sizes.append(chunk.size)
+    return sum(s * i for s, i in zip(sizes, incs, strict=True)) / sum(sizes)
+
+
+@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "transformer"])
+@pytest.mark.parametrize("kind", ["worst", "average"])
+def test_sharpness_interval_includes_the_losses_rounding(kind: str, name: str) -> None:
+    """At a small ρ the loss increase is near the float32 rounding of the losses: the float64
+    value of the same estimator (the float64 copy at the same perturbations) must lie within
+    the rounding level, and the interval must be at least twice that wide."""
+    from tasks.engine.sharpness import scale_vector, sharpness
+
+    p32, p64 = _float32_and_float64(name)
+    c = scale_vector(p32, True, 0.0)
+    for rho in (1e-6, 1e-3):
+        kw = dict(kind=kind, rho=rho, m=4, num_batches=4, iterations=6, samples=1, seed=0)
+        est = sharpness(p32, keep_perturbations=True, **kw)
+        zs = est.details["perturbations"]
+        true = _value_at(p64, zs, c, 4, 4)
+        lo, hi = est.ci95
+        assert wide(lo, hi, est.rounding_level)
+        assert abs(est.value - true) <= est.rounding_level, (kind, rho, est.value, true)
+        assert lo <= true <= hi
+        # the level is at the rounding scale: a few float32 units of the loss, not a blanket
+        assert est.rounding_level <= 1e3 * EPS32 * est.loss
+        if kind == "average":  # one draw per chunk: the float64 run draws the same z
+            assert sharpness(p64, **kw).value == pytest.approx(true, rel=1e-9, abs=1e-15)
+
+
+def test_adaptive_sharpness_measure_reports_its_interval() -> None:
+    p32, _ = _float32_and_float64()
+    res = run_measure(p32, "adaptive_sharpness", {"m": 16, "num_batches": 4, "iterations": 4})
+    d = res["diagnostics"]
+    lo, hi = d["ci95"]
+    assert wide(lo, hi, d["rounding_level"]) and lo <= res["value"] <= hi
+    one = run_measure(p32, "adaptive_sharpness", {"m": 64, "num_batches": 1, "iterations": 4})
+    assert one["diagnostics"]["ci95"] is None  # one chunk: no sampling error to state
+    assert one["diagnostics"]["rounding_level"] > 0

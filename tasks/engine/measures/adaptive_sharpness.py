@@ -5,6 +5,9 @@ Worst case: max over ‖δ ⊘ c‖_p ≤ ρ of L(w+δ) − L(w); average case: 
 over chunks of m examples (m-sharpness). Note the ℓ2 average case draws δ far outside the ℓ2
 ball of the same ρ: compare worst and average case at equal ρ only for ℓ∞. Typical ρ
 (ResNet-18): adaptive ℓ∞ worst 1e-3…8e-3, standard ℓ2 worst 0.25…2, ℓ2 average 0.05…0.4.
+`ci95` is the mean ± (t·std_error + rounding_level): the chunks' sampling error plus the
+measured rounding of the loss differences (which dominates at small ρ); for the worst case it
+does not include the maximisation's gap.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ def run(ctx: MeasureContext, params: Params) -> dict:
     work = "gradients" if params.kind == "worst" else "forward_passes"
     diagnostics = {
         **attributes(est, "error_increase", "std_error", "per_chunk", "chunks", "examples", "loss"),
+        "ci95": list(est.ci95) if est.ci95 is not None else None,
+        "rounding_level": est.rounding_level,
         work: est.gradients,
         **attributes(params, "kind", "norm", "adaptive", "rho"),
     }
