@@ -121,7 +121,10 @@ def task_outcome(task: Any, outcome: str, store: Any, record_id: str) -> str:
     status = record.status.value
     task_id = task.request.id or record_id
     failure = failure_text(store.KIND, record_id, record.error) if status == "failed" else ""
-    store_final_state(task.backend, task_id, status, failure)
+    try:
+        store_final_state(task.backend, task_id, status, failure)
+    except Exception:  # Redis away past the backend's retries: the event still says it
+        log.exception("%s %s: could not store its task state (%s)", store.KIND, record_id, status)
     if status == "failed":
         raise RunFailed(failure)
     if status == "cancelled":

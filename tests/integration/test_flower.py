@@ -27,7 +27,7 @@ import httpx
 import pytest
 import redis
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery
+from tasks.celery_app import RUN_JOB_TASK, make_celery, send_task_event
 from tasks.redis_server import PrivateRedis, free_port
 from tasks.settings import Settings
 from tasks.spec import JobStatus
@@ -82,13 +82,9 @@ class Service:
             time.sleep(0.25)
 
 
-@pytest.fixture(scope="module")
-def service(
-    redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    tmp_path = tmp_path_factory.mktemp("flower")
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    redis.Redis.from_url(url).flushdb()
+@contextmanager
+def _flower_and_worker(url: str, tmp_path: Path) -> Iterator[Service]:
+    """Flower and one worker (WORKER) on Redis database `url`, files under `tmp_path`."""
     env = worker_env(url, tmp_path, SHARPNESS_WORKER_NAME=WORKER)
     port = free_port()
     started: list[subprocess.Popen] = []
@@ -117,6 +113,16 @@ def service(
             stop(proc, timeout_s=30)
         if s is not None and s.worker not in started:  # restarted by a test
             stop(s.worker, timeout_s=30)
+
+
+@pytest.fixture(scope="module")
+def service(
+    redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    with _flower_and_worker(url, tmp_path_factory.mktemp("flower")) as s:
+        yield s
 
 
 def _wait(s: Service, job_id: str, until: Callable[[Any], bool], timeout_s: float = 60) -> Any:
@@ -329,3 +335,35 @@ def _everywhere(s: Service, job_id: str, state: str) -> None:
     s.poll(lambda: s.api(f"/api/task/info/{job_id}"), lambda t: t["state"] == state, 60)
     s.poll(lambda: s.api(f"/api/task/result/{job_id}"), lambda r: r["state"] == state, 30)
     assert make_celery(s.rt.settings).AsyncResult(job_id).state == state
+
+
+def test_after_a_redis_restart_tasks_end_in_their_records_status(tmp_path: Path) -> None:
+    """Redis stops for a few seconds while a job computes (Flower, the worker and its run all
+    lose their connections): the run goes on in the same attempt; cancelled afterwards, it is
+    REVOKED, and the next job SUCCESS, in Flower's task list, its result API and the backend."""
+    server = PrivateRedis(tmp_path / "redis", aof=True).start()
+    try:
+        with _flower_and_worker(server.url, tmp_path) as s:
+            long, _ = _running_job(s, tmp_path)
+            server.stop()  # SIGTERM: Redis writes its AOF and exits
+            time.sleep(3)  # the outage
+            server.start()
+            short = trace_job(s.rt, tmp_path, num_hvps=10)
+            # Flower listens again (it reconnects on its own schedule, and misses what is sent
+            # meanwhile) once it lists the short job from a task-sent event sent now
+            app = make_celery(s.rt.settings)
+
+            def listed() -> Any:
+                send_task_event(app, short, "task-sent", "client@test", name=RUN_JOB_TASK)
+                return s.api("/api/tasks")
+
+            s.poll(listed, lambda tasks: short in tasks, 120)
+            send(s.rt, short)  # waits behind the long job (concurrency 1)
+            s.rt.store.request_cancel(long)
+            assert _wait(s, long, lambda j: j.status.terminal, 120).status == JobStatus.cancelled
+            assert _wait(s, short, lambda j: j.status.terminal, 120).status == JobStatus.succeeded
+            assert s.rt.store.get(long).attempts == 1  # the outage cost no attempt
+            _everywhere(s, long, "REVOKED")
+            _ends_as(s, short, JobStatus.succeeded, WORKER)
+    finally:
+        server.stop()
