@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     uri_schemes: list[str] = Field(
         default=["file"], description="Allowed dataset URI schemes (file, http, https)."
     )
+    uri_allow_hosts: list[str] = Field(
+        default=[],
+        description="Hosts of http(s) dataset URIs fetched whatever address they resolve to "
+        '(an internal data server), e.g. ["data.internal"]; every other host must resolve '
+        "only to global addresses (loopback, private, link-local, multicast, reserved and "
+        "unspecified ones are refused).",
+    )
     max_uri_bytes: int = Field(default=512 * 1024**2, ge=1, description="Cap on URI data.")
     soft_time_limit_s: int = Field(default=3_300, ge=1, description="Job soft time limit.")
     hard_time_limit_s: int = Field(default=3_600, ge=1, description="Job hard time limit.")

@@ -96,19 +96,22 @@ def http_root(tmp_path: Path) -> Iterator[str]:
 
 
 def test_http_download_when_allowed(http_root: str, tmp_path: Path) -> None:
-    s = _settings(None, tmp_path, uri_schemes=["http"])
+    """The test server listens on loopback, which only a host named in uri_allow_hosts may be
+    (tests/api/test_uri_addresses.py covers the refusals)."""
+    s = _settings(None, tmp_path, uri_schemes=["http"], uri_allow_hosts=["127.0.0.1"])
     path = open_uri(f"{http_root}/d.npz", s)
     assert path.read_bytes() == b"0123456789" * 10
     assert path.parent == tmp_path / "var" / "cache"
 
 
 def test_http_size_cap_leaves_nothing(http_root: str, tmp_path: Path) -> None:
-    s = _settings(None, tmp_path, uri_schemes=["http"], max_uri_bytes=50)
+    allow = {"uri_schemes": ["http"], "uri_allow_hosts": ["127.0.0.1"]}
+    s = _settings(None, tmp_path, max_uri_bytes=50, **allow)
     with pytest.raises(UriRejected, match="50-byte limit"):
         open_uri(f"{http_root}/d.npz", s)
     assert list((tmp_path / "var" / "cache").iterdir()) == []
     with pytest.raises(UriRejected, match="404"):
-        open_uri(f"{http_root}/missing.npz", _settings(None, tmp_path, uri_schemes=["http"]))
+        open_uri(f"{http_root}/missing.npz", _settings(None, tmp_path, **allow))
 
 
 def test_http_credentials_refused(tmp_path: Path) -> None:
