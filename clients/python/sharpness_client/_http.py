@@ -1,8 +1,12 @@
 """The one place requests are sent: auth, idempotency keys, retries, error mapping.
 
-Every POST gets an `Idempotency-Key` (the caller's, or a fresh uuid4) that is reused on each
-of its retries, so a job submitted twice because an answer was lost is one job. The sync and
-async transports share everything but the sleeping and the sending.
+A submit (`Request(..., idempotent=True)`: jobs, trajectories, studies) carries an
+`Idempotency-Key`, the caller's or a fresh uuid4 made once per call and sent on each of its
+retries, so a run submitted twice because an answer was lost (a gateway process killed after
+making the record) is one run. A POST is retried only when the service makes it once however
+often it arrives: with that key, or by its nature (`repeatable=True`: uploads stored by
+content, a cancel); any other POST is sent once. The sync and async transports share
+everything but the sleeping and the sending.
 """
 
 from __future__ import annotations
@@ -49,10 +53,26 @@ class Request:
     file: FileSource | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None
+    # a submit the service deduplicates by Idempotency-Key: one is made unless given
+    idempotent: bool = False
+    # a POST the service makes once however often it arrives, without a key (by content)
+    repeatable: bool = False
 
     def __post_init__(self) -> None:
-        if self.method == "POST":
-            self.headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
+        if self.idempotent and not self.headers.get("Idempotency-Key"):
+            self.headers["Idempotency-Key"] = uuid.uuid4().hex
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("Idempotency-Key") or None
+
+    @property
+    def safe_to_retry(self) -> bool:
+        """Sending it again makes nothing twice: not a POST, or a POST the service makes once
+        (under its Idempotency-Key, or by its nature); and its body can be sent again."""
+        if self.file is not None and not self.file.retryable:
+            return False
+        return self.method != "POST" or self.repeatable or self.idempotency_key is not None
 
     @contextmanager
     def attempt(self) -> Iterator[dict[str, Any]]:
@@ -112,8 +132,7 @@ class _Base:
         resp = outcome if isinstance(outcome, httpx.Response) else None
         if resp is not None and resp.status_code < 400:
             return resp
-        retryable = req.file is None or req.file.retryable
-        if not (retryable and self.policy.should_retry(attempt, resp)):
+        if not self.policy.should_retry(attempt, resp, repeatable=req.safe_to_retry):
             if isinstance(outcome, httpx.TransportError):
                 raise _transport_error(outcome, req)
             raise error_for(outcome)

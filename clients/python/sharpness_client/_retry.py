@@ -3,6 +3,11 @@
 Exponential backoff with full jitter (a uniform draw in [0, base·2^attempt], capped) spreads
 clients that failed together so they do not return together. A server's `Retry-After`
 (seconds or an HTTP date) wins over the draw: it knows when it will be ready.
+
+Only a request that is safe to send twice is retried: GET and DELETE, and a POST the service
+makes once whatever the number of times it arrives (one carrying an `Idempotency-Key`, an
+upload stored by content, a cancel). A POST without that guarantee is sent once: its answer
+lost, a retry could make a second record.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ class RetryPolicy:
     # A Retry-After beyond this is not waited for in full (a client call must end).
     max_retry_after: float = 60.0
 
-    def should_retry(self, attempt: int, response: httpx.Response | None) -> bool:
-        """`attempt` counts retries already made; response None means a transport error."""
-        if attempt >= self.max_retries:
+    def should_retry(
+        self, attempt: int, response: httpx.Response | None, *, repeatable: bool = True
+    ) -> bool:
+        """`attempt` counts retries already made; response None means a transport error.
+        `repeatable` False (a POST without an idempotency key) is never retried."""
+        if not repeatable or attempt >= self.max_retries:
             return False
         return response is None or response.status_code in RETRY_STATUSES
 

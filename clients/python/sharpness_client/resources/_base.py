@@ -23,20 +23,23 @@ R = TypeVar("R", bound=BaseModel)
 def upload_request(
     path: str, file: FileInput, filename: str | None, fields: Mapping[str, Any]
 ) -> Request:
-    """POST `file` to `path` with the form `fields` that are not None (JSON unless text)."""
+    """POST `file` to `path` with the form `fields` that are not None (JSON unless text).
+    Uploads are stored by content (the same bytes and fields: the same id, 200), so a retry
+    after a lost answer stores nothing twice; the service takes no Idempotency-Key here."""
     data = {
         k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None
     }
-    return Request("POST", path, file=FileSource.of(file, filename), data=data or None)
+    source = FileSource.of(file, filename)
+    return Request("POST", path, file=source, data=data or None, repeatable=True)
 
 
 def create_request(path: str, spec: BaseModel, idempotency_key: str | None) -> Request:
     """POST `spec` with only the fields that were set: those left out take the server's
-    defaults (GET /openapi.json). Without `idempotency_key` the transport makes one, reused on
-    every retry, so a lost answer never makes a second run (or study)."""
+    defaults (GET /openapi.json). Without `idempotency_key` one (uuid4) is made for this call
+    and reused on every retry, so a lost answer never makes a second run (or study)."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     body = spec.model_dump(mode="json", exclude_unset=True, exclude_none=True)
-    return Request("POST", path, json=body, headers=headers)
+    return Request("POST", path, json=body, headers=headers, idempotent=True)
 
 
 class Resource(Generic[R]):

@@ -19,6 +19,12 @@ from sharpness_client.types import JobStatus, Page
 R = TypeVar("R", bound=BaseModel)
 
 
+def _cancel_request(path: str, id: str) -> Request:
+    """Cancelling twice is cancelling once (a cancelled run answers 200 again), so a cancel
+    whose answer was lost is retried without a key."""
+    return Request("POST", f"{path}/{id}/cancel", repeatable=True)
+
+
 class Runs(Resource[R]):
     def _page(self) -> type[Page[R]]:
         return Page[self.record]  # type: ignore[name-defined]
@@ -42,7 +48,7 @@ class Runs(Resource[R]):
     def cancel(self, id: str) -> R:
         """Queued: cancelled at once. Running: `cancel_requested`, the worker stops it soon
         (`wait` for status cancelled). Finished: ConflictError."""
-        return self._send(Request("POST", f"{self.path}/{id}/cancel"))
+        return self._send(_cancel_request(self.path, id))
 
     def wait(
         self,
@@ -85,7 +91,7 @@ class AsyncRuns(AsyncResource[R]):
         return AsyncPageList(await fetch(cursor), fetch)
 
     async def cancel(self, id: str) -> R:
-        return await self._send(Request("POST", f"{self.path}/{id}/cancel"))
+        return await self._send(_cancel_request(self.path, id))
 
     async def wait(
         self,
