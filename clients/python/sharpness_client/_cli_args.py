@@ -22,6 +22,16 @@ def quiet_convergence() -> Iterator[None]:
         yield
 
 
+def idempotency_option(p: argparse.ArgumentParser, noun: str) -> None:
+    p.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help=f"submit under this key: the same key again (24 h) returns the {noun} made the "
+        "first time instead of a new one (default: a fresh key for this command, reused on "
+        "its retries)",
+    )
+
+
 def wait_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     p.add_argument("--poll-interval", type=float, default=1.0)

@@ -17,6 +17,7 @@ from typing import Any
 from sharpness_client import _converged, _render
 from sharpness_client._cli_args import (
     EXIT_NOT_CONVERGED,
+    idempotency_option,
     quiet_convergence,
     run_actions,
     wait_options,
@@ -86,6 +87,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "checkpoint in the same order (repeat)",
     )
     c.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
+    idempotency_option(c, "trajectory")
     c.add_argument("--plot", help="when finished, save the PNG here")
     wait_options(c)
     run_actions(ts, common, "trajectory", plot="save the trajectory's PNG")
@@ -210,6 +212,7 @@ def _create(client: Client, args: argparse.Namespace) -> Trajectory:
         checkpoints=checkpoints,
         dataset=dataset,
         optimizer=optimizer,
+        idempotency_key=args.idempotency_key,
         **{name: getattr(args, name) for name in options},
     )
 

@@ -23,6 +23,7 @@ from typing import Any
 from sharpness_client import _cli_trajectory, _render
 from sharpness_client._cli_args import (
     EXIT_NOT_CONVERGED,
+    idempotency_option,
     quiet_convergence,
     run_actions,
     wait_options,
@@ -77,6 +78,16 @@ def _pairs(items: Sequence[str], sep: str, what: str) -> dict[str, str]:
     return out
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give an integer >= 0")
+    return value
+
+
 def _params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     """--param trace.num_hvps=200 → {"trace": {"num_hvps": 200}} (values parsed as JSON
     when they are JSON: numbers, true/false, lists; else kept as text)."""
@@ -129,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--param", action="append", default=[], help="MEASURE.PARAM=VALUE")
     m.add_argument("--loss", choices=["cross_entropy", "mse"])
     m.add_argument("--mode", choices=["eval", "train"])
+    m.add_argument(
+        "--dropout-seed",
+        type=_non_negative,
+        metavar="N",
+        help="--mode train: seeds the dropout masks, one per batch shared by every measure "
+        "(default 0)",
+    )
     m.add_argument("--device", choices=["auto", "cpu", "cuda"])
     m.add_argument(
         "--data-parallel",
@@ -163,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         "image_classification",
     )
     m.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
+    idempotency_option(m, "job")
     wait_options(m)
 
     jobs = sub.add_parser("jobs", help="list, show, wait for or cancel jobs")
@@ -263,6 +282,8 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
         output_key=args.output_key,
         class_dim=args.class_dim,
         data_parallel=args.data_parallel,
+        dropout_seed=args.dropout_seed,
+        idempotency_key=args.idempotency_key,
     )
     if not args.wait:
         _out(args, job, f"submitted job {job.id} ({job.status.value})")
