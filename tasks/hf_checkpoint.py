@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from tasks.upload_check import UnsafeArchive, check_members
+
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -70,7 +72,12 @@ def is_checkpoint_zip(names: list[str]) -> bool:
 
 
 def layout(zf: zipfile.ZipFile, label: str) -> Layout:
-    """Find config.json and its weights; refuse pickled weights and code anywhere in the zip."""
+    """Find config.json and its weights; refuse pickled weights and code anywhere in the zip,
+    and members that point outside it (tasks.upload_check.check_members)."""
+    try:
+        check_members(zf, label)
+    except UnsafeArchive as e:
+        raise BadCheckpoint(e.status, e.slug, e.detail) from e
     names = [n for n in zf.namelist() if not n.endswith("/")]
     for n in names:
         low = n.lower()
@@ -131,7 +138,7 @@ def _index_shards(zf: zipfile.ZipFile, member: str, label: str) -> list[str]:
         index = json.loads(zf.read(member))
         weight_map = index["weight_map"]
         shards = sorted(set(weight_map.values()))
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as e:
         raise BadCheckpoint(
             422, "corrupt", f"{label}: {INDEX} is not an index with a 'weight_map' ({e})"
         ) from e
@@ -144,7 +151,7 @@ def parse_config(raw: bytes | str, label: str, field: str = "file") -> dict[str,
     """config.json as a dict with a `model_type`; refuse configs that ask for custom code."""
     try:
         config = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BadCheckpoint(422, "corrupt", f"{label}: config.json is not JSON: {e}", field) from e
     if not isinstance(config, dict):
         raise BadCheckpoint(422, "corrupt", f"{label}: config.json is not a JSON object", field)

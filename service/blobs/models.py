@@ -51,7 +51,7 @@ def _is_hf_config(raw: str | None) -> bool:
     """A 'config' field that is a Hugging Face config.json (it has a model_type)."""
     try:
         value = json.loads(raw) if raw else None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
     return isinstance(value, dict) and "model_type" in value
 
@@ -112,7 +112,7 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
     if raw_config is not None and raw_config.strip():
         try:
             config = json.loads(raw_config)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise invalid("config", f"not valid JSON: {e}") from e
         if not isinstance(config, dict):
             raise invalid("config", "must be a JSON object of the architecture's arguments")

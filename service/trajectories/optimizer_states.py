@@ -18,6 +18,8 @@ from service.blobs.formats import safetensors as st
 from service.blobs.schemas import BlobInfo
 from service.common import _existing_blob, problems
 from service.deps import BlobsDep, SettingsDep
+from service.problems import problem_response
+from tasks.spec import Problem
 
 router = APIRouter(prefix="/v1/trajectories/optimizer-states", tags=["trajectories"])
 
@@ -100,6 +102,22 @@ async def upload_optimizer_state(
     )
     response.status_code = 201 if created else 200
     return OptimizerStateInfo.model_validate(record)
+
+
+@router.api_route(
+    "", methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False
+)
+def optimizer_states_not_allowed(request: Request) -> Response:
+    """This path serves POST only. Without this route a GET would fall through to
+    /v1/trajectories/{id} (and a 405 would list that path's methods in its Allow)."""
+    problem = Problem(
+        type="about:blank",
+        title="Method not allowed",
+        status=405,
+        detail=f"{request.method} is not allowed on {request.url.path}; allowed: POST",
+        instance=request.url.path,
+    )
+    return problem_response(problem, {"Allow": "POST"})
 
 
 ExistingOptimizerState = Annotated[dict[str, Any], Depends(_existing_blob(KIND, "optimizer state"))]

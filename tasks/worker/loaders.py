@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from tasks import problem_types
-from tasks.pt2_check import UnsafeArchive, check_pt2
+from tasks.upload_check import UnsafeArchive, check_pt2, check_torchscript
 from tasks.worker import safe_torch, zoo
 
 HOW_TO_EXPORT = (
@@ -73,11 +73,13 @@ def first_line(e: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------ models
-def _precheck_pt2(path: Path, name: str) -> None:
-    """Refuse archive members that torch.export.load would unpickle outside weights-only."""
+def _precheck(path: Path, name: str, check=check_pt2) -> None:
+    """Refuse what the gateway refuses at upload (tasks.upload_check), again before torch
+    reads the file: members torch.export.load would unpickle outside weights-only, pickles
+    naming more than tensors and TorchScript classes, injected code, unsafe zip members."""
     try:
         with zipfile.ZipFile(path) as zf:
-            check_pt2(zf, name)
+            check(zf, name)
     except UnsafeArchive as e:
         raise LoadError(e.title, e.detail) from e
     except zipfile.BadZipFile as e:
@@ -97,7 +99,7 @@ def _export_input_shape(ep: Any) -> str | None:
 def _load_export(path: Path, name: str) -> LoadedModel:
     if os.environ.get(safe_torch.FLAG) != "1":
         raise RuntimeError(f"{safe_torch.FLAG} is not set; refusing to read a torch.export file")
-    _precheck_pt2(path, name)
+    _precheck(path, name)
     from tasks.worker.hf_models import import_output_types
 
     import_output_types(path)  # a Hugging Face ModelOutput in the outputs: its library type
@@ -143,6 +145,7 @@ def _output_type_hint(path: Path) -> str:
 
 
 def _load_torchscript(path: Path, name: str) -> LoadedModel:
+    _precheck(path, name, check_torchscript)
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:

@@ -1,5 +1,9 @@
 """Open a zip archive by its directory and check every member's CRC, without extracting.
 
+Members that would land outside a folder they were extracted to (`..`, absolute paths, drive
+letters), symlinks and names given twice are refused (tasks.upload_check, which the worker
+runs too).
+
 A truncated upload loses the central directory at the end of the file, and flipped bytes
 fail a member's CRC; both are refused here, before a worker ever opens the file. The sum of
 the members' declared sizes is capped so a small zip cannot expand into a huge one.
@@ -11,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from service.blobs.formats import Refused
+from tasks.upload_check import UnsafeArchive, check_members
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -31,6 +36,10 @@ def open_checked(path: Path, label: str, max_uncompressed: int) -> zipfile.ZipFi
             f"({e}); the file is corrupt or the upload was truncated",
         ) from e
     try:
+        try:
+            check_members(zf, label)
+        except UnsafeArchive as e:
+            raise Refused(e.status, e.slug, e.detail, "file") from e
         total = sum(i.file_size for i in zf.infolist())
         if total > max_uncompressed:
             raise Refused(

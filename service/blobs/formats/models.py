@@ -17,7 +17,7 @@ from typing import Any
 
 from service.blobs.formats import Refused, archive, read_head, safetensors
 from tasks import hf_checkpoint as hf
-from tasks.pt2_check import UnsafeArchive, check_pt2
+from tasks.upload_check import UnsafeArchive, check_pt2, check_torchscript
 
 DYNAMIC_BATCH = "dynamic_shapes=({0: torch.export.Dim('batch')},)"
 
@@ -81,11 +81,15 @@ def _zip_model(path: Path, label: str, max_uncompressed: int) -> dict[str, Any]:
             try:
                 check_pt2(zf, label)
             except UnsafeArchive as e:
-                raise Refused(415, "unsafe-archive", e.detail) from e
+                raise Refused(e.status, e.slug, e.detail, "file") from e
             _refuse_static_batch(zf, root, label)
             return {"format": "torch_export"}
         has_code = any(n.startswith("code/") for n in names)
         if has_code and "data.pkl" in names and "constants.pkl" in names:
+            try:
+                check_torchscript(zf, label)
+            except UnsafeArchive as e:
+                raise Refused(e.status, e.slug, e.detail, "file") from e
             return {"format": "torchscript"}
         if "data.pkl" in names:
             raise Refused(
@@ -120,7 +124,7 @@ def _refuse_static_batch(zf: zipfile.ZipFile, root: str, label: str) -> None:
             graph = program["graph_module"]["graph"]
             specs = program["graph_module"]["signature"]["input_specs"]
             values = graph["tensor_values"]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, RecursionError):
             continue
         fixed = []
         for spec in specs:

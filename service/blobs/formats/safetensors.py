@@ -1,8 +1,10 @@
 """Read and check a safetensors header without loading any tensor.
 
 Layout: 8-byte little-endian header length N, N bytes of JSON, then the tensor bytes. Every
-entry's `data_offsets` must lie inside the data and match its dtype and shape, so a truncated
-or tampered file is refused here rather than failing later in a worker.
+entry's `data_offsets` must lie inside the data and match its dtype and shape, and the entries
+must tile the data (in range, non-overlapping, contiguous, covering it all, as the safetensors
+library checks when a worker loads it), so a truncated or tampered file is refused here rather
+than failing later in a worker.
 """
 
 from __future__ import annotations
@@ -69,26 +71,54 @@ def read_header_from(fh: BinaryIO, size: int, label: str) -> dict[str, dict[str,
         )
     try:
         header = json.loads(fh.read(n))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise Refused(422, "corrupt", f"{label}: safetensors header is not JSON: {e}") from e
     if not isinstance(header, dict):
         raise Refused(422, "corrupt", f"{label}: safetensors header is not a JSON object")
     data_len = size - 8 - n
     tensors: dict[str, dict[str, Any]] = {}
-    end_max = 0
+    spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         tensors[name] = _entry(label, name, entry, data_len)
-        end_max = max(end_max, entry["data_offsets"][1])
-    if end_max > data_len:
+        spans.append((entry["data_offsets"][0], entry["data_offsets"][1], name))
+    _check_layout(label, spans, data_len)
+    return tensors
+
+
+def _check_layout(label: str, spans: list[tuple[int, int, str]], data_len: int) -> None:
+    """The tensors tile the data: sorted by offset, each starts where the one before ends,
+    from byte 0 to the end of the file, as the safetensors library requires when it loads.
+    Overlapping tensors would alias one another's bytes; a gap or a tail hides data."""
+    end, prev = 0, None
+    for begin, stop, name in sorted(spans):
+        if begin < end:
+            raise Refused(
+                422,
+                "corrupt",
+                f"{label}: tensor {name!r} (data bytes {begin}..{stop}) overlaps tensor "
+                f"{prev!r}, which ends at {end}; save with safetensors "
+                "(safetensors.torch.save_file), which writes each tensor once",
+                "file",
+            )
+        if begin > end:
+            raise Refused(
+                422,
+                "corrupt",
+                f"{label}: data bytes {end}..{begin} before tensor {name!r} belong to no "
+                "tensor; save with safetensors (safetensors.torch.save_file)",
+                "file",
+            )
+        end, prev = stop, name
+    if end < data_len:
         raise Refused(
             422,
-            "truncated",
-            f"{label}: tensors need {end_max} data bytes but the file holds {data_len}; "
-            "the upload is truncated",
+            "corrupt",
+            f"{label}: the tensors cover {end} data bytes but the file holds {data_len}; "
+            "save with safetensors (safetensors.torch.save_file)",
+            "file",
         )
-    return tensors
 
 
 def _entry(label: str, name: str, entry: Any, data_len: int) -> dict[str, Any]:
