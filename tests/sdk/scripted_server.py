@@ -7,6 +7,7 @@ are exercised as they are against the service.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to sleep before answering (to trigger client timeouts)
+    # read the request whole, then close the connection without a byte of answer: what the
+    # client sees when the process that made the record dies before answering
+    drop: bool = False
 
 
 @dataclass
@@ -64,6 +68,10 @@ class _Handler(BaseHTTPRequestHandler):
         reply = self.server.next_reply()
         if reply.delay:
             time.sleep(reply.delay)
+        if reply.drop:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         ctype = "application/problem+json" if reply.status >= 400 else "application/json"

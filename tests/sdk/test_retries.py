@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -19,6 +20,7 @@ from sharpness_client import (
     ServerError,
     ValidationError,
 )
+from sharpness_client._http import Request
 from sharpness_client._retry import RetryPolicy, retry_after
 from tests.sdk.scripted_server import Reply, problem, scripted
 
@@ -184,3 +186,123 @@ def test_retryable_statuses(status: int) -> None:
 @pytest.mark.parametrize("status", [400, 401, 404, 409, 413, 415, 422])
 def test_client_errors_are_not_retried(status: int) -> None:
     assert not RetryPolicy().should_retry(0, httpx.Response(status))
+
+
+# ------------------------------------------------- answers lost after the server acted on them
+DROP = Reply(0, drop=True)  # the request is read whole, then the connection closes unanswered
+TRAJECTORY = {
+    **{k: JOB[k] for k in ("id", "status", "queue", "created_at")},
+    "spec": {
+        "checkpoints": [{"model": "a" * 64, "learning_rate": 0.1}],
+        "dataset": {"id": "b" * 64},
+    },
+}
+STUDY = {
+    "id": "1" * 32,
+    "name": "sweep",
+    "created_at": "2026-01-01T00:00:00Z",
+    "target": "accuracy_gap",
+    "level": 0.9,
+    "status": "waiting",
+    "message": "waiting for members",
+    "members": [],
+}
+SUBMITS = {
+    "job": (JOB, 202, _submit),
+    "trajectory": (
+        TRAJECTORY,
+        202,
+        lambda c, **kw: c.trajectories.create(
+            checkpoints=[("a" * 64, 0.1)], dataset="b" * 64, **kw
+        ),
+    ),
+    "study": (
+        STUDY,
+        201,
+        lambda c, **kw: c.studies.create(
+            name="sweep", jobs=[{"job": JOB["id"], "hyperparameters": {"lr": 0.1}}], **kw
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", SUBMITS)
+def test_submit_whose_answer_is_lost_is_retried_under_its_key(kind: str) -> None:
+    record, status, submit = SUBMITS[kind]
+    with scripted([DROP, Reply(status, record)]) as server, Client(server.url) as client:
+        got = submit(client)
+    assert got.id == record["id"]
+    assert [s.method for s in server.seen] == ["POST", "POST"]
+    first, retry = (s.headers["Idempotency-Key"] for s in server.seen)
+    assert first == retry and uuid.UUID(hex=first).version == 4
+    assert server.seen[0].body == server.seen[1].body
+
+
+@pytest.mark.parametrize("kind", SUBMITS)
+def test_callers_key_is_sent_as_given_and_wins(kind: str) -> None:
+    record, status, submit = SUBMITS[kind]
+    replies = [DROP, Reply(503, problem(503, "x", "redis down")), Reply(status, record)]
+    with scripted(replies) as server, Client(server.url) as client:
+        submit(client, idempotency_key="nightly-2026-01-01/run 7")
+    assert [s.headers["Idempotency-Key"] for s in server.seen] == ["nightly-2026-01-01/run 7"] * 3
+
+
+@pytest.mark.parametrize("kind", SUBMITS)
+def test_separate_calls_get_separate_keys(kind: str) -> None:
+    record, status, submit = SUBMITS[kind]
+    with scripted([Reply(status, record)]) as server, Client(server.url) as client:
+        submit(client)
+        submit(client)
+    keys = [s.headers["Idempotency-Key"] for s in server.seen]
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
+def test_async_submit_whose_answer_is_lost_is_retried_under_its_key() -> None:
+    async def go(url: str):
+        async with AsyncClient(url) as client:
+            return await client.jobs.create(
+                model="a" * 64, dataset="b" * 64, measures=["lambda_max"]
+            )
+
+    with scripted([DROP, Reply(202, JOB)]) as server:
+        assert asyncio.run(go(server.url)).id == JOB["id"]
+    assert len({s.headers["Idempotency-Key"] for s in server.seen}) == 1
+    assert len(server.seen) == 2
+
+
+def test_uploads_and_cancels_are_retried_without_a_key(tmp_path) -> None:
+    """Stored by content, cancelled once: the service makes them once without a key (and
+    takes none on these paths), so none is sent."""
+    blob = tmp_path / "model.pt2"
+    blob.write_bytes(b"PK" + bytes(200))
+    info = {
+        "id": "c" * 64,
+        "sha256": "c" * 64,
+        "size_bytes": 202,
+        "created_at": "2026-01-01T00:00:00Z",
+        "format": "torch_export",
+        "filename": "model.pt2",
+    }
+    cancelled = {**JOB, "status": "cancelled"}
+    replies = [DROP, Reply(201, info), DROP, Reply(200, cancelled)]
+    with scripted(replies) as server, Client(server.url) as client:
+        assert client.models.upload(blob).id == info["id"]
+        assert client.jobs.cancel(JOB["id"]).status == "cancelled"
+    assert [s.path for s in server.seen] == ["/v1/models"] * 2 + [
+        f"/v1/jobs/{JOB['id']}/cancel"
+    ] * 2
+    assert not any("Idempotency-Key" in s.headers for s in server.seen)
+
+
+def test_a_post_without_a_key_is_sent_once() -> None:
+    """A POST the service does not make once by key or by nature is never sent twice: its
+    answer lost, a second attempt could make a second record."""
+    with scripted([DROP, Reply(202, JOB)]) as server, Client(server.url) as client:
+        with pytest.raises(APIConnectionError):
+            client._http.send(Request("POST", "/v1/jobs", json={}))
+    with scripted([Reply(503, problem(503, "x", "y")), Reply(202, JOB)]) as server:
+        with Client(server.url) as client, pytest.raises(ServerError):
+            client._http.send(Request("POST", "/v1/jobs", json={}))
+    assert len(server.seen) == 1
+    assert not RetryPolicy().should_retry(0, None, repeatable=False)
+    assert not RetryPolicy().should_retry(0, httpx.Response(503), repeatable=False)
