@@ -12,6 +12,12 @@ each sits in its own process group so a terminal's Ctrl-C reaches only this supe
 then stops them in order: the worker first (warm shutdown: a running job goes back to the
 queue), then the gateway, then Redis. If any child dies, the others are stopped and this exits
 non-zero, so a process manager sees the failure. Torch-free: it only starts processes.
+
+Nothing outlives the supervisor, whichever pid is signalled (service.lifeline): it gets
+SIGTERM when its own parent exits (make, killed with SIGTERM, or a script or process manager
+that goes), and stops everything as above; the worker and the gateway get SIGTERM the moment
+the supervisor itself is gone (SIGKILL included), and a small guardian process, told of each
+child as it starts, then stops whatever is left in the same order, Redis last.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import sys
 import time
 import urllib.request
 
+from service.lifeline import Guardian, die_with_parent, preexec_die_with_parent
 from tasks.redis_server import PrivateRedis
 from tasks.settings import get_settings
 
 WORKER_GRACE_S = 30.0
 GATEWAY_GRACE_S = 10.0
+REDIS_GRACE_S = 10.0
 
 
 class Stop(Exception):
@@ -42,7 +50,10 @@ def raise_stop(signum: int, _frame: object) -> None:
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(args, env=env, start_new_session=True)
+    """A child in a session of its own that gets SIGTERM when this process dies."""
+    return subprocess.Popen(
+        args, env=env, start_new_session=True, preexec_fn=preexec_die_with_parent()
+    )
 
 
 def stop(proc: subprocess.Popen | None, grace_s: float, name: str) -> None:
@@ -130,19 +141,27 @@ def main() -> int:
     env = dict(os.environ)
     redis: PrivateRedis | None = None
     children: dict[str, subprocess.Popen] = {}
+    guardian: Guardian | None = None
     signal.signal(signal.SIGINT, raise_stop)
     signal.signal(signal.SIGTERM, raise_stop)
+    die_with_parent()  # make (or whatever started this) gone: SIGTERM, the orderly stop below
     code = 0
     try:
+        guardian = Guardian()
         if not os.environ.get("SHARPNESS_REDIS_URL"):
             redis = PrivateRedis(settings.data_dir / "redis", aof=True).start()
+            if redis.process is not None:
+                guardian.add("redis", redis.process.pid, REDIS_GRACE_S, rank=2)
             env["SHARPNESS_REDIS_URL"] = redis.url
             print(f"redis    {redis.url} (AOF in {redis.data_dir})", flush=True)
         else:
             print(f"redis    {env['SHARPNESS_REDIS_URL']} (external)", flush=True)
         children["worker"] = spawn([sys.executable, "-m", "tasks.worker"], env)
+        armed = preexec_die_with_parent() is not None  # the children stop on their own
+        guardian.add("worker", children["worker"].pid, WORKER_GRACE_S, rank=0, armed=armed)
         processes = settings.gateway_processes
         children["gateway"] = spawn(gateway_command(host, port, processes), env)
+        guardian.add("gateway", children["gateway"].pid, GATEWAY_GRACE_S, rank=1, armed=armed)
         print(f"worker   pid {children['worker'].pid}", flush=True)
         print(
             f"gateway  http://{host}:{port}  (docs at /docs; {processes} processes, "
@@ -161,6 +180,10 @@ def main() -> int:
                 print("redis exited; stopping", flush=True)
                 code = 1
                 raise Stop("redis")
+            if guardian.process.poll() is not None:
+                print("the lifeline guardian exited; stopping", flush=True)
+                code = 1
+                raise Stop("lifeline")
             time.sleep(0.5)
     except Stop:
         pass
@@ -172,6 +195,8 @@ def main() -> int:
         if redis is not None:
             print("stopping redis", flush=True)
             redis.stop()
+        if guardian is not None:
+            guardian.release()
     return code
 
 

@@ -11,8 +11,11 @@ connections split about evenly and the p99 fell by a third.
 The supervision is what a deployment needs and no more: the sockets are bound here first
 (a taken port fails at once, before any process starts), a process that dies is started
 again on its socket, and SIGINT or SIGTERM stops them all (uvicorn's graceful shutdown: each
-finishes the requests it holds) and waits. One process runs uvicorn in place, as does any
-count where SO_REUSEPORT is missing (then with uvicorn's own `--workers`).
+finishes the requests it holds) and waits. The supervisor gets SIGTERM when its own parent
+exits (service.run_all, or make for `make gateway`), and each process when the supervisor
+does, SIGKILL included (service.lifeline: the kernel's parent-death signal on Linux, a
+getppid() poll elsewhere): no process is left holding the port. One process runs uvicorn in
+place, as does any count where SO_REUSEPORT is missing (then with uvicorn's own `--workers`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from multiprocessing.process import BaseProcess
 
 import uvicorn
 
+from service.lifeline import die_with_parent
 from service.run_all import Stop, raise_stop
 
 APP = "service.main:app"
@@ -53,18 +56,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def serve_on(sock: socket.socket, log_level: str, supervisor: int) -> None:
     """One gateway process: uvicorn on the socket it was handed (run in the child), stopping
-    itself (gracefully) if the supervisor dies: a killed supervisor must not leave processes
-    that hold the port, and a new one would share it with them (SO_REUSEPORT)."""
-    threading.Thread(target=_exit_with, args=(supervisor,), daemon=True).start()
+    itself (gracefully: SIGTERM) if the supervisor dies: a killed supervisor must not leave
+    processes that hold the port, and a new one would share it with them (SO_REUSEPORT)."""
+    die_with_parent(signal.SIGTERM, parent=supervisor)
     config = uvicorn.Config(APP, log_level=log_level)
     uvicorn.Server(config).run(sockets=[sock])
-
-
-def _exit_with(supervisor: int, period_s: float = 1.0) -> None:
-    while os.getppid() == supervisor:
-        time.sleep(period_s)
-    log.error("the gateway's supervisor %s is gone; stopping", supervisor)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def supervise(host: str, port: int, processes: int, log_level: str) -> int:
@@ -92,6 +88,7 @@ def supervise(host: str, port: int, processes: int, log_level: str) -> int:
     code = 0
     signal.signal(signal.SIGINT, raise_stop)
     signal.signal(signal.SIGTERM, raise_stop)
+    die_with_parent()
     try:
         children = [start(sock) for sock in sockets]
         print(
@@ -146,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     if args.processes > 1 and hasattr(socket, "SO_REUSEPORT"):
         return supervise(args.host, args.port, args.processes, args.log_level)
+    die_with_parent()  # uvicorn in place: its own SIGTERM handling stops it
     uvicorn.run(
         APP,
         host=args.host,
