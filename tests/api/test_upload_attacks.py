@@ -302,3 +302,22 @@ def test_pickle_reader_refuses_what_it_cannot_prove(stream: bytes, needle: str) 
         upload_check.check_pickle(stream, upload_check.WEIGHTS_ONLY_GLOBALS, "f", "m", "fix")
     assert e.value.status == 415 and e.value.member == "m"
     assert needle in e.value.detail, e.value.detail
+
+
+def test_deeply_nested_json_inside_uploads_is_a_422(client: TestClient, settings: Settings) -> None:
+    """JSON that arrives inside an upload (a form field, a safetensors header) is refused as
+    malformed, never a 500, whatever its depth."""
+    deep = "[" * 3000 + "]" * 3000
+    weights = files.safetensors_model_bytes()
+    r = client.post(
+        "/v1/models",
+        data={"architecture": "mlp", "config": deep},
+        files={"file": ("w.safetensors", weights)},
+    )
+    body = assert_problem(r, 422, "config")
+    assert body["errors"][0]["field"] == "config"
+    assert _stored(settings) == []
+    header = ('{"a": ' + deep + "}").encode()
+    raw = len(header).to_bytes(8, "little") + header
+    r = client.post("/v1/datasets", files={"file": ("d.safetensors", raw)})
+    _refused(r, 422, "corrupt", "not JSON", "", settings, None)
