@@ -18,7 +18,8 @@ non-global addresses, and their IPv4-mapped IPv6 forms, are refused before any c
 unless the URI's host is named in `settings.uri_allow_hosts` (an internal data server).
 Redirects go through the same checks, at most MAX_REDIRECTS of them. The gateway checks
 address literals (and `localhost`) at submission without any lookup; names are resolved and
-checked by the worker. Proxies from the environment are not used.
+checked by the worker. Proxies from the environment are not used (a proxy would make the
+connection past the check); SSL_CERT_FILE / SSL_CERT_DIR still name the trusted CAs.
 """
 
 from __future__ import annotations
@@ -278,7 +279,12 @@ def _download(uri: str, settings: Settings, timeout_s: float) -> Path:
     try:
         with (
             os.fdopen(fd, "wb") as fh,
-            httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client,
+            httpx.Client(
+                timeout=timeout_s,
+                follow_redirects=False,
+                trust_env=False,  # no proxy: it would connect past the check
+                verify=httpx.create_ssl_context(trust_env=True),  # SSL_CERT_FILE/_DIR apply
+            ) as client,
         ):
             for hop in range(MAX_REDIRECTS + 1):
                 addresses = resolve_checked(current, settings)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import http.server
 import ipaddress
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -387,3 +390,54 @@ def test_worker_refusal_is_the_jobs_problem(net: Net, tmp_path: Path) -> None:
         assert "dataset.uri" in e.value.detail and "link-local address" in e.value.detail
         assert "SHARPNESS_URI_ALLOW_HOSTS" in e.value.detail
     assert net.connects == []
+
+
+def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (openssl), and its key."""
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}"),
+            *("-addext", f"subjectAltName=DNS:{name}"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_verifies_the_uri_host_while_connecting_to_the_checked_address(
+    net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS to 127.0.0.1 with the server name and certificate check of the URI's host: a
+    certificate for that name is accepted, one for another name refused."""
+    good_cert, good_key = _certificate(tmp_path, "data.internal")
+    other_cert, other_key = _certificate(tmp_path, "other.internal")
+    bundle = tmp_path / "cas.pem"
+    bundle.write_text(good_cert.read_text() + other_cert.read_text())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    net.names["data.internal"] = ["127.0.0.1"]
+    s = _settings(tmp_path, uri_allow_hosts=["data.internal"])
+    for cert, key, ok in ((good_cert, good_key, True), (other_cert, other_key, False)):
+        srv = CountingServer()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        srv.socket = context.wrap_socket(srv.socket, server_side=True)
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        try:
+            uri = f"https://data.internal:{srv.server_address[1]}/d.npz"
+            if ok:
+                assert open_uri(uri, s).read_bytes() == BODY
+                assert srv.requests == [("/d.npz", f"data.internal:{srv.server_address[1]}")]
+            else:
+                with pytest.raises(UriRejected, match="Hostname mismatch"):
+                    open_uri(uri, s)
+                assert srv.requests == []
+        finally:
+            srv.shutdown()
+            srv.server_close()
+            thread.join()
+    assert {host for host, _ in net.connects} == {"127.0.0.1"}
