@@ -19,7 +19,9 @@ SIGKILL of the supervisor would otherwise leave them running. Three pieces:
   only waited for), so Redis outlives the worker's warm shutdown.
   This is the portable part: it needs no prctl.
 
-Torch-free, standard library only.
+The kernel sends the parent-death signal when the *thread* that started the process exits:
+a multi-threaded program that starts a supervisor must do so from a thread that lives as long
+as it wants the supervisor to. Torch-free, standard library only.
 """
 
 from __future__ import annotations

@@ -144,6 +144,7 @@ def main() -> int:
     guardian: Guardian | None = None
     signal.signal(signal.SIGINT, raise_stop)
     signal.signal(signal.SIGTERM, raise_stop)
+    signal.signal(signal.SIGHUP, raise_stop)  # the terminal closed: the same orderly stop
     die_with_parent()  # make (or whatever started this) gone: SIGTERM, the orderly stop below
     code = 0
     try:
@@ -190,6 +191,7 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         stop(children.get("worker"), WORKER_GRACE_S, "worker")
         stop(children.get("gateway"), GATEWAY_GRACE_S, "gateway")
         if redis is not None:

@@ -152,6 +152,17 @@ def test_signal_to_makes_pid_stops_everything(tmp_path: Path, sig: signal.Signal
     assert len(tree) >= 7  # supervisor, lifeline, redis, worker (+ pool), gateway (+ 2)
 
 
+def test_sighup_to_the_supervisor_stops_everything_in_order(tmp_path: Path) -> None:
+    """A closed terminal (SIGHUP) is a Ctrl-C: the orderly stop."""
+    log, _ = _run(tmp_path, via_make=False, sig=signal.SIGHUP)
+    text = log.read_text()
+    assert (
+        text.index("stopping worker")
+        < text.index("stopping gateway")
+        < text.index("stopping redis")
+    ), text
+
+
 def test_sigkill_of_the_supervisor_stops_everything(tmp_path: Path) -> None:
     """The supervisor can do nothing: the worker and the gateway get their parent-death
     SIGTERM, and the guardian stops Redis once they are gone."""
