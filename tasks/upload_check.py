@@ -302,6 +302,7 @@ def check_pt2(zf: zipfile.ZipFile, name: str) -> None:
                 member=member,
             )
     raw = _pt2_tensor_configs(zf, name)
+    _check_pt2_targets(zf, name)
     for member in names:
         if member.endswith("/") or member.endswith(".json"):
             continue
@@ -318,6 +319,74 @@ def check_pt2(zf: zipfile.ZipFile, name: str) -> None:
                 f"writes; it is never loaded. Instead, {REEXPORT}",
                 member=member,
             )
+
+
+# what torch.export's deserializer resolves a node's target to and its verifier accepts: an
+# operator, torch.ops.<namespace>.<op>[.<overload>] (higher-order ones included; aten's bitwise
+# operators are named like Python's dunders), or a symbolic-shape builtin (_operator.add,
+# math.trunc, torch.sym_max, ...); no other dunder, so no lookup can climb out of torch.ops
+_OP_TARGET = re.compile(r"^torch\.ops\.(?!__)\w+\.(\w+)(\.(?!__)\w+)?$")
+_SYM_TARGET = re.compile(r"^(_operator|math|torch)\.(?!__)\w+$")
+_OPERATOR_BUILTINS = frozenset(
+    "getitem add sub mul truediv floordiv mod pow neg pos abs eq ne le ge lt gt and_ or_ xor "
+    "not_ invert lshift rshift".split()
+)
+_OP_DUNDERS = frozenset(
+    f"__{n}__" for n in "and or xor lshift rshift iand ior ixor ilshift irshift".split()
+)
+
+
+def _is_operator(target: object) -> bool:
+    if not isinstance(target, str):
+        return False
+    op = _OP_TARGET.match(target)
+    if op is not None:
+        return not op.group(1).startswith("__") or op.group(1) in _OP_DUNDERS
+    sym = _SYM_TARGET.match(target)
+    if sym is None:
+        return False
+    module, attr = target.split(".", 1)
+    if module == "_operator":
+        return attr in _OPERATOR_BUILTINS
+    return module == "math" or "sym_" in attr
+
+
+def _check_pt2_targets(zf: zipfile.ZipFile, name: str) -> None:
+    """Every graph node of every serialized program calls an operator: a target the
+    deserializer would resolve by attribute lookup elsewhere (torch.serialization.os.system)
+    is refused, as torch's verifier refuses it when the worker loads the archive."""
+    for member in zf.namelist():
+        parts = PurePosixPath(member).parts
+        if "models" not in parts or not member.endswith(".json"):
+            continue
+        try:
+            stack: list[object] = [json.loads(zf.read(member))]
+        except (ValueError, RecursionError) as e:
+            raise UnsafeArchive(
+                "Corrupt model archive",
+                f"{name}: member {member!r} is not a serialized program ({type(e).__name__}); "
+                f"{REEXPORT}",
+                422,
+                "corrupt",
+                member,
+            ) from e
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+                continue
+            if not isinstance(item, dict):
+                continue
+            target = item.get("target")
+            if "inputs" in item and "outputs" in item and target is not None:
+                if not _is_operator(target):
+                    raise UnsafeArchive(
+                        "Unsafe model archive",
+                        f"{name}: member {member!r} has a graph node calling {target!r}, "
+                        f"which is not an operator. Instead, {REEXPORT}",
+                        member=member,
+                    )
+            stack.extend(item.values())
 
 
 def _pt2_tensor_configs(zf: zipfile.ZipFile, name: str) -> set[str]:

@@ -133,3 +133,16 @@ def symlink_member(name: str) -> zipfile.ZipInfo:
     info.external_attr = SYMLINK
     info.create_system = 3  # unix
     return info
+
+
+def pt2_graph_calls(pt2: bytes, target: str, marker: Path) -> tuple[bytes, str]:
+    """A program whose second node calls `target` (torch.serialization.os.system: the
+    deserializer resolves targets by attribute lookup from `torch`) with a shell command."""
+    m = members(pt2)
+    key = next(k for k in m if "/models/" in k and k.endswith(".json"))
+    program = json.loads(m[key])
+    node = program["graph_module"]["graph"]["nodes"][1]
+    node["target"] = target
+    node["inputs"] = [{"name": "", "arg": {"as_string": f"touch {marker}"}, "kind": 1}]
+    m[key] = json.dumps(program).encode()
+    return rezip(m), key

@@ -79,6 +79,22 @@ def test_pt2_extra_pickle_member(
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["torch.serialization.os.system", "_operator.call", "torch.ops.aten.__class__.mro"],
+)
+def test_pt2_graph_calling_outside_the_operators(
+    client: TestClient, pt2: bytes, settings: Settings, tmp_path: Path, target: str
+) -> None:
+    marker = tmp_path / "ran"
+    bad, member = hostile.pt2_graph_calls(pt2, target, marker)
+    r = client.post("/v1/models", files={"file": ("bad.pt2", bad)})
+    body = _refused(r, 415, "unsafe-archive", member, "torch.export.save", settings, marker)
+    assert repr(target) in body["detail"] and "not an operator" in body["detail"]
+    _worker_refuses(tmp_path, bad, "torch_export", member)
+    assert not marker.exists()
+
+
 def test_untouched_archives_pass(client: TestClient, pt2: bytes, ts: bytes) -> None:
     assert client.post("/v1/models", files={"file": ("m.pt2", pt2)}).status_code == 201
     assert client.post("/v1/models", files={"file": ("m.pt", ts)}).status_code == 201
