@@ -141,15 +141,15 @@ def check_members(zf: zipfile.ZipFile, label: str) -> None:
         parts = unix.split("/")
         why = None
         if unix.startswith("/") or _DRIVE.match(unix):
-            why = "an absolute path"
+            why = "is an absolute path"
         elif ".." in parts:
-            why = "a '..' component, pointing outside the archive's folder"
+            why = "has a '..' component, pointing outside the archive's folder"
         elif (info.external_attr >> 16) & _S_IFMT == _S_IFLNK:
-            why = "a symbolic link"
+            why = "is a symbolic link"
         if why:
             raise UnsafeArchive(
                 "Unsafe zip archive",
-                f"{label}: member {name!r} is {why}; such members are never accepted. {REZIP}",
+                f"{label}: member {name!r} {why}; such members are never accepted. {REZIP}",
                 member=name,
             )
         if name in seen:
