@@ -442,12 +442,14 @@ class TrajectorySpec(BaseModel):
     k: int = Field(
         default=3, ge=1, le=20, description="Top eigenvectors compared between checkpoints."
     )
-    tol: float = Field(
-        default=1e-6,
+    tol: float | None = Field(
+        default=None,
         gt=0,
         le=0.1,
         description="Relative Ritz residual bound per eigenpair; eigenvector errors are about "
-        "tol·λ/gap, so keep it well below the relative gaps between the top k+1 eigenvalues.",
+        "tol·λ/gap, so keep it well below the relative gaps between the top k+1 eigenvalues. "
+        "Default: as tight as the model's dtype allows (the products' rounding level for "
+        "float32, 1e-10 for float64).",
     )
     max_iter: int = Field(default=400, ge=2, le=10_000, description="Lanczos steps per checkpoint.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -530,7 +532,15 @@ class TrajectoryPoint(BaseModel):
         default=None, description="Why that mode, and what it means for this model."
     )
     residual_bounds: list[float] = Field(description="Ritz residual bound per eigenvalue.")
-    converged: bool
+    converged: bool = Field(
+        description="Every eigenpair's error estimate is within tol or within a small multiple "
+        "of the products' rounding level (limited_by says which)."
+    )
+    limited_by: str | None = Field(
+        default=None,
+        description="Why Lanczos stopped: 'tolerance' or '<dtype> rounding' (converged), or "
+        "the budget that stopped it ('iteration budget': raise max_iter).",
+    )
     iterations: int
     hvps: int
     seconds: float

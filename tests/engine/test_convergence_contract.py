@@ -62,9 +62,6 @@ CASES: list[tuple[str, dict[str, Any], bool | None]] = [
     ("pacbayes_bound", {"samples": 5, "grid_size": 2}, None),
 ]
 
-# measures whose estimators another change is bringing under the contract
-PENDING = {"trace", "frobenius", "spectral_density"}
-
 
 def float32_mlp() -> HessianProblem:
     """A float32 tanh MLP fitted (200 Adam steps) to labels it can learn, so that weight
@@ -111,18 +108,7 @@ def test_every_registered_measure_is_covered() -> None:
 
 @pytest.mark.parametrize(
     ("name", "params", "expected"),
-    [
-        pytest.param(
-            *case,
-            marks=pytest.mark.xfail(
-                case[0] in PENDING and case[2] is False,
-                reason="trace, frobenius and spectral_density gain limited_by in another change",
-                strict=False,
-            ),
-            id=f"{case[0]}-{i}",
-        )
-        for i, case in enumerate(CASES)
-    ],
+    [pytest.param(*case, id=f"{case[0]}-{i}") for i, case in enumerate(CASES)],
 )
 def test_converged_and_limited_by_agree(name: str, params: dict, expected: bool | None) -> None:
     p = float32_mlp()

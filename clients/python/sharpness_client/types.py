@@ -341,7 +341,7 @@ class TrajectorySpec(_Model):
     class_dim: Literal[1, -1] | None = None
     mode: Literal["eval", "train"] = "eval"
     k: int = 3
-    tol: float = 1e-6
+    tol: float | None = None
     max_iter: int = 400
     device: Literal["auto", "cpu", "cuda"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict)
@@ -369,6 +369,7 @@ class TrajectoryPoint(_Model):
     mode_reason: str | None = None
     residual_bounds: list[float]
     converged: bool
+    limited_by: str | None = None
     iterations: int
     hvps: int
     seconds: float
