@@ -47,10 +47,15 @@ process reads the same numbers:
                                 their first start at most `le` seconds (and `...|sum`)
 
 Each record also keeps `attempt_log`, a JSON list with one entry per ended run (attempt,
-worker, started_at, ended_at, outcome), and `attempts`, the number of runs started: a run
-writes its end only while the record still counts its attempt, so a run declared lost cannot
-overwrite the run that replaced it. Kombu's own `unacked` hash and queue lists are read here
-too (`restore_message`), so a lost run's message goes back to its queue at once.
+worker, started_at, ended_at, outcome), `attempts`, the number of runs started, and `epoch`,
+the fencing token of its runs: every claim (`claim`, `mark_running`), requeue, reap, hand-back
+(`end_run`) and end (`finish`, cancel included) increments it in the transaction that changes
+the status. A run writes only with the epoch its claim returned, and every such write (its
+progress, its partial results, its end) is a compare-and-set on (record, epoch) inside Redis
+(a Lua script or WATCH/MULTI): a run that lost its lease (paused, reaped, requeued, replaced)
+can write nothing at all, even while the record is `queued` again with the same `attempts`.
+Kombu's own `unacked` hash and queue lists are read here too (`restore_message`), so a lost
+run's message goes back to its queue at once.
 
 `RecordStore` holds what every kind of run shares (create with idempotency, read, list, the
 cancel flag, the run lock, progress, the atomic never-leave-terminal `finish`); `JobStore`
@@ -134,6 +139,36 @@ def redis_client(
         socket_timeout=30,
         health_check_interval=15,
     )
+
+
+def quick_client(client: redis.Redis, retry_s: float = 0.3) -> redis.Redis:
+    """A client on the same server as `client` that gives up quickly (about `retry_s` of
+    retries, 2 s to connect): what a run uses between engine iterations, so an outage costs
+    it a skipped write, never seconds of computation."""
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError, TimeoutError
+    from redis.retry import Retry
+
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    backoff = ExponentialBackoff(cap=0.2, base=0.05)
+    kwargs.update(
+        retry=Retry(backoff, max(1, int(retry_s / 0.1)), (ConnectionError, TimeoutError)),
+        retry_on_error=[ConnectionError, TimeoutError],
+        socket_connect_timeout=2.0,
+        socket_timeout=10.0,
+        health_check_interval=0,
+    )
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))
+
+
+# HSET the field/value pairs ARGV[2..] on KEYS[1] only while its epoch is ARGV[1]; 1 if written
+FENCED_HSET = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or '0'
+if epoch ~= ARGV[1] or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
 
 
 def _ts(value: str | None) -> float | None:
@@ -234,6 +269,14 @@ class RecordStore(Generic[R, S]):
         """A store on its own client, which waits out a Redis restart (see `redis_client`)."""
         retry = REDIS_RETRY_S if retry_s is None else retry_s
         return cls(redis_client(url, retry, connect_timeout_s))
+
+    def quick(self) -> Self:
+        """The same store on a client that fails fast (`quick_client`)."""
+        return type(self)(quick_client(self.r), retention_s=self.retention_s)
+
+    def redis_uptime_s(self) -> float:
+        """Seconds since the Redis server started (a restart resets it)."""
+        return float(self.r.info("server").get("uptime_in_seconds", 0))
 
     # --------------------------------------------------------------- keys
     @classmethod
@@ -713,12 +756,29 @@ class RecordStore(Generic[R, S]):
         return newer + sum(1 for t in ties if t > cursor)  # equal scores: reverse id order
 
     # ------------------------------------------------------------- update
-    def set_fields(self, record_id: str, **fields: Any) -> None:
+    def set_fields(self, record_id: str, epoch: int | None = None, **fields: Any) -> bool:
+        """Field-level HSET; with `epoch`, only while the record's epoch is that (a run's
+        writes): False when refused."""
         encoded = {
             k: (v if isinstance(v, str | int | float) else json.dumps(v, default=str))
             for k, v in fields.items()
         }
-        self.r.hset(self.key(record_id), mapping=encoded)
+        if epoch is None:
+            self.r.hset(self.key(record_id), mapping=encoded)
+            return True
+        return self._fenced_hset(record_id, epoch, encoded)
+
+    def _fenced_hset(self, record_id: str, epoch: int, fields: dict[str, Any]) -> bool:
+        """HSET `fields` atomically, only while the record's epoch is `epoch` (Lua)."""
+        args: list[Any] = [str(epoch)]
+        for k, v in fields.items():
+            args += [k, v]
+        return bool(self.r.eval(FENCED_HSET, 1, self.key(record_id), *args))
+
+    def epoch(self, record_id: str) -> tuple[JobStatus | None, int]:
+        """The record's status and epoch (the fencing token its current run writes with)."""
+        status, epoch = self.r.hmget(self.key(record_id), ["status", "epoch"])
+        return (JobStatus(status) if status else None), int(epoch or 0)
 
     def request_cancel(self, record_id: str) -> R | None:
         """Flag a record for cancellation; a queued one is cancelled at once."""
@@ -754,24 +814,52 @@ class RecordStore(Generic[R, S]):
         return self.r.get(self.lock_key(record_id))
 
     def mark_running(self, record_id: str, worker: str, device: str, versions: dict) -> int:
-        """Start a run; returns its attempt number (what `finish(attempt=...)` checks)."""
+        """Start a run whatever the record's status; returns its attempt number. Runs use
+        `claim`, which also returns the run's epoch and starts only a queued record."""
+        claimed = self._claim(record_id, worker, device, versions, queued_only=False)
+        assert claimed is not None
+        return claimed[0]
+
+    def claim(
+        self, record_id: str, worker: str, device: str, versions: dict
+    ) -> tuple[int, int] | None:
+        """Start a run of a queued record: (attempt, epoch), the epoch being the fencing token
+        every write of the run carries; None when the record is not queued (cancelled or
+        taken meanwhile)."""
+        return self._claim(record_id, worker, device, versions, queued_only=True)
+
+    def _claim(
+        self, record_id: str, worker: str, device: str, versions: dict, queued_only: bool
+    ) -> tuple[int, int] | None:
         key = self.key(record_id)
-        created, queue = self.r.hmget(key, ["created_at", "queue"])
-        pipe = self.r.pipeline()
-        pipe.hincrby(key, "attempts", 1)
-        pipe.hset(
-            key,
-            mapping={
-                "status": JobStatus.running.value,
-                "started_at": now().isoformat(),
-                "worker": worker,
-                "device": device,
-                "versions": json.dumps(versions),
-            },
-        )
-        pipe.sadd(self.running_key(), record_id)
-        self._index(pipe, record_id, JobStatus.running, _ts(created), queue)
-        return int(pipe.execute()[0])
+        with self.r.pipeline() as pipe:
+            for _ in range(10):
+                try:
+                    pipe.watch(key)
+                    status, created, queue = pipe.hmget(key, ["status", "created_at", "queue"])
+                    if queued_only and status != JobStatus.queued.value:
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.hincrby(key, "attempts", 1)
+                    pipe.hincrby(key, "epoch", 1)
+                    pipe.hset(
+                        key,
+                        mapping={
+                            "status": JobStatus.running.value,
+                            "started_at": now().isoformat(),
+                            "worker": worker,
+                            "device": device,
+                            "versions": json.dumps(versions),
+                        },
+                    )
+                    pipe.sadd(self.running_key(), record_id)
+                    self._index(pipe, record_id, JobStatus.running, _ts(created), queue)
+                    out = pipe.execute()
+                    return int(out[0]), int(out[1])
+                except redis.WatchError:
+                    time.sleep(0.01)
+        return None
 
     def running_ids(self) -> list[str]:
         """Ids of the records in status running (constant cost in the number of records)."""
@@ -801,6 +889,7 @@ class RecordStore(Generic[R, S]):
         only_if_unlocked: bool = False,
         max_attempts: int | None = None,
         error: Problem | None = None,
+        epoch: int | None = None,
     ) -> JobStatus | None:
         """End the running attempt without a result: back to `queued` (its worker shut down,
         or was lost), or `cancelled` when a cancel was asked for, or `failed` with `error`
@@ -808,7 +897,8 @@ class RecordStore(Generic[R, S]):
         of the ended run are dropped from the record; `attempt_log` keeps them.
 
         Atomic and guarded: nothing happens unless the record is still running (and, when
-        given, still on `attempt`, and with `only_if_unlocked`, no worker holds its lock).
+        given, still on `attempt` and at `epoch`, and with `only_if_unlocked`, no worker holds
+        its lock); the record's epoch moves on, so the ended run can write nothing more.
         Returns the new status, or None when nothing was changed."""
         key, lock = self.key(record_id), self.lock_key(record_id)
         with self.r.pipeline() as pipe:
@@ -820,6 +910,9 @@ class RecordStore(Generic[R, S]):
                         pipe.unwatch()
                         return None
                     if attempt is not None and int(raw.get("attempts") or 0) != attempt:
+                        pipe.unwatch()
+                        return None
+                    if epoch is not None and int(raw.get("epoch") or 0) != epoch:
                         pipe.unwatch()
                         return None
                     if only_if_unlocked and pipe.exists(lock):
@@ -845,6 +938,7 @@ class RecordStore(Generic[R, S]):
                         self._expire_idem(pipe, raw, record_id)
                     pipe.multi()
                     pipe.hset(key, mapping=fields)
+                    pipe.hincrby(key, "epoch", 1)
                     if not status.terminal:
                         pipe.hdel(key, "worker", "device", "started_at")
                     pipe.srem(self.running_key(), record_id)
@@ -924,9 +1018,16 @@ class RecordStore(Generic[R, S]):
         key = self.status_key(JobStatus.queued)
         return self.r.zrangebyscore(key, "-inf", cutoff, start=0, num=limit)
 
-    def set_progress(self, record_id: str, name: str | int, progress: MeasureProgress) -> None:
-        """One measure's (a job) or one checkpoint's (a trajectory) progress."""
-        self.r.hset(self.key(record_id), f"progress:{name}", progress.model_dump_json())
+    def set_progress(
+        self,
+        record_id: str,
+        name: str | int,
+        progress: MeasureProgress,
+        epoch: int | None = None,
+    ) -> bool:
+        """One measure's (a job) or one checkpoint's (a trajectory) progress; with `epoch`
+        (a run's writes), only while the record is at that epoch: False when refused."""
+        return self.set_fields(record_id, epoch, **{f"progress:{name}": progress.model_dump_json()})
 
     def finish(
         self,
@@ -937,10 +1038,12 @@ class RecordStore(Generic[R, S]):
         evaluation: dict[str, Any] | None = None,
         only_if: set[JobStatus] | None = None,
         attempt: int | None = None,
+        epoch: int | None = None,
     ) -> bool:
         """Move a record to a terminal state atomically; never leave a terminal state. With
-        `attempt`, only while the record still counts that run (a run declared lost and
-        replaced writes nothing)."""
+        `attempt`, only while the record still counts that run; with `epoch` (a run's end),
+        only while the record is at the epoch the run claimed it with (a run declared lost,
+        requeued or replaced writes nothing). The epoch moves on."""
         key = self.key(record_id)
         allowed = only_if or {JobStatus.queued, JobStatus.running}
         with self.r.pipeline() as pipe:
@@ -953,6 +1056,9 @@ class RecordStore(Generic[R, S]):
                         pipe.unwatch()
                         return False
                     if attempt is not None and int(raw.get("attempts") or 0) != attempt:
+                        pipe.unwatch()
+                        return False
+                    if epoch is not None and int(raw.get("epoch") or 0) != epoch:
                         pipe.unwatch()
                         return False
                     at = now()
@@ -972,6 +1078,7 @@ class RecordStore(Generic[R, S]):
                     if evaluation is not None:
                         fields["evaluation"] = json.dumps(evaluation, default=str)
                     pipe.hset(key, mapping=fields)
+                    pipe.hincrby(key, "epoch", 1)
                     pipe.execute()
                     return True
                 except redis.WatchError:

@@ -16,6 +16,12 @@ Every worker sweeps from its heartbeat thread, and the gateway on reads of /v1/q
 wins and only the winner sends a message. A run that was declared lost but was only paused
 (SIGSTOP) finds its attempt replaced and writes nothing (`finish(attempt=...)`).
 
+A run whose lock and worker heartbeat merely expired while Redis was away is not lost: for
+`restart_grace_s` after Redis starts (its uptime), no sweep reaps, so the runs that computed
+through the outage take their locks again first. Were one reaped all the same, it would only
+cost its computation: every write of the replaced run is fenced by the record's epoch
+(tasks.jobstore), so it writes nothing.
+
 A second, slower pass (`orphans`, run by the workers' sweeps at most every `ORPHAN_EVERY_S`;
 it reads every broker message and the oldest `ORPHAN_CANDIDATES` queued records) fixes what slipped
 through: a record `queued` with no broker message behind it (the message was lost with a
@@ -94,11 +100,17 @@ def reap_one(
     settings: Settings,
     send: Send,
     orphan: bool = False,
+    spare_since: float | None = None,
 ) -> Reaped | None:
     """Reap `record_id` if its run was lost; None when it was not (or another sweeper won).
-    `orphan`: its worker may still beat (the sweeper found nothing else behind the run)."""
+    `orphan`: its worker may still beat (the sweeper found nothing else behind the run).
+    `spare_since`: Redis restarted then (epoch seconds), moments ago: a run started before
+    it is spared (its lock and heartbeat expired while Redis was away; it retakes them)."""
     record = store.get(record_id)
     if record is None or record.status != JobStatus.running:
+        return None
+    started = record.started_at.timestamp() if record.started_at else None
+    if spare_since is not None and started is not None and started < spare_since:
         return None
     if store.lock_holder(record_id) is not None:
         return None
@@ -176,10 +188,12 @@ def sweep(
     behind them, which reads every broker message. The gateway leaves it to the workers, so
     its views keep a constant cost: whatever that pass fixes needs a live worker anyway."""
     out: list[Reaped] = []
+    restarted = _recent_restart(jobs, settings)
     for store in stores_of(jobs):
         for record_id in store.running_ids():
             try:
-                if (reaped := reap_one(store, jobs, record_id, settings, send)) is not None:
+                reaped = reap_one(store, jobs, record_id, settings, send, spare_since=restarted)
+                if reaped is not None:
                     out.append(reaped)
             except Exception:  # one odd record must not stop the sweep
                 log.exception("reaping %s %s failed", store.KIND, record_id)
@@ -189,6 +203,22 @@ def sweep(
         except Exception:
             log.exception("looking for orphaned records failed")
     return out
+
+
+def restart_grace_s(settings: Settings) -> float:
+    """After Redis starts, how long no run is reaped: every lock and heartbeat expired while it
+    was away, and the live workers need a heartbeat or two to take them again."""
+    return max(3.0 * settings.heartbeat_s, 10.0) + 2.0 * settings.heartbeat_s
+
+
+def _recent_restart(jobs: JobStore, settings: Settings) -> float | None:
+    """When Redis started (epoch seconds), if less than `restart_grace_s` ago; else None."""
+    try:
+        uptime = jobs.redis_uptime_s()
+    except Exception:  # a Redis without INFO (a proxy): sweep as usual
+        return None
+    # uptime counts whole seconds: Redis started within the second before `now - uptime`
+    return time.time() - uptime - 1.0 if uptime < restart_grace_s(settings) else None
 
 
 ORPHAN_EVERY_S = 15.0  # how often one process looks for orphans (it reads every message)

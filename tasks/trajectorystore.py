@@ -65,20 +65,26 @@ class TrajectoryStore(RecordStore[Trajectory, TrajectorySpec]):
 
     # ------------------------------------------------------------- update
     def add_point(
-        self, record_id: str, point: TrajectoryPoint, overlap: EigenvectorOverlap | None
-    ) -> None:
-        """Append one checkpoint's result (and its overlap with the previous) to the record.
+        self,
+        record_id: str,
+        point: TrajectoryPoint,
+        overlap: EigenvectorOverlap | None,
+        epoch: int | None = None,
+    ) -> bool:
+        """Append one checkpoint's result (and its overlap with the previous) to the record;
+        with `epoch` (a run's partial result), only while the record is at that epoch: False
+        when refused.
 
-        Only the one running worker (it holds the lock) appends, so read-modify-write of the
-        two JSON lists is safe; the hash fields are written together."""
+        Only the run that holds the record's epoch appends, so read-modify-write of the two
+        JSON lists is safe; the hash fields are written together, fenced by the epoch."""
         raw = self.r.hmget(self.key(record_id), ["points", "overlaps"])
         points = json.loads(raw[0] or "[]")
         overlaps = json.loads(raw[1] or "[]")
         points = [p for p in points if p["index"] != point.index] + [point.model_dump()]
         if overlap is not None:
             overlaps = [o for o in overlaps if o["end"] != overlap.end] + [overlap.model_dump()]
-        self.set_fields(record_id, points=points, overlaps=overlaps)
+        return self.set_fields(record_id, epoch, points=points, overlaps=overlaps)
 
-    def reset_results(self, record_id: str) -> None:
+    def reset_results(self, record_id: str, epoch: int | None = None) -> bool:
         """A redelivered run starts over: drop the points a dead worker left behind."""
-        self.set_fields(record_id, points=[], overlaps=[])
+        return self.set_fields(record_id, epoch, points=[], overlaps=[])

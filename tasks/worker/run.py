@@ -19,8 +19,17 @@ gives only `body`, the work (load, measure, write results):
 - **errors**: any exception becomes an RFC 9457 problem from tasks.problem_types naming
   where it happened (`measure 'trace'`, `checkpoints[2]`); nothing a run does crashes the
   worker;
-- **finish once**: `finish(attempt=...)` moves the record to one terminal state, only while it
-  still counts this attempt, so a run that was declared lost and replaced writes nothing;
+- **fenced writes**: the claim (`claim`) returns the run's epoch, and every write of the run
+  (progress, partial results, its end) is a compare-and-set on (record, epoch) in Redis;
+  every requeue, reap, hand-back and end moves the epoch on, so a run that lost its lease
+  writes nothing at all;
+- **Redis outages cost no computation**: the run talks to Redis through a `StoreLink` that
+  fails fast; while Redis is away it keeps computing, keeps its latest progress per measure
+  (written when Redis is back), reads "not cancelled yet", and retries its fenced end with
+  backoff until shortly before the hard time limit. A Redis error is never a run's failure:
+  where the run cannot go on it hands the record back to the queue;
+- **finish once**: `finish(epoch=...)` moves the record to one terminal state, only while it
+  is still this run's, so a run that was declared lost and replaced writes nothing;
 - **the task's state is the record's** (`task_outcome`): the record's terminal status in the
   result backend and as the task's last event (SUCCESS, FAILURE, REVOKED); a run that lost
   its record (taken over, or its `finish` refused) or a duplicate message while another
@@ -39,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from tasks import problem_types
@@ -53,6 +63,70 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.25
 CANCEL_CHECK_EVERY_S = 0.5
+AWAY_S = 2.0  # after a failed call, a run leaves Redis alone this long (it keeps computing)
+END_MARGIN_S = 15.0  # a run's end is retried until this long before the hard time limit
+# what a Redis outage raises (BusyLoadingError, a restart reading its AOF, included)
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+class Away(Exception):
+    """Redis did not answer the run (or did not a moment ago): nothing was written."""
+
+
+class StoreLink:
+    """A run's own connection to its record, which never holds the computation up: a client
+    that gives up within a fraction of a second, and after a failure no new call for `AWAY_S`
+    (calls raise Away meanwhile). The progress the run could not write is kept, the latest
+    per measure (bounded by the measures), and written first at the next call that reaches
+    Redis."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store.quick()
+        self.away_until = 0.0
+        self.pending: dict[str, MeasureProgress] = {}
+        self._lock = threading.Lock()
+
+    def away(self) -> bool:
+        return time.monotonic() < self.away_until
+
+    def call(self, fn: Callable[[RecordStore], Any]) -> Any:
+        if self.away():
+            raise Away()
+        try:
+            return fn(self.store)
+        except REDIS_ERRORS as e:
+            if not self.away():
+                log.warning("Redis away (%s); the run goes on and writes later", e)
+            self.away_until = time.monotonic() + AWAY_S
+            raise Away() from e
+
+    def progress(self, rid: str, epoch: int, name: str, progress: MeasureProgress) -> bool:
+        """Keep `progress` as the latest of `name` and write what is kept, fenced by `epoch`;
+        False when the record is no longer at `epoch` (the run lost its lease)."""
+        with self._lock:
+            self.pending[name] = progress
+        return self.flush(rid, epoch)
+
+    def flush(self, rid: str, epoch: int) -> bool:
+        """Write the kept progress (raises nothing: kept again when Redis is away)."""
+        with self._lock:
+            pending, self.pending = self.pending, {}
+        try:
+            for name, p in list(pending.items()):
+                if not self.call(lambda st, n=name, p=p: st.set_progress(rid, n, p, epoch)):
+                    return False
+                del pending[name]
+        except Away:
+            with self._lock:
+                self.pending = {**pending, **self.pending}  # newer entries win
+        return True
+
+    def cancel_requested(self, rid: str) -> bool:
+        """A cancel check that cannot reach Redis means "not cancelled yet"."""
+        try:
+            return bool(self.call(lambda st: st.cancel_requested(rid)))
+        except Away:
+            return False
 
 
 class TimeLimit(Exception):
@@ -115,7 +189,11 @@ def task_outcome(task: Any, outcome: str, store: Any, record_id: str) -> str:
     Ignore: no terminal event, no result, the run that owns the record says it."""
     if outcome in NOT_OURS:
         raise Ignore()
-    record = store.get(record_id)
+    try:  # Redis may be coming back: the record's status is what the task states
+        record = retry_redis(lambda: store.get(record_id), time.monotonic() + 60, "a read")
+    except REDIS_ERRORS:
+        log.warning("%s %s: Redis away; its task state is not stated", store.KIND, record_id)
+        raise Ignore() from None
     if record is None or not record.status.terminal:
         raise Ignore()
     status = record.status.value
@@ -154,10 +232,14 @@ class LockKeeper(threading.Thread):
     the run was declared lost and replaced: `lost` is set and the run stops without writing.
     Killed with its process, it stops refreshing, and the lock expires a few heartbeats later."""
 
-    def __init__(self, rt: WorkerRuntime, store: RecordStore, record_id: str) -> None:
+    def __init__(
+        self, rt: WorkerRuntime, store: RecordStore, record_id: str, link: StoreLink | None = None
+    ) -> None:
         super().__init__(name=f"lock-{record_id[:8]}", daemon=True)
         self.rt, self.store, self.record_id = rt, store, record_id
+        self.link = link or StoreLink(store)
         self.attempt: int | None = None
+        self.epoch: int | None = None  # the run's fencing token, once it claimed the record
         self.lost = False
         self.stopped = threading.Event()
         self.kept_at = time.monotonic()  # the last time the lock was known to be ours
@@ -167,22 +249,27 @@ class LockKeeper(threading.Thread):
         (SIGSTOP, a frozen VM) the lock is checked now, before anything is written: a run
         that was replaced while it slept never writes a word."""
         if not self.lost and time.monotonic() - self.kept_at > self.rt.settings.heartbeat_s * 2:
-            self.keep()
+            try:
+                self.keep()
+            except (Away, *REDIS_ERRORS):  # cannot tell while Redis is away: go on computing;
+                pass  # its writes are fenced, and the check is made again when Redis is back
         return not self.lost
 
     def keep(self) -> None:
-        rt, store, rid = self.rt, self.store, self.record_id
+        self.link.call(self._keep)
+
+    def _keep(self, store: RecordStore) -> None:
+        rt, rid = self.rt, self.record_id
         ttl = lock_ttl(rt.settings)
         if store.refresh_lock(rid, rt.hostname, ttl):
             self.kept_at = time.monotonic()
             return
         holder = store.lock_holder(rid)
-        record = store.get(rid)
-        ours = (
-            record is not None
-            and record.status == JobStatus.running
-            and self.attempt is not None
-            and record.attempts == self.attempt
+        status, epoch = store.epoch(rid)
+        ours = status == JobStatus.running and (
+            epoch == self.epoch
+            if self.epoch is not None
+            else self.attempt is not None and store.get(rid).attempts == self.attempt  # type: ignore[union-attr]
         )
         if holder is None and ours and store.acquire(rid, rt.hostname, ttl):
             log.warning("%s %s: lock had expired (Redis away?); taken again", store.KIND, rid)
@@ -196,7 +283,9 @@ class LockKeeper(threading.Thread):
         while not self.stopped.wait(self.rt.settings.heartbeat_s):
             try:
                 self.keep()
-            except Exception:  # Redis away longer than the client's retries: try again
+            except Away:  # Redis away: try again at the next heartbeat
+                pass
+            except Exception:
                 log.exception("refreshing the lock of %s failed", self.record_id)
 
 
@@ -220,16 +309,14 @@ class Hooks:
         if not self.run.keeper.owned():  # replaced while paused: the record is another's
             return
         info = self._pending or {}
-        self.run.store.set_progress(
-            self.run.id,
-            self.name,
-            MeasureProgress(
-                state=state,
-                iteration=int(info.get("iteration", 0) or 0),
-                estimate=info.get("estimate"),
-                updated_at=datetime.now(UTC),
-            ),
+        progress = MeasureProgress(
+            state=state,
+            iteration=int(info.get("iteration", 0) or 0),
+            estimate=info.get("estimate"),
+            updated_at=datetime.now(UTC),
         )
+        if not self.run.link.progress(self.run.id, self.run.epoch, self.name, progress):
+            self.run.keeper.lost = True  # the record moved on: this run writes nothing more
         self._last_write = time.monotonic()
 
     def done(self, value: Any) -> None:
@@ -244,7 +331,7 @@ class Hooks:
         if now - self._last_check < CANCEL_CHECK_EVERY_S:
             return False
         self._last_check = now
-        return self.run.store.cancel_requested(self.run.id)
+        return self.run.link.cancel_requested(self.run.id)
 
 
 # ------------------------------------------------------------------------------- the run
@@ -258,6 +345,7 @@ class Run:
     attempt: int
     device: str  # the torch device to compute on
     keeper: LockKeeper
+    epoch: int = 0  # the fencing token every write of this run carries
     started: float = field(default_factory=time.monotonic)
     where: str = ""  # what the run is doing, for problems: "measure 'trace'", "checkpoints[2]"
     results: dict[str, Any] | None = None  # kept by finish on failure and cancel too
@@ -271,6 +359,24 @@ class Run:
     @property
     def spec(self) -> Any:
         return self.record.spec
+
+    @property
+    def link(self) -> StoreLink:
+        return self.keeper.link
+
+    def deadline(self) -> float:
+        """Until when (monotonic) the run may wait for Redis to write its end."""
+        return end_deadline(self.rt, self.started)
+
+    def write(self, fn: Callable[[RecordStore], bool]) -> None:
+        """A partial result that must be stored (a trajectory's point): `fn(store)` is a write
+        fenced by this run's epoch, retried while Redis is away (until the run's deadline);
+        refused, the run lost its lease and stops (LockLost)."""
+        if not self.keeper.owned():
+            raise LockLost()
+        if not retry_redis(lambda: fn(self.store), self.deadline()):
+            self.keeper.lost = True
+            raise LockLost()
 
     def check(self) -> None:
         """Raise when the run must stop now: the worker drains, the lock was lost, or the soft
@@ -316,25 +422,55 @@ def _acquire(rt: WorkerRuntime, store: RecordStore, record_id: str) -> bool:
         time.sleep(0.5)
 
 
+def end_deadline(rt: WorkerRuntime, started: float) -> float:
+    """Until when (monotonic) a run started at `started` may wait for Redis to write its end:
+    shortly before Celery's hard time limit would stop its process."""
+    return started + max(rt.settings.hard_time_limit_s - END_MARGIN_S, 1.0)
+
+
+def retry_redis(fn: Callable[[], Any], deadline: float, what: str = "its write") -> Any:
+    """`fn()`, retried with backoff (0.5 s doubling to 10 s) while Redis is away, until
+    `deadline`; then the Redis error is raised."""
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except REDIS_ERRORS as e:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis away (%s); retrying %s in %.1f s", e, what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def execute(rt: WorkerRuntime, store: RecordStore, record_id: str, body: Body, kept: str) -> str:
     """Run record `record_id` once through `body`; returns what happened (succeeded, failed,
-    cancelled, skipped, locked, lost). Raises only Reject (the worker is draining). `kept`
-    says, in a time-limit problem, what a stopped run keeps."""
-    record = store.get(record_id)
-    if record is None or record.status.terminal:
-        state = "missing" if record is None else record.status.value
-        log.info("%s %s: %s, not running it", store.KIND, record_id, state)
-        return "skipped"
-    if not _acquire(rt, store, record_id):
-        log.warning("%s %s: another live worker holds its lock", store.KIND, record_id)
-        return "locked"
+    cancelled, skipped, locked, lost). Raises only Reject (the worker is draining, or Redis
+    could not be reached to start or end the run: the message goes back). `kept` says, in a
+    time-limit problem, what a stopped run keeps."""
+    started = time.monotonic()
+    try:
+        record = store.get(record_id)
+        if record is None or record.status.terminal:
+            state = "missing" if record is None else record.status.value
+            log.info("%s %s: %s, not running it", store.KIND, record_id, state)
+            return "skipped"
+        if not _acquire(rt, store, record_id):
+            log.warning("%s %s: another live worker holds its lock", store.KIND, record_id)
+            return "locked"
+    except REDIS_ERRORS as e:  # nothing started: the message goes back to the queue
+        log.warning("%s %s: Redis away before the run started (%s)", store.KIND, record_id, e)
+        raise Reject(f"Redis away: {e}", requeue=True) from None
     keeper = LockKeeper(rt, store, record_id)
     keeper.start()
     try:
-        return _run_locked(rt, store, record_id, body, kept, keeper)
+        return _run_locked(rt, store, record_id, body, kept, keeper, started)
     finally:
         keeper.stopped.set()
-        store.release(record_id, rt.hostname)
+        try:
+            store.release(record_id, rt.hostname)
+        except REDIS_ERRORS:  # it expires by itself
+            pass
 
 
 def _end_killed_attempt(rt: WorkerRuntime, store: RecordStore, record: Any) -> JobStatus | None:
@@ -352,75 +488,135 @@ def _end_killed_attempt(rt: WorkerRuntime, store: RecordStore, record: Any) -> J
 
 
 def _run_locked(
-    rt: WorkerRuntime, store: RecordStore, rid: str, body: Body, kept: str, keeper: LockKeeper
+    rt: WorkerRuntime,
+    store: RecordStore,
+    rid: str,
+    body: Body,
+    kept: str,
+    keeper: LockKeeper,
+    started: float | None = None,
 ) -> str:
-    record = store.get(rid)  # re-read under the lock: another worker may have finished it
-    if record is not None and record.status == JobStatus.running:
-        ended = _end_killed_attempt(rt, store, record)
-        log.warning("%s %s: attempt %s was killed; now %s", store.KIND, rid, record.attempts, ended)
-        if ended in (JobStatus.failed, JobStatus.cancelled):  # attempts spent, or cancel asked
-            return ended.value
-        record = store.get(rid)
-    if record is None or record.status.terminal:
-        return "skipped"
-    if store.cancel_requested(rid):
-        # ended here, or by whoever got there first: either way the record says which
-        return "cancelled" if store.finish(rid, JobStatus.cancelled) else "skipped"
+    started = time.monotonic() if started is None else started
+    deadline = end_deadline(rt, started)
+    try:
+        record = store.get(rid)  # re-read under the lock: another worker may have finished it
+        if record is not None and record.status == JobStatus.running:
+            ended = _end_killed_attempt(rt, store, record)
+            log.warning(
+                "%s %s: attempt %s was killed; now %s", store.KIND, rid, record.attempts, ended
+            )
+            if ended in (JobStatus.failed, JobStatus.cancelled):  # attempts spent, or cancel
+                return ended.value
+            record = store.get(rid)
+        if record is None or record.status.terminal:
+            return "skipped"
+        if store.cancel_requested(rid):
+            # ended here, or by whoever got there first: either way the record says which
+            return "cancelled" if store.finish(rid, JobStatus.cancelled) else "skipped"
+    except REDIS_ERRORS as e:  # nothing started: the message goes back to the queue
+        log.warning("%s %s: Redis away before the run started (%s)", store.KIND, rid, e)
+        raise Reject(f"Redis away: {e}", requeue=True) from None
     kind = store.KIND
     run: Run | None = None
     attempt: int | None = None
+    epoch: int | None = None
     try:
         from tasks.engine.context import Cancelled
 
         device, description = resolve_device(record.spec.device)
-        attempt = keeper.attempt = store.mark_running(rid, rt.hostname, description, versions())
-        run = Run(rt, store, record, attempt, device, keeper)
+        claimed = store.claim(rid, rt.hostname, description, versions())
+        if claimed is None:  # cancelled or ended meanwhile: the record says which
+            return "skipped"
+        attempt, epoch = claimed
+        keeper.attempt, keeper.epoch = attempt, epoch
+        run = Run(rt, store, record, attempt, device, keeper, epoch=epoch, started=started)
         try:
             body(run)
         except Cancelled:
             if run.hooks is not None and not run.hooks.finished:
                 run.hooks.flush("failed")
-            ended = store.finish(
-                rid,
-                JobStatus.cancelled,
-                run.results,
-                evaluation=run.evaluation,
-                only_if=RUNNING,
-                attempt=attempt,
-            )
-            return "cancelled" if ended else _lost(store, rid, attempt)
-        ended = store.finish(
-            rid,
-            JobStatus.succeeded,
-            run.results,
-            evaluation=run.evaluation,
-            only_if=RUNNING,
-            attempt=attempt,
-        )
-        return "succeeded" if ended else _lost(store, rid, attempt)
+            return _end(run, JobStatus.cancelled)
+        return _end(run, JobStatus.succeeded)
     except Draining:
         # hand the run back: another worker (or this one after a restart) runs it again
-        store.end_run(rid, "handed-back", attempt=attempt)
+        _hand_back(store, rid, "handed-back", epoch, deadline)
         raise Reject("worker shutting down", requeue=True) from None
     except LockLost:
         log.warning("%s %s: attempt %s was taken over; stopping it", kind, rid, attempt)
         return "lost"
+    except REDIS_ERRORS as e:  # an infrastructure fault is never the run's failure
+        log.warning("%s %s: Redis away (%s); the run goes back to the queue", kind, rid, e)
+        _hand_back(store, rid, "redis-unavailable", epoch, deadline)
+        raise Reject(f"Redis away: {e}", requeue=True) from None
     except Exception as e:  # SoftTimeLimitExceeded included; never crash the worker
         err = _problem(e, kind, run.where if run else "", kept, rt.settings.soft_time_limit_s)
         if not isinstance(e, LoadError | TimeLimit | SoftTimeLimitExceeded):
             log.exception("%s %s failed", kind, rid)
-    if run is not None and run.hooks is not None and not run.hooks.finished:
-        run.hooks.flush("failed")
-    ended = store.finish(
-        rid,
-        JobStatus.failed,
-        run.results if run else None,
-        error=err,
-        evaluation=run.evaluation if run else None,
-        only_if=None if attempt is None else RUNNING,  # before mark_running: still queued
-        attempt=attempt,
-    )
+    if run is not None:
+        if run.hooks is not None and not run.hooks.finished:
+            run.hooks.flush("failed")
+        return _end(run, JobStatus.failed, err)
+    try:  # before the claim: the record is still queued, and this run holds its lock
+        ended = retry_redis(
+            lambda: store.finish(rid, JobStatus.failed, error=err, only_if={JobStatus.queued}),
+            deadline,
+        )
+    except REDIS_ERRORS as e:
+        raise Reject(f"Redis away: {e}", requeue=True) from None
     return "failed" if ended else _lost(store, rid, attempt)
+
+
+def _end(run: Run, status: JobStatus, error: Problem | None = None) -> str:
+    """Write the run's end, fenced by its epoch: its kept progress first, then `finish`,
+    retried with backoff while Redis is away, until shortly before the hard time limit.
+    Refused: the record moved on without this run ("lost"). Redis still away at the deadline:
+    nothing is written, and the record, still `running` with no lock, is requeued by the
+    reaper (its orphan pass) rather than failed."""
+    rid, epoch, store = run.id, run.epoch, run.store
+
+    def write() -> bool:
+        if run.link.pending:
+            run.link.away_until = 0.0
+            if not run.link.flush(rid, epoch):
+                return False
+            if run.link.pending:  # still away
+                raise redis.ConnectionError("Redis away while writing the run's progress")
+        return store.finish(
+            rid,
+            status,
+            run.results,
+            error=error,
+            evaluation=run.evaluation,
+            only_if=RUNNING,
+            epoch=epoch,
+        )
+
+    try:
+        ended = retry_redis(write, run.deadline(), f"the end of {store.KIND} {rid}")
+    except REDIS_ERRORS as e:
+        log.error(
+            "%s %s: Redis away until the hard time limit (%s); its end (%s) is not written, "
+            "the reaper requeues it",
+            store.KIND,
+            rid,
+            e,
+            status.value,
+        )
+        return "lost"
+    return status.value if ended else _lost(store, rid, run.attempt)
+
+
+def _hand_back(
+    store: RecordStore, rid: str, outcome: str, epoch: int | None, deadline: float
+) -> None:
+    """End the run's attempt as `outcome` and put the record back in the queue (fenced by
+    `epoch`; nothing to do before the claim), retried while Redis is away."""
+    if epoch is None:
+        return
+    try:
+        retry_redis(lambda: store.end_run(rid, outcome, epoch=epoch), deadline, "the hand-back")
+    except REDIS_ERRORS:
+        log.error("%s %s: could not hand the run back; the reaper requeues it", store.KIND, rid)
 
 
 def _lost(store: RecordStore, rid: str, attempt: int | None) -> str:

@@ -151,7 +151,7 @@ def measure_trajectory(run: Run) -> None:
     rt, t = run.rt, run.record
     store: TrajectoryStore = run.store  # type: ignore[assignment]
     spec = t.spec
-    store.reset_results(t.id)
+    run.write(lambda _: store.reset_results(t.id, run.epoch))
     tracker = TrajectoryTracker(k=spec.k)
     data = _Data(rt, spec)
     opt = spec.optimizer
@@ -192,23 +192,24 @@ def measure_trajectory(run: Run) -> None:
             hessian_lambda_max=res.get("hessian_lambda_max"),
         )
         point["hvps"] = res["hvps"]
-        store.add_point(
-            t.id,
-            TrajectoryPoint(
-                index=index,
-                model=cp.model,
-                step=cp.step,
-                learning_rate=cp.learning_rate,
-                dim=prob.dim,
-                loss=ev.get("loss"),
-                accuracy=ev.get("accuracy"),
-                warnings=res["warnings"],
-                mode=spec.mode,
-                mode_reason=mode_reason(prob.module, spec.mode, prob.mode_fixed_at_export),
-                **point,
-            ),
-            None if overlap is None else EigenvectorOverlap(start=index - 1, end=index, **overlap),
+        found = TrajectoryPoint(
+            index=index,
+            model=cp.model,
+            step=cp.step,
+            learning_rate=cp.learning_rate,
+            dim=prob.dim,
+            loss=ev.get("loss"),
+            accuracy=ev.get("accuracy"),
+            warnings=res["warnings"],
+            mode=spec.mode,
+            mode_reason=mode_reason(prob.module, spec.mode, prob.mode_fixed_at_export),
+            **point,
         )
+        pair = (
+            None if overlap is None else EigenvectorOverlap(start=index - 1, end=index, **overlap)
+        )
+        # a partial result, fenced by the run's epoch and retried while Redis is away
+        run.write(lambda _, p=found, o=pair: store.add_point(t.id, p, o, run.epoch))
         hooks.done(point["lambda_max"])
         del prob, res
         gc.collect()
