@@ -544,7 +544,7 @@ def _run_locked(
     except LockLost:
         log.warning("%s %s: attempt %s was taken over; stopping it", kind, rid, attempt)
         return "lost"
-    except REDIS_ERRORS as e:  # an infrastructure fault is never the run's failure
+    except (Away, *REDIS_ERRORS) as e:  # an infrastructure fault is never the run's failure
         log.warning("%s %s: Redis away (%s); the run goes back to the queue", kind, rid, e)
         _hand_back(store, rid, "redis-unavailable", epoch, deadline)
         raise Reject(f"Redis away: {e}", requeue=True) from None

@@ -351,3 +351,140 @@ def test_a_redis_restart_mid_job_costs_nothing(own_redis: PrivateRedis, tmp_path
         assert s.worker.poll() is None and s.gateway.poll() is None
     finally:
         s.stop()
+
+
+# ------------------------------------------------------------------ fenced writes
+def _child_pids(proc: subprocess.Popen) -> list[int]:
+    """The worker's pool children (the processes that compute), not its main process."""
+    import psutil
+
+    return [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+
+
+def test_a_stale_run_woken_after_a_requeue_writes_nothing(
+    fault_stack: Stack, tmp_path: Path
+) -> None:
+    """The defect: a run paused past its lease, its job requeued by the reaper, then woken,
+    wrote its end into the queued record. Here the worker's processes are stopped, the
+    gateway's sweep requeues the job, and only the computing child is woken (its main process
+    stays stopped, so nothing can start the job again meanwhile): the woken run notices it was
+    taken over and writes nothing at all, not its end, not its progress; the record is what
+    the requeue left, field for field. Then the main process wakes and runs attempt 2."""
+    s = fault_stack
+    job_id = _submit(s, tmp_path, num_hvps=3_000)
+    first = s.wait(job_id, until={"running"}, poll_s=0.02)
+    deadline = time.monotonic() + 60
+    while s.job(job_id)["progress"]["trace"]["iteration"] == 0:  # computing, writing progress
+        assert time.monotonic() < deadline, s.logs()
+        time.sleep(0.05)
+    main, children = s.worker.pid, _child_pids(s.worker)
+    assert children, "no pool child"
+    log = s.data_dir / "worker.log"
+    logged_before = log.read_text(errors="replace").count("taken over")
+    _signal_all([main, *children], signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 120  # lock and heartbeat expire, the gateway sweeps
+        while (job := s.job(job_id))["status"] != "queued":
+            assert job["status"] == "running" and time.monotonic() < deadline, job
+            httpx.get(f"{s.url}/v1/queue", timeout=10)
+            time.sleep(0.5)
+        assert [(a["attempt"], a["outcome"]) for a in job["attempt_history"]] == [
+            (1, "worker-lost")
+        ]
+        assert all(p["iteration"] == 0 for p in job["progress"].values())
+        key = f"sharpness:job:{job_id}"
+        requeued = s.redis().hgetall(key)
+
+        _signal_all(children, signal.SIGCONT)  # the stale run wakes; its main still sleeps
+        deadline = time.monotonic() + 60
+        while log.read_text(errors="replace").count("taken over") <= logged_before:
+            assert time.monotonic() < deadline, s.logs()
+            time.sleep(0.1)
+        time.sleep(2)  # two heartbeats of its lock keeper: it stays silent
+        assert s.redis().hgetall(key) == requeued, "the stale run wrote to the record"
+    finally:
+        _signal_all([main, *children], signal.SIGCONT)
+
+    done = s.wait(job_id, timeout_s=240)  # the woken worker takes the requeued message
+    assert done["status"] == "succeeded", (done["error"], s.logs())
+    assert done["attempts"] == 2 and done["results"]["trace"]["hvps"] >= 3_000
+    history = done["attempt_history"]
+    assert [(a["attempt"], a["worker"], a["outcome"]) for a in history] == [
+        (1, first["worker"], "worker-lost"),
+        (2, done["worker"], "succeeded"),
+    ]
+    times = [t for a in history for t in (a["started_at"], a["ended_at"])]
+    assert times == sorted(times), history  # one attempt after the other
+    _broker_empty(s)
+
+
+# ------------------------------------------------------------------ a long Redis outage
+def _hvps_per_second(s: Stack, tmp_path: Path) -> float:
+    """How fast this machine computes the fault jobs' HVPs now (a short job, timed)."""
+    done = s.wait(_submit(s, tmp_path, num_hvps=1_000), timeout_s=240)
+    assert done["status"] == "succeeded", done["error"]
+    trace = done["results"]["trace"]
+    return trace["hvps"] / max(trace["seconds"], 1e-3)
+
+
+def _outage_mid_job(own_redis: PrivateRedis, tmp_path: Path, outage_s: float) -> None:
+    """Redis stops for `outage_s` (far past the stores' 30 s of retries) while a job computes:
+    the run goes on computing, keeps its progress, and writes it and its end when Redis is
+    back; the job succeeds in attempt 1 with nothing computed twice; the gateway answers 503
+    meanwhile, at once."""
+    limits = {"soft_time_limit_s": 1_200, "hard_time_limit_s": 1_260, "visibility_timeout_s": 1_400}
+    s = start_stack(own_redis, 0, tmp_path / "service", **limits)
+    try:
+        rate = _hvps_per_second(s, tmp_path)
+        num_hvps = int(rate * (outage_s + 40))  # still computing when Redis is back
+        job_id = _submit(s, tmp_path, num_hvps=num_hvps)
+        s.wait(job_id, until={"running"}, poll_s=0.02)
+        deadline = time.monotonic() + 60
+        while (before := s.job(job_id))["progress"]["trace"]["iteration"] == 0:
+            assert time.monotonic() < deadline, s.logs()
+            time.sleep(0.05)
+        own_redis.stop()  # SIGTERM: Redis writes its AOF and exits
+        stopped_at = time.monotonic()
+        try:
+            t0 = time.monotonic()
+            resp = httpx.get(f"{s.url}/v1/jobs/{job_id}", timeout=30)
+            assert resp.status_code == 503 and time.monotonic() - t0 < 10, resp.text
+            while time.monotonic() - stopped_at < outage_s:  # the outage lasts this long
+                assert s.worker.poll() is None and s.gateway.poll() is None, s.logs()
+                time.sleep(1)
+        finally:
+            own_redis.start()
+        # the run computed all along: its progress, written when Redis is back, moved on
+        expected = before["progress"]["trace"]["iteration"] + 1
+        deadline = time.monotonic() + 60
+        while (job := s.job(job_id))["status"] == "running":
+            if job["progress"]["trace"]["iteration"] > expected:
+                break
+            assert time.monotonic() < deadline, (job, s.logs())
+            time.sleep(0.2)
+        done = s.wait(job_id, timeout_s=outage_s + 600)
+        assert done["status"] == "succeeded", (done["error"], s.logs())
+        assert done["attempts"] == 1, done["attempt_history"]
+        assert [(a["attempt"], a["outcome"]) for a in done["attempt_history"]] == [(1, "succeeded")]
+        trace = done["results"]["trace"]
+        assert trace["hvps"] >= num_hvps  # its one attempt computed all of it
+        assert done["progress"]["trace"]["state"] == "done"
+        log = (s.data_dir / "worker.log").read_text(errors="replace")
+        assert "goes back to the queue" not in log and "job-failed" not in log
+        time.sleep(3)
+        assert s.job(job_id) == done
+        assert s.worker.poll() is None and s.gateway.poll() is None
+    finally:
+        s.stop()
+
+
+def test_a_60_s_redis_outage_mid_job_costs_nothing(own_redis: PrivateRedis, tmp_path: Path):
+    _outage_mid_job(own_redis, tmp_path, 60)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SHARPNESS_LONG_FAULTS"),
+    reason="a 120 s outage: set SHARPNESS_LONG_FAULTS=1 to run it",
+)
+def test_a_120_s_redis_outage_mid_job_costs_nothing(own_redis: PrivateRedis, tmp_path: Path):
+    _outage_mid_job(own_redis, tmp_path, 120)
