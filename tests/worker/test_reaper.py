@@ -212,3 +212,31 @@ def test_a_run_with_its_lock_or_message_is_no_orphan(store: JobStore) -> None:
     time.sleep(0.3)
     assert _orphans(store, sent) == [] and sent == []
     assert store.get(locked).status == JobStatus.running
+
+
+def test_after_a_redis_restart_runs_in_flight_are_spared_for_a_grace(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every lock and heartbeat expired while Redis was away; the runs that computed through
+    the outage retake theirs within a heartbeat or two. Until then the sweep leaves the runs
+    that started before Redis did alone, and reaps the others as usual."""
+    server = PrivateRedis(tmp_path / "redis", aof=True).start()
+    try:
+        store = JobStore(redis.Redis(port=server.port, decode_responses=True))
+        in_flight = _running(store)
+        time.sleep(1.1)  # Redis' uptime counts whole seconds
+        server.stop()
+        server.start()
+        store = JobStore(redis.Redis(port=server.port, decode_responses=True))
+        _die(store, in_flight)
+        after = _running(store, worker="w2@host")
+        _die(store, after)
+        sent = Sent()
+        assert [r.id for r in reaper.sweep(store, SETTINGS, sent)] == [after]
+        assert store.get(in_flight).status == JobStatus.running  # spared: its run may live
+
+        monkeypatch.setattr(reaper, "restart_grace_s", lambda settings: 0.0)  # grace over
+        assert [r.id for r in reaper.sweep(store, SETTINGS, sent)] == [in_flight]
+        assert store.get(in_flight).status == JobStatus.queued
+    finally:
+        server.stop()
