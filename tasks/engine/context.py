@@ -14,6 +14,15 @@ tensors and a one-element `step` (tasks.engine.preconditioner reads it).
 (`HessianOperator`) or, for `params.curvature == "ggn"`, the generalised Gauss–Newton
 (`GGNOperator`), both on the context's HVP backend, and summed over every process when the
 problem is sharded (`problem.across_ranks`, tasks.engine.distributed).
+
+Cancellation is checked twice over: at every `ctx.step` (once per iteration or block of
+products), and at every `checkpoint()`, which the problem and the operators call before each
+batch's forward pass and each batch's backward pass through a gradient graph. A measure whose
+one product (or one block of products) takes minutes therefore still stops within one batch's
+forward or backward pass of the request: torch's own kernels are not interruptible, so one
+such pass is the bound. `checkpoint()` asks the `should_cancel` of the measure that is running
+(`cancellable`, entered by tasks.engine.runner), and only in a single process: ranks of a
+sharded problem agree on a cancel at `ctx.step` (a collective), never between batches.
 """
 
 from __future__ import annotations
@@ -24,12 +33,11 @@ from typing import Any
 
 from torch import Tensor
 
+from tasks.engine.cancel import Cancelled, cancellable, checkpoint
 from tasks.engine.linear_operator import LinearOperator
 from tasks.engine.problem import HessianProblem
 
-
-class Cancelled(Exception):
-    """Raised between iterations when the caller asked to stop."""
+__all__ = ["Cancelled", "MeasureContext", "cancellable", "checkpoint"]
 
 
 @dataclass

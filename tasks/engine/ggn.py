@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
+from tasks.engine.cancel import checkpoint
 from tasks.engine.operator import CACHE_MAX_EXAMPLES, ProblemOperator
 from tasks.engine.problem import Batch, HessianProblem
 
@@ -164,6 +165,7 @@ class GGNOperator(ProblemOperator):
         if self.backend == "cached" and self._graphs is None:
             self._graphs = [_BatchGraph(p, b) for b in p.batches]
         for i, (batch, w) in enumerate(zip(p.batches, p.weights, strict=True)):
+            checkpoint()  # a cancel stops the run between batches
             graph = self._graphs[i] if self._graphs is not None else _BatchGraph(p, batch)
             gv = graph.vjp(graph.loss_hvp(graph.jvp(pieces)))
             out += w * p.flatten(gv).double()

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from tasks.engine.batches import available_bytes
+from tasks.engine.cancel import checkpoint
 from tasks.engine.problem import HessianProblem, is_scripted
 
 Backend = Literal["auto", "cached", "per_batch", "func"]
@@ -172,6 +173,7 @@ class HessianOperator(ProblemOperator):
         Passing v as `grad_outputs` differentiates Σ_k ⟨g_k, v_k⟩ without building that dot
         product into the graph. Hessian blocks that vanish come back as zeros. `live` is
         `_live_outputs(grads)`, computed once for a kept graph."""
+        checkpoint()  # a cancel stops the run before each batch's backward pass
         p = self.problem
         outputs, index = live if live is not None else self._live_outputs(grads)
         if not outputs:  # the gradient does not depend on these parameters: H = 0

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from tasks.engine import exported
+from tasks.engine.cancel import checkpoint
 from tasks.engine.losses import ClassDim, LossName, Objective
 from tasks.engine.parameters import parameter_blocks, select_parameters, tie_aliases
 
@@ -510,6 +511,7 @@ class HessianProblem:
         """The logits of `batch`: through `module` (default the problem's), with `params`
         substituted by torch.func.functional_call when given. In train mode the dropout mask
         is the batch's seeded one (see `_seeded`)."""
+        checkpoint()  # a cancel stops the run before any batch's forward pass
         module = self.module if module is None else module
         with second_order_kernels(), self._private_buffers(), self._seeded(batch):
             if params is None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from tasks.engine import registry
-from tasks.engine.context import MeasureContext
+from tasks.engine.context import MeasureContext, cancellable
 from tasks.engine.initial import check_initial_params
 from tasks.engine.problem import HessianProblem, parameter_blocks
 
@@ -81,8 +81,11 @@ def run_with_context(
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # between batches too, in one process; sharded ranks agree at ctx.step only
+        between_batches = should_cancel if problem.world_size == 1 else None
         try:
-            result = measure(ctx)
+            with cancellable(between_batches):
+                result = measure(ctx)
         finally:
             if problem.mode == "train":
                 problem.restore_buffers()
