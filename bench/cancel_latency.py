@@ -62,7 +62,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("pacbayes_flatness", "pacbayes_flatness", {"samples": 1_000, "depth": 50}),
     ("pacbayes_mag_flatness", "pacbayes_mag_flatness", {"samples": 1_000, "depth": 50}),
     ("pacbayes_orig", "pacbayes_orig", {"samples": 1_000, "depth": 50}),
-    ("pacbayes_bound", "pacbayes_bound", {"samples": 1_000, "grid_size": 200}),
+    ("pacbayes_bound", "pacbayes_bound", {"samples": 1_000, "grid_size": 64}),
     ("output_margin", "output_margin", {}),
     ("weight_norms", "weight_norms", {}),
     ("preconditioned_lambda_max", "preconditioned_lambda_max", {"max_iter": 2_000, "tol": 1e-30}),
@@ -125,6 +125,10 @@ def wait(rt: WorkerRuntime, job_id: str, until: Any, proc: subprocess.Popen, tim
             raise SystemExit(f"worker exited or timed out; job {job}")
         time.sleep(0.01)
     return job
+
+
+def measuring(job: Any, name: str) -> bool:
+    return job.status == JobStatus.running and job.progress[name].state == "running"
 
 
 def time_inspect(app: Any, job_id: str, n: int) -> list[tuple[float, bool]]:
@@ -215,7 +219,7 @@ def main() -> int:
                 continue
             job_id = rt.store.create(spec, "cpu").id
             app.send_task(RUN_JOB_TASK, args=[job_id], task_id=job_id, queue="cpu")
-            wait(rt, job_id, lambda j, n=name: j.status.terminal or n in j.progress, proc)
+            wait(rt, job_id, lambda j, n=name: j.status.terminal or measuring(j, n), proc)
             if not rows and a.inspects:
                 timings = time_inspect(app, job_id, a.inspects)
                 secs = [s for s, _ in timings]

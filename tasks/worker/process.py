@@ -140,6 +140,34 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(self.rt.settings.heartbeat_s)
 
 
+#: How much lower the child's CPU priority is than the main process's (os.nice).
+CHILD_NICENESS = 5
+
+
+def compute_threads() -> int:
+    """Torch's CPU threads in the child: every core this process may use but one, which is
+    left to the main process (control commands, events, heartbeats), Redis and the gateway.
+    OMP_NUM_THREADS, when set, wins."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
+
+
+def yield_to_main_process() -> None:
+    """In the pool's child, before it runs anything: a lower CPU priority (CHILD_NICENESS) and
+    one core fewer for torch (`compute_threads`), so that the main process answers `celery
+    inspect` and sends heartbeats within a second or two however hard a job computes, also on
+    a machine others load. On a busy two-core machine one torch thread computed a product no
+    slower than two (docs/benchmarks.md#cancelling-and-control-commands)."""
+    try:
+        os.nice(CHILD_NICENESS)
+    except OSError:  # not permitted here: run at the main process's priority
+        log.warning("could not lower the priority of the worker's child")
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(compute_threads())
+
+
 def store_for(rt: WorkerRuntime, task_name: str) -> RecordStore:
     """The store of the records a task runs."""
     return TrajectoryStore(rt.store.r) if task_name == RUN_TRAJECTORY_TASK else rt.store
@@ -197,6 +225,7 @@ def main() -> int:
     @worker_process_init.connect
     def _child(**_: object) -> None:  # in the child: its own Redis connections
         rt.reconnect()
+        yield_to_main_process()
 
     @worker_shutting_down.connect
     def _drain(**_: object) -> None:  # warm shutdown: the running run goes back to the queue
