@@ -9,9 +9,14 @@ A dataset reference names its arrays with `inputs_key` and `targets_key`:
   (`{"input_ids": "ids", "attention_mask": "mask"}`).
 - Left out, the names stored with the uploaded dataset apply (given or recognised at upload);
   failing that, common names are recognised when exactly one pair fits: inputs/targets, x/y,
-  X/y, X/Y, data/labels, data/targets, images/labels, features/labels, input_ids/labels. With
-  `input_ids`, the Hugging Face companions present in the file (attention_mask, token_type_ids,
-  position_ids) are passed by keyword too.
+  X/y, X/Y, data/labels, data/targets, images/labels, features/labels, input_ids/labels,
+  pixel_values/labels, and `label` (singular, as Hugging Face datasets name it) wherever
+  `labels` is recognised. With `input_ids`, the Hugging Face companions present in the file
+  (attention_mask, token_type_ids, position_ids, decoder_input_ids, decoder_attention_mask)
+  are passed by keyword too; with `pixel_values`, a `pixel_mask`.
+
+Every refusal names the arrays found and the exact fix for curl (`-F inputs_key=`), the CLI
+(`--inputs-key`) and the SDK (`inputs_key=`).
 """
 
 from __future__ import annotations
@@ -34,10 +39,32 @@ COMMON_PAIRS: tuple[tuple[str, str], ...] = (
     ("images", "labels"),
     ("features", "labels"),
     ("input_ids", "labels"),
+    ("pixel_values", "labels"),
+    # Hugging Face datasets name a classifier's targets `label`
+    ("inputs", "label"),
+    ("data", "label"),
+    ("images", "label"),
+    ("image", "label"),
+    ("img", "label"),
+    ("features", "label"),
+    ("input_ids", "label"),
+    ("pixel_values", "label"),
 )
 
 #: Arrays passed by keyword beside input_ids when the file holds them.
-HF_COMPANIONS = ("attention_mask", "token_type_ids", "position_ids")
+HF_COMPANIONS = (
+    "attention_mask",
+    "token_type_ids",
+    "position_ids",
+    "decoder_input_ids",
+    "decoder_attention_mask",
+)
+
+#: Arrays passed by keyword beside an input when the file holds them, by that input.
+COMPANIONS: dict[str, tuple[str, ...]] = {
+    "input_ids": HF_COMPANIONS,
+    "pixel_values": ("pixel_mask",),
+}
 
 ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
 KEYWORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -101,6 +128,23 @@ def input_names(inputs_key: InputsKey) -> list[str]:
     return list(inputs_key)
 
 
+def how_to_name(inputs: str = "NAME", targets: str = "NAME") -> str:
+    """The exact fix for naming the arrays, for curl, the CLI and the SDK."""
+    return (
+        f"say which arrays are which: curl -F inputs_key={inputs} -F targets_key={targets}; "
+        f"CLI --inputs-key {inputs} --targets-key {targets}; SDK inputs_key={inputs!r}, "
+        f"targets_key={targets!r} (datasets.upload, DatasetRef or measure). Several inputs: "
+        'JSON, e.g. {"input_ids": "input_ids", "attention_mask": "attention_mask"}'
+    )
+
+
+def _stored_note(applied: dict[str, Any]) -> str:
+    if not applied:
+        return ""
+    names = ", ".join(f"{k}={json.dumps(v)}" for k, v in applied.items())
+    return f"; the names stored with the upload were applied ({names}): give others to override"
+
+
 def resolve(
     arrays: Collection[str],
     inputs_key: InputsKey | None,
@@ -110,23 +154,51 @@ def resolve(
     """(inputs_key, targets_key) for a file holding `arrays`.
 
     Given names win; then the names stored with the upload (`stored`); then the common pairs.
-    Raises NamesError naming the part at fault and listing the arrays found."""
+    Raises NamesError naming the part at fault, listing the arrays found and the fix (saying
+    when stored names were applied)."""
     stored = stored or {}
+    applied: dict[str, Any] = {}
     if inputs_key is None and stored.get("inputs_key") is not None:
-        inputs_key = stored["inputs_key"]
+        inputs_key = applied["inputs_key"] = stored["inputs_key"]
     if targets_key is None and stored.get("targets_key") is not None:
-        targets_key = stored["targets_key"]
+        targets_key = applied["targets_key"] = stored["targets_key"]
     found = ", ".join(sorted(arrays)) or "none"
-    if inputs_key is None or targets_key is None:
-        inputs_key, targets_key = _recognise(arrays, inputs_key, targets_key, found)
-    for name in input_names(inputs_key):
-        if name not in arrays:
-            raise NamesError("inputs_key", f"no array {name!r} (arrays: {found})")
-    if targets_key not in arrays:
-        raise NamesError("targets_key", f"no array {targets_key!r} (arrays: {found})")
-    if targets_key in input_names(inputs_key):
-        raise NamesError("targets_key", f"array {targets_key!r} cannot be inputs and targets")
+    note = _stored_note(applied)
+    try:
+        if inputs_key is None or targets_key is None:
+            inputs_key, targets_key = _recognise(arrays, inputs_key, targets_key, found)
+        for name in input_names(inputs_key):
+            if name not in arrays:
+                raise NamesError("inputs_key", f"no array {name!r} (arrays: {found})")
+        if targets_key not in arrays:
+            raise NamesError("targets_key", f"no array {targets_key!r} (arrays: {found})")
+        if targets_key in input_names(inputs_key):
+            raise NamesError("targets_key", f"array {targets_key!r} cannot be inputs and targets")
+    except NamesError as e:
+        if note:
+            raise NamesError(e.part, e.detail + note) from None
+        raise
     return inputs_key, targets_key
+
+
+def unused_arrays(arrays: Collection[str], inputs_key: InputsKey, targets_key: str) -> list[str]:
+    """The arrays of the file that the names leave out (neither an input nor the targets)."""
+    used = {*input_names(inputs_key), targets_key}
+    return sorted(a for a in arrays if a not in used)
+
+
+def _with_companions(inputs: InputsKey, targets: str, arrays: Collection[str]) -> InputsKey:
+    if not isinstance(inputs, str):
+        return inputs
+    companions = [c for c in COMPANIONS.get(inputs, ()) if c in arrays and c != targets]
+    if companions:
+        return {inputs: inputs, **{c: c for c in companions}}
+    return inputs
+
+
+def _guess(arrays: Collection[str], exclude: Collection[str]) -> str:
+    rest = [a for a in sorted(arrays) if a not in exclude]
+    return rest[0] if len(rest) == 1 else "NAME"
 
 
 def _recognise(
@@ -148,27 +220,41 @@ def _recognise(
         fits = [(i, targets_key) for i in dict.fromkeys(rest)]
     if len(fits) == 1:
         inputs, targets = fits[0]
-        if inputs == "input_ids":
-            companions = [c for c in HF_COMPANIONS if c in arrays and c != targets]
-            if companions:
-                inputs = {"input_ids": "input_ids", **{c: c for c in companions}}
-        return inputs, targets
+        return _with_companions(inputs, targets, arrays), targets
     if not fits and inputs_key is None and targets_key is None:
-        halves = [(i, t) for i, t in COMMON_PAIRS if (i in arrays) != (t in arrays)]
-        if halves:
-            i, t = halves[0]
-            have, lack, part = (i, t, "targets_key") if i in arrays else (t, i, "inputs_key")
+        targets_seen = [t for t in dict.fromkeys(t for _, t in COMMON_PAIRS) if t in arrays]
+        inputs_seen = [i for i in dict.fromkeys(i for i, _ in COMMON_PAIRS) if i in arrays]
+        if len(targets_seen) == 1 and not inputs_seen:
+            t = targets_seen[0]
+            i = _guess(arrays, [t])
             raise NamesError(
-                part,
-                f"found {have!r} but no {lack!r} beside it (arrays: {found}); name the "
-                f"array {lack!r} or give {part}",
+                "inputs_key",
+                f"found the targets {t!r} but no array with a name recognised as the model's "
+                f"inputs ({', '.join(repr(i) for i in dict.fromkeys(i for i, _ in COMMON_PAIRS))})"
+                f" (arrays: {found}); {how_to_name(i, t)}",
             )
-    missing = " and ".join(
-        part for part, v in (("inputs_key", inputs_key), ("targets_key", targets_key)) if v is None
+        if len(inputs_seen) == 1 and not targets_seen:
+            i = inputs_seen[0]
+            raise NamesError(
+                "targets_key",
+                f"found the inputs {i!r} but no array with a name recognised as the targets "
+                f"({', '.join(repr(t) for t in dict.fromkeys(t for _, t in COMMON_PAIRS))}) "
+                f"(arrays: {found}); {how_to_name(i, _guess(arrays, [i]))}",
+            )
+    why = (
+        "several common pairs of names fit ("
+        + ", ".join(f"{input_names(i)[0]}/{t}" for i, t in fits)
+        + ")"
+        if fits
+        else "no common pair of names fits"
     )
-    why = "several common pairs fit" if fits else "no common pair of names fits"
+    if fits:
+        i, t = fits[0]
+        i_name, t_name = (i if isinstance(i, str) else "NAME"), t
+    else:
+        i_name = inputs_key if isinstance(inputs_key, str) else "NAME"
+        t_name = targets_key or "NAME"
     raise NamesError(
         "inputs_key" if inputs_key is None else "targets_key",
-        f"{why} (arrays: {found}); give {missing} to say which arrays are the model's inputs "
-        "and the targets",
+        f"{why} (arrays: {found}); {how_to_name(i_name, t_name)}",
     )

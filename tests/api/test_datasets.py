@@ -173,3 +173,75 @@ def test_get_delete_and_unknown(client: TestClient, dataset_id: str) -> None:
     assert client.delete(f"/v1/datasets/{dataset_id}").status_code == 204
     assert_problem(client.get(f"/v1/datasets/{dataset_id}"), 404, dataset_id)
     assert_problem(client.get("/v1/datasets/XYZ"), 422, "path.id")
+
+
+def test_hugging_face_names_are_recognised(client: TestClient) -> None:
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 9, (4, 6))
+    cases = [
+        (dict(input_ids=ids, attention_mask=np.ones_like(ids), label=ids[:, 0]), "label"),
+        (dict(pixel_values=rng.standard_normal((4, 3, 8, 8)), label=ids[:, 0]), "label"),
+        (dict(pixel_values=rng.standard_normal((4, 3, 8, 8)), labels=ids[:, 0]), "labels"),
+    ]
+    for arrays, targets in cases:
+        r = client.post("/v1/datasets", files={"file": ("d.npz", files.npz_bytes(**arrays))})
+        assert r.status_code == 201, r.text
+        assert r.json()["targets_key"] == targets
+    # seq2seq: the decoder's inputs go by keyword beside input_ids, never dropped
+    data = files.npz_bytes(
+        input_ids=ids,
+        attention_mask=np.ones_like(ids),
+        decoder_input_ids=ids,
+        decoder_attention_mask=np.ones_like(ids),
+        labels=ids,
+    )
+    r = client.post("/v1/datasets", files={"file": ("s2s.npz", data)})
+    assert r.status_code == 201, r.text
+    assert r.json()["inputs_key"] == {
+        k: k for k in ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+    }
+
+
+def test_ambiguous_and_unusual_names_give_the_fix_for_every_client(client: TestClient) -> None:
+    ids = np.zeros((4, 6), np.int64)
+    both = files.npz_bytes(input_ids=ids, labels=ids, label=ids[:, 0])
+    body = assert_problem(
+        client.post("/v1/datasets", files={"file": ("b.npz", both)}),
+        422,
+        "arrays: input_ids, label, labels",
+        "-F inputs_key=input_ids -F targets_key=labels",
+        "--inputs-key input_ids --targets-key labels",
+        "inputs_key='input_ids'",
+    )
+    assert body["errors"][0]["field"] == "inputs_key"
+    odd = files.npz_bytes(feats=np.zeros((4, 2)), labels=np.zeros(4, np.int64))
+    body = assert_problem(
+        client.post("/v1/datasets", files={"file": ("o.npz", odd)}),
+        422,
+        "found the targets 'labels'",
+        "--inputs-key feats --targets-key labels",
+    )
+    assert "name the array 'data'" not in body["detail"]
+
+
+def test_stored_names_are_shown_and_said_when_applied(client: TestClient, model_id: str) -> None:
+    data = files.npz_bytes(a=np.zeros((5, 2)), b=np.zeros(5, np.int64))
+    r = client.post(
+        "/v1/datasets",
+        files={"file": ("d.npz", data)},
+        data={"inputs_key": "a", "targets_key": "b"},
+    )
+    assert r.status_code == 201, r.text
+    shown = client.get(f"/v1/datasets/{r.json()['id']}").json()
+    assert (shown["inputs_key"], shown["targets_key"]) == ("a", "b")
+    # the same bytes later with no names: the stored ones apply
+    again = client.post("/v1/datasets", files={"file": ("d.npz", data)})
+    assert again.status_code == 200 and again.json()["inputs_key"] == "a"
+    job = {
+        "model": model_id,
+        "dataset": {"id": r.json()["id"], "targets_key": "a"},
+        "measures": [{"name": "trace"}],
+    }
+    assert_problem(
+        client.post("/v1/jobs", json=job), 422, "names stored with the upload were applied"
+    )
