@@ -156,6 +156,8 @@ class Objective:
     def summed(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Σ of the loss over the batch's counted targets (differentiable)."""
         if self.name == "mse":
+            if targets.numel() != outputs.numel():
+                raise LayoutError(mse_shape_problem(outputs, targets))
             diff = outputs - targets.reshape(outputs.shape).to(outputs)
             return (diff * diff).sum()
         dim = self.resolve(outputs, targets)
@@ -192,6 +194,20 @@ class Objective:
             "class_dim": where,
             "averaged_over": "every counted target of the dataset (labels -100 ignored)",
         }
+
+
+def mse_shape_problem(outputs: Tensor, targets: Tensor) -> str:
+    """Why `mse` cannot compare these outputs and targets, and the fix."""
+    o, y = _shape(outputs), _shape(targets)
+    fix = (
+        "integer class labels go with loss 'cross_entropy'"
+        if not targets.is_floating_point() or is_integral(targets)
+        else "give targets of the outputs' shape, or pick the output with output_key"
+    )
+    return (
+        f"loss 'mse' needs one target per output value: the model returns {o} per batch but "
+        f"the targets have shape {y}; {fix} (or give targets of shape {o})"
+    )
 
 
 def label_range_problem(objective: Objective, classes: int | None, targets: Tensor) -> str | None:

@@ -318,6 +318,20 @@ def probe(
         raise LoadError("Unsupported model output", f"{name}: {e}") from e
     objective = Objective(loss, class_dim)  # type: ignore[arg-type]
     try:
+        # the layout and the classes first, then every label of the dataset, then the loss:
+        # a label out of range anywhere (the first two included) is named, never left to
+        # the loss's own "Target 10 is out of bounds"
+        classes = objective.num_classes(out, first.targets.to(device))
+    except LayoutError as e:
+        raise LoadError("Targets do not fit the outputs", f"{name}: {e}") from e
+    targets = (
+        batches.iter_targets() if isinstance(batches, BatchSource) else (b.targets for b in batches)
+    )
+    for t in targets:
+        why = label_range_problem(objective, classes, t)
+        if why:
+            raise LoadError("Bad targets", f"{name}: the targets {why}")
+    try:
         with torch.no_grad():
             objective(out, first.targets.to(device))
     except LayoutError as e:
@@ -328,14 +342,6 @@ def probe(
             f"{name}: computing the {loss} loss on the model's outputs {tuple(out.shape)} and "
             f"targets {tuple(first.targets.shape)} failed ({first_line(e)})",
         ) from e
-    classes = objective.num_classes(out, first.targets.to(device))
-    targets = (
-        batches.iter_targets() if isinstance(batches, BatchSource) else (b.targets for b in batches)
-    )
-    for t in targets:
-        why = label_range_problem(objective, classes, t)
-        if why:
-            raise LoadError("Bad targets", f"{name}: the targets {why}")
     return out
 
 
