@@ -14,6 +14,7 @@ shape, layout or label problem is a 422 naming the fix instead of a failure deep
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zipfile
@@ -273,13 +274,17 @@ def load_dataset(
         size * sum(itemsize[k] * arrays[k].row_bytes // arrays[k].dtype.itemsize for k in names)
         + y.numel() * y.element_size()
     )
-    return BatchSource(
+    source = BatchSource(
         size,
         batch_size,
         read=lambda a, b: Batch(read_inputs(a, b), y[a:b]),
         read_targets=lambda a, b: y[a:b],
         nbytes=nbytes,
     )
+    # what probe needs to say when the names leave out an array the model's forward takes
+    source.names = (inputs_key, targets_key)  # type: ignore[attr-defined]
+    source.unused = datanames.unused_arrays(data.arrays, inputs_key, targets_key)  # type: ignore[attr-defined]
+    return source
 
 
 def _converted_itemsize(kind_of: np.dtype, dtype: torch.dtype) -> int:
@@ -298,6 +303,12 @@ def probe(
 ) -> torch.Tensor:
     """One forward pass on two examples and the loss on them, so a mismatch says which shapes
     disagree and how to fix it; then every label is checked against the model's classes."""
+    left_out = _left_out_inputs(model, batches)
+    if left_out:
+        raise LoadError("Array left out", f"{name}: {left_out}")
+    no_decoder = _missing_decoder_inputs(model, batches[0])
+    if no_decoder:
+        raise LoadError("Decoder inputs missing", f"{name}: {no_decoder}")
     first = batches[0].slice(0, 2)
     device = next(model.module.parameters()).device
     buffers = {k: b.clone() for k, b in model.module.named_buffers()}
@@ -343,6 +354,82 @@ def probe(
             f"targets {tuple(first.targets.shape)} failed ({first_line(e)})",
         ) from e
     return out
+
+
+#: forward parameters that are never data (the loss's labels, output switches)
+_NOT_DATA = {"labels", "return_dict", "use_cache", "return_loss", "kwargs", "args"}
+
+
+def forward_keywords(module: torch.nn.Module) -> list[str]:
+    """The named parameters of the module's forward that may take an array (none for a
+    torch.export or TorchScript program, whose forward is generic)."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in _NOT_DATA
+        and not p.name.startswith("output_")
+    ]
+
+
+def _left_out_inputs(model: LoadedModel, batches: Sequence[Batch]) -> str | None:
+    """Why the names leave out an array of the file that the model's forward takes by name
+    (a seq2seq dataset's decoder_input_ids, say), with the fix; None when none is."""
+    unused = getattr(batches, "unused", None)
+    names = getattr(batches, "names", None)
+    if not unused or names is None or model.format != "huggingface":
+        return None
+    keywords = forward_keywords(model.module)
+    fitting = [a for a in unused if a in keywords]
+    if not fitting:
+        return None
+    inputs_key, targets_key = names
+    if isinstance(inputs_key, dict):
+        mapping = dict(inputs_key)
+    elif isinstance(inputs_key, str) and inputs_key in keywords:
+        mapping = {inputs_key: inputs_key}
+    else:
+        first = keywords[0] if keywords else "input_ids"
+        used = datanames.input_names(inputs_key)
+        mapping = {first: used[0]} if len(used) == 1 else {k: k for k in used}
+    mapping.update({a: a for a in fitting})
+    text = json.dumps(mapping)
+    return (
+        f"the file holds {', '.join(repr(a) for a in fitting)}, which "
+        f"{type(model.module).__name__}.forward takes, but the dataset's names leave "
+        f"{'it' if len(fitting) == 1 else 'them'} out (inputs_key={json.dumps(inputs_key)}, "
+        f"targets_key={json.dumps(targets_key)}); pass {'it' if len(fitting) == 1 else 'them'}"
+        f" by keyword: curl -F 'inputs_key={text}' (upload) or \"inputs_key\": {text} (job); "
+        f"CLI --inputs-key '{text}'; SDK inputs_key={mapping!r}. Or remove the array from "
+        "the file if the model must not see it"
+    )
+
+
+def _missing_decoder_inputs(model: LoadedModel, batch: Batch) -> str | None:
+    """An encoder-decoder model given no decoder inputs: transformers would make them from
+    the labels, which the model never sees here (BART would even decode its own input_ids)."""
+    config = getattr(model.module, "config", None)
+    if model.format != "huggingface" or not getattr(config, "is_encoder_decoder", False):
+        return None
+    inputs = batch.inputs
+    if isinstance(inputs, dict) and (
+        "decoder_input_ids" in inputs or "decoder_inputs_embeds" in inputs
+    ):
+        return None
+    return (
+        f"{type(model.module).__name__} is an encoder-decoder model and needs "
+        "decoder_input_ids: the labels shifted right as the model does, "
+        "model.prepare_decoder_input_ids_from_labels(labels=labels) (-100 in the labels marks "
+        "padding that is not counted). Save them in the file as 'decoder_input_ids' (with "
+        "'decoder_attention_mask' if any) beside input_ids, attention_mask and labels; those "
+        "names are recognised with no keys"
+    )
 
 
 def _forward_problem(model: LoadedModel, batch: Batch, name: str, e: Exception) -> str:

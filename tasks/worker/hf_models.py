@@ -6,10 +6,12 @@ with its config.json kept in the blob's metadata. The model class is chosen here
 checkpoint: the config class comes from transformers' own table for the config's `model_type`
 (a type transformers does not ship is refused, so is an `auto_map`), the model class from the
 table of the requested head (sequence or token classification, causal LM, masked LM, image
-classification). Only config.json and the safetensors files are copied to a private folder
-that `from_pretrained` reads with `use_safetensors=True`, `trust_remote_code=False` and
-`local_files_only=True`: no pickle, no hub, no custom code. Missing or mis-shaped weights are
-refused instead of being randomly initialised.
+classification, encoder-decoder LM: `...ForConditionalGeneration` of T5, BART, MBart, Pegasus,
+Marian, which take `decoder_input_ids` beside `input_ids` and return per-token logits that the
+engine compares with the -100-padded labels). Only config.json and the safetensors files are
+copied to a private folder that `from_pretrained` reads with `use_safetensors=True`,
+`trust_remote_code=False` and `local_files_only=True`: no pickle, no hub, no custom code.
+Missing or mis-shaped weights are refused instead of being randomly initialised.
 
 Attention is built with the "eager" implementation: plain matmuls and softmax whose second
 derivatives autograd computes exactly (the fused kernels need not support double backward).
@@ -40,6 +42,7 @@ _HEAD_TABLES = {
     "causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
     "masked_lm": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
     "image_classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+    "seq2seq_lm": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
 }
 
 
@@ -137,9 +140,33 @@ def build_config(config: dict[str, Any], label: str) -> Any:
             "Bad Hugging Face config",
             f"{label}: config.json does not make a {model_type} config ({first_line(e)})",
         ) from e
-    cfg.use_cache = False  # no key/value cache in the outputs
+    no_cache_config(cfg)  # no key/value cache in the outputs, the decoder's included
     cfg.return_dict = True
     return cfg
+
+
+def no_cache_config(cfg: Any, seen: set[int] | None = None) -> None:
+    """use_cache=False in a config and every config inside it (an encoder-decoder's decoder,
+    a composite model's text_config, ...)."""
+    seen = set() if seen is None else seen
+    if id(cfg) in seen:
+        return
+    seen.add(id(cfg))
+    if hasattr(cfg, "use_cache"):
+        cfg.use_cache = False
+    for value in list(vars(cfg).values()):
+        if hasattr(value, "to_dict") and hasattr(value, "model_type"):
+            no_cache_config(value, seen)
+
+
+def no_cache(module: torch.nn.Module) -> None:
+    """use_cache=False in the config of every submodule: a T5 or BART decoder keeps its own
+    copy of the config, which setting the top-level one does not reach."""
+    seen: set[int] = set()
+    for m in module.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "to_dict"):
+            no_cache_config(cfg, seen)
 
 
 def _stage_files(path: Path, meta: dict[str, Any], label: str, folder: Path) -> dict[str, Any]:
@@ -268,5 +295,6 @@ def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
             f"{label}: the safetensors do not fill {cls.__name__} ({what}); parameters are "
             "never initialised at random. Declare the head the checkpoint was trained with",
         )
+    no_cache(model)
     model.eval()
     return LoadedModel(model, "huggingface", input_shape=None)

@@ -237,3 +237,91 @@ def test_self_exported_model_output_loads_once_its_types_are_imported(tmp_path: 
     assert out.returncode == 0, out.stderr[-2000:]
     assert lines[0] == "torch alone refuses it"  # the worker's loader imports the types
     assert lines[1] == "SequenceClassifierOutput"
+
+
+# ------------------------------------------------------------------- encoder-decoder models
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_seq2seq_checkpoint_measures_exactly_with_padded_targets(
+    tmp_path: Path, family: str
+) -> None:
+    """A T5 or BART save_pretrained folder loads as ...ForConditionalGeneration (head
+    seq2seq_lm, from its architectures), returns no cache (the decoder's config included), and
+    the engine's loss and Hessian block over a dataset of decoder inputs and -100-padded labels,
+    cut in batches, equal the model's own token-mean loss and its dense float64 Hessian."""
+    import numpy as np
+
+    from tasks.engine.operator import dense_hessian
+    from tasks.engine.problem import HessianProblem
+    from tasks.worker.datasets import load_dataset, probe
+    from tests import hf_seq2seq as S
+
+    model = getattr(S, family)(seed=11)
+    folder = H.save(model, tmp_path / family)
+    assert H.config_of(folder)["architectures"][0].endswith("ForConditionalGeneration")
+    loaded = _load(_zip(folder, tmp_path, inside=f"{family}/"))
+    m = loaded.module
+    assert type(m) is type(model) and not m.training
+    assert all(not c.use_cache for c in (x.config for x in m.modules() if hasattr(x, "config")))
+    arrays = S.seq2seq_arrays(model)
+    assert (arrays["labels"] == S.IGNORE).any()
+    np.savez(tmp_path / "s2s.npz", **arrays)
+    m.double()
+    batches = load_dataset(tmp_path / "s2s.npz", None, batch_size=2, dtype=torch.float64)
+    out = probe(loaded, batches, "s2s.npz")
+    assert out.shape[-1] == H.VOCAB
+    with torch.no_grad():
+        inputs = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "labels"}
+        raw = m(**inputs)
+        assert raw.get("past_key_values") is None
+        own = m(**inputs, labels=torch.from_numpy(arrays["labels"])).loss
+    problem = HessianProblem(m, batches, loss="cross_entropy")
+    assert problem.loss() == pytest.approx(float(own), rel=1e-12)
+    name = {
+        "t5": "decoder.final_layer_norm.weight",
+        "bart": "model.decoder.layernorm_embedding.weight",
+    }[family]
+    block = problem.restrict([name])
+    w = dict(m.named_parameters())[name].detach().clone()
+    ref = torch.autograd.functional.hessian(lambda p: S.reference_loss(m, arrays, **{name: p}), w)
+    torch.testing.assert_close(dense_hessian(block), ref, rtol=1e-9, atol=1e-12)
+    assert float(ref.abs().max()) > 1e-4
+
+
+def test_seq2seq_head_declared_and_refused_where_transformers_has_none(tmp_path: Path) -> None:
+    from tests import hf_seq2seq as S
+
+    model = S.t5(seed=1)
+    folder = H.save(model, tmp_path / "t5")
+    config = H.config_of(folder)
+    config.pop("architectures")
+    loaded = _load(folder / "model.safetensors", config=config, head="seq2seq_lm")
+    assert type(loaded.module).__name__ == "T5ForConditionalGeneration"
+    bert = H.save(H.bert_seq(), tmp_path / "bert")
+    with pytest.raises(LoadError, match="no seq2seq_lm model for model_type 'bert'"):
+        _load(_zip(bert, tmp_path), head="seq2seq_lm")
+
+
+def test_arrays_the_forward_takes_are_never_dropped_silently(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tasks.worker.datasets import load_dataset, probe
+    from tests import hf_seq2seq as S
+
+    model = S.bart(seed=2)
+    loaded = _load(_zip(H.save(model, tmp_path / "bart"), tmp_path))
+    arrays = S.seq2seq_arrays(model)
+    np.savez(tmp_path / "s.npz", **arrays)
+    named = load_dataset(
+        tmp_path / "s.npz", None, inputs_key={"input_ids": "input_ids"}, targets_key="labels"
+    )
+    with pytest.raises(LoadError) as err:
+        probe(loaded, named, "s.npz")
+    detail = err.value.detail
+    assert "'decoder_attention_mask', 'decoder_input_ids'" in detail and "leave them out" in detail
+    assert "--inputs-key" in detail and "inputs_key={'input_ids': 'input_ids'" in detail
+    no_decoder = {k: v for k, v in arrays.items() if not k.startswith("decoder_")}
+    np.savez(tmp_path / "n.npz", **no_decoder)
+    with pytest.raises(LoadError, match="needs decoder_input_ids.*prepare_decoder_input_ids"):
+        probe(loaded, load_dataset(tmp_path / "n.npz", None), "n.npz")
