@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tasks.upload_check import UnsafeArchive, check_members
@@ -134,6 +134,39 @@ def layout(zf: zipfile.ZipFile, label: str) -> Layout:
         + (f"; found {found}" if found else "")
         + f". {SAVE_HINT}",
     )
+
+
+#: what zip tools add beside a folder's files: never part of a checkpoint's content
+_JUNK = ("__MACOSX/",)
+_JUNK_NAMES = (".DS_Store", "Thumbs.db")
+#: one timestamp for every member of a canonical zip (the earliest a zip can hold)
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def canonical_zip(src: str | Path, dst: str | Path, label: str = "file") -> None:
+    """Write the checkpoint zip `src` again as `dst` with its content alone deciding the bytes:
+    member paths relative to the folder holding config.json (a top folder or none), sorted,
+    one timestamp and mode, one compression, no directory entries or zip-tool litter. The
+    same save_pretrained folder zipped by any tool, with or without its top folder, gives the
+    same bytes, so the same id."""
+    with zipfile.ZipFile(src) as zf:
+        where = layout(zf, label)
+        root = where.root
+        members: dict[str, str] = {}
+        for n in zf.namelist():
+            if n.endswith("/") or n.startswith(_JUNK) or PurePosixPath(n).name in _JUNK_NAMES:
+                continue
+            name = n[len(root) :] if n.startswith(root) else n
+            members.setdefault(name, n)
+        with zipfile.ZipFile(dst, "w") as out:
+            for name in sorted(members):
+                info = zipfile.ZipInfo(name, date_time=_EPOCH)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                info.create_system = 3
+                with zf.open(members[name]) as fh, out.open(info, "w") as dest:
+                    while chunk := fh.read(1 << 20):
+                        dest.write(chunk)
 
 
 def _index_shards(zf: zipfile.ZipFile, member: str, label: str) -> list[str]:

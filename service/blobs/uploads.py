@@ -8,6 +8,7 @@ fields, a truncated body) discards it, so a refused upload never leaves anything
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from service.blobs import multipart
 from service.blobs.formats import Refused
 from service.problems import ProblemError, field_error, invalid
 from tasks.blobstore import BlobStore, Staged, TooLarge
+from tasks.hf_checkpoint import canonical_zip
 
 MAX_FIELD_BYTES = 64 * 1024
 MULTIPART_SLACK = 256 * 1024  # boundaries, part headers and small fields around the file
@@ -116,18 +118,50 @@ async def receive(
     return Received(staged=staged, filename=filename, fields=values)
 
 
+EMPTY_HINT = (
+    "; if you sent a folder (curl -F file=@folder sends nothing), zip the folder and send the "
+    "zip (or use the SDK, which zips it: client.models.upload('folder/'))"
+)
+
+
 async def inspect(
     blobs: BlobStore, received: Received, inspector: Callable[..., dict[str, Any]], *args: Any
 ) -> dict[str, Any]:
-    """Run a (blocking, file-reading) inspector off the event loop; a refusal drops the file."""
+    """Run a (blocking, file-reading) inspector off the event loop; a refusal drops the file.
+    A Hugging Face checkpoint zip is then written again canonically (its id is its content's,
+    whatever tool zipped it, with or without a top folder): `received.staged` is replaced."""
     try:
-        return await anyio.to_thread.run_sync(
+        facts = await anyio.to_thread.run_sync(
             inspector, Path(received.staged.tmp), received.label, *args
         )
+        if facts.get("format") == "huggingface" and zipfile.is_zipfile(received.staged.tmp):
+            received.staged = await _canonical(blobs, received)
+        return facts
     except Refused as e:
         blobs.discard(received.staged)
-        errors = [field_error(e.field, e.detail)] if e.field else None
-        raise ProblemError(e.status, e.slug, e.detail, errors=errors) from e
+        detail = e.detail + (EMPTY_HINT if e.slug == "empty" and received.staged.size == 0 else "")
+        errors = [field_error(e.field, detail)] if e.field else None
+        raise ProblemError(e.status, e.slug, detail, errors=errors) from e
     except BaseException:
         blobs.discard(received.staged)
         raise
+
+
+async def _canonical(blobs: BlobStore, received: Received) -> Staged:
+    """The checkpoint zip staged again in its canonical form (tasks.hf_checkpoint)."""
+    staged = received.staged
+    tmp = Path(staged.tmp).with_name(Path(staged.tmp).name + ".canonical")
+    try:
+        await anyio.to_thread.run_sync(canonical_zip, staged.tmp, tmp, received.label)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with tmp.open("rb") as fh:
+                while chunk := await anyio.to_thread.run_sync(fh.read, 1 << 20):
+                    yield chunk
+
+        # the canonical form may be a little larger than what was sent: no size cap here
+        again = await blobs.stage_stream(staged.kind, chunks(), 1 << 62)
+    finally:
+        tmp.unlink(missing_ok=True)
+    blobs.discard(staged)
+    return again
