@@ -177,3 +177,66 @@ def test_zip_pretrained_folder_takes_only_config_and_safetensors(tmp_path: Path)
         (folder / s).unlink()
     with pytest.raises(FileNotFoundError, match="only pytorch_model.bin.*never unpickles"):
         zip_pretrained_folder(folder, io.BytesIO())
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_encoder_decoder_exports_without_any_cache(tmp_path: Path, family: str) -> None:
+    """T5 and BART keep a copy of the config in their decoder (use_cache on by default): the
+    export turns every cache off, the archive runs at other batch sizes and equals the model,
+    and its second derivatives are the model's."""
+    from tests import hf_seq2seq as S
+
+    model = getattr(S, family)(seed=31).double()
+    assert model.config.use_cache is True and model.get_decoder().config.use_cache is True
+    before = [m.config.use_cache for m in model.modules() if hasattr(m, "config")]
+    arrays = S.seq2seq_arrays(model, n=3)
+    inputs = {k: v for k, v in arrays.items() if k != "labels"}
+    exported = _load(export_module(model, inputs), tmp_path)
+    assert "forward" not in vars(model)  # left as it was, its configs too
+    assert [m.config.use_cache for m in model.modules() if hasattr(m, "config")] == before
+    more = S.seq2seq_arrays(model, n=5, seed=9)
+    feed = {k: torch.from_numpy(v) for k, v in more.items() if k != "labels"}
+    out = exported(**feed)
+    assert set(out) == {"logits", "encoder_last_hidden_state"}, set(out)
+    with torch.no_grad():
+        ref = model(**feed, use_cache=False).logits
+    torch.testing.assert_close(out["logits"], ref, rtol=1e-10, atol=1e-12)
+    y = torch.from_numpy(more["labels"])
+
+    def loss_of(m: nn.Module) -> torch.Tensor:
+        logits = _logits(m(**feed))
+        return nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+
+    name = {
+        "t5": "decoder.final_layer_norm.weight",
+        "bart": "model.decoder.layernorm_embedding.weight",
+    }[family]
+    v = torch.randn(16, dtype=torch.float64)
+    got = _hvp(exported, name, v, loss_of)
+    want = _hvp(model, name, v, lambda m: loss_of(_NoCache(m)))
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+
+
+class _NoCache(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **kwargs):
+        return self.model(**kwargs, use_cache=False)
+
+
+class Broken(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this layer is not supported")
+
+
+def test_export_errors_name_the_real_cause() -> None:
+    with pytest.raises(ValueError) as err:
+        export_module(Broken(), torch.randn(4, 3))
+    assert "this layer is not supported" in str(err.value)
+    assert "batch size is not the cause" in str(err.value)

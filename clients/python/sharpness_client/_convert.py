@@ -90,43 +90,95 @@ def _export(torch: Any, module: Any, args: tuple, kwargs: dict, dynamic: Any) ->
     return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic)
 
 
+#: words in torch.export's messages when a dimension marked dynamic was specialised
+_BATCH_WORDS = ("constraint", "specializ", "specialis", "dim(", "batch", "guard", "dynamic")
+
+
 def _export_failed(e: Exception) -> ValueError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    """A ValueError naming what torch.export reported; the fixed-batch advice only where the
+    failure is about a dynamic dimension."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    cause = f"{type(e).__name__}: {first[:400]}"
+    if "cache" in text.lower() and "output" in text.lower():
+        return ValueError(
+            f"torch.export could not export the model: it returns a key/value cache ({cause}). "
+            "Build it with use_cache=False (in its config and every sub-config, e.g. the "
+            "decoder's) or pass use_cache=False to its forward; the batch size is not the cause"
+        )
+    if any(w in text.lower() for w in _BATCH_WORDS):
+        return ValueError(
+            f"torch.export could not export the model with a dynamic batch ({cause}). A model "
+            "that fixes its batch size (x.view(32, -1), a literal batch in a reshape) must use "
+            "x.shape[0] or -1 instead; torch.export.draft_export(model, args) lists every "
+            "problem"
+        )
     return ValueError(
-        f"torch.export could not export the model with a dynamic batch ({type(e).__name__}: "
-        f"{first[:400]}). A model that fixes its batch size (x.view(32, -1), a literal batch "
-        "in a reshape) must use x.shape[0] or -1 instead; torch.export.draft_export(model, "
-        "args) lists every problem"
+        f"torch.export could not export the model ({cause}); the batch size is not the "
+        "cause. torch.export.draft_export(model, args, kwargs) lists every problem"
     )
 
 
+def _configs(module: Any) -> list[Any]:
+    """Every transformers config the module and its submodules hold, with the configs inside
+    them (a T5 or BART decoder keeps its own copy; composite models hold text_config, ...)."""
+    found: dict[int, Any] = {}
+
+    def add(cfg: Any) -> None:
+        if id(cfg) in found or not hasattr(cfg, "to_dict"):
+            return
+        found[id(cfg)] = cfg
+        for value in list(vars(cfg).values()):
+            if hasattr(value, "to_dict") and hasattr(value, "model_type"):
+                add(value)
+
+    modules = module.modules() if hasattr(module, "modules") else [module]
+    for m in modules:
+        cfg = getattr(m, "config", None)
+        if cfg is not None:
+            add(cfg)
+    return list(found.values())
+
+
+def _takes(fn: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class _eval_without_cache:
-    """During the export only: eval mode, no key/value cache for a transformers model, and
-    mapping outputs (a ModelOutput) returned as a plain dict. A ModelOutput would be stored
-    under its class name, which only loads where transformers has been imported; a dict
-    loads anywhere, and the service takes its "logits" all the same. Parameter names stay
+    """During the export only: eval mode, no key/value cache for a transformers model
+    (use_cache=False in every config and sub-config, and passed to a forward that takes it),
+    and mapping outputs (a ModelOutput) returned as a plain dict. A ModelOutput would be
+    stored under its class name, which only loads where transformers has been imported; a
+    dict loads anywhere, and the service takes its "logits" all the same. Parameter names stay
     the module's own (the forward is wrapped in place, not the module)."""
 
     def __init__(self, module: Any) -> None:
         self.module = module
-        self.config = getattr(module, "config", None)
 
     def __enter__(self) -> None:
         import functools
 
         self.was_training = self.module.training
-        self.use_cache = getattr(self.config, "use_cache", None)
+        self.caches = [(c, c.use_cache) for c in _configs(self.module) if hasattr(c, "use_cache")]
         self.module.eval()
-        if self.use_cache:
-            self.config.use_cache = False
+        for cfg, _ in self.caches:
+            cfg.use_cache = False
         self.own_forward = self.module.__dict__.get("forward")
         original = self.module.forward
+        no_cache = _takes(original, "use_cache")
 
         @functools.wraps(original)  # export reads the signature through __wrapped__
         def forward(*args: Any, **kwargs: Any) -> Any:
+            if no_cache:
+                kwargs.setdefault("use_cache", False)
             out = original(*args, **kwargs)
             if isinstance(out, Mapping) and type(out) is not dict:
-                return {k: v for k, v in out.items()}
+                return {k: v for k, v in out.items() if v is not None}
             return out
 
         self.module.forward = forward
@@ -137,8 +189,8 @@ class _eval_without_cache:
         else:
             self.module.forward = self.own_forward
         self.module.train(self.was_training)
-        if self.use_cache:
-            self.config.use_cache = self.use_cache
+        for cfg, value in self.caches:
+            cfg.use_cache = value
 
 
 def _math_attention(torch: Any, program: Any) -> Any:
