@@ -153,6 +153,33 @@ def _allowed_names(request: Request | None, body: Any, loc: list[Any]) -> list[s
     return list(_object_at(schema, path, components).get("properties", {}))
 
 
+_ID_NOUNS = {
+    "jobs": "job",
+    "trajectories": "trajectory",
+    "studies": "study",
+    "models": "model",
+    "datasets": "dataset",
+    "optimizer-states": "optimizer state",
+}
+
+
+def _bad_id(e: dict[str, Any], request: Request | None) -> str:
+    """A path id of the wrong form, in words: "'abc' is not a job id (32 hex characters)"."""
+    value = str(e.get("input", ""))
+    width = re.search(r"\{(\d+)\}", str((e.get("ctx") or {}).get("pattern", "")))
+    noun = "record"
+    if request is not None:
+        parts = request.url.path.strip("/").split("/")
+        if value in parts and parts.index(value) > 0:
+            noun = _ID_NOUNS.get(parts[parts.index(value) - 1], noun)
+    if width is None:
+        return f"{value!r} is not a {noun} id"
+    form = f"{width.group(1)} hex characters"
+    if width.group(1) == "64":
+        form += ": the sha256 its upload returned"
+    return f"{value!r} is not a {noun} id ({form})"
+
+
 def _message(e: dict[str, Any], request: Request | None, body: Any) -> tuple[str, str]:
     """(field, message) for one pydantic error, worded to name the fix."""
     loc = list(e.get("loc", ()))
@@ -178,6 +205,8 @@ def _message(e: dict[str, Any], request: Request | None, body: Any) -> tuple[str
             + (f" ({reason})" if reason else "")
             + "; send a JSON object with Content-Type: application/json"
         )
+    elif kind == "string_pattern_mismatch" and loc and loc[0] == "path":
+        msg = _bad_id(e, request)
     elif kind == "missing" and field == "body":
         msg = "the body is empty; send a JSON object with Content-Type: application/json"
     elif kind in ("model_attributes_type", "dict_type") and field == "body":

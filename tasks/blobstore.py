@@ -96,6 +96,20 @@ class BlobStore:
             return None
         return json.loads(text) if path.is_file() else None
 
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        """Every stored blob's metadata, newest first (a blob whose bytes or metadata are
+        missing, half written or half deleted, is left out)."""
+        out = []
+        for sidecar in self._dir(kind).glob("*.json"):
+            if not BLOB_ID.fullmatch(sidecar.stem) or not sidecar.with_suffix("").is_file():
+                continue
+            try:
+                out.append(json.loads(sidecar.read_text()))
+            except (OSError, ValueError):
+                continue
+        out.sort(key=lambda r: (str(r.get("created_at", "")), str(r.get("id", ""))), reverse=True)
+        return out
+
     def delete(self, kind: str, blob_id: str) -> bool:
         p = self.path(kind, blob_id)
         found = p.is_file()

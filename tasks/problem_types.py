@@ -54,6 +54,11 @@ GATEWAY = (
     _t("already-finished", 409, "Cancelling a record that already succeeded or failed."),
     _t("idempotency-key-reused", 409, "An Idempotency-Key reused with a different body."),
     _t("conflict", 409, "Model bytes stored before with another architecture, config or head."),
+    _t(
+        "in-use",
+        409,
+        "Deleting a model or dataset a queued or running run uses; `?force=true` deletes it.",
+    ),
     _t("too-large", 413, "The upload is larger than SHARPNESS_MAX_UPLOAD_BYTES."),
     _t("bad-multipart", 400, "The multipart body cannot be parsed."),
     _t("truncated-upload", 400, "The upload ended before its declared length."),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
 
-from service.blobs import uploads
+from fastapi import APIRouter, Query, Request, Response
+
+from service.blobs import uploads, usage
 from service.blobs.formats.datasets import inspect_dataset
-from service.blobs.schemas import DatasetInfo
+from service.blobs.schemas import DatasetInfo, DatasetPage
 from service.common import BlobId, ExistingDataset, not_found, problems
-from service.deps import BlobsDep, SettingsDep
+from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.problems import invalid
 from tasks.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
 
@@ -98,9 +100,36 @@ def get_dataset(record: ExistingDataset) -> DatasetInfo:
     return DatasetInfo.model_validate(record)
 
 
-@router.delete("/{id}", status_code=204, responses=problems(404, 422))
-def delete_dataset(id: BlobId, blobs: BlobsDep) -> Response:
-    """Remove the bytes. Jobs already queued with this dataset will fail when they start."""
+@router.get("", response_model=DatasetPage, summary="List datasets", responses=problems(422))
+def list_datasets(
+    blobs: BlobsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> DatasetPage:
+    """The uploaded datasets, newest first."""
+    items, next_cursor = usage.page(blobs.records(KIND), limit, cursor, "dataset")
+    return DatasetPage(
+        items=[DatasetInfo.model_validate(r) for r in items], next_cursor=next_cursor
+    )
+
+
+@router.delete(
+    "/{id}", status_code=204, summary="Delete a dataset", responses=problems(404, 409, 422)
+)
+def delete_dataset(
+    id: BlobId,
+    blobs: BlobsDep,
+    jobs: JobsDep,
+    trajectories: TrajectoriesDep,
+    force: usage.Force = False,
+) -> Response:
+    """Remove the bytes. A dataset that a queued or running job or trajectory uses is kept:
+    **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
+    load it)."""
+    if blobs.meta(KIND, id) is None:
+        raise not_found("dataset", id)
+    if not force:
+        usage.refuse_if_used([jobs, trajectories], KIND, "dataset", id)
     if not blobs.delete(KIND, id):
         raise not_found("dataset", id)
     return Response(status_code=204)

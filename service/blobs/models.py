@@ -4,16 +4,16 @@ Face checkpoint, told by content."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from service.blobs import uploads
+from service.blobs import uploads, usage
 from service.blobs.formats import Refused
 from service.blobs.formats.models import hf_from_fields, inspect_model
-from service.blobs.schemas import ModelInfo
+from service.blobs.schemas import ModelInfo, ModelPage
 from service.common import BlobId, ExistingModel, not_found, problems
-from service.deps import BlobsDep, SettingsDep
+from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.problems import ProblemError, invalid
 from tasks import hf_checkpoint as hf
 
@@ -173,9 +173,34 @@ def get_model(record: ExistingModel) -> ModelInfo:
     return ModelInfo.model_validate(record)
 
 
-@router.delete("/{id}", status_code=204, responses=problems(404, 422))
-def delete_model(id: BlobId, blobs: BlobsDep) -> Response:
-    """Remove the bytes. Jobs already queued with this model will fail when they start."""
+@router.get("", response_model=ModelPage, summary="List models", responses=problems(422))
+def list_models(
+    blobs: BlobsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ModelPage:
+    """The uploaded models, newest first."""
+    items, next_cursor = usage.page(blobs.records(KIND), limit, cursor, "model")
+    return ModelPage(items=[ModelInfo.model_validate(r) for r in items], next_cursor=next_cursor)
+
+
+@router.delete(
+    "/{id}", status_code=204, summary="Delete a model", responses=problems(404, 409, 422)
+)
+def delete_model(
+    id: BlobId,
+    blobs: BlobsDep,
+    jobs: JobsDep,
+    trajectories: TrajectoriesDep,
+    force: usage.Force = False,
+) -> Response:
+    """Remove the bytes. A model that a queued or running job or trajectory uses is kept:
+    **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
+    load it)."""
+    if blobs.meta(KIND, id) is None:
+        raise not_found("model", id)
+    if not force:
+        usage.refuse_if_used([jobs, trajectories], KIND, "model", id)
     if not blobs.delete(KIND, id):
         raise not_found("model", id)
     return Response(status_code=204)

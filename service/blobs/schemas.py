@@ -60,3 +60,17 @@ class DatasetInfo(BlobInfo):
         "(positional) or keyword → array. Jobs that name no inputs use these."
     )
     targets_key: str = Field(description="The targets array; jobs that name none use it.")
+
+
+class ModelPage(BaseModel):
+    items: list[ModelInfo]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last."
+    )
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetInfo]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last."
+    )

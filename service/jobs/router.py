@@ -12,7 +12,7 @@ from service.blobs import references
 from service.common import ExistingJob, problems
 from service.deps import BlobsDep, CeleryDep, ConsumedDep, JobsDep, SettingsDep, StudiesDep
 from service.ops import consumers
-from service.problems import invalid
+from service.problems import ProblemError, invalid
 from service.studies.service import StudyChoiceError, with_new_prediction, with_predictions
 from tasks.celery_app import RUN_JOB_TASK
 from tasks.spec import Job, JobPage, JobSpec
@@ -122,3 +122,19 @@ def cancel_job(
         store, job, heartbeats=store, settings=settings, celery=celery, response=response
     )
     return with_predictions([job], store, studies)[0]
+
+
+@router.delete("/{id}", status_code=204, summary="Delete a job", responses=problems(404, 409, 422))
+def delete_job(job: ExistingJob, store: JobsDep) -> Response:
+    """Remove a finished (succeeded, failed or cancelled) job's record. A queued or running
+    job is kept (**409**, `not-finished`): cancel it first, then delete it. Its model and
+    dataset stay uploaded."""
+    if not job.status.terminal:
+        raise ProblemError(
+            409,
+            "not-finished",
+            f"id: job {job.id} is {job.status.value}; cancel it first (POST /v1/jobs/{job.id}"
+            f"/cancel, or sharpness jobs cancel {job.id}), then delete it",
+        )
+    store.delete(job.id)
+    return Response(status_code=204)

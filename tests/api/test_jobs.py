@@ -170,7 +170,10 @@ def test_idempotency_recovers(
     assert retry.status_code == 202 and retry.json()["id"] != lost["id"]
     assert retry.json()["status"] == "queued" and broker.llen("cpu") == 1
 
-    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+    # the queued job uses the model: a plain delete is refused (in-use), a forced one is not
+    assert client.delete(f"/v1/models/{model_id}").status_code == 409
+    forced = client.delete(f"/v1/models/{model_id}", params={"force": "true"})
+    assert forced.status_code == 204
     replay = client.post("/v1/jobs", json=spec(model_id, dataset_id), headers=headers)
     assert replay.status_code == 202, replay.text
     assert replay.json()["id"] == retry.json()["id"]

@@ -27,7 +27,7 @@ PROBLEM_KINDS = frozenset(
         "missing-array", "unauthorized", "not-found", "no-result", "not-finished",
         "not-analysed", "already-finished", "idempotency-key-reused", "conflict", "too-large",
         "bad-multipart", "truncated-upload", "not-multipart", "enqueue-failed",
-        "redis-unavailable", "not-ready", "internal",
+        "redis-unavailable", "not-ready", "internal", "in-use",
         # uploads refused
         "unknown-format", "pickle", "torch-save", "unsafe-archive", "dataset-not-model",
         "pickled-array", "remote-code", "corrupt", "corrupt-zip", "zip-too-large", "truncated",
