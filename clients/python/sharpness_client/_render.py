@@ -14,11 +14,13 @@ from typing import Any
 
 from sharpness_client import _converged
 from sharpness_client.types import (
+    DatasetInfo,
     Job,
     JobStatus,
     MeasureInfo,
     MeasureProgress,
     MeasureResult,
+    ModelInfo,
     QueueStatus,
 )
 
@@ -270,3 +272,63 @@ def queue(q: QueueStatus) -> str:
     return "\n\n".join(
         [depths, workers, running, f"oldest queued job waiting: {oldest}\njobs: {counts}"]
     )
+
+
+def size(n: int) -> str:
+    """Bytes in the nearest unit: 512 B, 1.5 KiB, 2.0 MiB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _names(key: Any) -> str:
+    return key if isinstance(key, str) else json.dumps(key)
+
+
+def models(items: Sequence[ModelInfo]) -> str:
+    rows = [
+        [m.id, m.format, m.head or m.architecture, size(m.size_bytes), when(m.created_at)]
+        + [m.filename]
+        for m in items
+    ]
+    if not rows:
+        return "no models uploaded (sharpness models upload FILE)"
+    return table(["ID", "FORMAT", "HEAD/ARCH", "SIZE", "CREATED (UTC)", "FILENAME"], rows)
+
+
+def datasets(items: Sequence[DatasetInfo]) -> str:
+    rows = [
+        [d.id, d.format, d.num_examples, _names(d.inputs_key), d.targets_key]
+        + [size(d.size_bytes), when(d.created_at), d.filename]
+        for d in items
+    ]
+    if not rows:
+        return "no datasets uploaded (sharpness datasets upload FILE)"
+    headers = ["ID", "FORMAT", "EXAMPLES", "INPUTS", "TARGETS", "SIZE", "CREATED (UTC)"]
+    return table([*headers, "FILENAME"], rows)
+
+
+def upload(noun: str, info: ModelInfo | DatasetInfo) -> str:
+    """One upload's record as `field  value` lines (arrays as name dtype shape)."""
+    rows: list[list[Any]] = [
+        [noun, info.id],
+        ["format", info.format],
+        ["size", f"{size(info.size_bytes)} ({info.size_bytes} bytes)"],
+        ["created", when(info.created_at)],
+        ["filename", info.filename],
+    ]
+    if isinstance(info, ModelInfo):
+        rows += [["architecture", info.architecture], ["head", info.head]]
+        rows += [["tensors", info.tensors], ["parameters", info.parameters]]
+        if info.config and info.architecture:
+            rows.append(["config", json.dumps(info.config)])
+    else:
+        rows += [["examples", info.num_examples], ["inputs", _names(info.inputs_key)]]
+        rows.append(["targets", info.targets_key])
+        for name, a in info.arrays.items():
+            rows.append([f"array {name}", f"{a.dtype} {tuple(a.shape)}"])
+    shown = [r for r in rows if r[1] is not None]
+    return "\n".join(table(["", ""], shown).splitlines()[1:])

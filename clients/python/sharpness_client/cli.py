@@ -9,6 +9,10 @@ the dtype's rounding converged and exits 0), 64 bad command-line usage. `--json`
 API's JSON on stdout (progress, warnings and messages go to stderr), so
 `sharpness measure ... --json | jq` works.
 A reader that stops early (`| head`) ends the output quietly; the exit code is kept.
+Every command that reached the service says which one, once, on stderr
+(`sharpness: service URL (from SHARPNESS_URL)`); when none answers, it says where `make run`
+listens (its data directory's gateway.url) or how to find it. `sharpness completion bash`
+prints the shell completion script (argcomplete).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sharpness_client import _cli_trajectory, _render
+from sharpness_client import __version__, _cli_trajectory, _cli_uploads, _render
 from sharpness_client._cli_args import (
     EXIT_NOT_CONVERGED,
     idempotency_option,
@@ -28,7 +32,7 @@ from sharpness_client._cli_args import (
     run_actions,
     wait_options,
 )
-from sharpness_client._http import resolve_config
+from sharpness_client._cli_where import Banner, unreachable_hint
 from sharpness_client.client import Client
 from sharpness_client.errors import (
     APIConnectionError,
@@ -43,6 +47,9 @@ EXIT_FAILED, EXIT_TIMEOUT, EXIT_API, EXIT_CONNECT, EXIT_USAGE = 1, 2, 3, 4, 64
 __all__ = ["EXIT_NOT_CONVERGED", "main"]
 
 
+_STDOUT = {"gone": False}  # the reader of stdout went away (`| head`): say nothing more
+
+
 def _emit(text: str, file: Any = None) -> None:
     """Print and flush; when the reader has gone (`| head`), send the rest of stdout to
     /dev/null instead of raising, so the command ends quietly with its own exit code."""
@@ -55,6 +62,7 @@ def _emit(text: str, file: Any = None) -> None:
 
 
 def _drop_stdout() -> None:
+    _STDOUT["gone"] = True
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, sys.stdout.fileno())
@@ -118,6 +126,9 @@ def _common() -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     common = _common()
     top = _Parser(prog="sharpness", description="Measure the sharpness of trained networks.")
+    top.add_argument(
+        "--version", action="version", version=f"sharpness {__version__} (sharpness-client)"
+    )
     top.add_argument("--url", default=None, help="service URL (default $SHARPNESS_URL)")
     top.add_argument("--api-key", default=None, help="bearer key (default $SHARPNESS_API_KEY)")
     top.add_argument("--json", action="store_true", default=False, help="print JSON")
@@ -184,20 +195,30 @@ def _parser() -> argparse.ArgumentParser:
     idempotency_option(m, "job")
     wait_options(m)
 
-    jobs = sub.add_parser("jobs", help="list, show, wait for or cancel jobs")
+    jobs = sub.add_parser("jobs", help="list, show, wait for, cancel or delete jobs")
     jsub = jobs.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ls = jsub.add_parser("list", parents=[common], help="newest first")
     ls.add_argument("--status", choices=[s.value for s in JobStatus])
     ls.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
     ls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     run_actions(jsub, common, "job", plot="save a job's spectral density PNG")
+    jdel = jsub.add_parser(
+        "delete", parents=[common], help="delete a finished job's record (cancel it first)"
+    )
+    jdel.add_argument("id")
     _cli_trajectory.add_parsers(sub, common)
+    _cli_uploads.add_parsers(sub, common)
 
     sub.add_parser("queue", parents=[common], help="queue depths, workers, running jobs")
     ms = sub.add_parser(
         "measures", parents=[common], help="the measures, or one with its parameters"
     )
     ms.add_argument("name", nargs="?", help="show this measure's parameters, defaults and bounds")
+    c = sub.add_parser(
+        "completion",
+        help='print the shell completion script: eval "$(sharpness completion bash)"',
+    )
+    c.add_argument("shell", nargs="?", default="bash", choices=["bash", "zsh", "fish", "tcsh"])
     return top
 
 
@@ -288,6 +309,7 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
     if not args.wait:
         _out(args, job, f"submitted job {job.id} ({job.status.value})")
         return 0
+    args.banner.say()
     print(f"job {job.id} submitted", file=sys.stderr)
     return _wait(client, args, job.id)
 
@@ -337,6 +359,10 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
         client.jobs.plot(args.id, "spectral_density", args.path)
         print(f"saved {args.path}", file=sys.stderr)
         return 0
+    if args.action == "delete":
+        client.jobs.delete(args.id)
+        _out(args, {"id": args.id, "deleted": True}, f"deleted job {args.id}")
+        return 0
     return _wait(client, args, args.id)
 
 
@@ -348,6 +374,8 @@ def _run(args: argparse.Namespace) -> int:
             return _jobs(client, args)
         if args.command == "trajectory":
             return _cli_trajectory.run(client, args, _out)
+        if args.command in ("models", "datasets"):
+            return _cli_uploads.run(client, args, _out)
         if args.command == "queue":
             q = client.queue.get()
             _out(args, q, _render.queue(q))
@@ -368,13 +396,28 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
 
-def _where(args: argparse.Namespace) -> str:
-    """The URL the command used and where it came from, for 'could not reach' messages."""
-    if args.url:
-        return f"{args.url} (from --url)"
-    if os.environ.get("SHARPNESS_URL"):
-        return f"{os.environ['SHARPNESS_URL']} (from SHARPNESS_URL)"
-    return f"{resolve_config(None, None)[0]} (the default; set SHARPNESS_URL or --url)"
+def _completion(shell: str) -> int:
+    try:
+        import argcomplete
+    except ImportError:
+        print(
+            "sharpness: shell completion needs argcomplete: pip install argcomplete",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    _emit(argcomplete.shellcode(["sharpness"], shell=shell).rstrip("\n"))
+    return 0
+
+
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request (argcomplete; exits) when this run is one."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,7 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
+    _autocomplete(parser)
     args = parser.parse_args(argv)
+    if args.command == "completion":
+        return _completion(args.shell)
+    args.banner = Banner(args)
+    answered = True
     try:
         code = _run(args)
     except argparse.ArgumentTypeError as e:
@@ -408,12 +456,9 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"  {err.get('field')}: {err.get('message')}", file=sys.stderr)
         code = EXIT_API
     except APIConnectionError as e:
+        answered = False
         print(f"sharpness: {e}", file=sys.stderr)
-        print(
-            f"sharpness: the service URL is {_where(args)}; is the service running there? "
-            "`make run` starts one on http://127.0.0.1:8000",
-            file=sys.stderr,
-        )
+        print(unreachable_hint(args), file=sys.stderr)
         code = EXIT_CONNECT
     except BrokenPipeError:
         _drop_stdout()
@@ -421,6 +466,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except (OSError, ValueError) as e:
         print(f"sharpness: {e}", file=sys.stderr)
         code = EXIT_USAGE
+    if answered and code != EXIT_USAGE and not _STDOUT["gone"]:
+        args.banner.say()
     return code
 
 

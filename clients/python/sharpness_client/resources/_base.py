@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from sharpness_client._files import FileInput, FileSource
 from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._paging import AsyncPageList, PageList, list_request
+from sharpness_client.types import Page
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -70,17 +72,45 @@ class AsyncResource(Generic[R]):
         return await self._send(Request("GET", f"{self.path}/{id}"))
 
 
+def delete_request(path: str, id: str, force: bool) -> Request:
+    """DELETE one upload; `force` deletes it even while queued or running runs use it."""
+    return Request("DELETE", f"{path}/{id}", params={"force": "true"} if force else None)
+
+
 class Uploads(Resource[R]):
     def _upload(self, file: FileInput, filename: str | None, **fields: Any) -> R:
         return self._send(upload_request(self.path, file, filename, fields))
 
-    def delete(self, id: str) -> None:
-        self._http.send(Request("DELETE", f"{self.path}/{id}"))
+    def list(self, *, limit: int | None = None, cursor: str | None = None) -> PageList[R]:
+        """The uploads, newest first; iterating follows every page."""
+
+        def fetch(c: str | None) -> Page[R]:
+            request = list_request(self.path, limit=limit, cursor=c)
+            return Page[self.record].model_validate(self._http.send(request).json())  # type: ignore[name-defined]
+
+        return PageList(fetch(cursor), fetch)
+
+    def delete(self, id: str, *, force: bool = False) -> None:
+        """Delete the upload. While a queued or running job or trajectory uses it, the
+        service refuses (ConflictError, kind "in-use", naming them) unless `force`."""
+        self._http.send(delete_request(self.path, id, force))
 
 
 class AsyncUploads(AsyncResource[R]):
     async def _upload(self, file: FileInput, filename: str | None, **fields: Any) -> R:
         return await self._send(upload_request(self.path, file, filename, fields))
 
-    async def delete(self, id: str) -> None:
-        await self._http.send(Request("DELETE", f"{self.path}/{id}"))
+    async def list(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> AsyncPageList[R]:
+        """The uploads, newest first; `async for` follows every page."""
+
+        async def fetch(c: str | None) -> Page[R]:
+            request = list_request(self.path, limit=limit, cursor=c)
+            resp = await self._http.send(request)
+            return Page[self.record].model_validate(resp.json())  # type: ignore[name-defined]
+
+        return AsyncPageList(await fetch(cursor), fetch)
+
+    async def delete(self, id: str, *, force: bool = False) -> None:
+        await self._http.send(delete_request(self.path, id, force))

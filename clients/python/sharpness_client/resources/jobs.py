@@ -73,6 +73,11 @@ class Jobs(Runs[Job]):
         params = {"study": study} if study is not None else None
         return self._send(Request("GET", f"{self.path}/{id}", params=params))
 
+    def delete(self, id: str) -> None:
+        """Delete a finished job's record. A queued or running one is kept: ConflictError
+        (kind "not-finished"); cancel it first."""
+        self._http.send(Request("DELETE", f"{self.path}/{id}"))
+
     def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
     ) -> bytes:
@@ -121,6 +126,10 @@ class AsyncJobs(AsyncRuns[Job]):
         """As Jobs.get: `study` names the study the prediction comes from."""
         params = {"study": study} if study is not None else None
         return await self._send(Request("GET", f"{self.path}/{id}", params=params))
+
+    async def delete(self, id: str) -> None:
+        """As Jobs.delete."""
+        await self._http.send(Request("DELETE", f"{self.path}/{id}"))
 
     async def plot(
         self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
