@@ -63,7 +63,10 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.25
 CANCEL_CHECK_EVERY_S = 0.5
-AWAY_S = 2.0  # after a failed call, a run leaves Redis alone this long (it keeps computing)
+# after a failed call, a run leaves Redis alone this long (it keeps computing), doubling
+# while Redis stays away (a partition where each try waits out its timeouts), up to AWAY_MAX_S
+AWAY_S = 1.0
+AWAY_MAX_S = 4.0
 END_MARGIN_S = 15.0  # a run's end is retried until this long before the hard time limit
 # what a Redis outage raises (BusyLoadingError, a restart reading its AOF, included)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -76,29 +79,39 @@ class Away(Exception):
 class StoreLink:
     """A run's own connection to its record, which never holds the computation up: a client
     that gives up within a fraction of a second, and after a failure no new call for `AWAY_S`
-    (calls raise Away meanwhile). The progress the run could not write is kept, the latest
-    per measure (bounded by the measures), and written first at the next call that reaches
-    Redis."""
+    (doubling while Redis stays away, up to `AWAY_MAX_S`; calls raise Away meanwhile). The
+    progress the run could not write is kept, the latest per measure (bounded by the
+    measures), and written first at the next call that reaches Redis."""
 
     def __init__(self, store: RecordStore) -> None:
         self.store = store.quick()
         self.away_until = 0.0
+        self.failures = 0  # calls failed in a row
         self.pending: dict[str, MeasureProgress] = {}
         self._lock = threading.Lock()
 
     def away(self) -> bool:
         return time.monotonic() < self.away_until
 
+    def close(self) -> None:
+        """Close the link's own connections (the run ended)."""
+        self.store.r.connection_pool.disconnect()
+
     def call(self, fn: Callable[[RecordStore], Any]) -> Any:
         if self.away():
             raise Away()
         try:
-            return fn(self.store)
+            out = fn(self.store)
         except REDIS_ERRORS as e:
-            if not self.away():
+            if not self.failures:
                 log.warning("Redis away (%s); the run goes on and writes later", e)
-            self.away_until = time.monotonic() + AWAY_S
+            self.away_until = time.monotonic() + min(AWAY_S * 2**self.failures, AWAY_MAX_S)
+            self.failures += 1
             raise Away() from e
+        if self.failures:
+            log.warning("Redis is back after %d failed calls; the run writes again", self.failures)
+            self.failures = 0
+        return out
 
     def progress(self, rid: str, epoch: int, name: str, progress: MeasureProgress) -> bool:
         """Keep `progress` as the latest of `name` and write what is kept, fenced by `epoch`;
@@ -471,6 +484,7 @@ def execute(rt: WorkerRuntime, store: RecordStore, record_id: str, body: Body, k
             store.release(record_id, rt.hostname)
         except REDIS_ERRORS:  # it expires by itself
             pass
+        keeper.link.close()
 
 
 def _end_killed_attempt(rt: WorkerRuntime, store: RecordStore, record: Any) -> JobStatus | None:

@@ -172,7 +172,7 @@ def test_a_runs_link_keeps_its_latest_progress_through_an_outage(own_redis: Priv
     assert list(link.pending) == ["trace"] and link.pending["trace"].iteration == 49
 
     own_redis.start()
-    link.away_until = 0.0  # as AWAY_S later
+    link.away_until = 0.0  # as its away time later
     assert link.flush(job_id, epoch) and link.pending == {}
     assert store.get(job_id).progress["trace"].iteration == 49  # the latest won
 
