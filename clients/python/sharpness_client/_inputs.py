@@ -30,6 +30,7 @@ class Plan:
     upload: Any = None
     filename: str | None = None
     model: bool = False
+    arrays: bool = False  # an (inputs, targets) pair, packed as 'inputs' and 'targets'
 
 
 def _is_id(value: Any) -> bool:
@@ -62,7 +63,7 @@ def data_plan(data: Any) -> Plan:
         return Plan(ref=data)
     pair = _pair(data)
     if pair is not None:
-        return Plan(upload=arrays_to_npz(*pair), filename="dataset.npz")
+        return Plan(upload=arrays_to_npz(*pair), filename="dataset.npz", arrays=True)
     return Plan(upload=data)
 
 
@@ -77,3 +78,13 @@ def measure_plans(
     if initial_model is not None:
         plans["initial_model"] = model_plan(initial_model, data, example_inputs)
     return plans
+
+
+def names_for(plan: Plan, inputs_key: Any, targets_key: str | None) -> dict[str, Any]:
+    """The array names `client.measure` gives a dataset's upload and its job reference:
+    none for an (inputs, targets) pair, whose arrays the SDK names itself."""
+    if plan.arrays:
+        return {}
+    return {
+        k: v for k, v in (("inputs_key", inputs_key), ("targets_key", targets_key)) if v is not None
+    }

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from sharpness_client._http import DEFAULT_TIMEOUT, AsyncHTTP, SyncHTTP
-from sharpness_client._inputs import Plan, measure_plans
+from sharpness_client._inputs import Plan, measure_plans, names_for
 from sharpness_client._progress import Progress
-from sharpness_client._spec import MeasureLike
+from sharpness_client._spec import MeasureLike, dataset_ref
 from sharpness_client.errors import JobCancelledError
 from sharpness_client.resources.datasets import AsyncDatasets, Datasets
 from sharpness_client.resources.jobs import AsyncJobs, Jobs
@@ -74,6 +74,10 @@ class Client:
         eval_data: Any = None,
         initial_model: Any = None,
         example_inputs: Any = None,
+        inputs_key: str | list[str] | dict[str, str] | None = None,
+        targets_key: str | None = None,
+        output_key: str | None = None,
+        class_dim: int | None = None,
         timeout: float | None = None,
         poll_interval: float = 1.0,
         progress: bool | Progress = False,
@@ -85,7 +89,13 @@ class Client:
         `model`: a path/bytes/file, an nn.Module (exported; `example_inputs` default to two
         rows of `data`), or an uploaded id. `data`: a path/bytes/file, `(inputs, targets)`
         arrays or tensors, an uploaded id or a URI. `spec` takes the rest of jobs.create
-        (loss, mode, device, labels, batch_size, max_samples). `eval_data`: held-out data in
+        (loss, mode, device, labels, batch_size, max_samples). `inputs_key` and `targets_key`
+        name the data's arrays (as for datasets.upload: one name, a list, or keyword → name;
+        `targets_key="label"` for a Hugging Face dataset's labels): they go with the upload,
+        so they are stored with it, and with the job's dataset reference, for `data` and
+        `eval_data` alike (not for an `(inputs, targets)` pair, whose arrays the SDK names).
+        `output_key` and `class_dim` pick the model's output and its class dimension, as in
+        jobs.create. `eval_data`: held-out data in
         any form `data` takes (the job then reports test metrics and the generalization gap);
         `initial_model`: the model at initialisation (w₀) in any form `model` takes. Raises
         JobFailedError, JobCancelledError or JobTimeoutError when there are no results.
@@ -96,8 +106,14 @@ class Client:
         `raise_on_not_converged=True` raises NotConvergedError instead. Results limited by
         the dtype's rounding ("float32 rounding") converged and warn nothing."""
         plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
+        _outputs(spec, output_key, class_dim)
         for field, plan in plans.items():
-            spec[field] = plan.ref or self._upload(plan)
+            if plan.model:
+                spec[field] = plan.ref or self._upload(plan)
+                continue
+            names = names_for(plan, inputs_key, targets_key)
+            got = plan.ref or self.datasets.upload(plan.upload, filename=plan.filename, **names)
+            spec[field] = dataset_ref(got, **names)
         job = self.jobs.create(measures=measures, params=params, **spec)
         done = self.jobs.wait(
             job.id,
@@ -116,6 +132,13 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _outputs(spec: dict[str, Any], output_key: str | None, class_dim: int | None) -> None:
+    if output_key is not None:
+        spec["output_key"] = output_key
+    if class_dim is not None:
+        spec["class_dim"] = class_dim
 
 
 class AsyncClient:
@@ -155,6 +178,10 @@ class AsyncClient:
         eval_data: Any = None,
         initial_model: Any = None,
         example_inputs: Any = None,
+        inputs_key: str | list[str] | dict[str, str] | None = None,
+        targets_key: str | None = None,
+        output_key: str | None = None,
+        class_dim: int | None = None,
         timeout: float | None = None,
         poll_interval: float = 1.0,
         progress: bool | Progress = False,
@@ -162,8 +189,16 @@ class AsyncClient:
         **spec: Any,
     ) -> Job:
         plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
+        _outputs(spec, output_key, class_dim)
         for field, plan in plans.items():
-            spec[field] = plan.ref or await self._upload(plan)
+            if plan.model:
+                spec[field] = plan.ref or await self._upload(plan)
+                continue
+            names = names_for(plan, inputs_key, targets_key)
+            got = plan.ref or await self.datasets.upload(
+                plan.upload, filename=plan.filename, **names
+            )
+            spec[field] = dataset_ref(got, **names)
         job = await self.jobs.create(measures=measures, params=params, **spec)
         done = await self.jobs.wait(
             job.id,
