@@ -1,8 +1,8 @@
 """A Hugging Face classifier and a language model, measured end to end.
 
 Builds a small BERT classifier and a small GPT-2 language model with `transformers` (random
-weights, nothing downloaded), writes their data in the current folder, and asks the service
-for λmax of each:
+weights, nothing downloaded), writes them and their data to examples/out/hf_models/
+(git-ignored), and asks the service for λmax of each:
 - BERT as `save_pretrained` writes it (config.json + model.safetensors), no export step; its
   dataset holds `input_ids`, `attention_mask` and `labels`, recognised by name and passed to
   the model by keyword.
@@ -15,6 +15,7 @@ for λmax of each:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
@@ -23,6 +24,9 @@ from sharpness_client import Client
 
 
 def main() -> None:
+    out = Path(__file__).parent / "out" / "hf_models"  # git-ignored
+    out.mkdir(parents=True, exist_ok=True)
+    os.chdir(out)
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 100, (32, 17))
     labels = ids[:, 1:].copy()

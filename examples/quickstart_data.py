@@ -1,6 +1,9 @@
-"""Make a model and a dataset to measure: `model.pt2` and `digits.npz` in the current folder.
+"""Make a model and a dataset to measure: `model.pt2` and `digits.npz` in examples/out/.
 
     .venv/bin/python examples/quickstart_data.py [--out DIR]
+
+examples/out/ (beside this script) is git-ignored: what the examples write stays out of the
+repository's changes.
 
 Trains a small MLP (64-32-10, ReLU; examples/digits_mlp.py) on scikit-learn's 1797 digits for
 a few seconds, exports it with torch.export (eval mode, dynamic batch dimension) and saves the
@@ -16,10 +19,14 @@ from pathlib import Path
 import numpy as np
 from digits_mlp import accuracy, export, load, train
 
+OUT = Path(__file__).parent / "out"  # git-ignored; not resolved, so a linked copy writes beside it
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder (default: here)")
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help="folder (default: examples/out, git-ignored)"
+    )
     out = parser.parse_args().out
     out.mkdir(parents=True, exist_ok=True)
 

@@ -2,8 +2,9 @@
 
 The stack is tests/integration's (a real gateway and a real Celery worker on the session's
 private Redis), on a database of its own; the folder holds what a reader has after the README's
-quickstart: `model.pt2` and `digits.npz` made by examples/quickstart_data.py, and links to the
-repository's `.venv` and `examples/`.
+quickstart: `examples/out/model.pt2` and `examples/out/digits.npz` made by
+examples/quickstart_data.py, a link to the repository's `.venv` and one to each file of its
+`examples/` (so that what the examples write lands in this folder's `examples/out/`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ def docs_stack(
 @pytest.fixture(scope="session")
 def docs_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("docs-folder")
-    for name in (".venv", "examples"):
-        (folder / name).symlink_to(ROOT / name)
+    (folder / ".venv").symlink_to(ROOT / ".venv")
+    (folder / "examples").mkdir()
+    for entry in (ROOT / "examples").iterdir():
+        if entry.name != "out":
+            (folder / "examples" / entry.name).symlink_to(entry)
     proc = subprocess.run(
         [sys.executable, "examples/quickstart_data.py"],
         cwd=folder,

@@ -1,9 +1,11 @@
 """The README's quickstart, run as written against a real service.
 
 The shell blocks of README.md's "Quickstart" section are extracted and run one after another
-with bash, in an empty folder holding only links to the repository's `.venv` and `examples/`
-(as a newcomer runs them from the repository's folder). The only change is the service's
-address: the README reads it from `SHARPNESS_URL`, which is set to the test service's.
+with bash, in an empty folder holding only links to the repository's `.venv` and to each file
+of `examples/` (as a newcomer runs them from the repository's folder; the examples write to
+the folder's own `examples/out/`, which the repository's .gitignore names). The only change
+is the service's address: the README reads it from `SHARPNESS_URL`, which is set to the test
+service's.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ def shell_blocks(title: str) -> list[str]:
     return [body for lang, body in FENCE.findall(text) if lang in ("sh", "bash", "shell")]
 
 
+def test_example_outputs_are_git_ignored() -> None:
+    """What the quickstart and the examples write (examples/out/) never shows as a change."""
+    for path in ("examples/out/model.pt2", "examples/out/hf_models/cls.npz"):
+        proc = subprocess.run(
+            ["git", "check-ignore", "-q", path], cwd=ROOT, capture_output=True, check=False
+        )
+        assert proc.returncode == 0, f"{path} is not git-ignored"
+    assert "examples/out/" in section((ROOT / "README.md").read_text(), "Quickstart")
+
+
 def test_readme_starts_with_make_run_and_make_test() -> None:
     first = shell_blocks("Start")[0].splitlines()
     assert first[0].startswith("make run") and first[1].startswith("make test"), first
@@ -45,8 +57,11 @@ def test_readme_starts_with_make_run_and_make_test() -> None:
 def test_quickstart_runs_as_written(stack: Stack, tmp_path: Path) -> None:
     blocks = shell_blocks("Quickstart")
     assert len(blocks) == 4, "data, curl, CLI, SDK"
-    for name in (".venv", "examples"):
-        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    (tmp_path / "examples").mkdir()
+    for entry in (ROOT / "examples").iterdir():
+        if entry.name != "out":
+            (tmp_path / "examples" / entry.name).symlink_to(entry)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHARPNESS_")}
     env["SHARPNESS_URL"] = stack.url
 
@@ -64,8 +79,10 @@ def test_quickstart_runs_as_written(stack: Stack, tmp_path: Path) -> None:
 
     data, curl, cli, sdk = blocks
     out = run(data)
-    assert (tmp_path / "model.pt2").stat().st_size > 0
-    assert (tmp_path / "digits.npz").stat().st_size > 0
+    out_dir = tmp_path / "examples" / "out"  # git-ignored, nothing in the working folder
+    assert (out_dir / "model.pt2").stat().st_size > 0
+    assert (out_dir / "digits.npz").stat().st_size > 0
+    assert not (tmp_path / "model.pt2").exists()
     assert "train accuracy" in out
 
     result = json.loads(run(curl))
