@@ -268,3 +268,23 @@ def test_enqueue_failure_marks_job_failed(
 @pytest.mark.parametrize("status", [405])
 def test_wrong_method(client: TestClient, status: int) -> None:
     assert_problem(client.put("/v1/jobs"), status, "PUT")
+
+
+def test_delete_job_and_uploads_in_use(client: TestClient, model_id: str, dataset_id: str) -> None:
+    """DELETE /v1/jobs/{id}: 409 not-finished while queued, 204 once cancelled, then 404; a
+    dataset a queued job uses: 409 in-use naming the job, 204 with ?force=true."""
+    job_id = client.post("/v1/jobs", json=spec(model_id, dataset_id)).json()["id"]
+    refused = client.delete(f"/v1/datasets/{dataset_id}")
+    assert_problem(refused, 409, job_id)
+    assert refused.json()["type"].endswith(":in-use") and "force=true" in refused.json()["detail"]
+    early = client.delete(f"/v1/jobs/{job_id}")
+    assert_problem(early, 409, "cancel it first")
+    assert early.json()["type"].endswith(":not-finished")
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert_problem(client.get(f"/v1/jobs/{job_id}"), 404, job_id)
+    assert client.get("/v1/jobs").json()["items"] == []  # gone from the indexes too
+    assert client.delete(f"/v1/datasets/{dataset_id}").status_code == 204  # nothing uses it
+    assert_problem(client.delete(f"/v1/jobs/{'0' * 32}"), 404, "no job")
+    bad = client.delete("/v1/jobs/xyz")
+    assert_problem(bad, 422, "'xyz' is not a job id (32 hex characters)")
