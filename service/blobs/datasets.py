@@ -22,9 +22,13 @@ UPLOAD_DOC = """Multipart form: `file` (required), optional `inputs_key` and `ta
 which arrays are the model's inputs and the targets. `inputs_key` is one array name, or JSON for
 several inputs: a list (positional) or an object keyword → array name (`{"input_ids":
 "input_ids", "attention_mask": "attention_mask"}`). Left out, common names are recognised when
-exactly one pair fits (inputs/targets, x/y, X/y, data/labels, images/labels, input_ids/labels);
-otherwise a 422 lists the arrays found. The names are stored with the dataset: a job that uses
-it need not repeat them. The arrays must share their first dimension (the examples).
+exactly one pair fits (inputs/targets, x/y, X/y, data/labels, images/labels, input_ids/labels,
+pixel_values/labels, and `label` wherever `labels` is; beside input_ids, attention_mask,
+token_type_ids, position_ids, decoder_input_ids and decoder_attention_mask go by keyword);
+otherwise a 422 lists the arrays found and the fix for curl, the CLI and the SDK. The names
+are stored with the dataset and shown in the answer and by `GET /v1/datasets/{id}`: a job
+that uses it need not repeat them. The arrays must share their first dimension (the
+examples).
 
 `.npz` (numpy.savez / savez_compressed; numeric dtypes only, object arrays are pickles and
 are refused) or `.safetensors`. Array names, shapes and dtypes are read from the headers and
