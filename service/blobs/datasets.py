@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -11,7 +12,7 @@ from service.blobs.formats.datasets import inspect_dataset
 from service.blobs.schemas import DatasetInfo, DatasetPage
 from service.common import BlobId, ExistingDataset, not_found, problems
 from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
-from service.problems import invalid
+from service.problems import ProblemError, invalid
 from tasks.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -50,6 +51,26 @@ def _names(fields: dict[str, str]) -> tuple[InputsKey | None, str | None]:
     return inputs_key, targets_raw or None
 
 
+def _names_of_namesake(blobs: BlobsDep, filename: str | None) -> str:
+    """When a dataset of the same file name was stored with names: say that names are kept
+    per content, so these (different) bytes need them again."""
+    if not filename:
+        return ""
+    try:
+        records = blobs.records(KIND)
+    except OSError:
+        return ""
+    same = [r for r in records if r.get("filename") == filename and r.get("targets_key")]
+    if not same:
+        return ""
+    r = max(same, key=lambda r: str(r.get("created_at") or ""))
+    names = f"inputs_key={json.dumps(r.get('inputs_key'))}, targets_key={r['targets_key']!r}"
+    return (
+        f". Dataset {r.get('id')} of the same file name is stored with {names}, but names are "
+        "kept per content and these bytes differ: give the names again"
+    )
+
+
 @router.post(
     "",
     response_model=DatasetInfo,
@@ -79,15 +100,22 @@ async def upload_dataset(
         blobs.discard(received.staged)
         raise
     stored = blobs.meta(KIND, received.staged.sha256)  # the same bytes again: their names
-    facts = await uploads.inspect(
-        blobs,
-        received,
-        inspect_dataset,
-        inputs_key,
-        targets_key,
-        4 * settings.max_upload_bytes,
-        stored,
-    )
+    try:
+        facts = await uploads.inspect(
+            blobs,
+            received,
+            inspect_dataset,
+            inputs_key,
+            targets_key,
+            4 * settings.max_upload_bytes,
+            stored,
+        )
+    except ProblemError as e:
+        if e.slug == "missing-array" and stored is None:
+            e.detail += _names_of_namesake(blobs, received.filename)
+            for error in e.errors or []:
+                error["message"] = e.detail
+        raise
     record, created = blobs.commit(
         received.staged, {"kind": "dataset", "filename": received.filename, **facts}
     )

@@ -245,3 +245,20 @@ def test_stored_names_are_shown_and_said_when_applied(client: TestClient, model_
     assert_problem(
         client.post("/v1/jobs", json=job), 422, "names stored with the upload were applied"
     )
+
+
+def test_byte_different_file_of_a_named_upload_says_names_are_per_content(
+    client: TestClient,
+) -> None:
+    first = files.npz_bytes(a=np.zeros((5, 2)), b=np.zeros(5, np.int64))
+    named = {"inputs_key": "a", "targets_key": "b"}
+    r = client.post("/v1/datasets", files={"file": ("mine.npz", first)}, data=named)
+    assert r.status_code == 201, r.text
+    other = files.npz_bytes(a=np.ones((5, 2)), b=np.zeros(5, np.int64))
+    body = assert_problem(
+        client.post("/v1/datasets", files={"file": ("mine.npz", other)}),
+        422,
+        f"Dataset {r.json()['id']} of the same file name is stored with",
+        "kept per content",
+    )
+    assert "kept per content" in body["errors"][0]["message"]
