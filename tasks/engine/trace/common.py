@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
+from tasks.engine.cancel import checkpoint
 from tasks.engine.convergence import rounding
 from tasks.engine.linear_operator import LinearOperator, as_operator
 from tasks.engine.trace.rounding import (
@@ -109,10 +110,21 @@ def t_quantile(n: int, level: float = 0.975) -> float:
         return 1.959963984540054
 
 
+#: Random signs drawn per call of torch.randint: drawing them is one thread's work (seconds
+#: for a block of probes of a model with millions of parameters), so a cancel is checked
+#: between chunks. Row chunks draw the same stream as one call.
+SIGNS_PER_DRAW = 1 << 22
+
+
 def rademacher(dim: int, k: int, gen: torch.Generator, device: torch.device | str) -> Tensor:
     """k vectors of random signs (dim×k, float64)."""
-    signs = torch.randint(0, 2, (dim, k), generator=gen, dtype=torch.int8)
-    return (signs.to(torch.float64) * 2 - 1).to(device)
+    rows = max(1, SIGNS_PER_DRAW // max(k, 1))
+    out = torch.empty(dim, k, dtype=torch.float64)
+    for start in range(0, dim, rows):
+        checkpoint()
+        signs = torch.randint(0, 2, (min(rows, dim - start), k), generator=gen, dtype=torch.int8)
+        out[start : start + rows] = signs.to(torch.float64) * 2 - 1
+    return out.to(device)
 
 
 def sphere_probes(dim: int, k: int, gen: torch.Generator, device: torch.device | str) -> Tensor:
