@@ -31,7 +31,7 @@ HEADS: dict[str, tuple[str, ...]] = {
     "image_classification": ("ForImageClassification",),
     # encoder-decoder language models (T5, BART, MBart, Pegasus, Marian, ...): the worker
     # accepts the class only where transformers lists it as a seq2seq LM for the model_type
-    "seq2seq_lm": ("ForConditionalGeneration",),
+    "seq2seq_lm": ("ForConditionalGeneration", "MTModel"),
 }
 
 # files that only load by unpickling, or that are code: never accepted in a checkpoint

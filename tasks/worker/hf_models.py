@@ -225,8 +225,12 @@ def transformers_logging() -> Any:
     return logging
 
 
-def _unique_numel(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())  # parameters() yields each once
+def _unique_numel(module: torch.nn.Module, ignored: list[re.Pattern[str]] | None = None) -> int:
+    return sum(  # named_parameters() yields each once
+        p.numel()
+        for n, p in module.named_parameters()
+        if not any(pattern.search(n) for pattern in ignored or ())
+    )
 
 
 def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
@@ -253,7 +257,9 @@ def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
                 "Bad Hugging Face config",
                 f"{label}: {cls.__name__} cannot be built from config.json ({first_line(e)})",
             ) from e
-        need, have = _unique_numel(skeleton), _checkpoint_numel(folder)
+        # parameters the class never saves (Marian's sinusoidal positions) are rebuilt
+        ignored = [re.compile(p) for p in getattr(cls, "_keys_to_ignore_on_save", None) or ()]
+        need, have = _unique_numel(skeleton, ignored), _checkpoint_numel(folder)
         del skeleton
         if need > have:
             raise LoadError(

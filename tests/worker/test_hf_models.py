@@ -325,3 +325,38 @@ def test_arrays_the_forward_takes_are_never_dropped_silently(tmp_path: Path) -> 
     np.savez(tmp_path / "n.npz", **no_decoder)
     with pytest.raises(LoadError, match="needs decoder_input_ids.*prepare_decoder_input_ids"):
         probe(loaded, load_dataset(tmp_path / "n.npz", None), "n.npz")
+
+
+@pytest.mark.parametrize(
+    ("config_name", "cls_name"),
+    [
+        ("MBartConfig", "MBartForConditionalGeneration"),
+        ("PegasusConfig", "PegasusForConditionalGeneration"),
+        ("MarianConfig", "MarianMTModel"),
+    ],
+)
+def test_other_encoder_decoder_families_load_as_seq2seq(
+    tmp_path: Path, config_name: str, cls_name: str
+) -> None:
+    import transformers
+
+    from tests import hf_seq2seq as S
+
+    base = S.bart_config().to_dict()
+    sizes = ("layers", "attention_heads", "ffn_dim")
+    keep = {k: base[k] for k in base if k == "d_model" or k.endswith(sizes)}
+    config = getattr(transformers, config_name)(
+        **keep, vocab_size=H.VOCAB, max_position_embeddings=64, pad_token_id=1,
+        eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
+    )  # fmt: skip
+    model = H.build(cls_name, config, seed=5)
+    folder = H.save(model, tmp_path / "m")
+    loaded = _load(_zip(folder, tmp_path))
+    assert type(loaded.module).__name__ == cls_name
+    # the reference: transformers' own loading of the folder (Marian rebuilds its sinusoidal
+    # positions, which it never saves, so the saved model's noisy copy is not the reference)
+    ref = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager")
+    arrays = S.seq2seq_arrays(model)
+    feed = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "labels"}
+    with torch.no_grad():
+        assert torch.equal(loaded.module(**feed).logits, ref.eval()(**feed, use_cache=False).logits)
