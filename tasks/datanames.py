@@ -13,7 +13,7 @@ A dataset reference names its arrays with `inputs_key` and `targets_key`:
   pixel_values/labels, and `label` (singular, as Hugging Face datasets name it) wherever
   `labels` is recognised. With `input_ids`, the Hugging Face companions present in the file
   (attention_mask, token_type_ids, position_ids, decoder_input_ids, decoder_attention_mask)
-  are passed by keyword too; with `pixel_values`, a `pixel_mask`.
+  are passed by keyword too.
 
 Every refusal names the arrays found and the exact fix for curl (`-F inputs_key=`), the CLI
 (`--inputs-key`) and the SDK (`inputs_key=`).
@@ -61,10 +61,7 @@ HF_COMPANIONS = (
 )
 
 #: Arrays passed by keyword beside an input when the file holds them, by that input.
-COMPANIONS: dict[str, tuple[str, ...]] = {
-    "input_ids": HF_COMPANIONS,
-    "pixel_values": ("pixel_mask",),
-}
+COMPANIONS: dict[str, tuple[str, ...]] = {"input_ids": HF_COMPANIONS}
 
 ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
 KEYWORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -281,10 +281,23 @@ def load_dataset(
         read_targets=lambda a, b: y[a:b],
         nbytes=nbytes,
     )
-    # what probe needs to say when the names leave out an array the model's forward takes
+    # what probe needs to say when names the service chose leave out an array the model's
+    # forward takes (names a user gave, with the job or at upload, are taken as meant)
     source.names = (inputs_key, targets_key)  # type: ignore[attr-defined]
-    source.unused = datanames.unused_arrays(data.arrays, inputs_key, targets_key)  # type: ignore[attr-defined]
+    source.unused = (  # type: ignore[attr-defined]
+        datanames.unused_arrays(data.arrays, inputs_key, targets_key)
+        if _recognised(data.arrays, inputs_key, targets_key)
+        else []
+    )
     return source
+
+
+def _recognised(arrays: Any, inputs_key: InputsKey, targets_key: str) -> bool:
+    """Whether these names are the ones the service recognises in the file by itself."""
+    try:
+        return datanames.resolve(arrays, None, None) == (inputs_key, targets_key)
+    except datanames.NamesError:
+        return False
 
 
 def _converted_itemsize(kind_of: np.dtype, dtype: torch.dtype) -> int:

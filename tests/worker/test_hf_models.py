@@ -312,15 +312,23 @@ def test_arrays_the_forward_takes_are_never_dropped_silently(tmp_path: Path) -> 
     model = S.bart(seed=2)
     loaded = _load(_zip(H.save(model, tmp_path / "bart"), tmp_path))
     arrays = S.seq2seq_arrays(model)
-    np.savez(tmp_path / "s.npz", **arrays)
-    named = load_dataset(
-        tmp_path / "s.npz", None, inputs_key={"input_ids": "input_ids"}, targets_key="labels"
-    )
+    # names recognised by the service that leave out arrays the forward takes: refused
+    # (here the ids are 'x'/'y', so the decoder's arrays are no companions of input_ids)
+    odd = {
+        "x": arrays["input_ids"],
+        "y": arrays["labels"],
+        "decoder_input_ids": arrays["decoder_input_ids"],
+        "decoder_attention_mask": arrays["decoder_attention_mask"],
+    }
+    np.savez(tmp_path / "s.npz", **odd)
     with pytest.raises(LoadError) as err:
-        probe(loaded, named, "s.npz")
+        probe(loaded, load_dataset(tmp_path / "s.npz", None), "s.npz")
     detail = err.value.detail
     assert "'decoder_attention_mask', 'decoder_input_ids'" in detail and "leave them out" in detail
-    assert "--inputs-key" in detail and "inputs_key={'input_ids': 'input_ids'" in detail
+    assert "--inputs-key" in detail and "inputs_key={'input_ids': 'x'" in detail
+    # the fix it names works; names a user gave are taken as meant
+    fixed = {"input_ids": "x", "decoder_input_ids": "decoder_input_ids"}
+    probe(loaded, load_dataset(tmp_path / "s.npz", None, inputs_key=fixed), "s.npz")
     no_decoder = {k: v for k, v in arrays.items() if not k.startswith("decoder_")}
     np.savez(tmp_path / "n.npz", **no_decoder)
     with pytest.raises(LoadError, match="needs decoder_input_ids.*prepare_decoder_input_ids"):
