@@ -57,7 +57,8 @@ def test_the_cases_cover_every_measure_with_a_batch_pass() -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_cancel_stops_the_measure_inside_its_first_iteration(case: str) -> None:
     """should_cancel says yes from its second question on: the measure stops there, before
-    it reports a single iteration (with ctx.step alone it would run a whole block first)."""
+    it reports a single iteration (with ctx.step alone it would run a whole block first), and
+    leaves the model's weights as they were."""
     name, params = CASES[case]
     p = problem()
     asked: list[int] = []
@@ -75,10 +76,13 @@ def test_a_cancel_stops_the_measure_inside_its_first_iteration(case: str) -> Non
             **{f"exp_avg_sq.{k}": torch.rand_like(v) for k, v in p.module.named_parameters()},
             "step": torch.tensor([10.0]),
         }
+    before = {k: v.detach().clone() for k, v in p.module.state_dict().items()}
     with pytest.raises(Cancelled):
         run_measure(p, name, params, progress.append, should_cancel, **kw)
     assert len(asked) == 2  # stopped at the first yes
     assert not [i for i in progress if i.get("iteration")], progress
+    after = p.module.state_dict()  # a perturbation in flight is undone
+    assert all(torch.equal(before[k], after[k]) for k in before), case
 
 
 def test_outside_a_measure_checkpoint_asks_nothing() -> None:
