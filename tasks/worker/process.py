@@ -6,7 +6,9 @@ celery-exporter), writes the worker's heartbeat and sweeps for lost runs (tasks.
 while a job runs, and enforces Celery's hard time limit. It never initialises CUDA: the device
 is described by a short-lived interpreter (`describe_device`), so the **child** it forks, which
 runs the tasks, is the first process to touch the GPU. Concurrency is 1: a run uses the whole
-device; run one worker per GPU with CUDA_VISIBLE_DEVICES set.
+device; run one worker per GPU with CUDA_VISIBLE_DEVICES set. The child runs at a lower CPU
+priority with one torch thread fewer than the cores (`yield_to_main_process`), so the main
+process answers control commands within a fraction of a second while a job computes.
 
 Time limits: past `SHARPNESS_SOFT_TIME_LIMIT_S` the run fails with a time-limit problem at
 its next iteration (the run wrapper's own check, and Celery's SoftTimeLimitExceeded). Past
