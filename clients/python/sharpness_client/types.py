@@ -27,7 +27,8 @@ T = TypeVar("T")
 class Page(_Model, Generic[T]):
     """One page of a cursor-paginated list: pass `next_cursor` back for the next (None: last).
 
-    openapi.yaml names one schema per item type; `JobPage`, `TrajectoryPage` and `StudyPage`
+    openapi.yaml names one schema per item type; `JobPage`, `TrajectoryPage`, `StudyPage`,
+    `ModelPage` and `DatasetPage`
     are this model for those items."""
 
     items: list[T]
@@ -247,6 +248,10 @@ class DatasetInfo(BlobInfo):
     num_examples: int
     inputs_key: str | list[str] | dict[str, str]
     targets_key: str
+
+
+ModelPage = Page[ModelInfo]
+DatasetPage = Page[DatasetInfo]
 
 
 class OptimizerStateInfo(BlobInfo):
@@ -595,6 +600,7 @@ __all__ = [
     "BaselineComparison",
     "ConditionalMIReport",
     "DatasetInfo",
+    "DatasetPage",
     "DatasetRef",
     "EigenvectorOverlap",
     "FeatureReport",
@@ -613,6 +619,7 @@ __all__ = [
     "MeasureResult",
     "MemberPrediction",
     "ModelInfo",
+    "ModelPage",
     "NoiseFloor",
     "Page",
     "Prediction",
