@@ -28,8 +28,7 @@ class Page(_Model, Generic[T]):
     """One page of a cursor-paginated list: pass `next_cursor` back for the next (None: last).
 
     openapi.yaml names one schema per item type; `JobPage`, `TrajectoryPage`, `StudyPage`,
-    `ModelPage` and `DatasetPage`
-    are this model for those items."""
+    `ModelPage` and `DatasetPage` are this model for those items."""
 
     items: list[T]
     next_cursor: str | None = None
