@@ -274,13 +274,24 @@ def load_dataset(
         size * sum(itemsize[k] * arrays[k].row_bytes // arrays[k].dtype.itemsize for k in names)
         + y.numel() * y.element_size()
     )
+    # inputs made from the targets once the model is known (a seq2seq model's decoder inputs:
+    # the labels shifted as the model does), installed by probe
+    derived: list[Any] = []
+
+    def read(a: int, b: int) -> Batch:
+        inputs, targets = read_inputs(a, b), y[a:b]
+        for derive in derived:
+            inputs = derive(inputs, targets)
+        return Batch(inputs, targets)
+
     source = BatchSource(
         size,
         batch_size,
-        read=lambda a, b: Batch(read_inputs(a, b), y[a:b]),
+        read=read,
         read_targets=lambda a, b: y[a:b],
         nbytes=nbytes,
     )
+    source.derive_inputs = derived.append  # type: ignore[attr-defined]
     # what probe needs to say when names the service chose leave out an array the model's
     # forward takes (names a user gave, with the job or at upload, are taken as meant)
     source.names = (inputs_key, targets_key)  # type: ignore[attr-defined]
@@ -321,7 +332,10 @@ def probe(
         raise LoadError("Array left out", f"{name}: {left_out}")
     no_decoder = _missing_decoder_inputs(model, batches[0])
     if no_decoder:
-        raise LoadError("Decoder inputs missing", f"{name}: {no_decoder}")
+        derive = _decoder_inputs_from_labels(model, batches[0])
+        if derive is None or not hasattr(batches, "derive_inputs"):
+            raise LoadError("Decoder inputs missing", f"{name}: {no_decoder}")
+        batches.derive_inputs(derive)
     first = batches[0].slice(0, 2)
     device = next(model.module.parameters()).device
     buffers = {k: b.clone() for k, b in model.module.named_buffers()}
@@ -424,6 +438,34 @@ def _left_out_inputs(model: LoadedModel, batches: Sequence[Batch]) -> str | None
     )
 
 
+def _decoder_inputs_from_labels(model: LoadedModel, batch: Batch) -> Any:
+    """For an encoder-decoder model given input_ids and integer labels (N, T) but no decoder
+    inputs: a function adding `decoder_input_ids`, the labels shifted right exactly as the
+    model does when it is given labels (`prepare_decoder_input_ids_from_labels`: the decoder
+    start token first, -100 replaced by the pad token). None when that cannot be done."""
+    module = model.module
+    prepare = getattr(module, "prepare_decoder_input_ids_from_labels", None)
+    targets, inputs = batch.targets, batch.inputs
+    if prepare is None or targets.is_floating_point() or targets.ndim != 2:
+        return None
+    if isinstance(inputs, tuple):
+        if len(inputs) != 1:
+            return None
+    elif not isinstance(inputs, (dict, torch.Tensor)):
+        return None
+
+    def derive(inputs: Inputs, targets: torch.Tensor) -> Inputs:
+        if isinstance(inputs, torch.Tensor):
+            inputs = {"input_ids": inputs}
+        elif isinstance(inputs, tuple):
+            inputs = {"input_ids": inputs[0]}
+        with torch.no_grad():
+            decoder = prepare(labels=targets.to(torch.int64))
+        return {**inputs, "decoder_input_ids": decoder.to(torch.int64)}
+
+    return derive
+
+
 def _missing_decoder_inputs(model: LoadedModel, batch: Batch) -> str | None:
     """An encoder-decoder model given no decoder inputs: transformers would make them from
     the labels, which the model never sees here (BART would even decode its own input_ids)."""
@@ -437,7 +479,8 @@ def _missing_decoder_inputs(model: LoadedModel, batch: Batch) -> str | None:
         return None
     return (
         f"{type(model.module).__name__} is an encoder-decoder model and needs "
-        "decoder_input_ids: the labels shifted right as the model does, "
+        "decoder_input_ids (made from the labels only for integer labels of shape (N, T) "
+        "beside input_ids): the labels shifted right as the model does, "
         "model.prepare_decoder_input_ids_from_labels(labels=labels) (-100 in the labels marks "
         "padding that is not counted). Save them in the file as 'decoder_input_ids' (with "
         "'decoder_attention_mask' if any) beside input_ids, attention_mask and labels; those "

@@ -1,8 +1,8 @@
 """A new user's Hugging Face folders measured exactly through the real service, from the SDK
 and the CLI, with no key arguments: sequence classification with `label`, image
 classification with `pixel_values`, T5 and BART seq2seq with decoder inputs and -100-padded
-labels; and with keys where the names are unusual (`client.measure(..., targets_key=...)`,
-`--inputs-key`). λmax is compared with scipy's eigsh on float64 Hessian-vector products of the
+labels (and without decoder inputs: the labels shifted as the model does); and with keys
+where the names are unusual (`client.measure(..., targets_key=...)`, `--inputs-key`). λmax is compared with scipy's eigsh on float64 Hessian-vector products of the
 same model and loss (token-mean cross-entropy over the non-ignored labels)."""
 
 from __future__ import annotations
@@ -98,6 +98,16 @@ def test_seq2seq_folders_from_the_sdk_and_the_cli(
     assert set(job.spec.dataset.inputs_key) == set(arrays) - {"labels"}
     exact = _reference_lambda_max(model, lambda m: S.reference_loss(m, arrays))
     _close(job.value("lambda_max"), exact)
+    # what a tokenizer's text_target gives (no decoder arrays): the labels shifted as the
+    # model does; the reference is the model's own loss given those labels
+    plain = {k: arrays[k] for k in ("input_ids", "attention_mask", "labels")}
+    np.savez(tmp_path / "plain.npz", **plain)
+    with Client() as client:
+        bare = client.measure(
+            folder, tmp_path / "plain.npz", ["lambda_max"], timeout=300, **OPTIONS
+        )
+    feed = {k: torch.from_numpy(v) for k, v in plain.items()}
+    _close(bare.value("lambda_max"), _reference_lambda_max(model, lambda m: m(**feed).loss))
     args = ["measure", str(folder), "--data", str(tmp_path / "s2s.npz"), "--measure", "lambda_max"]
     opts = ["--param", "lambda_max.tol=1e-5", "--device", "cpu", "--batch-size", "4", "--json"]
     proc = sharpness(*args, *opts, url=service_url)

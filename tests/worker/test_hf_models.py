@@ -329,10 +329,51 @@ def test_arrays_the_forward_takes_are_never_dropped_silently(tmp_path: Path) -> 
     # the fix it names works; names a user gave are taken as meant
     fixed = {"input_ids": "x", "decoder_input_ids": "decoder_input_ids"}
     probe(loaded, load_dataset(tmp_path / "s.npz", None, inputs_key=fixed), "s.npz")
-    no_decoder = {k: v for k, v in arrays.items() if not k.startswith("decoder_")}
-    np.savez(tmp_path / "n.npz", **no_decoder)
+    # decoder inputs cannot be made from real-valued targets: refused with the recipe
+    np.savez(tmp_path / "n.npz", input_ids=arrays["input_ids"], labels=np.zeros((5, 6)) + 0.5)
     with pytest.raises(LoadError, match="needs decoder_input_ids.*prepare_decoder_input_ids"):
-        probe(loaded, load_dataset(tmp_path / "n.npz", None), "n.npz")
+        probe(loaded, load_dataset(tmp_path / "n.npz", None, loss="mse"), "n.npz", loss="mse")
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_seq2seq_without_decoder_inputs_shifts_the_labels_as_the_model_does(
+    tmp_path: Path, family: str
+) -> None:
+    """input_ids, attention_mask and -100-padded labels only (what a tokenizer's text_target
+    gives): the decoder inputs are the labels shifted as the model does, so the loss is the
+    model's own given those labels, and the Hessian block its dense float64 Hessian."""
+    import numpy as np
+
+    from tasks.engine.operator import dense_hessian
+    from tasks.engine.problem import HessianProblem
+    from tasks.worker.datasets import load_dataset, probe
+    from tests import hf_seq2seq as S
+
+    model = getattr(S, family)(seed=12)
+    loaded = _load(_zip(H.save(model, tmp_path / family), tmp_path))
+    m = loaded.module.double()
+    arrays = S.seq2seq_arrays(model)
+    plain = {k: arrays[k] for k in ("input_ids", "attention_mask", "labels")}
+    np.savez(tmp_path / "p.npz", **plain)
+    batches = load_dataset(tmp_path / "p.npz", None, batch_size=2, dtype=torch.float64)
+    probe(loaded, batches, "p.npz")
+    assert torch.equal(
+        batches[0].inputs["decoder_input_ids"],
+        torch.from_numpy(arrays["decoder_input_ids"][:2]),
+    )
+    with torch.no_grad():  # transformers derives the decoder inputs from the labels itself
+        feed = {k: torch.from_numpy(v) for k, v in plain.items()}
+        own = m(**feed).loss
+    problem = HessianProblem(m, batches, loss="cross_entropy")
+    assert problem.loss() == pytest.approx(float(own), rel=1e-12)
+    name = {
+        "t5": "decoder.final_layer_norm.weight",
+        "bart": "model.decoder.layernorm_embedding.weight",
+    }[family]
+    w = dict(m.named_parameters())[name].detach().clone()
+    shifted = {**plain, "decoder_input_ids": arrays["decoder_input_ids"]}
+    ref = torch.autograd.functional.hessian(lambda p: S.reference_loss(m, shifted, **{name: p}), w)
+    torch.testing.assert_close(dense_hessian(problem.restrict([name])), ref, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize(
