@@ -2,8 +2,9 @@
 and the CLI, with no key arguments: sequence classification with `label`, image
 classification with `pixel_values`, T5 and BART seq2seq with decoder inputs and -100-padded
 labels (and without decoder inputs: the labels shifted as the model does); and with keys
-where the names are unusual (`client.measure(..., targets_key=...)`, `--inputs-key`). λmax is compared with scipy's eigsh on float64 Hessian-vector products of the
-same model and loss (token-mean cross-entropy over the non-ignored labels)."""
+where the names are unusual (`client.measure(..., targets_key=...)`, `--inputs-key`). λmax
+is compared with scipy's eigsh on float64 Hessian-vector products of the same model and loss
+(token-mean cross-entropy over the non-ignored labels)."""
 
 from __future__ import annotations
 
