@@ -344,7 +344,7 @@ def test_a_redis_restart_mid_job_costs_nothing(own_redis: PrivateRedis, tmp_path
         done = s.wait(job_id, timeout_s=240)
         assert done["status"] == "succeeded", (done["error"], s.logs())
         assert done["results"]["trace"]["hvps"] >= 6_000
-        assert done["attempts"] == 1
+        assert done["attempts"] == 1, (done["attempt_history"], s.logs())
         assert [a["outcome"] for a in done["attempt_history"]] == ["succeeded"]
         time.sleep(3)
         assert s.job(job_id) == done
