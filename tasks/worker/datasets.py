@@ -330,12 +330,7 @@ def probe(
     left_out = _left_out_inputs(model, batches)
     if left_out:
         raise LoadError("Array left out", f"{name}: {left_out}")
-    no_decoder = _missing_decoder_inputs(model, batches[0])
-    if no_decoder:
-        derive = _decoder_inputs_from_labels(model, batches[0])
-        if derive is None or not hasattr(batches, "derive_inputs"):
-            raise LoadError("Decoder inputs missing", f"{name}: {no_decoder}")
-        batches.derive_inputs(derive)
+    fit_inputs_to_model(model, batches, name)
     first = batches[0].slice(0, 2)
     device = next(model.module.parameters()).device
     buffers = {k: b.clone() for k, b in model.module.named_buffers()}
@@ -436,6 +431,18 @@ def _left_out_inputs(model: LoadedModel, batches: Sequence[Batch]) -> str | None
         f"CLI --inputs-key '{text}'; SDK inputs_key={mapping!r}. Or remove the array from "
         "the file if the model must not see it"
     )
+
+
+def fit_inputs_to_model(model: LoadedModel, batches: Sequence[Batch], name: str) -> None:
+    """Inputs the model needs that the dataset makes from its targets: an encoder-decoder
+    model given no decoder inputs gets the labels shifted as the model does. probe calls it;
+    a process that builds batches without probe (a data-parallel rank) calls it too."""
+    no_decoder = _missing_decoder_inputs(model, batches[0])
+    if no_decoder:
+        derive = _decoder_inputs_from_labels(model, batches[0])
+        if derive is None or not hasattr(batches, "derive_inputs"):
+            raise LoadError("Decoder inputs missing", f"{name}: {no_decoder}")
+        batches.derive_inputs(derive)
 
 
 def _decoder_inputs_from_labels(model: LoadedModel, batch: Batch) -> Any:

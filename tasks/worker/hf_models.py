@@ -302,5 +302,30 @@ def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
             "never initialised at random. Declare the head the checkpoint was trained with",
         )
     no_cache(model)
+    if getattr(model.config, "is_encoder_decoder", False):
+        _require_decoder_inputs(model)
     model.eval()
     return LoadedModel(model, "huggingface", input_shape=None)
+
+
+def _require_decoder_inputs(model: torch.nn.Module) -> None:
+    """An encoder-decoder model called without decoder inputs raises instead of guessing
+    them (BART would decode a shifted copy of its own input_ids; transformers makes them from
+    labels, which the model is never given here). The worker supplies them from the labels
+    (tasks.worker.datasets.fit_inputs_to_model). A forward pre-hook, so copies of the model
+    check their own calls."""
+    model.register_forward_pre_hook(_check_decoder_inputs, with_kwargs=True)
+
+
+def _check_decoder_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    given = (
+        kwargs.get("decoder_input_ids") is not None
+        or kwargs.get("decoder_inputs_embeds") is not None
+        or kwargs.get("labels") is not None  # transformers shifts them itself
+        or len(args) >= 3  # (input_ids, attention_mask, decoder_input_ids, ...)
+    )
+    if not given:
+        raise ValueError(
+            f"{type(module).__name__} needs decoder_input_ids: the labels shifted as the "
+            "model does (model.prepare_decoder_input_ids_from_labels(labels=labels))"
+        )

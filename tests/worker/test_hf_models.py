@@ -409,3 +409,18 @@ def test_other_encoder_decoder_families_load_as_seq2seq(
     feed = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "labels"}
     with torch.no_grad():
         assert torch.equal(loaded.module(**feed).logits, ref.eval()(**feed, use_cache=False).logits)
+
+
+def test_encoder_decoder_never_guesses_its_decoder_inputs(tmp_path: Path) -> None:
+    """BART given input_ids alone would decode a shifted copy of them: the loaded model
+    refuses instead, in copies of it too (a data-parallel rank, a dense reference)."""
+    import copy
+
+    from tests import hf_seq2seq as S
+
+    loaded = _load(_zip(H.save(S.bart(seed=3), tmp_path / "bart"), tmp_path)).module
+    ids, _ = H.token_batch(2, 5)
+    for m in (loaded, copy.deepcopy(loaded)):
+        with pytest.raises(ValueError, match="needs decoder_input_ids"):
+            m(input_ids=ids)
+        assert m(input_ids=ids, decoder_input_ids=ids).logits.shape == (2, 5, H.VOCAB)
