@@ -79,3 +79,35 @@ def test_hugging_face_example_runs_as_written(service_url: str, tmp_path: Path) 
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("bert: lambda_max") and "over 32 counted targets" in lines[0]
     assert lines[1].startswith("gpt2: lambda_max") and f"over {32 * 13} counted" in lines[1]
+
+
+def test_measure_passes_the_keys_to_the_upload_and_the_job(
+    service_url: str, model: Path, tmp_path: Path
+) -> None:
+    """client.measure(..., targets_key=...) names the arrays of a file it uploads (the names
+    are stored with it) and of the job; an id takes them too; the async client the same."""
+    import asyncio
+
+    from sharpness_client import AsyncClient
+
+    x, y = M.data(n=12, seed=5)
+    np.savez(tmp_path / "odd.npz", feats=x, label_ids=y)
+    with Client(service_url) as client:
+        job = client.measure(
+            model, tmp_path / "odd.npz", ["trace"], inputs_key="feats", targets_key="label_ids"
+        )
+        assert job.status.value == "succeeded"
+        assert (job.spec.dataset.inputs_key, job.spec.dataset.targets_key) == ("feats", "label_ids")
+        stored = client.datasets.get(job.spec.dataset.id)
+        assert (stored.inputs_key, stored.targets_key) == ("feats", "label_ids")
+        again = client.measure(job.spec.model, stored.id, ["trace"], targets_key="label_ids")
+        assert again.spec.dataset.targets_key == "label_ids"
+
+    async def run() -> str:
+        async with AsyncClient(service_url) as client:
+            done = await client.measure(
+                model, tmp_path / "odd.npz", ["trace"], inputs_key="feats", targets_key="label_ids"
+            )
+            return done.status.value
+
+    assert asyncio.run(run()) == "succeeded"
