@@ -29,7 +29,8 @@ A Hugging Face `transformers` model is uploaded as the folder `save_pretrained` 
 model.safetensors.index.json), or `file` = model.safetensors with `config` = the text of
 config.json. The worker builds the model with transformers' own class for the config's
 `model_type` and the head named by `architectures` or by the optional `head` field
-(sequence_classification, token_classification, causal_lm, masked_lm, image_classification).
+(sequence_classification, token_classification, causal_lm, masked_lm, image_classification,
+seq2seq_lm).
 Code that comes with a checkpoint is never run: a config with `auto_map` and pickled weights
 (.bin) are refused.
 

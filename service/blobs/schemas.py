@@ -35,7 +35,7 @@ class ModelInfo(BlobInfo):
     head: str | None = Field(
         default=None,
         description="huggingface only: the head transformers builds (sequence_classification, "
-        "token_classification, causal_lm, masked_lm, image_classification).",
+        "token_classification, causal_lm, masked_lm, image_classification, seq2seq_lm).",
     )
     tensors: int | None = Field(
         default=None, description="safetensors and huggingface: tensor count."

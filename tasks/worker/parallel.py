@@ -97,6 +97,7 @@ def _load(rank: int, world: int, device: str, payload: dict[str, Any]):
     """This rank's DistributedProblem: the job's model and its shard of the job's dataset."""
     from tasks.blobstore import BlobStore
     from tasks.engine.distributed import DistributedProblem, shard
+    from tasks.worker.datasets import fit_inputs_to_model
     from tasks.worker.job import load_job_model, read_dataset
 
     settings = payload["settings"]
@@ -105,6 +106,7 @@ def _load(rank: int, world: int, device: str, payload: dict[str, Any]):
     rt = SimpleNamespace(settings=settings, blobs=BlobStore(settings.blob_dir))
     model = load_job_model(rt, job)  # type: ignore[arg-type]
     batches, _ = read_dataset(rt, spec, spec.dataset, "dataset", model.dtype)  # type: ignore[arg-type]
+    fit_inputs_to_model(model, batches, "dataset")  # decoder inputs from the labels, as probe does
     return DistributedProblem(
         model.module,
         shard(batches, rank, world),

@@ -210,3 +210,37 @@ def test_through_a_real_worker(rt: WorkerRuntime, tmp_path: Path) -> None:
         assert_same(one, par)
     finally:
         stop(proc)
+
+
+def test_ranks_make_decoder_inputs_from_the_labels(rt: WorkerRuntime, tmp_path: Path) -> None:
+    """A T5 checkpoint and a dataset with no decoder inputs (input_ids, attention_mask and
+    -100-padded labels): each rank shifts the labels into decoder inputs as the one-process job
+    does, so two ranks measure the one-process λmax."""
+    import numpy as np
+
+    from tests import hf_checkpoints as H
+    from tests import hf_seq2seq as S
+
+    folder = H.save(S.t5(seed=4), tmp_path / "t5")
+    (tmp_path / "t5.zip").write_bytes(H.zip_folder(folder))
+    arrays = S.seq2seq_arrays(S.t5(seed=4), n=6)
+    kept = {k: v for k, v in arrays.items() if not k.startswith("decoder_")}
+    np.savez(tmp_path / "s2s.npz", **kept)
+    base = {
+        "model": put(rt.blobs, "models", tmp_path / "t5.zip", format="huggingface"),
+        "dataset": {
+            "id": put(rt.blobs, "datasets", tmp_path / "s2s.npz", format="npz"),
+            "batch_size": 2,
+        },
+    }
+    measures = [{"name": "lambda_max", "params": {"seed": 3}}]
+    one_id = submit(rt, base, measures)
+    par_id = submit(rt, base, measures, data_parallel=2)
+    assert execute(one_id, rt) == "succeeded", rt.store.get(one_id).error
+    assert execute(par_id, rt) == "succeeded", rt.store.get(par_id).error
+    one, par = rt.store.get(one_id), rt.store.get(par_id)
+    a, b = one.results["lambda_max"], par.results["lambda_max"]
+    assert b.diagnostics["world_size"] == 2 and a.converged and b.converged
+    tol = 4 * max(a.diagnostics["error_estimate"], b.diagnostics["error_estimate"])
+    assert abs(a.value - b.value) <= tol, (a.value, b.value, tol)
+    wait_until(lambda: not rank_pids(os.getpid()), 30, "ranks left running")

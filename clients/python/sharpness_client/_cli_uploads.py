@@ -19,7 +19,10 @@ from typing import Any
 from sharpness_client import _render
 from sharpness_client.client import Client
 
-HEADS = "sequence_classification, token_classification, causal_lm, masked_lm, image_classification"
+HEADS = (
+    "sequence_classification, token_classification, causal_lm, masked_lm, "
+    "image_classification, seq2seq_lm"
+)
 
 
 def inputs_key(text: str) -> Any:

@@ -188,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--head",
         help="Hugging Face folder only, when config.json's architectures name no head: "
-        "sequence_classification, token_classification, causal_lm, masked_lm, "
+        "sequence_classification, token_classification, causal_lm, masked_lm, seq2seq_lm, "
         "image_classification",
     )
     m.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
