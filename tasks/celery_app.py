@@ -66,7 +66,10 @@ def queue_for(device: str) -> str:
 
 def make_celery(settings: Settings | None = None) -> Celery:
     s = settings or get_settings()
-    app = Celery("sharpness", broker=s.redis_url, backend=s.redis_url)
+    # events: final task events are kept, to send again after a Redis outage (final_events)
+    app = Celery(
+        "sharpness", broker=s.redis_url, backend=s.redis_url, events="tasks.final_events:Events"
+    )
     app.conf.update(
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue="cpu",

@@ -36,7 +36,7 @@ from typing import Any
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_shutting_down
 
-from tasks import reaper
+from tasks import final_events, reaper
 from tasks.celery_app import (
     QUEUES,
     RUN_JOB_TASK,
@@ -227,6 +227,7 @@ def main() -> int:
     @worker_process_init.connect
     def _child(**_: object) -> None:  # in the child: its own Redis connections
         rt.reconnect()
+        final_events.watch(app)  # the child's own final events (task-revoked)
         yield_to_main_process()
 
     @worker_shutting_down.connect
@@ -241,6 +242,7 @@ def main() -> int:
                 task_id = kw.get("task_id") or record_id
                 on_hard_time_limit(rt, sender.name, record_id, app, task_id)
 
+    final_events.watch(app)  # sent again after a Redis outage, for Flower
     heartbeat = Heartbeat(rt, reaper.celery_sender(app, hostname), queues)
     heartbeat.beat()
     heartbeat.start()

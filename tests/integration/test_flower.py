@@ -27,7 +27,7 @@ import httpx
 import pytest
 import redis
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery, send_task_event
+from tasks.celery_app import RUN_JOB_TASK, make_celery
 from tasks.redis_server import PrivateRedis, free_port
 from tasks.settings import Settings
 from tasks.spec import JobStatus
@@ -339,27 +339,33 @@ def _everywhere(s: Service, job_id: str, state: str) -> None:
 
 def test_after_a_redis_restart_tasks_end_in_their_records_status(tmp_path: Path) -> None:
     """Redis stops for a few seconds while a job computes (Flower, the worker and its run all
-    lose their connections): the run goes on in the same attempt; cancelled afterwards, it is
-    REVOKED, and the next job SUCCESS, in Flower's task list, its result API and the backend."""
+    lose their connections): the run goes on in the same attempt. Flower reconnects on its own
+    schedule and misses what is sent before (here it is held until the jobs ended, or 12 s):
+    the job, cancelled at once, and a short job that runs then still end REVOKED and SUCCESS
+    in Flower's task list (the worker sends their final events again after an outage,
+    tasks.final_events), in its result API and in the backend."""
     server = PrivateRedis(tmp_path / "redis", aof=True).start()
     try:
         with _flower_and_worker(server.url, tmp_path) as s:
             long, _ = _running_job(s, tmp_path)
-            server.stop()  # SIGTERM: Redis writes its AOF and exits
-            time.sleep(3)  # the outage
-            server.start()
             short = trace_job(s.rt, tmp_path, num_hvps=10)
-            # Flower listens again (it reconnects on its own schedule, and misses what is sent
-            # meanwhile) once it lists the short job from a task-sent event sent now
-            app = make_celery(s.rt.settings)
-
-            def listed() -> Any:
-                send_task_event(app, short, "task-sent", "client@test", name=RUN_JOB_TASK)
-                return s.api("/api/tasks")
-
-            s.poll(listed, lambda tasks: short in tasks, 120)
-            send(s.rt, short)  # waits behind the long job (concurrency 1)
-            s.rt.store.request_cancel(long)
+            os.kill(s.flower.pid, signal.SIGSTOP)  # a Flower that reconnects late, yet within
+            # the outage plus 10 s of its end: as late as the worker's copies allow
+            try:
+                server.stop()  # SIGTERM: Redis writes its AOF and exits
+                time.sleep(6)  # the outage
+                server.start()
+                back = time.monotonic()
+                # before Flower is back: long's task-revoked (from the worker's child) and,
+                # when it runs that soon, short's events (from the worker's main process)
+                s.rt.store.request_cancel(long)
+                send(s.rt, short)  # runs once long stopped (concurrency 1)
+                while time.monotonic() < back + 12 and not all(
+                    s.rt.store.get(j).status.terminal for j in (long, short)
+                ):
+                    time.sleep(0.25)
+            finally:
+                os.kill(s.flower.pid, signal.SIGCONT)
             assert _wait(s, long, lambda j: j.status.terminal, 120).status == JobStatus.cancelled
             assert _wait(s, short, lambda j: j.status.terminal, 120).status == JobStatus.succeeded
             assert s.rt.store.get(long).attempts == 1  # the outage cost no attempt
