@@ -295,11 +295,8 @@ def load_dataset(
     # what probe needs to say when names the service chose leave out an array the model's
     # forward takes (names a user gave, with the job or at upload, are taken as meant)
     source.names = (inputs_key, targets_key)  # type: ignore[attr-defined]
-    source.unused = (  # type: ignore[attr-defined]
-        datanames.unused_arrays(data.arrays, inputs_key, targets_key)
-        if _recognised(data.arrays, inputs_key, targets_key)
-        else []
-    )
+    source.names_chosen = _recognised(data.arrays, inputs_key, targets_key)  # type: ignore[attr-defined]
+    source.unused = datanames.unused_arrays(data.arrays, inputs_key, targets_key)  # type: ignore[attr-defined]
     return source
 
 
@@ -400,18 +397,44 @@ def forward_keywords(module: torch.nn.Module) -> list[str]:
     ]
 
 
-def _left_out_inputs(model: LoadedModel, batches: Sequence[Batch]) -> str | None:
-    """Why the names leave out an array of the file that the model's forward takes by name
-    (a seq2seq dataset's decoder_input_ids, say), with the fix; None when none is."""
+def _fitting_unused(model: LoadedModel, batches: Sequence[Batch]) -> list[str]:
+    """Arrays of the file the names leave out that the model's forward takes by name."""
     unused = getattr(batches, "unused", None)
-    names = getattr(batches, "names", None)
-    if not unused or names is None or model.format != "huggingface":
-        return None
+    if not unused or getattr(batches, "names", None) is None or model.format != "huggingface":
+        return []
     keywords = forward_keywords(model.module)
-    fitting = [a for a in unused if a in keywords]
+    return [a for a in unused if a in keywords]
+
+
+def unused_inputs_note(model: LoadedModel, batches: Sequence[Batch]) -> str | None:
+    """What a job says when names a user gave leave out an array the model's forward takes:
+    they are taken as meant (the array is not used), but never silently; None otherwise."""
+    if getattr(batches, "names_chosen", True):
+        return None  # names the service chose are refused instead (_left_out_inputs)
+    fitting = _fitting_unused(model, batches)
     if not fitting:
         return None
-    inputs_key, targets_key = names
+    inputs_key, _ = batches.names  # type: ignore[attr-defined]
+    listed = ", ".join(repr(a) for a in fitting)
+    return (
+        f"the file holds {listed}, which {type(model.module).__name__}.forward takes, but "
+        f"inputs_key={json.dumps(inputs_key)} leaves {'it' if len(fitting) == 1 else 'them'} "
+        "out, so the model was measured without; name every input in inputs_key (a JSON "
+        "object of keyword to array) to use them"
+    )
+
+
+def _left_out_inputs(model: LoadedModel, batches: Sequence[Batch]) -> str | None:
+    """Why the names the service chose leave out an array of the file that the model's
+    forward takes by name (a seq2seq dataset's decoder_input_ids, say), with the fix; None
+    when none is. Names a user gave are taken as meant (see unused_inputs_note)."""
+    if not getattr(batches, "names_chosen", False):
+        return None
+    fitting = _fitting_unused(model, batches)
+    if not fitting:
+        return None
+    keywords = forward_keywords(model.module)
+    inputs_key, targets_key = batches.names  # type: ignore[attr-defined]
     if isinstance(inputs_key, dict):
         mapping = dict(inputs_key)
     elif isinstance(inputs_key, str) and inputs_key in keywords:

@@ -113,11 +113,14 @@ def make_problem(spec: Any, module: Any, batches: list, device: str):
     )
 
 
-def build_problem(rt: WorkerRuntime, job: Job, device: str, model: Any = None):
-    """Load model (unless given) and data, check they fit, and make the HessianProblem."""
-    model = model if model is not None else load_job_model(rt, job)
+def build_problem(rt: WorkerRuntime, job: Job, device: str, model: Any):
+    """Load the data, check it fits the model, and make the HessianProblem; with it, what the
+    job must say about the data (an input the given names leave out), or None."""
+    from tasks.worker.datasets import unused_inputs_note
+
     batches = _load_batches(rt, job, model, job.spec.dataset, "dataset")
-    return make_problem(job.spec, model.module, batches, device)
+    note = unused_inputs_note(model, batches)
+    return make_problem(job.spec, model.module, batches, device), note
 
 
 def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) -> dict | None:
@@ -227,8 +230,10 @@ def measure_job(run: Run) -> None:
         run_measure = parallel.runner(rt, job, run.device)
     run.results = results = {}
     model = load_job_model(rt, job)
-    prob = build_problem(rt, job, run.device, model)
+    prob, data_note = build_problem(rt, job, run.device, model)
     run.evaluation = evaluate(prob, "the dataset")
+    if data_note:
+        run.evaluation["data_note"] = data_note
     run.evaluation = with_gap(run.evaluation, held_out_evaluation(rt, job, model, run.device))
     initial = load_initial_params(rt, job, prob.module)
     optimizer_state = load_optimizer_state(rt, job)

@@ -306,7 +306,7 @@ def test_seq2seq_head_declared_and_refused_where_transformers_has_none(tmp_path:
 def test_arrays_the_forward_takes_are_never_dropped_silently(tmp_path: Path) -> None:
     import numpy as np
 
-    from tasks.worker.datasets import load_dataset, probe
+    from tasks.worker.datasets import load_dataset, probe, unused_inputs_note
     from tests import hf_seq2seq as S
 
     model = S.bart(seed=2)
@@ -326,9 +326,19 @@ def test_arrays_the_forward_takes_are_never_dropped_silently(tmp_path: Path) -> 
     detail = err.value.detail
     assert "'decoder_attention_mask', 'decoder_input_ids'" in detail and "leave them out" in detail
     assert "--inputs-key" in detail and "inputs_key={'input_ids': 'x'" in detail
-    # the fix it names works; names a user gave are taken as meant
+    # the fix it names works; names a user gave are taken as meant, and the array they leave
+    # out (decoder_attention_mask) is named in the note the job carries in its evaluation
     fixed = {"input_ids": "x", "decoder_input_ids": "decoder_input_ids"}
-    probe(loaded, load_dataset(tmp_path / "s.npz", None, inputs_key=fixed), "s.npz")
+    given = load_dataset(tmp_path / "s.npz", None, inputs_key=fixed)
+    probe(loaded, given, "s.npz")
+    note = unused_inputs_note(loaded, given)
+    assert note is not None and "'decoder_attention_mask'" in note and "inputs_key" in note
+    assert "'decoder_input_ids'" not in note
+    everything = {**fixed, "decoder_attention_mask": "decoder_attention_mask"}
+    assert (
+        unused_inputs_note(loaded, load_dataset(tmp_path / "s.npz", None, inputs_key=everything))
+        is None
+    )
     # decoder inputs cannot be made from real-valued targets: refused with the recipe
     np.savez(tmp_path / "n.npz", input_ids=arrays["input_ids"], labels=np.zeros((5, 6)) + 0.5)
     with pytest.raises(LoadError, match="needs decoder_input_ids.*prepare_decoder_input_ids"):
@@ -424,3 +434,38 @@ def test_encoder_decoder_never_guesses_its_decoder_inputs(tmp_path: Path) -> Non
         with pytest.raises(ValueError, match="needs decoder_input_ids"):
             m(input_ids=ids)
         assert m(input_ids=ids, decoder_input_ids=ids).logits.shape == (2, 5, H.VOCAB)
+
+
+def test_a_job_names_the_input_its_given_names_leave_out(rt, tmp_path: Path) -> None:
+    """Through the worker's job: names a user gave that leave out an array the model's
+    forward takes are used as given, and the job's evaluation says which array and the fix;
+    with every input named there is no note."""
+    import numpy as np
+
+    from tasks.spec import JobSpec
+    from tasks.worker.job import execute
+    from tests import hf_seq2seq as S
+    from tests.worker.blobs import put
+
+    model = S.bart(seed=2)
+    (tmp_path / "bart.zip").write_bytes(H.zip_folder(H.save(model, tmp_path / "bart")))
+    arrays = S.seq2seq_arrays(model)
+    np.savez(tmp_path / "s.npz", x=arrays["input_ids"], y=arrays["labels"], **{
+        k: arrays[k] for k in ("decoder_input_ids", "decoder_attention_mask")
+    })  # fmt: skip
+    model_id = put(rt.blobs, "models", tmp_path / "bart.zip", format="huggingface")
+    data_id = put(rt.blobs, "datasets", tmp_path / "s.npz", format="npz")
+    names = {"input_ids": "x", "decoder_input_ids": "decoder_input_ids"}
+    notes = []
+    for inputs_key in (names, {**names, "decoder_attention_mask": "decoder_attention_mask"}):
+        spec = JobSpec.model_validate({
+            "model": model_id,
+            "dataset": {"id": data_id, "inputs_key": inputs_key, "targets_key": "y"},
+            "measures": [{"name": "weight_norms"}],
+            "device": "cpu",
+        })  # fmt: skip
+        job_id = rt.store.create(spec, "cpu").id
+        assert execute(job_id, rt) == "succeeded", rt.store.get(job_id).error
+        notes.append(rt.store.get(job_id).evaluation.get("data_note"))
+    assert notes[0] is not None and "'decoder_attention_mask'" in notes[0], notes
+    assert notes[1] is None
