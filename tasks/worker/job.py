@@ -123,7 +123,9 @@ def build_problem(rt: WorkerRuntime, job: Job, device: str, model: Any):
     return make_problem(job.spec, model.module, batches, device), note
 
 
-def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) -> dict | None:
+def held_out_evaluation(
+    rt: WorkerRuntime, job: Job, model: Any, device: str, should_cancel: Any = None
+) -> dict | None:
     """Loss and accuracy on `eval_dataset` at the same weights (None without one). Its
     problem is dropped at once: held-out data is evaluated, never measured."""
 
@@ -135,7 +137,7 @@ def held_out_evaluation(rt: WorkerRuntime, job: Job, model: Any, device: str) ->
     except LoadError as e:
         raise e if e.detail.startswith("eval_dataset") else _at("eval_dataset", e) from e
     held_out = make_problem(job.spec, model.module, batches, device)
-    ev = evaluate(held_out, "eval_dataset")
+    ev = evaluate(held_out, "eval_dataset", should_cancel)
     return {"loss": ev["loss"], "accuracy": ev["accuracy"], "num_examples": ev["num_examples"]}
 
 
@@ -199,9 +201,16 @@ def load_optimizer_state(rt: WorkerRuntime, job: Job) -> dict[str, Any] | None:
         raise LoadError("Unreadable optimizer state", f"optimizer_state: {e}") from e
 
 
-def evaluate(problem_: Any, name: str) -> dict[str, Any]:
+def evaluate(problem_: Any, name: str, should_cancel: Any = None) -> dict[str, Any]:
+    """Loss and accuracy over `problem_`'s data; a cancel (`should_cancel`) is heard before
+    every batch's forward pass, as in a measure."""
+    from tasks.engine.cancel import Cancelled, cancellable
+
     try:
-        ev = problem_.evaluate()
+        with cancellable(should_cancel):
+            ev = problem_.evaluate()
+    except Cancelled:
+        raise
     except Exception as e:
         msg = first_line(e)
         raise LoadError(
@@ -231,10 +240,12 @@ def measure_job(run: Run) -> None:
     run.results = results = {}
     model = load_job_model(rt, job)
     prob, data_note = build_problem(rt, job, run.device, model)
-    run.evaluation = evaluate(prob, "the dataset")
+    cancel = runs.Hooks(run, "evaluation").should_cancel  # no progress entry of its own
+    run.evaluation = evaluate(prob, "the dataset", cancel)
     if data_note:
         run.evaluation["data_note"] = data_note
-    run.evaluation = with_gap(run.evaluation, held_out_evaluation(rt, job, model, run.device))
+    held_out = held_out_evaluation(rt, job, model, run.device, cancel)
+    run.evaluation = with_gap(run.evaluation, held_out)
     initial = load_initial_params(rt, job, prob.module)
     optimizer_state = load_optimizer_state(rt, job)
     for m in job.spec.measures:

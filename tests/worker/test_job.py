@@ -190,3 +190,25 @@ def test_a_killed_childs_attempt_is_ended_before_the_next_run(
     failed = rt.store.get(spent.id)
     assert failed.status == JobStatus.failed and failed.error.type.endswith(":worker-lost")
     assert failed.attempts == rt.settings.max_attempts
+
+
+def test_the_evaluation_pass_hears_a_cancel_before_each_batch() -> None:
+    """The job's evaluation (before its first measure) stops at a cancel as a measure does:
+    Cancelled after no more than one batch, never a "data does not fit" problem."""
+    from tasks.engine.cancel import Cancelled
+    from tasks.engine.problem import HessianProblem
+    from tasks.worker.job import evaluate
+
+    x, y = (torch.from_numpy(a) for a in A.data(n=40, seed=0))
+    batches = [(x[i : i + 10], y[i : i + 10]) for i in range(0, 40, 10)]
+    problem = HessianProblem(A.mlp(hidden=6), batches, loss="cross_entropy")
+    asked: list[int] = []
+
+    def should_cancel() -> bool:
+        asked.append(1)
+        return len(asked) >= 2  # the second batch is never computed
+
+    with pytest.raises(Cancelled):
+        evaluate(problem, "the dataset", should_cancel)
+    assert len(asked) == 2
+    assert evaluate(problem, "the dataset", lambda: False)["num_examples"] == 40
