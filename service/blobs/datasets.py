@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from service.blobs import uploads, usage
 from service.blobs.formats.datasets import inspect_dataset
 from service.blobs.schemas import DatasetInfo, DatasetPage
-from service.common import BlobId, ExistingDataset, not_found, problems
+from service.common import BlobId, ExistingDataset, problems
 from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.problems import ProblemError, invalid
 from tasks.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
@@ -158,10 +158,5 @@ def delete_dataset(
     """Remove the bytes. A dataset that a queued or running job or trajectory uses is kept:
     **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
     load it)."""
-    if blobs.meta(KIND, id) is None:
-        raise not_found("dataset", id)
-    if not force:
-        usage.refuse_if_used([jobs, trajectories], KIND, "dataset", id)
-    if not blobs.delete(KIND, id):
-        raise not_found("dataset", id)
+    usage.delete(blobs, [jobs, trajectories], KIND, "dataset", id, force)
     return Response(status_code=204)

@@ -12,7 +12,7 @@ from service.blobs import uploads, usage
 from service.blobs.formats import Refused
 from service.blobs.formats.models import hf_from_fields, inspect_model
 from service.blobs.schemas import ModelInfo, ModelPage
-from service.common import BlobId, ExistingModel, not_found, problems
+from service.common import BlobId, ExistingModel, problems
 from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.problems import ProblemError, invalid
 from tasks import hf_checkpoint as hf
@@ -198,10 +198,5 @@ def delete_model(
     """Remove the bytes. A model that a queued or running job or trajectory uses is kept:
     **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
     load it)."""
-    if blobs.meta(KIND, id) is None:
-        raise not_found("model", id)
-    if not force:
-        usage.refuse_if_used([jobs, trajectories], KIND, "model", id)
-    if not blobs.delete(KIND, id):
-        raise not_found("model", id)
+    usage.delete(blobs, [jobs, trajectories], KIND, "model", id, force)
     return Response(status_code=204)

@@ -15,7 +15,9 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
+from service.common import not_found
 from service.problems import ProblemError, invalid
+from tasks.blobstore import BlobStore
 from tasks.jobstore import RecordStore
 from tasks.spec import JobStatus
 
@@ -83,6 +85,19 @@ def refuse_if_used(stores: list[RecordStore], kind: str, noun: str, blob_id: str
         f"cancel them ({cancel}), or delete it anyway with ?force=true (sharpness "
         f"{noun}s delete --force; they will then fail when a worker loads it)",
     )
+
+
+def delete(
+    blobs: BlobStore, stores: list[RecordStore], kind: str, noun: str, blob_id: str, force: bool
+) -> None:
+    """Remove an upload's bytes: 404 when there are none, 409 while an active record uses it
+    (unless `force`)."""
+    if blobs.meta(kind, blob_id) is None:
+        raise not_found(noun, blob_id)
+    if not force:
+        refuse_if_used(stores, kind, noun, blob_id)
+    if not blobs.delete(kind, blob_id):
+        raise not_found(noun, blob_id)
 
 
 def page(records: list[dict[str, Any]], limit: int, cursor: str | None, noun: str):
