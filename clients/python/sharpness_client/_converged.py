@@ -121,17 +121,18 @@ def _detail(r: dict[str, Any]) -> str:
     its = diag.get("iterations")
     parts = []
     if bound is not None:
-        parts.append(f"residual bound {_number(bound)}")
+        parts.append(f"residual bound {number(bound)}")
     if its is not None:
         parts.append(f"{its} iterations")
     return ", ".join(parts)
 
 
-def _number(value: Any) -> Any:
+def number(value: Any) -> Any:
+    """A figure as the CLI and the notices print it (6 significant digits, 4 list items)."""
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list):
-        shown = ", ".join(str(_number(v)) for v in value[:4])
+        shown = ", ".join(str(number(v)) for v in value[:4])
         return f"[{shown}{', ...' if len(value) > 4 else ''}]"
     return value
 
@@ -147,7 +148,7 @@ def misses(run: Job | Trajectory) -> list[Miss]:
                 where = f"checkpoint {p.index}" + (
                     f" (step {p.step})" if p.step is not None else ""
                 )
-                detail = f"residual bounds {_number(p.residual_bounds)}, {p.iterations} iterations"
+                detail = f"residual bounds {number(p.residual_bounds)}, {p.iterations} iterations"
                 by = limited_by(p)
                 out.append(
                     Miss(where, "trajectory", by, detail, fix("", by, params, trajectory=True))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sharpness_client import _converged
+from sharpness_client._converged import number
 from sharpness_client.types import (
     DatasetInfo,
     Job,
@@ -46,15 +47,6 @@ def when(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def number(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        shown = ", ".join(str(number(v)) for v in value[:4])
-        return f"[{shown}{', ...' if len(value) > 4 else ''}]"
-    return value
 
 
 def interval(diagnostics: dict[str, Any]) -> str | None:
