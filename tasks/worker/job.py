@@ -209,8 +209,8 @@ def evaluate(problem_: Any, name: str, should_cancel: Any = None) -> dict[str, A
     try:
         with cancellable(should_cancel):
             ev = problem_.evaluate()
-    except Cancelled:
-        raise
+    except (Cancelled, runs.Draining, runs.LockLost, runs.TimeLimit):
+        raise  # the run stops (a cancel, the worker draining, ...): not the data's fault
     except Exception as e:
         msg = first_line(e)
         raise LoadError(

@@ -80,7 +80,7 @@ def test_run_all_stops_cleanly_and_requeues_running_job(tmp_path: Path) -> None:
         proc = start(data_dir, port)
         wait_ready(url, proc, log)
         job = api.wait(job_id, timeout_s=120)
-        assert job["status"] == "succeeded", job
+        assert job["status"] == "succeeded", (job.get("error"), job.get("attempt_history"))
         assert job["attempts"] == 2
     finally:
         if proc.poll() is None:
