@@ -256,6 +256,9 @@ class LockKeeper(threading.Thread):
         self.lost = False
         self.stopped = threading.Event()
         self.kept_at = time.monotonic()  # the last time the lock was known to be ours
+        # the keeper's thread and the computing thread (`owned`) both keep the lock: one at a
+        # time, or the second sees the lock the first just took again and thinks it lost it
+        self._keeping = threading.Lock()
 
     def owned(self) -> bool:
         """Whether the run still owns its record. After a pause longer than the lock's life
@@ -269,7 +272,8 @@ class LockKeeper(threading.Thread):
         return not self.lost
 
     def keep(self) -> None:
-        self.link.call(self._keep)
+        with self._keeping:
+            self.link.call(self._keep)
 
     def _keep(self, store: RecordStore) -> None:
         rt, rid = self.rt, self.record_id
@@ -284,6 +288,9 @@ class LockKeeper(threading.Thread):
             if self.epoch is not None
             else self.attempt is not None and store.get(rid).attempts == self.attempt  # type: ignore[union-attr]
         )
+        if ours and holder == rt.hostname and store.refresh_lock(rid, rt.hostname, ttl):
+            self.kept_at = time.monotonic()  # it expired and came back between two reads
+            return
         if holder is None and ours and store.acquire(rid, rt.hostname, ttl):
             log.warning("%s %s: lock had expired (Redis away?); taken again", store.KIND, rid)
             self.kept_at = time.monotonic()

@@ -71,6 +71,31 @@ def test_the_lock_keeper_refreshes_retakes_and_notices_a_takeover(rt: WorkerRunt
     assert keeper.lost and rt.store.lock_holder(job_id) == "other@host"
 
 
+def test_two_threads_retaking_an_expired_lock_at_once_keep_the_run(rt: WorkerRuntime) -> None:
+    """The keeper's thread and the computing thread (`owned`) both find the lock gone after a
+    Redis restart: the one that retakes it second must see a lock that is its own again, not
+    a takeover (the run was stopped and rerun as attempt 2)."""
+    import threading
+
+    job_id, attempt = _running(rt)
+    keeper = LockKeeper(rt, rt.store, job_id)
+    keeper.attempt = attempt
+    for _ in range(30):
+        rt.store.release(job_id)  # expired while Redis was away
+        start = threading.Barrier(2)
+
+        def retake(barrier: threading.Barrier = start) -> None:
+            barrier.wait()
+            keeper.keep()
+
+        threads = [threading.Thread(target=retake) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not keeper.lost and rt.store.lock_holder(job_id) == rt.hostname
+
+
 def test_a_requeued_record_is_not_retaken(rt: WorkerRuntime) -> None:
     job_id, attempt = _running(rt)
     keeper = LockKeeper(rt, rt.store, job_id)
