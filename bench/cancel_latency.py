@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.celery_app import RUN_JOB_TASK, RUN_TRAJECTORY_TASK, make_celery
-from tasks.redis_server import PrivateRedis
+from tasks.app import RUN_JOB_TASK, RUN_TRAJECTORY_TASK, make_celery
+from tasks.store.local_redis import PrivateRedis
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus, TrajectorySpec
-from tasks.trajectorystore import TrajectoryStore
+from tasks.contract.spec import JobSpec, JobStatus, TrajectorySpec
+from tasks.store.trajectories import TrajectoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 MINUTES = 100_000  # iterations/products: far more than a run gets through before the cancel

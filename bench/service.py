@@ -9,7 +9,7 @@ keep-alive HTTP/1.1 connections on asyncio in this process (`Connection`). Print
 - status GET /v1/jobs/{id} throughput (req/s, and p50 / p99) for 1 and N gateway processes
   (N = SHARPNESS_GATEWAY_WORKERS' default, min(4, CPU count); at least 2);
 - the cost (ms, median of sequential requests) of GET /v1/queue and GET /metrics at 100 and
-  100,000 job records, the records written through tasks.jobstore.JobStore (as the gateway
+  100,000 job records, the records written through tasks.store.records.JobStore (as the gateway
   and the workers write them: created, a tenth of them run and finished).
 
 The load generator shares the CPUs with the gateway and Redis (`--clients`, `--seconds`), and
@@ -40,10 +40,10 @@ from pathlib import Path
 import httpx
 
 from service.run_all import gateway_command
-from tasks.jobstore import JobStore
-from tasks.redis_server import PrivateRedis, free_port
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
+from tasks.store.local_redis import PrivateRedis, free_port
+from tasks.store.records import JobStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.redis_server import PrivateRedis, free_port  # noqa: E402
+from tasks.store.local_redis import PrivateRedis, free_port  # noqa: E402
 from tests.api import files  # noqa: E402
 from tests.test_deploy_rules import dashboard_queries, grafana_to_promql  # noqa: E402
 

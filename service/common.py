@@ -11,7 +11,7 @@ from fastapi import Depends, Path
 from service.deps import BlobsDep, JobsDep, StudiesDep, TrajectoriesDep
 from service.problems import MEDIA_TYPE, ProblemError
 from service.studies.store import StudyRecord
-from tasks.spec import MODEL_ID_PATTERN, Job, Problem, Trajectory
+from tasks.contract.spec import MODEL_ID_PATTERN, Job, Problem, Trajectory
 
 RECORD_ID_PATTERN = r"^[0-9a-f]{32}$"
 

@@ -18,10 +18,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service.ops.consumers import ConsumedQueues
 from service.problems import ProblemError
 from service.studies.store import StudyStore
-from tasks.blobstore import BlobStore
-from tasks.jobstore import JobStore
 from tasks.settings import Settings
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.blobs import BlobStore
+from tasks.store.records import JobStore
+from tasks.store.trajectories import TrajectoryStore
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -17,8 +17,8 @@ import re
 from typing import Any
 
 from service.problems import problem_response
-from tasks.problem_types import uri
-from tasks.spec import Problem
+from tasks.contract.problem_types import uri
+from tasks.contract.spec import Problem
 
 MAX_JSON_BYTES = 4 * 1024 * 1024  # a job spec is a few kB; a study lists at most a few thousand
 MAX_JSON_DEPTH = 64  # a job spec nests 4 levels, a study 5; json.loads recurses per level

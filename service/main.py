@@ -30,11 +30,11 @@ from service.studies import router as studies
 from service.studies.store import StudyStore
 from service.trajectories import optimizer_states
 from service.trajectories import router as trajectories
-from tasks.blobstore import BlobStore
-from tasks.celery_app import make_celery
-from tasks.jobstore import JobStore
+from tasks.app import make_celery
 from tasks.settings import Settings, get_settings
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.blobs import BlobStore
+from tasks.store.records import JobStore
+from tasks.store.trajectories import TrajectoryStore
 
 log = logging.getLogger("sharpness.gateway")
 
@@ -74,7 +74,7 @@ def gateway_celery(settings: Settings) -> Celery:
 
 
 def build_indexes(jobs: JobStore) -> None:
-    """Index the records a store without per-status indexes wrote (tasks.jobstore), once, at
+    """Index the records a store without per-status indexes wrote (tasks.store.records), once, at
     start: the first `/v1/queue` or `/metrics` then reads counts at once instead of waiting
     on a rebuild. One gateway process rebuilds under the store's lock; a view that finds the
     indexes still missing (Redis was down now, or restored from an old dump later) rebuilds

@@ -2,7 +2,7 @@
 
 One shape for all failures (a refused upload, a bad job spec, an unknown route, a Redis
 outage, a bug) lets clients handle errors in one place: `type` says which kind of problem
-(a URN per kind, every one defined once in tasks.problem_types, which the worker uses
+(a URN per kind, every one defined once in tasks.contract.problem_types, which the worker uses
 too), `detail` names the field or the file at fault, and validation errors add an
 `errors` list.
 """
@@ -20,8 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tasks.problem_types import uri
-from tasks.spec import Problem
+from tasks.contract.problem_types import uri
+from tasks.contract.spec import Problem
 
 log = logging.getLogger("sharpness.gateway")
 

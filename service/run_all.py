@@ -35,8 +35,8 @@ import urllib.request
 from pathlib import Path
 
 from service.lifeline import Guardian, die_with_parent, preexec_die_with_parent
-from tasks.redis_server import PrivateRedis
 from tasks.settings import get_settings
+from tasks.store.local_redis import PrivateRedis
 
 GATEWAY_URL_FILE = "gateway.url"
 REDIS_URL_FILE = "redis.url"
@@ -118,7 +118,7 @@ def port_problem(host: str, port: str) -> str | None:
 
 def write_url_files(data_dir: Path, gateway_url: str, redis: PrivateRedis | None) -> list[Path]:
     """{data_dir}/gateway.url (the API's URL: the CLI names it when another URL answers
-    nothing) and, for the private Redis, {data_dir}/redis.url (for `celery -A tasks.celery_app
+    nothing) and, for the private Redis, {data_dir}/redis.url (for `celery -A tasks.app
     inspect ...`, docs/architecture.md). An external Redis's URL may hold a password: not
     written. Removed when this stops."""
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,11 @@ from fastapi import Header, Query, Response
 
 from service.problems import ProblemError, invalid
 from tasks import reaper
-from tasks.celery_app import queue_for
-from tasks.jobstore import JobStore, RecordStore
-from tasks.problem_types import uri
+from tasks.app import queue_for
+from tasks.contract.problem_types import uri
+from tasks.contract.spec import Job, JobStatus, Problem, Trajectory
 from tasks.settings import Settings
-from tasks.spec import Job, JobStatus, Problem, Trajectory
+from tasks.store.records import JobStore, RecordStore
 
 log = logging.getLogger("sharpness.gateway")
 

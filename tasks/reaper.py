@@ -20,7 +20,7 @@ A run whose lock and worker heartbeat merely expired while Redis was away is not
 `restart_grace_s` after Redis starts (its uptime), no sweep reaps, so the runs that computed
 through the outage take their locks again first. Were one reaped all the same, it would only
 cost its computation: every write of the replaced run is fenced by the record's epoch
-(tasks.jobstore), so it writes nothing.
+(tasks.store.records), so it writes nothing.
 
 A second, slower pass (`orphans`, run by the workers' sweeps at most every `ORPHAN_EVERY_S`;
 it reads every broker message and the oldest `ORPHAN_CANDIDATES` queued records) fixes what slipped
@@ -33,7 +33,7 @@ a message in flight between the queue and a worker is never mistaken for a missi
 duplicate message (two sweepers deciding at once) is harmless: the run's lock and the
 terminal-state guard run a record once.
 
-Celery's view follows (`celery_sender`, see tasks.celery_app): a requeued run's task is RETRY
+Celery's view follows (`celery_sender`, see tasks.app): a requeued run's task is RETRY
 (the lost worker's STARTED is no longer its last word), and a run the sweep fails or cancels
 ends its task FAILURE or REVOKED, in the result backend and as the last task event, sent by
 the sweeping process: no worker will run that record again to say so.
@@ -50,8 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tasks import problem_types
-from tasks.celery_app import (
+from tasks.app import (
     QUEUES,
     RUN_JOB_TASK,
     RUN_TRAJECTORY_TASK,
@@ -59,10 +58,11 @@ from tasks.celery_app import (
     announce_requeued,
     failure_text,
 )
-from tasks.jobstore import JobStore, RecordStore
+from tasks.contract import problem_types
+from tasks.contract.spec import JobStatus, Problem
 from tasks.settings import Settings
-from tasks.spec import JobStatus, Problem
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.records import JobStore, RecordStore
+from tasks.store.trajectories import TrajectoryStore
 
 log = logging.getLogger("tasks.reaper")
 
@@ -301,7 +301,7 @@ def _fix_orphan(
 class CelerySender:
     """A `Send` through a Celery app's send_task, as the gateway enqueues, which also ends or
     requeues the record's task in Celery (result backend and task events) as node
-    `hostname`: the sweeping worker, or the gateway (tasks.celery_app.default_node)."""
+    `hostname`: the sweeping worker, or the gateway (tasks.app.default_node)."""
 
     def __init__(self, celery: Any, hostname: str | None = None) -> None:
         self.celery, self.hostname = celery, hostname

@@ -11,7 +11,7 @@ os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
 
 import pytest
 
-from tasks.redis_server import PrivateRedis
+from tasks.store.local_redis import PrivateRedis
 
 
 @pytest.fixture(scope="session")

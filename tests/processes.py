@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from service.run_all import gateway_command
-from tasks.redis_server import free_port
+from tasks.store.local_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,10 +24,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.main import create_app
-from tasks.jobstore import JobStore
-from tasks.redis_server import PrivateRedis
+from tasks.contract.spec import JobStatus, Problem
 from tasks.settings import Settings
-from tasks.spec import JobStatus, Problem
+from tasks.store.local_redis import PrivateRedis
+from tasks.store.records import JobStore
 from tests import databases
 from tests.api import files
 

@@ -19,7 +19,7 @@ def _modules_after(code: str) -> set[str]:
 
 def test_registry_and_spec_import_no_torch() -> None:
     mods = _modules_after(
-        "import tasks.spec, tasks.engine.registry as r, tasks.jobstore; r.measures()"
+        "import tasks.contract.spec, tasks.engine.registry as r, tasks.store.records; r.measures()"
     )
     assert "torch" not in mods
 
@@ -32,7 +32,7 @@ def test_registry_lists_required_measures() -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-STORES = {"tasks/jobstore.py", "tasks/trajectorystore.py", "service/studies/store.py"}
+STORES = {"tasks/store/records.py", "tasks/store/trajectories.py", "service/studies/store.py"}
 # the key prefix, alone or starting a key (not a problem URN, not "sharpness: <message>")
 KEY = re.compile(r"(?<!urn:)sharpness:(?=[a-z{*]|$)")
 
@@ -64,7 +64,7 @@ def test_redis_keys_are_spelled_only_in_the_stores() -> None:
                 leaks.append(f"{rel}:{line}: {text!r}")
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module in (
-                "tasks.jobstore",
+                "tasks.store.records",
                 "service.studies.store",
             ):
                 leaks += [
@@ -75,7 +75,7 @@ def test_redis_keys_are_spelled_only_in_the_stores() -> None:
 
 def test_the_key_scan_finds_the_stores_keys() -> None:
     """The scan would see a key written elsewhere: it finds them where they belong."""
-    tree = ast.parse((ROOT / "tasks" / "jobstore.py").read_text())
+    tree = ast.parse((ROOT / "tasks" / "store" / "records.py").read_text())
     assert any(KEY.search(text) for _, text in _strings(tree))
     assert not KEY.search("urn:sharpness:problem:not-found")
     assert KEY.search("sharpness:workers:") and KEY.search("sharpness:")
@@ -130,20 +130,24 @@ def test_engine_loads_no_service_layer() -> None:
     assert not bad, bad
 
 
+# what the gateway may import from behind the queue: the contract, the stores, the checks of
+# what users bring, the Celery app and the reaper; never the worker, the engine or torch
+GATEWAY_SIDE = ("contract", "store", "artifacts", "app.py", "settings.py", "reaper.py")
 CONTRACT = sorted(
     ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-    for p in (ROOT / "tasks").glob("*.py")
+    for room in GATEWAY_SIDE
+    for p in ((ROOT / "tasks" / room).rglob("*.py") if "." not in room else [ROOT / "tasks" / room])
 )
 
 
 def test_the_contract_is_torch_free_and_knows_no_worker() -> None:
-    """`tasks/*.py` is the contract the gateway and the worker share (spec, settings, stores,
-    blob store, URIs, the Celery app, problem types): importing all of it pulls in neither
-    torch nor the worker package, so the gateway can import any of it."""
-    assert "tasks.spec" in CONTRACT and "tasks.celery_app" in CONTRACT
+    """The rooms the gateway shares with the worker (the contract, the stores, the upload
+    checks and URI rules, the Celery app, the reaper): importing all of them pulls in neither
+    torch nor the worker nor the engine, so the gateway can import any of it."""
+    assert "tasks.contract.spec" in CONTRACT and "tasks.app" in CONTRACT
     loaded = _modules_after(f"import {', '.join(CONTRACT)}")
     assert "torch" not in loaded
-    assert not [m for m in loaded if m.startswith("tasks.worker")]
+    assert not [m for m in loaded if m.startswith(("tasks.worker", "tasks.jobs"))]
 
 
 def test_the_weights_only_guard_is_set_once_by_the_worker_package() -> None:

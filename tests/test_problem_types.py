@@ -11,12 +11,12 @@ import pytest
 
 from sharpness_client.errors import PROBLEM_KINDS, PROBLEM_NAMESPACE, problem_kind
 from sharpness_client.types import Problem as ClientProblem
-from tasks import problem_types
-from tasks.problem_types import NAMESPACE, TYPES
+from tasks.contract import problem_types
+from tasks.contract.problem_types import NAMESPACE, TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("service", "tasks")
-VOCABULARY = ROOT / "tasks" / "problem_types.py"
+VOCABULARY = ROOT / "tasks" / "contract" / "problem_types.py"
 
 # Callables whose slug parameter is not named `slug`: name → (position, keyword).
 KIND_PARAMETERS = {"LoadError": (3, "kind"), "problem": (3, "kind")}
@@ -109,9 +109,11 @@ def test_every_slug_the_code_raises_is_defined_and_every_defined_one_is_raised()
     used, odd = _raised()
     assert not odd, f"slugs built at run time (write them as literals): {odd}"
     undefined = {s: w for s, w in used.items() if s not in TYPES}
-    assert not undefined, f"define these problem types in tasks/problem_types.py: {undefined}"
+    assert not undefined, (
+        f"define these problem types in tasks/contract/problem_types.py: {undefined}"
+    )
     unused = sorted(set(TYPES) - set(used))
-    assert not unused, f"defined in tasks/problem_types.py but raised nowhere: {unused}"
+    assert not unused, f"defined in tasks/contract/problem_types.py but raised nowhere: {unused}"
 
 
 def test_the_scan_sees_the_raising_sites() -> None:
@@ -128,7 +130,7 @@ def test_the_namespace_is_spelled_in_one_module() -> None:
         for p in _files()
         if "urn:sharpness:problem" in p.read_text() or "sharpness.dev/problems" in p.read_text()
     ]
-    assert spelled == [], f"use tasks.problem_types.uri(slug) instead: {spelled}"
+    assert spelled == [], f"use tasks.contract.problem_types.uri(slug) instead: {spelled}"
 
 
 def test_slugs_are_well_formed_and_uris_are_ours() -> None:

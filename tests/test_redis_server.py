@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.redis_server import PrivateRedis
+from tasks.store.local_redis import PrivateRedis
 
 
 def test_relative_data_dir_as_make_run_gives_it(tmp_path: Path, monkeypatch) -> None:

@@ -13,7 +13,7 @@ from service.blobs.schemas import DatasetInfo, DatasetPage
 from service.common import BlobId, ExistingDataset, problems
 from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.problems import ProblemError, invalid
-from tasks.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
+from tasks.contract.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

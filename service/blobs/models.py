@@ -15,7 +15,7 @@ from service.blobs.schemas import ModelInfo, ModelPage
 from service.common import BlobId, ExistingModel, problems
 from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.problems import ProblemError, invalid
-from tasks import hf_checkpoint as hf
+from tasks.artifacts import hf_checkpoint as hf
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

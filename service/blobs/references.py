@@ -13,10 +13,10 @@ from pathlib import Path
 from service.blobs.formats import Refused
 from service.blobs.formats.datasets import check_arrays, inspect_dataset, resolve_names
 from service.problems import invalid
-from tasks.blobstore import BlobStore
+from tasks.artifacts.uris import UriRejected, check_uri, open_uri
+from tasks.contract.spec import DatasetRef, JobSpec
 from tasks.settings import Settings
-from tasks.spec import DatasetRef, JobSpec
-from tasks.uris import UriRejected, check_uri, open_uri
+from tasks.store.blobs import BlobStore
 
 
 def check(spec: JobSpec, blobs: BlobStore, settings: Settings) -> None:

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from service.blobs import multipart
 from service.blobs.formats import Refused
 from service.problems import ProblemError, field_error, invalid
-from tasks.blobstore import BlobStore, Staged, TooLarge
-from tasks.hf_checkpoint import canonical_zip
+from tasks.artifacts.hf_checkpoint import canonical_zip
+from tasks.store.blobs import BlobStore, Staged, TooLarge
 
 MAX_FIELD_BYTES = 64 * 1024
 MULTIPART_SLACK = 256 * 1024  # boundaries, part headers and small fields around the file
@@ -148,7 +148,7 @@ async def inspect(
 
 
 async def _canonical(blobs: BlobStore, received: Received) -> Staged:
-    """The checkpoint zip staged again in its canonical form (tasks.hf_checkpoint)."""
+    """The checkpoint zip staged again in its canonical form (tasks.artifacts.hf_checkpoint)."""
     staged = received.staged
     tmp = Path(staged.tmp).with_name(Path(staged.tmp).name + ".canonical")
     try:

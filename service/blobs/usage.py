@@ -17,9 +17,9 @@ from fastapi import Query
 
 from service.common import not_found
 from service.problems import ProblemError, invalid
-from tasks.blobstore import BlobStore
-from tasks.jobstore import RecordStore
-from tasks.spec import JobStatus
+from tasks.contract.spec import JobStatus
+from tasks.store.blobs import BlobStore
+from tasks.store.records import RecordStore
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
 SHOWN = 10  # records named in the answer; the count says how many more

@@ -14,8 +14,8 @@ from service.deps import BlobsDep, CeleryDep, ConsumedDep, JobsDep, SettingsDep,
 from service.ops import consumers
 from service.problems import ProblemError, invalid
 from service.studies.service import StudyChoiceError, with_new_prediction, with_predictions
-from tasks.celery_app import RUN_JOB_TASK
-from tasks.spec import Job, JobPage, JobSpec
+from tasks.app import RUN_JOB_TASK
+from tasks.contract.spec import Job, JobPage, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

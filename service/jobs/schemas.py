@@ -1,4 +1,4 @@
-"""Shapes of the job domain's own responses (the job spec and record live in tasks.spec).
+"""Shapes of the job domain's own responses (the job spec and record live in tasks.contract.spec).
 
 Kept apart from the routers so the OpenAPI document, and the SDK built from it, change only
 when a response shape does.

@@ -14,10 +14,10 @@ import redis
 from fastapi import Response
 
 from service.ops import rows
-from tasks.celery_app import QUEUES
-from tasks.jobstore import JobStore, RecordStore
+from tasks.app import QUEUES
+from tasks.contract.spec import JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobStatus
+from tasks.store.records import JobStore, RecordStore
 
 log = logging.getLogger("sharpness.gateway")
 

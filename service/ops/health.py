@@ -28,7 +28,7 @@ PROBE_TIMEOUT_S = 2.0
 
 def probe_client(request: Request, settings: Settings) -> redis.Redis:
     """A client for the readiness PING that fails at once: the stores' client waits out a
-    Redis restart (tasks.jobstore.redis_client, about 30 s), longer than any probe's timeout,
+    Redis restart (tasks.store.records.redis_client, about 30 s), longer than any probe's timeout,
     and a probe must say "not ready" now rather than hold a gateway thread. One per app."""
     client = getattr(request.app.state, "readyz_redis", None)
     if client is None:

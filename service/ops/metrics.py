@@ -3,7 +3,7 @@
 Why a collector rather than counters updated in request handlers: records end in the workers
 (and in the reaper, in any process), and there may be several gateway processes, so the truth
 is in Redis. The stores count each ended run and observe its histograms in the same Redis
-transaction that ends it (tasks.jobstore: `metrics:*` hashes); a scrape reads those hashes,
+transaction that ends it (tasks.store.records: `metrics:*` hashes); a scrape reads those hashes,
 the per-status indexes, kombu's queue lists and the worker heartbeats. Every gateway process
 therefore answers the same numbers, and they survive gateway restarts. A scrape costs a
 constant number of round trips, whatever the number of records.
@@ -44,7 +44,7 @@ so dashboards and alerts written for celery-exporter work; they carry no `hostna
     process_*                                           the answering gateway process only
 
 Counters start at 0 for records that ended before they existed; histogram buckets are in
-tasks.jobstore (RUN_BUCKETS, WAIT_BUCKETS).
+tasks.store.records (RUN_BUCKETS, WAIT_BUCKETS).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from service.ops import rows
-from tasks.celery_app import QUEUES, RUN_JOB_TASK, RUN_TRAJECTORY_TASK
-from tasks.jobstore import RUN_BUCKETS, TERMINAL, WAIT_BUCKETS, Histogram, JobStore
-from tasks.spec import JobStatus
+from tasks.app import QUEUES, RUN_JOB_TASK, RUN_TRAJECTORY_TASK
+from tasks.contract.spec import JobStatus
+from tasks.store.records import RUN_BUCKETS, TERMINAL, WAIT_BUCKETS, Histogram, JobStore
 
 log = logging.getLogger("sharpness.gateway")
 

@@ -8,7 +8,7 @@ from service.common import problems
 from service.deps import CeleryDep, JobsDep, SettingsDep
 from service.ops import rows
 from service.ops.schemas import QueueDepth, QueueStatus, RunningJob, WorkerInfo
-from tasks.celery_app import QUEUES
+from tasks.app import QUEUES
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 

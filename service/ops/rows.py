@@ -7,7 +7,7 @@ its job runs) moves to the hash "unacked" (delivery tag → JSON [message, excha
 routing_key]), indexed by the sorted set "unacked_index"; the routing key is the queue name
 with our direct-exchange queues, which gives the per-queue reserved count.
 
-Record side: the stores' per-status indexes (tasks.jobstore `view`: counts by status, queued
+Record side: the stores' per-status indexes (tasks.store.records `view`: counts by status, queued
 records per queue and the oldest, the running rows), for jobs and trajectories, so a snapshot
 costs a constant number of round trips whatever the number of records. Cancelled records
 leave the queued index at once, so the queued counts exclude them even while their message
@@ -26,11 +26,11 @@ from typing import Any
 import redis
 
 from tasks import reaper
-from tasks.celery_app import QUEUES
-from tasks.jobstore import IndexView, JobRow, JobStore
+from tasks.app import QUEUES
+from tasks.contract.spec import JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobStatus
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.records import IndexView, JobRow, JobStore
+from tasks.store.trajectories import TrajectoryStore
 
 log = logging.getLogger("sharpness.gateway")
 

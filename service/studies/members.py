@@ -25,7 +25,7 @@ from typing import Any
 
 from service.studies.baselines import WEIGHT_NORMS_MEASURE, baseline_values
 from service.studies.schemas import StudyJob, Target
-from tasks.spec import Job, JobStatus
+from tasks.contract.spec import Job, JobStatus
 
 
 @dataclass

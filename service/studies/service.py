@@ -20,8 +20,8 @@ from service.studies.analysis import Outcome, analyse
 from service.studies.members import MemberData, member_data
 from service.studies.schemas import MIN_MODELS, Study, StudyMember, StudySummary
 from service.studies.store import StudyRecord, StudyStore
-from tasks.jobstore import JobStore
-from tasks.spec import Job, Prediction, StudyPrediction
+from tasks.contract.spec import Job, Prediction, StudyPrediction
+from tasks.store.records import JobStore
 
 CACHE_SIZE = 128
 BOUND_MEASURE = "pacbayes_bound"

@@ -19,7 +19,7 @@ from service.blobs.schemas import BlobInfo
 from service.common import _existing_blob, problems
 from service.deps import BlobsDep, SettingsDep
 from service.problems import problem_response
-from tasks.spec import Problem
+from tasks.contract.spec import Problem
 
 router = APIRouter(prefix="/v1/trajectories/optimizer-states", tags=["trajectories"])
 

@@ -26,8 +26,8 @@ from service.ops import consumers
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
 from service.trajectories import optimizer_states
-from tasks.celery_app import RUN_TRAJECTORY_TASK
-from tasks.spec import (
+from tasks.app import RUN_TRAJECTORY_TASK
+from tasks.contract.spec import (
     JobSpec,
     OptimizerSpec,
     Trajectory,

@@ -1,7 +1,8 @@
 """Run one registered measure on a problem: validate, restrict, time, per-layer breakdown.
 
 The worker and notebooks both call `run_measure`; it returns a dict shaped like
-tasks.spec.MeasureResult (value, converged, hvps, seconds, diagnostics, warnings, per_layer),
+tasks.contract.spec.MeasureResult (value, converged, hvps, seconds, diagnostics, warnings,
+per_layer),
 JSON-serialisable. Warnings raised while measuring are both recorded in 'warnings' and
 re-emitted, so a notebook user sees them and a job record keeps them.
 

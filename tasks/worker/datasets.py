@@ -1,7 +1,8 @@
 """Read a dataset file into batches the model accepts, never running code that came with it.
 
 .npz (numpy.load with allow_pickle=False) or .safetensors. Which arrays are the inputs and
-which the targets follows tasks.datanames: the job's names, else those stored at upload, else
+which the targets follows tasks.contract.datanames: the job's names, else those stored at
+upload, else
 common names. Inputs keep their kind: integer arrays (token ids, indices) stay int64, booleans
 stay bool, floating arrays take the model's dtype. Several input arrays become positional or
 keyword inputs, as the names say. Targets: integer class labels (int64; -100 marks a position
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks import datanames
-from tasks.datanames import InputsKey
+from tasks.contract import datanames
+from tasks.contract.datanames import InputsKey
 from tasks.engine.batches import BatchSource
 from tasks.engine.losses import IGNORE_INDEX, LayoutError, Objective, label_range_problem
 from tasks.engine.problem import Batch, Inputs, call_module, select_output

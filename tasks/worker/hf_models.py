@@ -32,7 +32,14 @@ from typing import Any
 
 import torch
 
-from tasks.hf_checkpoint import CONFIG, WEIGHTS, BadCheckpoint, head_of, layout, parse_config
+from tasks.artifacts.hf_checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    BadCheckpoint,
+    head_of,
+    layout,
+    parse_config,
+)
 from tasks.worker.loaders import LoadedModel, LoadError, first_line
 
 # head → the name of transformers' table {model_type: class name} for it

@@ -1,4 +1,5 @@
-"""The Celery task that runs one job: load, measure, record, inside the one run wrapper.
+"""What a job does: load, measure, record, inside the one run wrapper (its Celery task is
+tasks.jobs).
 
 The guard, lock, attempts, progress throttling, cancellation, limits, problems and the one
 `finish` are tasks.worker.run's, shared with trajectories; this module says what a job does:
@@ -16,14 +17,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from celery import shared_task
-
-from tasks.celery_app import RUN_JOB_TASK
-from tasks.spec import DatasetRef, Job
+from tasks.contract.spec import DatasetRef, Job
 from tasks.worker import run as runs
 from tasks.worker.loaders import LoadError, first_line
-from tasks.worker.run import Run, RunFailed, at, problem, task_outcome  # noqa: F401
-from tasks.worker.runtime import WorkerRuntime, current
+from tasks.worker.run import Run, RunFailed, at, problem  # noqa: F401
+from tasks.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ def dataset_path(
             raise LoadError("Dataset not found", f"dataset {ref.id} is not in the blob store")
         return rt.blobs.path("datasets", ref.id), meta
     try:
-        from tasks.uris import open_uri
+        from tasks.artifacts.uris import open_uri
     except ImportError as e:
         raise LoadError("URI datasets unsupported", "this worker cannot open URIs", 500) from e
     try:
@@ -266,11 +264,3 @@ def measure_job(run: Run) -> None:
 def execute(job_id: str, rt: WorkerRuntime) -> str:
     """Run job `job_id` once; returns what happened. Raises only Reject (worker draining)."""
     return runs.execute(rt, rt.store, job_id, measure_job, KEPT)
-
-
-@shared_task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_job(self: Any, job_id: str, *args: Any, **kwargs: Any) -> str:
-    """Celery entry point; the gateway enqueues it by name with the job id. Its Celery state
-    is FAILURE for a failed job and REVOKED for a cancelled one (see `task_outcome`)."""
-    rt = current(getattr(self.request, "hostname", None))
-    return task_outcome(self, execute(job_id, rt), rt.store, job_id)

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks import problem_types
-from tasks.upload_check import UnsafeArchive, check_pt2, check_torchscript
+from tasks.artifacts.checks import UnsafeArchive, check_pt2, check_torchscript
+from tasks.contract import problem_types
 from tasks.worker import safe_torch, zoo
 
 HOW_TO_EXPORT = (
@@ -74,7 +74,7 @@ def first_line(e: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------ models
 def _precheck(path: Path, name: str, check=check_pt2) -> None:
-    """Refuse what the gateway refuses at upload (tasks.upload_check), again before torch
+    """Refuse what the gateway refuses at upload (tasks.artifacts.checks), again before torch
     reads the file: members torch.export.load would unpickle outside weights-only, pickles
     naming more than tensors and TorchScript classes, injected code, unsafe zip members."""
     try:

@@ -36,7 +36,7 @@ from multiprocessing.process import BaseProcess
 from types import SimpleNamespace
 from typing import Any
 
-from tasks.spec import Job
+from tasks.contract.spec import Job
 from tasks.worker.loaders import LoadError
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def _describe(rank: int, e: BaseException) -> dict[str, Any]:
 
 def _load(rank: int, world: int, device: str, payload: dict[str, Any]):
     """This rank's DistributedProblem: the job's model and its shard of the job's dataset."""
-    from tasks.blobstore import BlobStore
     from tasks.engine.distributed import DistributedProblem, shard
+    from tasks.store.blobs import BlobStore
     from tasks.worker.datasets import fit_inputs_to_model
     from tasks.worker.job import load_job_model, read_dataset
 

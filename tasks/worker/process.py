@@ -1,7 +1,7 @@
 """`python -m tasks.worker`: one Celery worker (prefork pool, one child) and its heartbeat.
 
 Two processes per worker. The **main process** consumes the queues, answers Celery's control
-commands (`celery -A tasks.celery_app inspect ping/active/stats`), sends task events (Flower,
+commands (`celery -A tasks.app inspect ping/active/stats`), sends task events (Flower,
 celery-exporter), writes the worker's heartbeat and sweeps for lost runs (tasks.reaper), all
 while a job runs, and enforces Celery's hard time limit. It never initialises CUDA: the device
 is described by a short-lived interpreter (`describe_device`), so the **child** it forks, which
@@ -37,7 +37,7 @@ from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_shutting_down
 
 from tasks import final_events, reaper
-from tasks.celery_app import (
+from tasks.app import (
     QUEUES,
     RUN_JOB_TASK,
     RUN_TRAJECTORY_TASK,
@@ -45,10 +45,10 @@ from tasks.celery_app import (
     failure_text,
     make_celery,
 )
-from tasks.jobstore import RecordStore
+from tasks.contract.spec import JobStatus
 from tasks.settings import Settings, get_settings
-from tasks.spec import JobStatus
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.records import RecordStore
+from tasks.store.trajectories import TrajectoryStore
 from tasks.worker.runtime import WorkerRuntime, install, unique_hostname
 
 log = logging.getLogger("tasks.worker")
@@ -211,8 +211,8 @@ def main() -> int:
     install(rt)
 
     app = make_celery(settings)
-    import tasks.worker.job  # noqa: F401  registers the task on the app
-    import tasks.worker.trajectory_job  # noqa: F401  and the trajectory task
+    import tasks.jobs  # noqa: F401  registers the task on the app
+    import tasks.trajectories  # noqa: F401  and the trajectory task
 
     # Sweep for messages of dead workers often enough that a short visibility timeout (tests)
     # takes effect promptly; kombu's default sweep is every 100 s.

@@ -16,7 +16,7 @@ gives only `body`, the work (load, measure, write results):
 - **limits**: the soft time limit, checked between iterations (and Celery's own
   SoftTimeLimitExceeded in a prefork child); the hard limit is Celery's, enforced by the
   worker's main process (`tasks.worker.process`);
-- **errors**: any exception becomes an RFC 9457 problem from tasks.problem_types naming
+- **errors**: any exception becomes an RFC 9457 problem from tasks.contract.problem_types naming
   where it happened (`measure 'trace'`, `checkpoints[2]`); nothing a run does crashes the
   worker;
 - **fenced writes**: the claim (`claim`) returns the run's epoch, and every write of the run
@@ -51,11 +51,11 @@ from typing import Any
 import redis
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from tasks import problem_types
-from tasks.celery_app import RunFailed, failure_text, final_event, store_final_state
-from tasks.jobstore import RecordStore
+from tasks.app import RunFailed, failure_text, final_event, store_final_state
+from tasks.contract import problem_types
+from tasks.contract.spec import JobStatus, MeasureProgress, Problem
 from tasks.reaper import lost_problem
-from tasks.spec import JobStatus, MeasureProgress, Problem
+from tasks.store.records import RecordStore
 from tasks.worker.loaders import LoadError
 from tasks.worker.runtime import WorkerRuntime, lock_ttl, versions
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from tasks.blobstore import BlobStore
-from tasks.jobstore import JobStore
 from tasks.settings import Settings, get_settings
+from tasks.store.blobs import BlobStore
+from tasks.store.records import JobStore
 
 
 def unique_hostname(prefix: str = "sharpness") -> str:

@@ -1,4 +1,5 @@
-"""The Celery task that runs one trajectory: each checkpoint's top-k eigenpairs, in order.
+"""What a trajectory does: each checkpoint's top-k eigenpairs, in order (its Celery task is
+tasks.trajectories).
 
 It runs inside the one run wrapper (tasks.worker.run), as jobs do: the same exactly-once
 guard, run lock, attempts, progress throttling, cancellation, limits and problems. Each
@@ -24,16 +25,13 @@ import gc
 import logging
 from typing import Any
 
-from celery import shared_task
-
-from tasks.celery_app import RUN_TRAJECTORY_TASK
-from tasks.spec import EigenvectorOverlap, Trajectory, TrajectoryPoint, TrajectorySpec
-from tasks.trajectorystore import TrajectoryStore
+from tasks.contract.spec import EigenvectorOverlap, Trajectory, TrajectoryPoint, TrajectorySpec
+from tasks.store.trajectories import TrajectoryStore
 from tasks.worker import run as runs
 from tasks.worker.job import check_fit, evaluate, make_problem, read_dataset
 from tasks.worker.loaders import LoadError
-from tasks.worker.run import Run, at, task_outcome
-from tasks.worker.runtime import WorkerRuntime, current
+from tasks.worker.run import Run, at
+from tasks.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -218,11 +216,3 @@ def measure_trajectory(run: Run) -> None:
 def execute(trajectory_id: str, rt: WorkerRuntime) -> str:
     """Run trajectory `trajectory_id` once; returns what happened. Raises only Reject."""
     return runs.execute(rt, TrajectoryStore(rt.store.r), trajectory_id, measure_trajectory, KEPT)
-
-
-@shared_task(name=RUN_TRAJECTORY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_trajectory(self: Any, trajectory_id: str, *args: Any, **kwargs: Any) -> str:
-    """Celery entry point; the gateway enqueues it by name with the trajectory id."""
-    rt = current(getattr(self.request, "hostname", None))
-    outcome = execute(trajectory_id, rt)
-    return task_outcome(self, outcome, TrajectoryStore(rt.store.r), trajectory_id)

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.main import create_app
-from tasks.redis_server import PrivateRedis
 from tasks.settings import Settings
+from tasks.store.local_redis import PrivateRedis
 from tests import databases
 from tests.api import files
 

@@ -12,9 +12,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from service.main import create_app, gateway_celery
-from tasks.jobstore import JobStore
+from tasks.contract.spec import JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobStatus
+from tasks.store.records import JobStore
 from tests.api import files
 from tests.api.checks import assert_problem
 
@@ -150,8 +150,8 @@ def test_idempotency_recovers(
 ) -> None:
     """A retry after a failed enqueue (503) enqueues; a replay answers the job made the first
     time even after its model was deleted."""
-    from tasks.celery_app import make_celery
-    from tasks.redis_server import free_port
+    from tasks.app import make_celery
+    from tasks.store.local_redis import free_port
 
     headers = {"Idempotency-Key": "retry-after-503"}
     working = app.state.celery

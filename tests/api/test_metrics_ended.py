@@ -11,10 +11,10 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 
 from service.main import create_app
-from tasks.jobstore import JobStore, now
+from tasks.contract.spec import JobSpec, JobStatus, TrajectorySpec
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus, TrajectorySpec
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.records import JobStore, now
+from tasks.store.trajectories import TrajectoryStore
 
 
 def _spec() -> JobSpec:

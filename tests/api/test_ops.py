@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.main import create_app
-from tasks.jobstore import JobStore
+from tasks.contract.spec import JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobStatus
+from tasks.store.records import JobStore
 from tests.api.checks import assert_problem
 
 

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from service.plots.density import render_spectral_density
 from service.plots.study import render_study_scatter
 from service.plots.trajectory import render_trajectory
+from tasks.contract.spec import JobStatus
 from tasks.engine.density import slq
 from tasks.engine.operator import MatrixOperator
-from tasks.jobstore import JobStore
 from tasks.settings import Settings
-from tasks.spec import JobStatus
+from tasks.store.records import JobStore
 from tests.api.checks import assert_problem
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

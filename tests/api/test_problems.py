@@ -7,10 +7,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sharpness_client.errors import NotFoundError, ValidationError, error_for
-from tasks.jobstore import JobStore
-from tasks.problem_types import NAMESPACE
+from tasks.contract.problem_types import NAMESPACE
+from tasks.contract.spec import JobSpec, JobStatus, Problem
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus, Problem
+from tasks.store.records import JobStore
 from tests.api.checks import assert_problem
 
 MISSING = "a" * 32

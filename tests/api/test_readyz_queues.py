@@ -10,8 +10,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from service.ops.consumers import ConsumedQueues, worker_queues
-from tasks.jobstore import JobStore
 from tasks.settings import Settings
+from tasks.store.records import JobStore
 from tests import processes
 from tests.api.checks import assert_problem
 

@@ -9,10 +9,10 @@ import time
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tasks.jobstore import JobStore
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.records import JobStore
+from tasks.store.trajectories import TrajectoryStore
 
 RETENTION_S = 1.0
 QUEUES = ("gpu", "cpu")
@@ -88,7 +88,7 @@ def test_a_requeued_run_does_not_expire(settings: Settings) -> None:
 
 
 def test_trajectories_expire_too(settings: Settings) -> None:
-    from tasks.spec import TrajectorySpec
+    from tasks.contract.spec import TrajectorySpec
 
     store = TrajectoryStore(JobStore.from_url(settings.redis_url).r, retention_s=RETENTION_S)
     spec = TrajectorySpec.model_validate(

@@ -10,10 +10,10 @@ import time
 import redis
 from fastapi.testclient import TestClient
 
-from tasks.jobstore import JobStore
+from tasks.contract.spec import JobSpec, JobStatus, TrajectorySpec
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus, TrajectorySpec
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.records import JobStore
+from tasks.store.trajectories import TrajectoryStore
 
 
 def _spec(**labels: str) -> JobSpec:

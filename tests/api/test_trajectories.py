@@ -6,9 +6,9 @@ from __future__ import annotations
 import redis
 from fastapi.testclient import TestClient
 
+from tasks.contract.spec import EigenvectorOverlap, JobStatus, TrajectoryPoint
 from tasks.settings import Settings
-from tasks.spec import EigenvectorOverlap, JobStatus, TrajectoryPoint
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.trajectories import TrajectoryStore
 from tests.api.checks import assert_problem
 
 

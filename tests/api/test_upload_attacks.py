@@ -1,6 +1,6 @@
 """Hostile uploads are refused at the door, with the status the docs promise, a problem naming
 the member and the fix, and nothing stored; the worker's loader refuses the same bytes with
-the same checker (tasks.upload_check), and no payload ever runs."""
+the same checker (tasks.artifacts.checks), and no payload ever runs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from service.guard import MAX_JSON_DEPTH
-from tasks import upload_check
-from tasks.problem_types import uri
+from tasks.artifacts import checks as upload_check
+from tasks.contract.problem_types import uri
 from tasks.settings import Settings
 from tests import hostile
 from tests.api import files

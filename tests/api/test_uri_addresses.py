@@ -1,4 +1,4 @@
-"""Outbound http(s) dataset URIs (tasks.uris): refused addresses are refused before any
+"""Outbound http(s) dataset URIs (tasks.artifacts.uris): refused addresses are refused before any
 connection, allowed hosts are fetched from the address that was checked, redirects are checked.
 
 Nothing here leaves this machine: every test runs with a fake resolver (names map to addresses
@@ -24,9 +24,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tasks import uris
+from tasks.artifacts import uris
+from tasks.artifacts.uris import UriRejected, address_class, check_uri, open_uri, resolve_checked
 from tasks.settings import Settings
-from tasks.uris import UriRejected, address_class, check_uri, open_uri, resolve_checked
 from tests.api.checks import assert_problem
 
 BODY = b"0123456789" * 10
@@ -377,7 +377,7 @@ def test_worker_refusal_is_the_jobs_problem(net: Net, tmp_path: Path) -> None:
     error naming dataset.uri, the address class and the setting), with no connection made."""
     from types import SimpleNamespace
 
-    from tasks.spec import DatasetRef
+    from tasks.contract.spec import DatasetRef
     from tasks.worker.job import dataset_path
     from tasks.worker.loaders import LoadError
 

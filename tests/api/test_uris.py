@@ -1,4 +1,5 @@
-"""Dataset URI rules (tasks.uris), used by the gateway at submission and the worker at load."""
+"""Dataset URI rules (tasks.artifacts.uris), used by the gateway at submission and the worker
+at load."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.artifacts.uris import UriRejected, check_uri, open_uri
 from tasks.settings import Settings
-from tasks.uris import UriRejected, check_uri, open_uri
 
 
 @pytest.fixture

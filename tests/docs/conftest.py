@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.redis_server import PrivateRedis
+from tasks.store.local_redis import PrivateRedis
 from tests import databases
 from tests.integration.conftest import ROOT, Stack, start_stack
 

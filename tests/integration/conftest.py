@@ -22,7 +22,7 @@ import httpx
 import pytest
 import redis
 
-from tasks.redis_server import PrivateRedis, free_port
+from tasks.store.local_redis import PrivateRedis, free_port
 from tests import databases
 from tests.processes import wait_answering
 

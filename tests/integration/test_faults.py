@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.redis_server import PrivateRedis
+from tasks.store.local_redis import PrivateRedis
 from tests import artifacts as A
 from tests import databases
 from tests.integration.conftest import Stack, start_stack

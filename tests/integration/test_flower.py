@@ -1,4 +1,4 @@
-"""Real Flower (`celery -A tasks.celery_app flower`) watching real prefork workers.
+"""Real Flower (`celery -A tasks.app flower`) watching real prefork workers.
 
 Flower builds its task list from the workers' task events (`/api/tasks`, `/api/task/info`,
 the Tasks page) and reads task results from the result backend (`/api/task/result`). Every
@@ -27,10 +27,10 @@ import httpx
 import pytest
 import redis
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery
-from tasks.redis_server import PrivateRedis, free_port
+from tasks.app import RUN_JOB_TASK, make_celery
+from tasks.contract.spec import JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobStatus
+from tasks.store.local_redis import PrivateRedis, free_port
 from tasks.worker.runtime import WorkerRuntime
 from tests import databases
 from tests.processes import ROOT, spawn_worker, stop, worker_env
@@ -93,7 +93,7 @@ def _flower_and_worker(url: str, tmp_path: Path) -> Iterator[Service]:
         # Flower first: it sees only the events sent after its receiver is bound
         with (tmp_path / "flower.log").open("ab") as out:
             flower = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "tasks.celery_app", "flower"]
+                [sys.executable, "-m", "celery", "-A", "tasks.app", "flower"]
                 + [f"--port={port}", "--address=127.0.0.1"],
                 cwd=ROOT,
                 env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import redis
 
-from tasks.jobstore import JobStore
-from tasks.redis_server import PrivateRedis
-from tasks.spec import JobSpec, JobStatus
+from tasks.contract.spec import JobSpec, JobStatus
+from tasks.store.local_redis import PrivateRedis
+from tasks.store.records import JobStore
 from tests import databases
 from tests.processes import spawn_gateway, stop_group, wait_answering
 

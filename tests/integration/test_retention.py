@@ -13,7 +13,7 @@ import httpx
 import pytest
 import torch
 
-from tasks.redis_server import PrivateRedis
+from tasks.store.local_redis import PrivateRedis
 from tests import artifacts as A
 from tests import databases
 from tests.integration.conftest import Stack, start_stack

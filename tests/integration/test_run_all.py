@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.redis_server import free_port
+from tasks.store.local_redis import free_port
 from tests import artifacts as A
 from tests.integration.conftest import ROOT, Stack
 from tests.processes import wait_answering

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.redis_server import free_port
+from tasks.store.local_redis import free_port
 from tests.integration.conftest import ROOT
 from tests.processes import wait_answering
 

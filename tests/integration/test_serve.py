@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.redis_server import free_port
+from tasks.store.local_redis import free_port
 from tests.processes import spawn_gateway, stop_group, wait_answering
 
 pytestmark = [

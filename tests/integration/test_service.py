@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery
+from tasks.app import RUN_JOB_TASK, make_celery
 from tasks.settings import Settings
 from tests import artifacts as A
 from tests.integration.conftest import Stack

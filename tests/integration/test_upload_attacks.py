@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.problem_types import uri
+from tasks.contract.problem_types import uri
 from tests import hostile
 from tests.api import files
 from tests.integration.conftest import Stack

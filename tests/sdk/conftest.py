@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.redis_server import PrivateRedis
+from tasks.store.local_redis import PrivateRedis
 from tests import databases
 from tests.integration.conftest import Stack, start_stack
 

@@ -16,7 +16,7 @@ import pytest
 from sharpness_client import cli
 from sharpness_client._convert import arrays_to_npz, export_module
 from tasks.engine import registry
-from tasks.redis_server import free_port
+from tasks.store.local_redis import free_port
 from tests.sdk import models as M
 from tests.sdk.test_e2e_cli import SCRIPT, sharpness
 

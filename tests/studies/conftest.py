@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tasks.jobstore import JobStore
-from tasks.spec import JobSpec, JobStatus
+from tasks.contract.spec import JobSpec, JobStatus
+from tasks.store.records import JobStore
 from tests.api.conftest import api_redis_url, app, client, data_root, settings  # noqa: F401
 
 DATASET = "b" * 64

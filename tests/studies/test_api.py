@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tasks.spec import JobStatus
+from tasks.contract.spec import JobStatus
 from tests.api.checks import assert_problem
 from tests.studies.conftest import Jobs
 

@@ -12,8 +12,8 @@ import pytest
 from sharpness_client import AsyncClient, Client
 from sharpness_client.errors import NotFoundError, ValidationError
 from sharpness_client.types import Study, StudyJob, StudyPrediction
-from tasks.jobstore import JobStore
-from tasks.redis_server import PrivateRedis
+from tasks.store.local_redis import PrivateRedis
+from tasks.store.records import JobStore
 from tests import databases
 from tests.integration.conftest import Stack, start_stack
 from tests.studies.conftest import Jobs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.blobstore import BlobStore
+from tasks.store.blobs import BlobStore
 
 
 def put(blobs: BlobStore, kind: str, path: Path, **meta: object) -> str:

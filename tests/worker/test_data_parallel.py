@@ -17,9 +17,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery
+from tasks.app import RUN_JOB_TASK, make_celery
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
 from tasks.worker.job import execute
 from tasks.worker.loaders import LoadError
 from tasks.worker.parallel import rank_devices

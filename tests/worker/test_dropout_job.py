@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.engine.operator import dense_hessian
 from tasks.engine.problem import Batch, HessianProblem
-from tasks.spec import JobSpec, JobStatus
 from tasks.worker.job import execute
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A

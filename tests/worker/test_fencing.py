@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.jobstore import JobStore
-from tasks.redis_server import PrivateRedis
-from tasks.spec import (
+from tasks.contract.spec import (
     EigenvectorOverlap,
     JobSpec,
     JobStatus,
@@ -21,7 +19,9 @@ from tasks.spec import (
     TrajectoryPoint,
     TrajectorySpec,
 )
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.local_redis import PrivateRedis
+from tasks.store.records import JobStore
+from tasks.store.trajectories import TrajectoryStore
 from tasks.worker.run import StoreLink
 from tasks.worker.runtime import WorkerRuntime
 

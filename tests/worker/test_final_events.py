@@ -12,7 +12,7 @@ from celery.events import Event
 from flower.events import EventsState
 
 from tasks import final_events as fe
-from tasks.celery_app import make_celery
+from tasks.app import make_celery
 from tasks.settings import Settings
 
 

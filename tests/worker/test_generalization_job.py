@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.spec import JobSpec, JobStatus
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.worker.job import execute
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A

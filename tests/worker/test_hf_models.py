@@ -442,7 +442,7 @@ def test_a_job_names_the_input_its_given_names_leave_out(rt, tmp_path: Path) -> 
     with every input named there is no note."""
     import numpy as np
 
-    from tasks.spec import JobSpec
+    from tasks.contract.spec import JobSpec
     from tasks.worker.job import execute
     from tests import hf_seq2seq as S
     from tests.worker.blobs import put

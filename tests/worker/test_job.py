@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.jobstore import JobStore
-from tasks.spec import JobSpec, JobStatus
+from tasks.contract.spec import JobSpec, JobStatus
+from tasks.store.records import JobStore
 from tasks.worker.job import execute
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A

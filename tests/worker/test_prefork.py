@@ -1,7 +1,7 @@
 """A real worker (`python -m tasks.worker`: prefork pool, one child) against the suite's Redis.
 
 While a job computes in the child, the main process answers `celery inspect` (a real
-`celery -A tasks.celery_app` subprocess); a failed job is a FAILURE to Celery (its result and
+`celery -A tasks.app` subprocess); a failed job is a FAILURE to Celery (its result and
 the task-failed event Flower and celery-exporter read), a cancelled one REVOKED; a child
 SIGKILLed mid-job is a lost worker: the message is requeued, the worker's next child ends the
 killed attempt as worker-lost and finishes the job once; a job past the hard time limit is
@@ -34,10 +34,10 @@ import torch
 from celery import states
 from torch import nn
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery
-from tasks.redis_server import PrivateRedis
+from tasks.app import RUN_JOB_TASK, make_celery
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
+from tasks.store.local_redis import PrivateRedis
 from tasks.worker.process import CHILD_NICENESS
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
@@ -58,7 +58,7 @@ class Worker:
 
     def celery(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "tasks.celery_app", *args],
+            [sys.executable, "-m", "celery", "-A", "tasks.app", *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

@@ -11,11 +11,11 @@ import pytest
 import redis
 
 from tasks import reaper
-from tasks.jobstore import JobStore
-from tasks.redis_server import PrivateRedis
+from tasks.contract.spec import JobSpec, JobStatus, MeasureProgress
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus, MeasureProgress
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.local_redis import PrivateRedis
+from tasks.store.records import JobStore
+from tasks.store.trajectories import TrajectoryStore
 from tests import databases
 
 DB = databases.REAPER  # the sweep reads every running record in it
@@ -131,7 +131,7 @@ def test_racing_sweepers_requeue_once(store: JobStore) -> None:
 
 
 def test_a_lost_trajectory_starts_over(store: JobStore) -> None:
-    from tasks.spec import TrajectorySpec
+    from tasks.contract.spec import TrajectorySpec
 
     ts = TrajectoryStore(store.r)
     spec = TrajectorySpec.model_validate(
@@ -171,7 +171,7 @@ def test_a_queued_record_without_a_message_is_sent_one(
 ) -> None:
     """A record left queued with nothing in the broker (a Redis restarted without AOF, a
     message never sent) gets one; a queued record whose message waits is left alone."""
-    from tasks.celery_app import RUN_JOB_TASK, make_celery
+    from tasks.app import RUN_JOB_TASK, make_celery
 
     stranded, waiting = _queued(store), _queued(store)
     url = f"redis://127.0.0.1:{redis_server.port}/{DB}"

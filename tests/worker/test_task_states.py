@@ -2,7 +2,7 @@
 result backend too (the messages carry ignore_result), whoever ended the record: the run, the
 reaper, or the gateway before a worker took the message; a run that lost its record writes
 nothing. So Flower's and celery-exporter's failure alerts can fire; and `celery -A
-tasks.celery_app` finds the app."""
+tasks.app` finds the app."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import pytest
 from celery import states
 from celery.exceptions import Ignore
 
-import tasks.worker.job  # noqa: F401  registers the task on every app
+import tasks.jobs  # noqa: F401  registers the task on every app
 from tasks import reaper
-from tasks.celery_app import RUN_JOB_TASK, make_celery
+from tasks.app import RUN_JOB_TASK, make_celery
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
 from tasks.worker import run as runs
 from tasks.worker import runtime
 from tasks.worker.run import RunFailed
@@ -159,7 +159,7 @@ def test_the_reaper_ends_or_requeues_the_task_in_celery(rt: WorkerRuntime) -> No
 
 def test_celery_command_finds_the_app(redis_url: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "tasks.celery_app", "report"],
+        [sys.executable, "-m", "celery", "-A", "tasks.app", "report"],
         capture_output=True,
         text=True,
         timeout=60,

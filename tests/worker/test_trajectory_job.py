@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.spec import JobStatus, TrajectorySpec
-from tasks.trajectorystore import TrajectoryStore
+from tasks.contract.spec import JobStatus, TrajectorySpec
+from tasks.store.trajectories import TrajectoryStore
 from tasks.worker.runtime import WorkerRuntime
 from tasks.worker.trajectory_job import execute
 from tests import artifacts as A

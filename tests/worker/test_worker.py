@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from tasks.celery_app import RUN_JOB_TASK, RUN_TRAJECTORY_TASK
+from tasks.app import RUN_JOB_TASK, RUN_TRAJECTORY_TASK
+from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
-from tasks.spec import JobSpec, JobStatus
-from tasks.trajectorystore import TrajectoryStore
+from tasks.store.trajectories import TrajectoryStore
 from tasks.worker import process as worker
 from tasks.worker.run import LockKeeper
 from tasks.worker.runtime import WorkerRuntime, lock_ttl
@@ -117,7 +117,7 @@ def test_hard_time_limit_fails_the_record_and_frees_its_lock(rt: WorkerRuntime) 
 
 
 def test_hard_time_limit_fails_a_trajectory(rt: WorkerRuntime) -> None:
-    from tasks.spec import TrajectorySpec
+    from tasks.contract.spec import TrajectorySpec
 
     store = TrajectoryStore(rt.store.r)
     spec = TrajectorySpec.model_validate(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from tasks.celery_app import RUN_JOB_TASK, make_celery
-from tasks.spec import JobSpec
+from tasks.app import RUN_JOB_TASK, make_celery
+from tasks.contract.spec import JobSpec
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
 from tests.worker.blobs import put

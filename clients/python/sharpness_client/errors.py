@@ -19,7 +19,7 @@ import httpx
 from sharpness_client.types import Job, Problem
 
 PROBLEM_NAMESPACE = "urn:sharpness:problem:"
-# The kinds the service defines (its tasks/problem_types.py; a test keeps the two equal).
+# The kinds the service defines (its tasks/contract/problem_types.py; a test keeps the two equal).
 PROBLEM_KINDS = frozenset(
     {
         # the gateway

@@ -1,7 +1,7 @@
 """Open a zip archive by its directory and check every member's CRC, without extracting.
 
 Members that would land outside a folder they were extracted to (`..`, absolute paths, drive
-letters), symlinks and names given twice are refused (tasks.upload_check, which the worker
+letters), symlinks and names given twice are refused (tasks.artifacts.checks, which the worker
 runs too).
 
 A truncated upload loses the central directory at the end of the file, and flipped bytes
@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from service.blobs.formats import Refused
-from tasks.upload_check import UnsafeArchive, check_members
+from tasks.artifacts.checks import UnsafeArchive, check_members
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 

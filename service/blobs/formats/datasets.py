@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from service.blobs.formats import Refused, archive, npy, read_head, safetensors
-from tasks import datanames
-from tasks.datanames import InputsKey
+from tasks.contract import datanames
+from tasks.contract.datanames import InputsKey
 
 HOW_TO_SAVE = (
     "save numeric arrays with numpy.savez('data.npz', inputs=X, targets=y) or "
@@ -28,7 +28,7 @@ def inspect_dataset(
     stored: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """{"format", "arrays": {name: {"dtype", "shape"}}, "num_examples", "inputs_key",
-    "targets_key"} with the names resolved (tasks.datanames), or Refused."""
+    "targets_key"} with the names resolved (tasks.contract.datanames), or Refused."""
     size, head = read_head(path, label)
     if archive.is_zip(head):
         fmt, arrays = "npz", _npz_arrays(path, label, max_uncompressed)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from service.blobs.formats import Refused, archive, read_head, safetensors
-from tasks import hf_checkpoint as hf
-from tasks.upload_check import UnsafeArchive, check_pt2, check_torchscript
+from tasks.artifacts import hf_checkpoint as hf
+from tasks.artifacts.checks import UnsafeArchive, check_pt2, check_torchscript
 
 DYNAMIC_BATCH = "dynamic_shapes=({0: torch.export.Dim('batch')},)"
 

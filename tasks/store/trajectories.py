@@ -1,4 +1,4 @@
-"""Trajectory records in Redis: the run-record layout of tasks.jobstore under their own keys.
+"""Trajectory records in Redis: the run-record layout of tasks.store.records under their own keys.
 
     trajectory:{id}     hash: spec, status, queue, created_at, started_at, finished_at, error,
                         worker, device, versions, attempts, cancel_requested, points (JSON
@@ -7,7 +7,7 @@
     idem:trajectory:{key}   trajectory id created under an Idempotency-Key (24 h)
     enqueued:{id}, lock:{id}   as for jobs (ids are unique uuids)
     trajectories:status:{status}, trajectories:queued:{queue}, trajectories:ended
-                        the per-status indexes, kept as for jobs (tasks.jobstore)
+                        the per-status indexes, kept as for jobs (tasks.store.records)
 
 Ended trajectories expire after SHARPNESS_RETENTION_DAYS like jobs; their runs are counted in
 the same `metrics:*` hashes with kind `trajectory`.
@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.jobstore import PREFIX, RecordStore
-from tasks.spec import (
+from tasks.contract.spec import (
     EigenvectorOverlap,
     MeasureProgress,
     Trajectory,
     TrajectoryPoint,
     TrajectorySpec,
 )
+from tasks.store.records import PREFIX, RecordStore
 
 
 class TrajectoryStore(RecordStore[Trajectory, TrajectorySpec]):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tasks.datanames import validate_inputs_key
+from tasks.contract.datanames import validate_inputs_key
 from tasks.engine import registry
 
 MODEL_ID_PATTERN = r"^[0-9a-f]{64}$"
@@ -322,7 +322,7 @@ class Attempt(BaseModel):
 class RunRecord(BaseModel):
     """What every run (a job, a trajectory) records of its lifecycle: queued → running →
     succeeded, failed or cancelled, each attempt, and who ran it. The stores write these
-    fields the same way for every kind (tasks/jobstore.py RecordStore)."""
+    fields the same way for every kind (tasks/store/records.py RecordStore)."""
 
     id: str
     status: JobStatus

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tasks.upload_check import UnsafeArchive, check_members
+from tasks.artifacts.checks import UnsafeArchive, check_members
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -76,7 +76,7 @@ def is_checkpoint_zip(names: list[str]) -> bool:
 
 def layout(zf: zipfile.ZipFile, label: str) -> Layout:
     """Find config.json and its weights; refuse pickled weights and code anywhere in the zip,
-    and members that point outside it (tasks.upload_check.check_members)."""
+    and members that point outside it (tasks.artifacts.checks.check_members)."""
     try:
         check_members(zf, label)
     except UnsafeArchive as e:

@@ -1,7 +1,7 @@
 """Run records in Redis, shared by the gateway (creates, reads, cancels) and the worker.
 
 Every Redis key of jobs, trajectories and workers is spelled in this module and in
-tasks.trajectorystore; everything else goes through the stores' methods.
+tasks.store.trajectories; everything else goes through the stores' methods.
 
 Layout (prefix `sharpness:`):
     job:{id}            hash: spec, status, queue, created_at, started_at, finished_at, results,
@@ -77,9 +77,9 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import redis
 
-from tasks import problem_types
+from tasks.contract import problem_types
+from tasks.contract.spec import Job, JobSpec, JobStatus, MeasureProgress, MeasureResult, Problem
 from tasks.settings import get_settings
-from tasks.spec import Job, JobSpec, JobStatus, MeasureProgress, MeasureResult, Problem
 
 PREFIX = "sharpness:"
 # kombu's Redis transport: unacknowledged messages by delivery tag, and their times

@@ -12,7 +12,7 @@ Why each setting:
   A per-job lock and the terminal-state check in the task are the guard that a redelivered
   message never runs a finished job again.
 
-`celery -A tasks.celery_app inspect active` (or `status`, `events`, Flower) finds the app as
+`celery -A tasks.app inspect active` (or `status`, `events`, Flower) finds the app as
 this module's `app`, made on first use from the SHARPNESS_ settings of the environment.
 
 Task states tell the record's truth. A record's Celery task (its id is the record's id) ends
@@ -56,7 +56,7 @@ QUEUES = ("gpu", "cpu")
 # a record's terminal status -> the Celery state its task ends in
 TASK_STATES = {"succeeded": states.SUCCESS, "failed": states.FAILURE, "cancelled": states.REVOKED}
 
-log = logging.getLogger("tasks.celery_app")
+log = logging.getLogger("tasks.app")
 
 
 def queue_for(device: str) -> str:
@@ -171,7 +171,7 @@ def default_node() -> str:
 
 
 def __getattr__(name: str) -> Celery:
-    """`tasks.celery_app.app` (and `.celery`), for `celery -A tasks.celery_app ...`: made on
+    """`tasks.app.app` (and `.celery`), for `celery -A tasks.app ...`: made on
     first use, so importing this module reads no settings and connects to nothing."""
     if name in ("app", "celery"):
         global _app
