@@ -8,6 +8,7 @@ except the heartbeat (1 s here, 5 s by default: reaping then takes about 25 s in
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -42,8 +43,8 @@ def fault_stack(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Stack]:
     s.stop()
 
 
-def _submit(s: Stack, tmp_path: Path, num_hvps: int = 2_000) -> str:
-    x, y = A.data(n=64, seed=7)
+def _submit(s: Stack, tmp_path: Path, num_hvps: int = 2_000, n: int = 64) -> str:
+    x, y = A.data(n=n, seed=7)
     model_id = s.upload_id("models", A.export(A.mlp(seed=7), tmp_path / "m.pt2", 4))
     data_id = s.upload_id("datasets", A.save_npz(tmp_path / "d.npz", x, y))
     return s.submit(  # a few seconds of Hutchinson probes, reporting as it goes
@@ -421,9 +422,10 @@ def test_a_stale_run_woken_after_a_requeue_writes_nothing(
 
 
 # ------------------------------------------------------------------ a long Redis outage
-def _hvps_per_second(s: Stack, tmp_path: Path) -> float:
-    """How fast this machine computes the fault jobs' HVPs now (a short job, timed)."""
-    done = s.wait(_submit(s, tmp_path, num_hvps=1_000), timeout_s=240)
+def _hvps_per_second(s: Stack, tmp_path: Path, n: int = 64) -> float:
+    """How fast this machine computes the fault jobs' HVPs (over `n` samples) now (a short
+    job, timed)."""
+    done = s.wait(_submit(s, tmp_path, num_hvps=1_000, n=n), timeout_s=240)
     assert done["status"] == "succeeded", done["error"]
     trace = done["results"]["trace"]
     return trace["hvps"] / max(trace["seconds"], 1e-3)
@@ -437,9 +439,11 @@ def _outage_mid_job(own_redis: PrivateRedis, tmp_path: Path, outage_s: float) ->
     limits = {"soft_time_limit_s": 1_200, "hard_time_limit_s": 1_260, "visibility_timeout_s": 1_400}
     s = start_stack(own_redis, 0, tmp_path / "service", **limits)
     try:
-        rate = _hvps_per_second(s, tmp_path)
-        num_hvps = int(rate * (outage_s + 40))  # still computing when Redis is back
-        job_id = _submit(s, tmp_path, num_hvps=num_hvps)
+        # still computing when Redis is back, within the measure's 100,000 products: more
+        # samples per product when this machine is fast
+        n = 64 * math.ceil(_hvps_per_second(s, tmp_path) * (outage_s + 40) / 50_000)
+        num_hvps = int(_hvps_per_second(s, tmp_path, n) * (outage_s + 40))
+        job_id = _submit(s, tmp_path, num_hvps=num_hvps, n=n)
         s.wait(job_id, until={"running"}, poll_s=0.02)
         deadline = time.monotonic() + 60
         while (before := s.job(job_id))["progress"]["trace"]["iteration"] == 0:
