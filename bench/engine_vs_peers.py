@@ -303,7 +303,7 @@ def trace_errors(H: torch.Tensor, seeds: int) -> dict[str, list[float]]:
     from curvlinops.trace.hutchinson import hutchinson_trace
     from curvlinops.trace.meyer2020hutch import hutchpp_trace
 
-    from tasks.engine.operator import MatrixOperator
+    from tasks.engine.linear_operator import MatrixOperator
     from tasks.engine.trace import block_krylov, hutchinson, hutchpp
     from tasks.engine.trace import xtrace as our_xtrace
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 import bench
-from tasks.engine.operator import MatrixOperator
+from tasks.engine.linear_operator import MatrixOperator
 from tasks.engine.trace import TraceEstimate, block_krylov, hutchinson, hutchpp, xtrace
 
 DIM = 1000

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from tasks.engine.problem import Batch, Inputs, _map
+from tasks.engine.batch import Batch, Inputs, map_inputs
 
 #: A source is kept resident on the device when it needs at most this share of the memory
 #: the device has available (the rest is left to activations, graphs and the eigensolver).
@@ -94,7 +94,7 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
             t = t.pin_memory()
         return t.to(device, non_blocking=True)
 
-    return Batch(_map(batch.inputs, move), move(batch.targets))
+    return Batch(map_inputs(batch.inputs, move), move(batch.targets))
 
 
 def available_bytes(device: torch.device) -> int:

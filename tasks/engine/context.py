@@ -34,7 +34,10 @@ from typing import Any
 from torch import Tensor
 
 from tasks.engine.cancel import Cancelled, cancellable, checkpoint
+from tasks.engine.ggn import GGNOperator
+from tasks.engine.initial import initial_vector
 from tasks.engine.linear_operator import LinearOperator
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 
 __all__ = ["Cancelled", "MeasureContext", "cancellable", "checkpoint"]
@@ -56,21 +59,15 @@ class MeasureContext:
         device and dtype; None when no initial parameters were given."""
         if self.initial_params is None:
             return None
-        from tasks.engine.initial import initial_vector
-
         return initial_vector(self.problem, self.initial_params)
 
     def operator(self, params: object = None) -> LinearOperator:
         """The curvature operator a measure's `params` ask for (`curvature`, default Hessian)."""
         curvature = getattr(params, "curvature", "hessian")
         if curvature == "ggn":
-            from tasks.engine.ggn import GGNOperator
-
             return self.problem.across_ranks(GGNOperator(self.problem, backend=self.hvp_backend))
         if curvature != "hessian":
             raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
-        from tasks.engine.operator import HessianOperator
-
         return self.problem.across_ranks(HessianOperator(self.problem, backend=self.hvp_backend))
 
     def step(self, iteration: int, estimate: Any = None, **extra: Any) -> None:

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from tasks.engine.lanczos import lanczos_tridiagonal
 from tasks.engine.linear_operator import LinearOperator, as_operator
+from tasks.engine.trace.common import t_quantile
 from tasks.engine.trace.rounding import operator_dtype, unit_roundoff
 
 if TYPE_CHECKING:
@@ -196,8 +197,6 @@ def _rank_interval(
     the brackets at the threshold itself, flattened (lows and highs in turn), when `low` and
     `high` are the brackets moved out by the rounding: their spread counts too, so the
     interval contains the unrounded one."""
-    from tasks.engine.trace import t_quantile
-
     lo = torch.tensor(low, dtype=torch.float64)
     hi = torch.tensor(high, dtype=torch.float64)
     n = lo.numel()

@@ -1,9 +1,14 @@
 """The one interface every curvature estimator sees: a symmetric matrix through its products.
 
-`HessianOperator` and `MatrixOperator` (tasks.engine.operator), `GGNOperator`
-(tasks.engine.ggn) and `PreconditionedOperator` (tasks.engine.preconditioner) all satisfy
-`LinearOperator`; Lanczos, the trace estimators and SLQ are written against it alone.
-`as_operator` lets an estimator take a dense tensor too (wrapped in a `MatrixOperator`).
+`HessianOperator` (tasks.engine.operator), `GGNOperator` (tasks.engine.ggn),
+`PreconditionedOperator` (tasks.engine.preconditioner), `AllReducedOperator`
+(tasks.engine.distributed) and `MatrixOperator` (here) all satisfy `LinearOperator`; Lanczos,
+the trace estimators and SLQ are written against it alone. `as_operator` lets an estimator
+take a dense tensor too (wrapped in a `MatrixOperator`).
+
+The protocol's members are read-only properties: an estimator only reads them, and an
+operator may hold them as plain attributes or compute them (a wrapper's `hvps` is its inner
+operator's), with a device that is a `torch.device` or its name.
 """
 
 from __future__ import annotations
@@ -21,21 +26,51 @@ class LinearOperator(Protocol):
     `hvps` counts the products computed so far (one per column), `seconds` the time spent in
     them."""
 
-    dim: int
-    dtype: torch.dtype
-    device: torch.device | str
-    hvps: int
-    seconds: float
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def device(self) -> torch.device | str: ...
+
+    @property
+    def hvps(self) -> int: ...
+
+    @property
+    def seconds(self) -> float: ...
 
     def matvec(self, v: Tensor) -> Tensor: ...
 
     def matmat(self, V: Tensor) -> Tensor: ...
 
 
+class MatrixOperator:
+    """A dense symmetric matrix behind the same interface (tests, small exact problems, and a
+    dense tensor handed to an estimator through `as_operator`)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError("expected a square matrix")
+        self.matrix = matrix.double()
+        self.dim = int(matrix.shape[0])
+        self.dtype = torch.float64
+        self.device = matrix.device
+        self.hvps = 0
+        self.seconds = 0.0  # products of a dense matrix are not timed
+
+    def matvec(self, v: Tensor) -> Tensor:
+        self.hvps += 1
+        return self.matrix @ v.double()
+
+    def matmat(self, V: Tensor) -> Tensor:
+        self.hvps += V.shape[1]
+        return self.matrix @ V.double()
+
+
 def as_operator(operator: LinearOperator | Tensor) -> LinearOperator:
     """The operator itself, or a dense square tensor wrapped in a `MatrixOperator`."""
     if isinstance(operator, Tensor):
-        from tasks.engine.operator import MatrixOperator
-
         return MatrixOperator(operator)
     return operator

@@ -36,13 +36,14 @@ import contextlib
 import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from tasks.engine import exported
+from tasks.engine.batch import Batch, Inputs, input_tensors
+from tasks.engine.batches import DeviceBatches
 from tasks.engine.cancel import checkpoint
 from tasks.engine.losses import ClassDim, LossName, Objective
 from tasks.engine.parameters import parameter_blocks, select_parameters, tie_aliases
@@ -65,67 +66,10 @@ __all__ = [
 ]
 
 Mode = Literal["eval", "train"]
-Inputs = Tensor | tuple[Tensor, ...] | dict[str, Tensor]
 
 
 class TrainModeWarning(UserWarning):
     """Raised as a warning when curvature is measured in train mode."""
-
-
-def _tensors(inputs: Inputs) -> list[Tensor]:
-    if isinstance(inputs, Tensor):
-        return [inputs]
-    if isinstance(inputs, Mapping):
-        return list(inputs.values())
-    return list(inputs)
-
-
-def _map(inputs: Inputs, fn: Callable[[Tensor], Tensor]) -> Inputs:
-    if isinstance(inputs, Tensor):
-        return fn(inputs)
-    if isinstance(inputs, Mapping):
-        return {k: fn(v) for k, v in inputs.items()}
-    return tuple(fn(v) for v in inputs)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Inputs (a tensor, a tuple of positional tensors or a dict of keyword tensors, all with
-    the examples on dim 0) and the targets of the same examples."""
-
-    inputs: Inputs
-    targets: Tensor
-
-    @property
-    def size(self) -> int:
-        return int(_tensors(self.inputs)[0].shape[0])
-
-    def __iter__(self) -> Iterator[Any]:  # a batch unpacks as the pair (inputs, targets)
-        return iter((self.inputs, self.targets))
-
-    def __getitem__(self, index: int) -> Any:
-        return (self.inputs, self.targets)[index]
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(_map(self.inputs, lambda t: t.to(device)), self.targets.to(device))
-
-    def slice(self, start: int, stop: int) -> Batch:
-        return Batch(_map(self.inputs, lambda t: t[start:stop]), self.targets[start:stop])
-
-    @staticmethod
-    def concat(batches: Sequence[Batch]) -> Batch:
-        """One batch of all examples of `batches`, in order."""
-        first = batches[0].inputs
-        if isinstance(first, Tensor):
-            inputs: Inputs = torch.cat([b.inputs for b in batches])  # type: ignore[misc]
-        elif isinstance(first, Mapping):
-            inputs = {k: torch.cat([b.inputs[k] for b in batches]) for k in first}  # type: ignore[index]
-        else:
-            inputs = tuple(
-                torch.cat([b.inputs[i] for b in batches])  # type: ignore[index]
-                for i in range(len(first))
-            )
-        return Batch(inputs, torch.cat([b.targets for b in batches]))
 
 
 def call_module(module: nn.Module, inputs: Inputs) -> Any:
@@ -258,7 +202,7 @@ def batch_key(batch: Batch) -> int:
     cached = batch.__dict__.get("_key")
     if cached is not None:
         return cached
-    tensors = [*_tensors(batch.inputs), batch.targets]
+    tensors = [*input_tensors(batch.inputs), batch.targets]
     sums = []
     for t in tensors:
         values = _as_int64(t).remainder(_VALUE_MOD)
@@ -311,8 +255,6 @@ class HessianProblem:
         self.aliases = tie_aliases(self.module)
         self.device = torch.device(device) if device is not None else self._model_device()
         self.module.to(self.device)
-        from tasks.engine.batches import DeviceBatches
-
         # a list is moved to the device now; a BatchSource (tasks.engine.batches) too when it
         # fits, else its batches are read and moved one at a time on every pass
         self.batches = DeviceBatches(batches, self.device, resident)

@@ -64,6 +64,7 @@ from torch import Tensor
 
 from tasks.engine.lanczos import ROUNDING_FACTOR
 from tasks.engine.problem import Batch, HessianProblem
+from tasks.engine.trace.common import t_quantile
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext
@@ -371,8 +372,6 @@ def sharpness(
     level = ROUNDING_FACTOR * (max(measured) + eps * sum(stored) / len(stored))
     ci = None
     if se is not None:
-        from tasks.engine.trace import t_quantile
-
         half = t_quantile(len(increases)) * se + level
         ci = (value - half, value + half)
     err_inc = (

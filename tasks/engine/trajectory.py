@@ -35,14 +35,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from tasks.engine.context import MeasureContext
-    from tasks.engine.problem import HessianProblem
+from tasks.engine.context import MeasureContext
+from tasks.engine.lanczos import lanczos
+from tasks.engine.measures.base import attributes
+from tasks.engine.operator import HessianOperator
+from tasks.engine.preconditioner import PreconditionedOperator
+from tasks.engine.problem import HessianProblem
+from tasks.engine.stability import edge
+from tasks.engine.stability import stability_ratio as ratio_of
 
 NamedShapes = list[tuple[str, tuple[int, ...]]]
 
@@ -147,11 +152,6 @@ def top_eigenpairs(
 
     With `preconditioner` (diag P, flat): the eigenpairs of P⁻¹H, by Lanczos on D H D
     (D = P^{−1/2}); the eigenvectors returned are D y, normalised (P⁻¹H's, in parameter space)."""
-    from tasks.engine.lanczos import lanczos
-    from tasks.engine.measures.base import attributes
-    from tasks.engine.operator import HessianOperator
-    from tasks.engine.preconditioner import PreconditionedOperator
-
     hessian = HessianOperator(problem, backend=hvp_backend)
     op = hessian if preconditioner is None else PreconditionedOperator(hessian, preconditioner)
     res = lanczos(op, k=k, tol=tol, max_iter=max_iter, return_eigenvectors=True, seed=seed, ctx=ctx)
@@ -214,9 +214,6 @@ class TrajectoryTracker:
 
         `optimizer`: {"name": "gd" | "sgd" | "adam", "momentum", "nesterov", "beta1"} (GD when
         None). For adam, `pairs` are those of P⁻¹H and `hessian_lambda_max` is λmax of H."""
-        from tasks.engine.stability import edge
-        from tasks.engine.stability import stability_ratio as ratio_of
-
         self.check(shapes)
         opt = {"name": "gd", **(optimizer or {})}
         e = edge(

@@ -17,7 +17,7 @@ from service.plots.study import render_study_scatter
 from service.plots.trajectory import render_trajectory
 from tasks.contract.spec import JobStatus
 from tasks.engine.density import slq
-from tasks.engine.operator import MatrixOperator
+from tasks.engine.linear_operator import MatrixOperator
 from tasks.settings import Settings
 from tasks.store.records import JobStore
 from tests.api.checks import assert_problem

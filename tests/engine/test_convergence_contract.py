@@ -29,11 +29,11 @@ from tasks.engine.convergence import (
     rounding,
     worst,
 )
-from tasks.engine.operator import dense_hessian
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.engine.trajectory import top_eigenpairs
 from tests.engine.models import make
+from tests.engine.reference import dense_hessian
 
 # (measure, params, what converged must be: True, False or None; None in the third place
 # means either True or None is accepted)

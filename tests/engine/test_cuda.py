@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from tasks.engine.batches import BatchSource, DeviceBatches, _to_device
-from tasks.engine.operator import HessianOperator, dense_hessian
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import Batch, HessianProblem
 from tasks.engine.runner import run_measure
 from tests.engine.models import make
+from tests.engine.reference import dense_hessian
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -14,10 +14,10 @@ import torch.multiprocessing as mp
 
 from tasks.engine.batches import BatchSource
 from tasks.engine.distributed import free_port, shard, shard_ranges
-from tasks.engine.operator import dense_hessian
 from tasks.engine.problem import Batch, HessianProblem
 from tasks.engine.runner import run_measure
 from tests.engine import models as M
+from tests.engine.reference import dense_hessian
 
 REL = 1e-10
 MEASURES: dict[str, dict[str, Any]] = {

@@ -18,9 +18,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
-from tasks.engine.operator import HessianOperator, dense_hessian
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import Batch, HessianProblem, batch_key
 from tasks.engine.runner import run_measure
+from tests.engine.reference import dense_hessian
 
 pytestmark = pytest.mark.filterwarnings("ignore::tasks.engine.problem.TrainModeWarning")
 

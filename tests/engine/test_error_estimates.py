@@ -16,9 +16,10 @@ import torch
 
 from tasks.engine.convergence import ROUNDING_MULTIPLE
 from tasks.engine.lanczos import NotConvergedWarning, lanczos, rounding_level
-from tasks.engine.operator import HessianOperator, dense_hessian
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tests.engine.models import SmallCNN, data, make
+from tests.engine.reference import dense_hessian
 
 EPS32 = torch.finfo(torch.float32).eps
 

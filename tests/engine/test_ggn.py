@@ -10,11 +10,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from tasks.engine.ggn import GGNOperator
-from tasks.engine.operator import MatrixOperator, dense_hessian
+from tasks.engine.linear_operator import MatrixOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.engine.trace import frobenius
 from tests.engine.models import MLP
+from tests.engine.reference import dense_hessian
 
 
 def dense_ggn(problem: HessianProblem) -> Tensor:

@@ -9,12 +9,13 @@ import torch
 from tasks.engine.density import slq
 from tasks.engine.ggn import GGNOperator
 from tasks.engine.lanczos import lanczos
-from tasks.engine.linear_operator import LinearOperator, as_operator
-from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.linear_operator import LinearOperator, MatrixOperator, as_operator
+from tasks.engine.operator import HessianOperator
 from tasks.engine.preconditioner import PreconditionedOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.trace import block_krylov, frobenius, hutchinson, hutchpp, xtrace
 from tests.engine.models import make
+from tests.engine.reference import dense_hessian
 
 
 def _problem() -> HessianProblem:

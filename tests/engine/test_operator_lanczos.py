@@ -9,9 +9,11 @@ import torch
 
 from tasks.engine.context import Cancelled, MeasureContext
 from tasks.engine.lanczos import NotConvergedWarning, lanczos
-from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.linear_operator import MatrixOperator
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tests.engine.models import MLP, data, make
+from tests.engine.reference import dense_hessian
 
 MODELS = ["mlp_tanh", "mlp_relu", "cnn_bn", "tied", "residual", "transformer"]
 

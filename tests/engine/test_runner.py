@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from tasks.engine import registry
 from tasks.engine.context import Cancelled
-from tasks.engine.operator import dense_hessian
 from tasks.engine.problem import HessianProblem, TrainModeWarning
 from tasks.engine.runner import run_measure
 from tests.engine.models import make
+from tests.engine.reference import dense_hessian
 
 QUICK = {
     "lambda_max": {"tol": 1e-8, "most_negative": True},

@@ -7,10 +7,11 @@ import torch
 from torch import Tensor, nn
 
 from tasks.engine.lanczos import lanczos
-from tasks.engine.operator import HessianOperator, dense_hessian
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.sharpness import apgd, checkpoints, halve_at_checkpoint, sharpness
 from tests.engine.models import MLP, data
+from tests.engine.reference import dense_hessian
 
 
 class Scale(nn.Module):

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from tasks.engine.operator import dense_hessian
 from tasks.engine.preconditioner import OptimizerStateError
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.engine.stability import edge, edge_split, stability_ratio
 from tests.engine.models import MLP, mlp_problem
+from tests.engine.reference import dense_hessian
 
 
 def test_momentum_edge_at_beta_09_and_eta_01() -> None:

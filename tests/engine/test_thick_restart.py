@@ -22,9 +22,11 @@ from tasks.engine.lanczos import (
     default_max_basis,
     lanczos,
 )
-from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.linear_operator import MatrixOperator
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tests.engine.models import make, spectrum_matrix
+from tests.engine.reference import dense_hessian
 
 F64 = torch.float64
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tasks.engine.density import slq
-from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.linear_operator import MatrixOperator
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.trace import (
     block_krylov,
@@ -19,6 +20,7 @@ from tasks.engine.trace import (
     xtrace,
 )
 from tests.engine.models import make, spectrum_matrix
+from tests.engine.reference import dense_hessian
 
 F64 = torch.float64
 

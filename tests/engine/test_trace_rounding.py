@@ -15,11 +15,13 @@ import torch
 
 from tasks.engine.convergence import ROUNDING_MULTIPLE
 from tasks.engine.lanczos import NotConvergedWarning
-from tasks.engine.operator import HessianOperator, MatrixOperator, dense_hessian
+from tasks.engine.linear_operator import MatrixOperator
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.engine.trace import block_krylov, frobenius, hutchinson, hutchpp, xtrace
 from tests.engine.models import SmallCNN, data, make, spectrum_matrix
+from tests.engine.reference import dense_hessian
 
 F64 = torch.float64
 EPS32 = torch.finfo(torch.float32).eps

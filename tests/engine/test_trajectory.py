@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks.engine.lanczos import lanczos
-from tasks.engine.operator import MatrixOperator, dense_hessian
+from tasks.engine.linear_operator import MatrixOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.trajectory import (
     ShapeMismatch,
@@ -23,6 +23,7 @@ from tasks.engine.trajectory import (
 )
 from tests.checkpoints import sgd_checkpoints
 from tests.engine.models import MLP, data
+from tests.engine.reference import dense_hessian
 
 DIM = 12
 EIGS = torch.tensor([9.0, 7.0, 5.0, 3.0] + [1.0 / (i + 2) for i in range(DIM - 4)]).double()

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from sharpness_client import Client, NotFoundError
-from tasks.engine.operator import dense_hessian
 from tasks.engine.problem import HessianProblem
 from tests import artifacts as A
 from tests.checkpoints import sgd_checkpoints
+from tests.engine.reference import dense_hessian
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ def data(n: int = 48, features: int = IN, seed: int = 0) -> tuple[np.ndarray, np
 
 def dense_spectrum(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int) -> torch.Tensor:
     """Eigenvalues of the exact Hessian of the mean loss, in float64."""
-    from tasks.engine.operator import dense_hessian
     from tasks.engine.problem import HessianProblem
+    from tests.engine.reference import dense_hessian
 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     batches = [(xt[i : i + batch], yt[i : i + batch]) for i in range(0, len(xt), batch)]

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from tasks.contract.spec import JobSpec, JobStatus
-from tasks.engine.operator import dense_hessian
 from tasks.engine.problem import Batch, HessianProblem
 from tasks.worker.job import execute
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
+from tests.engine.reference import dense_hessian
 from tests.worker.blobs import put
 
 pytestmark = pytest.mark.filterwarnings("ignore::tasks.engine.problem.TrainModeWarning")

@@ -252,10 +252,10 @@ def test_seq2seq_checkpoint_measures_exactly_with_padded_targets(
     cut in batches, equal the model's own token-mean loss and its dense float64 Hessian."""
     import numpy as np
 
-    from tasks.engine.operator import dense_hessian
     from tasks.engine.problem import HessianProblem
     from tasks.worker.datasets import load_dataset, probe
     from tests import hf_seq2seq as S
+    from tests.engine.reference import dense_hessian
 
     model = getattr(S, family)(seed=11)
     folder = H.save(model, tmp_path / family)
@@ -354,10 +354,10 @@ def test_seq2seq_without_decoder_inputs_shifts_the_labels_as_the_model_does(
     model's own given those labels, and the Hessian block its dense float64 Hessian."""
     import numpy as np
 
-    from tasks.engine.operator import dense_hessian
     from tasks.engine.problem import HessianProblem
     from tasks.worker.datasets import load_dataset, probe
     from tests import hf_seq2seq as S
+    from tests.engine.reference import dense_hessian
 
     model = getattr(S, family)(seed=12)
     loaded = _load(_zip(H.save(model, tmp_path / family), tmp_path))

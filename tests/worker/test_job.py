@@ -124,8 +124,8 @@ def test_job_with_adam_state_measures_the_preconditioned_sharpness(
     dense P^{-1/2} H P^{-1/2} of the same float64 model."""
     from safetensors.torch import save_file
 
-    from tasks.engine.operator import dense_hessian
     from tasks.engine.problem import HessianProblem
+    from tests.engine.reference import dense_hessian
     from tests.worker.test_trajectory_job import _adam_run
 
     xn, yn = A.data(n=32)

@@ -16,10 +16,11 @@ import torch
 from safetensors.numpy import save_file
 
 from tasks.engine.batches import BatchSource, DeviceBatches
-from tasks.engine.operator import HessianOperator, dense_hessian
+from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import Batch, HessianProblem
 from tasks.worker.datasets import load_dataset
 from tests.engine import models as M
+from tests.engine.reference import dense_hessian
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -172,8 +172,8 @@ def test_adam_trajectory_uses_the_preconditioned_sharpness(
 ) -> None:
     from safetensors.torch import save_file
 
-    from tasks.engine.operator import dense_hessian
     from tasks.engine.problem import HessianProblem
+    from tests.engine.reference import dense_hessian
 
     xn, yn = A.data(n=32)
     x, y = torch.from_numpy(xn).double(), torch.from_numpy(yn)
