@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -19,13 +19,23 @@ from tasks.contract.spec import Job, JobPage, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+Responses = dict[int | str, dict[str, Any]]
+SUBMIT_RESPONSES: Responses = {
+    **problems(400, 409, 413, 422, 503),
+    **{status: entry for status, entry in consumers.SUBMIT_WARNING.items()},
+}
+CANCEL_RESPONSES: Responses = {
+    202: {"model": Job, "description": "Running: the worker will stop it"},
+    **problems(404, 409, 422),
+}
+
 
 @router.post(
     "",
     status_code=202,
     response_model=Job,
     summary="Submit a job",
-    responses=problems(400, 409, 413, 422, 503) | consumers.SUBMIT_WARNING,
+    responses=SUBMIT_RESPONSES,
 )
 async def submit_job(
     spec: JobSpec,
@@ -102,8 +112,7 @@ async def get_job(
     "/{id}/cancel",
     response_model=Job,
     summary="Cancel a job",
-    responses={202: {"model": Job, "description": "Running: the worker will stop it"}}
-    | problems(404, 409, 422),
+    responses=CANCEL_RESPONSES,
 )
 def cancel_job(
     job: ExistingJob,

@@ -1,4 +1,6 @@
-"""Request and response shapes of /v1/studies (the logic lives beside, in service/studies)."""
+"""Request and response shapes of /v1/studies. The statistics (tasks/studies) write plain
+dataclasses of the same fields (tasks/studies/results.py); service.py validates them into
+these models, which carry the descriptions the API documents."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-Target = Literal["accuracy_gap", "loss_gap"]
+from tasks.studies.results import MIN_MODELS, Target
+
 HpValue = StrictInt | StrictFloat | StrictStr
-MIN_MODELS = 4
 MAX_JOBS = 500
 
 

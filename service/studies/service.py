@@ -16,12 +16,20 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
-from service.studies.analysis import Outcome, analyse
-from service.studies.members import MemberData, member_data
-from service.studies.schemas import MIN_MODELS, Study, StudyMember, StudySummary
+from service.studies.schemas import (
+    MemberPrediction,
+    Study,
+    StudyAnalysis,
+    StudyJob,
+    StudyMember,
+    StudySummary,
+)
 from service.studies.store import StudyRecord, StudyStore
 from tasks.contract.spec import Job, Prediction, StudyPrediction
 from tasks.store.records import JobStore
+from tasks.studies.analysis import Outcome, analyse
+from tasks.studies.members import member_data
+from tasks.studies.results import MIN_MODELS, MemberData, MemberEntry
 
 CACHE_SIZE = 128
 BOUND_MEASURE = "pacbayes_bound"
@@ -73,11 +81,32 @@ def _status(members: list[MemberData], outcome: Outcome | None) -> tuple[str, st
     )
 
 
+def _entry(job: StudyJob) -> MemberEntry:
+    """A member as the statistics read it."""
+    return MemberEntry(
+        job=job.job,
+        hyperparameters=dict(job.hyperparameters),
+        test_accuracy=job.test_accuracy,
+        test_loss=job.test_loss,
+        group=job.group,
+    )
+
+
+def _members(record: StudyRecord, jobs: JobStore) -> list[MemberData]:
+    return [member_data(_entry(e), jobs.get(e.job), record.target) for e in record.jobs]
+
+
 def evaluate(record: StudyRecord, jobs: JobStore) -> tuple[Study, Outcome | None]:
-    members = [member_data(e, jobs.get(e.job), record.target) for e in record.jobs]
+    """The study as the API shows it, and the statistics' outcome it rests on (None until
+    enough members have gaps). Reads Redis and may run the analysis: call it from a worker
+    thread, not on the event loop."""
+    members = _members(record, jobs)
     outcome = _analysis(members, record)
     status, message = _status(members, outcome)
-    predictions = outcome.predictions if outcome else {}
+    predictions = {
+        job: MemberPrediction.model_validate(asdict(p))
+        for job, p in (outcome.predictions if outcome else {}).items()
+    }
     study = Study(
         id=record.id,
         name=record.name,
@@ -102,7 +131,7 @@ def evaluate(record: StudyRecord, jobs: JobStore) -> tuple[Study, Outcome | None
             )
             for e, m in zip(record.jobs, members, strict=True)
         ],
-        analysis=outcome.analysis if outcome else None,
+        analysis=StudyAnalysis.model_validate(asdict(outcome.analysis)) if outcome else None,
     )
     return study, outcome
 
@@ -119,7 +148,7 @@ def plot_data(
     reports = {r.name: r for r in outcome.analysis.measures + outcome.analysis.baselines}
     if measure not in reports or (baseline is not None and baseline not in reports):
         return None
-    members = [member_data(e, jobs.get(e.job), record.target) for e in record.jobs]
+    members = _members(record, jobs)
     observed = [m for m in members if m.state == "observed"]
 
     def values(name: str) -> list[float | None]:

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from service.studies.conformal import clip, jackknife_plus, loo_interval
-from service.studies.predictor import nested_loo
+from tasks.studies.conformal import clip, jackknife_plus, loo_interval
+from tasks.studies.predictor import nested_loo
 
 N = 10
 REPS = 1000

@@ -12,10 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from service.studies.analysis import _noise_floor, analyse
-from service.studies.baselines import baseline_values
-from service.studies.members import MemberData
-from service.studies.significance import ALPHA
+from tasks.studies.analysis import _noise_floor, analyse
+from tasks.studies.baselines import baseline_values
+from tasks.studies.results import MemberData
+from tasks.studies.significance import ALPHA
 
 LRS = [0.1, 0.05, 0.02, 0.01, 0.005]
 

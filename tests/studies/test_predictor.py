@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.studies.predictor import (
+from tasks.studies.predictor import (
     constant_loo,
     feature_columns,
     loo_predictions,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from service.studies.ranking import (
+from tasks.studies.ranking import (
     conditional_mutual_information,
     granulated_kendall,
     kendall_tau_b,

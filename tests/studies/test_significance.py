@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from service.studies import significance as sig
-from service.studies.predictor import loo_predictions, nested_loo, ridge_fit
-from service.studies.ranking import granulated_kendall, kendall_tau_b
+from tasks.studies import significance as sig
+from tasks.studies.predictor import loo_predictions, nested_loo, ridge_fit
+from tasks.studies.ranking import granulated_kendall, kendall_tau_b
 
 
 def test_exact_p_of_a_perfect_ranking_of_four_models_is_one_twelfth() -> None:

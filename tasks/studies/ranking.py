@@ -46,7 +46,7 @@ def _codes(values: Sequence[HpValue | None]) -> np.ndarray:
     return np.array([seen.setdefault(_canon(v), len(seen)) for v in values], dtype=int)
 
 
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
+def kendall_tau_b(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
     """Kendall's τ-b with ties:
 
         τ_b = (n_c − n_d) / √((n₀ − n₁)(n₀ − n₂)),

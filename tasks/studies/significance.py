@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.studies.ranking import _canon, hyperparameter_names
+from tasks.studies.ranking import _canon, hyperparameter_names
 
 ALPHA = 0.05
 EXACT_MAX_N = 8

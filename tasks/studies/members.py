@@ -20,27 +20,11 @@ formula without the per-example losses, so it gets none.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
-from service.studies.baselines import WEIGHT_NORMS_MEASURE, baseline_values
-from service.studies.schemas import StudyJob, Target
 from tasks.contract.spec import Job, JobStatus
-
-
-@dataclass
-class MemberData:
-    job: str
-    hyperparameters: dict[str, Any]
-    state: str
-    gap: float | None = None
-    gap_source: str | None = None
-    measures: dict[str, float] = field(default_factory=dict)
-    baselines: dict[str, float | None] = field(default_factory=dict)
-    model: str | None = None  # the uploaded model's id: members sharing one are duplicates
-    group: str | None = None  # a declared group (e.g. seeds of one configuration)
-    noise_se: float | None = None  # binomial standard error of the gap (accuracy gap only)
-    test_examples: int | None = None
+from tasks.studies.baselines import WEIGHT_NORMS_MEASURE, baseline_values
+from tasks.studies.results import MemberData, MemberEntry, Target
 
 
 def _number(value: Any) -> float | None:
@@ -51,11 +35,12 @@ def _number(value: Any) -> float | None:
 
 
 def observed_gap(
-    entry: StudyJob, evaluation: dict[str, Any] | None, target: Target
+    entry: MemberEntry, evaluation: dict[str, Any] | None, target: Target
 ) -> tuple[float | None, str | None]:
     """The member's gap and where it came from (module docstring), or (None, None)."""
     ev = evaluation or {}
-    measured = ev.get("gap") if isinstance(ev.get("gap"), dict) else {}
+    given = ev.get("gap")
+    measured: dict[str, Any] = given if isinstance(given, dict) else {}
     if target == "accuracy_gap":
         train = _number(ev.get("accuracy"))
         if entry.test_accuracy is not None and train is not None:
@@ -70,12 +55,13 @@ def observed_gap(
 
 
 def gap_noise(
-    entry: StudyJob, evaluation: dict[str, Any] | None, target: Target
+    entry: MemberEntry, evaluation: dict[str, Any] | None, target: Target
 ) -> tuple[float | None, int | None]:
     """The binomial standard error of an accuracy gap and the test-set size it rests on
     (module docstring), or (None, None) when the size is not known."""
     ev = evaluation or {}
-    test = ev.get("test") if isinstance(ev.get("test"), dict) else {}
+    given = ev.get("test")
+    test: dict[str, Any] = given if isinstance(given, dict) else {}
     size = test.get("num_examples")
     if target != "accuracy_gap" or isinstance(size, bool) or not isinstance(size, int):
         return None, None
@@ -87,7 +73,7 @@ def gap_noise(
     return math.sqrt(max(p * (1.0 - p), 0.0) / size), size
 
 
-def member_data(entry: StudyJob, job: Job | None, target: Target) -> MemberData:
+def member_data(entry: MemberEntry, job: Job | None, target: Target) -> MemberData:
     hps = dict(entry.hyperparameters)
     model = job.spec.model if job is not None else None
     if job is None:

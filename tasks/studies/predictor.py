@@ -141,6 +141,7 @@ def loo_predictions(
         denom = np.clip(1.0 - h, 1e-12, None)
         return (fitted - h * y) / denom
     hat = z @ a_inv @ z.T
+    assert groups is not None  # None is the singletons case above
     out = np.empty(n)
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
@@ -155,6 +156,7 @@ def constant_loo(y: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     n = y.size
     if _singletons(groups, n):
         return (y.sum() - y) / (n - 1)
+    assert groups is not None  # None is the singletons case above
     out = np.empty(n)
     for g in np.unique(groups):
         held = groups == g
@@ -277,8 +279,8 @@ def nested_loo(
             chosen = _choose(x[keep], y[keep], cands, labels[keep])
         model = _fit(x[keep], y[keep], chosen)
         preds[held] = model.predict(x[held])
-        for i in np.flatnonzero(held):
-            folds[i] = model
+        for k in np.flatnonzero(held):
+            folds[k] = model
             choices[chosen] += 1
     inner = None if singletons else labels
     full_choice = _choose(x, y, cands, inner) if len(cands) > 1 else cands[0]

@@ -1,8 +1,8 @@
 """Trivial baselines: numbers anyone can compute without a Hessian.
 
 A measure is worth its cost only if it ranks and predicts the gaps better than these
-(SCIENCE.md: on small CPU sweeps λmax reached τ +0.41 where 1/learning rate alone reached
-+0.25). Each gets exactly the statistics a measure gets.
+(docs/studies.md; on small CPU sweeps λmax reached τ +0.41 where 1/learning rate alone
+reached +0.25). Each gets exactly the statistics a measure gets.
 
     1/learning_rate            smaller steps, sharper minima, often a larger gap
     learning_rate/batch_size   the SGD noise scale (Jastrzębski et al. 2017)

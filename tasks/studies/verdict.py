@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from service.studies.schemas import (
+from tasks.studies.results import (
     BaselineComparison,
     FeatureReport,
     LooErrorReport,
