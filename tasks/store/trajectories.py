@@ -1,13 +1,7 @@
-"""Trajectory records in Redis: the run-record layout of tasks.store.records under their own keys.
-
-    trajectory:{id}     hash: spec, status, queue, created_at, started_at, finished_at, error,
-                        worker, device, versions, attempts, cancel_requested, points (JSON
-                        list), overlaps (JSON list), and `progress:{i}` per checkpoint (JSON)
-    trajectories        sorted set of ids scored by creation time
-    idem:trajectory:{key}   trajectory id created under an Idempotency-Key (24 h)
-    enqueued:{id}, lock:{id}   as for jobs (ids are unique uuids)
-    trajectories:status:{status}, trajectories:queued:{queue}, trajectories:ended
-                        the per-status indexes, kept as for jobs (tasks.store.records)
+"""Trajectory records in Redis: the run-record layout of tasks.store.records under their own keys
+(tasks.store.keys: `trajectory:{id}`, `trajectories`, `idem:trajectory:{key}` and the
+per-status indexes under `trajectories:`), stored as tasks.store.codec.TRAJECTORY says: the
+shared run fields, points and overlaps (JSON lists), and `progress:{i}` per checkpoint.
 
 Ended trajectories expire after SHARPNESS_RETENTION_DAYS like jobs; their runs are counted in
 the same `metrics:*` hashes with kind `trajectory`.
@@ -30,38 +24,28 @@ from tasks.contract.spec import (
     TrajectoryPoint,
     TrajectorySpec,
 )
-from tasks.store.records import PREFIX, RecordStore
+from tasks.store import codec
+from tasks.store.keys import TRAJECTORIES
+from tasks.store.records import RecordStore
 
 
 class TrajectoryStore(RecordStore[Trajectory, TrajectorySpec]):
-    KIND = "trajectory"
-    INDEX = f"{PREFIX}trajectories"
-    IDEM = f"{PREFIX}idem:trajectory:"
+    KEYS = TRAJECTORIES
+    CODEC = codec.TRAJECTORY
 
     def _initial_fields(self, spec: TrajectorySpec) -> dict[str, Any]:
-        fields: dict[str, Any] = {"points": "[]", "overlaps": "[]"}
+        fields: dict[str, Any] = self.CODEC.encode(points=[], overlaps=[])
         for i in range(len(spec.checkpoints)):
-            fields[f"progress:{i}"] = MeasureProgress().model_dump_json()
+            name, value = self.CODEC.prefixed_field("progress", i, MeasureProgress())
+            fields[name] = value
         return fields
 
     def _decode(self, record_id: str, raw: dict[str, str]) -> Trajectory:
-        progress = sorted((int(i), p) for i, p in self._progress(raw).items())
-        return Trajectory(
-            **self._common(record_id, raw),
-            spec=TrajectorySpec.model_validate_json(raw["spec"]),
-            progress=[p for _, p in progress],
-            points=[
-                TrajectoryPoint.model_validate(p) for p in json.loads(raw.get("points") or "[]")
-            ],
-            overlaps=[
-                EigenvectorOverlap.model_validate(o)
-                for o in json.loads(raw.get("overlaps") or "[]")
-            ],
-        )
+        return Trajectory(**self.CODEC.decode(record_id, raw))
 
     def _restart_fields(self, raw: dict[str, str]) -> dict[str, Any]:
         """A requeued trajectory starts over: progress reset, the lost run's points dropped."""
-        return {**super()._restart_fields(raw), "points": "[]", "overlaps": "[]"}
+        return {**super()._restart_fields(raw), **self.CODEC.encode(points=[], overlaps=[])}
 
     # ------------------------------------------------------------- update
     def add_point(
