@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tasks.contract.measures import catalogue
 from tasks.contract.problem_types import uri
 from tasks.contract.spec import Problem
 
@@ -129,14 +130,12 @@ def _object_at(schema: dict[str, Any], path: list[Any], components: dict[str, An
 
 def _allowed_names(request: Request | None, body: Any, loc: list[Any]) -> list[str]:
     """The field names allowed where an unknown one was sent: a measure's parameters from
-    the registry, else the properties of the request body's schema at that place."""
+    the catalogue, else the properties of the request body's schema at that place."""
     path = loc[1:-1] if loc and loc[0] == "body" else []
     if len(path) == 3 and path[0] == "measures" and path[2] == "params":
         try:
             name = body["measures"][path[1]]["name"]
-            from tasks.engine import registry
-
-            return list(registry.measures()[name].params.model_fields)
+            return list(catalogue.measures()[name].params.model_fields)
         except (KeyError, IndexError, TypeError):
             return []
     if request is None or not loc or loc[0] != "body":

@@ -1,8 +1,9 @@
 """The one job spec: what a client asks for and what a job record holds.
 
-Both the gateway and the worker import this module; it must never import torch. Measure
-parameters are validated against the engine's registry (torch-free), so a bad measure name or
-an out-of-bounds parameter is refused at submission with the field named.
+Both the gateway and the worker import this module; it must never import torch or the
+engine. Measure parameters are validated against the contract's catalogue of measures
+(tasks.contract.measures.catalogue), so a bad measure name or an out-of-bounds parameter is
+refused at submission with the field named.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tasks.contract.datanames import validate_inputs_key
-from tasks.engine import registry
+from tasks.contract.edge_analysis import edge_split
+from tasks.contract.measures import catalogue
+from tasks.contract.measures.catalogue import DATA_PARALLEL_MEASURES
 
 MODEL_ID_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -100,7 +103,7 @@ class MeasureRequest(BaseModel):
     @classmethod
     def _known(cls, name: str) -> str:
         try:
-            registry.get(name)
+            catalogue.get(name)
         except KeyError as e:  # pydantic reports ValueError, not KeyError, as a field error
             raise ValueError(e.args[0]) from None
         return name
@@ -111,23 +114,7 @@ class MeasureRequest(BaseModel):
         """Validated here, not after the model, so an error's location is `params.<field>`."""
         if "name" not in info.data:  # the name was refused; that error says it all
             return params
-        return registry.validate_params(info.data["name"], params).model_dump()
-
-
-#: Measures that see the data only through the problem's loss, gradient and curvature
-#: products, which data-parallel processes sum (tasks.engine.distributed); the others read
-#: batches themselves (perturbed accuracies, margins, sharpness chunks) and run in one process.
-DATA_PARALLEL_MEASURES = frozenset(
-    {
-        "lambda_max",
-        "top_eigenvalues",
-        "trace",
-        "frobenius",
-        "spectral_density",
-        "preconditioned_lambda_max",
-        "weight_norms",
-    }
-)
+        return catalogue.validate_params(info.data["name"], params).model_dump()
 
 
 class JobSpec(BaseModel):
@@ -586,8 +573,6 @@ class Trajectory(RunRecord):
 
     @model_validator(mode="after")
     def _edge_analysis(self) -> Trajectory:
-        from tasks.engine.stability import edge_split
-
         self.edge_analysis = edge_split(
             [p.stability_ratio for p in self.points], [o.model_dump() for o in self.overlaps]
         )

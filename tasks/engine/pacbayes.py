@@ -34,11 +34,10 @@ the same σ as pacbayes.flatness (found by `perturbation.flatness_search`) — n
 minimises the bound above (which is chosen for the bound, not for the measure). See the
 `pacbayes_orig` measure.
 
-The pacbayes_* measures are declared from here: `FlatnessParams`, the parameters of the search
-for σ* that pacbayes_flatness, pacbayes_mag_flatness and pacbayes_orig share, and the run
-functions of all four (`flatness_measure`, `orig_measure`, `bound_measure`), so a measure module
-is its name, its parameters and one call. This module imports torch only inside the functions
-that compute, so the registry still loads the measure modules without it.
+The pacbayes_* measures run from here: `flatness_measure`, `orig_measure` and `bound_measure`
+compute all four, so each measure module is one call. Their parameters are declared in
+tasks.contract.measures (`FlatnessParams`, the search for σ* that pacbayes_flatness,
+pacbayes_mag_flatness and pacbayes_orig share, in tasks.contract.measures.pacbayes).
 
 The searches follow the convergence contract (tasks.engine.convergence): `converged` is true
 when the bisection found the σ whose drop is the target (limited_by "tolerance": resolved to
@@ -54,16 +53,25 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+import torch
+from torch import Tensor
 
+from tasks.contract.measures.pacbayes import FlatnessParams
+from tasks.contract.measures.pacbayes_bound import Params as BoundParams
 from tasks.engine.convergence import SEARCH_RANGE, TOLERANCE, NotConvergedWarning
-from tasks.engine.measures.base import MeasureParams, attributes, measured
+from tasks.engine.measures.base import attributes, measured
+from tasks.engine.perturbation import (
+    accuracy,
+    flatness_search,
+    isotropic_std,
+    magnitude_std,
+    noisy_accuracies,
+    require_classification,
+    subset,
+)
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from tasks.engine.context import MeasureContext
-    from tasks.engine.measures.pacbayes_bound import Params as BoundParams
     from tasks.engine.problem import HessianProblem
 
 KL_INV_TOL = 1e-12
@@ -163,10 +171,6 @@ def pacbayes_bound(
     ctx: MeasureContext | None = None,
 ) -> PacBayesBound:
     """The bound at each σ of the grid (union bound over the grid) and the smallest one."""
-    import torch
-
-    from tasks.engine.perturbation import accuracy, noisy_accuracies, subset
-
     batches = subset(problem, max_examples)
     m = sum(b.size for b in batches)
     w = problem.parameter_vector().double()
@@ -208,37 +212,7 @@ def pacbayes_bound(
     )
 
 
-# The pacbayes_* measures: shared parameters and run functions.
-
-SEARCH_EXAMPLES = "Estimate accuracies on the first N examples only (all when omitted)."
-
-
-def open_unit(default: float, description: str) -> Any:
-    """A field strictly between 0 and 1: a confidence δ, an accuracy drop."""
-    return Field(default=default, gt=0, lt=1, description=description)
-
-
-def drop_field(symbol: str) -> Any:
-    """The `target_drop` field, naming the σ it defines (σ*, σ′*, σ)."""
-    return open_unit(0.1, f"Expected train-accuracy drop that defines {symbol}.")
-
-
-class FlatnessParams(MeasureParams):
-    """The search for σ* that pacbayes_flatness, pacbayes_mag_flatness and pacbayes_orig
-    share. Each measure declares `max_examples` itself (after its own fields, in the order
-    its schema lists them) and may name σ differently in `target_drop`."""
-
-    target_drop: float = drop_field("σ*")
-    sigma_max: float = Field(
-        default=2.0, gt=0, le=1000, description="Upper end of the bisection interval [0, σ_max]."
-    )
-    depth: int = Field(default=15, ge=1, le=60, description="Bisection steps.")
-    samples: int = Field(
-        default=10, ge=1, le=10_000, description="Monte Carlo noise draws per bisection step."
-    )
-    if TYPE_CHECKING:
-        max_examples: int | None
-
+# The pacbayes_* measures' run functions.
 
 # the noise, its σ and σ's diagnostics key: isotropic (False) or relative to each weight (True)
 NOISE_NAMES = {False: ("noise", "σ", "sigma"), True: ("relative noise", "σ′", "sigma_prime")}
@@ -255,20 +229,11 @@ def flatness_measure(
     drop is the target; with `eps`, pacbayes_mag_flatness: the same for the noise
     √(σ′²wᵢ² + ε²) relative to each weight (1/σ′*²). Warns when even σ_max never cost the
     target drop (`capped` says what the capped σ means for the measure)."""
-    from tasks.engine.perturbation import (
-        flatness_search,
-        isotropic_std,
-        magnitude_std,
-        require_classification,
-    )
-
     problem = ctx.problem
     require_classification(problem, measure)
     std_of = isotropic_std(problem) if eps is None else magnitude_std(problem, eps)
     search = flatness_search(problem, std_of, **params.options("eps"), ctx=ctx)
-    noise, symbol, key = (
-        ("noise", "σ", "sigma") if eps is None else ("relative noise", "σ′", "sigma_prime")
-    )
+    noise, symbol, key = NOISE_NAMES[eps is not None]
     if not search.reached:
         warnings.warn(
             f"{measure} did NOT converge: its {SEARCH_RANGE} stopped it: {noise} up to "
@@ -325,8 +290,6 @@ def orig_measure(ctx: MeasureContext, params: FlatnessParams, measure: str) -> d
 
 def bound_measure(ctx: MeasureContext, params: BoundParams, measure: str) -> dict[str, Any]:
     """pacbayes_bound: the smallest bound over the σ grid, and what it was computed from."""
-    from tasks.engine.perturbation import require_classification
-
     problem = ctx.problem
     require_classification(problem, measure)
     w0 = ctx.initial_vector()

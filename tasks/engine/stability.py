@@ -18,19 +18,13 @@ linear recurrence; it diverges once λ passes a threshold that depends on the op
 
 `edge` returns the threshold and which sharpness it applies to; `stability_ratio` is that
 sharpness over the threshold (above 1: beyond the edge). For gradient descent it is λmax·η/2,
-the figure the service reported before optimizers were known to it.
-
-`edge_split` relates eigenvector rotation to instability (Wang & Roberts 2024): the overlaps of
-the steps that start beyond the edge, reported apart from those that start below it.
+the figure the service reported before optimizers were known to it. How the overlaps of a
+trajectory split at the edge is part of the trajectory record (tasks.contract.edge_analysis).
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -77,52 +71,3 @@ def edge(
 def stability_ratio(sharpness: float, threshold: float) -> float:
     """sharpness / threshold: above 1 the point is beyond the edge."""
     return float(sharpness) / float(threshold)
-
-
-def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    if not rows:
-        return {"pairs": 0, "starts": []}
-    top = [r["top_overlap"] for r in rows]
-    sub = [r["subspace_overlap"] for r in rows]
-    return {
-        "pairs": len(rows),
-        "starts": [r["start"] for r in rows],
-        "mean_top_overlap": statistics.fmean(top),
-        "median_top_overlap": statistics.median(top),
-        "min_top_overlap": min(top),
-        "mean_subspace_overlap": statistics.fmean(sub),
-        "median_subspace_overlap": statistics.median(sub),
-        "min_subspace_overlap": min(sub),
-    }
-
-
-def edge_split(
-    ratios: Sequence[float | None], overlaps: Sequence[dict[str, Any]]
-) -> dict[str, Any]:
-    """Overlaps of the pairs (t, t+1) whose start t is beyond the edge (ratio > 1) apart from
-    those whose start is below it; `ratios[t]` is checkpoint t's stability ratio. Says in
-    words which group turned more (a lower overlap: more rotation), or why it cannot."""
-    beyond, below = [], []
-    for o in overlaps:
-        r = ratios[o["start"]] if o["start"] < len(ratios) else None
-        if r is None or math.isnan(r):
-            continue
-        (beyond if r > 1.0 else below).append(o)
-    out: dict[str, Any] = {"beyond_edge": _group(beyond), "below_edge": _group(below)}
-    if not beyond or not below:
-        where = "beyond" if not beyond else "below"
-        out["summary"] = (
-            f"no step starts {where} the edge of stability, so rotation past the edge cannot "
-            "be compared with rotation below it"
-        )
-        return out
-    a, b = out["beyond_edge"], out["below_edge"]
-    more = "more" if a["mean_top_overlap"] < b["mean_top_overlap"] else "less"
-    out["summary"] = (
-        f"the top eigenvector turned {more} on steps past the edge: mean overlap "
-        f"{a['mean_top_overlap']:.3f} over {a['pairs']} step(s) beyond it against "
-        f"{b['mean_top_overlap']:.3f} over {b['pairs']} below it (top-k subspace: "
-        f"{a['mean_subspace_overlap']:.3f} against {b['mean_subspace_overlap']:.3f}); "
-        "a descriptive comparison of few steps, not a test"
-    )
-    return out

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
+from tasks.contract.edge_analysis import edge_split
 from tasks.engine.preconditioner import OptimizerStateError
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
-from tasks.engine.stability import edge, edge_split, stability_ratio
+from tasks.engine.stability import edge, stability_ratio
 from tests.engine.models import MLP, mlp_problem
 from tests.engine.reference import dense_hessian
 

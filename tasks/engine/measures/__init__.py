@@ -1,1 +1,2 @@
-"""One module per measure: `Params` plus `run(ctx, params)`. Top levels stay torch-free."""
+"""One module per measure: `run(ctx, params)`, the computation of a measure declared (name,
+summary, `Params`) in tasks/contract/measures/. tasks/engine/registry.py joins the two."""

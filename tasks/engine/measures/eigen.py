@@ -1,79 +1,21 @@
-"""What the Lanczos measures (lambda_max, top_eigenvalues) share: tolerances and the memory
-budget (`EigensolverParams`), and the run itself (`eigen_measure`). Not a measure: the registry
-lists the measure modules by name."""
+"""The run the Lanczos measures (lambda_max, top_eigenvalues) share (`eigen_measure`), with the
+solver's options from their shared parameters (tasks.contract.measures.eigen). Not a measure:
+the registry lists the measures."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
+import torch
 
-from tasks.engine.measures.base import CurvatureParams, attributes, measured
-
-if TYPE_CHECKING:
-    from tasks.engine.context import MeasureContext
-    from tasks.engine.lanczos import LanczosResult
-
-
-class EigensolverParams(CurvatureParams):
-    """Tolerances and the memory budget shared by the Lanczos measures."""
-
-    tol: float | None = Field(
-        default=None,
-        gt=0,
-        le=0.1,
-        description="Relative accuracy asked for, max(tol·|θ|, atol). Default: as tight as the "
-        "model's dtype allows (float32 and lower: stop at the products' rounding floor, about "
-        "1e-7·‖H‖; float64: 1e-10). `converged` is true when each error estimate (which "
-        "includes the products' rounding) is within it or within 4× the rounding level; "
-        "diagnostics.limited_by says which ('tolerance', 'float32 rounding', ...) or names the "
-        "budget that stopped the run ('iteration budget': raise max_iter).",
-    )
-    atol: float = Field(
-        default=0.0,
-        ge=0,
-        description="Absolute accuracy accepted instead (max(tol·|θ|, atol)): for eigenvalues "
-        "at or near zero, where a relative tol cannot be met.",
-    )
-    max_basis: int | None = Field(
-        default=None,
-        ge=3,
-        le=10_000,
-        description="Memory budget: Lanczos vectors held at once (each one vector of the "
-        "model's size, float64 unless basis_dtype says otherwise). Past it the basis is "
-        "compressed by thick restart (diagnostics.restarts; a warning). Default 40, or "
-        "2·(k + most_negative) + 10 when larger; at least k + 2 (+1 with most_negative).",
-    )
-    basis_dtype: Literal["float64", "float32"] = Field(
-        default="float64",
-        description="Precision of the stored basis: float32 halves its memory; orthogonality "
-        "then holds to about 1e-7, fine for float32 models and for tol ≥ 1e-6.",
-    )
-    basis_on_host: bool = Field(
-        default=False,
-        description="Hold the basis in host (CPU) memory while the HVPs run on the GPU.",
-    )
-    if TYPE_CHECKING:  # each measure declares these, with its own defaults
-        max_iter: int
-        most_negative: bool
-        return_eigenvectors: bool
-
-    @model_validator(mode="after")
-    def _basis_fits_the_wanted_vectors(self) -> EigensolverParams:
-        wanted = getattr(self, "k", 1) + int(getattr(self, "most_negative", False))
-        if self.max_basis is not None and self.max_basis < wanted + 2:
-            raise ValueError(
-                f"max_basis={self.max_basis} cannot hold the {wanted} wanted Ritz vectors and "
-                f"room to grow: set max_basis to at least {wanted + 2} (2·{wanted} + 10 or more "
-                "restarts far less), or leave it out for the default"
-            )
-        return self
+from tasks.contract.measures.eigen import EigensolverParams
+from tasks.engine.context import MeasureContext
+from tasks.engine.lanczos import LanczosResult, lanczos
+from tasks.engine.measures.base import attributes, measured
 
 
 def lanczos_options(params: EigensolverParams) -> dict[str, Any]:
     """Keyword arguments for tasks.engine.lanczos.lanczos from the shared parameters."""
-    import torch
-
     return {
         "tol": params.tol,
         "atol": params.atol,
@@ -115,8 +57,6 @@ def eigen_measure(
     `converged` and `diagnostics.limited_by` follow tasks.engine.convergence: for the top k
     together, limited_by is the worst of `limited_by_each` (one per eigenvalue); the most
     negative one has its own `most_negative_converged` and `most_negative_limited_by`."""
-    from tasks.engine.lanczos import lanczos
-
     op = ctx.operator(params)
     res = lanczos(
         op,
@@ -137,7 +77,9 @@ def eigen_measure(
     else:
         value = res.eigenvalues
         diag = attributes(res, "residual_bounds", "error_estimates", "limited_by_each")
-    diag.update(iterations=res.iterations, backend=op.backend, **budget_diagnostics(res))
+    # the curvature operators name their HVP backend; the LinearOperator protocol does not
+    backend = getattr(op, "backend", None)
+    diag.update(iterations=res.iterations, backend=backend, **budget_diagnostics(res))
     if params.most_negative:
         diag.update(attributes(res, *(f"most_negative{s}" for s in NEGATIVE_FIELDS)))
     if params.return_eigenvectors and res.eigenvectors is not None:

@@ -1,27 +1,11 @@
-"""Largest Hessian eigenvalue λmax by Lanczos in a bounded basis, with its error estimate."""
+"""lambda_max computed by the Lanczos run it shares with top_eigenvalues (measures/eigen.py).
+Declared in tasks.contract.measures.lambda_max."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pydantic import Field
-
-from tasks.engine.measures.eigen import EigensolverParams, eigen_measure
-
-if TYPE_CHECKING:
-    from tasks.engine.context import MeasureContext
-
-NAME = "lambda_max"
-
-
-class Params(EigensolverParams):
-    max_iter: int = Field(
-        default=300, ge=2, le=10_000, description="Lanczos steps (HVPs) at most, restarts included."
-    )
-    most_negative: bool = Field(
-        default=False, description="Also report the most negative (algebraically smallest) one."
-    )
-    return_eigenvectors: bool = Field(default=False, description="Include the eigenvector.")
+from tasks.contract.measures.lambda_max import Params
+from tasks.engine.context import MeasureContext
+from tasks.engine.measures.eigen import eigen_measure
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:

@@ -1,38 +1,17 @@
-"""Output margin: 10th percentile over the data of γᵢ = f(xᵢ)[yᵢ] − max_{j≠yᵢ} f(xᵢ)[j].
-
-Jiang et al. 2020 take the 10th percentile of the margin over the training set (more robust
-than the minimum, which one mislabelled example decides); a negative γᵢ is a misclassified
-example. The raw margin is not scale-invariant: multiplying the last layer by α multiplies it
-by α, so compare it across models only next to a norm (weight_norms). Percentiles interpolate
-linearly between order statistics. Cross-entropy (classification) only.
-"""
+"""output_margin computed from the model's outputs batch by batch, without gradients. Declared in
+tasks.contract.measures.output_margin."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import torch
 
-from pydantic import Field
-
-from tasks.engine.measures.base import MeasureParams, first_examples, measured
-
-if TYPE_CHECKING:
-    from tasks.engine.context import MeasureContext
-
-NAME = "output_margin"
-
-
-class Params(MeasureParams):
-    percentile: float = Field(
-        default=10.0, ge=0, le=100, description="Which percentile of the margins is the value."
-    )
-    max_examples: int | None = first_examples("Use the first N examples only.")
+from tasks.contract.measures.output_margin import NAME, Params
+from tasks.engine.context import MeasureContext
+from tasks.engine.measures.base import measured
+from tasks.engine.perturbation import class_labels, require_classification, subset
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:
-    import torch
-
-    from tasks.engine.perturbation import class_labels, require_classification, subset
-
     problem = ctx.problem
     require_classification(problem, NAME)
     margins = []

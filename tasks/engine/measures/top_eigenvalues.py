@@ -1,26 +1,11 @@
-"""Top-k algebraic Hessian eigenvalues by thick-restart Lanczos, each with its error estimate."""
+"""top_eigenvalues computed by the Lanczos run it shares with lambda_max (measures/eigen.py).
+Declared in tasks.contract.measures.top_eigenvalues."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pydantic import Field
-
-from tasks.engine.measures.eigen import EigensolverParams, eigen_measure
-
-if TYPE_CHECKING:
-    from tasks.engine.context import MeasureContext
-
-NAME = "top_eigenvalues"
-
-
-class Params(EigensolverParams):
-    k: int = Field(default=5, ge=1, le=200, description="How many of the largest eigenvalues.")
-    max_iter: int = Field(
-        default=400, ge=2, le=10_000, description="Lanczos steps (HVPs) at most, restarts included."
-    )
-    most_negative: bool = Field(default=False)
-    return_eigenvectors: bool = Field(default=False)
+from tasks.contract.measures.top_eigenvalues import Params
+from tasks.engine.context import MeasureContext
+from tasks.engine.measures.eigen import eigen_measure
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:

@@ -1,27 +1,13 @@
-"""Weight norms: ‖w‖₂ over the selected parameters, per tensor, and ‖w − w₀‖ from initialisation.
-
-    value = ‖w‖₂ = √(Σ_k ‖W_k‖²_F)
-
-Diagnostics: each tensor's ‖W_k‖_F, the sum of squared Frobenius norms Σ_k ‖W_k‖²_F
-(Jiang et al.'s param_norm), and, when the initial weights w₀ are given, ‖w − w₀‖₂ with each
-tensor's ‖W_k − W_k⁰‖_F (‖w − w₀‖² is Jiang et al.'s frob-distance). The norms are trivial
-baselines every flatness measure should be shown beside (SCIENCE.md). No HVPs.
-"""
+"""weight_norms computed from the parameters directly (no products); ‖w − w₀‖ from the context's
+initial weights. Declared in tasks.contract.measures.weight_norms."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tasks.engine.measures.base import MeasureParams, measured
-
-if TYPE_CHECKING:
-    from tasks.engine.context import MeasureContext
-
-NAME = "weight_norms"
-
-
-class Params(MeasureParams):
-    pass
+from tasks.contract.measures.weight_norms import Params
+from tasks.engine.context import MeasureContext
+from tasks.engine.measures.base import measured
 
 
 def run(ctx: MeasureContext, params: Params) -> dict:
