@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 import redis
 from celery import Celery
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         lifespan=lifespan,
         title="Sharpness service",
-        version="0.1.0",
+        version=version("sharpness-service"),  # pyproject.toml holds it
         description=DESCRIPTION,
         docs_url=None,  # served from installed files by docs_ui, not from CDNs
         redoc_url=None,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from sharpness_client.client import AsyncClient, Client  # noqa: E402
-from sharpness_client.errors import (  # noqa: E402
+from sharpness_client._version import __version__
+from sharpness_client.client import AsyncClient, Client
+from sharpness_client.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -22,7 +21,7 @@ from sharpness_client.errors import (  # noqa: E402
     SharpnessError,
     ValidationError,
 )
-from sharpness_client.types import Job, JobSpec, JobStatus, MeasureRequest  # noqa: E402
+from sharpness_client.types import Job, JobSpec, JobStatus, MeasureRequest
 
 __all__ = [
     "APIConnectionError",

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sharpness_client import _converged, _render
+import sharpness_client._converged as _converged
+import sharpness_client._render as _render
 from sharpness_client._cli_args import (
     EXIT_NOT_CONVERGED,
     idempotency_option,
@@ -22,6 +23,8 @@ from sharpness_client._cli_args import (
     run_actions,
     wait_options,
 )
+from sharpness_client._inputs import data_plan, model_plan
+from sharpness_client._spec import model_id
 from sharpness_client.client import Client
 from sharpness_client.types import JobStatus, Trajectory
 
@@ -175,10 +178,7 @@ def run(client: Client, args: argparse.Namespace, out: Callable[[Any, Any, str],
 
 
 def _create(client: Client, args: argparse.Namespace) -> Trajectory:
-    from sharpness_client._inputs import data_plan, model_plan
-    from sharpness_client._spec import model_id
-
-    checkpoints = []
+    checkpoints: list[Any] = []
     for model, lr, step in args.checkpoint:
         mp = model_plan(model, None)
         ref = mp.ref or client.models.upload(mp.upload)

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sharpness_client import _render
+import sharpness_client._render as _render
 from sharpness_client.client import Client
 
 HEADS = (
@@ -81,7 +81,7 @@ def run(client: Client, args: argparse.Namespace, out: Callable[..., None]) -> i
     noun = "model" if args.command == "models" else "dataset"
     resource = client.models if noun == "model" else client.datasets
     if args.action == "list":
-        items = []
+        items: list[Any] = []
         for item in resource.list(limit=min(max(args.limit, 1), 1000)):
             if len(items) >= args.limit:
                 break

@@ -14,6 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from sharpness_client.errors import NotConvergedError, NotConvergedWarning
@@ -178,7 +179,8 @@ def _message(run: Job | Trajectory, found: list[Miss]) -> str:
 def _stacklevel() -> int:
     """The stack level of the first frame outside this package, so a warning points at the
     caller's `measure(...)` or `wait(...)` line, sync or async."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
         frame, level = frame.f_back, level + 1
     return level

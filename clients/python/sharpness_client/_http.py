@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from sharpness_client import __version__
 from sharpness_client._files import FileSource
 from sharpness_client._retry import RetryPolicy
+from sharpness_client._version import __version__
 from sharpness_client.errors import APIConnectionError, APITimeoutError, error_for
 
 log = logging.getLogger("sharpness_client")
@@ -152,6 +152,7 @@ class SyncHTTP(_Base):
     def send(self, req: Request) -> httpx.Response:
         attempt = 0
         while True:
+            outcome: httpx.Response | httpx.TransportError
             try:
                 with req.attempt() as kw:
                     outcome = self.client.request(req.method, req.path, **kw)
@@ -177,6 +178,7 @@ class AsyncHTTP(_Base):
     async def send(self, req: Request) -> httpx.Response:
         attempt = 0
         while True:
+            outcome: httpx.Response | httpx.TransportError
             try:
                 with req.attempt() as kw:
                     outcome = await self.client.request(req.method, req.path, **kw)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sharpness_client import _converged
+import sharpness_client._converged as _converged
 from sharpness_client._progress import Progress
 from sharpness_client.errors import JobFailedError, JobTimeoutError
 from sharpness_client.types import JobStatus

@@ -68,6 +68,7 @@ class Progress:
     ) -> None:
         bar = self._bars.get(name)
         if bar is None:
+            assert self._tqdm is not None  # bars are drawn only with tqdm loaded
             total = _budget(job, name)
             bar = self._tqdm(
                 total=total, desc=name, file=self.stream, position=len(self._bars), leave=True
@@ -102,7 +103,7 @@ def _fmt(value: Any) -> str:
 
 def _load_tqdm() -> Any:
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # the optional `progress` extra: loaded only when drawing bars
     except ImportError:
         return None
     return tqdm

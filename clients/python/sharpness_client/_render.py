@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sharpness_client import _converged
+import sharpness_client._converged as _converged
 from sharpness_client._converged import number
 from sharpness_client.types import (
     DatasetInfo,

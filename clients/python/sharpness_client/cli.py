@@ -24,7 +24,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sharpness_client import __version__, _cli_trajectory, _cli_uploads, _render
+import sharpness_client._cli_trajectory as _cli_trajectory
+import sharpness_client._cli_uploads as _cli_uploads
+import sharpness_client._render as _render
 from sharpness_client._cli_args import (
     EXIT_NOT_CONVERGED,
     idempotency_option,
@@ -33,6 +35,9 @@ from sharpness_client._cli_args import (
     wait_options,
 )
 from sharpness_client._cli_where import Banner, unreachable_hint
+from sharpness_client._inputs import data_plan, model_plan
+from sharpness_client._spec import dataset_ref
+from sharpness_client._version import __version__
 from sharpness_client.client import Client
 from sharpness_client.errors import (
     APIConnectionError,
@@ -112,10 +117,10 @@ def _params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """Options every subcommand accepts, before or after its name (SUPPRESS keeps a value
     given before the subcommand from being reset by the subparser's default)."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     s = argparse.SUPPRESS
     p.add_argument("--url", default=s, help="service URL (default $SHARPNESS_URL)")
     p.add_argument("--api-key", default=s, help="bearer key (default $SHARPNESS_API_KEY)")
@@ -266,8 +271,6 @@ def _wait(client: Client, args: argparse.Namespace, job_id: str) -> int:
 
 
 def _measure(client: Client, args: argparse.Namespace) -> int:
-    from sharpness_client._inputs import data_plan, model_plan
-
     mp, dp = model_plan(args.model, None), data_plan(args.data)
     config = json.loads(args.config) if args.config else None
     model = mp.ref or client.models.upload(
@@ -332,8 +335,6 @@ def _ref_with(ref: Any, names: dict[str, Any]) -> Any:
     """An id or URI with the array names given on the command line."""
     if not names:
         return ref
-    from sharpness_client._spec import dataset_ref
-
     return dataset_ref(ref, **names)
 
 

@@ -57,7 +57,9 @@ class Jobs(Runs[Job]):
         (one GPU each for device "cuda"), the result's diagnostics.world_size says how many;
         `dropout_seed` (train mode) seeds the dropout masks, one per batch for every measure."""
         if spec is None:
-            options = dict(params=params, loss=loss, mode=mode, device=device, labels=labels)
+            options: dict[str, Any] = dict(
+                params=params, loss=loss, mode=mode, device=device, labels=labels
+            )
             options.update(batch_size=batch_size, max_samples=max_samples)
             options.update(eval_dataset=eval_dataset, initial_model=initial_model)
             options.update(output_key=output_key, class_dim=class_dim)
@@ -114,7 +116,9 @@ class AsyncJobs(AsyncRuns[Job]):
         idempotency_key: str | None = None,
     ) -> Job:
         if spec is None:
-            options = dict(params=params, loss=loss, mode=mode, device=device, labels=labels)
+            options: dict[str, Any] = dict(
+                params=params, loss=loss, mode=mode, device=device, labels=labels
+            )
             options.update(batch_size=batch_size, max_samples=max_samples)
             options.update(eval_dataset=eval_dataset, initial_model=initial_model)
             options.update(output_key=output_key, class_dim=class_dim)

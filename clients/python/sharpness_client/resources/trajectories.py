@@ -22,6 +22,7 @@ from typing import Any
 
 from sharpness_client._files import FileInput
 from sharpness_client._http import Request
+from sharpness_client._optimizer_state import optimizer_state_bytes, optimizer_state_from_torch
 from sharpness_client._png import png_request, save
 from sharpness_client._spec import (
     CheckpointLike,
@@ -44,11 +45,6 @@ def _state_request(
     step: int | None,
     filename: str | None,
 ) -> Request:
-    from sharpness_client._optimizer_state import (
-        optimizer_state_bytes,
-        optimizer_state_from_torch,
-    )
-
     if file is None:
         if optimizer is not None and model is not None:
             file = optimizer_state_from_torch(optimizer, model)
