@@ -3,7 +3,7 @@
 Every other module of the store (and `service.studies.store`) builds its keys from here, so the
 layout below is the whole of what the service keeps in Redis besides kombu's own keys.
 
-Layout (prefix `sharpness` and a colon):
+Layout (prefix `sharpness:`):
     job:{id}            hash: spec, status, queue, created_at, started_at, finished_at, results,
                         evaluation, error, worker, device, versions, attempts, cancel_requested,
                         epoch, attempt_log, idem, and one field `progress:{measure}` per measure

@@ -1,17 +1,9 @@
 """Run records in Redis, shared by the gateway (creates, reads, cancels) and the worker.
 
 `RecordStore` is what callers use for one kind of run record; it composes the store's parts,
-each a module of this package:
-    keys         the Redis key layout (every key of every store is spelled there)
-    codec        how each record field is stored in the record's hash
-    lifecycle    claim, fenced writes, hand-back and end, atomic and fenced by the epoch
-    indexes      the per-status and label indexes, their backfill, the ops view's rows
-    retention    how long ended records are kept; which are due to be pruned
-    metrics      the ended-run counters and histograms written by each end
-    idempotency  Idempotency-Key records and the one-message enqueue claim
-    lock         the per-record run lock
-    broker       kombu's messages of a record (restore, ids waiting)
-    heartbeats   workers' heartbeats (JobStore)
+each a module of this package (listed in tasks/store/__init__.py): the key layout, the record
+codec, the run lifecycle, the indexes, paging, retention, metrics, idempotency, the run lock,
+the broker's messages and, for jobs, the workers' heartbeats.
 
 This module keeps create, read, list, delete and cancel, and hands everything else to those
 parts. `JobStore` adds the job record's shape, the worker heartbeats and the rows the ops views
