@@ -92,3 +92,34 @@ def test_checker_catches_broken_links(tmp_path: Path):
     assert found == ["missing.md", "models.md#nope", "../../x.md"]
     assert not (page.parent / "missing.md").exists()
     assert "nope" not in anchors(page.parent / "models.md")
+
+
+# a file a docstring or comment names by its path from the repository root (docs/studies.md,
+# service/serve.py), or a top-level page by name (README.md)
+CODE_TOPS = ("service", "tasks", "clients")
+PATH_IN_CODE = re.compile(
+    r"(?<![\w/.])((?:service|tasks|clients|tests|docs|deploy|examples)/[\w./-]*\w"
+    r"\.(?:py|md|yaml|toml|txt))"
+)
+PAGE_IN_CODE = re.compile(r"(?<![\w/.])([A-Z][A-Z_]+\.md)\b")
+
+
+def named_files(text: str) -> list[str]:
+    return PATH_IN_CODE.findall(text) + PAGE_IN_CODE.findall(text)
+
+
+def test_files_named_in_product_code_exist():
+    """A docstring that sends the reader to a page or module sends them somewhere real."""
+    bad = []
+    sources = [p for top in CODE_TOPS for p in sorted((ROOT / top).rglob("*.py"))]
+    for source in sources:
+        for name in named_files(source.read_text()):
+            if not any((base / name).exists() for base in (ROOT, ROOT / "clients" / "python")):
+                bad.append(f"{source.relative_to(ROOT)}: {name}")
+    assert len(sources) > 100
+    assert not bad, "named files that do not exist: " + "; ".join(bad)
+
+
+def test_the_code_scan_finds_named_files():
+    text = '"""See docs/studies.md and SCIENCE.md; service/serve.py starts it (not x/docs/y.md)."""'
+    assert named_files(text) == ["docs/studies.md", "service/serve.py", "SCIENCE.md"]

@@ -7,7 +7,7 @@ generalization gap. Kendall's τ over all pairs (i, j),
 
 is in the title: +1 means the measure orders the gaps perfectly, 0 no better than chance. A
 trivial baseline (1/learning rate, ‖w‖, ...) can be drawn on a twin x axis, so a reader sees
-at once whether the measure beats it (Jiang et al. 2020; SCIENCE.md).
+at once whether the measure beats it (Jiang et al. 2020; docs/studies.md).
 """
 
 from __future__ import annotations

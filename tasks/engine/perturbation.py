@@ -155,6 +155,7 @@ def isotropic_std(problem: HessianProblem) -> Callable[[float], Tensor]:
 
 def magnitude_std(problem: HessianProblem, eps: float) -> Callable[[float], Tensor]:
     """s(σ′)ᵢ = √(σ′² wᵢ² + ε²): a standard deviation. σ′²wᵢ² + ε² is the variance; passing
-    the variance to the sampler as if it were the deviation is the mistake SCIENCE.md names."""
+    the variance to the sampler as if it were the deviation is the mistake the closed-form test
+    in docs/numerics.md (Tests of the numerics) catches."""
     w2 = problem.parameter_vector().double().pow(2)
     return lambda sigma: torch.sqrt(sigma * sigma * w2 + eps * eps)
