@@ -19,7 +19,10 @@ SOURCES = ("service", "tasks")
 VOCABULARY = ROOT / "tasks" / "contract" / "problem_types.py"
 
 # Callables whose slug parameter is not named `slug`: name → (position, keyword).
-KIND_PARAMETERS = {"LoadError": (3, "kind"), "problem": (3, "kind")}
+KIND_PARAMETERS = {
+    name: (3, "kind")
+    for name in ("RunError", "LoadError", "DeviceUnavailable", "CheckpointMismatch", "problem")
+}
 # Arguments that pass on a slug chosen elsewhere (the literal is checked where it is written).
 PASS_THROUGH = {"slug", "kind", "e.slug", "self.slug", "e.kind", "exc.slug"}
 
@@ -166,8 +169,8 @@ def test_docs_describe_every_type() -> None:
 
 
 def test_worker_problems_use_the_vocabulary() -> None:
-    from tasks.worker.job import _at, problem
-    from tasks.worker.loaders import LoadError
+    from tasks.worker.errors import LoadError, problem
+    from tasks.worker.errors import at as _at
 
     e = LoadError("CUDA not available", "no CUDA", status=503, kind="device-unavailable")
     assert e.type == NAMESPACE + "device-unavailable"

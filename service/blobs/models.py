@@ -15,6 +15,7 @@ from service.blobs.schemas import ModelInfo, ModelPage
 from service.common import BlobId, ExistingModel, problems
 from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
 from service.problems import ProblemError, invalid
+from tasks.artifacts import formats
 from tasks.artifacts import hf_checkpoint as hf
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -46,6 +47,9 @@ Idempotent by content: the id is the sha256 of the bytes. **201** when the bytes
 before with a different architecture, config or head."""
 
 FIELDS = {"architecture", "config", "head"}
+ALREADY_STORED: dict[int | str, dict[str, Any]] = {
+    200: {"model": ModelInfo, "description": "Already stored"}
+}
 
 
 def _is_hf_config(raw: str | None) -> bool:
@@ -65,13 +69,13 @@ def _huggingface_fields(facts: dict[str, Any], fields: dict[str, str], label: st
             "a Hugging Face checkpoint names its model in config.json; leave 'architecture' "
             "out (the optional 'head' field chooses the head)",
         )
-    if facts["format"] == "safetensors":  # bare weights, config.json in the 'config' field
+    if facts["format"] == formats.SAFETENSORS:  # bare weights, config.json in the 'config' field
         try:
             config = hf_from_fields(fields["config"], f"{label} (config)")
         except Refused as e:
             raise ProblemError(e.status, e.slug, f"config: {e.detail}") from e
-        facts = {**facts, "format": "huggingface", "config": config}
-        extra: dict[str, Any] = {"format": "huggingface", "config": config}
+        facts = {**facts, "format": formats.HUGGINGFACE, "config": config}
+        extra: dict[str, Any] = {"format": formats.HUGGINGFACE, "config": config}
     elif fields.get("config") is not None:
         raise invalid("config", "the zip holds config.json already; leave 'config' out")
     else:
@@ -87,8 +91,8 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
     """architecture/config: required (architecture) for safetensors, refused otherwise; a
     Hugging Face checkpoint takes an optional head instead."""
     fmt = facts["format"]
-    if fmt == "huggingface" or (
-        fmt == "safetensors"
+    if fmt == formats.HUGGINGFACE or (
+        fmt == formats.SAFETENSORS
         and fields.get("architecture") is None
         and _is_hf_config(fields.get("config"))
     ):
@@ -97,7 +101,7 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
         raise invalid("head", f"only applies to Hugging Face checkpoints, not {fmt} files")
     arch = fields.get("architecture")
     raw_config = fields.get("config")
-    if fmt != "safetensors":
+    if fmt != formats.SAFETENSORS:
         for name in ("architecture", "config"):
             if fields.get(name) is not None:
                 raise invalid(name, f"only applies to safetensors weights, not {fmt} archives")
@@ -127,8 +131,7 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
     status_code=201,
     summary="Upload a model",
     description=UPLOAD_DOC,
-    responses={200: {"model": ModelInfo, "description": "Already stored"}}
-    | problems(400, 409, 413, 415, 422),
+    responses=ALREADY_STORED | problems(400, 409, 413, 415, 422),
     openapi_extra=uploads.multipart_openapi(
         architecture={"type": "string"},
         config={

@@ -203,7 +203,12 @@ def _numeric(host: str) -> list[IPAddress] | None:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError):
         return None
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    return [_address(info[4][0]) for info in infos]
+
+
+def _address(sockaddr_host: str | int) -> IPAddress:
+    """The address of a getaddrinfo entry (a scoped IPv6 address loses its %zone)."""
+    return ipaddress.ip_address(str(sockaddr_host).split("%")[0])
 
 
 def _check_host_literal(uri: str, settings: Settings) -> None:
@@ -231,7 +236,7 @@ def resolve_checked(uri: str, settings: Settings) -> list[IPAddress]:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as e:
             raise UriRejected(f"{uri}: cannot resolve host {host!r}: {e}") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [_address(info[4][0]) for info in infos]
     unique = list(dict.fromkeys(addresses))
     if not unique:
         raise UriRejected(f"{uri}: host {host!r} has no address")

@@ -15,6 +15,7 @@ shape, layout or label problem is a 422 naming the fix instead of a failure deep
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import struct
@@ -25,13 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
+from tasks.artifacts import formats
 from tasks.contract import datanames
 from tasks.contract.datanames import InputsKey
 from tasks.engine.batches import BatchSource
 from tasks.engine.losses import IGNORE_INDEX, LayoutError, Objective, label_range_problem
 from tasks.engine.problem import Batch, Inputs, call_module, select_output
-from tasks.worker.loaders import LoadedModel, LoadError, first_line
+from tasks.worker.errors import STOPS, LoadError, first_line
+from tasks.worker.loaders.model import LoadedModel
 
 STATIC_BATCH_FIX = (
     "the model was exported with a fixed batch size; export it with a dynamic batch: "
@@ -121,8 +125,6 @@ def _npz_arrays(path: Path) -> dict[str, _Lazy]:
 
 
 def _safetensors_arrays(path: Path) -> dict[str, _Lazy]:
-    from safetensors import safe_open
-
     out = {}
     with safe_open(str(path), framework="numpy") as f:
         for k in f.keys():
@@ -155,6 +157,8 @@ class _Arrays:
                     "Unsupported dataset format", f"{name}: format {fmt!r}; use npz or safetensors"
                 )
         except LoadError:
+            raise
+        except STOPS:
             raise
         except Exception as e:  # object arrays (pickle), corrupt zip, bad header
             raise LoadError(
@@ -212,6 +216,38 @@ def _structure(inputs_key: InputsKey, tensors: dict[str, torch.Tensor]) -> Input
     return tuple(tensors[a] for a in inputs_key)
 
 
+def _checked_size(
+    arrays: dict[str, _Lazy],
+    names: list[str],
+    targets_key: str,
+    max_samples: int | None,
+    name: str,
+) -> int:
+    """The number of examples used, once every array has one leading example axis of the
+    same length and the inputs are numbers (known from the headers, before any value is
+    read)."""
+    for k, array in arrays.items():
+        if array.ndim == 0:
+            raise LoadError(
+                "Bad dataset", f"{name}: {k!r} is a scalar; need a leading example axis"
+            )
+    counts = {k: array.shape[0] for k, array in arrays.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{k!r} {n}" for k, n in counts.items())
+        raise LoadError("Bad dataset", f"{name}: the arrays differ in examples: {listed}")
+    size = counts[targets_key]
+    if max_samples is not None:
+        size = min(size, max(0, int(max_samples)))
+    if size == 0:
+        raise LoadError("Bad dataset", f"{name}: the dataset holds no examples")
+    for k in names:
+        if arrays[k].dtype.kind not in "biuf":
+            raise LoadError(
+                "Bad inputs", f"{name}: {k!r} has dtype {arrays[k].dtype}; need numbers"
+            )
+    return size
+
+
 def load_dataset(
     path: str | os.PathLike,
     meta: dict[str, Any] | None,
@@ -236,25 +272,7 @@ def load_dataset(
         raise LoadError("Array missing", f"{name}: {e.part}: {e.detail}") from e
     names = [*dict.fromkeys(datanames.input_names(inputs_key))]
     arrays = {k: data.arrays[k] for k in [*names, targets_key]}
-    for k, a in arrays.items():
-        if a.ndim == 0:
-            raise LoadError(
-                "Bad dataset", f"{name}: {k!r} is a scalar; need a leading example axis"
-            )
-    counts = {k: a.shape[0] for k, a in arrays.items()}
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{k!r} {n}" for k, n in counts.items())
-        raise LoadError("Bad dataset", f"{name}: the arrays differ in examples: {listed}")
-    size = counts[targets_key]
-    if max_samples is not None:
-        size = min(size, max(0, int(max_samples)))
-    if size == 0:
-        raise LoadError("Bad dataset", f"{name}: the dataset holds no examples")
-    for k in names:  # the kind is known from the header; the values are checked below
-        if arrays[k].dtype.kind not in "biuf":
-            raise LoadError(
-                "Bad inputs", f"{name}: {k!r} has dtype {arrays[k].dtype}; need numbers"
-            )
+    size = _checked_size(arrays, names, targets_key, max_samples, name)
     # targets are small (a label per example or position): read, checked and kept whole
     y = _as_targets(np.array(arrays[targets_key].rows(0, size)), loss, dtype, name, targets_key)
 
@@ -335,6 +353,8 @@ def probe(
     try:
         with torch.no_grad():
             raw = call_module(model.module, first.to(device).inputs)
+    except STOPS:
+        raise
     except Exception as e:
         raise LoadError(
             "Data does not fit the model", _forward_problem(model, first, name, e)
@@ -367,6 +387,8 @@ def probe(
             objective(out, first.targets.to(device))
     except LayoutError as e:
         raise LoadError("Targets do not fit the outputs", f"{name}: {e}") from e
+    except STOPS:
+        raise
     except Exception as e:
         raise LoadError(
             "Targets do not fit the outputs",
@@ -383,8 +405,6 @@ _NOT_DATA = {"labels", "return_dict", "use_cache", "return_loss", "kwargs", "arg
 def forward_keywords(module: torch.nn.Module) -> list[str]:
     """The named parameters of the module's forward that may take an array (none for a
     torch.export or TorchScript program, whose forward is generic)."""
-    import inspect
-
     try:
         params = inspect.signature(module.forward).parameters.values()
     except (TypeError, ValueError):
@@ -401,7 +421,7 @@ def forward_keywords(module: torch.nn.Module) -> list[str]:
 def _fitting_unused(model: LoadedModel, batches: Sequence[Batch]) -> list[str]:
     """Arrays of the file the names leave out that the model's forward takes by name."""
     unused = getattr(batches, "unused", None)
-    if not unused or getattr(batches, "names", None) is None or model.format != "huggingface":
+    if not unused or getattr(batches, "names", None) is None or model.format != formats.HUGGINGFACE:
         return []
     keywords = forward_keywords(model.module)
     return [a for a in unused if a in keywords]
@@ -501,7 +521,7 @@ def _missing_decoder_inputs(model: LoadedModel, batch: Batch) -> str | None:
     """An encoder-decoder model given no decoder inputs: transformers would make them from
     the labels, which the model never sees here (BART would even decode its own input_ids)."""
     config = getattr(model.module, "config", None)
-    if model.format != "huggingface" or not getattr(config, "is_encoder_decoder", False):
+    if model.format != formats.HUGGINGFACE or not getattr(config, "is_encoder_decoder", False):
         return None
     inputs = batch.inputs
     if isinstance(inputs, dict) and (

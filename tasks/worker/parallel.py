@@ -32,15 +32,29 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing import process as mp_process
 from multiprocessing.process import BaseProcess
-from types import SimpleNamespace
 from typing import Any
 
+import torch
+import torch.multiprocessing as mp
+
 from tasks.contract.spec import Job
-from tasks.worker.loaders import LoadError
+from tasks.engine import distributed
+from tasks.engine.cancel import Cancelled
+from tasks.engine.distributed import DEFAULT_TIMEOUT_S, DistributedProblem, free_port, shard
+from tasks.engine.runner import run_measure
+from tasks.settings import Settings
+from tasks.store.blobs import BlobStore
+from tasks.worker.datasets import fit_inputs_to_model
+from tasks.worker.errors import DeviceUnavailable, RunError
+from tasks.worker.loading import load_job_model, read_dataset
 
 log = logging.getLogger(__name__)
 
+#: multiprocessing's own process key type (its stubs leave it out)
+_AUTHKEY_TYPE: type[bytes] = mp_process.AuthenticationString  # type: ignore[attr-defined]
 #: How often the job's process looks at its ranks (replies, exit codes, the cancel flag).
 POLL_S = 0.2
 #: How long a rank that was asked to stop may take before it is killed.
@@ -57,17 +71,13 @@ def rank_devices(device: str, world_size: int) -> list[str]:
     CUDA job (refused with `device-unavailable` when the worker sees fewer GPUs)."""
     if not device.startswith("cuda"):
         return ["cpu"] * world_size
-    import torch
-
     count = torch.cuda.device_count()
     if count < world_size:
-        raise LoadError(
+        raise DeviceUnavailable(
             "Not enough GPUs for data_parallel",
             f"data_parallel={world_size} needs {world_size} GPUs (one per process); this "
             f"worker sees {count}. Run the worker with more devices in CUDA_VISIBLE_DEVICES, "
             "or lower data_parallel",
-            status=503,
-            kind="device-unavailable",
         )
     return [f"cuda:{i}" for i in range(world_size)]
 
@@ -88,24 +98,27 @@ def _describe(rank: int, e: BaseException) -> dict[str, Any]:
         "message": str(e),
         "traceback": traceback.format_exc(limit=20),
     }
-    if isinstance(e, LoadError):
-        out["load_error"] = (e.title, e.detail, e.status, e.kind)
+    if isinstance(e, RunError):
+        out["problem"] = (e.title, e.detail, e.status, e.kind)
     return out
 
 
-def _load(rank: int, world: int, device: str, payload: dict[str, Any]):
-    """This rank's DistributedProblem: the job's model and its shard of the job's dataset."""
-    from tasks.engine.distributed import DistributedProblem, shard
-    from tasks.store.blobs import BlobStore
-    from tasks.worker.datasets import fit_inputs_to_model
-    from tasks.worker.job import load_job_model, read_dataset
+@dataclass
+class _RankStore:
+    """What a rank reads uploads through (tasks.worker.loading.Stored): no Redis."""
 
+    settings: Settings
+    blobs: BlobStore
+
+
+def _load(rank: int, world: int, device: str, payload: dict[str, Any]) -> DistributedProblem:
+    """This rank's DistributedProblem: the job's model and its shard of the job's dataset."""
     settings = payload["settings"]
     job = Job.model_validate_json(payload["job"])
     spec = job.spec
-    rt = SimpleNamespace(settings=settings, blobs=BlobStore(settings.blob_dir))
-    model = load_job_model(rt, job)  # type: ignore[arg-type]
-    batches, _ = read_dataset(rt, spec, spec.dataset, "dataset", model.dtype)  # type: ignore[arg-type]
+    rt = _RankStore(settings=settings, blobs=BlobStore(settings.blob_dir))
+    model = load_job_model(rt, job)
+    batches, _ = read_dataset(rt, spec, spec.dataset, "dataset", model.dtype)
     fit_inputs_to_model(model, batches, "dataset")  # decoder inputs from the labels, as probe does
     return DistributedProblem(
         model.module,
@@ -133,12 +146,6 @@ def _rank_main(
     """A rank: join the group, load, then run each measure the job's process sends (None
     ends it). Rank 0 replies with progress and results; any rank replies with its error."""
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
-    import torch
-
-    from tasks.engine import distributed
-    from tasks.engine.context import Cancelled
-    from tasks.engine.runner import run_measure
-
     if device == "cpu":  # the ranks share the cores
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world))
     try:
@@ -185,14 +192,12 @@ class _StandIn(BaseProcess):
     """multiprocessing's main-process record (its _MainProcess), with a given key."""
 
     def __init__(self, authkey: bytes) -> None:  # noqa: D107  (no BaseProcess.__init__)
-        from multiprocessing.process import AuthenticationString
-
         self._identity = ()
         self._name = "MainProcess"
         self._parent_pid = None
         self._popen = None
         self._closed = False
-        self._config = {"authkey": AuthenticationString(authkey), "semprefix": "/mp"}
+        self._config = {"authkey": _AUTHKEY_TYPE(authkey), "semprefix": "/mp"}
 
 
 @contextlib.contextmanager
@@ -206,10 +211,8 @@ def _may_have_children() -> Iterator[None]:
     (not daemonic, the same key) is the current process. The ranks are never orphaned for
     long: each exits within a second of its parent (`_watch_parent`), and the runner ends them
     after the last measure or any failure."""
-    from multiprocessing import process as mp_process
-
     me = mp_process._current_process  # type: ignore[attr-defined]
-    plain = type(me._config.get("authkey")) is mp_process.AuthenticationString  # type: ignore[attr-defined]
+    plain = type(me._config.get("authkey")) is _AUTHKEY_TYPE
     if plain and not me._config.get("daemon"):
         yield
         return
@@ -225,10 +228,6 @@ class Ranks:
     """The started ranks of one job, as the job's process sees them."""
 
     def __init__(self, devices: list[str], payload: dict[str, Any]) -> None:
-        import torch.multiprocessing as mp
-
-        from tasks.engine.distributed import free_port
-
         ctx = mp.get_context("spawn")
         self.world = len(devices)
         self.replies = ctx.Queue()
@@ -269,9 +268,9 @@ class Ranks:
 
     def _failed(self, info: dict[str, Any]) -> BaseException:
         log.error("data-parallel rank %s failed:\n%s", info["rank"], info["traceback"])
-        if "load_error" in info:
-            title, detail, status, kind = info["load_error"]
-            return LoadError(title, detail, status, kind)
+        if "problem" in info:
+            title, detail, status, kind = info["problem"]
+            return RunError(title, detail, status, kind)
         message = f"rank {info['rank']} of {self.world}: {info['type']}: {info['message']}"
         if info["type"] in ("MemoryError", "OutOfMemoryError"):
             return MemoryError(message)
@@ -315,8 +314,6 @@ class Ranks:
     ) -> dict[str, Any]:
         """Run measure `name` on every rank; rank 0's result. Raises Cancelled when a cancel
         was agreed on, the rank's error when one failed, whatever should_cancel raises."""
-        from tasks.engine.context import Cancelled
-
         self.cancel.clear()
         for q in self.commands:
             q.put((name, params, hvp_backend, initial, state))
@@ -326,7 +323,7 @@ class Ranks:
             except queue.Empty:
                 kind, body = None, None
             if kind == "result":
-                return body  # type: ignore[no-any-return]
+                return body
             if kind == "progress" and on_progress is not None:
                 on_progress(body)
             elif kind == "cancelled":
@@ -334,7 +331,7 @@ class Ranks:
             elif kind == "error":
                 # a peer that died makes the others' collectives fail: name the one that died
                 time.sleep(0.5)
-                raise self._dead(killed_only=True) or self._failed(body)  # type: ignore[arg-type]
+                raise self._dead(killed_only=True) or self._failed(body)
             if kind is None:
                 dead = self._dead()
                 if dead is not None:
@@ -372,8 +369,6 @@ class ParallelRunner:
     holds an example per rank; initial parameters and optimizer state are sent to the ranks."""
 
     def __init__(self, rt: Any, job: Job, device: str) -> None:
-        from tasks.engine.distributed import DEFAULT_TIMEOUT_S
-
         self.world = job.spec.data_parallel
         self.devices = rank_devices(device, self.world)
         self.last = job.spec.measures[-1].name
@@ -397,12 +392,10 @@ class ParallelRunner:
         optimizer_state: Any = None,
     ) -> dict[str, Any]:
         if problem.num_examples < self.world:
-            raise LoadError(
+            raise RunError(
                 "Too few examples for data_parallel",
                 f"data_parallel={self.world} needs at least one example per process; the "
                 f"dataset holds {problem.num_examples}",
-                status=422,
-                kind="invalid-input",
             )
         try:
             if self.ranks is None:

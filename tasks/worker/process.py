@@ -33,9 +33,12 @@ import threading
 import time
 from typing import Any
 
+import torch
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_shutting_down
 
+import tasks.jobs  # noqa: F401  the job task, registered with every app made here
+import tasks.trajectories  # noqa: F401  and the trajectory task
 from tasks import final_events, reaper
 from tasks.app import (
     QUEUES,
@@ -49,6 +52,7 @@ from tasks.contract.spec import JobStatus
 from tasks.settings import Settings, get_settings
 from tasks.store.records import RecordStore
 from tasks.store.trajectories import TrajectoryStore
+from tasks.worker.run import hard_limit_problem
 from tasks.worker.runtime import WorkerRuntime, install, unique_hostname
 
 log = logging.getLogger("tasks.worker")
@@ -64,8 +68,6 @@ def describe_device() -> tuple[str, bool]:
     """The device this worker computes on, and whether it has CUDA, without initialising CUDA
     in this process: a torch built without CUDA has none; otherwise a spawned interpreter
     asks and exits, taking its CUDA context with it."""
-    import torch
-
     if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
         return "cpu", False
     try:
@@ -165,8 +167,6 @@ def yield_to_main_process() -> None:
     except OSError:  # not permitted here: run at the main process's priority
         log.warning("could not lower the priority of the worker's child")
     if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
         torch.set_num_threads(compute_threads())
 
 
@@ -182,8 +182,6 @@ def on_hard_time_limit(
     failed (its message is acknowledged, nothing would run it again) and free its lock.
     With `app`, the task's state in Celery follows the record: the result backend's, and an
     event (Celery sends its own task-failed next)."""
-    from tasks.worker.run import hard_limit_problem
-
     store = store_for(rt, task_name)
     done = store.finish(
         record_id,
@@ -210,10 +208,7 @@ def main() -> int:
     rt.draining = multiprocessing.get_context("fork").Event()  # shared with the forked child
     install(rt)
 
-    app = make_celery(settings)
-    import tasks.jobs  # noqa: F401  registers the task on the app
-    import tasks.trajectories  # noqa: F401  and the trajectory task
-
+    app = make_celery(settings)  # the tasks (tasks.jobs, tasks.trajectories) join it
     # Sweep for messages of dead workers often enough that a short visibility timeout (tests)
     # takes effect promptly; kombu's default sweep is every 100 s.
     app.conf.broker_transport_options = {

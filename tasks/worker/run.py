@@ -46,135 +46,47 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis
+import torch
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from tasks.app import RunFailed, failure_text, final_event, store_final_state
-from tasks.contract import problem_types
 from tasks.contract.spec import JobStatus, MeasureProgress, Problem
+from tasks.engine.cancel import Cancelled
+from tasks.engine.runner import run_with_context
 from tasks.reaper import lost_problem
 from tasks.store.records import RecordStore
-from tasks.worker.loaders import LoadError
+from tasks.worker.errors import (
+    DeviceUnavailable,
+    Draining,
+    LockLost,
+    RunError,
+    TimeLimit,
+    problem,
+    problem_of,
+)
 from tasks.worker.runtime import WorkerRuntime, lock_ttl, versions
+from tasks.worker.store_link import REDIS_ERRORS, Away, StoreLink, retry_redis
 
 log = logging.getLogger(__name__)
 
+#: the states of a step's progress entry (MeasureProgress.state)
+ProgressState = Literal["pending", "running", "done", "failed"]
+
 PROGRESS_EVERY_S = 0.25
 CANCEL_CHECK_EVERY_S = 0.5
-# after a failed call, a run leaves Redis alone this long (it keeps computing), doubling
-# while Redis stays away (a partition where each try waits out its timeouts), up to AWAY_MAX_S
-AWAY_S = 1.0
-AWAY_MAX_S = 4.0
 END_MARGIN_S = 15.0  # a run's end is retried until this long before the hard time limit
-# what a Redis outage raises (BusyLoadingError, a restart reading its AOF, included)
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-
-
-class Away(Exception):
-    """Redis did not answer the run (or did not a moment ago): nothing was written."""
-
-
-class StoreLink:
-    """A run's own connection to its record, which never holds the computation up: a client
-    that gives up within a fraction of a second, and after a failure no new call for `AWAY_S`
-    (doubling while Redis stays away, up to `AWAY_MAX_S`; calls raise Away meanwhile). The
-    progress the run could not write is kept, the latest per measure (bounded by the
-    measures), and written first at the next call that reaches Redis."""
-
-    def __init__(self, store: RecordStore) -> None:
-        self.store = store.quick()
-        self.away_until = 0.0
-        self.failures = 0  # calls failed in a row
-        self.pending: dict[str, MeasureProgress] = {}
-        self._lock = threading.Lock()
-
-    def away(self) -> bool:
-        return time.monotonic() < self.away_until
-
-    def close(self) -> None:
-        """Close the link's own connections (the run ended)."""
-        self.store.r.connection_pool.disconnect()
-
-    def call(self, fn: Callable[[RecordStore], Any]) -> Any:
-        if self.away():
-            raise Away()
-        try:
-            out = fn(self.store)
-        except REDIS_ERRORS as e:
-            if not self.failures:
-                log.warning("Redis away (%s); the run goes on and writes later", e)
-            self.away_until = time.monotonic() + min(AWAY_S * 2**self.failures, AWAY_MAX_S)
-            self.failures += 1
-            raise Away() from e
-        if self.failures:
-            log.warning("Redis is back after %d failed calls; the run writes again", self.failures)
-            self.failures = 0
-        return out
-
-    def progress(self, rid: str, epoch: int, name: str, progress: MeasureProgress) -> bool:
-        """Keep `progress` as the latest of `name` and write what is kept, fenced by `epoch`;
-        False when the record is no longer at `epoch` (the run lost its lease)."""
-        with self._lock:
-            self.pending[name] = progress
-        return self.flush(rid, epoch)
-
-    def flush(self, rid: str, epoch: int) -> bool:
-        """Write the kept progress (raises nothing: kept again when Redis is away)."""
-        with self._lock:
-            pending, self.pending = self.pending, {}
-        try:
-            for name, p in list(pending.items()):
-                if not self.call(lambda st, n=name, p=p: st.set_progress(rid, n, p, epoch)):
-                    return False
-                del pending[name]
-        except Away:
-            with self._lock:
-                self.pending = {**pending, **self.pending}  # newer entries win
-        return True
-
-    def cancel_requested(self, rid: str) -> bool:
-        """A cancel check that cannot reach Redis means "not cancelled yet"."""
-        try:
-            return bool(self.call(lambda st: st.cancel_requested(rid)))
-        except Away:
-            return False
-
-
-class TimeLimit(Exception):
-    """The run passed the soft time limit."""
-
-
-class Draining(Exception):
-    """The worker is shutting down: hand the run back to the queue."""
-
-
-class LockLost(Exception):
-    """Another worker took the run over (this one was paused past its lock): stop, write
-    nothing."""
-
-
-def problem(title: str, detail: str, status: int = 500, kind: str = "job-failed") -> Problem:
-    return Problem(type=problem_types.uri(kind), title=title, status=status, detail=detail)
-
-
-def at(where: str, e: LoadError) -> LoadError:
-    """The same problem, its detail prefixed with the field at fault."""
-    return LoadError(e.title, f"{where}: {e.detail}", e.status, e.kind)
 
 
 def resolve_device(requested: str) -> tuple[str, str]:
     """(torch device, description) for the record's device field. CUDA is initialised here,
     in the process that computes (a prefork child), never in the worker's main process."""
-    import torch
-
     if requested == "cuda" and not torch.cuda.is_available():
-        raise LoadError(
+        raise DeviceUnavailable(
             "CUDA not available",
             "the run asks for device 'cuda' but this worker sees no CUDA device",
-            status=503,
-            kind="device-unavailable",
         )
     if requested in ("cuda", "auto") and torch.cuda.is_available():
         index = torch.cuda.current_device()
@@ -325,7 +237,7 @@ class Hooks:
         if time.monotonic() - self._last_write >= PROGRESS_EVERY_S:
             self.flush()
 
-    def flush(self, state: str = "running") -> None:
+    def flush(self, state: ProgressState = "running") -> None:
         if not self.run.keeper.owned():  # replaced while paused: the record is another's
             return
         info = self._pending or {}
@@ -419,8 +331,6 @@ class Run:
     def measure(self, problem_: Any, measure: Callable[[Any], dict[str, Any]], **kw: Any):
         """`measure(ctx)` through the engine's runner with this step's hooks: the same
         timing, warnings and mode notes as every job measure (see tasks.engine.runner)."""
-        from tasks.engine.runner import run_with_context
-
         assert self.hooks is not None, "call step() first"
         return run_with_context(
             problem_, measure, self.hooks.on_progress, self.hooks.should_cancel, **kw
@@ -446,21 +356,6 @@ def end_deadline(rt: WorkerRuntime, started: float) -> float:
     """Until when (monotonic) a run started at `started` may wait for Redis to write its end:
     shortly before Celery's hard time limit would stop its process."""
     return started + max(rt.settings.hard_time_limit_s - END_MARGIN_S, 1.0)
-
-
-def retry_redis(fn: Callable[[], Any], deadline: float, what: str = "its write") -> Any:
-    """`fn()`, retried with backoff (0.5 s doubling to 10 s) while Redis is away, until
-    `deadline`; then the Redis error is raised."""
-    delay = 0.5
-    while True:
-        try:
-            return fn()
-        except REDIS_ERRORS as e:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("Redis away (%s); retrying %s in %.1f s", e, what, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 def execute(rt: WorkerRuntime, store: RecordStore, record_id: str, body: Body, kept: str) -> str:
@@ -542,8 +437,6 @@ def _run_locked(
     attempt: int | None = None
     epoch: int | None = None
     try:
-        from tasks.engine.context import Cancelled
-
         device, description = resolve_device(record.spec.device)
         claimed = store.claim(rid, rt.hostname, description, versions())
         if claimed is None:  # cancelled or ended meanwhile: the record says which
@@ -570,8 +463,8 @@ def _run_locked(
         _hand_back(store, rid, "redis-unavailable", epoch, deadline)
         raise Reject(f"Redis away: {e}", requeue=True) from None
     except Exception as e:  # SoftTimeLimitExceeded included; never crash the worker
-        err = _problem(e, kind, run.where if run else "", kept, rt.settings.soft_time_limit_s)
-        if not isinstance(e, LoadError | TimeLimit | SoftTimeLimitExceeded):
+        err = problem_of(e, kind, run.where if run else "", kept, rt.settings.soft_time_limit_s)
+        if not isinstance(e, RunError | TimeLimit | SoftTimeLimitExceeded):
             log.exception("%s %s failed", kind, rid)
     if run is not None:
         if run.hooks is not None and not run.hooks.finished:
@@ -654,30 +547,3 @@ def _lost(store: RecordStore, rid: str, attempt: int | None) -> str:
         attempt,
     )
     return "lost"
-
-
-def _problem(e: Exception, kind: str, where: str, kept: str, soft_limit_s: int) -> Problem:
-    """The problem a run's exception is recorded as; `where` names the step at fault."""
-    if isinstance(e, LoadError):
-        return Problem(type=e.type, title=e.title, status=e.status, detail=e.detail)
-    if isinstance(e, TimeLimit | SoftTimeLimitExceeded):
-        return problem(
-            "Time limit exceeded",
-            f"the {kind} ran past the soft time limit of {soft_limit_s} s "
-            f"(SHARPNESS_SOFT_TIME_LIMIT_S) in {where or 'its preparation'}; {kept}",
-            kind="time-limit",
-        )
-    if isinstance(e, NotImplementedError):
-        return problem(
-            "Measure not implemented",
-            f"{where} is not implemented by this worker ({e})",
-            status=501,
-            kind="not-implemented",
-        )
-    if isinstance(e, MemoryError):
-        return problem("Out of memory", f"{where}: {e}", kind="out-of-memory")
-    where = where or f"preparing the {kind}"
-    title, detail = f"{kind.capitalize()} failed", f"{where}: {type(e).__name__}: {e}"
-    if "out of memory" in str(e).lower():  # CUDA's OutOfMemoryError, a RuntimeError
-        return problem(title, detail, kind="out-of-memory")
-    return problem(title, detail, kind="job-failed")

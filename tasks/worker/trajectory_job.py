@@ -23,14 +23,32 @@ from __future__ import annotations
 
 import gc
 import logging
+from functools import partial
 from typing import Any
 
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
 from tasks.contract.spec import EigenvectorOverlap, Trajectory, TrajectoryPoint, TrajectorySpec
+from tasks.engine.preconditioner import (
+    OptimizerStateError,
+    adam_preconditioner,
+    state_from_tensors,
+)
+from tasks.engine.problem import HessianProblem
+from tasks.engine.trajectory import (
+    ShapeMismatch,
+    TrajectoryTracker,
+    named_shapes,
+    top_eigenpairs,
+)
 from tasks.store.trajectories import TrajectoryStore
 from tasks.worker import run as runs
-from tasks.worker.job import check_fit, evaluate, make_problem, read_dataset
-from tasks.worker.loaders import LoadError
-from tasks.worker.run import Run, at
+from tasks.worker.errors import CheckpointMismatch, LoadError, at
+from tasks.worker.evaluation import evaluate
+from tasks.worker.loading import check_fit, make_problem, read_dataset, stored_model
+from tasks.worker.run import Run
 from tasks.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -58,17 +76,16 @@ class _Data:
         return self._by_dtype[dtype]
 
 
-def _build(rt: WorkerRuntime, t: Trajectory, data: _Data, index: int, device: str):
+def _build(
+    rt: WorkerRuntime, t: Trajectory, data: _Data, index: int, device: str
+) -> HessianProblem:
     """Load checkpoint `index` and make its HessianProblem; errors name the checkpoint."""
-    from tasks.worker.loaders import load_model
-
     where = f"checkpoints[{index}].model"
     model_id = t.spec.checkpoints[index].model
-    meta = rt.blobs.meta("models", model_id)
-    if meta is None:
-        raise LoadError("Model not found", f"{where}: model {model_id} is not in the blob store")
     try:
-        model = load_model(rt.blobs.path("models", model_id), meta)
+        model = stored_model(rt, model_id)
+        if model is None:
+            raise LoadError("Model not found", f"model {model_id} is not in the blob store")
         batches = data.batches(model.dtype)
         check_fit(t.spec, model, batches, data.name)
     except LoadError as e:
@@ -78,15 +95,6 @@ def _build(rt: WorkerRuntime, t: Trajectory, data: _Data, index: int, device: st
 
 def _preconditioner(rt: WorkerRuntime, t: Trajectory, index: int, prob: Any) -> Any:
     """Adam's diag(P) at checkpoint `index` from its uploaded state; errors name the field."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from tasks.engine.preconditioner import (
-        OptimizerStateError,
-        adam_preconditioner,
-        state_from_tensors,
-    )
-
     where = f"checkpoints[{index}].optimizer_state"
     state_id = t.spec.checkpoints[index].optimizer_state
     if state_id is None or rt.blobs.meta("optimizer_states", state_id) is None:
@@ -104,8 +112,6 @@ def _preconditioner(rt: WorkerRuntime, t: Trajectory, index: int, prob: Any) -> 
 
 def mode_reason(module: Any, mode: str, fixed_at_export: bool) -> str:
     """Which mode the curvature was measured in, why, and what it means for this model."""
-    from torch import nn
-
     kinds = set()
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -139,13 +145,6 @@ def mode_reason(module: Any, mode: str, fixed_at_export: bool) -> str:
 def measure_trajectory(run: Run) -> None:
     """The trajectory's work inside the run wrapper: each checkpoint in order, its point
     appended to the record as soon as it is measured."""
-    from tasks.engine.trajectory import (
-        ShapeMismatch,
-        TrajectoryTracker,
-        named_shapes,
-        top_eigenpairs,
-    )
-
     rt, t = run.rt, run.record
     store: TrajectoryStore = run.store  # type: ignore[assignment]
     spec = t.spec
@@ -160,12 +159,11 @@ def measure_trajectory(run: Run) -> None:
         try:
             tracker.check(shapes)
         except ShapeMismatch as e:
-            raise LoadError(
+            raise CheckpointMismatch(
                 "Checkpoints do not match",
                 f"checkpoints[{index}].model: {e}; every checkpoint of a trajectory must "
                 "have the parameter names and shapes of checkpoints[0], so that their "
                 "eigenvectors can be compared",
-                kind="checkpoint-mismatch",
             ) from e
         ev = evaluate(prob, data.name)
         pre = _preconditioner(rt, t, index, prob) if opt.name == "adam" else None
@@ -207,10 +205,21 @@ def measure_trajectory(run: Run) -> None:
             None if overlap is None else EigenvectorOverlap(start=index - 1, end=index, **overlap)
         )
         # a partial result, fenced by the run's epoch and retried while Redis is away
-        run.write(lambda _, p=found, o=pair: store.add_point(t.id, p, o, run.epoch))
+        run.write(partial(_add_point, store, t.id, found, pair, run.epoch))
         hooks.done(point["lambda_max"])
         del prob, res
         gc.collect()
+
+
+def _add_point(
+    store: TrajectoryStore,
+    tid: str,
+    point: TrajectoryPoint,
+    overlap: EigenvectorOverlap | None,
+    epoch: int,
+    _: object,
+) -> bool:
+    return bool(store.add_point(tid, point, overlap, epoch))
 
 
 def execute(trajectory_id: str, rt: WorkerRuntime) -> str:

@@ -378,8 +378,8 @@ def test_worker_refusal_is_the_jobs_problem(net: Net, tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from tasks.contract.spec import DatasetRef
-    from tasks.worker.job import dataset_path
     from tasks.worker.loaders import LoadError
+    from tasks.worker.loading import dataset_path
 
     net.names["metadata.example"] = ["169.254.169.254"]
     rt = SimpleNamespace(settings=_settings(tmp_path), blobs=None)

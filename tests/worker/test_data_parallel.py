@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from tasks.app import RUN_JOB_TASK, make_celery
 from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
+from tasks.worker.errors import DeviceUnavailable
 from tasks.worker.job import execute
-from tasks.worker.loaders import LoadError
 from tasks.worker.parallel import rank_devices
 from tasks.worker.runtime import WorkerRuntime
 from tests import artifacts as A
@@ -160,7 +160,7 @@ def test_more_ranks_than_examples_is_a_problem(rt: WorkerRuntime, tmp_path: Path
 @pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this worker has two GPUs")
 def test_cuda_ranks_need_as_many_gpus() -> None:
     assert rank_devices("cpu", 3) == ["cpu"] * 3
-    with pytest.raises(LoadError) as e:
+    with pytest.raises(DeviceUnavailable) as e:
         rank_devices("cuda:0", 2)
     assert e.value.kind == "device-unavailable" and e.value.status == 503
     assert "needs 2 GPUs" in e.value.detail

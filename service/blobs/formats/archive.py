@@ -59,13 +59,3 @@ def open_checked(path: Path, label: str, max_uncompressed: int) -> zipfile.ZipFi
         zf.close()
         raise
     return zf
-
-
-def relative_names(zf: zipfile.ZipFile) -> set[str]:
-    """Member names below the archive's top folder (torch archives put all under one)."""
-    return {n.split("/", 1)[1] for n in zf.namelist() if "/" in n}
-
-
-def top_folder(zf: zipfile.ZipFile) -> str | None:
-    roots = {n.split("/", 1)[0] for n in zf.namelist() if "/" in n}
-    return roots.pop() if len(roots) == 1 else None

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from service.blobs.formats import Refused, archive, read_head, safetensors
+from tasks.artifacts import formats
 from tasks.artifacts import hf_checkpoint as hf
-from tasks.artifacts.checks import UnsafeArchive, check_pt2, check_torchscript
+from tasks.artifacts.checks import UnsafeArchive
 
 DYNAMIC_BATCH = "dynamic_shapes=({0: torch.export.Dim('batch')},)"
 
@@ -41,7 +43,7 @@ def inspect_model(path: Path, label: str, max_uncompressed: int) -> dict[str, An
     if safetensors.looks_like(head, size):
         tensors = safetensors.read_header(path, label)
         return {
-            "format": "safetensors",
+            "format": formats.SAFETENSORS,
             "tensors": len(tensors),
             "parameters": sum(math.prod(t["shape"]) for t in tensors.values()),
         }
@@ -62,43 +64,19 @@ def inspect_model(path: Path, label: str, max_uncompressed: int) -> dict[str, An
 
 def _zip_model(path: Path, label: str, max_uncompressed: int) -> dict[str, Any]:
     with archive.open_checked(path, label, max_uncompressed) as zf:
-        if hf.is_checkpoint_zip(zf.namelist()):
-            return _hf_checkpoint(zf, label)
-        names = archive.relative_names(zf)
-        root = archive.top_folder(zf)
-        if "archive_format" in names and root is not None:
-            fmt = zf.read(f"{root}/archive_format")[:64].decode("ascii", "replace").strip()
-            if fmt != "pt2":
-                raise Refused(
-                    415, "unknown-format", f"{label}: archive_format is {fmt!r}, not 'pt2'"
-                )
-            if not any(n.startswith("models/") and n.endswith(".json") for n in names):
-                raise Refused(
-                    422,
-                    "corrupt",
-                    f"{label}: a .pt2 archive without models/*.json (no exported program)",
-                )
-            try:
-                check_pt2(zf, label)
-            except UnsafeArchive as e:
-                raise Refused(e.status, e.slug, e.detail, "file") from e
-            _refuse_static_batch(zf, root, label)
-            return {"format": "torch_export"}
-        has_code = any(n.startswith("code/") for n in names)
-        if has_code and "data.pkl" in names and "constants.pkl" in names:
-            try:
-                check_torchscript(zf, label)
-            except UnsafeArchive as e:
-                raise Refused(e.status, e.slug, e.detail, "file") from e
-            return {"format": "torchscript"}
-        if "data.pkl" in names:
+        names = zf.namelist()
+        fmt = formats.archive_format(names)
+        if fmt is not None:
+            return _ARCHIVE_INSPECTORS[fmt.name](fmt, zf, label)
+        inner = formats.relative_names(names)
+        if "data.pkl" in inner:
             raise Refused(
                 415,
                 "torch-save",
                 f"{label}: this looks like torch.save of a module or state_dict, which only "
                 f"loads by unpickling; {HOW_TO_EXPORT}",
             )
-        if any(n.endswith(".npy") for n in zf.namelist()):
+        if any(n.endswith(".npy") for n in names):
             raise Refused(
                 415,
                 "dataset-not-model",
@@ -110,6 +88,45 @@ def _zip_model(path: Path, label: str, max_uncompressed: int) -> dict[str, Any]:
         f"{label}: a zip archive that is neither torch.export (.pt2) nor TorchScript. "
         f"To upload a model, {HOW_TO_EXPORT}",
     )
+
+
+def _check(fmt: formats.ModelFormat, zf: zipfile.ZipFile, label: str) -> None:
+    """The format's safety check (the one the worker runs again), as the upload's refusal."""
+    if fmt.check is None:
+        return
+    try:
+        fmt.check(zf, label)
+    except UnsafeArchive as e:
+        raise Refused(e.status, e.slug, e.detail, "file") from e
+
+
+def _torch_export(fmt: formats.ModelFormat, zf: zipfile.ZipFile, label: str) -> dict[str, Any]:
+    """A .pt2 archive: its archive_format, an exported program, a dynamic batch dimension."""
+    names = zf.namelist()
+    root = formats.top_folder(names)
+    assert root is not None  # formats.archive_format recognised it by its top folder
+    written = zf.read(f"{root}/archive_format")[:64].decode("ascii", "replace").strip()
+    if written != formats.PT2_ARCHIVE_FORMAT:
+        raise Refused(
+            415,
+            "unknown-format",
+            f"{label}: archive_format is {written!r}, not {formats.PT2_ARCHIVE_FORMAT!r}",
+        )
+    inner = formats.relative_names(names)
+    if not any(n.startswith("models/") and n.endswith(".json") for n in inner):
+        raise Refused(
+            422,
+            "corrupt",
+            f"{label}: a .pt2 archive without models/*.json (no exported program)",
+        )
+    _check(fmt, zf, label)
+    _refuse_static_batch(zf, root, label)
+    return {"format": fmt.name}
+
+
+def _torchscript(fmt: formats.ModelFormat, zf: zipfile.ZipFile, label: str) -> dict[str, Any]:
+    _check(fmt, zf, label)
+    return {"format": fmt.name}
 
 
 def _refuse_static_batch(zf: zipfile.ZipFile, root: str, label: str) -> None:
@@ -146,7 +163,7 @@ def _refuse_static_batch(zf: zipfile.ZipFile, root: str, label: str) -> None:
             )
 
 
-def _hf_checkpoint(zf: zipfile.ZipFile, label: str) -> dict[str, Any]:
+def _hf_checkpoint(fmt: formats.ModelFormat, zf: zipfile.ZipFile, label: str) -> dict[str, Any]:
     """A zip of a save_pretrained folder: config.json with a model_type, safetensors weights
     whose headers are whole; no pickled weights, no code."""
     try:
@@ -162,8 +179,9 @@ def _hf_checkpoint(zf: zipfile.ZipFile, label: str) -> dict[str, Any]:
             )
     if not tensors:
         raise Refused(422, "empty", f"{label}: the safetensors hold no tensors")
+    _check(fmt, zf, label)  # the checkpoint's own checks are hf_checkpoint.layout's
     return {
-        "format": "huggingface",
+        "format": fmt.name,
         "config": config,
         "tensors": len(tensors),
         "parameters": sum(math.prod(t["shape"]) for t in tensors.values()),
@@ -176,3 +194,13 @@ def hf_from_fields(config_text: str, label: str) -> dict[str, Any]:
         return hf.parse_config(config_text, label, "config")
     except hf.BadCheckpoint as e:
         raise Refused(e.status, e.slug, e.detail) from e
+
+
+#: the gateway's inspection of each zip-archive format, after its safety check
+_ARCHIVE_INSPECTORS: dict[
+    str, Callable[[formats.ModelFormat, zipfile.ZipFile, str], dict[str, Any]]
+] = {
+    formats.HUGGINGFACE: _hf_checkpoint,
+    formats.TORCH_EXPORT: _torch_export,
+    formats.TORCHSCRIPT: _torchscript,
+}

@@ -13,7 +13,7 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from service.blobs.formats import Refused
 
@@ -56,7 +56,7 @@ def read_header(path: Path, label: str) -> dict[str, dict[str, Any]]:
         return read_header_from(fh, path.stat().st_size, label)
 
 
-def read_header_from(fh: BinaryIO, size: int, label: str) -> dict[str, dict[str, Any]]:
+def read_header_from(fh: IO[bytes], size: int, label: str) -> dict[str, dict[str, Any]]:
     """`read_header` for an open file of `size` bytes read from its start (a zip member)."""
     raw_n = fh.read(8)
     if len(raw_n) < 8:

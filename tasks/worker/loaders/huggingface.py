@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
+from tasks.artifacts import formats
 from tasks.artifacts.hf_checkpoint import (
     CONFIG,
     WEIGHTS,
@@ -40,7 +42,8 @@ from tasks.artifacts.hf_checkpoint import (
     layout,
     parse_config,
 )
-from tasks.worker.loaders import LoadedModel, LoadError, first_line
+from tasks.worker.errors import STOPS, LoadError, first_line
+from tasks.worker.loaders.model import LoadedModel
 
 # head → the name of transformers' table {model_type: class name} for it
 _HEAD_TABLES = {
@@ -53,44 +56,6 @@ _HEAD_TABLES = {
 }
 
 
-# where transformers defines ModelOutput classes: its modeling_outputs and the models' modules
-#: a pytree node type in a serialized treespec ("type": "transformers.…Output", JSON inside
-#: JSON, so the quotes may be escaped); module names in stack-trace metadata do not count.
-_OUTPUT_TYPE = re.compile(
-    r"type\\*\"\s*:\s*\\*\""
-    r"(transformers\.(?:modeling_outputs|models\.[a-z0-9_]+\.modeling_[a-z0-9_]+))"
-    r"\.[A-Z][A-Za-z0-9_]*\b"
-)
-
-
-def import_output_types(path: str | os.PathLike) -> list[str]:
-    """Import the transformers modules whose classes a torch.export archive names (a
-    ModelOutput in its output spec is stored by class name, and torch.export.load can rebuild
-    it only once transformers has registered it). Only transformers' modeling_outputs and
-    models.*.modeling_* modules are imported: library code, never a module the upload brings.
-    Returns the names imported."""
-    import importlib
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            text = " ".join(
-                zf.read(n).decode("utf-8", "replace")
-                for n in zf.namelist()
-                if "/models/" in f"/{n}" and n.endswith(".json")
-            )
-    except (zipfile.BadZipFile, OSError):
-        return []
-    modules = sorted({m.group(1) for m in _OUTPUT_TYPE.finditer(text)})
-    imported = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue
-        imported.append(name)
-    return imported
-
-
 def _refused(e: BadCheckpoint) -> LoadError:
     return LoadError("Unusable Hugging Face checkpoint", e.detail)
 
@@ -101,7 +66,7 @@ def _names(entry: Any) -> list[str]:
 
 def model_class(config: dict[str, Any], head: str, label: str) -> Any:
     """The transformers class for (model_type, head): a class transformers ships, or a 422."""
-    import transformers
+    import transformers  # deferred: only Hugging Face models need it (seconds to import)
     from transformers.models.auto import modeling_auto
 
     model_type = config["model_type"]
@@ -129,7 +94,7 @@ def model_class(config: dict[str, Any], head: str, label: str) -> Any:
 
 def build_config(config: dict[str, Any], label: str) -> Any:
     """transformers' own config class for the model_type, filled from the JSON."""
-    import transformers
+    import transformers  # deferred: only Hugging Face models need it (seconds to import)
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = config["model_type"]
@@ -142,6 +107,8 @@ def build_config(config: dict[str, Any], label: str) -> Any:
         )
     try:
         cfg = CONFIG_MAPPING[model_type].from_dict(dict(config))
+    except STOPS:
+        raise
     except Exception as e:
         raise LoadError(
             "Bad Hugging Face config",
@@ -212,8 +179,6 @@ def _stage_files(path: Path, meta: dict[str, Any], label: str, folder: Path) -> 
 
 
 def _checkpoint_numel(folder: Path) -> int:
-    from safetensors import safe_open
-
     total = 0
     for f in folder.glob("*.safetensors"):
         with safe_open(str(f), framework="pt") as st:
@@ -227,7 +192,7 @@ def _checkpoint_numel(folder: Path) -> int:
 
 
 def transformers_logging() -> Any:
-    from transformers.utils import logging
+    from transformers.utils import logging  # deferred, as in model_class
 
     return logging
 
@@ -240,10 +205,8 @@ def _unique_numel(module: torch.nn.Module, ignored: list[re.Pattern[str]] | None
     )
 
 
-def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
+def load_huggingface(p: Path, label: str, meta: dict[str, Any]) -> LoadedModel:
     """The stored Hugging Face checkpoint as an eval-mode nn.Module returning a ModelOutput."""
-    p = Path(path)
-    label = meta.get("filename") or p.name
     with tempfile.TemporaryDirectory(prefix="hf-") as tmp:
         folder = Path(tmp)
         config = _stage_files(p, meta, label, folder)
@@ -259,6 +222,8 @@ def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
         try:
             with torch.device("meta"):
                 skeleton = cls(cfg)
+        except STOPS:
+            raise
         except Exception as e:
             raise LoadError(
                 "Bad Hugging Face config",
@@ -289,6 +254,8 @@ def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
                 attn_implementation="eager",
                 dtype="auto",
             )
+        except STOPS:
+            raise
         except Exception as e:
             raise LoadError(
                 "Weights do not fit the model",
@@ -312,7 +279,7 @@ def load_hf_model(path: str | os.PathLike, meta: dict[str, Any]) -> LoadedModel:
     if getattr(model.config, "is_encoder_decoder", False):
         _require_decoder_inputs(model)
     model.eval()
-    return LoadedModel(model, "huggingface", input_shape=None)
+    return LoadedModel(model, formats.HUGGINGFACE, input_shape=None)
 
 
 def _require_decoder_inputs(model: torch.nn.Module) -> None:

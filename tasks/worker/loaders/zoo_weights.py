@@ -1,0 +1,43 @@
+"""safetensors weights of a built-in architecture: the tensors only, loaded into the module
+that tasks.worker.zoo builds from the architecture's name and config (both recorded at upload).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from tasks.artifacts import formats
+from tasks.worker import zoo
+from tasks.worker.errors import LoadError
+from tasks.worker.loaders.model import LoadedModel
+
+
+def load_zoo_weights(path: Path, name: str, meta: dict[str, Any]) -> LoadedModel:
+    """The zoo architecture `meta["architecture"]`, its weights from the safetensors file."""
+    arch = meta.get("architecture")
+    if not arch:
+        raise LoadError(
+            "Architecture missing",
+            f"{name}: safetensors holds only weights; give an architecture "
+            f"({', '.join(sorted(zoo.ARCHITECTURES))}) and its config when uploading",
+        )
+    try:
+        module = zoo.build(arch, meta.get("config"))
+    except zoo.ZooError as e:
+        raise LoadError("Bad architecture", f"{name}: {e}") from e
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise LoadError("Unreadable weights", f"{name}: not a safetensors file ({e})") from e
+    try:
+        module.load_state_dict(zoo.align_keys(module, state), strict=True)
+    except RuntimeError as e:
+        raise LoadError(
+            "Weights do not fit the architecture",
+            f"{name}: weights do not match architecture {arch!r}: {e}",
+        ) from e
+    return LoadedModel(module, formats.SAFETENSORS)
