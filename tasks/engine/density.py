@@ -47,8 +47,8 @@ from torch import Tensor
 
 from tasks.engine.lanczos import lanczos_tridiagonal
 from tasks.engine.linear_operator import LinearOperator, as_operator
+from tasks.engine.precision import operator_dtype, unit_roundoff
 from tasks.engine.trace.common import t_quantile
-from tasks.engine.trace.rounding import operator_dtype, unit_roundoff
 
 if TYPE_CHECKING:
     from tasks.engine.context import MeasureContext

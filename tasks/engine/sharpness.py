@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from tasks.engine.lanczos import ROUNDING_FACTOR
+from tasks.engine.precision import ROUNDING_FACTOR
 from tasks.engine.problem import Batch, HessianProblem
 from tasks.engine.trace.common import t_quantile
 

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from tasks.engine.context import MeasureContext
-from tasks.engine.lanczos import lanczos
+from tasks.engine.lanczos import LanczosOptions, lanczos
 from tasks.engine.measures.base import attributes
 from tasks.engine.operator import HessianOperator
 from tasks.engine.preconditioner import PreconditionedOperator
@@ -154,7 +154,8 @@ def top_eigenpairs(
     (D = P^{−1/2}); the eigenvectors returned are D y, normalised (P⁻¹H's, in parameter space)."""
     hessian = HessianOperator(problem, backend=hvp_backend)
     op = hessian if preconditioner is None else PreconditionedOperator(hessian, preconditioner)
-    res = lanczos(op, k=k, tol=tol, max_iter=max_iter, return_eigenvectors=True, seed=seed, ctx=ctx)
+    options = LanczosOptions(k=k, tol=tol, max_iter=max_iter, return_eigenvectors=True, seed=seed)
+    res = lanczos(op, options, ctx=ctx)
     assert res.eigenvectors is not None
     vectors = res.eigenvectors
     if isinstance(op, PreconditionedOperator):

@@ -20,13 +20,8 @@ from tasks.engine.basis import Basis
 from tasks.engine.cancel import checkpoint
 from tasks.engine.convergence import rounding
 from tasks.engine.linear_operator import LinearOperator, as_operator
-from tasks.engine.trace.rounding import (
-    abs_mass,
-    operator_dtype,
-    quadratic_rounding,
-    unit_roundoff,
-    widen,
-)
+from tasks.engine.precision import operator_dtype, unit_roundoff
+from tasks.engine.trace.rounding import abs_mass, quadratic_rounding, widen
 
 
 @dataclass

@@ -33,32 +33,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from tasks.engine import convergence
-from tasks.engine.lanczos import ROUNDING_FACTOR, NotConvergedWarning
-
-
-def operator_dtype(operator: Any) -> torch.dtype:
-    """The dtype the operator's products are computed in: the model's (float64 for a dense
-    matrix or an operator that does not say)."""
-    seen = 0
-    while operator is not None and seen < 8:
-        dtype = getattr(operator, "compute_dtype", None)
-        if dtype is None:
-            dtype = getattr(getattr(operator, "problem", None), "dtype", None)
-        if isinstance(dtype, torch.dtype):
-            return dtype
-        operator = getattr(operator, "inner", None)  # a preconditioned operator's Hessian
-        seen += 1
-    return torch.float64
-
-
-def unit_roundoff(dtype: torch.dtype) -> float:
-    return float(torch.finfo(dtype).eps)
+from tasks.engine.convergence import NotConvergedWarning
+from tasks.engine.precision import ROUNDING_FACTOR
 
 
 def abs_mass(V: Tensor, HV: Tensor) -> Tensor:
