@@ -94,44 +94,16 @@ def slq(
     most `max_basis` vectors (default: all `steps`, full reorthogonalisation)."""
     operator = as_operator(operator)
     start, before = time.perf_counter(), operator.hvps
-    gen = torch.Generator().manual_seed(seed)
-    device = operator.device
-    all_nodes, all_weights = [], []
-    exact: list[bool] = []
     stats: dict[str, Any] = {}
-    for r in range(runs):
-        v0 = torch.randn(operator.dim, generator=gen, dtype=torch.float64).to(device)
-        alpha, beta = lanczos_tridiagonal(
-            operator,
-            steps,
-            v0 / v0.norm(),
-            ctx=ctx,
-            progress_offset=r * steps,
-            max_basis=max_basis,
-            stats=stats,
-        )
-        T = torch.diag(alpha)
-        if beta.numel():
-            T += torch.diag(beta, 1) + torch.diag(beta, -1)
-        theta, U = torch.linalg.eigh(T)
-        # a run that stopped early found an invariant subspace (or spans the space): its
-        # quadrature is the probe's measure itself, with no bracket to allow for
-        exact.append(alpha.numel() < min(steps, operator.dim) or alpha.numel() == operator.dim)
-        all_nodes.append(theta)
-        all_weights.append(U[0, :] ** 2)
+    all_nodes, all_weights, exact = _quadratures(operator, runs, steps, seed, ctx, max_basis, stats)
     nodes = torch.cat(all_nodes)
     weights = torch.cat(all_weights) / runs
     lmax, lmin = float(nodes.max()), float(nodes.min())
-    spread = lmax - lmin
-    sigma = bandwidth * (spread if spread > 0 else max(abs(lmax), 1.0))
-    grid = torch.linspace(lmin - 5 * sigma, lmax + 5 * sigma, grid_points, dtype=torch.float64)
-    z = (grid[:, None] - nodes[None, :].cpu()) / sigma
-    density = (torch.exp(-0.5 * z**2) * weights.cpu()[None, :]).sum(1) / (sigma * 2.5066282746)
-    density = density / torch.trapezoid(density, grid)
+    grid, density, sigma = _smoothed(nodes, weights, bandwidth, grid_points)
     scale = max(abs(lmax), abs(lmin))
     t = zero_threshold * scale
     share = float(weights[nodes.abs() <= t].sum())
-    r = DENSITY_ROUNDING_FACTOR * unit_roundoff(operator_dtype(operator)) * scale
+    level = DENSITY_ROUNDING_FACTOR * unit_roundoff(operator_dtype(operator)) * scale
 
     def brackets_at(threshold: float) -> list[tuple[float, float]]:
         return [
@@ -141,7 +113,7 @@ def slq(
 
     brackets = brackets_at(t)
     mid, plain = _rank_interval([b[0] for b in brackets], [b[1] for b in brackets], operator.dim)
-    inner, outer = brackets_at(max(t - r, 0.0)), brackets_at(t + r)
+    inner, outer = brackets_at(max(t - level, 0.0)), brackets_at(t + level)
     low, high = [b[0] for b in inner], [b[1] for b in outer]
     _, ci = _rank_interval(low, high, operator.dim, also=[b for pair in brackets for b in pair])
     return DensityEstimate(
@@ -160,9 +132,61 @@ def slq(
         effective_rank_naive=(1 - share) * operator.dim,
         max_basis=max_basis,
         basis_peak=stats.get("basis_peak", 0),
-        rounding_level=r,
+        rounding_level=level,
         effective_rank_rounding=(ci[1] - ci[0]) - (plain[1] - plain[0]),
     )
+
+
+def _quadratures(
+    operator: LinearOperator,
+    runs: int,
+    steps: int,
+    seed: int,
+    ctx: MeasureContext | None,
+    max_basis: int | None,
+    stats: dict[str, Any],
+) -> tuple[list[Tensor], list[Tensor], list[bool]]:
+    """Each run's Gauss quadrature: the nodes (its tridiagonal's eigenvalues), the weights
+    (their eigenvectors' first components squared) and whether it is the probe's measure
+    itself."""
+    gen = torch.Generator().manual_seed(seed)
+    all_nodes, all_weights = [], []
+    exact: list[bool] = []
+    for run in range(runs):
+        v0 = torch.randn(operator.dim, generator=gen, dtype=torch.float64).to(operator.device)
+        alpha, beta = lanczos_tridiagonal(
+            operator,
+            steps,
+            v0 / v0.norm(),
+            ctx=ctx,
+            progress_offset=run * steps,
+            max_basis=max_basis,
+            stats=stats,
+        )
+        T = torch.diag(alpha)
+        if beta.numel():
+            T += torch.diag(beta, 1) + torch.diag(beta, -1)
+        theta, U = torch.linalg.eigh(T)
+        # a run that stopped early found an invariant subspace (or spans the space): its
+        # quadrature is the probe's measure itself, with no bracket to allow for
+        exact.append(alpha.numel() < min(steps, operator.dim) or alpha.numel() == operator.dim)
+        all_nodes.append(theta)
+        all_weights.append(U[0, :] ** 2)
+    return all_nodes, all_weights, exact
+
+
+def _smoothed(
+    nodes: Tensor, weights: Tensor, bandwidth: float, grid_points: int
+) -> tuple[Tensor, Tensor, float]:
+    """The nodes' weights spread by a Gaussian of width `bandwidth` × the spectrum's spread,
+    on a grid, normalised to unit area: (grid, density, sigma)."""
+    lmax, lmin = float(nodes.max()), float(nodes.min())
+    spread = lmax - lmin
+    sigma = bandwidth * (spread if spread > 0 else max(abs(lmax), 1.0))
+    grid = torch.linspace(lmin - 5 * sigma, lmax + 5 * sigma, grid_points, dtype=torch.float64)
+    z = (grid[:, None] - nodes[None, :].cpu()) / sigma
+    density = (torch.exp(-0.5 * z**2) * weights.cpu()[None, :]).sum(1) / (sigma * 2.5066282746)
+    return grid, density / torch.trapezoid(density, grid), sigma
 
 
 def _share_bracket(

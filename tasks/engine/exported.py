@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+#: the mode a graph is written in; "mixed" when its calls disagree
+Mode = Literal["train", "eval"]
 GraphMode = Literal["train", "eval", "mixed"]
 
 _aten = torch.ops.aten
@@ -46,7 +48,7 @@ _DROPOUT = (
 )
 
 #: calls whose mode cannot be switched by an argument.
-_FIXED: dict[object, str] = {
+_FIXED: dict[object, Mode] = {
     _aten._native_batch_norm_legit_no_training.default: "eval",
     _aten._native_batch_norm_legit_functional.default: "train",
 }
@@ -66,7 +68,7 @@ def _flag(node: torch.fx.Node, index: int, name: str) -> bool | None:
 
 def graph_mode(module: nn.Module) -> GraphMode | None:
     """The mode the exported graph computes in (None: nothing in it depends on the mode)."""
-    seen: set[str] = set()
+    seen: set[Mode] = set()
     for gm in _graph_modules(module):
         for node in gm.graph.nodes:
             if node.op != "call_function":
@@ -82,7 +84,7 @@ def graph_mode(module: nn.Module) -> GraphMode | None:
     return seen.pop() if len(seen) == 1 else "mixed"
 
 
-def apply_mode(module: nn.Module, mode: Literal["train", "eval"]) -> GraphMode | None:
+def apply_mode(module: nn.Module, mode: Mode) -> GraphMode | None:
     """Rewrite the graph's mode arguments to `mode`; returns the mode the graph then has."""
     want = mode == "train"
     for gm in _graph_modules(module):

@@ -101,7 +101,10 @@ class Objective:
                 raise LayoutError(
                     f"class-probability targets of shape {y} must match the outputs {o}"
                 )
-            return -1 if outputs.ndim == 2 else int(self.class_dim)  # count() checked it
+            if outputs.ndim == 2:
+                return -1
+            assert self.class_dim is not None, "count() refuses these targets without class_dim"
+            return int(self.class_dim)
         if outputs.ndim == 2:
             if y != o[:1]:
                 raise LayoutError(

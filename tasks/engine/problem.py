@@ -501,10 +501,10 @@ class HessianProblem:
         """∇L over the whole dataset as a flat float64 vector."""
         total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
         for batch, w in zip(self.batches, self.weights, strict=True):
-            grads = torch.autograd.grad(self.batch_loss(batch), self.params, allow_unused=True)
+            raw = torch.autograd.grad(self.batch_loss(batch), self.params, allow_unused=True)
             grads = [
                 torch.zeros_like(p) if g is None else g
-                for g, p in zip(grads, self.params, strict=True)
+                for g, p in zip(raw, self.params, strict=True)
             ]
             total += w * self.flatten(grads).double()
         return total

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -280,6 +281,113 @@ def _mean_se(values: list[float]) -> tuple[float, float | None]:
     return float(t.mean()), float(t.std(unbiased=True)) / math.sqrt(len(values))
 
 
+@dataclass
+class _Search:
+    """How each chunk's perturbations are found: the ball (`norm`, `rho`), APGD's
+    `iterations` and `restarts` (worst case) or the `samples` drawn (average case), the
+    generator they draw from, and where progress goes."""
+
+    dim: int
+    device: torch.device | str
+    norm: Norm
+    rho: float
+    iterations: int
+    restarts: int
+    samples: int
+    gen: torch.Generator
+    ctx: MeasureContext | None
+    progress: dict[str, Any] = field(default_factory=lambda: {"iteration": 0})
+
+
+@dataclass
+class _ChunkResult:
+    """One chunk's loss increase (and error increase), at the perturbation `z` whose loss is
+    `loss` (worst case: the maximiser; average case: the first draw), and the work it took."""
+
+    increase: float
+    error_increase: float | None
+    z: Tensor
+    loss: float
+    work: int
+
+
+def _worst_chunk(
+    obj: _ChunkObjective, zero: Tensor, loss0: float, err0: float | None, search: _Search
+) -> _ChunkResult:
+    """The largest loss APGD finds in the ball, the best of `restarts` runs."""
+    best_z, best_f = zero, loss0
+    for _ in range(search.restarts):
+        z, f_z = apgd(
+            obj,
+            search.dim,
+            search.rho,
+            search.norm,
+            search.iterations,
+            search.gen,
+            search.ctx,
+            search.progress,
+            search.device,
+        )
+        if f_z > best_f:
+            best_z, best_f = z, f_z
+    loss1, err1 = obj.value(best_z)  # re-evaluated without the graph
+    err = err1 - err0 if err0 is not None and err1 is not None else None
+    return _ChunkResult(loss1 - loss0, err, best_z, loss1, obj.gradients)
+
+
+def _average_chunk(
+    obj: _ChunkObjective, loss0: float, err0: float | None, search: _Search, chunk: int
+) -> _ChunkResult:
+    """The mean loss increase over `samples` uniform draws from the ball."""
+    dim, gen, ctx = search.dim, search.gen, search.ctx
+    increases: list[float] = []
+    errors: list[float] = []
+    first: tuple[Tensor, float] | None = None
+    for _ in range(search.samples):
+        if search.norm == "l2":
+            z = search.rho * torch.randn(dim, generator=gen, dtype=torch.float64)
+        else:
+            z = search.rho * (torch.rand(dim, generator=gen, dtype=torch.float64) * 2 - 1)
+        z = z.to(search.device)
+        loss1, err1 = obj.value(z)
+        if first is None:
+            first = (z, loss1)
+        increases.append(loss1 - loss0)
+        if err0 is not None and err1 is not None:
+            errors.append(err1 - err0)
+        if ctx is not None:
+            search.progress["iteration"] += 1
+            ctx.step(search.progress["iteration"], sum(increases) / len(increases), chunk=chunk)
+    assert first is not None, "samples must be at least 1"
+    err = sum(errors) / len(errors) if errors else None
+    return _ChunkResult(sum(increases) / len(increases), err, first[0], first[1], len(increases))
+
+
+def _interval(
+    value: float, increases: list[float], level: float
+) -> tuple[float | None, tuple[float, float] | None]:
+    """The chunks' standard error and the 95% interval around `value`, widened by the
+    rounding level; None for both with a single chunk."""
+    _, se = _mean_se(increases)
+    if se is None:
+        return None, None
+    half = t_quantile(len(increases)) * se + level
+    return se, (value - half, value + half)
+
+
+def _weight_jitter(problem: HessianProblem, seed: int, eps: float) -> Callable[[], Tensor]:
+    """Draws of a change of every weight in its last places (uniform in ±2·eps·|w|), from a
+    generator of their own so that the perturbations' draws do not depend on them."""
+    gen = torch.Generator().manual_seed(seed + JITTER_SEED_OFFSET)
+    w_abs = problem.parameter_vector().double().abs()
+
+    def jitter() -> Tensor:
+        u = torch.rand(problem.dim, generator=gen, dtype=torch.float64) * 2 - 1
+        return (2 * eps * w_abs.cpu() * u).to(problem.device)
+
+    return jitter
+
+
 def sharpness(
     problem: HessianProblem,
     kind: Literal["worst", "average"] = "worst",
@@ -305,75 +413,41 @@ def sharpness(
     c = scale_vector(problem, adaptive, eta)
     dim, device = problem.dim, problem.device
     chunks = chunks_of(problem, m, num_batches)
-    increases, error_increases, base_losses = [], [], []
+    increases: list[float] = []
+    error_increases: list[float] = []
+    base_losses: list[float] = []
     eps = float(torch.finfo(problem.dtype).eps)
-    jitter_gen = torch.Generator().manual_seed(seed + JITTER_SEED_OFFSET)
-    w_abs = problem.parameter_vector().double().abs()
-
-    def jitter() -> Tensor:
-        u = torch.rand(dim, generator=jitter_gen, dtype=torch.float64) * 2 - 1
-        return (2 * eps * w_abs.cpu() * u).to(device)
-
+    jitter = _weight_jitter(problem, seed, eps)
+    search = _Search(dim, device, norm, rho, iterations, restarts, samples, gen, ctx)
     measured, stored, kept = [], [], []
     work = 0
-    progress: dict[str, Any] = {"iteration": 0}
     for i, chunk in enumerate(chunks):
         obj = _ChunkObjective(problem, chunk, c)
         zero = torch.zeros(dim, dtype=torch.float64, device=device)
         loss0, err0 = obj.value(zero)
         base_losses.append(loss0)
-        progress["chunk"] = i
+        search.progress["chunk"] = i
         if kind == "worst":
-            best_z, best_f = zero, loss0
-            for _ in range(restarts):
-                z, f_z = apgd(obj, dim, rho, norm, iterations, gen, ctx, progress, device)
-                if f_z > best_f:
-                    best_z, best_f = z, f_z
-            loss1, err1 = obj.value(best_z)  # re-evaluated without the graph
-            first_z = best_z
-            increases.append(loss1 - loss0)
-            if err0 is not None and err1 is not None:
-                error_increases.append(err1 - err0)
-            work += obj.gradients
+            run = _worst_chunk(obj, zero, loss0, err0, search)
         else:
-            chunk_inc, chunk_err = [], []
-            for _ in range(samples):
-                if norm == "l2":
-                    z = rho * torch.randn(dim, generator=gen, dtype=torch.float64)
-                else:
-                    z = rho * (torch.rand(dim, generator=gen, dtype=torch.float64) * 2 - 1)
-                z = z.to(device)
-                loss1, err1 = obj.value(z)
-                if len(chunk_inc) == 0:
-                    first_z, first_loss = z, loss1
-                chunk_inc.append(loss1 - loss0)
-                if err0 is not None and err1 is not None:
-                    chunk_err.append(err1 - err0)
-                work += 1
-                if ctx is not None:
-                    progress["iteration"] += 1
-                    ctx.step(progress["iteration"], sum(chunk_inc) / len(chunk_inc), chunk=i)
-            increases.append(sum(chunk_inc) / len(chunk_inc))
-            if chunk_err:
-                error_increases.append(sum(chunk_err) / len(chunk_err))
-            loss1 = first_loss
+            run = _average_chunk(obj, loss0, err0, search, i)
+        increases.append(run.increase)
+        if run.error_increase is not None:
+            error_increases.append(run.error_increase)
+        work += run.work
         # the losses' rounding, measured: the same losses with the weights jittered in their
         # last places (two more forward passes per chunk, not counted as work)
         m0 = abs(obj.value(zero, jitter())[0] - loss0)
-        m1 = abs(obj.value(first_z, jitter())[0] - loss1)
+        m1 = abs(obj.value(run.z, jitter())[0] - run.loss)
         measured.append(m0 + m1)
-        stored.append(abs(loss0) + abs(loss1))
+        stored.append(abs(loss0) + abs(run.loss))
         if keep_perturbations:
-            kept.append(first_z)
+            kept.append(run.z)
     weights = [chunk.size for chunk in chunks]
     total = sum(weights)
     value = sum(w * s for w, s in zip(weights, increases, strict=True)) / total
-    _, se = _mean_se(increases)
     level = ROUNDING_FACTOR * (max(measured) + eps * sum(stored) / len(stored))
-    ci = None
-    if se is not None:
-        half = t_quantile(len(increases)) * se + level
-        ci = (value - half, value + half)
+    se, ci = _interval(value, increases, level)
     err_inc = (
         sum(w * e for w, e in zip(weights, error_increases, strict=True)) / total
         if len(error_increases) == len(chunks)
