@@ -28,7 +28,7 @@ sharded problem agree on a cancel at `ctx.step` (a collective), never between ba
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
@@ -40,7 +40,20 @@ from tasks.engine.linear_operator import LinearOperator
 from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 
-__all__ = ["Cancelled", "MeasureContext", "cancellable", "checkpoint"]
+__all__ = ["Cancelled", "MeasureContext", "RunOptions", "cancellable", "checkpoint"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every measure of one run shares besides the problem and its parameters: the
+    progress and cancellation hooks, the HVP backend, w₀ and Adam's state. One object, so
+    the runner hands it on whole from a job's measures to each of their parameter blocks."""
+
+    on_progress: Callable[[dict[str, Any]], None] | None = None
+    should_cancel: Callable[[], bool] | None = None
+    hvp_backend: str = "auto"
+    initial_params: dict[str, Tensor] | None = None
+    optimizer_state: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -52,7 +65,21 @@ class MeasureContext:
     label: str = ""
     initial_params: dict[str, Tensor] | None = None
     optimizer_state: dict[str, Tensor] | None = None
-    _last: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_run(
+        cls, problem: HessianProblem, options: RunOptions, label: str = ""
+    ) -> MeasureContext:
+        """The context of one measure (on one parameter block, `label`) of a run."""
+        return cls(
+            problem,
+            options.on_progress,
+            options.should_cancel,
+            options.hvp_backend,
+            label,
+            initial_params=options.initial_params,
+            optimizer_state=options.optimizer_state,
+        )
 
     def initial_vector(self) -> Tensor | None:
         """w₀ over the problem's selected parameters, flat and in their order, on the problem's

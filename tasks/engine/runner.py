@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from tasks.engine import registry
-from tasks.engine.context import MeasureContext, cancellable
+from tasks.engine.context import MeasureContext, RunOptions, cancellable
 from tasks.engine.initial import check_initial_params
 from tasks.engine.problem import HessianProblem, parameter_blocks
 
@@ -30,22 +30,14 @@ def _run_one(
     problem: HessianProblem,
     name: str,
     params: BaseModel,
-    on_progress: Callable[[dict[str, Any]], None] | None,
-    should_cancel: Callable[[], bool] | None,
-    hvp_backend: str,
+    options: RunOptions,
     label: str = "",
-    initial_params: dict[str, Tensor] | None = None,
-    optimizer_state: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
-    result = run_with_context(
+    result = _run(
         problem,
         lambda ctx: registry.get(name).runner()(ctx, params),
-        on_progress,
-        should_cancel,
-        hvp_backend,
-        label=label,
-        initial_params=initial_params,
-        optimizer_state=optimizer_state,
+        options,
+        label,
         stacklevel=4,  # re-emitted warnings point at run_measure's caller
     )
     if hasattr(params, "curvature"):
@@ -70,20 +62,24 @@ def run_with_context(
     train-mode and export-mode notes in its warnings. A trajectory's per-checkpoint eigenpairs
     go through here, so they read the same as a job's measures. `measure` returns a dict
     (value, converged, hvps, diagnostics, …; other keys are passed through)."""
-    ctx = MeasureContext(
-        problem,
-        on_progress,
-        should_cancel,
-        hvp_backend,
-        label,
-        initial_params=initial_params,
-        optimizer_state=optimizer_state,
-    )
+    options = RunOptions(on_progress, should_cancel, hvp_backend, initial_params, optimizer_state)
+    return _run(problem, measure, options, label, stacklevel + 1)
+
+
+def _run(
+    problem: HessianProblem,
+    measure: Callable[[MeasureContext], dict[str, Any]],
+    options: RunOptions,
+    label: str,
+    stacklevel: int,
+) -> dict[str, Any]:
+    """`measure` in its context, timed, with its warnings caught; then annotated."""
+    ctx = MeasureContext.for_run(problem, options, label)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # between batches too, in one process; sharded ranks agree at ctx.step only
-        between_batches = should_cancel if problem.world_size == 1 else None
+        between_batches = options.should_cancel if problem.world_size == 1 else None
         try:
             with cancellable(between_batches):
                 result = measure(ctx)
@@ -91,15 +87,28 @@ def run_with_context(
             if problem.mode == "train":
                 problem.restore_buffers()
     result["seconds"] = time.perf_counter() - start
-    result.setdefault("diagnostics", {})
-    result["diagnostics"]["mode"] = problem.mode
+    _describe_problem(result, problem)
+    msgs = result.setdefault("warnings", [])
+    for w in caught:
+        msgs.append(f"{w.category.__name__}: {w.message}")
+        warnings.warn(w.message, w.category, stacklevel=stacklevel)
+    result.setdefault("per_layer", None)
+    return result
+
+
+def _describe_problem(result: dict[str, Any], problem: HessianProblem) -> None:
+    """What every result says of the problem it was measured on: the mode (and dropout seed,
+    mode note), dimension, world size and objective in its diagnostics, the train-mode and
+    export-mode notes in its warnings."""
+    diagnostics = result.setdefault("diagnostics", {})
+    diagnostics["mode"] = problem.mode
     if getattr(problem, "dropout_active", False):  # train mode: the masks' seed
-        result["diagnostics"]["dropout_seed"] = problem.dropout_seed
+        diagnostics["dropout_seed"] = problem.dropout_seed
     if problem.mode_note:
-        result["diagnostics"]["mode_note"] = problem.mode_note
-    result["diagnostics"]["dim"] = problem.dim
-    result["diagnostics"]["world_size"] = problem.world_size
-    result["diagnostics"]["objective"] = problem.describe()
+        diagnostics["mode_note"] = problem.mode_note
+    diagnostics["dim"] = problem.dim
+    diagnostics["world_size"] = problem.world_size
+    diagnostics["objective"] = problem.describe()
     msgs = result.setdefault("warnings", [])
     if problem.mode == "train":
         msgs.append(
@@ -108,11 +117,6 @@ def run_with_context(
         )
     if problem.mode_fixed_at_export:  # the requested mode differs from what was measured
         msgs.append(f"{problem.mode_note}; export the model in the mode you want measured")
-    for w in caught:
-        msgs.append(f"{w.category.__name__}: {w.message}")
-        warnings.warn(w.message, w.category, stacklevel=stacklevel)
-    result.setdefault("per_layer", None)
-    return result
 
 
 def run_measure(
@@ -138,31 +142,12 @@ def run_measure(
         check_initial_params(problem.module, initial_params)
     if p.parameters:
         problem = problem.restrict(p.parameters)
-    result = _run_one(
-        problem,
-        name,
-        p,
-        on_progress,
-        should_cancel,
-        hvp_backend,
-        initial_params=initial_params,
-        optimizer_state=optimizer_state,
-    )
+    options = RunOptions(on_progress, should_cancel, hvp_backend, initial_params, optimizer_state)
+    result = _run_one(problem, name, p, options)
     if p.per_layer:
         per_layer: dict[str, Any] = {}
         for block, names in parameter_blocks(problem.module, problem.parameter_patterns).items():
-            sub = problem.restrict(names)
-            per_layer[block] = _run_one(
-                sub,
-                name,
-                p,
-                on_progress,
-                should_cancel,
-                hvp_backend,
-                block,
-                initial_params,
-                optimizer_state,
-            )
+            per_layer[block] = _run_one(problem.restrict(names), name, p, options, block)
             per_layer[block].pop("per_layer", None)
         result["per_layer"] = per_layer
     return result
