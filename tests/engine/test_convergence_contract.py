@@ -32,8 +32,8 @@ from tasks.engine.convergence import (
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.engine.trajectory import top_eigenpairs
+from tests.engine.cases import dense_case
 from tests.engine.models import make
-from tests.engine.reference import dense_hessian
 
 # (measure, params, what converged must be: True, False or None; None in the third place
 # means either True or None is accepted)
@@ -130,9 +130,8 @@ def test_converged_and_limited_by_agree(name: str, params: dict, expected: bool 
 
 @pytest.mark.parametrize("name", ["cnn_bn", "transformer", "mlp_relu"])
 def test_float64_models_converge_below_1e_8_at_the_default_tol(name: str) -> None:
-    model, batches, loss = make(name)
-    p = HessianProblem(model, batches, loss)
-    exact = torch.linalg.eigvalsh(dense_hessian(p)).flip(0)
+    case = dense_case(name)
+    p, exact = case.problem(), case.top
     with warnings.catch_warnings():
         warnings.simplefilter("error", NotConvergedWarning)
         lam = run_measure(p, "lambda_max", {})

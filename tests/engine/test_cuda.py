@@ -18,8 +18,8 @@ from tasks.engine.batches import BatchSource, DeviceBatches, _to_device
 from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import Batch, HessianProblem
 from tasks.engine.runner import run_measure
+from tests.engine.cases import dense_case
 from tests.engine.models import make
-from tests.engine.reference import dense_hessian
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -28,8 +28,8 @@ DEVICE = torch.device("cuda", 0)
 
 def exact(name: str) -> tuple[torch.Tensor, object, list, str]:
     """The float64 Hessian of test model `name`, computed on the host, and the model."""
+    H = dense_case(name).hessian
     model, batches, loss = make(name)
-    H = dense_hessian(HessianProblem(copy.deepcopy(model), batches, loss, device="cpu"))
     return H, model, batches, loss
 
 

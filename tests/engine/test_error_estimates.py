@@ -18,6 +18,7 @@ from tasks.engine.convergence import ROUNDING_MULTIPLE
 from tasks.engine.lanczos import NotConvergedWarning, lanczos, rounding_level
 from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
+from tests.engine.cases import dense_case
 from tests.engine.models import SmallCNN, data, make
 from tests.engine.reference import dense_hessian
 
@@ -88,9 +89,8 @@ def test_small_float32_models_converge_at_the_default_tol() -> None:
 def test_float64_reaches_1e_10_and_the_old_floor_is_gone() -> None:
     """tol 1e-10 on a float64 model converges at 1e-10 (the old silent floor stopped at 1e-8·θ
     and called it converged)."""
-    model, batches, loss = make("cnn_bn")
-    p = HessianProblem(model, batches, loss)
-    exact = torch.linalg.eigvalsh(dense_hessian(p)).flip(0)
+    case = dense_case("cnn_bn")
+    p, exact = case.problem(), case.top
     res = lanczos(HessianOperator(p), k=3, tol=1e-10, max_iter=p.dim)
     assert res.converged
     for theta, bound, lam in zip(res.eigenvalues, res.residual_bounds, exact[:3], strict=True):

@@ -14,8 +14,8 @@ from tasks.engine.operator import HessianOperator
 from tasks.engine.preconditioner import PreconditionedOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.trace import block_krylov, frobenius, hutchinson, hutchpp, xtrace
+from tests.engine.cases import dense_case
 from tests.engine.models import make
-from tests.engine.reference import dense_hessian
 
 
 def _problem() -> HessianProblem:
@@ -60,7 +60,7 @@ def test_as_operator_wraps_a_tensor_and_passes_an_operator_through() -> None:
     ids=["hutchinson", "frobenius", "hutchpp", "xtrace", "krylov"],
 )
 def test_trace_estimators_take_a_dense_hessian(estimate) -> None:
-    H = dense_hessian(_problem())
+    H = dense_case("mlp_tanh").hessian
     on_tensor, on_operator = estimate(H), estimate(MatrixOperator(H))
     assert on_tensor.estimate == on_operator.estimate
     assert on_tensor.std_error == on_operator.std_error
@@ -68,8 +68,8 @@ def test_trace_estimators_take_a_dense_hessian(estimate) -> None:
 
 
 def test_lanczos_and_slq_take_a_dense_hessian() -> None:
-    H = dense_hessian(_problem())
-    exact = torch.linalg.eigvalsh(H)
+    case = dense_case("mlp_tanh")
+    H, exact = case.hessian, case.eigenvalues
     res = lanczos(H, k=2, tol=1e-10, seed=1)
     torch.testing.assert_close(
         torch.as_tensor(res.eigenvalues, dtype=torch.float64),

@@ -12,10 +12,8 @@ from tasks.engine.lanczos import NotConvergedWarning, lanczos
 from tasks.engine.linear_operator import MatrixOperator
 from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
+from tests.engine.cases import DenseCase, dense_case
 from tests.engine.models import MLP, data, make
-from tests.engine.reference import dense_hessian
-
-MODELS = ["mlp_tanh", "mlp_relu", "cnn_bn", "tied", "residual", "transformer"]
 
 
 def problem_for(name: str) -> HessianProblem:
@@ -23,11 +21,9 @@ def problem_for(name: str) -> HessianProblem:
     return HessianProblem(model, batches, loss)
 
 
-@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("backend", ["cached", "per_batch", "func"])
-def test_hvp_matches_dense(name: str, backend: str) -> None:
-    p = problem_for(name)
-    H = dense_hessian(p)
+def test_hvp_matches_dense(dense: DenseCase, backend: str) -> None:
+    p, H = dense.problem(), dense.hessian
     op = HessianOperator(p, backend=backend)
     V = torch.randn(p.dim, 3, dtype=torch.float64)
     assert torch.allclose(op.matmat(V), H @ V, rtol=1e-9, atol=1e-10)
@@ -38,8 +34,8 @@ def test_hvp_matches_dense(name: str, backend: str) -> None:
 def test_products_under_no_grad(backend: str) -> None:
     """A caller inside torch.no_grad() (an evaluation loop, a notebook) gets the same products:
     the operator turns gradients on for its own work."""
-    p = problem_for("mlp_tanh")
-    H = dense_hessian(p)
+    case = dense_case("mlp_tanh")
+    p, H = case.problem(), case.hessian
     V = torch.randn(p.dim, 2, dtype=torch.float64)
     with torch.no_grad():
         op = HessianOperator(p, backend=backend)
@@ -48,10 +44,8 @@ def test_products_under_no_grad(backend: str) -> None:
     assert torch.allclose(Hv, H @ V[:, 0], rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_top5_and_bounds(name: str) -> None:
-    p = problem_for(name)
-    evals = torch.linalg.eigvalsh(dense_hessian(p))
+def test_top5_and_bounds(dense: DenseCase) -> None:
+    p, evals = dense.problem(), dense.eigenvalues
     res = lanczos(HessianOperator(p), k=5, tol=1e-8, max_iter=p.dim, most_negative=True)
     assert res.converged
     true_top = evals.flip(0)[:5]
@@ -121,8 +115,8 @@ def test_cancellation() -> None:
 
 
 def test_float32_agrees_with_float64() -> None:
+    exact = float(dense_case("mlp_tanh").eigenvalues.max())
     model, batches, loss = make("mlp_tanh")
-    exact = float(torch.linalg.eigvalsh(dense_hessian(HessianProblem(model, batches))).max())
     m32 = model.float()
     b32 = [(x.float(), y) for x, y in batches]
     with warnings.catch_warnings():
