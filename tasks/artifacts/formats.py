@@ -6,7 +6,9 @@ Torch-free, so the gateway (service/blobs/formats/models.py, service/blobs/model
 worker (tasks/worker/loaders/) share it. A new format is declared here; the gateway's
 inspector and the worker's loader for it are registered under its name.
 
-The name is what a model's blob record holds in `format` and what the API returns.
+The name is what a model's blob record holds in `format` and what the API returns. The
+dataset formats (npz, safetensors) are named here too; datasets need no archive check beyond
+the zip members' (tasks.artifacts.checks.check_members).
 """
 
 from __future__ import annotations
@@ -96,6 +98,12 @@ MODEL_FORMATS: Final[tuple[ModelFormat, ...]] = (
 
 BY_NAME: Final[dict[str, ModelFormat]] = {f.name: f for f in MODEL_FORMATS}
 NAMES: Final[tuple[str, ...]] = tuple(BY_NAME)
+
+
+#: the dataset formats (arrays by name): .npz archives of .npy arrays, and safetensors files
+DatasetFormatName = Literal["npz", "safetensors"]
+NPZ: Final = "npz"
+DATASET_FORMATS: Final[tuple[DatasetFormatName, ...]] = (NPZ, SAFETENSORS)
 
 
 def model_format(name: object) -> ModelFormat | None:

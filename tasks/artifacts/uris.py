@@ -31,6 +31,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from tasks.settings import Settings
@@ -248,10 +249,10 @@ def resolve_checked(uri: str, settings: Settings) -> list[IPAddress]:
     return unique
 
 
-def _send_pinned(client, uri: str, addresses: list[IPAddress]):
+def _send_pinned(client: Any, uri: str, addresses: list[IPAddress]) -> Any:
     """GET `uri` on a connection to one of `addresses` (tried in order), streamed; the Host
     header and the TLS server name (certificate check included) stay the URI's host."""
-    import httpx
+    import httpx  # deferred, as in _download
 
     url = httpx.URL(uri)
     last: Exception | None = None

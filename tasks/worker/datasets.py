@@ -20,7 +20,7 @@ import json
 import os
 import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,9 @@ def dataset_format(path: Path, meta: dict[str, Any] | None) -> str:
 class _Lazy:
     """One array of a file, rows read on demand: `shape`, `dtype`, `ndim`, and `rows(a, b)`."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, rows) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], dtype: np.dtype, rows: Callable[[int, int], Any]
+    ) -> None:
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.ndim = len(self.shape)
@@ -99,18 +101,18 @@ def _npz_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Lazy
             return _Lazy(shape, dtype, lambda a, b: empty[a:b])
         mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
         return _Lazy(shape, dtype, lambda a, b: mm[a:b])
-    lazy = _Lazy(shape, dtype, None)
+    dims = tuple(int(n) for n in shape)
+    row_bytes = int(np.prod(dims[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
 
     def rows(a: int, b: int) -> np.ndarray:
-        a, b = max(0, a), min(b, lazy.shape[0] if lazy.ndim else 0)
+        a, b = max(0, a), min(b, dims[0] if dims else 0)
         n = max(0, b - a)
         with zipfile.ZipFile(path) as z, z.open(info) as f:
-            f.seek(header_len + a * lazy.row_bytes)  # decompresses up to there, keeps nothing
-            buf = f.read(n * lazy.row_bytes)
-        return np.frombuffer(buf, dtype=dtype).reshape((n, *lazy.shape[1:]))
+            f.seek(header_len + a * row_bytes)  # decompresses up to there, keeps nothing
+            buf = f.read(n * row_bytes)
+        return np.frombuffer(buf, dtype=dtype).reshape((n, *dims[1:]))
 
-    lazy.rows = rows
-    return lazy
+    return _Lazy(dims, dtype, rows)
 
 
 def _npz_arrays(path: Path) -> dict[str, _Lazy]:
@@ -148,9 +150,9 @@ class _Arrays:
     def __init__(self, path: Path, fmt: str, name: str) -> None:
         self.name = name
         try:
-            if fmt == "npz":
+            if fmt == formats.NPZ:
                 self.arrays = _npz_arrays(path)
-            elif fmt == "safetensors":
+            elif fmt == formats.SAFETENSORS:
                 self.arrays = _safetensors_arrays(path)
             else:
                 raise LoadError(
@@ -182,7 +184,9 @@ def _as_input(
     return t.to(torch.int64)  # token ids and indices: embedding layers need int64
 
 
-def _as_targets(targets: np.ndarray, loss: str, dtype: torch.dtype, name: str, key: str):
+def _as_targets(
+    targets: np.ndarray, loss: str, dtype: torch.dtype, name: str, key: str
+) -> torch.Tensor:
     if targets.dtype.kind not in "biuf":
         raise LoadError("Bad targets", f"{name}: {key!r} has dtype {targets.dtype}; need numbers")
     t = torch.from_numpy(np.ascontiguousarray(targets))

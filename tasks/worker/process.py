@@ -230,7 +230,7 @@ def main() -> int:
         rt.draining.set()
 
     @task_failure.connect
-    def _hard_limit(sender: Any = None, exception: Any = None, args: Any = None, **kw: Any):
+    def _hard_limit(sender: Any = None, exception: Any = None, args: Any = None, **kw: Any) -> None:
         if isinstance(exception, TimeLimitExceeded) and sender is not None:
             record_id = args[0] if args else kw.get("task_id")
             if sender.name in (RUN_JOB_TASK, RUN_TRAJECTORY_TASK) and record_id:

@@ -328,7 +328,9 @@ class Run:
         self.hooks.flush()
         return self.hooks
 
-    def measure(self, problem_: Any, measure: Callable[[Any], dict[str, Any]], **kw: Any):
+    def measure(
+        self, problem_: Any, measure: Callable[[Any], dict[str, Any]], **kw: Any
+    ) -> dict[str, Any]:
         """`measure(ctx)` through the engine's runner with this step's hooks: the same
         timing, warnings and mode notes as every job measure (see tasks.engine.runner)."""
         assert self.hooks is not None, "call step() first"

@@ -42,7 +42,7 @@ class WorkerRuntime:
     draining: Any = field(default_factory=threading.Event)
 
     @classmethod
-    def create(cls, hostname: str | None = None, settings: Settings | None = None):
+    def create(cls, hostname: str | None = None, settings: Settings | None = None) -> WorkerRuntime:
         s = settings or get_settings()
         return cls(
             hostname=hostname or unique_hostname(),

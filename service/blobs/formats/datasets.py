@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.blobs.formats import Refused, archive, npy, read_head, safetensors
+from tasks.artifacts import formats
 from tasks.contract import datanames
 from tasks.contract.datanames import InputsKey
 
@@ -31,9 +32,9 @@ def inspect_dataset(
     "targets_key"} with the names resolved (tasks.contract.datanames), or Refused."""
     size, head = read_head(path, label)
     if archive.is_zip(head):
-        fmt, arrays = "npz", _npz_arrays(path, label, max_uncompressed)
+        fmt, arrays = formats.NPZ, _npz_arrays(path, label, max_uncompressed)
     elif safetensors.looks_like(head, size):  # before the pickle test: a length may be 0x80..
-        fmt, arrays = "safetensors", safetensors.read_header(path, label)
+        fmt, arrays = formats.SAFETENSORS, safetensors.read_header(path, label)
     elif head[:1] == b"\x80" or head[:6] == npy.MAGIC:
         what = "a raw Python pickle" if head[:1] == b"\x80" else "a single .npy array"
         raise Refused(415, "unknown-format", f"{label}: {what} is not a dataset; {HOW_TO_SAVE}")
