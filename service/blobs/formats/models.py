@@ -5,6 +5,10 @@ Everything else is refused with the export recipe, because the common mistakes (
 of a module or of a state_dict, a raw pickle) would otherwise only fail, or worse run, in a
 worker. The check reads zip directories, headers and JSON only: a torch.export program whose
 batch dimension was fixed at export is refused here, with the fix, rather than when a job runs.
+
+The formats are tasks.artifacts.formats': a zip archive's format is recognised there, by its
+members, and inspected here by the format's entry in `_ARCHIVE_INSPECTORS`, which runs the
+format's safety check, the one the worker runs again before torch opens the file.
 """
 
 from __future__ import annotations
