@@ -464,7 +464,7 @@ class JobStore(RecordStore[Job, JobSpec]):
     CODEC = codec.JOB
 
     def __init__(self, client: redis.Redis, retention_s: float | None = None) -> None:
-        super().__init__(client, retention_s)
+        super().__init__(client, retention_s=retention_s)
         self.heartbeats = Heartbeats(client)
 
     def _initial_fields(self, spec: JobSpec) -> dict[str, Any]:
