@@ -22,7 +22,7 @@ from service.blobs import datasets, models
 from service.common import problems as problem_responses
 from service.deps import require_api_key
 from service.guard import Guard
-from service.jobs import measures, plots
+from service.jobs import compare_router, measures, plots
 from service.jobs import router as jobs
 from service.ops import health, queue
 from service.ops.consumers import ConsumedQueues
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = make_registry(app.state.jobs)
     problems.install(app)
     auth = [Depends(require_api_key)]
-    routers = (models, datasets, jobs, studies, measures, queue)
+    routers = (models, datasets, jobs, studies, measures, queue, compare_router)
     for router in (r.router for r in routers):
         # every /v1 route can answer 401, documented whether or not a key is set now
         app.include_router(router, dependencies=auth, responses=problem_responses(401))

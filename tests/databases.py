@@ -19,3 +19,4 @@ STUDIES = 11
 DEPLOY_RULES = 12
 FLOWER = 13
 DOCS = 14  # tests/docs: the stack the docs' console snippets run against
+GATE = 15  # tests/gate: the stack the sharpness gate runs against
