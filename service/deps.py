@@ -1,4 +1,4 @@
-"""Request dependencies: the stores, the Celery app and the optional bearer-token check.
+"""Request dependencies: the stores, the Celery app, the owners of records and the caller.
 
 The lookups that answer 404 for an unknown id live in service.common.
 
@@ -8,24 +8,25 @@ an app against its private Redis and data directory, and nothing connects at imp
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from service.ops.consumers import ConsumedQueues
-from service.problems import ProblemError
 from service.studies.store import StudyStore
+from service.tenants.registry import OPEN, Tenant
 from tasks.settings import Settings
 from tasks.store.blobs import BlobStore
+from tasks.store.owners import Owners
 from tasks.store.records import JobStore
 from tasks.store.trajectories import TrajectoryStore
 
-_bearer = HTTPBearer(
+bearer = HTTPBearer(
     auto_error=False,
-    description="Required on /v1 routes when SHARPNESS_API_KEY is set.",
+    description="A tenant's key (SHARPNESS_TENANTS_FILE) or SHARPNESS_API_KEY; required on /v1 "
+    "and /metrics when either is set.",
 )
 
 
@@ -58,23 +59,14 @@ async def consumed_queues(request: Request) -> ConsumedQueues:
     return request.app.state.consumed
 
 
-async def require_api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """With an API key configured, /v1 needs `Authorization: Bearer <key>` (constant-time
-    comparison); without one the API is open, as on a laptop."""
-    expected = request.app.state.settings.api_key
-    if not expected:
-        return
-    given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ProblemError(
-            401,
-            "unauthorized",
-            "Authorization: send 'Authorization: Bearer <key>' with the configured API key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+async def owners(request: Request) -> Owners:
+    return request.app.state.owners
+
+
+async def caller(request: Request) -> Tenant:
+    """The calling tenant, as the guard found it from the bearer key (the local admin when
+    no tenant is configured, or outside /v1)."""
+    return getattr(request.state, "tenant", OPEN)
 
 
 SettingsDep = Annotated[Settings, Depends(settings)]
@@ -84,3 +76,5 @@ TrajectoriesDep = Annotated[TrajectoryStore, Depends(trajectories)]
 StudiesDep = Annotated[StudyStore, Depends(studies)]
 CeleryDep = Annotated[Celery, Depends(celery_app)]
 ConsumedDep = Annotated[ConsumedQueues, Depends(consumed_queues)]
+OwnersDep = Annotated[Owners, Depends(owners)]
+CallerDep = Annotated[Tenant, Depends(caller)]

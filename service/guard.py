@@ -1,4 +1,5 @@
-"""Checks made before any request body is parsed: the API key on /v1, a size cap on JSON
+"""Checks made before any request body is parsed: the caller's key on /v1 and /metrics (which
+tenant it is, service.tenants) and its requests-per-minute limit, a size cap on JSON
 bodies (413) and a cap on their nesting depth (422), so an unauthenticated, oversized or
 pathologically nested body costs the gateway no memory and no recursion.
 
@@ -12,11 +13,12 @@ Uploads (multipart) keep their own, larger cap (SHARPNESS_MAX_UPLOAD_BYTES, in t
 
 from __future__ import annotations
 
-import hmac
 import re
 from typing import Any
 
 from service.problems import problem_response
+from service.tenants.quotas import RequestLimiter
+from service.tenants.registry import OPEN, Role, Tenant, Tenants
 from tasks.contract.problem_types import uri
 from tasks.contract.spec import Problem
 
@@ -70,6 +72,9 @@ def _problem(status: int, slug: str, detail: str, title: str, headers=None):
     )
 
 
+METRICS = "/metrics"  # with a tenants file, for ops and admin keys only
+
+
 class Guard:
     def __init__(
         self,
@@ -77,27 +82,52 @@ class Guard:
         settings: Any,
         max_json_bytes: int = MAX_JSON_BYTES,
         max_json_depth: int = MAX_JSON_DEPTH,
+        tenants: Tenants | None = None,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.app, self.settings, self.cap = app, settings, max_json_bytes
         self.max_depth = max_json_depth
+        self.tenants = tenants if tenants is not None else Tenants.from_settings(settings)
+        self.limiter = limiter
+
+    def _caller(self, path: str, headers: dict[str, str]) -> Tenant | Any:
+        """The calling tenant, or the problem response that refuses the request."""
+        protected = ("/v1", METRICS) if self.tenants.from_file else ("/v1",)
+        if self.tenants.open or not path.startswith(protected):
+            return OPEN  # /healthz, /readyz and the docs stay open
+        given = headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        tenant = self.tenants.find(token) if token else None
+        if tenant is None:
+            return _problem(
+                401,
+                "unauthorized",
+                "Authorization: send 'Authorization: Bearer <key>' with a configured API key",
+                "Unauthorized",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if path.startswith(METRICS) and tenant.role == Role.user:
+            return _problem(
+                403,
+                "forbidden",
+                f"Authorization: tenant {tenant.name} (user) may not read {METRICS}; it is for "
+                "ops and admin keys",
+                "Forbidden",
+            )
+        if self.limiter is not None:
+            refused = self.limiter.hit(tenant)
+            if refused is not None:
+                return refused
+        return tenant
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        key = self.settings.api_key
-        if key and scope["path"].startswith("/v1"):
-            given = headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
-                response = _problem(
-                    401,
-                    "unauthorized",
-                    "Authorization: send 'Authorization: Bearer <key>' with the configured API key",
-                    "Unauthorized",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-                return await response(scope, receive, send)
+        caller = self._caller(scope["path"], headers)
+        if not isinstance(caller, Tenant):
+            return await caller(scope, receive, send)
+        scope.setdefault("state", {})["tenant"] = caller
         if not _is_json(headers.get("content-type", "")):
             return await self.app(scope, receive, send)
         length = headers.get("content-length")

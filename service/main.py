@@ -20,7 +20,6 @@ from fastapi import Depends, FastAPI
 from service import broker, docs_ui, problems
 from service.blobs import datasets, models
 from service.common import problems as problem_responses
-from service.deps import require_api_key
 from service.guard import Guard
 from service.jobs import compare_router, measures, plots
 from service.jobs import router as jobs
@@ -29,11 +28,15 @@ from service.ops.consumers import ConsumedQueues
 from service.ops.metrics import make_registry
 from service.studies import router as studies
 from service.studies.store import StudyStore
+from service.tenants.access import authorize
+from service.tenants.quotas import RequestLimiter
+from service.tenants.registry import Tenants
 from service.trajectories import optimizer_states
 from service.trajectories import router as trajectories
 from tasks.app import make_celery
 from tasks.settings import Settings, get_settings
 from tasks.store.blobs import BlobStore
+from tasks.store.owners import Owners
 from tasks.store.records import JobStore
 from tasks.store.trajectories import TrajectoryStore
 
@@ -111,21 +114,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         s.redis_url, retry_s=GATEWAY_REDIS_RETRY_S, connect_timeout_s=GATEWAY_REDIS_CONNECT_S
     )
     app.state.studies = StudyStore(app.state.jobs.r)
+    app.state.owners = Owners(app.state.jobs.r)
+    app.state.tenants = Tenants.from_settings(s)  # a broken tenants file stops the start
     app.state.celery = gateway_celery(s)
     app.state.consumed = ConsumedQueues()
     app.state.metrics_registry = make_registry(app.state.jobs)
     problems.install(app)
-    auth = [Depends(require_api_key)]
+    auth = [Depends(authorize)]  # the caller's role and ownership of the ids it names
+    answers = problem_responses(401, 403, 429)
     routers = (models, datasets, jobs, studies, measures, queue, compare_router)
     for router in (r.router for r in routers):
-        # every /v1 route can answer 401, documented whether or not a key is set now
-        app.include_router(router, dependencies=auth, responses=problem_responses(401))
+        # every /v1 route can answer 401, 403 and 429, documented whether or not keys are set
+        app.include_router(router, dependencies=auth, responses=answers)
     for router in (optimizer_states.router, trajectories.router, plots.router):
-        app.include_router(router, dependencies=auth, responses=problem_responses(401))
+        app.include_router(router, dependencies=auth, responses=answers)
     app.include_router(health.router)
     docs_ui.install(app)
-    # the API key and the JSON size cap are checked before any body is read
-    app.add_middleware(Guard, settings=s)
+    # the caller's key, its request rate and the JSON size cap are checked before any body
+    limiter = RequestLimiter(app.state.jobs.r)
+    app.add_middleware(Guard, settings=s, tenants=app.state.tenants, limiter=limiter)
     return app
 
 

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None, description="When set, requests need 'Authorization: Bearer <key>'."
     )
+    tenants_file: Path | None = Field(
+        default=None,
+        description='A JSON ({"tenants": [...]}) or TOML ([[tenants]]) file naming the tenants: '
+        "each a name, the SHA-256 hex digest of its bearer key (key_sha256), a role (user, ops, "
+        "admin) and optional quotas (max_active_runs, max_storage_bytes, "
+        "max_requests_per_minute). See docs/ops.md; `python -m service.keys new NAME` makes a key.",
+    )
     retention_days: float = Field(
         default=30.0,
         gt=0,

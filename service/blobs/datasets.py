@@ -7,12 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.blobs import uploads, usage
+from service.blobs import holding, uploads, usage
 from service.blobs.formats.datasets import inspect_dataset
 from service.blobs.schemas import DatasetInfo, DatasetPage
 from service.common import BlobId, ExistingDataset, problems
-from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
+from service.deps import (
+    BlobsDep,
+    CallerDep,
+    JobsDep,
+    OwnersDep,
+    SettingsDep,
+    TrajectoriesDep,
+)
 from service.problems import ProblemError, invalid
+from service.tenants.holdings import HeldBlobs
 from tasks.contract.datanames import ARRAY_NAME, InputsKey, parse_form_inputs_key
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -51,7 +59,7 @@ def _names(fields: dict[str, str]) -> tuple[InputsKey | None, str | None]:
     return inputs_key, targets_raw or None
 
 
-def _names_of_namesake(blobs: BlobsDep, filename: str | None) -> str:
+def _names_of_namesake(blobs: HeldBlobs, filename: str | None) -> str:
     """When a dataset of the same file name was stored with names: say that names are kept
     per content, so these (different) bytes need them again."""
     if not filename:
@@ -89,7 +97,12 @@ def _names_of_namesake(blobs: BlobsDep, filename: str | None) -> str:
     ),
 )
 async def upload_dataset(
-    request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
 ) -> DatasetInfo:
     received = await uploads.receive(
         request, blobs, KIND, settings.max_upload_bytes, {"inputs_key", "targets_key"}
@@ -112,34 +125,43 @@ async def upload_dataset(
         )
     except ProblemError as e:
         if e.slug == "missing-array" and stored is None:
-            e.detail += _names_of_namesake(blobs, received.filename)
+            e.detail += _names_of_namesake(HeldBlobs(blobs, owners, tenant), received.filename)
             for error in e.errors or []:
                 error["message"] = e.detail
         raise
-    record, created = blobs.commit(
-        received.staged, {"kind": "dataset", "filename": received.filename, **facts}
+    record, created, fresh = holding.keep(
+        blobs,
+        owners,
+        tenant,
+        received.staged,
+        {"kind": "dataset", "filename": received.filename, **facts},
     )
     given = {"inputs_key": inputs_key, "targets_key": targets_key}
     if not created and any(given.values()):  # names given again replace the stored ones
         names = {k: facts[k] for k, v in given.items() if v is not None}
-        record = blobs.update_meta(KIND, record["id"], names)
-    response.status_code = 201 if created else 200
+        stored = blobs.update_meta(KIND, record["id"], names)
+        record = holding.seen_by(stored, owners, tenant, KIND)
+    response.status_code = 201 if fresh else 200
     return DatasetInfo.model_validate(record)
 
 
 @router.get("/{id}", response_model=DatasetInfo, responses=problems(404, 422))
-def get_dataset(record: ExistingDataset) -> DatasetInfo:
-    return DatasetInfo.model_validate(record)
+def get_dataset(record: ExistingDataset, tenant: CallerDep, owners: OwnersDep) -> DatasetInfo:
+    return DatasetInfo.model_validate(holding.seen_by(record, owners, tenant, KIND))
 
 
 @router.get("", response_model=DatasetPage, summary="List datasets", responses=problems(422))
 def list_datasets(
     blobs: BlobsDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> DatasetPage:
     """The uploaded datasets, newest first."""
-    items, next_cursor = usage.page(blobs.records(KIND), limit, cursor, "dataset")
+    items, next_cursor = usage.page(
+        holding.listed(blobs, owners, tenant, KIND), limit, cursor, "dataset"
+    )
     return DatasetPage(
         items=[DatasetInfo.model_validate(r) for r in items], next_cursor=next_cursor
     )
@@ -153,10 +175,13 @@ def delete_dataset(
     blobs: BlobsDep,
     jobs: JobsDep,
     trajectories: TrajectoriesDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     force: usage.Force = False,
 ) -> Response:
-    """Remove the bytes. A dataset that a queued or running job or trajectory uses is kept:
+    """Remove the caller's upload (the bytes go once no tenant holds them). A dataset that a
+    queued or running job or trajectory of the caller's uses is kept:
     **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
     load it)."""
-    usage.delete(blobs, [jobs, trajectories], KIND, "dataset", id, force)
+    usage.delete(blobs, [jobs, trajectories], KIND, "dataset", id, force, (tenant, owners))
     return Response(status_code=204)

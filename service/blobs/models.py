@@ -8,12 +8,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.blobs import uploads, usage
+from service.blobs import holding, uploads, usage
 from service.blobs.formats import Refused
 from service.blobs.formats.models import hf_from_fields, inspect_model
 from service.blobs.schemas import ModelInfo, ModelPage
 from service.common import BlobId, ExistingModel, problems
-from service.deps import BlobsDep, JobsDep, SettingsDep, TrajectoriesDep
+from service.deps import (
+    BlobsDep,
+    CallerDep,
+    JobsDep,
+    OwnersDep,
+    SettingsDep,
+    TrajectoriesDep,
+)
 from service.problems import ProblemError, invalid
 from tasks.artifacts import formats
 from tasks.artifacts import hf_checkpoint as hf
@@ -143,7 +150,12 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
     ),
 )
 async def upload_model(
-    request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
 ) -> ModelInfo:
     received = await uploads.receive(request, blobs, KIND, settings.max_upload_bytes, FIELDS)
     facts = await uploads.inspect(blobs, received, inspect_model, 4 * settings.max_upload_bytes)
@@ -152,8 +164,12 @@ async def upload_model(
     except BaseException:
         blobs.discard(received.staged)
         raise
-    record, created = blobs.commit(
-        received.staged, {"kind": "model", "filename": received.filename, **facts, **extra}
+    record, created, fresh = holding.keep(
+        blobs,
+        owners,
+        tenant,
+        received.staged,
+        {"kind": "model", "filename": received.filename, **facts, **extra},
     )
     if not created and extra and any(record.get(k) != v for k, v in extra.items()):
         stored = ", ".join(f"{k} {record.get(k)!r}" for k in extra if k != "format")
@@ -163,7 +179,7 @@ async def upload_model(
             f"{received.label}: these bytes are stored as model {record['id']} "
             f"({record.get('format')}) with {stored}; a model id names one model",
         )
-    response.status_code = 201 if created else 200
+    response.status_code = 201 if fresh else 200
     return ModelInfo.model_validate(record)
 
 
@@ -173,18 +189,22 @@ async def upload_model(
     response_model_exclude_none=True,
     responses=problems(404, 422),
 )
-def get_model(record: ExistingModel) -> ModelInfo:
-    return ModelInfo.model_validate(record)
+def get_model(record: ExistingModel, tenant: CallerDep, owners: OwnersDep) -> ModelInfo:
+    return ModelInfo.model_validate(holding.seen_by(record, owners, tenant, KIND))
 
 
 @router.get("", response_model=ModelPage, summary="List models", responses=problems(422))
 def list_models(
     blobs: BlobsDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> ModelPage:
     """The uploaded models, newest first."""
-    items, next_cursor = usage.page(blobs.records(KIND), limit, cursor, "model")
+    items, next_cursor = usage.page(
+        holding.listed(blobs, owners, tenant, KIND), limit, cursor, "model"
+    )
     return ModelPage(items=[ModelInfo.model_validate(r) for r in items], next_cursor=next_cursor)
 
 
@@ -196,10 +216,13 @@ def delete_model(
     blobs: BlobsDep,
     jobs: JobsDep,
     trajectories: TrajectoriesDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     force: usage.Force = False,
 ) -> Response:
-    """Remove the bytes. A model that a queued or running job or trajectory uses is kept:
+    """Remove the caller's upload (the bytes go once no tenant holds them). A model that a
+    queued or running job or trajectory of the caller's uses is kept:
     **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
     load it)."""
-    usage.delete(blobs, [jobs, trajectories], KIND, "model", id, force)
+    usage.delete(blobs, [jobs, trajectories], KIND, "model", id, force, (tenant, owners))
     return Response(status_code=204)

@@ -13,13 +13,14 @@ from pathlib import Path
 from service.blobs.formats import Refused
 from service.blobs.formats.datasets import check_arrays, inspect_dataset, resolve_names
 from service.problems import invalid
+from service.tenants.holdings import HeldBlobs
 from tasks.artifacts.uris import UriRejected, check_uri, open_uri
 from tasks.contract.spec import DatasetRef, JobSpec
 from tasks.settings import Settings
 from tasks.store.blobs import BlobStore
 
 
-def check(spec: JobSpec, blobs: BlobStore, settings: Settings) -> None:
+def check(spec: JobSpec, blobs: BlobStore | HeldBlobs, settings: Settings) -> None:
     _check_model(spec.model, "model", blobs)
     _check_dataset(spec.dataset, "dataset", blobs, settings)
     if spec.eval_dataset is not None:
@@ -38,14 +39,16 @@ def check(spec: JobSpec, blobs: BlobStore, settings: Settings) -> None:
         )
 
 
-def _check_model(model_id: str, field: str, blobs: BlobStore) -> None:
+def _check_model(model_id: str, field: str, blobs: BlobStore | HeldBlobs) -> None:
     if blobs.meta("models", model_id) is None:
         raise invalid(
             field, f"no uploaded model {model_id}; upload it with POST /v1/models", "unknown"
         )
 
 
-def _check_dataset(ref: DatasetRef, field: str, blobs: BlobStore, settings: Settings) -> None:
+def _check_dataset(
+    ref: DatasetRef, field: str, blobs: BlobStore | HeldBlobs, settings: Settings
+) -> None:
     """One dataset reference, errors naming `field` (dataset or eval_dataset) and its part."""
     if ref.id is not None:
         meta = blobs.meta("datasets", ref.id)

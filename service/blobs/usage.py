@@ -11,15 +11,22 @@ the ended ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Query
 
+from service.blobs import holding
 from service.common import not_found
 from service.problems import ProblemError, invalid
+from service.tenants.registry import Tenant
 from tasks.contract.spec import JobStatus
 from tasks.store.blobs import BlobStore
+from tasks.store.owners import Owners
 from tasks.store.records import RecordStore
+
+Mine = Callable[[str, str], bool]  # (record kind, id) -> whether the caller owns it
+Holds = tuple[Tenant, Owners]  # who deletes, and where holds are kept
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
 SHOWN = 10  # records named in the answer; the count says how many more
@@ -43,8 +50,11 @@ def _uses(spec: dict[str, Any], kind: str, blob_id: str) -> bool:
     return any(isinstance(r, dict) and r.get("id") == blob_id for r in refs)
 
 
-def active_users(stores: list[RecordStore], kind: str, blob_id: str) -> list[tuple[str, str]]:
-    """(record kind, id) of each queued or running record that names the blob, oldest first."""
+def active_users(
+    stores: list[RecordStore], kind: str, blob_id: str, owner: Mine | None = None
+) -> list[tuple[str, str]]:
+    """(record kind, id) of each queued or running record that names the blob, oldest first;
+    with `owner`, only the records it accepts (a user's delete names only its own)."""
     found: list[tuple[str, str]] = []
     for store in stores:
         store.ensure_indexes()
@@ -63,13 +73,16 @@ def active_users(stores: list[RecordStore], kind: str, blob_id: str) -> list[tup
             except ValueError:
                 continue
             if isinstance(spec, dict) and _uses(spec, kind, blob_id):
-                found.append((store.KIND, record_id))
+                if owner is None or owner(store.KIND, record_id):
+                    found.append((store.KIND, record_id))
     return found
 
 
-def refuse_if_used(stores: list[RecordStore], kind: str, noun: str, blob_id: str) -> None:
+def refuse_if_used(
+    stores: list[RecordStore], kind: str, noun: str, blob_id: str, owner: Mine | None = None
+) -> None:
     """409 `in-use` naming the active records that use the blob, and both fixes."""
-    users = active_users(stores, kind, blob_id)
+    users = active_users(stores, kind, blob_id, owner)
     if not users:
         return
     named = ", ".join(f"{k} {i}" for k, i in users[:SHOWN])
@@ -88,16 +101,34 @@ def refuse_if_used(stores: list[RecordStore], kind: str, noun: str, blob_id: str
 
 
 def delete(
-    blobs: BlobStore, stores: list[RecordStore], kind: str, noun: str, blob_id: str, force: bool
+    blobs: BlobStore,
+    stores: list[RecordStore],
+    kind: str,
+    noun: str,
+    blob_id: str,
+    force: bool,
+    holds: Holds,
 ) -> None:
-    """Remove an upload's bytes: 404 when there are none, 409 while an active record uses it
-    (unless `force`)."""
+    """Remove the caller's hold on an upload, and its bytes once nobody holds it: 404 when
+    there are none (or the caller holds none), 409 while an active record of the caller's
+    uses it (unless `force`)."""
     if blobs.meta(kind, blob_id) is None:
         raise not_found(noun, blob_id)
+    tenant, owners = holds
     if not force:
-        refuse_if_used(stores, kind, noun, blob_id)
-    if not blobs.delete(kind, blob_id):
+        mine = None if tenant.acts_on_all else _owned_by(owners, tenant.name)
+        refuse_if_used(stores, kind, noun, blob_id, mine)
+    if holding.release(blobs, owners, tenant, kind, noun, blob_id) and not blobs.delete(
+        kind, blob_id
+    ):
         raise not_found(noun, blob_id)
+
+
+def _owned_by(owners: Owners, tenant: str) -> Mine:
+    def mine(kind: str, record_id: str) -> bool:
+        return owners.owner(kind, record_id) == tenant
+
+    return mine
 
 
 def page(records: list[dict[str, Any]], limit: int, cursor: str | None, noun: str):

@@ -10,14 +10,26 @@ from starlette.concurrency import run_in_threadpool
 from service import runs
 from service.blobs import references
 from service.common import ExistingJob, problems
-from service.deps import BlobsDep, CeleryDep, ConsumedDep, JobsDep, SettingsDep, StudiesDep
+from service.deps import (
+    BlobsDep,
+    CallerDep,
+    CeleryDep,
+    ConsumedDep,
+    JobsDep,
+    OwnersDep,
+    SettingsDep,
+    StudiesDep,
+)
 from service.ops import consumers
 from service.problems import ProblemError, invalid
 from service.studies.service import StudyChoiceError, with_new_prediction, with_predictions
+from service.tenants import ownership
+from service.tenants.listing import owned_page, run_filter
 from tasks.app import RUN_JOB_TASK
 from tasks.contract.spec import Job, JobPage, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+NO_STUDY = "0" * 32  # an id no study has (ids are uuid4 hex)
 
 Responses = dict[int | str, dict[str, Any]]
 SUBMIT_RESPONSES: Responses = {
@@ -46,6 +58,8 @@ async def submit_job(
     celery: CeleryDep,
     studies: StudiesDep,
     consumed: ConsumedDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     idempotency_key: runs.IdempotencyKey = None,
 ) -> Job:
     """Validate the spec and what it names (model, dataset or URI), record the job and
@@ -53,6 +67,7 @@ async def submit_job(
     `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled.
     When no live worker consumes that queue (say `cuda` with no GPU worker), the job is queued
     all the same and the answer carries a `Warning` header naming the device and the fix."""
+    held = ownership.new_run(tenant, owners, store)
     job, replayed = runs.submit(
         store,
         spec,
@@ -60,9 +75,10 @@ async def submit_job(
         location=router.prefix,
         celery=celery,
         response=response,
-        idempotency_key=idempotency_key,
-        check=lambda: references.check(spec, blobs, settings),
+        idempotency_key=ownership.scoped_key(tenant, idempotency_key),
+        check=lambda: references.check(spec, held(blobs), settings),
     )
+    ownership.claim(owners, store.KIND, job.id, tenant, job.created_at)
     consumers.warn_if_unconsumed(response, store, settings, job, consumed)
     if not replayed:
         return with_new_prediction(job)
@@ -73,13 +89,21 @@ async def submit_job(
 def list_jobs(
     store: JobsDep,
     studies: StudiesDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     status: runs.StatusFilter = None,
     label: runs.LabelFilter = None,
     limit: runs.Limit = 50,
     cursor: runs.Cursor = None,
 ) -> JobPage:
     """Newest first. Follow `next_cursor` until it is null."""
-    items, next_cursor = runs.page(store, status, label, limit, cursor)
+    if tenant.reads_all:
+        items, next_cursor = runs.page(store, status, label, limit, cursor)
+    else:
+        keep = run_filter(status, label)
+        items, next_cursor = owned_page(
+            owners, store.KIND, tenant.name, store.get, keep, limit, cursor
+        )
     return JobPage(items=with_predictions(items, store, studies), next_cursor=next_cursor)
 
 
@@ -95,17 +119,25 @@ StudyQuery = Annotated[
 
 @router.get("/{id}", response_model=Job, summary="Read a job", responses=problems(404, 422))
 async def get_job(
-    job: ExistingJob, store: JobsDep, studies: StudiesDep, study: StudyQuery = None
+    job: ExistingJob,
+    store: JobsDep,
+    studies: StudiesDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
+    study: StudyQuery = None,
 ) -> Job:
     """`prediction` says what can honestly be said about the job's generalization gap: a
     calibrated prediction with its interval inside a study, otherwise why there is none.
     `prediction.selection` says how the study was chosen; `?study=<id>` names one. An unknown
     study, or one the job is not a member of, is a 422 naming `query.study`."""
+    asked = study
+    if study is not None and not tenant.reads_all and owners.owner("study", study) != tenant.name:
+        study = NO_STUDY  # another tenant's study reads as one that does not exist
     try:
         # reads Redis and may run a study's analysis: not on the event loop
         return (await run_in_threadpool(with_predictions, [job], store, studies, study))[0]
     except StudyChoiceError as e:
-        raise invalid("query.study", str(e)) from e
+        raise invalid("query.study", str(e).replace(NO_STUDY, str(asked))) from e
 
 
 @router.post(
@@ -121,6 +153,7 @@ def cancel_job(
     settings: SettingsDep,
     celery: CeleryDep,
     response: Response,
+    tenant: CallerDep,
 ) -> Job:
     """A queued job is cancelled at once (**200**, status cancelled; its message is skipped
     when a worker takes it). A running job gets `cancel_requested: true` and the worker stops
@@ -130,11 +163,12 @@ def cancel_job(
     job = runs.cancel(
         store, job, heartbeats=store, settings=settings, celery=celery, response=response
     )
+    ownership.record_cancel(store, job.id, tenant)
     return with_predictions([job], store, studies)[0]
 
 
 @router.delete("/{id}", status_code=204, summary="Delete a job", responses=problems(404, 409, 422))
-def delete_job(job: ExistingJob, store: JobsDep) -> Response:
+def delete_job(job: ExistingJob, store: JobsDep, tenant: CallerDep, owners: OwnersDep) -> Response:
     """Remove a finished (succeeded, failed or cancelled) job's record. A queued or running
     job is kept (**409**, `not-finished`): cancel it first, then delete it. Its model and
     dataset stay uploaded."""
@@ -145,5 +179,5 @@ def delete_job(job: ExistingJob, store: JobsDep) -> Response:
             f"id: job {job.id} is {job.status.value}; cancel it first (POST /v1/jobs/{job.id}"
             f"/cancel, or sharpness jobs cancel {job.id}), then delete it",
         )
-    store.delete(job.id)
+    ownership.record_delete(store, owners, job.id, tenant)
     return Response(status_code=204)

@@ -8,13 +8,20 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from service.common import ExistingStudy, StudyId, not_found, problems
-from service.deps import JobsDep, StudiesDep
+from service.deps import CallerDep, JobsDep, OwnersDep, StudiesDep
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, field_error, invalid
 from service.studies import service
 from service.studies.schemas import MIN_MODELS, Study, StudyCreate, StudyPage
+from service.tenants import ownership
+from service.tenants.listing import owned_page
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
+STUDY = "study"  # the owners' kind of a study (service.tenants.access)
+
+
+def _any(record: object) -> bool:
+    return True
 
 
 CREATE_DOC = f"""Group finished (or running) jobs into a study: a sweep of related models, each
@@ -60,8 +67,11 @@ def create_study(
     response: Response,
     jobs: JobsDep,
     studies: StudiesDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Study:
+    """Members must be the caller's own jobs (any job for an admin)."""
     seen: dict[str, int] = {}
     errors = []
     for i, member in enumerate(body.jobs):
@@ -70,13 +80,17 @@ def create_study(
             errors.append(
                 field_error(field, f"job {member.job} is already jobs.{seen[member.job]}")
             )
-        elif jobs.status(member.job) is None:
+        elif jobs.status(member.job) is None or not (
+            tenant.acts_on_all or owners.owner(jobs.KIND, member.job) == tenant.name
+        ):
             errors.append(field_error(field, f"no job {member.job}", "unknown"))
         seen.setdefault(member.job, i)
     if errors:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise ProblemError(422, "invalid-field", detail, errors=errors)
-    record, created = studies.create(body, idempotency_key)
+    record, created = studies.create(body, ownership.scoped_key(tenant, idempotency_key))
+    if created:
+        ownership.claim(owners, STUDY, record.id, tenant, record.created_at)
     response.headers["Location"] = f"/v1/studies/{record.id}"
     if not created:
         mine = (record.name, record.target, record.level, record.jobs)
@@ -93,12 +107,19 @@ def create_study(
 @router.get("", response_model=StudyPage, summary="List studies", responses=problems(422))
 def list_studies(
     studies: StudiesDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> StudyPage:
     """Newest first, without the analysis (read one study for that)."""
     try:
-        records, next_cursor = studies.list(limit=limit, cursor=cursor)
+        if tenant.reads_all:
+            records, next_cursor = studies.list(limit=limit, cursor=cursor)
+        else:
+            records, next_cursor = owned_page(
+                owners, STUDY, tenant.name, studies.get, _any, limit, cursor
+            )
     except ValueError as e:
         raise invalid("query.cursor", str(e)) from e
     return StudyPage(items=[service.summary(r) for r in records], next_cursor=next_cursor)
@@ -112,10 +133,13 @@ def get_study(record: ExistingStudy, jobs: JobsDep) -> Study:
 
 
 @router.delete("/{id}", status_code=204, summary="Delete a study", responses=problems(404, 422))
-def delete_study(id: StudyId, studies: StudiesDep) -> Response:
+def delete_study(
+    id: StudyId, studies: StudiesDep, tenant: CallerDep, owners: OwnersDep
+) -> Response:
     """Deletes the study only; its jobs stay."""
     if not studies.delete(id):
         raise not_found("study", id)
+    owners.forget(STUDY, id, tenant.name)
     return Response(status_code=204)
 
 
@@ -137,7 +161,7 @@ def plot_study(
     """One point per observed model (x: the measure, y: its gap), Kendall τ in the title;
     `baseline` (e.g. `1/learning_rate`) adds a trivial baseline on a second axis. **409**
     while the study has no analysis yet."""
-    from service.plots.study import render_study_scatter  # matplotlib only when drawing
+    from service.plots.study import render_study_scatter  # deferred: matplotlib only when drawing
 
     study, outcome = service.evaluate(record, jobs)
     if outcome is None:

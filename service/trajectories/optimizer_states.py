@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import Field
 
-from service.blobs import uploads
+from service.blobs import holding, uploads
 from service.blobs.formats import Refused, read_head
 from service.blobs.formats import safetensors as st
 from service.blobs.schemas import BlobInfo
 from service.common import _existing_blob, problems
-from service.deps import BlobsDep, SettingsDep
+from service.deps import BlobsDep, CallerDep, OwnersDep, SettingsDep
 from service.problems import problem_response
 from tasks.contract.spec import Problem
 
@@ -89,7 +89,12 @@ def _numel(shape: list[int]) -> int:
     openapi_extra=uploads.multipart_openapi(),
 )
 async def upload_optimizer_state(
-    request: Request, response: Response, blobs: BlobsDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
 ) -> OptimizerStateInfo:
     """Multipart form, `file`: a `.safetensors` of Adam's state at one checkpoint, a
     one-element `step` (t) and `exp_avg_sq.<parameter name>` (v_t, the parameter's shape)
@@ -97,10 +102,9 @@ async def upload_optimizer_state(
     by content: **201** when new, **200** when stored before."""
     received = await uploads.receive(request, blobs, KIND, settings.max_upload_bytes, set())
     facts = await uploads.inspect(blobs, received, inspect_optimizer_state)
-    record, created = blobs.commit(
-        received.staged, {"kind": "optimizer_state", "filename": received.filename, **facts}
-    )
-    response.status_code = 201 if created else 200
+    meta = {"kind": "optimizer_state", "filename": received.filename, **facts}
+    record, _, fresh = holding.keep(blobs, owners, tenant, received.staged, meta)
+    response.status_code = 201 if fresh else 200
     return OptimizerStateInfo.model_validate(record)
 
 
@@ -129,5 +133,7 @@ ExistingOptimizerState = Annotated[dict[str, Any], Depends(_existing_blob(KIND, 
     summary="Read an optimizer state's record",
     responses=problems(404, 422),
 )
-def get_optimizer_state(record: ExistingOptimizerState) -> OptimizerStateInfo:
-    return OptimizerStateInfo.model_validate(record)
+def get_optimizer_state(
+    record: ExistingOptimizerState, tenant: CallerDep, owners: OwnersDep
+) -> OptimizerStateInfo:
+    return OptimizerStateInfo.model_validate(holding.seen_by(record, owners, tenant, KIND))

@@ -16,15 +16,20 @@ from service.blobs import references
 from service.common import ExistingTrajectory, problems
 from service.deps import (
     BlobsDep,
+    CallerDep,
     CeleryDep,
     ConsumedDep,
     JobsDep,
+    OwnersDep,
     SettingsDep,
     TrajectoriesDep,
 )
 from service.ops import consumers
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
+from service.tenants import ownership
+from service.tenants.holdings import HeldBlobs
+from service.tenants.listing import owned_page, run_filter
 from service.trajectories import optimizer_states
 from tasks.app import RUN_TRAJECTORY_TASK
 from tasks.contract.spec import (
@@ -42,7 +47,7 @@ router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
 StoreDep = TrajectoriesDep
 
 
-def _check_references(spec: TrajectorySpec, blobs: BlobsDep, settings: SettingsDep) -> None:
+def _check_references(spec: TrajectorySpec, blobs: HeldBlobs, settings: SettingsDep) -> None:
     """Every checkpoint's model uploaded (422 naming `checkpoints.N.model`); the dataset
     checked exactly as a job's is (`dataset.id`, `dataset.uri`, keys)."""
     for i, cp in enumerate(spec.checkpoints):
@@ -82,6 +87,8 @@ async def submit_trajectory(
     settings: SettingsDep,
     celery: CeleryDep,
     consumed: ConsumedDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     idempotency_key: runs.IdempotencyKey = None,
 ) -> Trajectory:
     """Checkpoints of one training run, in order, each with the learning rate η it was
@@ -96,6 +103,7 @@ async def submit_trajectory(
     those below it. All checkpoints must share parameter names and shapes. Answers 202 with
     `Location: /v1/trajectories/{id}`, and a `Warning` header when no live worker consumes
     its queue (as a job's submit)."""
+    held = ownership.new_run(tenant, owners, store)
     t, _ = runs.submit(
         store,
         spec,
@@ -103,9 +111,10 @@ async def submit_trajectory(
         location=router.prefix,
         celery=celery,
         response=response,
-        idempotency_key=idempotency_key,
-        check=lambda: _check_references(spec, blobs, settings),
+        idempotency_key=ownership.scoped_key(tenant, idempotency_key),
+        check=lambda: _check_references(spec, held(blobs), settings),
     )
+    ownership.claim(owners, store.KIND, t.id, tenant, t.created_at)
     consumers.warn_if_unconsumed(response, store, settings, t, consumed)
     return t
 
@@ -113,13 +122,21 @@ async def submit_trajectory(
 @router.get("", response_model=TrajectoryPage, summary="List trajectories", responses=problems(422))
 def list_trajectories(
     store: StoreDep,
+    tenant: CallerDep,
+    owners: OwnersDep,
     status: runs.StatusFilter = None,
     label: runs.LabelFilter = None,
     limit: runs.Limit = 50,
     cursor: runs.Cursor = None,
 ) -> TrajectoryPage:
     """Newest first. Follow `next_cursor` until it is null."""
-    items, next_cursor = runs.page(store, status, label, limit, cursor)
+    if tenant.reads_all:
+        items, next_cursor = runs.page(store, status, label, limit, cursor)
+    else:
+        keep = run_filter(status, label)
+        items, next_cursor = owned_page(
+            owners, store.KIND, tenant.name, store.get, keep, limit, cursor
+        )
     return TrajectoryPage(items=items, next_cursor=next_cursor)
 
 
@@ -144,14 +161,15 @@ def cancel_trajectory(
     settings: SettingsDep,
     celery: CeleryDep,
     response: Response,
+    tenant: CallerDep,
 ) -> Trajectory:
     """Queued: cancelled at once (**200**). Running: `cancel_requested`, the worker stops
     between Lanczos iterations and keeps the points measured so far (**202**); a running one
     whose worker stopped beating is cancelled at once (**200**). Cancelled: no-op (**200**).
     Succeeded or failed: **409**."""
-    return runs.cancel(
-        store, t, heartbeats=jobs, settings=settings, celery=celery, response=response
-    )
+    t = runs.cancel(store, t, heartbeats=jobs, settings=settings, celery=celery, response=response)
+    ownership.record_cancel(store, t.id, tenant)
+    return t
 
 
 @router.get(
@@ -180,6 +198,7 @@ def trajectory_png(t: ExistingTrajectory) -> Response:
         raise ProblemError(
             404, "no-result", f"id: trajectory {id} {t.status.value} without measuring any point"
         )
+    # deferred: matplotlib loads only when a picture is drawn
     from service.plots.trajectory import render_trajectory
 
     use_steps = all(p.step is not None for p in t.points)

@@ -47,6 +47,16 @@ GATEWAY = (
     _t("bad-dataset", 422, "The file behind a dataset URI is not a usable dataset."),
     _t("missing-array", 422, "A dataset lacks the inputs or targets array named."),
     _t("unauthorized", 401, "No or a wrong API key (`Authorization: Bearer <key>`)."),
+    _t(
+        "forbidden", 403, "The caller's role may not do this (ops uploads nothing, users no queue)."
+    ),
+    _t(
+        "rate-limited",
+        429,
+        "Past the tenant's max_requests_per_minute; retry after Retry-After.",
+    ),
+    _t("quota-active-runs", 429, "Past the tenant's max_active_runs (queued + running records)."),
+    _t("quota-storage", 429, "An upload past the tenant's max_storage_bytes."),
     _t("not-found", 404, "No model, dataset, job, trajectory or study with this id."),
     _t("no-result", 404, "The record exists but has no result to draw."),
     _t("not-finished", 409, "The record is still queued or running; retry after Retry-After."),

@@ -151,3 +151,34 @@ class StudyKeys:
 
 
 STUDIES = StudyKeys()
+
+
+@dataclass(frozen=True)
+class OwnerKeys:
+    """Who owns each record and upload (tasks.store.owners). `kind` is a record kind (job,
+    trajectory, study) or a blob kind (models, datasets, optimizer_states)."""
+
+    prefix: str = f"{PREFIX}owner:"
+
+    def owners(self, kind: str) -> str:
+        """Hash: record id -> the owning tenant's name."""
+        return f"{self.prefix}{kind}"
+
+    def owned(self, kind: str, tenant: str) -> str:
+        """Sorted set: the ids a tenant owns (or holds, for blobs), scored by creation time."""
+        return f"{self.prefix}{kind}:by:{tenant}"
+
+    def holders(self, kind: str, blob_id: str) -> str:
+        """Hash: tenant name -> the size it holds of one content-addressed upload."""
+        return f"{self.prefix}{kind}:holders:{blob_id}"
+
+    def deleted(self, kind: str) -> str:
+        """Hash: deleted record id -> JSON {"deleted_by", "deleted_at"}."""
+        return f"{self.prefix}{kind}:deleted"
+
+    def storage(self) -> str:
+        """Hash: tenant name -> bytes of uploads it holds (its storage quota's use)."""
+        return f"{self.prefix}storage"
+
+
+OWNERS = OwnerKeys()

@@ -28,6 +28,8 @@ PROBLEM_KINDS = frozenset(
         "not-analysed", "already-finished", "idempotency-key-reused", "conflict", "too-large",
         "bad-multipart", "truncated-upload", "not-multipart", "enqueue-failed",
         "redis-unavailable", "not-ready", "internal", "in-use",
+        # tenants: a role's limit, a quota or the request rate
+        "forbidden", "rate-limited", "quota-active-runs", "quota-storage",
         # uploads refused
         "unknown-format", "pickle", "torch-save", "unsafe-archive", "dataset-not-model",
         "pickled-array", "remote-code", "corrupt", "corrupt-zip", "zip-too-large", "truncated",
