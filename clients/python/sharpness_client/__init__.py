@@ -1,4 +1,5 @@
-"""Python SDK for the sharpness service: `Client`, `AsyncClient`, typed models, errors."""
+"""Python SDK for the sharpness service: `Client`, `AsyncClient`, typed models, errors, and
+`log_to_mlflow` (with the `mlflow` extra)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from sharpness_client.errors import (
     SharpnessError,
     ValidationError,
 )
-from sharpness_client.types import Job, JobSpec, JobStatus, MeasureRequest
+from sharpness_client.mlflow_logging import log_to_mlflow
+from sharpness_client.types import Comparison, Job, JobSpec, JobStatus, MeasureRequest
 
 __all__ = [
     "APIConnectionError",
@@ -30,6 +32,7 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "Client",
+    "Comparison",
     "ConflictError",
     "Job",
     "JobCancelledError",
@@ -46,4 +49,5 @@ __all__ = [
     "SharpnessError",
     "ValidationError",
     "__version__",
+    "log_to_mlflow",
 ]

@@ -5,7 +5,9 @@ Exit codes, for scripts: 0 done, 1 the job failed or was cancelled, 2 waiting ti
 be reached (its URL is printed), 5 the job (or trajectory) finished but a budget stopped a
 measure before it converged (`converged` false, `diagnostics.limited_by` "iteration budget",
 "basis budget" or "time"; its value is printed with the budget and the fix; a result limited by
-the dtype's rounding converged and exits 0), 64 bad command-line usage. `--json` prints the
+the dtype's rounding converged and exits 0), 6 `measure`'s gate failed (`--fail-above`,
+`--baseline` with `--max-increase`: one line on stderr says which limit and by how much; it
+wins over 5), 64 bad command-line usage. `--json` prints the
 API's JSON on stdout (progress, warnings and messages go to stderr), so
 `sharpness measure ... --json | jq` works.
 A reader that stops early (`| head`) ends the output quietly; the exit code is kept.
@@ -26,6 +28,7 @@ from typing import Any
 
 import sharpness_client._cli_trajectory as _cli_trajectory
 import sharpness_client._cli_uploads as _cli_uploads
+import sharpness_client._gate as _gate
 import sharpness_client._render as _render
 from sharpness_client._cli_args import (
     EXIT_NOT_CONVERGED,
@@ -138,7 +141,37 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--api-key", default=None, help="bearer key (default $SHARPNESS_API_KEY)")
     top.add_argument("--json", action="store_true", default=False, help="print JSON")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _measure_parser(sub, common)
 
+    jobs = sub.add_parser("jobs", help="list, show, wait for, cancel or delete jobs")
+    jsub = jobs.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ls = jsub.add_parser("list", parents=[common], help="newest first")
+    ls.add_argument("--status", choices=[s.value for s in JobStatus])
+    ls.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
+    ls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    run_actions(jsub, common, "job", plot="save a job's spectral density PNG")
+    jdel = jsub.add_parser(
+        "delete", parents=[common], help="delete a finished job's record (cancel it first)"
+    )
+    jdel.add_argument("id")
+    _cli_trajectory.add_parsers(sub, common)
+    _cli_uploads.add_parsers(sub, common)
+
+    sub.add_parser("queue", parents=[common], help="queue depths, workers, running jobs")
+    ms = sub.add_parser(
+        "measures", parents=[common], help="the measures, or one with its parameters"
+    )
+    ms.add_argument("name", nargs="?", help="show this measure's parameters, defaults and bounds")
+    c = sub.add_parser(
+        "completion",
+        help='print the shell completion script: eval "$(sharpness completion bash)"',
+    )
+    c.add_argument("shell", nargs="?", default="bash", choices=["bash", "zsh", "fish", "tcsh"])
+    return top
+
+
+def _measure_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`sharpness measure`: what to upload, what to measure and how, the wait and the gate."""
     m = sub.add_parser("measure", parents=[common], help="upload, submit and wait for a job")
     m.add_argument(
         "model",
@@ -199,32 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
     idempotency_option(m, "job")
     wait_options(m)
-
-    jobs = sub.add_parser("jobs", help="list, show, wait for, cancel or delete jobs")
-    jsub = jobs.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    ls = jsub.add_parser("list", parents=[common], help="newest first")
-    ls.add_argument("--status", choices=[s.value for s in JobStatus])
-    ls.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeat)")
-    ls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
-    run_actions(jsub, common, "job", plot="save a job's spectral density PNG")
-    jdel = jsub.add_parser(
-        "delete", parents=[common], help="delete a finished job's record (cancel it first)"
-    )
-    jdel.add_argument("id")
-    _cli_trajectory.add_parsers(sub, common)
-    _cli_uploads.add_parsers(sub, common)
-
-    sub.add_parser("queue", parents=[common], help="queue depths, workers, running jobs")
-    ms = sub.add_parser(
-        "measures", parents=[common], help="the measures, or one with its parameters"
-    )
-    ms.add_argument("name", nargs="?", help="show this measure's parameters, defaults and bounds")
-    c = sub.add_parser(
-        "completion",
-        help='print the shell completion script: eval "$(sharpness completion bash)"',
-    )
-    c.add_argument("shell", nargs="?", default="bash", choices=["bash", "zsh", "fish", "tcsh"])
-    return top
+    _gate.add_options(m)
 
 
 def _out(args: argparse.Namespace, obj: Any, text: str) -> None:
@@ -258,19 +266,23 @@ def _finish(args: argparse.Namespace, job: Job) -> int:
 
 
 def _wait(client: Client, args: argparse.Namespace, job_id: str) -> int:
+    return _finish(args, _waited(client, args, job_id))
+
+
+def _waited(client: Client, args: argparse.Namespace, job_id: str) -> Job:
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    with quiet_convergence():  # the notices below say it, with exit code 5
-        job = client.jobs.wait(
+    with quiet_convergence():  # _finish's notices say it, with exit code 5
+        return client.jobs.wait(
             job_id,
             timeout=args.timeout,
             poll_interval=args.poll_interval,
             progress=progress,
             raise_on_failure=False,
         )
-    return _finish(args, job)
 
 
 def _measure(client: Client, args: argparse.Namespace) -> int:
+    gate = _gate.from_args(args)  # a malformed gate is refused before anything is uploaded
     mp, dp = model_plan(args.model, None), data_plan(args.data)
     config = json.loads(args.config) if args.config else None
     model = mp.ref or client.models.upload(
@@ -314,7 +326,8 @@ def _measure(client: Client, args: argparse.Namespace) -> int:
         return 0
     args.banner.say()
     print(f"job {job.id} submitted", file=sys.stderr)
-    return _wait(client, args, job.id)
+    done = _waited(client, args, job.id)
+    return _gate.after(client, args, gate, done, _finish(args, done))
 
 
 def _names(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,7 +12,16 @@ from sharpness_client._png import png_request, save
 from sharpness_client._spec import DatasetLike, MeasureLike, build_spec
 from sharpness_client.resources._base import create_request
 from sharpness_client.resources._runs import AsyncRuns, Runs
-from sharpness_client.types import Job, JobSpec, ModelInfo
+from sharpness_client.types import Comparison, Job, JobSpec, ModelInfo
+
+
+def _id(job: str | Job) -> str:
+    return job if isinstance(job, str) else job.id
+
+
+def compare_request(job: str | Job, baseline: str | Job) -> Request:
+    """GET the comparison of `job` with `baseline` (ids or Job records)."""
+    return Request("GET", f"/v1/jobs/{_id(job)}/compare", params={"baseline": _id(baseline)})
 
 
 def _spec(model: Any, dataset: Any, measures: Any, **options: Any) -> JobSpec:
@@ -88,6 +97,15 @@ class Jobs(Runs[Job]):
         ConflictError while it is still queued or running."""
         return save(self._http.send(png_request(f"/v1/jobs/{id}/plots/{name}.png")).content, path)
 
+    def compare(self, job: str | Job, *, baseline: str | Job) -> Comparison:
+        """`job` measured against `baseline` (both succeeded): per measure both have as a
+        number, both values, the ratio, each error bar and whether the difference exceeds them
+        (`exceeds_error_bars`), with caveats (other data, model format, parameters; a result
+        that did not converge). NotFoundError for an unknown id, ConflictError (kind
+        "not-finished") while either is unfinished or did not succeed, ValidationError when
+        they have no measure in common."""
+        return Comparison.model_validate(self._http.send(compare_request(job, baseline)).json())
+
 
 class AsyncJobs(AsyncRuns[Job]):
     path = "/v1/jobs"
@@ -140,3 +158,8 @@ class AsyncJobs(AsyncRuns[Job]):
     ) -> bytes:
         resp = await self._http.send(png_request(f"/v1/jobs/{id}/plots/{name}.png"))
         return save(resp.content, path)
+
+    async def compare(self, job: str | Job, *, baseline: str | Job) -> Comparison:
+        """As Jobs.compare."""
+        resp = await self._http.send(compare_request(job, baseline))
+        return Comparison.model_validate(resp.json())
