@@ -26,6 +26,7 @@ from service.jobs import router as jobs
 from service.ops import health, queue
 from service.ops.consumers import ConsumedQueues
 from service.ops.metrics import make_registry
+from service.ops.tenant_metrics import TenantRunsCollector
 from service.studies import router as studies
 from service.studies.store import StudyStore
 from service.tenants.access import authorize
@@ -116,9 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.studies = StudyStore(app.state.jobs.r)
     app.state.owners = Owners(app.state.jobs.r)
     app.state.tenants = Tenants.from_settings(s)  # a broken tenants file stops the start
+    names = [t.name for t in app.state.tenants.tenants]
+    by_tenant = TenantRunsCollector(app.state.owners, names)
+    app.state.metrics_registry = make_registry(app.state.jobs, by_tenant)
     app.state.celery = gateway_celery(s)
     app.state.consumed = ConsumedQueues()
-    app.state.metrics_registry = make_registry(app.state.jobs)
     problems.install(app)
     auth = [Depends(authorize)]  # the caller's role and ownership of the ids it names
     answers = problem_responses(401, 403, 429)

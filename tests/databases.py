@@ -13,6 +13,7 @@ RETENTION = 4
 SDK = 5
 METRICS_PROCESSES = 6
 REAPER = 7
+TENANTS = 8  # tests/tenants: two user tenants, an ops and an admin key on one stack
 API = 9
 PREFORK = 10
 STUDIES = 11

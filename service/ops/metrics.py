@@ -249,9 +249,12 @@ class SharpnessCollector(Collector):
         yield from (duration, wait, runtime)
 
 
-def make_registry(jobs: JobStore) -> CollectorRegistry:
-    """A registry per app (not the global one), so several apps in one process never clash."""
+def make_registry(jobs: JobStore, *extra: Collector) -> CollectorRegistry:
+    """A registry per app (not the global one), so several apps in one process never clash;
+    `extra` collectors (runs per tenant) beside the service's own."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SharpnessCollector(jobs))
+    for collector in extra:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry

@@ -41,6 +41,8 @@ OWNED = (  # longest prefix first
     Owned("/v1/models/", "models", "model", True),
     Owned("/v1/datasets/", "datasets", "dataset", True),
 )
+# query parameters that name a record on some routes (?baseline= on a job's compare)
+QUERY_IDS = {"baseline": Owned("/v1/jobs/", "job", "job", False)}
 OPS_ONLY = ("/v1/queue",)  # and /metrics (service.ops.metrics)
 
 
@@ -81,11 +83,16 @@ async def authorize(
     route = request.scope.get("route")
     template = str(getattr(route, "path", request.url.path))
     check_role(tenant, request.method, template)
-    item_id = request.path_params.get("id")
-    if item_id is None or tenant.reads_all:
+    if tenant.reads_all:
         return
-    owned = owned_kind(template)
     owners: Owners = request.app.state.owners
-    if owned is None or not may_touch(owners, tenant, owned.kind, owned.blob, str(item_id)):
-        noun = owned.noun if owned else "record"
-        raise ProblemError(404, "not-found", f"id: no {noun} {item_id}")
+    item_id = request.path_params.get("id")
+    if item_id is not None:
+        owned = owned_kind(template)
+        if owned is None or not may_touch(owners, tenant, owned.kind, owned.blob, str(item_id)):
+            noun = owned.noun if owned else "record"
+            raise ProblemError(404, "not-found", f"id: no {noun} {item_id}")
+    for name, named in QUERY_IDS.items():
+        value = request.query_params.get(name)
+        if value and not may_touch(owners, tenant, named.kind, named.blob, value):
+            raise ProblemError(404, "not-found", f"{name}: no {named.noun} {value}")

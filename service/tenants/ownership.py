@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from service.tenants.holdings import HeldBlobs
-from service.tenants.quotas import check_active_runs
+from service.tenants.quotas import StatusKey, check_active_runs
 from service.tenants.registry import OPEN, Tenant
 from tasks.store.blobs import BlobStore
 from tasks.store.owners import Owners
@@ -18,7 +18,7 @@ from tasks.store.trajectories import TrajectoryStore
 
 log = logging.getLogger("sharpness.gateway")
 
-RUN_STATUS_KEYS = {
+RUN_STATUS_KEYS: dict[str, StatusKey] = {
     JobStore.KIND: JobStore.status_key,
     TrajectoryStore.KIND: TrajectoryStore.status_key,
 }
@@ -28,7 +28,7 @@ CANCELLED_BY = "cancelled_by"  # the record hash field naming who cancelled it
 def new_run(tenant: Tenant, owners: Owners, store: RecordStore) -> Callable[[BlobStore], HeldBlobs]:
     """Refuse a run over the tenant's max_active_runs (429); returns how to see the blob
     store as the tenant does, for the spec's reference checks."""
-    check_active_runs(tenant, owners, RUN_STATUS_KEYS, store.r)
+    check_active_runs(tenant, owners, RUN_STATUS_KEYS)
 
     def held(blobs: BlobStore) -> HeldBlobs:
         return HeldBlobs(blobs, owners, tenant)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -20,7 +21,8 @@ from tasks.contract.problem_types import uri
 from tasks.contract.spec import JobStatus, Problem
 from tasks.store.owners import Owners
 
-ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+ACTIVE = (JobStatus.queued, JobStatus.running)
+StatusKey = Callable[[JobStatus | str], str]
 RETRY_ACTIVE_S = 30  # a run takes seconds to minutes: ask again in half a minute
 
 
@@ -54,23 +56,22 @@ class RequestLimiter:
         return problem_response(problem, {"Retry-After": str(retry)})
 
 
-def check_active_runs(
-    tenant: Tenant, owners: Owners, statuses: dict[str, Any], client: redis.Redis
-) -> None:
-    """Refuse a new run when the tenant already has max_active_runs queued or running.
-    `statuses` maps a record kind (job, trajectory) to its store's status-key function."""
+def active_runs(tenant: str, owners: Owners, statuses: dict[str, StatusKey]) -> int:
+    """The tenant's queued and running records; `statuses` maps a record kind (job,
+    trajectory) to its store's status-index key function."""
+    return sum(
+        owners.count_within(kind, tenant, status_key(status))
+        for kind, status_key in statuses.items()
+        for status in ACTIVE
+    )
+
+
+def check_active_runs(tenant: Tenant, owners: Owners, statuses: dict[str, StatusKey]) -> None:
+    """Refuse a new run when the tenant already has max_active_runs queued or running."""
     limit = tenant.quotas.get("max_active_runs")
     if limit is None:
         return
-    active = 0
-    for kind, status_key in statuses.items():
-        pipe = client.pipeline(transaction=True)  # the scratch key is written and dropped at once
-        owned = owners.keys.owned(kind, tenant.name)
-        for status in ACTIVE:
-            pipe.zinterstore(f"{owned}:active-tmp", [owned, status_key(status)], aggregate="MIN")
-            pipe.delete(f"{owned}:active-tmp")
-        replies = pipe.execute()
-        active += sum(int(n) for n in replies[0::2])
+    active = active_runs(tenant.name, owners, statuses)
     if active >= limit:
         raise ProblemError(
             429,

@@ -113,3 +113,13 @@ class Owners:
         """Who deleted a record and when, if it was deleted through the gateway."""
         value = self.r.hget(self.keys.deleted(kind), record_id)
         return json.loads(value) if value else None
+
+    def count_within(self, kind: str, tenant: str, index: str) -> int:
+        """How many of the tenant's records of `kind` are in the sorted set `index` (a status
+        index): an intersection into a scratch key, written and dropped in one MULTI."""
+        owned = self.keys.owned(kind, tenant)
+        scratch = f"{owned}:scratch"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zinterstore(scratch, [owned, index], aggregate="MIN")
+        pipe.delete(scratch)
+        return int(pipe.execute()[0])
