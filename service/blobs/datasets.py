@@ -137,7 +137,9 @@ async def upload_dataset(
         {"kind": "dataset", "filename": received.filename, **facts},
     )
     given = {"inputs_key": inputs_key, "targets_key": targets_key}
-    if not created and any(given.values()):  # names given again replace the stored ones
+    # names given again replace the stored ones, unless another tenant holds the bytes too
+    sole = owners.holder_count(KIND, record["id"]) <= 1
+    if not created and any(given.values()) and sole:
         names = {k: facts[k] for k, v in given.items() if v is not None}
         stored = blobs.update_meta(KIND, record["id"], names)
         record = holding.seen_by(stored, owners, tenant, KIND)

@@ -172,6 +172,14 @@ async def upload_model(
         {"kind": "model", "filename": received.filename, **facts, **extra},
     )
     if not created and extra and any(record.get(k) != v for k, v in extra.items()):
+        if fresh:  # another tenant's model: refused without its architecture, and not held
+            owners.release(KIND, record["id"], tenant.name)
+            raise ProblemError(
+                409,
+                "conflict",
+                f"{received.label}: these bytes are stored as a model with another "
+                "architecture, config or head; a model id names one model",
+            )
         stored = ", ".join(f"{k} {record.get(k)!r}" for k in extra if k != "format")
         raise ProblemError(
             409,
