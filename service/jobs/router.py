@@ -67,7 +67,8 @@ async def submit_job(
     `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled.
     When no live worker consumes that queue (say `cuda` with no GPU worker), the job is queued
     all the same and the answer carries a `Warning` header naming the device and the fix."""
-    held = ownership.new_run(tenant, owners, store)
+    key = ownership.scoped_key(tenant, idempotency_key)
+    held = ownership.new_run(tenant, owners, store, key)
     job, replayed = runs.submit(
         store,
         spec,
@@ -75,7 +76,7 @@ async def submit_job(
         location=router.prefix,
         celery=celery,
         response=response,
-        idempotency_key=ownership.scoped_key(tenant, idempotency_key),
+        idempotency_key=key,
         check=lambda: references.check(spec, held(blobs), settings),
     )
     ownership.claim(owners, store.KIND, job.id, tenant, job.created_at)

@@ -25,10 +25,15 @@ RUN_STATUS_KEYS: dict[str, StatusKey] = {
 CANCELLED_BY = "cancelled_by"  # the record hash field naming who cancelled it
 
 
-def new_run(tenant: Tenant, owners: Owners, store: RecordStore) -> Callable[[BlobStore], HeldBlobs]:
-    """Refuse a run over the tenant's max_active_runs (429); returns how to see the blob
-    store as the tenant does, for the spec's reference checks."""
-    check_active_runs(tenant, owners, RUN_STATUS_KEYS)
+def new_run(
+    tenant: Tenant, owners: Owners, store: RecordStore, scoped_idempotency_key: str | None
+) -> Callable[[BlobStore], HeldBlobs]:
+    """Refuse a run over the tenant's max_active_runs (429), unless the request replays a
+    record made before under its Idempotency-Key; returns how to see the blob store as the
+    tenant does, for the spec's reference checks."""
+    key = scoped_idempotency_key
+    if not (key and store.find_idempotent(key) is not None):
+        check_active_runs(tenant, owners, RUN_STATUS_KEYS)
 
     def held(blobs: BlobStore) -> HeldBlobs:
         return HeldBlobs(blobs, owners, tenant)

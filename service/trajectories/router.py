@@ -103,7 +103,8 @@ async def submit_trajectory(
     those below it. All checkpoints must share parameter names and shapes. Answers 202 with
     `Location: /v1/trajectories/{id}`, and a `Warning` header when no live worker consumes
     its queue (as a job's submit)."""
-    held = ownership.new_run(tenant, owners, store)
+    key = ownership.scoped_key(tenant, idempotency_key)
+    held = ownership.new_run(tenant, owners, store, key)
     t, _ = runs.submit(
         store,
         spec,
@@ -111,7 +112,7 @@ async def submit_trajectory(
         location=router.prefix,
         celery=celery,
         response=response,
-        idempotency_key=ownership.scoped_key(tenant, idempotency_key),
+        idempotency_key=key,
         check=lambda: _check_references(spec, held(blobs), settings),
     )
     ownership.claim(owners, store.KIND, t.id, tenant, t.created_at)

@@ -29,8 +29,13 @@ def test_active_runs_quota(tenants: Tenants) -> None:
     a = tenants.owned
     # on the gpu queue, which no worker here consumes: it stays queued
     waiting = {**job_spec(a["model"], a["dataset"]), "device": "cuda"}
-    first = tenants["small"].post("/v1/jobs", json=waiting)
+    key = {"Idempotency-Key": "quota-replay"}
+    first = tenants["small"].post("/v1/jobs", json=waiting, headers=key)
     assert first.status_code == 202, first.text
+    # a retry of the same submit replays the record even at the quota
+    replay = tenants["small"].post("/v1/jobs", json=waiting, headers=key)
+    assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["id"] == first.json()["id"]
     r = tenants["small"].post("/v1/jobs", json=waiting)
     assert r.status_code == 429 and _type(r) == "quota-active-runs", r.text
     assert "max_active_runs=1" in r.json()["detail"] and int(r.headers["retry-after"]) > 0
