@@ -59,17 +59,21 @@ def owned_page(
         start = after
     items: list[R] = []
     last: str | None = None
-    while len(items) < limit:
+    gone: list[str] = []  # expired records, dropped from the index once the page is read
+    more = True
+    while more and len(items) < limit:
         ids = owners.owned_ids(kind, tenant, start, max(limit, 50))
-        if not ids:
-            return items, None
+        more = bool(ids)
         for record_id in ids:
             start += 1
             last = record_id
             record = get(record_id)
-            if record is not None and keep(record):
+            if record is None:
+                gone.append(record_id)
+            elif keep(record):
                 items.append(record)
                 if len(items) == limit:
                     break
-    more = bool(owners.owned_ids(kind, tenant, start, 1))
+    more = more and bool(owners.owned_ids(kind, tenant, start, 1))
+    owners.drop_gone(kind, tenant, [i for i in gone if not (more and i == last)])  # the cursor
     return items, (last if more else None)

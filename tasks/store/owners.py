@@ -50,6 +50,14 @@ class Owners:
             pipe.zrem(self.keys.owned(kind, tenant), record_id)
         pipe.execute()
 
+    def drop_gone(self, kind: str, tenant: str, record_ids: list[str]) -> None:
+        """Forget records that expired (their retention ended) from the tenant's index."""
+        if record_ids:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.zrem(self.keys.owned(kind, tenant), *record_ids)
+            pipe.hdel(self.keys.owners(kind), *record_ids)
+            pipe.execute()
+
     def owned_ids(self, kind: str, tenant: str, start: int, count: int) -> list[str]:
         """A tenant's record ids, newest first, from rank `start`."""
         return texts(self.r.zrevrange(self.keys.owned(kind, tenant), start, start + count - 1))
