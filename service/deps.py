@@ -16,7 +16,7 @@ from fastapi.security import HTTPBearer
 
 from service.ops.consumers import ConsumedQueues
 from service.studies.store import StudyStore
-from service.tenants.registry import OPEN, Tenant
+from service.tenants.registry import OPEN, Tenant, Tenants
 from tasks.settings import Settings
 from tasks.store.blobs import BlobStore
 from tasks.store.owners import Owners
@@ -63,6 +63,10 @@ async def owners(request: Request) -> Owners:
     return request.app.state.owners
 
 
+async def tenants(request: Request) -> Tenants:
+    return request.app.state.tenants
+
+
 async def caller(request: Request) -> Tenant:
     """The calling tenant, as the guard found it from the bearer key (the local admin when
     no tenant is configured, or outside /v1)."""
@@ -78,3 +82,4 @@ CeleryDep = Annotated[Celery, Depends(celery_app)]
 ConsumedDep = Annotated[ConsumedQueues, Depends(consumed_queues)]
 OwnersDep = Annotated[Owners, Depends(owners)]
 CallerDep = Annotated[Tenant, Depends(caller)]
+TenantsDep = Annotated[Tenants, Depends(tenants)]

@@ -26,6 +26,9 @@ class RunningJob(BaseModel):
     worker: str | None = None
     device: str | None = None
     started_at: datetime | None = None
+    owner: str | None = Field(
+        default=None, description="The tenant that submitted it (null: made without tenants)."
+    )
 
 
 class QueueDepth(BaseModel):
@@ -59,6 +62,10 @@ class QueueStatus(BaseModel):
     )
     jobs_by_status: dict[str, int]
     trajectories_by_status: dict[str, int] = Field(default_factory=dict)
+    active_by_tenant: dict[str, int] = Field(
+        default_factory=dict,
+        description="Queued and running jobs and trajectories of each configured tenant.",
+    )
 
 
 class Health(BaseModel):

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.tenants.conftest import Tenants, job_spec, trajectory_spec
+from tests.tenants.conftest import TENANTS, Tenants, job_spec, trajectory_spec
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +159,7 @@ def test_ops_reads_everything_cancels_and_changes_nothing_else(tenants: Tenants)
             assert r.status_code == 403 and _problem(r) == "forbidden", (method, path, r.text)
     queue = tenants["ops"].get("/v1/queue")
     assert queue.status_code == 200
+    assert set(queue.json()["active_by_tenant"]) == set(TENANTS)
     jobs = tenants["ops"].get("/v1/jobs", params={"limit": 200}).json()["items"]
     assert tenants.owned["job"] in {j["id"] for j in jobs}
 

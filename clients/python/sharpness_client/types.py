@@ -288,6 +288,7 @@ class RunningJob(_Model):
     worker: str | None = None
     device: str | None = None
     started_at: datetime | None = None
+    owner: str | None = None
 
 
 class QueueDepth(_Model):
@@ -306,6 +307,7 @@ class QueueStatus(_Model):
     oldest_queued_age_s: float | None = None
     jobs_by_status: dict[str, int]
     trajectories_by_status: dict[str, int] = Field(default_factory=dict)
+    active_by_tenant: dict[str, int] = Field(default_factory=dict)
 
 
 class Health(_Model):
