@@ -45,6 +45,7 @@ def spectral_density_png(job: ExistingJob) -> Response:
     diag = result.diagnostics
     if not diag.get("grid") or not diag.get("density"):
         raise ProblemError(404, "no-result", f"id: job {job.id}'s spectral_density has no density")
+    # deferred: matplotlib loads only for the first plot, not with the gateway
     from service.plots.density import render_spectral_density
 
     dim = diag.get("dim")
