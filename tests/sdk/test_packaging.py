@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
-from importlib import metadata
 from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "clients" / "python" / "pyproject.toml"
@@ -41,7 +40,6 @@ def test_the_sdk_version_is_written_once() -> None:
     code = "import sharpness_client, sharpness_client._version as v; print(v.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     version = out.stdout.strip()
-    assert version == metadata.version("sharpness-client")  # what pip installed
     spelled = [
         str(p.relative_to(ROOT))
         for p in (ROOT / "clients" / "python" / "sharpness_client").rglob("*.py")
