@@ -47,6 +47,7 @@ from torch import Tensor
 
 from tasks.engine.lanczos import lanczos_tridiagonal
 from tasks.engine.linear_operator import LinearOperator, as_operator
+from tasks.engine.memory import WORKING_VECTORS
 from tasks.engine.precision import operator_dtype, unit_roundoff
 from tasks.engine.trace.common import t_quantile
 
@@ -75,6 +76,8 @@ class DensityEstimate:
     effective_rank_naive: float = 0.0  # (1 − weight of the nodes inside [−t, t])·dim
     max_basis: int | None = None
     basis_peak: int = 0  # most Lanczos vectors held at once
+    # the basis' peak bytes and the working vectors' (tasks.engine.memory), per parameter
+    bytes_per_parameter: float = 0.0
     rounding_level: float = 0.0  # r: how far rounding may move an eigenvalue (absolute)
     effective_rank_rounding: float = 0.0  # width the rounding adds to the rank interval
 
@@ -132,6 +135,8 @@ def slq(
         effective_rank_naive=(1 - share) * operator.dim,
         max_basis=max_basis,
         basis_peak=stats.get("basis_peak", 0),
+        bytes_per_parameter=stats.get("basis_bytes_peak", 0) / max(operator.dim, 1)
+        + WORKING_VECTORS * 8,
         rounding_level=level,
         effective_rank_rounding=(ci[1] - ci[0]) - (plain[1] - plain[0]),
     )

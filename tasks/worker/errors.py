@@ -15,11 +15,14 @@ Stops (`RunStop`) are not the input's fault: the worker drains, another worker t
 over, or the soft time limit passed. tasks.worker.run decides what each one writes.
 
 `problem_of` turns whatever a run raised into the problem its record keeps; any other exception
-is the run's own failure (500 `job-failed`, `out-of-memory`, 501 `not-implemented`).
+is the run's own failure (500 `job-failed`, 501 `not-implemented`), or `out-of-memory` (the
+engine's InsufficientMemory, planned before the run; or a failed allocation), naming the memory
+needed and the memory there was.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TypeVar
 
@@ -125,10 +128,43 @@ def problem_of(e: Exception, kind: str, where: str, kept: str, soft_limit_s: int
             status=501,
             kind="not-implemented",
         )
-    if isinstance(e, MemoryError):
-        return problem("Out of memory", f"{where}: {e}", kind="out-of-memory")
     where = where or f"preparing the {kind}"
+    if _out_of_memory(e):
+        return memory_problem(e, where)
     title, detail = f"{kind.capitalize()} failed", f"{where}: {type(e).__name__}: {e}"
-    if "out of memory" in str(e).lower():  # CUDA's OutOfMemoryError, a RuntimeError
-        return problem(title, detail, kind="out-of-memory")
     return problem(title, detail, kind="job-failed")
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """A MemoryError (the engine's InsufficientMemory included), torch's OutOfMemoryError, or
+    an allocator's RuntimeError saying so."""
+    return (
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or "out of memory" in str(e).lower()
+    )
+
+
+def memory_problem(e: Exception, where: str) -> Problem:
+    """`out-of-memory`, naming the memory needed and the memory there was. The engine's
+    InsufficientMemory, raised before the run started, states both and the fix; for a failed
+    allocation the allocator's own text says what it tried to allocate, and the memory the
+    host had free is added."""
+    need = getattr(e, "need_bytes", None)
+    if need is not None:
+        return problem("Insufficient memory", f"{where}: {e}", kind="out-of-memory")
+    free = _host_free_bytes()
+    had = f"; the host had {free / 2**30:.2f} GiB free after it failed" if free else ""
+    return problem(
+        "Out of memory",
+        f"{where}: {type(e).__name__}: {first_line(e)}{had}; give the worker more memory, "
+        "lower memory_budget_bytes, or measure fewer parameters (`parameters`)",
+        kind="out-of-memory",
+    )
+
+
+def _host_free_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None

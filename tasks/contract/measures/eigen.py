@@ -34,15 +34,26 @@ class EigensolverParams(CurvatureParams):
         default=None,
         ge=3,
         le=10_000,
-        description="Memory budget: Lanczos vectors held at once (each one vector of the "
-        "model's size, float64 unless basis_dtype says otherwise). Past it the basis is "
-        "compressed by thick restart (diagnostics.restarts; a warning). Default 40, or "
-        "2·(k + most_negative) + 10 when larger; at least k + 2 (+1 with most_negative).",
+        description="Lanczos vectors held at once (each one vector of the model's size, in "
+        "basis_dtype). Past it the basis is compressed by thick restart "
+        "(diagnostics.restarts; a warning). Default 40, or 2·(k + most_negative) + 10 when "
+        "larger; at least k + 2 (+1 with most_negative). Fewer are held when fewer fit in "
+        "memory_budget_bytes (diagnostics.basis_limited_by_memory).",
     )
-    basis_dtype: Literal["float64", "float32"] = Field(
-        default="float64",
-        description="Precision of the stored basis: float32 halves its memory; orthogonality "
-        "then holds to about 1e-7, fine for float32 models and for tol ≥ 1e-6.",
+    basis_dtype: Literal["auto", "float64", "float32"] = Field(
+        default="auto",
+        description="Precision of the stored basis. auto: the products' (float64 for float64 "
+        "models, float32 for float32 and lower). float32 halves a float64 basis; "
+        "orthogonality then holds to about 1e-7, fine for float32 models and for tol ≥ 1e-6.",
+    )
+    memory_budget_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Bytes the basis and the working vectors may take (the model and its "
+        "gradient graph are not counted). Default: a quarter of the memory the device can "
+        "still give the worker. The basis holds as many vectors as fit, up to max_basis; "
+        "when not even k + 2 fit, the job fails with problem out-of-memory naming the "
+        "bytes needed and available.",
     )
     basis_on_host: bool = Field(
         default=False,

@@ -68,9 +68,8 @@ class LanczosState:
             self.q = random_unit(budget.dim, self.generator, self.device)
         else:
             self.q = v0.double() / v0.double().norm()
-        basis_device = self.device if options.basis_device is None else options.basis_device
         m = budget.max_basis
-        self.Q = Basis(budget.dim, basis_device, capacity=m, dtype=options.basis_dtype)
+        self.Q = Basis(budget.dim, budget.basis_device, capacity=m, dtype=budget.basis_dtype)
         self.T = torch.zeros(m, m, dtype=torch.float64)
         self.theta = self.S = self.bounds = self.w = torch.empty(0, dtype=torch.float64)
         self.history: list[float] = []  # λmax estimate per step

@@ -29,7 +29,8 @@ def lanczos_tridiagonal(
 
     Returns the tridiagonal's diagonal α (n) and off-diagonal β (n−1); n < steps when the
     Krylov space became invariant (β ≈ 0), in which case the quadrature is exact. A `stats`
-    dict receives "basis_peak", the most basis columns allocated at once.
+    dict receives "basis_peak", the most basis columns allocated at once, and "basis_bytes_peak",
+    their bytes.
 
     Up to `max_basis` steps (default: all) every vector is reorthogonalised against all
     earlier ones. Past it the oldest vectors are forgotten a chunk at a time (a sliding
@@ -69,4 +70,6 @@ def lanczos_tridiagonal(
         q_prev, beta_prev, q = q, beta, w / beta
     if stats is not None:  # what the basis held, for tests and benchmarks
         stats["basis_peak"] = max(stats.get("basis_peak", 0), Q.peak_columns)
+        held = Q.peak_columns * dim * Q.dtype.itemsize
+        stats["basis_bytes_peak"] = max(stats.get("basis_bytes_peak", 0), held)
     return torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64)

@@ -23,6 +23,7 @@ from tasks.engine.convergence import (
 from tasks.engine.lanczos.options import LanczosOptions
 from tasks.engine.lanczos.state import LanczosState
 from tasks.engine.lanczos.verification import ResidualCheck, bottom_error, error_estimates
+from tasks.engine.memory import WORKING_VECTORS
 from tasks.engine.precision import rounding_level
 
 
@@ -55,6 +56,11 @@ class LanczosResult:
     max_basis: int = 0
     basis_peak: int = 0  # most basis vectors allocated at once
     basis_bytes_peak: int = 0
+    # the basis was sized from: bytes, whether memory (not max_basis) set its size, and the
+    # peak bytes of basis and working vectors per parameter (tasks.engine.memory)
+    memory_budget_bytes: int = 0
+    basis_limited_by_memory: bool = False
+    bytes_per_parameter: float = 0.0
     tol: float = 0.0  # the relative tol used (the dtype's default when none was given)
     atol: float = 0.0
     # why the run stopped (tasks.engine.convergence): the worst of the top k, then each
@@ -84,6 +90,9 @@ def verdict(state: LanczosState, check: ResidualCheck | None) -> LanczosResult:
         max_basis=b.max_basis,
         basis_peak=state.Q.peak_columns,
         basis_bytes_peak=state.bytes_peak,
+        memory_budget_bytes=b.memory.have_bytes if b.memory else 0,
+        basis_limited_by_memory=bool(b.memory and b.memory.limited_by_memory),
+        bytes_per_parameter=(state.bytes_peak + WORKING_VECTORS * 8 * b.dim) / max(b.dim, 1),
         tol=b.tol,
         atol=b.atol,
     )
@@ -146,10 +155,16 @@ def warn_about(result: LanczosResult, options: LanczosOptions, k: int, stackleve
     if not options.warn:
         return
     if result.restarts:
+        fix = (
+            f"the memory budget ({result.memory_budget_bytes} bytes) holds no more: raise "
+            "memory_budget_bytes or give the worker more memory"
+            if result.basis_limited_by_memory
+            else "raise max_basis"
+        )
         warnings.warn(
             f"Lanczos restarted {result.restarts} times (thick restart) to hold at most "
             f"{result.max_basis} basis vectors; the bounds still hold, but it took "
-            f"{result.iterations} steps: raise max_basis to restart less",
+            f"{result.iterations} steps: {fix} to restart less",
             RestartedWarning,
             stacklevel=stacklevel + 1,
         )

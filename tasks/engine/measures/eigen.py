@@ -13,6 +13,13 @@ from tasks.engine.context import MeasureContext
 from tasks.engine.lanczos import LanczosResult, lanczos
 from tasks.engine.measures.base import attributes, measured
 
+#: the declared basis dtypes; "auto" (None) follows the products: float64 or float32
+BASIS_DTYPES: dict[str, torch.dtype | None] = {
+    "auto": None,
+    "float64": torch.float64,
+    "float32": torch.float32,
+}
+
 
 def lanczos_options(params: EigensolverParams) -> dict[str, Any]:
     """Keyword arguments for tasks.engine.lanczos.lanczos from the shared parameters."""
@@ -20,8 +27,9 @@ def lanczos_options(params: EigensolverParams) -> dict[str, Any]:
         "tol": params.tol,
         "atol": params.atol,
         "max_basis": params.max_basis,
-        "basis_dtype": torch.float32 if params.basis_dtype == "float32" else torch.float64,
+        "basis_dtype": BASIS_DTYPES[params.basis_dtype],
         "basis_device": "cpu" if params.basis_on_host else None,
+        "memory_budget_bytes": params.memory_budget_bytes,
     }
 
 
@@ -40,6 +48,9 @@ def budget_diagnostics(res: LanczosResult) -> dict[str, Any]:
         ),
         "basis_vectors_peak": res.basis_peak,
         "basis_bytes_peak": res.basis_bytes_peak,
+        "basis_limited_by_memory": res.basis_limited_by_memory,
+        "memory_budget_bytes": res.memory_budget_bytes,
+        "bytes_per_parameter": res.bytes_per_parameter,
     }
 
 

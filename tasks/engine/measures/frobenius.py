@@ -19,6 +19,7 @@ def run(ctx: MeasureContext, params: Params) -> dict:
         "ci95": list(est.ci95) if est.ci95 is not None else None,
         "probes": est.probes,
         "rounding_level": est.rounding_level,
+        "bytes_per_parameter": est.bytes_peak / max(op.dim, 1),
     }
     if est.limited_by is not None:
         diagnostics["limited_by"] = est.limited_by

@@ -33,7 +33,7 @@ def run(ctx: MeasureContext, params: Params) -> dict:
     diag: dict[str, Any] = {
         "residual_bound": res.residual_bounds[0],
         "error_estimate": res.error_estimates[0],
-        **attributes(res, "limited_by", "tol", "rounding_level"),
+        **attributes(res, "limited_by", "tol", "rounding_level", "bytes_per_parameter"),
         "iterations": res.iterations,
         "step": step,
         "preconditioner_min": float(p.min()),

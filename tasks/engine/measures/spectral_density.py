@@ -28,6 +28,7 @@ def run(ctx: MeasureContext, params: Params) -> dict:
         "effective_rank_rounding": est.effective_rank_rounding,
         "rounding_level": est.rounding_level,
         "basis_vectors_peak": est.basis_peak,
+        "bytes_per_parameter": est.bytes_per_parameter,
         **attributes(est, "near_zero_share", "lambda_max", "lambda_min", "sigma", "grid"),
         **attributes(est, "density", "nodes", "weights"),
     }

@@ -31,6 +31,7 @@ def run(ctx: MeasureContext, params: Params) -> dict:
         "method": est.method,
         "probes": est.probes,
         "rounding_level": est.rounding_level,
+        "bytes_per_parameter": est.bytes_peak / max(op.dim, 1),
     }
     if est.limited_by is not None:
         diagnostics["limited_by"] = est.limited_by

@@ -36,6 +36,7 @@ class TraceEstimate:
     converged: bool | None = None  # rtol met or exact (None when no rtol was asked)
     rounding_level: float = 0.0  # absolute; included in ci95 (see tasks.engine.trace.rounding)
     limited_by: str | None = None  # convergence vocabulary; None when converged is None
+    bytes_peak: int = 0  # most bytes of probes, products and bases held at once (`Tally.hold`)
 
 
 Summary = tuple[float, float | None, tuple[float, float] | None]
@@ -53,6 +54,15 @@ class Tally:
         self.method = method
         self.dtype = operator_dtype(self.operator)
         self.eps = unit_roundoff(self.dtype)
+        self.bytes_peak = 0
+
+    def hold(self, *held: Tensor | Basis) -> None:
+        """Note the dim-sized blocks alive together at an estimator's peak (probes, their
+        products, a basis): the result's `bytes_peak` is the most ever noted."""
+        total = sum(
+            h.nbytes if isinstance(h, Basis) else h.numel() * h.element_size() for h in held
+        )
+        self.bytes_peak = max(self.bytes_peak, total)
 
     @property
     def hvps(self) -> int:
@@ -82,6 +92,7 @@ class Tally:
             converged,
             rounding_level,
             limited_by,
+            self.bytes_peak,
         )
 
     def exact(self, trace: float, mass: float) -> TraceEstimate:
@@ -141,14 +152,17 @@ def summary(samples: list[float]) -> Summary:
 
 
 def plus_deflated_hutchinson(
-    operator: LinearOperator, Q: Basis, exact: float, g: int, gen: torch.Generator
+    tally: Tally, Q: Basis, exact: float, g: int, alive: tuple[Tensor, ...] = ()
 ) -> tuple[float, float | None, tuple[float, float] | None, float]:
     """exact + Hutchinson on (I − QQᵀ)H(I − QQᵀ) with g Rademacher probes projected off Q;
-    also the probes' mean absolute mass (for the rounding level).
+    also the probes' mean absolute mass (for the rounding level). `alive`: the caller's
+    blocks still held meanwhile (noted with the probes in `tally.hold`).
 
     Given Q the probes are independent of it, so their standard error is the estimate's."""
-    G = Q.project_out(rademacher(operator.dim, g, gen, Q.device))
+    operator = tally.operator
+    G = Q.project_out(rademacher(operator.dim, g, tally.gen, Q.device))
     HG = operator.matmat(G)
+    tally.hold(Q, G, HG, *alive)
     rest, se, _ = summary((G * HG).sum(dim=0).tolist())
     mass = float(abs_mass(G, HG).mean())
     estimate = exact + rest

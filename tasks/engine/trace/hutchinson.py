@@ -53,6 +53,7 @@ def probe_loop(
         b = min(block, num_hvps - len(samples))
         V = rademacher(op.dim, b, tally.gen, op.device)
         HV = op.matmat(V)
+        tally.hold(V, HV)
         samples.extend(sample(V, HV).tolist())
         mass += float(abs_mass(V, HV).sum())
         estimate, se, _ = summarize(samples)

@@ -34,6 +34,7 @@ def hutchpp(
     if ctx is not None:
         ctx.step(r, None)
     HQ = op.matmat(Q)
+    tally.hold(Q, HQ)
     low_rank = float((Q * HQ).sum())
     mass = float(abs_mass(Q, HQ).sum())
     if ctx is not None:
@@ -45,7 +46,7 @@ def hutchpp(
         return tally.result(
             low_rank, None, None, 0, rounding_level=quadratic_rounding(tally.eps, mass)
         )
-    estimate, se, ci, rest = plus_deflated_hutchinson(op, Basis.of(Q), low_rank, g, tally.gen)
+    estimate, se, ci, rest = plus_deflated_hutchinson(tally, Basis.of(Q), low_rank, g, (HQ,))
     if ctx is not None:
         ctx.step(num_hvps, estimate, std_error=se)
     return tally.result(

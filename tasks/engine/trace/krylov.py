@@ -57,6 +57,7 @@ def block_krylov(
     exact, mass = 0.0, 0.0
     for j in range(blocks):
         W = operator.matmat(Qj)
+        tally.hold(Q, Qj, W)
         exact += float((Qj * W).sum())
         mass += float(abs_mass(Qj, W).sum())
         Q.append(Qj)
@@ -78,7 +79,7 @@ def block_krylov(
     if len(Q) >= dim:  # the basis spans everything: tr(QᵀHQ) is the trace
         return tally.exact(exact, mass)
     g = num_hvps - tally.hvps
-    estimate, se, ci, rest = plus_deflated_hutchinson(operator, Q, exact, g, gen)
+    estimate, se, ci, rest = plus_deflated_hutchinson(tally, Q, exact, g)
     if ctx is not None:
         ctx.step(tally.hvps, estimate, std_error=se)
     level = quadratic_rounding(tally.eps, mass + rest)

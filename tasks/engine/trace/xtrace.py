@@ -71,6 +71,7 @@ def xtrace(
     if ctx is not None:
         ctx.step(m, None)
     HQfull = operator.matmat(Q)
+    tally.hold(Omega, Y, Q, HQfull)
     HQ = Q.T @ HQfull
     HQ = 0.5 * (HQ + HQ.T)
     W = Q.T @ Omega
