@@ -6,7 +6,8 @@ TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
 # The rooms the type check covers (mypy, configured in pyproject.toml); each stays clean. Modules
 # they import from other rooms are read for their types but their own errors are not reported.
-TYPED   := tasks/contract tasks/store tasks/engine tasks/studies clients/python/sharpness_client
+TYPED   := tasks/contract tasks/store tasks/engine tasks/worker tasks/artifacts tasks/studies \
+	clients/python/sharpness_client
 # make test-fast's tests: the layout and docs rules, the store, the studies, the gateway in process
 # (TestClient on a private Redis) but for its slowest files, the SDK and CLI against scripted
 # servers, and the worker's and engine's quick unit tests. Left to make test: integration (real
@@ -58,6 +59,7 @@ worker: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy --follow-imports=silent $(TYPED)
 	$(BIN)/python -m pytest -q -ra
 
 ## The quick lane, under two minutes on two cores: lint, format and type checks, then FAST_TESTS
