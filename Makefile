@@ -8,12 +8,13 @@ STAMP   := $(VENV)/.installed
 # they import from other rooms are read for their types but their own errors are not reported.
 TYPED   := tasks/contract tasks/store tasks/engine tasks/worker tasks/artifacts tasks/studies \
 	clients/python/sharpness_client
-# make test-fast's tests: the layout and docs rules, the store, the studies, the gateway in process
-# (TestClient on a private Redis) but for its slowest files, the SDK and CLI against scripted
-# servers, and the worker's and engine's quick unit tests. Left to make test: integration (real
-# worker processes), the engine's numerics, the worker's runs, real models and the SDK end to end.
-FAST_TESTS := tests/test_layout.py tests/test_docs_links.py tests/test_problem_types.py \
-	tests/test_deploy_rules.py tests/store tests/docs/test_configuration.py tests/studies tests/api \
+# make test-fast's tests: the top-level rules (layout, imports, sizes, docs), the store, the
+# studies, the gateway in process (TestClient on a private Redis) but for its slowest files, the
+# SDK and CLI against scripted servers, and the worker's and engine's quick unit tests. Left to
+# make test: integration (real worker processes), the engine's numerics, the worker's runs, real
+# models and the SDK end to end.
+FAST_TESTS := $(wildcard tests/test_*.py) tests/store tests/docs/test_configuration.py \
+	tests/studies tests/api \
 	tests/sdk/test_cli_output.py tests/sdk/test_errors.py tests/sdk/test_spec.py \
 	tests/sdk/test_types_contract.py tests/sdk/test_packaging.py tests/sdk/test_lost_answer.py \
 	tests/sdk/test_data_names.py tests/sdk/test_generalization_sdk.py \
