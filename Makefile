@@ -64,7 +64,7 @@ test: install
 	$(BIN)/python -m pytest -q -ra
 
 ## The quick lane, under two minutes on two cores: lint, format and type checks, then FAST_TESTS
-## without the integration and slow marks (about 50 s of CPU). make test runs everything.
+## without the integration and slow marks (about 60 s of CPU). make test runs everything.
 test-fast: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
