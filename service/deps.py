@@ -8,7 +8,8 @@ an app against its private Redis and data directory, and nothing connects at imp
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -30,41 +31,19 @@ bearer = HTTPBearer(
 )
 
 
-async def settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-async def blobs(request: Request) -> BlobStore:
-    return request.app.state.blobs
-
-
-async def jobs(request: Request) -> JobStore:
-    return request.app.state.jobs
-
-
 async def trajectories(request: Request) -> TrajectoryStore:
     """The trajectory records, on the job store's Redis connection."""
     return TrajectoryStore(request.app.state.jobs.r)
 
 
-async def studies(request: Request) -> StudyStore:
-    return request.app.state.studies
+def _app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency that reads one thing `create_app` put on `app.state`."""
 
+    async def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
 
-async def celery_app(request: Request) -> Celery:
-    return request.app.state.celery
-
-
-async def consumed_queues(request: Request) -> ConsumedQueues:
-    return request.app.state.consumed
-
-
-async def owners(request: Request) -> Owners:
-    return request.app.state.owners
-
-
-async def tenants(request: Request) -> Tenants:
-    return request.app.state.tenants
+    read.__name__ = name
+    return read
 
 
 async def caller(request: Request) -> Tenant:
@@ -73,13 +52,13 @@ async def caller(request: Request) -> Tenant:
     return getattr(request.state, "tenant", OPEN)
 
 
-SettingsDep = Annotated[Settings, Depends(settings)]
-BlobsDep = Annotated[BlobStore, Depends(blobs)]
-JobsDep = Annotated[JobStore, Depends(jobs)]
+SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
+BlobsDep = Annotated[BlobStore, Depends(_app_state("blobs"))]
+JobsDep = Annotated[JobStore, Depends(_app_state("jobs"))]
 TrajectoriesDep = Annotated[TrajectoryStore, Depends(trajectories)]
-StudiesDep = Annotated[StudyStore, Depends(studies)]
-CeleryDep = Annotated[Celery, Depends(celery_app)]
-ConsumedDep = Annotated[ConsumedQueues, Depends(consumed_queues)]
-OwnersDep = Annotated[Owners, Depends(owners)]
+StudiesDep = Annotated[StudyStore, Depends(_app_state("studies"))]
+CeleryDep = Annotated[Celery, Depends(_app_state("celery"))]
+ConsumedDep = Annotated[ConsumedQueues, Depends(_app_state("consumed"))]
+OwnersDep = Annotated[Owners, Depends(_app_state("owners"))]
 CallerDep = Annotated[Tenant, Depends(caller)]
-TenantsDep = Annotated[Tenants, Depends(tenants)]
+TenantsDep = Annotated[Tenants, Depends(_app_state("tenants"))]
