@@ -49,6 +49,27 @@ def _worker_refuses(tmp_path: Path, data: bytes, fmt: str, member: str) -> None:
     assert member in e.value.detail, e.value.detail
 
 
+# per worker format: the upload's filename and the fix its refusal names
+_ARCHIVES = {
+    "torch_export": ("bad.pt2", "torch.export.save"),
+    "torchscript": ("bad.pt", "torch.jit.save"),
+}
+
+
+def _archive_refused(
+    client: TestClient, settings: Settings, tmp_path: Path, fmt: str, bad: bytes, member: str
+) -> dict:
+    """A hostile model archive is refused at the door and by the worker's loader, and its
+    payload (which would touch tmp_path / "ran") never runs."""
+    filename, fix = _ARCHIVES[fmt]
+    marker = tmp_path / "ran"
+    r = client.post("/v1/models", files={"file": (filename, bad)})
+    body = _refused(r, 415, "unsafe-archive", member, fix, settings, marker)
+    _worker_refuses(tmp_path, bad, fmt, member)
+    assert not marker.exists()
+    return body
+
+
 @pytest.fixture
 def ts() -> bytes:
     return files.torchscript_bytes()
@@ -58,25 +79,17 @@ def ts() -> bytes:
 def test_pt2_reduce_in_sample_inputs(
     client: TestClient, pt2: bytes, settings: Settings, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "ran"
-    bad, member = hostile.pt2_reduce_in_sample_inputs(pt2, marker)
-    r = client.post("/v1/models", files={"file": ("bad.pt2", bad)})
-    body = _refused(r, 415, "unsafe-archive", member, "torch.export.save", settings, marker)
+    bad, member = hostile.pt2_reduce_in_sample_inputs(pt2, tmp_path / "ran")
+    body = _archive_refused(client, settings, tmp_path, "torch_export", bad, member)
     assert ".open" in body["detail"] and "'bad.pt2'" in body["detail"]
-    _worker_refuses(tmp_path, bad, "torch_export", member)
-    assert not marker.exists()
 
 
 @pytest.mark.parametrize("name", ["extra/payload.pkl", "data/weights/weight_9", "payload"])
 def test_pt2_extra_pickle_member(
     client: TestClient, pt2: bytes, settings: Settings, tmp_path: Path, name: str
 ) -> None:
-    marker = tmp_path / "ran"
-    bad, member = hostile.pt2_extra_pickle(pt2, marker, name)
-    r = client.post("/v1/models", files={"file": ("bad.pt2", bad)})
-    _refused(r, 415, "unsafe-archive", member, "torch.export.save", settings, marker)
-    _worker_refuses(tmp_path, bad, "torch_export", member)
-    assert not marker.exists()
+    bad, member = hostile.pt2_extra_pickle(pt2, tmp_path / "ran", name)
+    _archive_refused(client, settings, tmp_path, "torch_export", bad, member)
 
 
 @pytest.mark.parametrize(
@@ -86,13 +99,9 @@ def test_pt2_extra_pickle_member(
 def test_pt2_graph_calling_outside_the_operators(
     client: TestClient, pt2: bytes, settings: Settings, tmp_path: Path, target: str
 ) -> None:
-    marker = tmp_path / "ran"
-    bad, member = hostile.pt2_graph_calls(pt2, target, marker)
-    r = client.post("/v1/models", files={"file": ("bad.pt2", bad)})
-    body = _refused(r, 415, "unsafe-archive", member, "torch.export.save", settings, marker)
+    bad, member = hostile.pt2_graph_calls(pt2, target, tmp_path / "ran")
+    body = _archive_refused(client, settings, tmp_path, "torch_export", bad, member)
     assert repr(target) in body["detail"] and "not an operator" in body["detail"]
-    _worker_refuses(tmp_path, bad, "torch_export", member)
-    assert not marker.exists()
 
 
 def test_untouched_archives_pass(client: TestClient, pt2: bytes, ts: bytes) -> None:
@@ -105,24 +114,17 @@ def test_untouched_archives_pass(client: TestClient, pt2: bytes, ts: bytes) -> N
 def test_torchscript_rewritten_data_pkl(
     client: TestClient, ts: bytes, settings: Settings, tmp_path: Path, protocol: int
 ) -> None:
-    marker = tmp_path / "ran"
-    bad, member = hostile.torchscript_rewritten_data_pkl(ts, marker, protocol)
-    r = client.post("/v1/models", files={"file": ("bad.pt", bad)})
-    body = _refused(r, 415, "unsafe-archive", member, "torch.jit.save", settings, marker)
+    bad, member = hostile.torchscript_rewritten_data_pkl(ts, tmp_path / "ran", protocol)
+    body = _archive_refused(client, settings, tmp_path, "torchscript", bad, member)
     assert "system" in body["detail"] and "safetensors" in body["detail"]
-    _worker_refuses(tmp_path, bad, "torchscript", member)
-    assert not marker.exists()
 
 
 def test_torchscript_injected_code(
     client: TestClient, ts: bytes, settings: Settings, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "ran"
-    bad, member = hostile.torchscript_injected_code(ts, marker)
-    r = client.post("/v1/models", files={"file": ("bad.pt", bad)})
-    body = _refused(r, 415, "unsafe-archive", member, "torch.jit.save", settings, marker)
+    bad, member = hostile.torchscript_injected_code(ts, tmp_path / "ran")
+    body = _archive_refused(client, settings, tmp_path, "torchscript", bad, member)
     assert "import" in body["detail"]
-    _worker_refuses(tmp_path, bad, "torchscript", member)
     bad, member = hostile.torchscript_reflection_code(ts)
     r = client.post("/v1/models", files={"file": ("bad.pt", bad)})
     _refused(r, 415, "unsafe-archive", member, "__subclasses__", settings, None)
