@@ -57,9 +57,10 @@ NOTES = """\
 - **Heartbeats.** `/readyz` needs a worker heartbeat within 3 × `SHARPNESS_HEARTBEAT_S` (at
   least 10 s); a worker silent that long has its running job requeued by the reaper, up to
   `SHARPNESS_MAX_ATTEMPTS` runs, then the record fails (`worker-lost`).
-- **API key.** With `SHARPNESS_API_KEY` set, /v1 requires `Authorization: Bearer <key>`,
-  checked before any body is read; /healthz, /readyz and /metrics stay open. JSON bodies are
-  capped at 4 MiB (413) before parsing.
+- **API key and tenants.** With `SHARPNESS_API_KEY` set, /v1 requires `Authorization: Bearer
+  <key>`, checked before any body is read; /healthz, /readyz and /metrics stay open. With
+  `SHARPNESS_TENANTS_FILE` set, each tenant's key and role decide what it sees ([ops](ops.md)),
+  and /metrics needs an ops or admin key. JSON bodies are capped at 4 MiB (413) before parsing.
 - **Gateway processes.** Every process `SHARPNESS_GATEWAY_WORKERS` starts (service/serve.py)
   reads the same Redis, so counts and `/metrics` agree whichever answers.
 - **Retention.** A job or trajectory record, its enqueue claim and its Idempotency-Key expire
