@@ -16,11 +16,14 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Header, Query, Response
 
 from service.problems import ProblemError, invalid
+from service.tenants.listing import labels_of, owned_page, run_filter
+from service.tenants.registry import Tenant
 from tasks import reaper
 from tasks.app import queue_for
 from tasks.contract.problem_types import uri
 from tasks.contract.spec import Job, JobStatus, Problem, Trajectory
 from tasks.settings import Settings
+from tasks.store.owners import Owners
 from tasks.store.records import JobStore, RecordStore
 
 log = logging.getLogger("sharpness.gateway")
@@ -132,20 +135,20 @@ def submit(
 
 def page(
     store: RecordStore,
+    tenant: Tenant,
+    owners: Owners,
     status: JobStatus | None,
     label: list[str] | None,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Any], str | None]:
-    """One page of records, newest first, with `label` filters given as key:value."""
-    labels: dict[str, str] = {}
-    for item in label or []:
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise invalid("query.label", f"{item!r} is not key:value")
-        labels[key] = value
+    """One page of the records the caller may list, newest first, with `label` filters given
+    as key:value: the whole store for a tenant that reads all, else the caller's own."""
+    if not tenant.reads_all:
+        keep = run_filter(status, label)
+        return owned_page(owners, store.KIND, tenant.name, store.get, keep, limit, cursor)
     try:
-        return store.page(status, labels, limit, cursor)
+        return store.page(status, labels_of(label), limit, cursor)
     except ValueError as e:
         raise invalid("query.cursor", str(e)) from e
 
@@ -158,13 +161,15 @@ def cancel(
     settings: Settings,
     celery: Any,
     response: Response,
+    tenant: Tenant,
 ) -> Run:
     """Cancel a run: a queued one at once (200), a running one by flag (202, the worker stops
     between iterations), a running one whose worker stopped beating at once (200, reaped);
-    a cancelled one is a no-op (200); a succeeded or failed one cannot be cancelled (409)."""
+    a cancelled one is a no-op (200); a succeeded or failed one cannot be cancelled (409).
+    The record notes the tenant that asked first."""
     noun, record_id = store.KIND, record.id
     if record.status != JobStatus.cancelled:
-        record = store.request_cancel(record_id) or record
+        record = store.request_cancel(record_id, by=tenant.name) or record
     if record.status == JobStatus.running:
         reaper.reap_one(store, heartbeats, record_id, settings, reaper.celery_sender(celery))
         record = store.get(record_id) or record

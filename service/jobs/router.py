@@ -24,7 +24,6 @@ from service.ops import consumers
 from service.problems import ProblemError, invalid
 from service.studies.service import StudyChoiceError, with_new_prediction, with_predictions
 from service.tenants import ownership
-from service.tenants.listing import owned_page, run_filter
 from tasks.app import RUN_JOB_TASK
 from tasks.contract.spec import Job, JobPage, JobSpec
 
@@ -98,13 +97,7 @@ def list_jobs(
     cursor: runs.Cursor = None,
 ) -> JobPage:
     """Newest first. Follow `next_cursor` until it is null."""
-    if tenant.reads_all:
-        items, next_cursor = runs.page(store, status, label, limit, cursor)
-    else:
-        keep = run_filter(status, label)
-        items, next_cursor = owned_page(
-            owners, store.KIND, tenant.name, store.get, keep, limit, cursor
-        )
+    items, next_cursor = runs.page(store, tenant, owners, status, label, limit, cursor)
     return JobPage(items=with_predictions(items, store, studies), next_cursor=next_cursor)
 
 
@@ -162,9 +155,14 @@ def cancel_job(
     job is a no-op (**200**). A succeeded or failed job cannot be cancelled (**409**). A
     running job whose worker stopped beating is cancelled at once (**200**)."""
     job = runs.cancel(
-        store, job, heartbeats=store, settings=settings, celery=celery, response=response
+        store,
+        job,
+        heartbeats=store,
+        settings=settings,
+        celery=celery,
+        response=response,
+        tenant=tenant,
     )
-    ownership.record_cancel(store, job.id, tenant)
     return with_predictions([job], store, studies)[0]
 
 

@@ -29,7 +29,6 @@ from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
 from service.tenants import ownership
 from service.tenants.holdings import HeldBlobs
-from service.tenants.listing import owned_page, run_filter
 from service.trajectories import optimizer_states
 from tasks.app import RUN_TRAJECTORY_TASK
 from tasks.contract.spec import (
@@ -131,13 +130,7 @@ def list_trajectories(
     cursor: runs.Cursor = None,
 ) -> TrajectoryPage:
     """Newest first. Follow `next_cursor` until it is null."""
-    if tenant.reads_all:
-        items, next_cursor = runs.page(store, status, label, limit, cursor)
-    else:
-        keep = run_filter(status, label)
-        items, next_cursor = owned_page(
-            owners, store.KIND, tenant.name, store.get, keep, limit, cursor
-        )
+    items, next_cursor = runs.page(store, tenant, owners, status, label, limit, cursor)
     return TrajectoryPage(items=items, next_cursor=next_cursor)
 
 
@@ -168,8 +161,15 @@ def cancel_trajectory(
     between Lanczos iterations and keeps the points measured so far (**202**); a running one
     whose worker stopped beating is cancelled at once (**200**). Cancelled: no-op (**200**).
     Succeeded or failed: **409**."""
-    t = runs.cancel(store, t, heartbeats=jobs, settings=settings, celery=celery, response=response)
-    ownership.record_cancel(store, t.id, tenant)
+    t = runs.cancel(
+        store,
+        t,
+        heartbeats=jobs,
+        settings=settings,
+        celery=celery,
+        response=response,
+        tenant=tenant,
+    )
     return t
 
 
