@@ -15,7 +15,11 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Header, Query, Response
 
+from service.ops import consumers
+from service.ops.consumers import ConsumedQueues
 from service.problems import ProblemError, invalid
+from service.tenants import ownership
+from service.tenants.holdings import HeldBlobs
 from service.tenants.listing import labels_of, owned_page, run_filter
 from service.tenants.registry import Tenant
 from tasks import reaper
@@ -23,6 +27,7 @@ from tasks.app import queue_for
 from tasks.contract.problem_types import uri
 from tasks.contract.spec import Job, JobStatus, Problem, Trajectory
 from tasks.settings import Settings
+from tasks.store.blobs import BlobStore
 from tasks.store.owners import Owners
 from tasks.store.records import JobStore, RecordStore
 
@@ -131,6 +136,41 @@ def submit(
             store.release_idempotency(idempotency_key, record.id)
         raise
     return record, False
+
+
+def submit_owned(
+    store: RecordStore,
+    spec: Any,
+    *,
+    task: str,
+    location: str,
+    idempotency_key: str | None,
+    check: Callable[[HeldBlobs], None],
+    caller: tuple[Tenant, Owners],
+    app: tuple[BlobStore, Settings, Any, ConsumedQueues],
+    response: Response,
+) -> tuple[Any, bool]:
+    """`submit` for a tenant: the Idempotency-Key in the tenant's space, the active-runs
+    quota, `check` against the uploads the tenant holds, the record claimed as the tenant's,
+    and the Warning header when no live worker consumes its queue. `app` is the blob store,
+    the settings, the Celery app and the consumed queues."""
+    tenant, owners = caller
+    blobs, settings, celery, consumed = app
+    key = ownership.scoped_key(tenant, idempotency_key)
+    held = ownership.new_run(tenant, owners, store, key)
+    record, replayed = submit(
+        store,
+        spec,
+        task=task,
+        location=location,
+        celery=celery,
+        response=response,
+        idempotency_key=key,
+        check=lambda: check(held(blobs)),
+    )
+    ownership.claim(owners, store.KIND, record.id, tenant, record.created_at)
+    consumers.warn_if_unconsumed(response, store, settings, record, consumed)
+    return record, replayed
 
 
 def page(

@@ -66,20 +66,17 @@ async def submit_job(
     `Location: /v1/jobs/{id}`; poll that until `status` is succeeded, failed or cancelled.
     When no live worker consumes that queue (say `cuda` with no GPU worker), the job is queued
     all the same and the answer carries a `Warning` header naming the device and the fix."""
-    key = ownership.scoped_key(tenant, idempotency_key)
-    held = ownership.new_run(tenant, owners, store, key)
-    job, replayed = runs.submit(
+    job, replayed = runs.submit_owned(
         store,
         spec,
         task=RUN_JOB_TASK,
         location=router.prefix,
-        celery=celery,
+        idempotency_key=idempotency_key,
+        check=lambda held: references.check(spec, held, settings),
+        caller=(tenant, owners),
+        app=(blobs, settings, celery, consumed),
         response=response,
-        idempotency_key=key,
-        check=lambda: references.check(spec, held(blobs), settings),
     )
-    ownership.claim(owners, store.KIND, job.id, tenant, job.created_at)
-    consumers.warn_if_unconsumed(response, store, settings, job, consumed)
     if not replayed:
         return with_new_prediction(job)
     return (await run_in_threadpool(with_predictions, [job], store, studies))[0]

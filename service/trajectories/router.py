@@ -27,7 +27,6 @@ from service.deps import (
 from service.ops import consumers
 from service.plots.responses import png_openapi, png_response
 from service.problems import ProblemError, invalid
-from service.tenants import ownership
 from service.tenants.holdings import HeldBlobs
 from service.trajectories import optimizer_states
 from tasks.app import RUN_TRAJECTORY_TASK
@@ -102,20 +101,17 @@ async def submit_trajectory(
     those below it. All checkpoints must share parameter names and shapes. Answers 202 with
     `Location: /v1/trajectories/{id}`, and a `Warning` header when no live worker consumes
     its queue (as a job's submit)."""
-    key = ownership.scoped_key(tenant, idempotency_key)
-    held = ownership.new_run(tenant, owners, store, key)
-    t, _ = runs.submit(
+    t, _ = runs.submit_owned(
         store,
         spec,
         task=RUN_TRAJECTORY_TASK,
         location=router.prefix,
-        celery=celery,
+        idempotency_key=idempotency_key,
+        check=lambda held: _check_references(spec, held, settings),
+        caller=(tenant, owners),
+        app=(blobs, settings, celery, consumed),
         response=response,
-        idempotency_key=key,
-        check=lambda: _check_references(spec, held(blobs), settings),
     )
-    ownership.claim(owners, store.KIND, t.id, tenant, t.created_at)
-    consumers.warn_if_unconsumed(response, store, settings, t, consumed)
     return t
 
 
