@@ -102,3 +102,14 @@ def scripted(replies: list[Reply]) -> Iterator[ScriptedServer]:
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+
+
+def queued_job(model: str, dataset: str) -> dict[str, Any]:
+    """The record a submit of `lambda_max` on these uploaded ids answers (202, queued)."""
+    return {
+        "id": "0" * 32,
+        "status": "queued",
+        "queue": "cpu",
+        "created_at": "2026-01-01T00:00:00Z",
+        "spec": {"model": model, "dataset": {"id": dataset}, "measures": [{"name": "lambda_max"}]},
+    }

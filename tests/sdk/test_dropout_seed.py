@@ -9,7 +9,7 @@ import pytest
 
 from sharpness_client import Client
 from sharpness_client._spec import build_spec
-from tests.sdk.scripted_server import Reply, scripted
+from tests.sdk.scripted_server import Reply, queued_job, scripted
 
 M, D = "a" * 64, "b" * 64
 
@@ -21,14 +21,10 @@ def test_build_spec_sets_it_only_when_given() -> None:
 
 
 def test_jobs_create_sends_it() -> None:
-    job = {
-        "id": "0" * 32,
-        "status": "queued",
-        "queue": "cpu",
-        "created_at": "2026-01-01T00:00:00Z",
-        "spec": {"model": M, "dataset": {"id": D}, "measures": [{"name": "lambda_max"}]},
-    }
-    with scripted([Reply(202, job)]) as server, Client(server.url, max_retries=0) as client:
+    with (
+        scripted([Reply(202, queued_job(M, D))]) as server,
+        Client(server.url, max_retries=0) as client,
+    ):
         client.jobs.create(
             model=M, dataset=D, measures=["lambda_max"], mode="train", dropout_seed=3
         )
@@ -41,14 +37,7 @@ def _cli_submit(capsys, *extra: str) -> tuple[int, dict, dict[str, str]]:
     body and headers of the one POST it sent."""
     from sharpness_client.cli import main
 
-    job = {
-        "id": "0" * 32,
-        "status": "queued",
-        "queue": "cpu",
-        "created_at": "2026-01-01T00:00:00Z",
-        "spec": {"model": M, "dataset": {"id": D}, "measures": [{"name": "lambda_max"}]},
-    }
-    with scripted([Reply(202, job)]) as server:
+    with scripted([Reply(202, queued_job(M, D))]) as server:
         args = ["measure", M, "--data", D, "--measure", "lambda_max", *extra]
         code = main([*args, "--url", server.url, "--no-wait", "--json"])
     capsys.readouterr()

@@ -21,7 +21,7 @@ from sharpness_client.types import (
     JobSpec,
     MeasureRequest,
 )
-from tests.sdk.scripted_server import Reply, scripted
+from tests.sdk.scripted_server import Reply, queued_job, scripted
 
 M, D = "a" * 64, "b" * 64
 
@@ -104,14 +104,10 @@ def test_cli_usage_error_exit_code() -> None:
 # ---------------------------------------------------------------- defaults stay the server's
 def test_job_request_carries_only_what_the_caller_set() -> None:
     """Fields the caller leaves out are not sent, so the server's defaults apply to them."""
-    job = {
-        "id": "0" * 32,
-        "status": "queued",
-        "queue": "cpu",
-        "created_at": "2026-01-01T00:00:00Z",
-        "spec": {"model": M, "dataset": {"id": D}, "measures": [{"name": "lambda_max"}]},
-    }
-    with scripted([Reply(202, job)]) as server, Client(server.url, max_retries=0) as client:
+    with (
+        scripted([Reply(202, queued_job(M, D))]) as server,
+        Client(server.url, max_retries=0) as client,
+    ):
         client.jobs.create(model=M, dataset=D, measures=["lambda_max"])
         client.jobs.create(
             model=M,
