@@ -16,7 +16,7 @@ from tasks.contract.spec import JobStatus
 from tasks.settings import Settings
 from tasks.store.records import JobStore
 from tests.api import files
-from tests.api.checks import assert_problem
+from tests.api.checks import assert_problem, assert_queued
 
 
 def spec(model: str, dataset: str, **extra) -> dict:
@@ -31,16 +31,11 @@ def spec(model: str, dataset: str, **extra) -> dict:
 def test_submit_read_and_enqueue(
     client: TestClient, model_id: str, dataset_id: str, settings: Settings
 ) -> None:
-    r = client.post("/v1/jobs", json=spec(model_id, dataset_id, labels={"run": "a"}))
-    assert r.status_code == 202, r.text
-    job = r.json()
-    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert job["status"] == "queued" and job["queue"] == "cpu"
+    job = assert_queued(
+        client, "/v1/jobs", spec(model_id, dataset_id, labels={"run": "a"}), settings
+    )
     assert job["spec"]["measures"][1]["params"]["seed"] == 3  # defaults filled in beside it
     assert set(job["progress"]) == {"lambda_max", "trace"}
-    assert client.get(r.headers["location"]).json() == job
-    broker = redis.Redis.from_url(settings.redis_url)
-    assert broker.llen("cpu") == 1  # the one Celery message, for the worker to take
 
 
 def test_cuda_jobs_go_to_gpu_queue(client: TestClient, model_id: str, dataset_id: str) -> None:

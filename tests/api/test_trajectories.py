@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from tasks.contract.spec import EigenvectorOverlap, JobStatus, TrajectoryPoint
 from tasks.settings import Settings
 from tasks.store.trajectories import TrajectoryStore
-from tests.api.checks import assert_problem
+from tests.api.checks import assert_problem, assert_queued
 
 
 def body(model: str, dataset: str, n: int = 3, **extra) -> dict:
@@ -23,15 +23,12 @@ def body(model: str, dataset: str, n: int = 3, **extra) -> dict:
 def test_submit_read_list(
     client: TestClient, model_id: str, dataset_id: str, settings: Settings
 ) -> None:
-    r = client.post("/v1/trajectories", json=body(model_id, dataset_id, labels={"run": "a"}))
-    assert r.status_code == 202, r.text
-    t = r.json()
-    assert r.headers["location"] == f"/v1/trajectories/{t['id']}"
-    assert t["status"] == "queued" and t["spec"]["k"] == 3 and t["queue"] == "cpu"
+    t = assert_queued(
+        client, "/v1/trajectories", body(model_id, dataset_id, labels={"run": "a"}), settings
+    )
+    assert t["spec"]["k"] == 3
     assert len(t["progress"]) == 3 and t["points"] == [] and t["overlaps"] == []
-    assert client.get(r.headers["location"]).json() == t
     broker = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert broker.llen("cpu") == 1
     assert "sharpness.run_trajectory" in broker.lindex("cpu", 0)
 
     other = client.post("/v1/trajectories", json=body(model_id, dataset_id, n=2)).json()
