@@ -21,10 +21,12 @@ def load() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(digits.target, dtype=torch.int64)
 
 
-def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> nn.Module:
+def train(x: torch.Tensor, y: torch.Tensor, epochs: int = 60, lr: float = 1e-2) -> nn.Module:
+    """Adam, full passes in shuffled batches of 128, seeded: the same arguments train the same
+    network. A larger learning rate or more epochs give a sharper minimum."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         for i in torch.randperm(len(x)).split(128):
             opt.zero_grad()

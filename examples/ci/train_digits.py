@@ -14,24 +14,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from examples.digits_mlp import accuracy, export, load
-
-
-def train(x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float) -> nn.Module:
-    """Adam, full passes in shuffled batches of 128, seeded: the same arguments train the same
-    network. A larger learning rate or more epochs give a sharper minimum."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
-        for i in torch.randperm(len(x)).split(128):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
-            opt.step()
-    return model.eval()
+from examples.digits_mlp import accuracy, export, load, train
 
 
 def main() -> None:
