@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from service.tenants.holdings import HeldBlobs
 from service.tenants.quotas import StatusKey, check_active_runs
@@ -22,7 +21,6 @@ RUN_STATUS_KEYS: dict[str, StatusKey] = {
     JobStore.KIND: JobStore.status_key,
     TrajectoryStore.KIND: TrajectoryStore.status_key,
 }
-CANCELLED_BY = "cancelled_by"  # the record hash field naming who cancelled it
 
 
 def new_run(
@@ -51,16 +49,6 @@ def scoped_key(tenant: Tenant, idempotency_key: str | None) -> str | None:
 
 def claim(owners: Owners, kind: str, record_id: str, tenant: Tenant, created: datetime) -> None:
     owners.claim(kind, record_id, tenant.name, created.timestamp())
-
-
-def record_cancel(store: RecordStore, record_id: str, tenant: Tenant) -> None:
-    """Note on the record who asked to cancel it (the first one to ask)."""
-    store.r.hsetnx(store.key(record_id), CANCELLED_BY, tenant.name)
-
-
-def cancelled_by(store: RecordStore, record_id: str) -> str | None:
-    value: Any = store.r.hget(store.key(record_id), CANCELLED_BY)
-    return str(value) if value else None
 
 
 def record_delete(store: RecordStore, owners: Owners, record_id: str, tenant: Tenant) -> None:

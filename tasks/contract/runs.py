@@ -74,3 +74,8 @@ class RunRecord(BaseModel):
         default_factory=list, description="Each ended run of the record, oldest first."
     )
     cancel_requested: bool = False
+    cancelled_by: str | None = Field(
+        default=None,
+        description="The tenant that asked first to cancel the record (`local` in the open mode, "
+        "`admin` with SHARPNESS_API_KEY alone); null when nobody asked.",
+    )

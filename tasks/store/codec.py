@@ -194,6 +194,7 @@ RUN_RECORD = RecordCodec(
         Field("attempts", int, default=lambda: 0),
         Field("attempt_history", json.loads, _json, stored="attempt_log", default=list),
         Field("cancel_requested", lambda v: v == "1", _flag, default=lambda: False),
+        Field("cancelled_by", str),
     ),
     (Prefixed("progress", MeasureProgress.model_validate_json, _model_json),),
 )

@@ -336,11 +336,14 @@ class RecordStore(Generic[R, S]):
         return self.pager.queued_ids(older_than_s, limit)
 
     # ------------------------------------------------------------- cancel
-    def request_cancel(self, record_id: str) -> R | None:
-        """Flag a record for cancellation; a queued one is cancelled at once."""
+    def request_cancel(self, record_id: str, by: str | None = None) -> R | None:
+        """Flag a record for cancellation; a queued one is cancelled at once. `by` (a tenant's
+        name) is noted as `cancelled_by` when it is the first to ask."""
         record = self.get(record_id)
         if record is None or record.status.terminal:
             return record
+        if by is not None:
+            self.r.hsetnx(self.key(record_id), "cancelled_by", by)
         self.r.hset(self.key(record_id), "cancel_requested", 1)
         if record.status == JobStatus.queued:
             self.finish(record_id, JobStatus.cancelled, only_if={JobStatus.queued})

@@ -200,6 +200,7 @@ class RunRecord(_Model):
     attempts: int = 0
     attempt_history: list[Attempt] = Field(default_factory=list)
     cancel_requested: bool = False
+    cancelled_by: str | None = None
 
 
 class Job(RunRecord):
