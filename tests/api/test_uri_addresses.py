@@ -339,14 +339,10 @@ def test_environment_proxies_are_not_used(
 
 # ---------------------------------------------------------------------------------- gateway
 @pytest.fixture
-def settings(api_redis_url: str, tmp_path: Path, data_root: Path) -> Settings:
-    return Settings(
-        redis_url=api_redis_url,
-        data_dir=tmp_path / "var",
-        data_root=data_root,
-        uri_schemes=["file", "http", "https"],
-        uri_allow_hosts=["data.internal"],
-    )
+def settings(settings: Settings) -> Settings:
+    """The gateway's test settings, taking http(s) URIs from one allowed host."""
+    update = {"uri_schemes": ["file", "http", "https"], "uri_allow_hosts": ["data.internal"]}
+    return settings.model_copy(update=update)
 
 
 def test_submission_refuses_internal_literals(net: Net, client: TestClient, model_id: str):
