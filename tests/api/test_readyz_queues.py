@@ -25,10 +25,12 @@ def _spec(model_id: str, dataset_id: str, device: str) -> dict:
     }
 
 
-def _beat(store: JobStore, host: str, device: str, queues: str | None = None) -> None:
+def _beat(settings: Settings, host: str, device: str, queues: str | None = None) -> JobStore:
     """A worker's heartbeat as tasks.worker writes it (`queues` comma-separated); without
-    `queues`, as a worker from before heartbeats carried them."""
+    `queues`, as a worker from before heartbeats carried them. Returns the store it is in."""
+    store = JobStore.from_url(settings.redis_url)
     store.heartbeat(host, device, **({"queues": queues} if queues is not None else {}))
+    return store
 
 
 def test_queues_from_heartbeat_or_device() -> None:
@@ -44,8 +46,7 @@ def test_queues_from_heartbeat_or_device() -> None:
 def test_cuda_job_without_gpu_worker(
     client: TestClient, settings: Settings, model_id: str, dataset_id: str
 ) -> None:
-    store = JobStore.from_url(settings.redis_url)
-    _beat(store, "cpu-worker", "cpu", queues="cpu")
+    _beat(settings, "cpu-worker", "cpu", queues="cpu")
 
     r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"))
     assert r.status_code == 202, r.text
@@ -68,8 +69,7 @@ def test_cuda_job_without_gpu_worker(
 def test_gpu_worker_consumes_gpu(
     client: TestClient, settings: Settings, model_id: str, dataset_id: str
 ) -> None:
-    store = JobStore.from_url(settings.redis_url)
-    _beat(store, "gpu-only", "cuda:0", queues="gpu")
+    _beat(settings, "gpu-only", "cuda:0", queues="gpu")
     r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cuda"))
     assert r.status_code == 202 and "Warning" not in r.headers
     r = client.post("/v1/jobs", json=_spec(model_id, dataset_id, "cpu"))
@@ -78,15 +78,14 @@ def test_gpu_worker_consumes_gpu(
     assert checks["queue:gpu"] == "ok: 1 live consumer"
     assert checks["queue:cpu"].startswith("no-consumer: 1 queued run wait")
 
-    _beat(store, "gpu-default", "cuda:1")  # no queues in its heartbeat: gpu,cpu assumed
+    _beat(settings, "gpu-default", "cuda:1")  # no queues in its heartbeat: gpu,cpu assumed
     checks = client.get("/readyz").json()["checks"]
     assert checks["queue:gpu"] == "ok: 2 live consumers (queues assumed from the device)"
     assert checks["queue:cpu"] == "ok: 1 live consumer (queues assumed from the device)"
 
 
 def test_nothing_queued_and_stale_heartbeats(client: TestClient, settings: Settings) -> None:
-    store = JobStore.from_url(settings.redis_url)
-    _beat(store, "cpu-worker", "cpu")
+    store = _beat(settings, "cpu-worker", "cpu")
     assert client.get("/readyz").json()["checks"]["queue:gpu"] == "no-consumer: nothing queued"
 
     # a heartbeat older than three periods no longer counts (the key outlives it here)
@@ -151,7 +150,7 @@ def test_real_worker_heartbeat(
 def test_trajectory_submit_warns_too(
     client: TestClient, settings: Settings, model_id: str, dataset_id: str
 ) -> None:
-    _beat(JobStore.from_url(settings.redis_url), "cpu-worker", "cpu")
+    _beat(settings, "cpu-worker", "cpu")
     body = {
         "checkpoints": [{"model": model_id, "learning_rate": 0.1, "step": i} for i in range(2)],
         "dataset": {"id": dataset_id, "batch_size": 8},
@@ -174,7 +173,7 @@ def test_consumed_queues_read_once_per_ttl_while_consumed(settings: Settings) ->
     store = JobStore.from_url(settings.redis_url)
     consumed = ConsumedQueues(ttl_s=0.5)
     assert not consumed.has_consumer(store, settings, "cpu")
-    _beat(store, "cache-worker", "cpu", queues="cpu")
+    _beat(settings, "cache-worker", "cpu", queues="cpu")
     assert consumed.has_consumer(store, settings, "cpu")  # read again: not cached while absent
     assert not consumed.has_consumer(store, settings, "gpu")
     store.forget_worker("cache-worker")
