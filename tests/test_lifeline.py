@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,32 @@ def _wait(predicate, what: str, timeout_s: float = 30) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def _python(code: str) -> Iterator[subprocess.Popen]:
+    """`python -c code` from the repository root with its stdout piped; killed at the end
+    when it still runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _kill_parent(parent: subprocess.Popen, child_pid: int, what: str) -> None:
+    """SIGKILL the parent, then wait for its child to go (`what` names the failure)."""
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    _wait(lambda: _gone(child_pid), what)
+
+
 @pytest.mark.parametrize("how", ["prctl", "polling"])
 def test_child_stops_when_its_parent_is_killed(tmp_path: Path, how: str) -> None:
     """parent (killed with SIGKILL) -> child armed by die_with_parent(): the child goes."""
@@ -50,28 +78,12 @@ def test_child_stops_when_its_parent_is_killed(tmp_path: Path, how: str) -> None
         open({str(pid_file)!r}, "w").write(str(os.getpid()))
         time.sleep(120)
     """)
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert parent.stdout is not None
+    with _python(
+        f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    ) as parent:
         assert parent.stdout.readline().decode().strip() == how
         _wait(lambda: pid_file.exists() and pid_file.read_text(), "the child did not start")
-        child_pid = int(pid_file.read_text())
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        _wait(lambda: _gone(child_pid), "the child outlived its parent")
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+        _kill_parent(parent, int(pid_file.read_text()), "the child outlived its parent")
 
 
 def test_preexec_arms_the_child(tmp_path: Path) -> None:
@@ -83,22 +95,9 @@ def test_preexec_arms_the_child(tmp_path: Path) -> None:
         print(child.pid, flush=True)
         child.wait()
     """)
-    parent = subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert parent.stdout is not None
+    with _python(code) as parent:
         child_pid = int(parent.stdout.readline())
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        _wait(lambda: _gone(child_pid), "the armed child outlived its parent")
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+        _kill_parent(parent, child_pid, "the armed child outlived its parent")
 
 
 def test_no_parent_to_watch() -> None:
