@@ -45,29 +45,39 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
     wait_answering(url, [proc], log.read_text, "/readyz")
 
 
-def test_run_all_stops_cleanly_and_requeues_running_job(tmp_path: Path) -> None:
+def launch(tmp_path: Path) -> tuple[Path, int, subprocess.Popen, Path]:
+    """`start` on a free port with tmp_path/var as the data directory: the directory, the
+    port, the process and its log."""
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     port = free_port()
+    return data_dir, port, start(data_dir, port), data_dir / "run_all.log"
+
+
+def submit_running_trace(api: Stack, tmp_path: Path) -> str:
+    """Upload an MLP and its data and submit a 300-product trace, long enough to be running
+    when the stack is stopped; returns the job's id once a worker runs it."""
+    x, y = A.data(n=256, in_features=32, classes=10, seed=8)
+    model_id = api.upload_id("models", A.export(A.mlp(32, 64, 10, seed=8), tmp_path / "m.pt2", 32))
+    data_id = api.upload_id("datasets", A.save_npz(tmp_path / "d.npz", x, y))
+    job_id = api.submit(
+        {
+            "model": model_id,
+            "dataset": {"id": data_id, "batch_size": 128},
+            "measures": [{"name": "trace", "params": {"num_hvps": 300}}],
+        }
+    )
+    api.wait(job_id, until={"running"}, poll_s=0.02)
+    return job_id
+
+
+def test_run_all_stops_cleanly_and_requeues_running_job(tmp_path: Path) -> None:
+    data_dir, port, proc, log = launch(tmp_path)
     url = f"http://127.0.0.1:{port}"
-    proc = start(data_dir, port)
-    log = data_dir / "run_all.log"
     try:
         wait_ready(url, proc, log)
         api = Stack(redis_url="", data_dir=data_dir, env={}, port=port)
-        x, y = A.data(n=256, in_features=32, classes=10, seed=8)
-        model_id = api.upload_id(
-            "models", A.export(A.mlp(32, 64, 10, seed=8), tmp_path / "m.pt2", 32)
-        )
-        data_id = api.upload_id("datasets", A.save_npz(tmp_path / "d.npz", x, y))
-        job_id = api.submit(
-            {
-                "model": model_id,
-                "dataset": {"id": data_id, "batch_size": 128},
-                "measures": [{"name": "trace", "params": {"num_hvps": 300}}],
-            }
-        )
-        api.wait(job_id, until={"running"}, poll_s=0.02)
+        job_id = submit_running_trace(api, tmp_path)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert proc.wait(timeout=60) == 0, log.read_text()
         text = log.read_text()

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tasks.store.local_redis import free_port
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, Stack
+from tests.integration.test_run_all import launch, start, submit_running_trace, wait_ready
 from tests.processes import wait_answering
 
 pytestmark = [
@@ -176,31 +177,12 @@ def test_sigkill_of_the_supervisor_stops_everything(tmp_path: Path) -> None:
 def test_a_job_running_when_the_supervisor_is_killed_runs_again(tmp_path: Path) -> None:
     """Redis outlives the worker's warm shutdown after a SIGKILL of the supervisor: the running
     job goes back to the queue and finishes after a restart on the same data directory."""
-    from tests import artifacts as A
-    from tests.integration.conftest import Stack
-    from tests.integration.test_run_all import start, wait_ready
-
-    data_dir = tmp_path / "var"
-    data_dir.mkdir()
-    port = free_port()
-    log = data_dir / "run_all.log"
-    proc = start(data_dir, port)
+    data_dir, port, proc, log = launch(tmp_path)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, log)
         tree = _descendants(proc.pid)
         api = Stack(redis_url="", data_dir=data_dir, env={}, port=port)
-        x, y = A.data(n=256, in_features=32, classes=10, seed=8)
-        model = A.export(A.mlp(32, 64, 10, seed=8), tmp_path / "m.pt2", 32)
-        model_id = api.upload_id("models", model)
-        data_id = api.upload_id("datasets", A.save_npz(tmp_path / "d.npz", x, y))
-        job_id = api.submit(
-            {
-                "model": model_id,
-                "dataset": {"id": data_id, "batch_size": 128},
-                "measures": [{"name": "trace", "params": {"num_hvps": 300}}],
-            }
-        )
-        api.wait(job_id, until={"running"}, poll_s=0.02)
+        job_id = submit_running_trace(api, tmp_path)
         tree |= _descendants(proc.pid)  # the worker's pool child that runs it
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -16,7 +16,7 @@ import pytest
 
 from tasks.store.local_redis import free_port
 from tests.integration.conftest import ROOT
-from tests.integration.test_run_all import start, wait_ready
+from tests.integration.test_run_all import launch, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +31,9 @@ def inspect_command() -> str:
 
 
 def test_url_files_celery_inspect_and_cli_hint(tmp_path: Path) -> None:
-    data_dir = tmp_path / "var"
-    data_dir.mkdir()
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    port = free_port()
+    data_dir, port, proc, log = launch(tmp_path)
     url = f"http://127.0.0.1:{port}"
-    proc = start(data_dir, port)
-    log = data_dir / "run_all.log"
     try:
         wait_ready(url, proc, log)
         assert (data_dir / "gateway.url").read_text().strip() == url
