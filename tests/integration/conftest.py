@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,22 @@ class Stack:
                 return job
             time.sleep(poll_s)
         raise TimeoutError(f"job {job_id} still {job['status']}\n{self.logs()}")
+
+    def cancel_when_moving(self, path: str, run_id: str, moving: Callable[[dict], bool]) -> float:
+        """Wait (60 s at most) until the run at /v1/{path}/{run_id} is running and `moving`
+        sees progress, then cancel it (200 or 202); returns when the cancel was asked."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            run = httpx.get(f"{self.url}/v1/{path}/{run_id}", timeout=30).json()
+            if run["status"] == "running" and moving(run):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"{path} {run_id} never made progress: {run}")
+        asked = time.monotonic()
+        r = httpx.post(f"{self.url}/v1/{path}/{run_id}/cancel", timeout=10)
+        assert r.status_code in (200, 202), r.text
+        return asked
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
