@@ -26,8 +26,11 @@ def make(
     store: TrajectoryStore,
     tmp_path: Path,
     models: list[str] | None = None,
+    learning_rate: float = 0.5,
     **fields: object,
 ):
+    """A queued trajectory over `models` (default: two float64 MLPs), each checkpoint at
+    `learning_rate`, on 32 rows of data, k=2, with any other spec `fields`."""
     if models is None:
         ids = []
         for seed in (0, 1):
@@ -38,7 +41,7 @@ def make(
     npz = put(rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", x, y), format="npz")
     spec = TrajectorySpec.model_validate(
         {
-            "checkpoints": [{"model": m, "learning_rate": 0.5} for m in models],
+            "checkpoints": [{"model": m, "learning_rate": learning_rate} for m in models],
             "dataset": {"id": npz, "batch_size": 16},
             "k": 2,
             **fields,
@@ -118,21 +121,7 @@ def test_soft_time_limit_names_the_checkpoint(
 def test_momentum_trajectory_is_against_the_heavy_ball_edge(
     rt: WorkerRuntime, store: TrajectoryStore, tmp_path: Path
 ) -> None:
-    ids = []
-    for seed in (0, 1):
-        path = A.export(A.mlp(seed=seed), tmp_path / f"m{seed}.pt2", 4, torch.float64)
-        ids.append(put(rt.blobs, "models", path, format="torch_export"))
-    x, y = A.data(n=32)
-    npz = put(rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", x, y), format="npz")
-    spec = TrajectorySpec.model_validate(
-        {
-            "checkpoints": [{"model": m, "learning_rate": 0.1} for m in ids],
-            "dataset": {"id": npz, "batch_size": 16},
-            "k": 2,
-            "optimizer": {"name": "sgd", "momentum": 0.9},
-        }
-    )
-    t = store.create(spec, "cpu")
+    t = make(rt, store, tmp_path, learning_rate=0.1, optimizer={"name": "sgd", "momentum": 0.9})
     assert execute(t.id, rt) == "succeeded"
     done = store.get(t.id)
     for p in done.points:
