@@ -17,13 +17,13 @@ from tasks.contract.spec import (
     JobStatus,
     MeasureProgress,
     TrajectoryPoint,
-    TrajectorySpec,
 )
 from tasks.store.local_redis import PrivateRedis
 from tasks.store.records import JobStore
 from tasks.store.trajectories import TrajectoryStore
 from tasks.worker.run import StoreLink
 from tasks.worker.runtime import WorkerRuntime
+from tests.worker.records import queued_trajectory
 
 SPEC = {"model": "a" * 64, "dataset": {"id": "b" * 64}, "measures": [{"name": "trace"}]}
 
@@ -96,13 +96,7 @@ def test_a_replaced_runs_writes_are_refused_and_the_new_runs_kept(rt: WorkerRunt
 
 def test_a_stale_trajectory_run_writes_no_partial_result(rt: WorkerRuntime) -> None:
     store = TrajectoryStore(rt.store.r)
-    spec = TrajectorySpec.model_validate(
-        {
-            "checkpoints": [{"model": m * 64, "learning_rate": 0.1} for m in "ac"],
-            "dataset": {"id": "b" * 64},
-        }
-    )
-    tid = store.create(spec, "cpu").id
+    tid = queued_trajectory(store)
     _, epoch = store.claim(tid, "w1@host", "cpu", {})
     point = TrajectoryPoint(
         index=0,

@@ -14,6 +14,7 @@ from tasks.store.trajectories import TrajectoryStore
 from tasks.worker import process as worker
 from tasks.worker.run import LockKeeper
 from tasks.worker.runtime import WorkerRuntime, lock_ttl
+from tests.worker.records import queued_trajectory
 
 
 @pytest.fixture
@@ -117,16 +118,9 @@ def test_hard_time_limit_fails_the_record_and_frees_its_lock(rt: WorkerRuntime) 
 
 
 def test_hard_time_limit_fails_a_trajectory(rt: WorkerRuntime) -> None:
-    from tasks.contract.spec import TrajectorySpec
 
     store = TrajectoryStore(rt.store.r)
-    spec = TrajectorySpec.model_validate(
-        {
-            "checkpoints": [{"model": m * 64, "learning_rate": 0.1} for m in "ac"],
-            "dataset": {"id": "b" * 64},
-        }
-    )
-    tid = store.create(spec, "cpu").id
+    tid = queued_trajectory(store)
     store.mark_running(tid, rt.hostname, "cpu", {})
     assert worker.on_hard_time_limit(rt, RUN_TRAJECTORY_TASK, tid)
     done = store.get(tid)
