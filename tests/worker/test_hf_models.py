@@ -242,6 +242,26 @@ def test_self_exported_model_output_loads_once_its_types_are_imported(tmp_path: 
 # ------------------------------------------------------------------- encoder-decoder models
 
 
+def _assert_decoder_norm_hessian(m, batches, arrays: dict, family: str, own: float):
+    """The engine's loss over `batches` equals the model's own, and its Hessian block of the
+    decoder's norm weight equals the dense float64 Hessian of the model's loss on `arrays`;
+    returns that reference Hessian."""
+    from tasks.engine.problem import HessianProblem
+    from tests import hf_seq2seq as S
+    from tests.engine.reference import dense_hessian
+
+    problem = HessianProblem(m, batches, loss="cross_entropy")
+    assert problem.loss() == pytest.approx(own, rel=1e-12)
+    name = {
+        "t5": "decoder.final_layer_norm.weight",
+        "bart": "model.decoder.layernorm_embedding.weight",
+    }[family]
+    w = dict(m.named_parameters())[name].detach().clone()
+    ref = torch.autograd.functional.hessian(lambda p: S.reference_loss(m, arrays, **{name: p}), w)
+    torch.testing.assert_close(dense_hessian(problem.restrict([name])), ref, rtol=1e-9, atol=1e-12)
+    return ref
+
+
 @pytest.mark.parametrize("family", ["t5", "bart"])
 def test_seq2seq_checkpoint_measures_exactly_with_padded_targets(
     tmp_path: Path, family: str
@@ -252,10 +272,8 @@ def test_seq2seq_checkpoint_measures_exactly_with_padded_targets(
     cut in batches, equal the model's own token-mean loss and its dense float64 Hessian."""
     import numpy as np
 
-    from tasks.engine.problem import HessianProblem
     from tasks.worker.datasets import load_dataset, probe
     from tests import hf_seq2seq as S
-    from tests.engine.reference import dense_hessian
 
     model = getattr(S, family)(seed=11)
     folder = H.save(model, tmp_path / family)
@@ -276,16 +294,7 @@ def test_seq2seq_checkpoint_measures_exactly_with_padded_targets(
         raw = m(**inputs)
         assert raw.get("past_key_values") is None
         own = m(**inputs, labels=torch.from_numpy(arrays["labels"])).loss
-    problem = HessianProblem(m, batches, loss="cross_entropy")
-    assert problem.loss() == pytest.approx(float(own), rel=1e-12)
-    name = {
-        "t5": "decoder.final_layer_norm.weight",
-        "bart": "model.decoder.layernorm_embedding.weight",
-    }[family]
-    block = problem.restrict([name])
-    w = dict(m.named_parameters())[name].detach().clone()
-    ref = torch.autograd.functional.hessian(lambda p: S.reference_loss(m, arrays, **{name: p}), w)
-    torch.testing.assert_close(dense_hessian(block), ref, rtol=1e-9, atol=1e-12)
+    ref = _assert_decoder_norm_hessian(m, batches, arrays, family, float(own))
     assert float(ref.abs().max()) > 1e-4
 
 
@@ -354,10 +363,8 @@ def test_seq2seq_without_decoder_inputs_shifts_the_labels_as_the_model_does(
     model's own given those labels, and the Hessian block its dense float64 Hessian."""
     import numpy as np
 
-    from tasks.engine.problem import HessianProblem
     from tasks.worker.datasets import load_dataset, probe
     from tests import hf_seq2seq as S
-    from tests.engine.reference import dense_hessian
 
     model = getattr(S, family)(seed=12)
     loaded = _load(_zip(H.save(model, tmp_path / family), tmp_path))
@@ -374,16 +381,8 @@ def test_seq2seq_without_decoder_inputs_shifts_the_labels_as_the_model_does(
     with torch.no_grad():  # transformers derives the decoder inputs from the labels itself
         feed = {k: torch.from_numpy(v) for k, v in plain.items()}
         own = m(**feed).loss
-    problem = HessianProblem(m, batches, loss="cross_entropy")
-    assert problem.loss() == pytest.approx(float(own), rel=1e-12)
-    name = {
-        "t5": "decoder.final_layer_norm.weight",
-        "bart": "model.decoder.layernorm_embedding.weight",
-    }[family]
-    w = dict(m.named_parameters())[name].detach().clone()
     shifted = {**plain, "decoder_input_ids": arrays["decoder_input_ids"]}
-    ref = torch.autograd.functional.hessian(lambda p: S.reference_loss(m, shifted, **{name: p}), w)
-    torch.testing.assert_close(dense_hessian(problem.restrict([name])), ref, rtol=1e-9, atol=1e-12)
+    _assert_decoder_norm_hessian(m, batches, shifted, family, float(own))
 
 
 @pytest.mark.parametrize(
