@@ -58,20 +58,37 @@ def declared(module: ModuleType, *, data_parallel: bool) -> Measure:
     return Measure(module.NAME, summary, module.Params, data_parallel=data_parallel)
 
 
-MEASURES: tuple[Measure, ...] = (
-    declared(lambda_max, data_parallel=True),
-    declared(top_eigenvalues, data_parallel=True),
-    declared(trace, data_parallel=True),
-    declared(frobenius, data_parallel=True),
-    declared(spectral_density, data_parallel=True),
-    declared(adaptive_sharpness, data_parallel=False),
-    declared(weight_norms, data_parallel=True),
-    declared(output_margin, data_parallel=False),
-    declared(pacbayes_flatness, data_parallel=False),
-    declared(pacbayes_mag_flatness, data_parallel=False),
-    declared(pacbayes_bound, data_parallel=False),
-    declared(pacbayes_orig, data_parallel=False),
-    declared(preconditioned_lambda_max, data_parallel=True),
+#: The measures that read batches themselves (perturbed accuracies, margins, sharpness
+#: chunks), so a data-parallel job cannot split their data.
+_ONE_PROCESS = frozenset(
+    {
+        adaptive_sharpness,
+        output_margin,
+        pacbayes_flatness,
+        pacbayes_mag_flatness,
+        pacbayes_bound,
+        pacbayes_orig,
+    }
+)
+
+#: Every measure, in the order GET /v1/measures lists them.
+MEASURES: tuple[Measure, ...] = tuple(
+    declared(module, data_parallel=module not in _ONE_PROCESS)
+    for module in (
+        lambda_max,
+        top_eigenvalues,
+        trace,
+        frobenius,
+        spectral_density,
+        adaptive_sharpness,
+        weight_norms,
+        output_margin,
+        pacbayes_flatness,
+        pacbayes_mag_flatness,
+        pacbayes_bound,
+        pacbayes_orig,
+        preconditioned_lambda_max,
+    )
 )
 
 #: The measures a data-parallel job may ask for.
