@@ -9,7 +9,7 @@ an app against its private Redis and data directory, and nothing connects at imp
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -62,3 +62,22 @@ ConsumedDep = Annotated[ConsumedQueues, Depends(_app_state("consumed"))]
 OwnersDep = Annotated[Owners, Depends(_app_state("owners"))]
 CallerDep = Annotated[Tenant, Depends(caller)]
 TenantsDep = Annotated[Tenants, Depends(_app_state("tenants"))]
+
+
+class Uploader(NamedTuple):
+    """What an upload route stores with: the blob store, the settings (size caps), and the
+    calling tenant with the owner index that records it as a holder."""
+
+    blobs: BlobStore
+    settings: Settings
+    tenant: Tenant
+    owners: Owners
+
+
+async def uploader(
+    blobs: BlobsDep, settings: SettingsDep, tenant: CallerDep, owners: OwnersDep
+) -> Uploader:
+    return Uploader(blobs, settings, tenant, owners)
+
+
+UploaderDep = Annotated[Uploader, Depends(uploader)]

@@ -16,8 +16,8 @@ from service.deps import (
     CallerDep,
     JobsDep,
     OwnersDep,
-    SettingsDep,
     TrajectoriesDep,
+    UploaderDep,
 )
 from service.problems import ProblemError, invalid
 from service.tenants.holdings import HeldBlobs
@@ -99,11 +99,9 @@ def _names_of_namesake(blobs: HeldBlobs, filename: str | None) -> str:
 async def upload_dataset(
     request: Request,
     response: Response,
-    blobs: BlobsDep,
-    settings: SettingsDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
+    uploader: UploaderDep,
 ) -> DatasetInfo:
+    blobs, settings, tenant, owners = uploader
     received = await uploads.receive(
         request, blobs, KIND, settings.max_upload_bytes, {"inputs_key", "targets_key"}
     )

@@ -18,8 +18,8 @@ from service.deps import (
     CallerDep,
     JobsDep,
     OwnersDep,
-    SettingsDep,
     TrajectoriesDep,
+    UploaderDep,
 )
 from service.problems import ProblemError, invalid
 from tasks.artifacts import formats
@@ -152,11 +152,9 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
 async def upload_model(
     request: Request,
     response: Response,
-    blobs: BlobsDep,
-    settings: SettingsDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
+    uploader: UploaderDep,
 ) -> ModelInfo:
+    blobs, settings, tenant, owners = uploader
     received = await uploads.receive(request, blobs, KIND, settings.max_upload_bytes, FIELDS)
     facts = await uploads.inspect(blobs, received, inspect_model, 4 * settings.max_upload_bytes)
     try:

@@ -17,7 +17,7 @@ from service.blobs.formats import Refused, read_head
 from service.blobs.formats import safetensors as st
 from service.blobs.schemas import BlobInfo
 from service.common import _existing_blob, problems
-from service.deps import BlobsDep, CallerDep, OwnersDep, SettingsDep
+from service.deps import CallerDep, OwnersDep, UploaderDep
 from service.problems import problem_response
 from tasks.contract.spec import Problem
 
@@ -91,15 +91,13 @@ def _numel(shape: list[int]) -> int:
 async def upload_optimizer_state(
     request: Request,
     response: Response,
-    blobs: BlobsDep,
-    settings: SettingsDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
+    uploader: UploaderDep,
 ) -> OptimizerStateInfo:
     """Multipart form, `file`: a `.safetensors` of Adam's state at one checkpoint, a
     one-element `step` (t) and `exp_avg_sq.<parameter name>` (v_t, the parameter's shape)
     for every parameter. Reference its id as the checkpoint's `optimizer_state`. Idempotent
     by content: **201** when new, **200** when stored before."""
+    blobs, settings, tenant, owners = uploader
     received = await uploads.receive(request, blobs, KIND, settings.max_upload_bytes, set())
     facts = await uploads.inspect(blobs, received, inspect_optimizer_state)
     meta = {"kind": "optimizer_state", "filename": received.filename, **facts}
