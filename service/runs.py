@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
-from fastapi import Header, Query, Response
+from fastapi import Depends, Header, Query, Response
 
+from service.deps import CallerDep, OwnersDep
 from service.ops import consumers
 from service.ops.consumers import ConsumedQueues
 from service.problems import ProblemError, invalid
@@ -173,17 +174,35 @@ def submit_owned(
     return record, replayed
 
 
-def page(
-    store: RecordStore,
-    tenant: Tenant,
-    owners: Owners,
-    status: JobStatus | None,
-    label: list[str] | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Any], str | None]:
+class RunQuery(NamedTuple):
+    """A list request: the caller with the owner index, and the query's filters and page."""
+
+    tenant: Tenant
+    owners: Owners
+    status: JobStatus | None
+    label: list[str] | None
+    limit: int
+    cursor: str | None
+
+
+async def run_query(
+    tenant: CallerDep,
+    owners: OwnersDep,
+    status: StatusFilter = None,
+    label: LabelFilter = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> RunQuery:
+    return RunQuery(tenant, owners, status, label, limit, cursor)
+
+
+RunQueryDep = Annotated[RunQuery, Depends(run_query)]
+
+
+def page(store: RecordStore, query: RunQuery) -> tuple[list[Any], str | None]:
     """One page of the records the caller may list, newest first, with `label` filters given
     as key:value: the whole store for a tenant that reads all, else the caller's own."""
+    tenant, owners, status, label, limit, cursor = query
     if not tenant.reads_all:
         keep = run_filter(status, label)
         return owned_page(owners, store.KIND, tenant.name, store.get, keep, limit, cursor)

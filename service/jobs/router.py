@@ -86,15 +86,10 @@ async def submit_job(
 def list_jobs(
     store: JobsDep,
     studies: StudiesDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
-    status: runs.StatusFilter = None,
-    label: runs.LabelFilter = None,
-    limit: runs.Limit = 50,
-    cursor: runs.Cursor = None,
+    query: runs.RunQueryDep,
 ) -> JobPage:
     """Newest first. Follow `next_cursor` until it is null."""
-    items, next_cursor = runs.page(store, tenant, owners, status, label, limit, cursor)
+    items, next_cursor = runs.page(store, query)
     return JobPage(items=with_predictions(items, store, studies), next_cursor=next_cursor)
 
 

@@ -118,15 +118,10 @@ async def submit_trajectory(
 @router.get("", response_model=TrajectoryPage, summary="List trajectories", responses=problems(422))
 def list_trajectories(
     store: StoreDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
-    status: runs.StatusFilter = None,
-    label: runs.LabelFilter = None,
-    limit: runs.Limit = 50,
-    cursor: runs.Cursor = None,
+    query: runs.RunQueryDep,
 ) -> TrajectoryPage:
     """Newest first. Follow `next_cursor` until it is null."""
-    items, next_cursor = runs.page(store, tenant, owners, status, label, limit, cursor)
+    items, next_cursor = runs.page(store, query)
     return TrajectoryPage(items=items, next_cursor=next_cursor)
 
 
