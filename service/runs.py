@@ -13,9 +13,18 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple, TypeVar
 
+from celery import Celery
 from fastapi import Depends, Header, Query, Response
 
-from service.deps import CallerDep, OwnersDep
+from service.deps import (
+    BlobsDep,
+    CallerDep,
+    CeleryDep,
+    ConsumedDep,
+    JobsDep,
+    OwnersDep,
+    SettingsDep,
+)
 from service.ops import consumers
 from service.ops.consumers import ConsumedQueues
 from service.problems import ProblemError, invalid
@@ -139,24 +148,50 @@ def submit(
     return record, False
 
 
+class RunRoute(NamedTuple):
+    """What the submit and cancel routes of jobs and trajectories work with: the caller and
+    the owner index, the settings, the Celery app, the queues live workers consume, the blob
+    store, and the job store (where the workers' heartbeats are)."""
+
+    tenant: Tenant
+    owners: Owners
+    settings: Settings
+    celery: Celery
+    consumed: ConsumedQueues
+    blobs: BlobStore
+    heartbeats: JobStore
+
+
+async def run_route(
+    tenant: CallerDep,
+    owners: OwnersDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    consumed: ConsumedDep,
+    blobs: BlobsDep,
+    jobs: JobsDep,
+) -> RunRoute:
+    return RunRoute(tenant, owners, settings, celery, consumed, blobs, jobs)
+
+
+RunRouteDep = Annotated[RunRoute, Depends(run_route)]
+
+
 def submit_owned(
     store: RecordStore,
     spec: Any,
+    route: RunRoute,
     *,
     task: str,
     location: str,
     idempotency_key: str | None,
     check: Callable[[HeldBlobs], None],
-    caller: tuple[Tenant, Owners],
-    app: tuple[BlobStore, Settings, Any, ConsumedQueues],
     response: Response,
 ) -> tuple[Any, bool]:
     """`submit` for a tenant: the Idempotency-Key in the tenant's space, the active-runs
     quota, `check` against the uploads the tenant holds, the record claimed as the tenant's,
-    and the Warning header when no live worker consumes its queue. `app` is the blob store,
-    the settings, the Celery app and the consumed queues."""
-    tenant, owners = caller
-    blobs, settings, celery, consumed = app
+    and the Warning header when no live worker consumes its queue."""
+    tenant, owners = route.tenant, route.owners
     key = ownership.scoped_key(tenant, idempotency_key)
     held = ownership.new_run(tenant, owners, store, key)
     record, replayed = submit(
@@ -164,13 +199,13 @@ def submit_owned(
         spec,
         task=task,
         location=location,
-        celery=celery,
+        celery=route.celery,
         response=response,
         idempotency_key=key,
-        check=lambda: check(held(blobs)),
+        check=lambda: check(held(route.blobs)),
     )
     ownership.claim(owners, store.KIND, record.id, tenant, record.created_at)
-    consumers.warn_if_unconsumed(response, store, settings, record, consumed)
+    consumers.warn_if_unconsumed(response, store, route.settings, record, route.consumed)
     return record, replayed
 
 
@@ -212,20 +247,17 @@ def page(store: RecordStore, query: RunQuery) -> tuple[list[Any], str | None]:
         raise invalid("query.cursor", str(e)) from e
 
 
-def cancel(
-    store: RecordStore,
-    record: Run,
-    *,
-    heartbeats: JobStore,
-    settings: Settings,
-    celery: Any,
-    response: Response,
-    tenant: Tenant,
-) -> Run:
+def cancel(store: RecordStore, record: Run, route: RunRoute, response: Response) -> Run:
     """Cancel a run: a queued one at once (200), a running one by flag (202, the worker stops
     between iterations), a running one whose worker stopped beating at once (200, reaped);
     a cancelled one is a no-op (200); a succeeded or failed one cannot be cancelled (409).
     The record notes the tenant that asked first."""
+    tenant, heartbeats, settings, celery = (
+        route.tenant,
+        route.heartbeats,
+        route.settings,
+        route.celery,
+    )
     noun, record_id = store.KIND, record.id
     if record.status != JobStatus.cancelled:
         record = store.request_cancel(record_id, by=tenant.name) or record

@@ -11,13 +11,9 @@ from service import runs
 from service.blobs import references
 from service.common import ExistingJob, problems
 from service.deps import (
-    BlobsDep,
     CallerDep,
-    CeleryDep,
-    ConsumedDep,
     JobsDep,
     OwnersDep,
-    SettingsDep,
     StudiesDep,
 )
 from service.ops import consumers
@@ -52,13 +48,8 @@ async def submit_job(
     spec: JobSpec,
     response: Response,
     store: JobsDep,
-    blobs: BlobsDep,
-    settings: SettingsDep,
-    celery: CeleryDep,
     studies: StudiesDep,
-    consumed: ConsumedDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
+    route: runs.RunRouteDep,
     idempotency_key: runs.IdempotencyKey = None,
 ) -> Job:
     """Validate the spec and what it names (model, dataset or URI), record the job and
@@ -69,12 +60,11 @@ async def submit_job(
     job, replayed = runs.submit_owned(
         store,
         spec,
+        route,
         task=RUN_JOB_TASK,
         location=router.prefix,
         idempotency_key=idempotency_key,
-        check=lambda held: references.check(spec, held, settings),
-        caller=(tenant, owners),
-        app=(blobs, settings, celery, consumed),
+        check=lambda held: references.check(spec, held, route.settings),
         response=response,
     )
     if not replayed:
@@ -136,25 +126,15 @@ def cancel_job(
     job: ExistingJob,
     store: JobsDep,
     studies: StudiesDep,
-    settings: SettingsDep,
-    celery: CeleryDep,
+    route: runs.RunRouteDep,
     response: Response,
-    tenant: CallerDep,
 ) -> Job:
     """A queued job is cancelled at once (**200**, status cancelled; its message is skipped
     when a worker takes it). A running job gets `cancel_requested: true` and the worker stops
     it between iterations (**202**; poll until status is cancelled). Cancelling a cancelled
     job is a no-op (**200**). A succeeded or failed job cannot be cancelled (**409**). A
     running job whose worker stopped beating is cancelled at once (**200**)."""
-    job = runs.cancel(
-        store,
-        job,
-        heartbeats=store,
-        settings=settings,
-        celery=celery,
-        response=response,
-        tenant=tenant,
-    )
+    job = runs.cancel(store, job, route, response)
     return with_predictions([job], store, studies)[0]
 
 

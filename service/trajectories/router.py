@@ -15,12 +15,6 @@ from service import runs
 from service.blobs import references
 from service.common import ExistingTrajectory, problems
 from service.deps import (
-    BlobsDep,
-    CallerDep,
-    CeleryDep,
-    ConsumedDep,
-    JobsDep,
-    OwnersDep,
     SettingsDep,
     TrajectoriesDep,
 )
@@ -81,12 +75,7 @@ async def submit_trajectory(
     spec: TrajectorySpec,
     response: Response,
     store: StoreDep,
-    blobs: BlobsDep,
-    settings: SettingsDep,
-    celery: CeleryDep,
-    consumed: ConsumedDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
+    route: runs.RunRouteDep,
     idempotency_key: runs.IdempotencyKey = None,
 ) -> Trajectory:
     """Checkpoints of one training run, in order, each with the learning rate η it was
@@ -104,12 +93,11 @@ async def submit_trajectory(
     t, _ = runs.submit_owned(
         store,
         spec,
+        route,
         task=RUN_TRAJECTORY_TASK,
         location=router.prefix,
         idempotency_key=idempotency_key,
-        check=lambda held: _check_references(spec, held, settings),
-        caller=(tenant, owners),
-        app=(blobs, settings, celery, consumed),
+        check=lambda held: _check_references(spec, held, route.settings),
         response=response,
     )
     return t
@@ -142,25 +130,14 @@ def get_trajectory(t: ExistingTrajectory) -> Trajectory:
 def cancel_trajectory(
     t: ExistingTrajectory,
     store: StoreDep,
-    jobs: JobsDep,
-    settings: SettingsDep,
-    celery: CeleryDep,
+    route: runs.RunRouteDep,
     response: Response,
-    tenant: CallerDep,
 ) -> Trajectory:
     """Queued: cancelled at once (**200**). Running: `cancel_requested`, the worker stops
     between Lanczos iterations and keeps the points measured so far (**202**); a running one
     whose worker stopped beating is cancelled at once (**200**). Cancelled: no-op (**200**).
     Succeeded or failed: **409**."""
-    t = runs.cancel(
-        store,
-        t,
-        heartbeats=jobs,
-        settings=settings,
-        celery=celery,
-        response=response,
-        tenant=tenant,
-    )
+    t = runs.cancel(store, t, route, response)
     return t
 
 
