@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from service.blobs import holding, uploads, usage
+from service.blobs import holding, uploads
 from service.blobs.formats.datasets import inspect_dataset
+from service.blobs.routes import add_list_and_delete
 from service.blobs.schemas import DatasetInfo, DatasetPage
-from service.common import BlobId, ExistingDataset, problems
+from service.common import ExistingDataset, problems
 from service.deps import (
-    BlobsDep,
     CallerDep,
-    JobsDep,
     OwnersDep,
-    TrajectoriesDep,
     UploaderDep,
 )
 from service.problems import ProblemError, invalid
@@ -150,38 +147,4 @@ def get_dataset(record: ExistingDataset, tenant: CallerDep, owners: OwnersDep) -
     return DatasetInfo.model_validate(holding.seen_by(record, owners, tenant, KIND))
 
 
-@router.get("", response_model=DatasetPage, summary="List datasets", responses=problems(422))
-def list_datasets(
-    blobs: BlobsDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-) -> DatasetPage:
-    """The uploaded datasets, newest first."""
-    items, next_cursor = usage.page(
-        holding.listed(blobs, owners, tenant, KIND), limit, cursor, "dataset"
-    )
-    return DatasetPage(
-        items=[DatasetInfo.model_validate(r) for r in items], next_cursor=next_cursor
-    )
-
-
-@router.delete(
-    "/{id}", status_code=204, summary="Delete a dataset", responses=problems(404, 409, 422)
-)
-def delete_dataset(
-    id: BlobId,
-    blobs: BlobsDep,
-    jobs: JobsDep,
-    trajectories: TrajectoriesDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
-    force: usage.Force = False,
-) -> Response:
-    """Remove the caller's upload (the bytes go once no tenant holds them). A dataset that a
-    queued or running job or trajectory of the caller's uses is kept:
-    **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
-    load it)."""
-    usage.delete(blobs, [jobs, trajectories], KIND, "dataset", id, force, (tenant, owners))
-    return Response(status_code=204)
+add_list_and_delete(router, KIND, "dataset", DatasetInfo, DatasetPage)

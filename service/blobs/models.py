@@ -4,21 +4,19 @@ Face checkpoint, told by content."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from service.blobs import holding, uploads, usage
+from service.blobs import holding, uploads
 from service.blobs.formats import Refused
 from service.blobs.formats.models import hf_from_fields, inspect_model
+from service.blobs.routes import add_list_and_delete
 from service.blobs.schemas import ModelInfo, ModelPage
-from service.common import BlobId, ExistingModel, problems
+from service.common import ExistingModel, problems
 from service.deps import (
-    BlobsDep,
     CallerDep,
-    JobsDep,
     OwnersDep,
-    TrajectoriesDep,
     UploaderDep,
 )
 from service.problems import ProblemError, invalid
@@ -199,36 +197,4 @@ def get_model(record: ExistingModel, tenant: CallerDep, owners: OwnersDep) -> Mo
     return ModelInfo.model_validate(holding.seen_by(record, owners, tenant, KIND))
 
 
-@router.get("", response_model=ModelPage, summary="List models", responses=problems(422))
-def list_models(
-    blobs: BlobsDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-) -> ModelPage:
-    """The uploaded models, newest first."""
-    items, next_cursor = usage.page(
-        holding.listed(blobs, owners, tenant, KIND), limit, cursor, "model"
-    )
-    return ModelPage(items=[ModelInfo.model_validate(r) for r in items], next_cursor=next_cursor)
-
-
-@router.delete(
-    "/{id}", status_code=204, summary="Delete a model", responses=problems(404, 409, 422)
-)
-def delete_model(
-    id: BlobId,
-    blobs: BlobsDep,
-    jobs: JobsDep,
-    trajectories: TrajectoriesDep,
-    tenant: CallerDep,
-    owners: OwnersDep,
-    force: usage.Force = False,
-) -> Response:
-    """Remove the caller's upload (the bytes go once no tenant holds them). A model that a
-    queued or running job or trajectory of the caller's uses is kept:
-    **409** (`in-use`) naming them; `?force=true` deletes it anyway (they fail when they
-    load it)."""
-    usage.delete(blobs, [jobs, trajectories], KIND, "model", id, force, (tenant, owners))
-    return Response(status_code=204)
+add_list_and_delete(router, KIND, "model", ModelInfo, ModelPage)
