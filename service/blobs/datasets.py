@@ -124,13 +124,8 @@ async def upload_dataset(
             for error in e.errors or []:
                 error["message"] = e.detail
         raise
-    record, created, fresh = holding.keep(
-        blobs,
-        owners,
-        tenant,
-        received.staged,
-        {"kind": "dataset", "filename": received.filename, **facts},
-    )
+    meta = {"kind": "dataset", "filename": received.filename, **facts}
+    record, created, fresh = holding.keep(uploader, received.staged, meta)
     given = {"inputs_key": inputs_key, "targets_key": targets_key}
     # names given again replace the stored ones, unless another tenant holds the bytes too
     sole = owners.holder_count(KIND, record["id"]) <= 1

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.common import not_found
+from service.deps import Uploader
 from service.tenants.quotas import check_storage
 from service.tenants.registry import Tenant
 from tasks.store.blobs import BlobStore, Staged
@@ -22,10 +23,11 @@ PER_HOLDER = ("filename", "created_at")  # what each holder sees of its own uplo
 
 
 def keep(
-    blobs: BlobStore, owners: Owners, tenant: Tenant, staged: Staged, meta: dict[str, Any]
+    uploader: Uploader, staged: Staged, meta: dict[str, Any]
 ) -> tuple[dict[str, Any], bool, bool]:
-    """Make staged bytes the tenant's upload (429 past its storage quota, nothing kept).
-    Returns (the record as the tenant sees it, new to the store, new to the tenant)."""
+    """Make staged bytes the calling tenant's upload (429 past its storage quota, nothing
+    kept). Returns (the record as the tenant sees it, new to the store, new to the tenant)."""
+    blobs, _, tenant, owners = uploader
     if not owners.holds(staged.kind, staged.sha256, tenant.name):
         try:
             check_storage(tenant, owners, staged.size)

@@ -160,13 +160,8 @@ async def upload_model(
     except BaseException:
         blobs.discard(received.staged)
         raise
-    record, created, fresh = holding.keep(
-        blobs,
-        owners,
-        tenant,
-        received.staged,
-        {"kind": "model", "filename": received.filename, **facts, **extra},
-    )
+    meta = {"kind": "model", "filename": received.filename, **facts, **extra}
+    record, created, fresh = holding.keep(uploader, received.staged, meta)
     if not created and extra and any(record.get(k) != v for k, v in extra.items()):
         if fresh:  # another tenant's model: refused without its architecture, and not held
             owners.release(KIND, record["id"], tenant.name)

@@ -97,11 +97,11 @@ async def upload_optimizer_state(
     one-element `step` (t) and `exp_avg_sq.<parameter name>` (v_t, the parameter's shape)
     for every parameter. Reference its id as the checkpoint's `optimizer_state`. Idempotent
     by content: **201** when new, **200** when stored before."""
-    blobs, settings, tenant, owners = uploader
+    blobs, settings = uploader.blobs, uploader.settings
     received = await uploads.receive(request, blobs, KIND, settings.max_upload_bytes, set())
     facts = await uploads.inspect(blobs, received, inspect_optimizer_state)
     meta = {"kind": "optimizer_state", "filename": received.filename, **facts}
-    record, _, fresh = holding.keep(blobs, owners, tenant, received.staged, meta)
+    record, _, fresh = holding.keep(uploader, received.staged, meta)
     response.status_code = 201 if fresh else 200
     return OptimizerStateInfo.model_validate(record)
 
