@@ -8,6 +8,7 @@ fresh problem built the same way (`DenseCase.problem`). tests/engine/conftest.py
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tasks.engine.problem import HessianProblem
-from tests.engine.models import make
+from tests.engine.models import SmallCNN, data, make
 from tests.engine.reference import dense_hessian
 
 #: the models every backend and estimator is checked on
@@ -54,3 +55,20 @@ def dense_case(name: str, seed: int = 0) -> DenseCase:
     """Case `name`, its Hessian computed on first use; the tensors are the test's own."""
     H, eigenvalues = _reference(name, seed)
     return DenseCase(name, seed, H.clone(), eigenvalues.clone())
+
+
+def float32_case(name: str, seed: int = 0) -> tuple[HessianProblem, Tensor]:
+    """Model `name` in float32 with its float32 batches, and the exact (float64) Hessian of
+    that float32 model: what a float32 measure is checked against. `cnn_big_data` is the CNN
+    on 1000 examples, where the products' rounding grows with the data."""
+    if name == "cnn_big_data":
+        torch.manual_seed(seed)
+        model, loss = SmallCNN().double(), "cross_entropy"
+        batches = [data(1000, (1, 6, 6), 3, seed)]
+    else:
+        model, batches, loss = make(name, seed)
+    m32 = model.float()
+    b32 = [(x.float(), y) for x, y in batches]
+    b64 = [(x.double(), y) for x, y in b32]
+    H = dense_hessian(HessianProblem(copy.deepcopy(m32).double(), b64, loss))
+    return HessianProblem(m32, b32, loss), H

@@ -8,7 +8,6 @@ error of a float32 Lanczos run is then known. The estimate must cover it at ever
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import pytest
@@ -17,31 +16,16 @@ import torch
 from tasks.engine.convergence import ROUNDING_MULTIPLE
 from tasks.engine.lanczos import NotConvergedWarning, lanczos, rounding_level
 from tasks.engine.operator import HessianOperator
-from tasks.engine.problem import HessianProblem
+from tests.engine import cases
 from tests.engine.cases import dense_case
-from tests.engine.models import SmallCNN, data, make
-from tests.engine.reference import dense_hessian
 
 EPS32 = torch.finfo(torch.float32).eps
 
 
 def float32_case(name: str, seed: int):
-    if name == "cnn_big_data":  # 1000 examples: the products' rounding grows with the data
-        torch.manual_seed(seed)
-        model, batches, loss = (
-            SmallCNN().double(),
-            [data(1000, (1, 6, 6), 3, seed)],
-            "cross_entropy",
-        )
-    else:
-        model, batches, loss = make(name, seed)
-    m32 = model.float()
-    b32 = [(x.float(), y) for x, y in batches]
-    b64 = [(x.double(), y) for x, y in b32]
-    exact = torch.linalg.eigvalsh(
-        dense_hessian(HessianProblem(copy.deepcopy(m32).double(), b64, loss))
-    )
-    return HessianProblem(m32, b32, loss), exact
+    """The float32 problem and the exact spectrum of its model (ascending)."""
+    p, H = cases.float32_case(name, seed)
+    return p, torch.linalg.eigvalsh(H)
 
 
 CASES = [(n, s) for n in ("mlp_tanh", "cnn_bn", "transformer", "residual") for s in (0, 1)]

@@ -6,7 +6,6 @@ records for it), and bytes_per_parameter in the results."""
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import pytest
@@ -20,23 +19,16 @@ from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.worker.errors import problem_of
+from tests.engine import cases
 from tests.engine.cases import dense_case
-from tests.engine.models import make
-from tests.engine.reference import dense_hessian
 
 EPS32 = torch.finfo(torch.float32).eps
 
 
 def float32_problem(name: str) -> tuple[HessianProblem, torch.Tensor]:
     """Model `name` in float32, and the exact spectrum of that float32 model (ascending)."""
-    model, batches, loss = make(name)
-    m32 = model.float()
-    b32 = [(x.float(), y) for x, y in batches]
-    b64 = [(x.double(), y) for x, y in b32]
-    exact = torch.linalg.eigvalsh(
-        dense_hessian(HessianProblem(copy.deepcopy(m32).double(), b64, loss))
-    )
-    return HessianProblem(m32, b32, loss), exact
+    p, H = cases.float32_case(name)
+    return p, torch.linalg.eigvalsh(H)
 
 
 def test_the_basis_follows_the_products_dtype_and_device() -> None:

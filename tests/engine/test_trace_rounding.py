@@ -20,8 +20,8 @@ from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
 from tasks.engine.trace import block_krylov, frobenius, hutchinson, hutchpp, xtrace
-from tests.engine.models import SmallCNN, data, make, spectrum_matrix
-from tests.engine.reference import dense_hessian
+from tests.engine import cases
+from tests.engine.models import data, make, spectrum_matrix
 
 F64 = torch.float64
 EPS32 = torch.finfo(torch.float32).eps
@@ -29,22 +29,8 @@ EPS32 = torch.finfo(torch.float32).eps
 
 def float32_case(name: str, seed: int = 0):
     """The float32 problem, the true (float64) Hessian, and the float32 products' matrix."""
-    if name == "cnn_big_data":  # 1000 examples: the products' rounding grows with the data
-        torch.manual_seed(seed)
-        model, batches, loss = (
-            SmallCNN().double(),
-            [data(1000, (1, 6, 6), 3, seed)],
-            "cross_entropy",
-        )
-    else:
-        model, batches, loss = make(name, seed)
-    m32 = model.float()
-    b32 = [(x.float(), y) for x, y in batches]
-    b64 = [(x.double(), y) for x, y in b32]
-    H = dense_hessian(HessianProblem(copy.deepcopy(m32).double(), b64, loss))
-    p = HessianProblem(m32, b32, loss)
-    op = HessianOperator(p)
-    computed = op.matmat(torch.eye(p.dim, dtype=F64))
+    p, H = cases.float32_case(name, seed)
+    computed = HessianOperator(p).matmat(torch.eye(p.dim, dtype=F64))
     return p, H, computed
 
 
