@@ -113,10 +113,13 @@ def submit(
     response: Response,
     idempotency_key: str | None,
     check: Callable[[], None],
+    on_created: Callable[[Any], None] = lambda record: None,
 ) -> tuple[Any, bool]:
     """Record and enqueue a run at `location`/{id}; returns (record as GET shows it, replayed).
 
-    `check` validates what the spec names (uploads, URIs). A replay under an Idempotency-Key
+    `check` validates what the spec names (uploads, URIs); `on_created` sees the record before
+    its message is sent (its owner is claimed then, so a run whose enqueue fails is still its
+    tenant's). A replay under an Idempotency-Key
     answers the record made the first time without checking again (its inputs may have been
     deleted since) and sends nothing; one message per record even when two requests with one
     key race (`mark_enqueued`).
@@ -128,6 +131,7 @@ def submit(
     if not (idempotency_key and store.find_idempotent(idempotency_key) is not None):
         check()
     record = store.create(spec, queue_for(spec.device), idempotency_key)  # as GET shows it
+    on_created(record)
     response.headers["Location"] = f"{location}/{record.id}"
     if idempotency_key:
         if record.spec.model_dump() != spec.model_dump():
@@ -203,8 +207,10 @@ def submit_owned(
         response=response,
         idempotency_key=key,
         check=lambda: check(held(route.blobs)),
+        on_created=lambda made: ownership.claim(
+            owners, store.KIND, made.id, tenant, made.created_at
+        ),
     )
-    ownership.claim(owners, store.KIND, record.id, tenant, record.created_at)
     consumers.warn_if_unconsumed(response, store, route.settings, record, route.consumed)
     return record, replayed
 
