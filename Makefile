@@ -38,7 +38,7 @@ $(BIN)/python:
 # dependency (transformers among them) can resolve another build.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[worker,dev]'
 	@if [ -f clients/python/pyproject.toml ]; then $(BIN)/pip install -q -e clients/python; fi
 	touch $(STAMP)
 
