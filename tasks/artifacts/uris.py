@@ -1,8 +1,10 @@
-"""Dataset URIs: which ones a job may name, and turning one into a local file.
+"""Dataset and model URIs: which ones may be named, and turning one into a local file.
 
 The gateway calls `check_uri` when a job is submitted (a refusal is a 422 naming
 `dataset.uri`); the worker calls `open_uri` when it loads the data, which checks again, since
-the file system may have changed in between. Torch-free.
+the file system may have changed in between. Models registered by reference
+(tasks.artifacts.model_refs) go through the same rules, by `local_path`, `check_http` and
+`download`: this module is the one place they are written. Torch-free.
 
 Rules: the scheme must be in `settings.uri_schemes`. A `file:` URI must be absolute, carry no
 `..` segment, and resolve (symlinks followed) to a regular file below `settings.data_root`;
@@ -73,7 +75,18 @@ def _suffix_ok(path: str) -> None:
 
 
 def _file_path(uri: str, settings: Settings) -> Path:
-    """The resolved local path of a file: URI, or UriRejected."""
+    """The resolved local path of a dataset's file: URI, or UriRejected."""
+    resolved = local_path(uri, settings)
+    if not resolved.is_file():
+        raise UriRejected(f"{unquote(urlsplit(uri).path)} is not a regular file")
+    _suffix_ok(resolved.name)
+    return resolved
+
+
+def local_path(uri: str, settings: Settings) -> Path:
+    """The resolved local path of a file: URI (a file or a folder), or UriRejected: local,
+    absolute, no `..` segment, symlinks followed, below `settings.data_root`; a file at most
+    `settings.max_uri_bytes`."""
     parts = urlsplit(uri)
     if parts.netloc not in ("", "localhost"):
         raise UriRejected(f"file URI host {parts.netloc!r}: only local files (file:///path)")
@@ -101,8 +114,7 @@ def _file_path(uri: str, settings: Settings) -> Path:
             "symlinks are followed before the check"
         )
     if not resolved.is_file():
-        raise UriRejected(f"{raw} is not a regular file")
-    _suffix_ok(resolved.name)
+        return resolved
     size = resolved.stat().st_size
     if size > settings.max_uri_bytes:
         raise UriRejected(
@@ -120,9 +132,24 @@ def check_uri(uri: str, settings: Settings) -> None:
     if scheme == "file":
         _file_path(uri, settings)
         return
-    _http_parts(uri)
+    check_http(uri, settings)
     _suffix_ok(urlsplit(uri).path)
+
+
+def scheme_of(uri: str, settings: Settings) -> str:
+    """The URI's scheme ("file", "http", "https") when it is allowed, else UriRejected."""
+    return _scheme(uri, settings)
+
+
+def check_http(uri: str, settings: Settings) -> None:
+    """What the gateway checks of an http(s) URI without connecting: a host, no credentials,
+    a valid port, no address literal (or localhost) it may not reach."""
+    _http_parts(uri)
     _check_host_literal(uri, settings)
+
+
+class UriMissing(UriRejected):
+    """The server answered 404: nothing at this URI."""
 
 
 def open_uri(uri: str, settings: Settings, timeout_s: float = 60.0) -> Path:
@@ -131,7 +158,10 @@ def open_uri(uri: str, settings: Settings, timeout_s: float = 60.0) -> Path:
     check_uri(uri, settings)
     if _scheme(uri, settings) == "file":
         return _file_path(uri, settings)
-    return _download(uri, settings, timeout_s)
+    cache = Path(settings.data_dir) / "cache"
+    suffix = ".npz" if urlsplit(uri).path.lower().endswith(".npz") else ".safetensors"
+    final = cache / (hashlib.sha256(uri.encode()).hexdigest() + suffix)
+    return download(uri, settings, final, settings.max_uri_bytes, timeout_s)
 
 
 def _http_parts(uri: str) -> tuple[str, int]:
@@ -252,7 +282,7 @@ def resolve_checked(uri: str, settings: Settings) -> list[IPAddress]:
 def _send_pinned(client: Any, uri: str, addresses: list[IPAddress]) -> Any:
     """GET `uri` on a connection to one of `addresses` (tried in order), streamed; the Host
     header and the TLS server name (certificate check included) stay the URI's host."""
-    import httpx  # deferred, as in _download
+    import httpx  # deferred, as in download
 
     url = httpx.URL(uri)
     last: Exception | None = None
@@ -271,14 +301,17 @@ def _send_pinned(client: Any, uri: str, addresses: list[IPAddress]) -> Any:
     raise last
 
 
-def _download(uri: str, settings: Settings, timeout_s: float) -> Path:
+def download(
+    uri: str, settings: Settings, final: Path, max_bytes: int, timeout_s: float = 60.0
+) -> Path:
+    """GET an http(s) URI into `final` (written atomically, streamed, at most `max_bytes`,
+    every hop's addresses checked); UriMissing for a 404, UriRejected for any other refusal."""
     import httpx  # only workers that fetch http(s) data need it
 
-    cache = Path(settings.data_dir) / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    suffix = ".npz" if urlsplit(uri).path.lower().endswith(".npz") else ".safetensors"
-    final = cache / (hashlib.sha256(uri.encode()).hexdigest() + suffix)
-    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=".download-")
+    _scheme(uri, settings)
+    check_http(uri, settings)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".download-")
     tmp = Path(tmp_name)
     size = 0
     current = uri
@@ -306,10 +339,13 @@ def _download(uri: str, settings: Settings, timeout_s: float) -> Path:
                         continue
                     if resp.status_code != 200:
                         shown = uri if current == uri else f"{uri} (redirected to {current})"
-                        raise UriRejected(f"GET {shown} answered {resp.status_code}")
+                        missing = resp.status_code == 404
+                        raise (UriMissing if missing else UriRejected)(
+                            f"GET {shown} answered {resp.status_code}"
+                        )
                     for chunk in resp.iter_bytes(1 << 20):
                         size += len(chunk)
-                        if size > settings.max_uri_bytes:
+                        if size > max_bytes:
                             raise UriRejected(
                                 f"{uri} is larger than the {settings.max_uri_bytes}-byte limit "
                                 "(SHARPNESS_MAX_URI_BYTES)"
