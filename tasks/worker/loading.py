@@ -55,7 +55,7 @@ def stored_model(rt: Stored, model_id: str) -> LoadedModel | None:
     meta = rt.blobs.meta("models", model_id)
     if meta is None:
         return None
-    return load_model(rt.blobs.path("models", model_id), meta)
+    return load_model(rt.blobs.path("models", model_id), meta, rt.settings)
 
 
 def load_job_model(rt: Stored, job: Job) -> LoadedModel:

@@ -33,9 +33,10 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from tasks.artifacts import formats
+from tasks.artifacts import formats, model_refs
 from tasks.artifacts.hf_checkpoint import (
     CONFIG,
+    INDEX,
     WEIGHTS,
     BadCheckpoint,
     head_of,
@@ -143,8 +144,37 @@ def no_cache(module: torch.nn.Module) -> None:
             no_cache_config(cfg, seen)
 
 
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _stage_reference(path: Path, meta: dict[str, Any], label: str, folder: Path) -> dict:
+    """A model registered by reference (tasks.worker.loaders.reference found and checked it):
+    a save_pretrained folder, or a sharded index with config.json kept in the record."""
+    try:
+        if path.is_dir():
+            ckpt = model_refs.folder_checkpoint(path, label)
+            assert ckpt.config is not None  # folder_checkpoint requires it
+            config = parse_config(ckpt.config.read_bytes(), label)
+        else:
+            ckpt = model_refs.sharded_checkpoint(path, label)
+            config = parse_config(json.dumps(meta.get("config")), label, "config")
+    except BadCheckpoint as e:
+        raise _refused(e) from e
+    for shard in ckpt.weights:
+        _link(shard, folder / shard.name)
+    if ckpt.index is not None:
+        _link(ckpt.index, folder / INDEX)
+    return config
+
+
 def _stage_files(path: Path, meta: dict[str, Any], label: str, folder: Path) -> dict[str, Any]:
     """Copy config.json and the safetensors file(s) into `folder`; return the config dict."""
+    if path.is_dir() or path.name.lower().endswith(model_refs.INDEX_SUFFIX):
+        return _stage_reference(path, meta, label, folder)
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -171,10 +201,7 @@ def _stage_files(path: Path, meta: dict[str, Any], label: str, folder: Path) -> 
         config = parse_config(json.dumps(raw), label, "config")
     except BadCheckpoint as e:
         raise _refused(e) from e
-    try:
-        os.link(path, folder / WEIGHTS)
-    except OSError:
-        shutil.copyfile(path, folder / WEIGHTS)
+    _link(path, folder / WEIGHTS)
     return config
 
 

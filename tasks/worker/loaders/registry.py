@@ -13,10 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import formats
+from tasks.artifacts import formats, model_refs
+from tasks.settings import Settings
 from tasks.worker.errors import LoadError
 from tasks.worker.loaders.huggingface import load_huggingface
 from tasks.worker.loaders.model import HOW_TO_EXPORT, LoadedModel, check_finite
+from tasks.worker.loaders.reference import referenced
 from tasks.worker.loaders.torch_export import load_torch_export
 from tasks.worker.loaders.torchscript import load_torchscript
 from tasks.worker.loaders.zoo_weights import load_zoo_weights
@@ -32,14 +34,22 @@ LOADERS: dict[str, Loader] = {
 }
 
 
-def load_model(path: str | os.PathLike[str], meta: dict[str, Any]) -> LoadedModel:
-    """Load a stored model blob by its recorded format; refuse anything else."""
+def load_model(
+    path: str | os.PathLike[str], meta: dict[str, Any], settings: Settings | None = None
+) -> LoadedModel:
+    """Load a stored model blob by its recorded format; refuse anything else. A model
+    registered by reference (its blob holds the reference) is read from its URI, checked
+    again with `settings`' rules."""
     p = Path(path)
     name = meta.get("filename") or p.name
     fmt = meta.get("format")
     loader = LOADERS.get(fmt) if isinstance(fmt, str) else None
     if loader is None:
         raise LoadError("Unsupported model format", f"{name}: format {fmt!r}. {HOW_TO_EXPORT}")
-    loaded = loader(p, name, meta)
+    if meta.get("source") == model_refs.SOURCE:
+        with referenced(meta, settings) as local:
+            loaded = loader(local, name, meta)
+    else:
+        loaded = loader(p, name, meta)
     check_finite(loaded.module, name)
     return loaded

@@ -10,10 +10,21 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from tasks.artifacts import formats
+from tasks.artifacts import formats, model_refs
 from tasks.worker import zoo
 from tasks.worker.errors import LoadError
 from tasks.worker.loaders.model import LoadedModel
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of one safetensors file, or of every shard of a sharded checkpoint's index
+    (a model registered by reference) as one state dict."""
+    if not path.name.lower().endswith(model_refs.INDEX_SUFFIX):
+        return load_file(str(path))
+    state: dict[str, Any] = {}
+    for shard in model_refs.sharded_checkpoint(path, path.name).weights:
+        state.update(load_file(str(shard)))
+    return state
 
 
 def load_zoo_weights(path: Path, name: str, meta: dict[str, Any]) -> LoadedModel:
@@ -30,7 +41,7 @@ def load_zoo_weights(path: Path, name: str, meta: dict[str, Any]) -> LoadedModel
     except zoo.ZooError as e:
         raise LoadError("Bad architecture", f"{name}: {e}") from e
     try:
-        state = load_file(str(path))
+        state = _state_dict(path)
     except (SafetensorError, OSError) as e:
         raise LoadError("Unreadable weights", f"{name}: not a safetensors file ({e})") from e
     try:
