@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from service.blobs import holding, uploads
+from service.blobs import holding, model_uris, uploads
 from service.blobs.formats import Refused
 from service.blobs.formats.models import hf_from_fields, inspect_model
 from service.blobs.routes import add_list_and_delete
-from service.blobs.schemas import ModelInfo, ModelPage
+from service.blobs.schemas import ModelInfo, ModelPage, ModelReference
 from service.common import ExistingModel, problems
 from service.deps import (
     CallerDep,
@@ -20,7 +20,7 @@ from service.deps import (
     UploaderDep,
 )
 from service.problems import ProblemError, invalid
-from tasks.artifacts import formats
+from tasks.artifacts import formats, model_refs
 from tasks.artifacts import hf_checkpoint as hf
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -49,7 +49,17 @@ whose batch size was fixed at export is refused (422) with the fix: `dynamic_sha
 
 Idempotent by content: the id is the sha256 of the bytes. **201** when the bytes are new,
 **200** with the stored record when they were uploaded before; **409** if they were uploaded
-before with a different architecture, config or head."""
+before with a different architecture, config or head.
+
+**By reference** (`Content-Type: application/json`, a ModelReference): `{"uri":
+"file:///data/llama/"}` registers a model the workers read from the URI instead of uploaded
+bytes: a model file, a sharded checkpoint's model.safetensors.index.json, or a save_pretrained
+folder (config.json with model.safetensors or its shards), under SHARPNESS_DATA_ROOT
+(file:) or over http(s) where SHARPNESS_URI_SCHEMES allows it, with the outbound address
+rules of dataset URIs. A file: reference is checked now as an upload is (formats, safetensors
+headers, the index against its shards, every file inside the folder); an http(s) one when a
+job fetches it. The answer is the same model resource with `source: "uri"`; its id is the
+sha256 of the reference, so registering it again is a **200**."""
 
 FIELDS = {"architecture", "config", "head"}
 ALREADY_STORED: dict[int | str, dict[str, Any]] = {
@@ -82,7 +92,7 @@ def _huggingface_fields(facts: dict[str, Any], fields: dict[str, str], label: st
         facts = {**facts, "format": formats.HUGGINGFACE, "config": config}
         extra: dict[str, Any] = {"format": formats.HUGGINGFACE, "config": config}
     elif fields.get("config") is not None:
-        raise invalid("config", "the zip holds config.json already; leave 'config' out")
+        raise invalid("config", "the checkpoint holds config.json already; leave 'config' out")
     else:
         extra = {}
     try:
@@ -145,6 +155,7 @@ def _model_fields(facts: dict[str, Any], fields: dict[str, str], label: str):
             "or a Hugging Face config.json",
         },
         head={"type": "string", "enum": list(hf.HEADS)},
+        json_body=ModelReference,
     ),
 )
 async def upload_model(
@@ -153,6 +164,8 @@ async def upload_model(
     uploader: UploaderDep,
 ) -> ModelInfo:
     blobs, settings, tenant, owners = uploader
+    if _is_json(request):
+        return await _register(uploader, response, await model_uris.read_reference(request))
     received = await uploads.receive(request, blobs, KIND, settings.max_upload_bytes, FIELDS)
     facts = await uploads.inspect(blobs, received, inspect_model, 4 * settings.max_upload_bytes)
     try:
@@ -178,6 +191,43 @@ async def upload_model(
             f"{received.label}: these bytes are stored as model {record['id']} "
             f"({record.get('format')}) with {stored}; a model id names one model",
         )
+    response.status_code = 201 if fresh else 200
+    return ModelInfo.model_validate(record)
+
+
+def _is_json(request: Request) -> bool:
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+def _reference_fields(facts: dict[str, Any], ref: ModelReference) -> tuple[dict, dict]:
+    """The upload's field rules for a reference; an http(s) checkpoint, whose config.json
+    the worker reads, takes only an optional head here."""
+    fields, label = model_uris.fields_of(ref), model_uris.label_of(ref)
+    if facts["format"] != formats.HUGGINGFACE or "config" in facts:
+        return _model_fields(facts, fields, label)
+    for name in ("architecture", "config"):
+        if name in fields:
+            raise invalid(name, "a Hugging Face checkpoint holds its config.json; leave it out")
+    if ref.head is not None and ref.head not in hf.HEADS:
+        raise invalid("head", f"{ref.head!r} is not one of {', '.join(hf.HEADS)}", "bad-head")
+    return facts, ({"head": ref.head} if ref.head else {})
+
+
+async def _register(uploader: Any, response: Response, ref: ModelReference) -> ModelInfo:
+    """Check a reference as an upload is checked, then keep it as the caller's model."""
+    facts = await model_uris.inspect(ref, uploader.settings)
+    facts, extra = _reference_fields(facts, ref)
+    staged = await model_uris.stage(uploader, ref)
+    meta = {
+        "kind": "model",
+        "filename": model_uris.filename_of(ref),
+        **facts,
+        **extra,
+        "source": model_refs.SOURCE,
+        "uri": ref.uri,
+    }
+    record, _, fresh = holding.keep(uploader, staged, meta)
     response.status_code = 201 if fresh else 200
     return ModelInfo.model_validate(record)
 

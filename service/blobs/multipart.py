@@ -42,11 +42,16 @@ def boundary_of(request: Request) -> bytes:
     ctype = request.headers.get("content-type", "")
     mime, options = parse_options_header(ctype)
     if mime != b"multipart/form-data" or not options.get(b"boundary"):
+        by_reference = (
+            '; or, to register a model by reference, application/json with {"uri": "file:///..."}'
+            if request.url.path.rstrip("/").endswith("/v1/models")
+            else ""
+        )
         raise ProblemError(
             415,
             "not-multipart",
             f"Content-Type: expected multipart/form-data with the file in field 'file', "
-            f"got {ctype or 'none'!r}",
+            f"got {ctype or 'none'!r}{by_reference}",
         )
     return options[b"boundary"]
 

@@ -44,6 +44,51 @@ class ModelInfo(BlobInfo):
         default=None,
         description="safetensors and huggingface: element count of the stored tensors.",
     )
+    source: Literal["upload", "uri"] = Field(
+        default="upload",
+        description="upload: the bytes were uploaded and are stored by the service; uri: "
+        "registered by reference, the workers read `uri` when a job runs (the id is then the "
+        "sha256 of the reference, not of the weights).",
+    )
+    uri: str | None = Field(default=None, description="uri only: where the workers read it.")
+    layout: Literal["file", "sharded", "folder"] | None = Field(
+        default=None,
+        description="uri only: one model file, a sharded safetensors checkpoint (its "
+        "model.safetensors.index.json) or a save_pretrained folder.",
+    )
+    referenced_bytes: int | None = Field(
+        default=None,
+        description="uri only, file: URIs: the size of the checkpoint's files at registration "
+        "(not stored by the service, not counted in storage quotas).",
+    )
+
+
+class ModelReference(BaseModel):
+    """A model registered by reference: `POST /v1/models` with this JSON body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="file:///path under SHARPNESS_DATA_ROOT, or http(s) where "
+        "SHARPNESS_URI_SCHEMES allows it: one model file (.pt2, .pt, .safetensors, .zip), a "
+        "sharded checkpoint's model.safetensors.index.json, or a save_pretrained folder "
+        "(config.json and model.safetensors or its shards; an http(s) folder ends in '/').",
+        examples=["file:///data/models/llama-1b/"],
+    )
+    architecture: str | None = Field(
+        default=None, description="safetensors of a built-in architecture: its name."
+    )
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="safetensors: the architecture's keyword arguments, or a Hugging Face "
+        "config.json for bare weights (a folder holds its own).",
+    )
+    head: str | None = Field(
+        default=None,
+        description="Hugging Face checkpoints: the head to build (as for uploads).",
+    )
 
 
 class ArrayInfo(BaseModel):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from service.blobs import multipart
@@ -39,15 +40,19 @@ class Received:
         return f"file {self.filename!r}" if self.filename else "file"
 
 
-def multipart_openapi(**fields: dict[str, Any]) -> dict[str, Any]:
+def multipart_openapi(
+    json_body: type[BaseModel] | None = None, **fields: dict[str, Any]
+) -> dict[str, Any]:
     """The OpenAPI request body of an upload route: a multipart form with the required binary
-    `file` and the optional text `fields` (name → JSON schema). The routes read the body as a
+    `file` and the optional text `fields` (name → JSON schema), and where the route also takes
+    a JSON body (a model reference), that model's schema. The routes read the body as a
     stream (`receive`), so FastAPI cannot infer it."""
     properties = {"file": {"type": "string", "format": "binary"}, **fields}
     schema = {"type": "object", "required": ["file"], "properties": properties}
-    return {
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
-    }
+    content: dict[str, Any] = {"multipart/form-data": {"schema": schema}}
+    if json_body is not None:
+        content["application/json"] = {"schema": json_body.model_json_schema()}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _too_large(max_bytes: int, what: str) -> ProblemError:

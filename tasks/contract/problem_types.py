@@ -43,7 +43,9 @@ GATEWAY = (
     _t("validation", 422, "The request does not match the schema; `errors` lists every field."),
     _t("invalid-field", 422, "A field passed the schema but not a check of its value."),
     _t("unknown", 422, "A field names a model or dataset that was never uploaded."),
-    _t("uri-rejected", 422, "A dataset URI is refused (scheme, host or path not allowed)."),
+    _t(
+        "uri-rejected", 422, "A dataset or model URI is refused (scheme, host or path not allowed)."
+    ),
     _t("bad-dataset", 422, "The file behind a dataset URI is not a usable dataset."),
     _t("missing-array", 422, "A dataset lacks the inputs or targets array named."),
     _t("unauthorized", 401, "No or a wrong API key (`Authorization: Bearer <key>`)."),

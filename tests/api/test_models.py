@@ -209,8 +209,11 @@ def test_missing_file_field(client: TestClient) -> None:
 
 
 def test_not_multipart_is_415(client: TestClient) -> None:
-    r = client.post("/v1/models", content=b"raw", headers={"Content-Type": "application/json"})
+    r = client.post("/v1/models", content=b"raw", headers={"Content-Type": "application/zip"})
     assert_problem(r, 415, "multipart/form-data")
+    # JSON registers a model by reference (tests/api/test_model_uris.py): not JSON is a 422
+    r = client.post("/v1/models", content=b"raw", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
 
 
 def test_get_and_delete(client: TestClient, model_id: str) -> None:

@@ -241,6 +241,10 @@ class ModelInfo(BlobInfo):
     head: str | None = None
     tensors: int | None = None
     parameters: int | None = None
+    source: Literal["upload", "uri"] = "upload"
+    uri: str | None = None
+    layout: Literal["file", "sharded", "folder"] | None = None
+    referenced_bytes: int | None = None
 
 
 class ArrayInfo(_Model):
