@@ -138,6 +138,8 @@ def default(field: FieldInfo) -> str:
     if isinstance(value, list):
         return f"`{json.dumps(value)}`"
     if isinstance(value, int) and not isinstance(value, bool) and value >= MIB and value % MIB == 0:
+        if value % (1024 * MIB) == 0:
+            return f"{value} ({value // (1024 * MIB)} GiB)"
         return f"{value} ({value // MIB} MiB)"
     if isinstance(value, Path | str):
         return f"`{value}`" if str(value) else '`""`'

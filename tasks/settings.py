@@ -25,22 +25,34 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("var"), description="Blobs (models, datasets) and the private Redis' AOF."
     )
-    max_upload_bytes: int = Field(default=512 * 1024**2, ge=1, description="Upload size cap.")
+    max_upload_bytes: int = Field(
+        default=5 * 1024**3,
+        ge=1,
+        description="Upload size cap (5 GiB: a 1B-parameter float32 model and its headers). "
+        "Uploads stream to disk as they arrive, so the gateway's memory does not grow with it.",
+    )
     data_root: Path | None = Field(
         default=None,
-        description="file:// dataset URIs must resolve below this directory; unset: refused.",
+        description="file:// dataset and model URIs must resolve below this directory; "
+        "unset: refused.",
     )
     uri_schemes: list[str] = Field(
-        default=["file"], description="Allowed dataset URI schemes (file, http, https)."
+        default=["file"], description="Allowed dataset and model URI schemes (file, http, https)."
     )
     uri_allow_hosts: list[str] = Field(
         default=[],
-        description="Hosts of http(s) dataset URIs fetched whatever address they resolve to "
+        description="Hosts of http(s) dataset and model URIs fetched whatever address they "
+        "resolve to "
         '(an internal data server), e.g. ["data.internal"]; every other host must resolve '
         "only to global addresses (loopback, private, link-local, multicast, reserved and "
         "unspecified ones are refused).",
     )
-    max_uri_bytes: int = Field(default=512 * 1024**2, ge=1, description="Cap on URI data.")
+    max_uri_bytes: int = Field(
+        default=5 * 1024**3,
+        ge=1,
+        description="Cap on the data behind one URI: a dataset file, or all the files of a "
+        "model registered by reference (5 GiB: a 1B-parameter float32 model).",
+    )
     soft_time_limit_s: int = Field(default=3_300, ge=1, description="Job soft time limit.")
     hard_time_limit_s: int = Field(default=3_600, ge=1, description="Job hard time limit.")
     visibility_timeout_s: int | None = Field(

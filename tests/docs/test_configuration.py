@@ -30,7 +30,7 @@ def test_types_defaults_and_bounds_read_as_written_in_the_environment() -> None:
     assert config_docs.type_name(int | None) == "int | None"
     assert config_docs.type_name(list[str]) == "list[str]"
     fields = Settings.model_fields
-    assert config_docs.default(fields["max_upload_bytes"]) == "536870912 (512 MiB)"
+    assert config_docs.default(fields["max_upload_bytes"]) == "5368709120 (5 GiB)"
     assert config_docs.default(fields["uri_schemes"]) == '`["file"]`'
     assert config_docs.default(fields["api_key"]) == "unset"
     assert config_docs.bounds(fields["retention_days"]) == "> 0"
