@@ -63,7 +63,7 @@ def referenced(meta: dict[str, Any], settings: Settings | None) -> Iterator[Path
         try:
             path = _checked(uri, meta, settings, Path(tmp))
         except uris.UriRejected as e:
-            raise LoadError("Model URI refused", f"model {uri}: {e.detail}") from e
+            raise LoadError("Model URI refused", f"model: {e.detail}") from e
         except BadCheckpoint as e:
-            raise LoadError("Unusable model checkpoint", f"model {uri}: {e.detail}") from e
+            raise LoadError("Unusable model checkpoint", f"model: {e.detail}") from e
         yield path
