@@ -3,6 +3,7 @@
 sharpness models list                 sharpness datasets list
 sharpness models show ID              sharpness datasets show ID
 sharpness models upload model.pt2     sharpness datasets upload data.npz --targets-key label
+sharpness models register file:///data/llama/
 sharpness models delete ID [--force]  sharpness datasets delete ID [--force]
 
 A delete of an upload that a queued or running job or trajectory uses is refused by the
@@ -55,6 +56,20 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
             up.add_argument("--architecture", help="safetensors only: built-in architecture")
             up.add_argument("--config", help="safetensors only: JSON object of its arguments")
             up.add_argument("--head", help=f"Hugging Face folder only: {HEADS}")
+            reg = actions.add_parser(
+                "register",
+                parents=[common],
+                help="register a model by reference (a URI the workers read) and print its id",
+            )
+            reg.add_argument(
+                "uri",
+                help="file:///path under the service's data root (or http(s) where allowed): "
+                "a model file, a sharded model.safetensors.index.json, or a save_pretrained "
+                "folder",
+            )
+            reg.add_argument("--architecture", help="safetensors only: built-in architecture")
+            reg.add_argument("--config", help="safetensors only: JSON object of its arguments")
+            reg.add_argument("--head", help=f"Hugging Face checkpoints only: {HEADS}")
         else:
             up.add_argument("file", help="an .npz or .safetensors of the inputs and targets")
             up.add_argument(
@@ -103,6 +118,13 @@ def run(client: Client, args: argparse.Namespace, out: Callable[..., None]) -> i
             info = client.datasets.upload(
                 args.file, inputs_key=args.inputs_key, targets_key=args.targets_key
             )
+        out(args, info, _render.upload(noun, info))
+        return 0
+    if args.action == "register":
+        config = json.loads(args.config) if args.config else None
+        info = client.models.register(
+            args.uri, architecture=args.architecture, config=config, head=args.head
+        )
         out(args, info, _render.upload(noun, info))
         return 0
     resource.delete(args.id, force=args.force)

@@ -315,6 +315,8 @@ def upload(noun: str, info: ModelInfo | DatasetInfo) -> str:
     if isinstance(info, ModelInfo):
         rows += [["architecture", info.architecture], ["head", info.head]]
         rows += [["tensors", info.tensors], ["parameters", info.parameters]]
+        if info.source == "uri":
+            rows += [["uri", info.uri], ["layout", info.layout]]
         if info.config and info.architecture:
             rows.append(["config", json.dumps(info.config)])
     else:
