@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from service.tenants.registry import digest
 from tasks.settings import Settings
 from tests import model_refs
 from tests.api import files
@@ -231,3 +232,31 @@ class TestHttp:
         r = register(client, "https://models.example.org/w/model.safetensors.index.json")
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "architecture"
         refused(client, "https://u:p@models.example.org/m.pt2", 422, "uri-rejected", "credentials")
+
+
+class TestTenants:
+    """A reference is its tenant's model as an upload is; it counts its stored reference (a
+    few hundred bytes) against max_storage_bytes, not the files it names."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings, tmp_path: Path) -> Settings:
+        tenants = [
+            {"name": "a", "key_sha256": digest("key-a"), "role": "user", "max_storage_bytes": 2000},
+            {"name": "b", "key_sha256": digest("key-b"), "role": "user"},
+        ]
+        path = tmp_path / "tenants.json"
+        path.write_text(json.dumps({"tenants": tenants}))
+        return settings.model_copy(update={"tenants_file": path})
+
+    def test_owned_and_counted_as_a_reference(self, client: TestClient, folder: Path) -> None:
+        a, b = ({"Authorization": f"Bearer key-{t}"} for t in "ab")
+        r = client.post("/v1/models", json={"uri": folder.as_uri()}, headers=a)
+        assert r.status_code == 201, r.text  # 2000 bytes of quota, a ~130 kB checkpoint
+        model = r.json()
+        assert model["referenced_bytes"] > 2000 > model["size_bytes"]
+        assert client.get(f"/v1/models/{model['id']}", headers=b).status_code == 404
+        assert client.get("/v1/models", headers=b).json()["items"] == []
+        r = client.post("/v1/models", json={"uri": folder.as_uri()}, headers=b)
+        assert r.status_code == 201 and r.json()["id"] == model["id"]
+        assert client.delete(f"/v1/models/{model['id']}", headers=a).status_code == 204
+        assert client.get(f"/v1/models/{model['id']}", headers=b).status_code == 200
