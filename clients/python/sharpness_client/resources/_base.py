@@ -1,16 +1,18 @@
 """What every resource shares: a collection at `path` whose answers are `record`s, read by id.
 
-`create_request` posts a spec or another body with only the fields that were set.
-`Uploads` adds what models and datasets share: delete, and the multipart request that uploads
-a file with its form fields (those left None are not sent; a value that is not a string
-travels as JSON). Runs (jobs, trajectories) extend `Resource` in `_runs.py`.
+`create_request` posts a spec or another body with only the fields that were set, and
+`upload_request` a file with its form fields (those left None are not sent; a value that is
+not a string travels as JSON). `Uploads` adds what models and datasets share: list and delete.
+Runs (jobs, trajectories) extend `Resource` in `_runs.py`. `Shared` holds the methods written
+once for both clients.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,6 +22,11 @@ from sharpness_client._paging import AsyncPageList, PageList, list_request
 from sharpness_client.types import Page
 
 R = TypeVar("R", bound=BaseModel)
+Out = TypeVar("Out")
+T = TypeVar("T")
+
+#: What an `AsyncResource`'s request answers: a coroutine of the record.
+Awaiting = Coroutine[Any, Any, R]
 
 
 def upload_request(
@@ -44,6 +51,25 @@ def create_request(path: str, spec: BaseModel, idempotency_key: str | None) -> R
     return Request("POST", path, json=body, headers=headers, idempotent=True)
 
 
+class Shared(Generic[Out]):
+    """Methods written once for `Client` and `AsyncClient`. Each builds its request and returns
+    `self._send(request)`: from a `Resource` the record (`Out` is the record's type), from an
+    `AsyncResource` a coroutine of it (`Out` is `Awaiting[record]`), which the caller awaits as
+    any async method's. A method that must act on the answer, or hold something open until it
+    comes (a temporary file), is written per client. Put it first in the bases, before the
+    resource, so its methods are the ones called."""
+
+    path: ClassVar[str]
+
+    if TYPE_CHECKING:  # the resource's own, found after this class at run time
+
+        def _send(self, req: Request) -> Out: ...
+
+        def _send_within(
+            self, context: AbstractContextManager[T], request: Callable[[T], Request]
+        ) -> Out: ...
+
+
 class Resource(Generic[R]):
     path: ClassVar[str]
     record: type[R]
@@ -53,6 +79,13 @@ class Resource(Generic[R]):
 
     def _send(self, req: Request) -> R:
         return self.record.model_validate(self._http.send(req).json())
+
+    def _send_within(
+        self, context: AbstractContextManager[T], request: Callable[[T], Request]
+    ) -> R:
+        """Send the request made from what `context` gives, inside it (a temporary file)."""
+        with context as value:
+            return self._send(request(value))
 
     def get(self, id: str) -> R:
         return self._send(Request("GET", f"{self.path}/{id}"))
@@ -68,6 +101,13 @@ class AsyncResource(Generic[R]):
     async def _send(self, req: Request) -> R:
         return self.record.model_validate((await self._http.send(req)).json())
 
+    async def _send_within(
+        self, context: AbstractContextManager[T], request: Callable[[T], Request]
+    ) -> R:
+        """Send the request made from what `context` gives, inside it, when awaited."""
+        with context as value:
+            return await self._send(request(value))
+
     async def get(self, id: str) -> R:
         return await self._send(Request("GET", f"{self.path}/{id}"))
 
@@ -78,9 +118,6 @@ def delete_request(path: str, id: str, force: bool) -> Request:
 
 
 class Uploads(Resource[R]):
-    def _upload(self, file: FileInput, filename: str | None, **fields: Any) -> R:
-        return self._send(upload_request(self.path, file, filename, fields))
-
     def list(self, *, limit: int | None = None, cursor: str | None = None) -> PageList[R]:
         """The uploads, newest first; iterating follows every page."""
 
@@ -97,9 +134,6 @@ class Uploads(Resource[R]):
 
 
 class AsyncUploads(AsyncResource[R]):
-    async def _upload(self, file: FileInput, filename: str | None, **fields: Any) -> R:
-        return await self._send(upload_request(self.path, file, filename, fields))
-
     async def list(
         self, *, limit: int | None = None, cursor: str | None = None
     ) -> AsyncPageList[R]:

@@ -6,15 +6,23 @@ from typing import Any
 
 from sharpness_client._convert import arrays_to_npz
 from sharpness_client._files import FileInput
-from sharpness_client.resources._base import AsyncUploads, Uploads
+from sharpness_client.resources._base import (
+    AsyncUploads,
+    Awaiting,
+    Out,
+    Shared,
+    Uploads,
+    upload_request,
+)
 from sharpness_client.types import DatasetInfo
 
 InputsKey = str | list[str] | dict[str, str]
 
 
-class Datasets(Uploads[DatasetInfo]):
+class _DatasetMethods(Shared[Out]):
+    """Datasets' and AsyncDatasets' upload and from_arrays."""
+
     path = "/v1/datasets"
-    record = DatasetInfo
 
     def upload(
         self,
@@ -23,35 +31,22 @@ class Datasets(Uploads[DatasetInfo]):
         filename: str | None = None,
         inputs_key: InputsKey | None = None,
         targets_key: str | None = None,
-    ) -> DatasetInfo:
+    ) -> Out:
         """Upload an .npz or .safetensors holding `inputs` and `targets` (or the named
         arrays; names left None are recognised by the service: inputs/targets, x/y, ...; a list
         or a mapping of input names travels as JSON). Idempotent by content: the same bytes
         give the same id."""
-        return self._upload(file, filename, inputs_key=inputs_key, targets_key=targets_key)
+        fields = {"inputs_key": inputs_key, "targets_key": targets_key}
+        return self._send(upload_request(self.path, file, filename, fields))
 
-    def from_arrays(
-        self, inputs: Any, targets: Any, *, filename: str = "dataset.npz"
-    ) -> DatasetInfo:
+    def from_arrays(self, inputs: Any, targets: Any, *, filename: str = "dataset.npz") -> Out:
         """Upload numpy arrays or torch tensors (packed as an .npz in memory)."""
         return self.upload(arrays_to_npz(inputs, targets), filename=filename)
 
 
-class AsyncDatasets(AsyncUploads[DatasetInfo]):
-    path = "/v1/datasets"
+class Datasets(_DatasetMethods[DatasetInfo], Uploads[DatasetInfo]):
     record = DatasetInfo
 
-    async def upload(
-        self,
-        file: FileInput,
-        *,
-        filename: str | None = None,
-        inputs_key: InputsKey | None = None,
-        targets_key: str | None = None,
-    ) -> DatasetInfo:
-        return await self._upload(file, filename, inputs_key=inputs_key, targets_key=targets_key)
 
-    async def from_arrays(
-        self, inputs: Any, targets: Any, *, filename: str = "dataset.npz"
-    ) -> DatasetInfo:
-        return await self.upload(arrays_to_npz(inputs, targets), filename=filename)
+class AsyncDatasets(_DatasetMethods[Awaiting[DatasetInfo]], AsyncUploads[DatasetInfo]):
+    record = DatasetInfo

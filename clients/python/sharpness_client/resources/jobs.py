@@ -10,7 +10,7 @@ from typing import Any
 from sharpness_client._http import Request
 from sharpness_client._png import png_request, save
 from sharpness_client._spec import DatasetLike, MeasureLike, build_spec
-from sharpness_client.resources._base import create_request
+from sharpness_client.resources._base import Awaiting, Out, Shared, create_request
 from sharpness_client.resources._runs import AsyncRuns, Runs
 from sharpness_client.types import Comparison, Job, JobSpec, ModelInfo
 
@@ -30,9 +30,10 @@ def _spec(model: Any, dataset: Any, measures: Any, **options: Any) -> JobSpec:
     return build_spec(model, dataset, measures, **options)
 
 
-class Jobs(Runs[Job]):
+class _JobMethods(Shared[Out]):
+    """Jobs' and AsyncJobs' create and get."""
+
     path = "/v1/jobs"
-    record = Job
 
     def create(
         self,
@@ -55,7 +56,7 @@ class Jobs(Runs[Job]):
         dropout_seed: int | None = None,
         spec: JobSpec | None = None,
         idempotency_key: str | None = None,
-    ) -> Job:
+    ) -> Out:
         """Submit a job (202: queued). Without `idempotency_key` one is generated and reused
         on retries, so a lost answer never makes a second job. `eval_dataset` (held-out data,
         same forms as `dataset`) adds test metrics and the gap to `evaluation`;
@@ -76,13 +77,17 @@ class Jobs(Runs[Job]):
             spec = _spec(model, dataset, measures, **options)
         return self._send(create_request(self.path, spec, idempotency_key))
 
-    def get(self, id: str, *, study: str | None = None) -> Job:
+    def get(self, id: str, *, study: str | None = None) -> Out:
         """A job. `study` names the study its `prediction` comes from (the job must be one of
         its members, else ValidationError naming query.study); without it a job in several
         studies gets each one's prediction in `prediction.studies` and no single gap
         (`prediction.selection` says which case applies)."""
         params = {"study": study} if study is not None else None
         return self._send(Request("GET", f"{self.path}/{id}", params=params))
+
+
+class Jobs(_JobMethods[Job], Runs[Job]):
+    record = Job
 
     def delete(self, id: str) -> None:
         """Delete a finished job's record. A queued or running one is kept: ConflictError
@@ -107,47 +112,8 @@ class Jobs(Runs[Job]):
         return Comparison.model_validate(self._http.send(compare_request(job, baseline)).json())
 
 
-class AsyncJobs(AsyncRuns[Job]):
-    path = "/v1/jobs"
+class AsyncJobs(_JobMethods[Awaiting[Job]], AsyncRuns[Job]):
     record = Job
-
-    async def create(
-        self,
-        *,
-        model: str | ModelInfo | None = None,
-        dataset: DatasetLike | None = None,
-        measures: Iterable[MeasureLike] | None = None,
-        params: Mapping[str, Mapping[str, Any]] | None = None,
-        loss: str | None = None,
-        mode: str | None = None,
-        device: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        batch_size: int | None = None,
-        max_samples: int | None = None,
-        eval_dataset: DatasetLike | None = None,
-        initial_model: str | ModelInfo | None = None,
-        output_key: str | None = None,
-        class_dim: int | None = None,
-        data_parallel: int | None = None,
-        dropout_seed: int | None = None,
-        spec: JobSpec | None = None,
-        idempotency_key: str | None = None,
-    ) -> Job:
-        if spec is None:
-            options: dict[str, Any] = dict(
-                params=params, loss=loss, mode=mode, device=device, labels=labels
-            )
-            options.update(batch_size=batch_size, max_samples=max_samples)
-            options.update(eval_dataset=eval_dataset, initial_model=initial_model)
-            options.update(output_key=output_key, class_dim=class_dim)
-            options.update(data_parallel=data_parallel, dropout_seed=dropout_seed)
-            spec = _spec(model, dataset, measures, **options)
-        return await self._send(create_request(self.path, spec, idempotency_key))
-
-    async def get(self, id: str, *, study: str | None = None) -> Job:
-        """As Jobs.get: `study` names the study the prediction comes from."""
-        params = {"study": study} if study is not None else None
-        return await self._send(Request("GET", f"{self.path}/{id}", params=params))
 
     async def delete(self, id: str) -> None:
         """As Jobs.delete."""

@@ -1,5 +1,5 @@
 """`client.models`: upload a model (path, save_pretrained folder, bytes, file or live
-nn.Module) or register one by reference (a URI the workers read), read, delete."""
+nn.Module), read, delete."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from typing import Any
 
 from sharpness_client._convert import export_module, zip_pretrained_folder
 from sharpness_client._files import FileInput
-from sharpness_client._http import Request
-from sharpness_client.resources._base import AsyncUploads, Uploads
+from sharpness_client.resources._base import (
+    AsyncUploads,
+    Awaiting,
+    Out,
+    Shared,
+    Uploads,
+    upload_request,
+)
 from sharpness_client.types import ModelInfo
 
 
@@ -34,14 +40,6 @@ def _source(file: FileInput, filename: str | None) -> Iterator[tuple[FileInput, 
         os.unlink(tmp)
 
 
-def register_request(path: str, uri: str, fields: dict[str, Any]) -> Request:
-    """POST a model reference as JSON with the fields that are not None. The service makes one
-    model of one reference (the same reference again: the same id, 200), so a retry after a
-    lost answer registers nothing twice."""
-    body = {"uri": uri, **{k: v for k, v in fields.items() if v is not None}}
-    return Request("POST", path, json=body, repeatable=True)
-
-
 @contextmanager
 def _saved_pretrained(model: Any) -> Iterator[Path]:
     """A live transformers model written by its own save_pretrained (safetensors)."""
@@ -52,9 +50,19 @@ def _saved_pretrained(model: Any) -> Iterator[Path]:
         yield Path(tmp)
 
 
-class Models(Uploads[ModelInfo]):
+@contextmanager
+def _pretrained_source(model: Any) -> Iterator[tuple[FileInput, str | None]]:
+    """A live transformers model as the zip of its save_pretrained folder."""
+    with _saved_pretrained(model) as folder:
+        with _source(folder, f"{type(model).__name__}.zip") as source:
+            yield source
+
+
+class _ModelMethods(Shared[Out]):
+    """Models' and AsyncModels' uploads. What they write to temporary files lives until the
+    upload is sent (for AsyncModels, until it is awaited)."""
+
     path = "/v1/models"
-    record = ModelInfo
 
     def upload(
         self,
@@ -64,73 +72,31 @@ class Models(Uploads[ModelInfo]):
         architecture: str | None = None,
         config: dict[str, Any] | None = None,
         head: str | None = None,
-    ) -> ModelInfo:
+    ) -> Out:
         """Upload a .pt2 (torch.export), TorchScript or safetensors file (the last with an
         `architecture` from the built-in zoo and its `config`), or a Hugging Face model as the
         folder its save_pretrained wrote (`head` chooses the head when config.json's
         architectures do not name one). Idempotent by content."""
-        with _source(file, filename) as (source, name):
-            return self._upload(source, name, architecture=architecture, config=config, head=head)
-
-    def register(
-        self,
-        uri: str,
-        *,
-        architecture: str | None = None,
-        config: dict[str, Any] | None = None,
-        head: str | None = None,
-    ) -> ModelInfo:
-        """Register a model by reference instead of uploading it: `uri` is file:///... under
-        the service's data root (or http(s) where the service allows it) naming a model file,
-        a sharded checkpoint's model.safetensors.index.json, or a save_pretrained folder
-        (config.json with model.safetensors or its shards). The workers read it when a job
-        runs; jobs name it by the returned id as any upload."""
         fields = {"architecture": architecture, "config": config, "head": head}
-        return self._send(register_request(self.path, uri, fields))
+        return self._send_within(
+            _source(file, filename), lambda s: upload_request(self.path, *s, fields)
+        )
 
-    def from_module(self, module: Any, example_inputs: Any, *, filename: str = "model.pt2"):
+    def from_module(self, module: Any, example_inputs: Any, *, filename: str = "model.pt2") -> Out:
         """Export a live nn.Module (eval mode, dynamic batch; see export_module for token ids,
         several inputs and dict outputs) and upload it."""
         return self.upload(export_module(module, example_inputs), filename=filename)
 
-    def from_pretrained(self, model: Any, *, head: str | None = None) -> ModelInfo:
+    def from_pretrained(self, model: Any, *, head: str | None = None) -> Out:
         """Upload a live transformers model as its save_pretrained folder (no export step)."""
-        with _saved_pretrained(model) as folder:
-            return self.upload(folder, filename=f"{type(model).__name__}.zip", head=head)
+        return self._send_within(
+            _pretrained_source(model), lambda s: upload_request(self.path, *s, {"head": head})
+        )
 
 
-class AsyncModels(AsyncUploads[ModelInfo]):
-    path = "/v1/models"
+class Models(_ModelMethods[ModelInfo], Uploads[ModelInfo]):
     record = ModelInfo
 
-    async def upload(
-        self,
-        file: FileInput,
-        *,
-        filename: str | None = None,
-        architecture: str | None = None,
-        config: dict[str, Any] | None = None,
-        head: str | None = None,
-    ) -> ModelInfo:
-        with _source(file, filename) as (source, name):
-            return await self._upload(
-                source, name, architecture=architecture, config=config, head=head
-            )
 
-    async def register(
-        self,
-        uri: str,
-        *,
-        architecture: str | None = None,
-        config: dict[str, Any] | None = None,
-        head: str | None = None,
-    ) -> ModelInfo:
-        fields = {"architecture": architecture, "config": config, "head": head}
-        return await self._send(register_request(self.path, uri, fields))
-
-    async def from_module(self, module: Any, example_inputs: Any, *, filename: str = "model.pt2"):
-        return await self.upload(export_module(module, example_inputs), filename=filename)
-
-    async def from_pretrained(self, model: Any, *, head: str | None = None) -> ModelInfo:
-        with _saved_pretrained(model) as folder:
-            return await self.upload(folder, filename=f"{type(model).__name__}.zip", head=head)
+class AsyncModels(_ModelMethods[Awaiting[ModelInfo]], AsyncUploads[ModelInfo]):
+    record = ModelInfo

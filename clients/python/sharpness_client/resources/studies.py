@@ -18,11 +18,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
+from sharpness_client._http import Request
 from sharpness_client._paging import AsyncPageList, PageList, list_request
 from sharpness_client._png import png_request, save
 from sharpness_client._spec import given
-from sharpness_client.resources._base import create_request
+from sharpness_client.resources._base import (
+    AsyncResource,
+    Awaiting,
+    Out,
+    Resource,
+    Shared,
+    create_request,
+)
 from sharpness_client.types import Job, Study, StudyCreate, StudyJob, StudyPage, StudySummary
 
 StudyJobLike = StudyJob | Mapping[str, Any] | Job | str
@@ -56,9 +63,10 @@ def _plot_path(id: str, measure: str, baseline: str | None) -> str:
     return f"/v1/studies/{id}/plot.png?{urlencode(query)}"
 
 
-class Studies:
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
+class _StudyMethods(Shared[Out]):
+    """Studies' and AsyncStudies' create and get."""
+
+    path = "/v1/studies"
 
     def create(
         self,
@@ -68,17 +76,20 @@ class Studies:
         target: str | None = None,
         level: float | None = None,
         idempotency_key: str | None = None,
-    ) -> Study:
+    ) -> Out:
         """Group jobs into a study (201). `jobs`: StudyJob, {"job", "hyperparameters",
         "test_accuracy", "test_loss", "group"} mappings, Job objects or ids (members sharing a
         `group`, e.g. seeds of one configuration, are held out together). `target`:
         accuracy_gap (default) or loss_gap; `level`: interval coverage (default 0.9)."""
-        resp = self._http.send(_create(name, jobs, target, level, idempotency_key))
-        return Study.model_validate(resp.json())
+        return self._send(_create(name, jobs, target, level, idempotency_key))
 
-    def get(self, id: str) -> Study:
+    def get(self, id: str) -> Out:
         """Members' states and, once 4 have gaps, the analysis and its verdict."""
-        return Study.model_validate(self._http.send(Request("GET", f"/v1/studies/{id}")).json())
+        return self._send(Request("GET", f"{self.path}/{id}"))
+
+
+class Studies(_StudyMethods[Study], Resource[Study]):
+    record = Study
 
     def list(
         self, *, limit: int | None = None, cursor: str | None = None
@@ -108,25 +119,8 @@ class Studies:
         return save(self._http.send(png_request(_plot_path(id, measure, baseline))).content, path)
 
 
-class AsyncStudies:
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
-
-    async def create(
-        self,
-        *,
-        name: str,
-        jobs: Iterable[StudyJobLike],
-        target: str | None = None,
-        level: float | None = None,
-        idempotency_key: str | None = None,
-    ) -> Study:
-        resp = await self._http.send(_create(name, jobs, target, level, idempotency_key))
-        return Study.model_validate(resp.json())
-
-    async def get(self, id: str) -> Study:
-        resp = await self._http.send(Request("GET", f"/v1/studies/{id}"))
-        return Study.model_validate(resp.json())
+class AsyncStudies(_StudyMethods[Awaiting[Study]], AsyncResource[Study]):
+    record = Study
 
     async def list(
         self, *, limit: int | None = None, cursor: str | None = None

@@ -30,7 +30,13 @@ from sharpness_client._spec import (
     OptimizerLike,
     build_trajectory_spec,
 )
-from sharpness_client.resources._base import create_request, upload_request
+from sharpness_client.resources._base import (
+    Awaiting,
+    Out,
+    Shared,
+    create_request,
+    upload_request,
+)
 from sharpness_client.resources._runs import AsyncRuns, Runs
 from sharpness_client.types import OptimizerStateInfo, Trajectory, TrajectorySpec
 
@@ -65,9 +71,10 @@ def _spec(checkpoints: Any, dataset: Any, **options: Any) -> TrajectorySpec:
     return build_trajectory_spec(checkpoints, dataset, **options)
 
 
-class Trajectories(Runs[Trajectory]):
+class _TrajectoryMethods(Shared[Out]):
+    """Trajectories' and AsyncTrajectories' create."""
+
     path = "/v1/trajectories"
-    record = Trajectory
 
     def create(
         self,
@@ -86,7 +93,7 @@ class Trajectories(Runs[Trajectory]):
         labels: Mapping[str, str] | None = None,
         spec: TrajectorySpec | None = None,
         idempotency_key: str | None = None,
-    ) -> Trajectory:
+    ) -> Out:
         """Submit checkpoints in training order (202: queued). Each checkpoint is
         `(model, learning_rate)`, `(model, learning_rate, step)`, a mapping or a
         TrajectoryCheckpoint; `dataset` as for jobs.create. `optimizer`: "gd" (the server's
@@ -99,6 +106,10 @@ class Trajectories(Runs[Trajectory]):
             options.update(batch_size=batch_size, max_samples=max_samples)
             spec = _spec(checkpoints, dataset, **options)
         return self._send(create_request(self.path, spec, idempotency_key))
+
+
+class Trajectories(_TrajectoryMethods[Trajectory], Runs[Trajectory]):
+    record = Trajectory
 
     def upload_optimizer_state(
         self,
@@ -125,34 +136,8 @@ class Trajectories(Runs[Trajectory]):
         return save(self._http.send(png_request(f"/v1/trajectories/{id}/plot.png")).content, path)
 
 
-class AsyncTrajectories(AsyncRuns[Trajectory]):
-    path = "/v1/trajectories"
+class AsyncTrajectories(_TrajectoryMethods[Awaiting[Trajectory]], AsyncRuns[Trajectory]):
     record = Trajectory
-
-    async def create(
-        self,
-        *,
-        checkpoints: Iterable[CheckpointLike] | None = None,
-        dataset: DatasetLike | None = None,
-        optimizer: OptimizerLike | None = None,
-        k: int | None = None,
-        tol: float | None = None,
-        max_iter: int | None = None,
-        batch_size: int | None = None,
-        max_samples: int | None = None,
-        loss: str | None = None,
-        mode: str | None = None,
-        device: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        spec: TrajectorySpec | None = None,
-        idempotency_key: str | None = None,
-    ) -> Trajectory:
-        if spec is None:
-            options = dict(k=k, tol=tol, max_iter=max_iter, optimizer=optimizer, labels=labels)
-            options.update(loss=loss, mode=mode, device=device)
-            options.update(batch_size=batch_size, max_samples=max_samples)
-            spec = _spec(checkpoints, dataset, **options)
-        return await self._send(create_request(self.path, spec, idempotency_key))
 
     async def upload_optimizer_state(
         self,
