@@ -1,5 +1,5 @@
 """`client.models`: upload a model (path, save_pretrained folder, bytes, file or live
-nn.Module), read, delete."""
+nn.Module) or register one by reference (a URI the workers read), read, delete."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from sharpness_client._convert import export_module, zip_pretrained_folder
 from sharpness_client._files import FileInput
+from sharpness_client._http import Request
 from sharpness_client.resources._base import (
     AsyncUploads,
     Awaiting,
@@ -38,6 +39,14 @@ def _source(file: FileInput, filename: str | None) -> Iterator[tuple[FileInput, 
         yield tmp, filename or f"{folder.resolve().name}.zip"
     finally:
         os.unlink(tmp)
+
+
+def register_request(path: str, uri: str, fields: dict[str, Any]) -> Request:
+    """POST a model reference as JSON with the fields that are not None. The service makes one
+    model of one reference (the same reference again: the same id, 200), so a retry after a
+    lost answer registers nothing twice."""
+    body = {"uri": uri, **{k: v for k, v in fields.items() if v is not None}}
+    return Request("POST", path, json=body, repeatable=True)
 
 
 @contextmanager
@@ -81,6 +90,22 @@ class _ModelMethods(Shared[Out]):
         return self._send_within(
             _source(file, filename), lambda s: upload_request(self.path, *s, fields)
         )
+
+    def register(
+        self,
+        uri: str,
+        *,
+        architecture: str | None = None,
+        config: dict[str, Any] | None = None,
+        head: str | None = None,
+    ) -> Out:
+        """Register a model by reference instead of uploading it: `uri` is file:///... under
+        the service's data root (or http(s) where the service allows it) naming a model file,
+        a sharded checkpoint's model.safetensors.index.json, or a save_pretrained folder
+        (config.json with model.safetensors or its shards). The workers read it when a job
+        runs; jobs name it by the returned id as any upload."""
+        fields = {"architecture": architecture, "config": config, "head": head}
+        return self._send(register_request(self.path, uri, fields))
 
     def from_module(self, module: Any, example_inputs: Any, *, filename: str = "model.pt2") -> Out:
         """Export a live nn.Module (eval mode, dynamic batch; see export_module for token ids,
