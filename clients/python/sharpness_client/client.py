@@ -10,7 +10,7 @@ everything else. Both clients are context managers that close their connection p
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import httpx
 
@@ -19,6 +19,7 @@ from sharpness_client._inputs import Plan, measure_plans, names_for
 from sharpness_client._progress import Progress
 from sharpness_client._spec import MeasureLike, dataset_ref
 from sharpness_client.errors import JobCancelledError
+from sharpness_client.resources._base import Awaiting, Out
 from sharpness_client.resources.datasets import AsyncDatasets, Datasets
 from sharpness_client.resources.jobs import AsyncJobs, Jobs
 from sharpness_client.resources.models import AsyncModels, Models
@@ -36,33 +37,33 @@ def _finished(job: Job) -> Job:
     return job
 
 
-class Client:
-    """Synchronous client. `base_url` defaults to SHARPNESS_URL (else http://127.0.0.1:8000),
-    `api_key` to SHARPNESS_API_KEY; `timeout` is per HTTP request, `max_retries` per call."""
+def _outputs(spec: dict[str, Any], output_key: str | None, class_dim: int | None) -> None:
+    if output_key is not None:
+        spec["output_key"] = output_key
+    if class_dim is not None:
+        spec["class_dim"] = class_dim
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        self._http = SyncHTTP(base_url, api_key, timeout, max_retries, http_client=http_client)
-        self.base_url = self._http.base_url
-        self.models = Models(self._http)
-        self.datasets = Datasets(self._http)
-        self.jobs = Jobs(self._http)
-        self.studies = Studies(self._http)
-        self.queue = Queue(self._http)
-        self.measures = Measures(self._http)
-        self.trajectories = Trajectories(self._http)
 
-    def _upload(self, plan: Plan) -> ModelInfo | DatasetInfo:
-        if plan.model:
-            return self.models.upload(plan.upload, filename=plan.filename)
-        return self.datasets.upload(plan.upload, filename=plan.filename)
+#: `measure`'s inputs_key and targets_key, which name a dataset's arrays
+Names = tuple[Any, str | None]
+
+
+def _reference(plan: Plan, got: Any, names: dict[str, Any]) -> Any:
+    """What a job's spec names for a measured input: the model (its id or its upload), or a
+    dataset reference carrying the array names."""
+    return got if plan.model else dataset_ref(got, **names)
+
+
+class _ClientMethods(Generic[Out]):
+    """`measure`, written once for `Client` and `AsyncClient`: it checks and prepares the
+    inputs, then hands them to the client's `_measure`, which uploads, submits and waits (the
+    answer itself from `Client`, a coroutine of it from `AsyncClient`)."""
+
+    if TYPE_CHECKING:  # each client's own
+
+        def _measure(
+            self, plans: dict[str, Plan], names: Names, wait: dict[str, Any], spec: dict[str, Any]
+        ) -> Out: ...
 
     def measure(
         self,
@@ -83,7 +84,7 @@ class Client:
         progress: bool | Progress = False,
         raise_on_not_converged: bool = False,
         **spec: Any,
-    ) -> Job:
+    ) -> Out:
         """Upload what needs uploading, submit, wait, and return the finished job.
 
         `model`: a path/bytes/file, an nn.Module (exported; `example_inputs` default to two
@@ -107,22 +108,48 @@ class Client:
         the dtype's rounding ("float32 rounding") converged and warn nothing."""
         plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
         _outputs(spec, output_key, class_dim)
+        spec.update(measures=measures, params=params)
+        wait = dict(timeout=timeout, poll_interval=poll_interval, progress=progress)
+        wait.update(raise_on_not_converged=raise_on_not_converged)
+        return self._measure(plans, (inputs_key, targets_key), wait, spec)
+
+
+class Client(_ClientMethods[Job]):
+    """Synchronous client. `base_url` defaults to SHARPNESS_URL (else http://127.0.0.1:8000),
+    `api_key` to SHARPNESS_API_KEY; `timeout` is per HTTP request, `max_retries` per call."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._http = SyncHTTP(base_url, api_key, timeout, max_retries, http_client=http_client)
+        self.base_url = self._http.base_url
+        self.models = Models(self._http)
+        self.datasets = Datasets(self._http)
+        self.jobs = Jobs(self._http)
+        self.studies = Studies(self._http)
+        self.queue = Queue(self._http)
+        self.measures = Measures(self._http)
+        self.trajectories = Trajectories(self._http)
+
+    def _upload(self, plan: Plan, names: dict[str, Any]) -> ModelInfo | DatasetInfo:
+        if plan.model:
+            return self.models.upload(plan.upload, filename=plan.filename)
+        return self.datasets.upload(plan.upload, filename=plan.filename, **names)
+
+    def _measure(
+        self, plans: dict[str, Plan], names: Names, wait: dict[str, Any], spec: dict[str, Any]
+    ) -> Job:
         for field, plan in plans.items():
-            if plan.model:
-                spec[field] = plan.ref or self._upload(plan)
-                continue
-            names = names_for(plan, inputs_key, targets_key)
-            got = plan.ref or self.datasets.upload(plan.upload, filename=plan.filename, **names)
-            spec[field] = dataset_ref(got, **names)
-        job = self.jobs.create(measures=measures, params=params, **spec)
-        done = self.jobs.wait(
-            job.id,
-            timeout=timeout,
-            poll_interval=poll_interval,
-            progress=progress,
-            raise_on_not_converged=raise_on_not_converged,
-        )
-        return _finished(done)
+            keys = {} if plan.model else names_for(plan, *names)
+            spec[field] = _reference(plan, plan.ref or self._upload(plan, keys), keys)
+        job = self.jobs.create(**spec)
+        return _finished(self.jobs.wait(job.id, **wait))
 
     def close(self) -> None:
         self._http.close()
@@ -134,14 +161,7 @@ class Client:
         self.close()
 
 
-def _outputs(spec: dict[str, Any], output_key: str | None, class_dim: int | None) -> None:
-    if output_key is not None:
-        spec["output_key"] = output_key
-    if class_dim is not None:
-        spec["class_dim"] = class_dim
-
-
-class AsyncClient:
+class AsyncClient(_ClientMethods[Awaiting[Job]]):
     """The asyncio twin of `Client`, with the same resources and arguments."""
 
     def __init__(
@@ -163,51 +183,19 @@ class AsyncClient:
         self.measures = AsyncMeasures(self._http)
         self.trajectories = AsyncTrajectories(self._http)
 
-    async def _upload(self, plan: Plan) -> ModelInfo | DatasetInfo:
+    async def _upload(self, plan: Plan, names: dict[str, Any]) -> ModelInfo | DatasetInfo:
         if plan.model:
             return await self.models.upload(plan.upload, filename=plan.filename)
-        return await self.datasets.upload(plan.upload, filename=plan.filename)
+        return await self.datasets.upload(plan.upload, filename=plan.filename, **names)
 
-    async def measure(
-        self,
-        model: Any,
-        data: Any,
-        measures: Iterable[MeasureLike],
-        *,
-        params: Mapping[str, Mapping[str, Any]] | None = None,
-        eval_data: Any = None,
-        initial_model: Any = None,
-        example_inputs: Any = None,
-        inputs_key: str | list[str] | dict[str, str] | None = None,
-        targets_key: str | None = None,
-        output_key: str | None = None,
-        class_dim: int | None = None,
-        timeout: float | None = None,
-        poll_interval: float = 1.0,
-        progress: bool | Progress = False,
-        raise_on_not_converged: bool = False,
-        **spec: Any,
+    async def _measure(
+        self, plans: dict[str, Plan], names: Names, wait: dict[str, Any], spec: dict[str, Any]
     ) -> Job:
-        plans = measure_plans(model, data, eval_data, initial_model, example_inputs)
-        _outputs(spec, output_key, class_dim)
         for field, plan in plans.items():
-            if plan.model:
-                spec[field] = plan.ref or await self._upload(plan)
-                continue
-            names = names_for(plan, inputs_key, targets_key)
-            got = plan.ref or await self.datasets.upload(
-                plan.upload, filename=plan.filename, **names
-            )
-            spec[field] = dataset_ref(got, **names)
-        job = await self.jobs.create(measures=measures, params=params, **spec)
-        done = await self.jobs.wait(
-            job.id,
-            timeout=timeout,
-            poll_interval=poll_interval,
-            progress=progress,
-            raise_on_not_converged=raise_on_not_converged,
-        )
-        return _finished(done)
+            keys = {} if plan.model else names_for(plan, *names)
+            spec[field] = _reference(plan, plan.ref or await self._upload(plan, keys), keys)
+        job = await self.jobs.create(**spec)
+        return _finished(await self.jobs.wait(job.id, **wait))
 
     async def close(self) -> None:
         await self._http.close()
