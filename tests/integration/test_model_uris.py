@@ -12,6 +12,7 @@ import http.server
 import json
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -26,9 +27,10 @@ from sharpness_client import Client
 from tasks.store.local_redis import PrivateRedis
 from tests import hf_checkpoints as hf
 from tests import model_refs
-from tests.integration.conftest import ROOT, Stack, start_stack
+from tests.integration.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.integration
+SCRIPT = shutil.which("sharpness", path=str(Path(sys.executable).parent)) or "sharpness"
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +120,7 @@ def test_a_changed_folder_fails_the_job_naming_the_model(stack: Stack, data_root
 
 def test_the_cli_registers_and_the_gateway_refuses_loopback(stack: Stack, data_root: Path):
     out = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "sharpness"), "models", "register"]
+        [SCRIPT, "models", "register"]
         + [(data_root / "gpt2").as_uri(), "--url", stack.url, "--json"],
         capture_output=True,
         text=True,
