@@ -10,6 +10,7 @@ once for both clients.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -19,14 +20,17 @@ from pydantic import BaseModel
 from sharpness_client._files import FileInput, FileSource
 from sharpness_client._http import AsyncHTTP, Request, SyncHTTP
 from sharpness_client._paging import AsyncPageList, PageList, list_request
+from sharpness_client._png import png_request, save
 from sharpness_client.types import Page
 
 R = TypeVar("R", bound=BaseModel)
 Out = TypeVar("Out")
+Png = TypeVar("Png")
 T = TypeVar("T")
 
-#: What an `AsyncResource`'s request answers: a coroutine of the record.
-Awaiting = Coroutine[Any, Any, R]
+#: What an `AsyncResource`'s request answers: a coroutine of the record (or of the bytes).
+Awaiting = Coroutine[Any, Any, T]
+PathLike = str | os.PathLike[str] | None
 
 
 def upload_request(
@@ -70,6 +74,15 @@ class Shared(Generic[Out]):
         ) -> Out: ...
 
 
+class SharedPng(Shared[Out], Generic[Out, Png]):
+    """`Shared` for a resource that also draws: `_png` answers the picture's bytes from a
+    `Resource` (`Png` is bytes), a coroutine of them from an `AsyncResource`."""
+
+    if TYPE_CHECKING:
+
+        def _png(self, path: str, to: PathLike) -> Png: ...
+
+
 class Resource(Generic[R]):
     path: ClassVar[str]
     record: type[R]
@@ -89,6 +102,10 @@ class Resource(Generic[R]):
 
     def get(self, id: str) -> R:
         return self._send(Request("GET", f"{self.path}/{id}"))
+
+    def _png(self, path: str, to: PathLike) -> bytes:
+        """The PNG at `path`, written to `to` when given."""
+        return save(self._http.send(png_request(path)).content, to)
 
 
 class AsyncResource(Generic[R]):
@@ -110,6 +127,9 @@ class AsyncResource(Generic[R]):
 
     async def get(self, id: str) -> R:
         return await self._send(Request("GET", f"{self.path}/{id}"))
+
+    async def _png(self, path: str, to: PathLike) -> bytes:
+        return save((await self._http.send(png_request(path))).content, to)
 
 
 def delete_request(path: str, id: str, force: bool) -> Request:

@@ -8,9 +8,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sharpness_client._http import Request
-from sharpness_client._png import png_request, save
 from sharpness_client._spec import DatasetLike, MeasureLike, build_spec
-from sharpness_client.resources._base import Awaiting, Out, Shared, create_request
+from sharpness_client.resources._base import Awaiting, Out, Png, SharedPng, create_request
 from sharpness_client.resources._runs import AsyncRuns, Runs
 from sharpness_client.types import Comparison, Job, JobSpec, ModelInfo
 
@@ -30,8 +29,8 @@ def _spec(model: Any, dataset: Any, measures: Any, **options: Any) -> JobSpec:
     return build_spec(model, dataset, measures, **options)
 
 
-class _JobMethods(Shared[Out]):
-    """Jobs' and AsyncJobs' create and get."""
+class _JobMethods(SharedPng[Out, Png]):
+    """Jobs' and AsyncJobs' create, get and plot."""
 
     path = "/v1/jobs"
 
@@ -85,22 +84,22 @@ class _JobMethods(Shared[Out]):
         params = {"study": study} if study is not None else None
         return self._send(Request("GET", f"{self.path}/{id}", params=params))
 
+    def plot(
+        self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
+    ) -> Png:
+        """A picture of a finished job's result as PNG bytes, written to `path` if given.
+        `name`: "spectral_density". NotFoundError when the job has no such result,
+        ConflictError while it is still queued or running."""
+        return self._png(f"{self.path}/{id}/plots/{name}.png", path)
 
-class Jobs(_JobMethods[Job], Runs[Job]):
+
+class Jobs(_JobMethods[Job, bytes], Runs[Job]):
     record = Job
 
     def delete(self, id: str) -> None:
         """Delete a finished job's record. A queued or running one is kept: ConflictError
         (kind "not-finished"); cancel it first."""
         self._http.send(Request("DELETE", f"{self.path}/{id}"))
-
-    def plot(
-        self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
-    ) -> bytes:
-        """A picture of a finished job's result as PNG bytes, written to `path` if given.
-        `name`: "spectral_density". NotFoundError when the job has no such result,
-        ConflictError while it is still queued or running."""
-        return save(self._http.send(png_request(f"/v1/jobs/{id}/plots/{name}.png")).content, path)
 
     def compare(self, job: str | Job, *, baseline: str | Job) -> Comparison:
         """`job` measured against `baseline` (both succeeded): per measure both have as a
@@ -112,18 +111,12 @@ class Jobs(_JobMethods[Job], Runs[Job]):
         return Comparison.model_validate(self._http.send(compare_request(job, baseline)).json())
 
 
-class AsyncJobs(_JobMethods[Awaiting[Job]], AsyncRuns[Job]):
+class AsyncJobs(_JobMethods[Awaiting[Job], Awaiting[bytes]], AsyncRuns[Job]):
     record = Job
 
     async def delete(self, id: str) -> None:
         """As Jobs.delete."""
         await self._http.send(Request("DELETE", f"{self.path}/{id}"))
-
-    async def plot(
-        self, id: str, name: str = "spectral_density", path: str | os.PathLike[str] | None = None
-    ) -> bytes:
-        resp = await self._http.send(png_request(f"/v1/jobs/{id}/plots/{name}.png"))
-        return save(resp.content, path)
 
     async def compare(self, job: str | Job, *, baseline: str | Job) -> Comparison:
         """As Jobs.compare."""

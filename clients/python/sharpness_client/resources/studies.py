@@ -20,14 +20,14 @@ from urllib.parse import urlencode
 
 from sharpness_client._http import Request
 from sharpness_client._paging import AsyncPageList, PageList, list_request
-from sharpness_client._png import png_request, save
 from sharpness_client._spec import given
 from sharpness_client.resources._base import (
     AsyncResource,
     Awaiting,
     Out,
+    Png,
     Resource,
-    Shared,
+    SharedPng,
     create_request,
 )
 from sharpness_client.types import Job, Study, StudyCreate, StudyJob, StudyPage, StudySummary
@@ -63,8 +63,8 @@ def _plot_path(id: str, measure: str, baseline: str | None) -> str:
     return f"/v1/studies/{id}/plot.png?{urlencode(query)}"
 
 
-class _StudyMethods(Shared[Out]):
-    """Studies' and AsyncStudies' create and get."""
+class _StudyMethods(SharedPng[Out, Png]):
+    """Studies' and AsyncStudies' create, get and plot."""
 
     path = "/v1/studies"
 
@@ -87,8 +87,19 @@ class _StudyMethods(Shared[Out]):
         """Members' states and, once 4 have gaps, the analysis and its verdict."""
         return self._send(Request("GET", f"{self.path}/{id}"))
 
+    def plot(
+        self,
+        id: str,
+        measure: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        baseline: str | None = None,
+    ) -> Png:
+        """PNG of `measure` against the observed gaps (saved to `path` if given)."""
+        return self._png(_plot_path(id, measure, baseline), path)
 
-class Studies(_StudyMethods[Study], Resource[Study]):
+
+class Studies(_StudyMethods[Study, bytes], Resource[Study]):
     record = Study
 
     def list(
@@ -107,19 +118,8 @@ class Studies(_StudyMethods[Study], Resource[Study]):
         """Delete the study (its jobs stay)."""
         self._http.send(Request("DELETE", f"/v1/studies/{id}"))
 
-    def plot(
-        self,
-        id: str,
-        measure: str,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        baseline: str | None = None,
-    ) -> bytes:
-        """PNG of `measure` against the observed gaps (saved to `path` if given)."""
-        return save(self._http.send(png_request(_plot_path(id, measure, baseline))).content, path)
 
-
-class AsyncStudies(_StudyMethods[Awaiting[Study]], AsyncResource[Study]):
+class AsyncStudies(_StudyMethods[Awaiting[Study], Awaiting[bytes]], AsyncResource[Study]):
     record = Study
 
     async def list(
@@ -134,14 +134,3 @@ class AsyncStudies(_StudyMethods[Awaiting[Study]], AsyncResource[Study]):
 
     async def delete(self, id: str) -> None:
         await self._http.send(Request("DELETE", f"/v1/studies/{id}"))
-
-    async def plot(
-        self,
-        id: str,
-        measure: str,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        baseline: str | None = None,
-    ) -> bytes:
-        resp = await self._http.send(png_request(_plot_path(id, measure, baseline)))
-        return save(resp.content, path)

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sharpness_client._files import FileInput
 from sharpness_client._http import Request
 from sharpness_client._optimizer_state import optimizer_state_bytes, optimizer_state_from_torch
-from sharpness_client._png import png_request, save
 from sharpness_client._spec import (
     CheckpointLike,
     DatasetLike,
@@ -33,7 +32,8 @@ from sharpness_client._spec import (
 from sharpness_client.resources._base import (
     Awaiting,
     Out,
-    Shared,
+    Png,
+    SharedPng,
     create_request,
     upload_request,
 )
@@ -71,10 +71,18 @@ def _spec(checkpoints: Any, dataset: Any, **options: Any) -> TrajectorySpec:
     return build_trajectory_spec(checkpoints, dataset, **options)
 
 
-class _TrajectoryMethods(Shared[Out]):
-    """Trajectories' and AsyncTrajectories' create."""
+State = TypeVar("State")
+
+
+class _TrajectoryMethods(SharedPng[Out, Png], Generic[Out, Png, State]):
+    """Trajectories' and AsyncTrajectories' create, plot and optimizer states (`_state`: the
+    state's record, or a coroutine of it)."""
 
     path = "/v1/trajectories"
+
+    if TYPE_CHECKING:  # each client's own
+
+        def _state(self, req: Request) -> State: ...
 
     def create(
         self,
@@ -107,10 +115,6 @@ class _TrajectoryMethods(Shared[Out]):
             spec = _spec(checkpoints, dataset, **options)
         return self._send(create_request(self.path, spec, idempotency_key))
 
-
-class Trajectories(_TrajectoryMethods[Trajectory], Runs[Trajectory]):
-    record = Trajectory
-
     def upload_optimizer_state(
         self,
         file: FileInput | None = None,
@@ -120,42 +124,32 @@ class Trajectories(_TrajectoryMethods[Trajectory], Runs[Trajectory]):
         exp_avg_sq: Mapping[str, Any] | None = None,
         step: int | None = None,
         filename: str | None = None,
-    ) -> OptimizerStateInfo:
+    ) -> State:
         """Upload Adam's state at one checkpoint: a .safetensors (`step`,
         `exp_avg_sq.<name>`), or built from a torch Adam/AdamW `optimizer` and its `model`,
         or from `exp_avg_sq` by parameter name and `step` (numpy needed). Idempotent."""
-        req = _state_request(file, optimizer, model, exp_avg_sq, step, filename)
-        return OptimizerStateInfo.model_validate(self._http.send(req).json())
+        return self._state(_state_request(file, optimizer, model, exp_avg_sq, step, filename))
 
-    def get_optimizer_state(self, id: str) -> OptimizerStateInfo:
-        resp = self._http.send(Request("GET", f"{STATES}/{id}"))
-        return OptimizerStateInfo.model_validate(resp.json())
+    def get_optimizer_state(self, id: str) -> State:
+        return self._state(Request("GET", f"{STATES}/{id}"))
 
-    def plot(self, id: str, path: str | os.PathLike[str] | None = None) -> bytes:
+    def plot(self, id: str, path: str | os.PathLike[str] | None = None) -> Png:
         """The trajectory's PNG (λmax·η/2 and the overlaps), written to `path` if given."""
-        return save(self._http.send(png_request(f"/v1/trajectories/{id}/plot.png")).content, path)
+        return self._png(f"{self.path}/{id}/plot.png", path)
 
 
-class AsyncTrajectories(_TrajectoryMethods[Awaiting[Trajectory]], AsyncRuns[Trajectory]):
+class Trajectories(_TrajectoryMethods[Trajectory, bytes, OptimizerStateInfo], Runs[Trajectory]):
     record = Trajectory
 
-    async def upload_optimizer_state(
-        self,
-        file: FileInput | None = None,
-        *,
-        optimizer: Any = None,
-        model: Any = None,
-        exp_avg_sq: Mapping[str, Any] | None = None,
-        step: int | None = None,
-        filename: str | None = None,
-    ) -> OptimizerStateInfo:
-        req = _state_request(file, optimizer, model, exp_avg_sq, step, filename)
+    def _state(self, req: Request) -> OptimizerStateInfo:
+        return OptimizerStateInfo.model_validate(self._http.send(req).json())
+
+
+class AsyncTrajectories(
+    _TrajectoryMethods[Awaiting[Trajectory], Awaiting[bytes], Awaiting[OptimizerStateInfo]],
+    AsyncRuns[Trajectory],
+):
+    record = Trajectory
+
+    async def _state(self, req: Request) -> OptimizerStateInfo:
         return OptimizerStateInfo.model_validate((await self._http.send(req)).json())
-
-    async def get_optimizer_state(self, id: str) -> OptimizerStateInfo:
-        resp = await self._http.send(Request("GET", f"{STATES}/{id}"))
-        return OptimizerStateInfo.model_validate(resp.json())
-
-    async def plot(self, id: str, path: str | os.PathLike[str] | None = None) -> bytes:
-        resp = await self._http.send(png_request(f"/v1/trajectories/{id}/plot.png"))
-        return save(resp.content, path)
