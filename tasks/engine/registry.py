@@ -3,12 +3,12 @@
 A measure is declared in the contract (tasks/contract/measures/: its name, summary, `Params`
 and capabilities, listed in `catalogue.MEASURES`), so the gateway validates and lists measures
 without the engine. Its computation is `run(ctx, params) -> dict` in
-tasks/engine/measures/<name>.py, listed in `IMPLEMENTATIONS` below; this module joins the two
-for the runner, the worker and notebooks (it imports torch).
+tasks/engine/measures/<name>.py, the module named as the measure; this module joins the two
+for the runner, the worker and notebooks (it imports torch). The catalogue is the one list of
+measures: nothing here lists them again.
 
-Adding a measure: declare it in tasks/contract/measures/ (see catalogue.py), write its `run` in
-tasks/engine/measures/<name>.py and add it to `IMPLEMENTATIONS`. It then appears in the job
-spec, the API docs and the SDK.
+Adding a measure: declare it in tasks/contract/measures/ (see catalogue.py) and write its `run`
+in tasks/engine/measures/<name>.py. It then appears in the job spec, the API docs and the SDK.
 """
 
 from __future__ import annotations
@@ -16,45 +16,36 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from importlib import import_module
 from typing import Any
 
 from tasks.contract.measures import catalogue
 from tasks.contract.measures.base import MeasureParams
+from tasks.engine import measures as implementations
 from tasks.engine.context import MeasureContext
-from tasks.engine.measures import (
-    adaptive_sharpness,
-    frobenius,
-    lambda_max,
-    output_margin,
-    pacbayes_bound,
-    pacbayes_flatness,
-    pacbayes_mag_flatness,
-    pacbayes_orig,
-    preconditioned_lambda_max,
-    spectral_density,
-    top_eigenvalues,
-    trace,
-    weight_norms,
-)
 
 #: A measure's computation; its parameters are the measure's own `Params` model.
 Run = Callable[[MeasureContext, Any], dict[str, Any]]
 
-IMPLEMENTATIONS: dict[str, Run] = {
-    "lambda_max": lambda_max.run,
-    "top_eigenvalues": top_eigenvalues.run,
-    "trace": trace.run,
-    "frobenius": frobenius.run,
-    "spectral_density": spectral_density.run,
-    "adaptive_sharpness": adaptive_sharpness.run,
-    "weight_norms": weight_norms.run,
-    "output_margin": output_margin.run,
-    "pacbayes_flatness": pacbayes_flatness.run,
-    "pacbayes_mag_flatness": pacbayes_mag_flatness.run,
-    "pacbayes_bound": pacbayes_bound.run,
-    "pacbayes_orig": pacbayes_orig.run,
-    "preconditioned_lambda_max": preconditioned_lambda_max.run,
-}
+
+def _implementation(name: str) -> Run:
+    """`run` of tasks/engine/measures/<name>.py, the computation of the declared measure."""
+    module_name = f"{implementations.__name__}.{name}"
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise LookupError(
+            f"measure {name!r} is declared (tasks/contract/measures/catalogue.py) without an "
+            f"implementation: write run(ctx, params) in tasks/engine/measures/{name}.py"
+        ) from None
+    run: Run = module.run
+    return run
+
+
+#: Each declared measure's computation, in the catalogue's order.
+IMPLEMENTATIONS: dict[str, Run] = {name: _implementation(name) for name in catalogue.measures()}
 
 
 @dataclass(frozen=True)
@@ -84,13 +75,6 @@ class Measure:
 @cache
 def measures() -> dict[str, Measure]:
     """Every declared measure with its computation, in the catalogue's order."""
-    missing = [m.name for m in catalogue.MEASURES if m.name not in IMPLEMENTATIONS]
-    undeclared = sorted(set(IMPLEMENTATIONS) - set(catalogue.measures()))
-    if missing or undeclared:
-        raise LookupError(
-            f"measures declared without an implementation: {missing}; implemented without a "
-            f"declaration: {undeclared}"
-        )
     return {m.name: Measure(m, IMPLEMENTATIONS[m.name]) for m in catalogue.MEASURES}
 
 

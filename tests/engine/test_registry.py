@@ -21,3 +21,8 @@ def test_every_declared_measure_has_one_implementation() -> None:
 def test_unknown_measure_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="known measures: adaptive_sharpness"):
         registry.get("lambda_min")
+
+
+def test_a_declared_measure_without_its_module_names_the_file_to_write() -> None:
+    with pytest.raises(LookupError, match="tasks/engine/measures/lambda_min.py"):
+        registry._implementation("lambda_min")

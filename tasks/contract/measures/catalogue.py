@@ -8,8 +8,8 @@ to the function that computes it (tasks/engine/registry.py). Torch-free.
 Adding a measure: declare it in a module of this package (its `NAME`, a docstring whose first
 line is the summary, and `Params`, a pydantic model deriving from `MeasureParams`) and add it
 to `MEASURES` below with its capabilities; then implement its `run(ctx, params)` in
-tasks/engine/measures/<name>.py and list it in tasks/engine/registry.py. It then appears in
-the job spec, the API docs and the SDK.
+tasks/engine/measures/<name>.py (the registry finds it by the measure's name). It then appears
+in the job spec, the API docs and the SDK. `MEASURES` is the one list of measures.
 """
 
 from __future__ import annotations
