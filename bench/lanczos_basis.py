@@ -24,18 +24,11 @@ CHILD = r"""
 import json, resource, sys, time, warnings
 import torch
 from tasks.engine.lanczos import lanczos
-
-class Diagonal:
-    def __init__(self, d):
-        self.d, self.dim, self.hvps = d, d.shape[0], 0
-        self.device, self.dtype = d.device, d.dtype
-    def matvec(self, v):
-        self.hvps += 1
-        return self.d * v
+from tasks.engine.linear_operator import DiagonalOperator
 
 dim, steps, budget, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(2)
-op = Diagonal(torch.linspace(0.0, 1.0, dim, dtype=torch.float64))
+op = DiagonalOperator(torch.linspace(0.0, 1.0, dim, dtype=torch.float64))
 op.matvec(torch.ones(dim, dtype=torch.float64))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 start = time.perf_counter()

@@ -2,7 +2,8 @@
 
 `HessianOperator` (tasks.engine.operator), `GGNOperator` (tasks.engine.ggn),
 `PreconditionedOperator` (tasks.engine.preconditioner), `AllReducedOperator`
-(tasks.engine.distributed) and `MatrixOperator` (here) all satisfy `LinearOperator`; Lanczos,
+(tasks.engine.distributed), `MatrixOperator` and `DiagonalOperator` (here) all satisfy
+`LinearOperator`; Lanczos,
 the trace estimators and SLQ are written against it alone. `as_operator` lets an estimator
 take a dense tensor too (wrapped in a `MatrixOperator`).
 
@@ -67,6 +68,30 @@ class MatrixOperator:
     def matmat(self, V: Tensor) -> Tensor:
         self.hvps += V.shape[1]
         return self.matrix @ V.double()
+
+
+class DiagonalOperator:
+    """A diagonal matrix behind the same interface: a spectrum known exactly, at any size, for
+    the memory of one vector (Lanczos and its memory measured at millions of parameters). Its
+    products are in the diagonal's dtype, or the vector's if wider."""
+
+    def __init__(self, diagonal: Tensor) -> None:
+        if diagonal.ndim != 1:
+            raise ValueError("expected the diagonal as a vector")
+        self.diagonal = diagonal
+        self.dim = int(diagonal.shape[0])
+        self.dtype = diagonal.dtype
+        self.device = diagonal.device
+        self.hvps = 0
+        self.seconds = 0.0  # products of a diagonal are not timed
+
+    def matvec(self, v: Tensor) -> Tensor:
+        self.hvps += 1
+        return self.diagonal * v
+
+    def matmat(self, V: Tensor) -> Tensor:
+        self.hvps += V.shape[1]
+        return self.diagonal[:, None] * V
 
 
 def as_operator(operator: LinearOperator | Tensor) -> LinearOperator:

@@ -9,7 +9,12 @@ import torch
 from tasks.engine.density import slq
 from tasks.engine.ggn import GGNOperator
 from tasks.engine.lanczos import lanczos
-from tasks.engine.linear_operator import LinearOperator, MatrixOperator, as_operator
+from tasks.engine.linear_operator import (
+    DiagonalOperator,
+    LinearOperator,
+    MatrixOperator,
+    as_operator,
+)
 from tasks.engine.operator import HessianOperator
 from tasks.engine.preconditioner import PreconditionedOperator
 from tasks.engine.problem import HessianProblem
@@ -79,3 +84,14 @@ def test_lanczos_and_slq_take_a_dense_hessian() -> None:
     )
     density = slq(H, runs=2, steps=H.shape[0], seed=1)
     assert density.hvps > 0
+
+
+def test_a_diagonal_operator_is_its_dense_matrix() -> None:
+    d = torch.tensor([3.0, -1.0, 0.5, 2.0], dtype=torch.float64)
+    diagonal, dense = DiagonalOperator(d), MatrixOperator(torch.diag(d))
+    assert isinstance(diagonal, LinearOperator) and diagonal.hvps == 0
+    V = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(diagonal.matvec(V[:, 0]), dense.matvec(V[:, 0]))
+    assert torch.equal(diagonal.matmat(V), dense.matmat(V))
+    assert diagonal.hvps == dense.hvps == 3
+    assert lanczos(diagonal, k=2).eigenvalues == pytest.approx([3.0, 2.0], rel=1e-10)

@@ -175,21 +175,14 @@ MEMORY_SCRIPT = r"""
 import json, resource, sys, time, warnings
 import torch
 from tasks.engine.lanczos import lanczos
+from tasks.engine.linear_operator import DiagonalOperator  # the size of a multi-million model
 torch.set_num_threads(2)
-
-class Diagonal:  # a cheap operator the size of a multi-million-parameter model
-    def __init__(self, d):
-        self.d, self.dim, self.hvps = d, d.shape[0], 0
-        self.device, self.dtype = d.device, d.dtype
-    def matvec(self, v):
-        self.hvps += 1
-        return self.d * v
 
 dim, budget = int(sys.argv[1]), int(sys.argv[2])
 g = torch.Generator().manual_seed(0)
 top = 2.0 + float(sys.argv[3]) * 0.9 ** torch.arange(20, dtype=torch.float64)  # top 20
 d = torch.cat([top, 2.0 * torch.rand(dim - 20, generator=g, dtype=torch.float64)])
-op = Diagonal(d)
+op = DiagonalOperator(d)
 op.matvec(torch.ones(dim, dtype=torch.float64))  # warm the allocator
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 start = time.perf_counter()
