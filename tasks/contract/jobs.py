@@ -93,6 +93,17 @@ class JobSpec(BaseModel):
         "/v1/trajectories/optimizer-states (safetensors: `exp_avg_sq.<parameter name>` and "
         "`step`): what preconditioned_lambda_max needs.",
     )
+    precision: Literal["auto", "model", "float32", "float64"] = Field(
+        default="auto",
+        description="The dtype the model is measured in: its floating parameters, buffers and "
+        "inputs are cast to it before any product. auto: float16 and bfloat16 models in "
+        "float32 (their own rounding, about 4e-3 relative for bfloat16, would stop every "
+        "estimate before it certifies anything), float32 and float64 models as they are; "
+        "model: the model's own dtype, whatever it is; float32; float64 (exact products for a "
+        "small model, at twice float32's memory). Every result says what was used in "
+        "diagnostics.precision (asked, model_dtype, products_dtype), and the rounding floor "
+        "of diagnostics.limited_by is the products' dtype's.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_parallel: int = Field(
         default=1,

@@ -66,8 +66,20 @@ def measure_job(run: Run) -> None:
             initial_params=initial,
             optimizer_state=optimizer_state,
         )
-        results[m.name] = res
+        results[m.name] = with_precision(res, model.precision)
         hooks.done(res.get("value"))
+
+
+def with_precision(result: dict[str, Any], precision: dict[str, str] | None) -> dict[str, Any]:
+    """`result` (and each of its per-layer results) saying in `diagnostics.precision` the
+    dtype the job asked for, the model's own and the one its products were computed in."""
+    if precision is None:
+        return result
+    result.setdefault("diagnostics", {})["precision"] = dict(precision)
+    for sub in (result.get("per_layer") or {}).values():
+        if isinstance(sub, dict):
+            sub.setdefault("diagnostics", {})["precision"] = dict(precision)
+    return result
 
 
 def execute(job_id: str, rt: WorkerRuntime) -> str:

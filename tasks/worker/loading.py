@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from tasks.artifacts.uris import open_uri
 from tasks.contract.spec import DatasetRef, Job
 from tasks.engine.initial import InitialParamsMismatch, check_initial_params
+from tasks.engine.precision import cast_floating, dtype_name, floating_dtype, products_dtype
 from tasks.engine.problem import HessianProblem
 from tasks.settings import Settings
 from tasks.store.blobs import BlobStore
@@ -59,11 +60,40 @@ def stored_model(rt: Stored, model_id: str) -> LoadedModel | None:
 
 
 def load_job_model(rt: Stored, job: Job) -> LoadedModel:
-    """The job's model, loaded safely."""
+    """The job's model, loaded safely in the dtype its file holds, then cast to the dtype of
+    the job's `precision` (`apply_precision`)."""
     model = stored_model(rt, job.spec.model)
     if model is None:
         raise LoadError("Model not found", f"model {job.spec.model} is not in the blob store")
+    return apply_precision(model, job.spec.precision)
+
+
+def apply_precision(model: LoadedModel, asked: str = "auto") -> LoadedModel:
+    """Cast the model's floating parameters and buffers to the products' dtype of `asked`
+    (tasks.engine.precision.products_dtype: "auto" takes float16 and bfloat16 models to
+    float32), and record what was done in `model.precision`. Everything read afterwards
+    follows: the datasets' floating inputs are read in `model.dtype`, and the HessianProblem
+    (its `dtype`, hence every rounding floor) is the cast module's."""
+    before = floating_dtype(model.module) or model.dtype
+    target = products_dtype(before, asked)
+    cast_floating(model.module, target)
+    model.precision = {
+        "asked": asked,
+        "model_dtype": dtype_name(before),
+        "products_dtype": dtype_name(target),
+    }
     return model
+
+
+def _cast_note(model: LoadedModel) -> str:
+    """What to say of a cast when the cast model then fails on its data ("" without one)."""
+    p = model.precision
+    if not p or p["model_dtype"] == p["products_dtype"]:
+        return ""
+    return (
+        f"; the model was cast from {p['model_dtype']} to {p['products_dtype']} (precision "
+        f"{p['asked']!r}): if it computes in its own dtype only, set precision 'model'"
+    )
 
 
 def read_dataset(rt: Stored, spec: Any, ref: DatasetRef, field: str, dtype: Any) -> tuple[Any, str]:
@@ -91,7 +121,13 @@ def check_fit(spec: Any, model: LoadedModel, batches: Any, name: str) -> None:
 def load_batches(rt: Stored, job: Job, model: LoadedModel, ref: DatasetRef, field: str) -> Any:
     """Read dataset `ref` in the model's dtype and check one forward pass fits the model."""
     batches, name = read_dataset(rt, job.spec, ref, field, model.dtype)
-    check_fit(job.spec, model, batches, name)
+    try:
+        check_fit(job.spec, model, batches, name)
+    except LoadError as e:
+        note = _cast_note(model)
+        if not note:
+            raise
+        raise type(e)(e.title, e.detail + note, e.status, e.kind) from e
     return batches
 
 
@@ -133,7 +169,11 @@ def load_initial_params(rt: Stored, job: Job, module: Any) -> dict[str, Any] | N
         raise LoadError(
             "Initial model not found", f"initial_model: model {model_id} is not in the blob store"
         )
-    initial = {n: p.detach() for n, p in loaded.module.named_parameters()}
+    dtype = floating_dtype(module)  # w₀ in the dtype the model is measured in
+    initial = {
+        n: p.detach().to(dtype) if dtype is not None and p.is_floating_point() else p.detach()
+        for n, p in loaded.module.named_parameters()
+    }
     try:
         check_initial_params(module, initial)
     except InitialParamsMismatch as e:

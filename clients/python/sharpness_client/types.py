@@ -89,6 +89,9 @@ class JobSpec(_Model):
     eval_dataset: DatasetRef | None = None  # held-out data: test metrics and gap in evaluation
     initial_model: str | None = None  # uploaded model at initialisation (w₀)
     optimizer_state: str | None = None  # uploaded Adam state, for preconditioned_lambda_max
+    # the dtype it is measured in: auto (float16/bfloat16 in float32, others as they are),
+    # model (its own), float32, float64; each result's diagnostics.precision says which
+    precision: Literal["auto", "model", "float32", "float64"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # processes that measure the job together, the data split between them (curvature
     # measures and weight_norms); the result's diagnostics.world_size says how many ran it

@@ -26,6 +26,9 @@ class LoadedModel:
     module: nn.Module
     format: ModelFormatName
     input_shape: str | None = None  # what the model expects, when the archive says it
+    #: what the job's `precision` made of it (tasks.worker.loading.apply_precision): asked,
+    #: model_dtype (the file's), products_dtype (what the module now computes in)
+    precision: dict[str, str] | None = None
 
     @property
     def dtype(self) -> torch.dtype:

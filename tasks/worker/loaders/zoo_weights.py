@@ -44,6 +44,7 @@ def load_zoo_weights(path: Path, name: str, meta: dict[str, Any]) -> LoadedModel
         state = _state_dict(path)
     except (SafetensorError, OSError) as e:
         raise LoadError("Unreadable weights", f"{name}: not a safetensors file ({e})") from e
+    _take_dtype(module, state)
     try:
         module.load_state_dict(zoo.align_keys(module, state), strict=True)
     except RuntimeError as e:
@@ -52,3 +53,13 @@ def load_zoo_weights(path: Path, name: str, meta: dict[str, Any]) -> LoadedModel
             f"{name}: weights do not match architecture {arch!r}: {e}",
         ) from e
     return LoadedModel(module, formats.SAFETENSORS)
+
+
+def _take_dtype(module: Any, state: dict[str, Any]) -> None:
+    """Build the architecture in the dtype its weights were saved in (bfloat16 weights make a
+    bfloat16 module; load_state_dict would otherwise upcast them silently into the float32
+    module zoo.build makes): the job's `precision` decides what they are measured in. Weights
+    of mixed floating dtypes are loaded into the module as built."""
+    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        module.to(dtypes.pop())
