@@ -3,16 +3,14 @@ at load."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tasks.artifacts.uris import UriRejected, check_uri, open_uri
 from tasks.settings import Settings
+from tests import http_folder
 
 
 @pytest.fixture
@@ -86,14 +84,8 @@ def http_root(tmp_path: Path) -> Iterator[str]:
     served = tmp_path / "served"
     served.mkdir()
     (served / "d.npz").write_bytes(b"0123456789" * 10)
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with http_folder.serve(served) as url:
+        yield url
 
 
 def test_http_download_when_allowed(http_root: str, tmp_path: Path) -> None:

@@ -8,14 +8,11 @@ own (every database of the session's Redis is taken by another part of the suite
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -26,7 +23,7 @@ from safetensors.numpy import save_file
 from sharpness_client import Client
 from tasks.store.local_redis import PrivateRedis
 from tests import hf_checkpoints as hf
-from tests import model_refs
+from tests import http_folder, model_refs
 from tests.integration.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -48,14 +45,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(data_root: Path) -> Iterator[str]:
     """A plain http data server on loopback, serving the data root."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(data_root))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with http_folder.serve(data_root) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,9 @@ checked again when a job loads them, then read by the format's own loader."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
-import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from tasks.settings import Settings
 from tasks.worker.errors import LoadError
 from tasks.worker.loaders import load_model
 from tests import hf_checkpoints as hf
-from tests import model_refs
+from tests import http_folder, model_refs
 
 INDEX = model_refs.INDEX
 
@@ -111,14 +108,8 @@ def served(gpt2_folder: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A plain http server on loopback serving a copy of the checkpoint folder."""
     top = tmp_path / "served"
     shutil.copytree(gpt2_folder, top / "gpt2")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(top))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", top
-    server.shutdown()
-    thread.join()
+    with http_folder.serve(top) as url:
+        yield url, top
 
 
 def test_an_http_folder_is_fetched_and_loaded(served: tuple[str, Path], tmp_path: Path) -> None:
