@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 # The worker runs with every torch.load weights-only; the test process (which imports the
 # loaders directly) does too, set before any test module imports torch.
@@ -25,3 +26,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRe
 @pytest.fixture
 def redis_url(redis_server: PrivateRedis) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def sharded_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2's save_pretrained folder in several safetensors shards
+    (tests.model_refs.sharded_gpt2), made once: copy it before changing it."""
+    # deferred: torch and transformers load only for the tests that use it
+    from tests import model_refs
+
+    return model_refs.sharded_gpt2(tmp_path_factory.mktemp("gpt2") / "gpt2")

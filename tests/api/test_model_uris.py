@@ -19,15 +19,10 @@ from tests.api import files
 INDEX = model_refs.INDEX
 
 
-@pytest.fixture(scope="module")
-def gpt2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return model_refs.sharded_gpt2(tmp_path_factory.mktemp("gpt2") / "gpt2")
-
-
 @pytest.fixture
-def folder(gpt2_folder: Path, data_root: Path) -> Path:
+def folder(sharded_gpt2: Path, data_root: Path) -> Path:
     """A copy of the sharded GPT-2 folder under the data root, for a test to change."""
-    return Path(shutil.copytree(gpt2_folder, data_root / "gpt2"))
+    return Path(shutil.copytree(sharded_gpt2, data_root / "gpt2"))
 
 
 def register(client: TestClient, uri: str, **fields: object):

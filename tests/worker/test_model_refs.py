@@ -20,15 +20,10 @@ from tests import http_folder, model_refs
 INDEX = model_refs.INDEX
 
 
-@pytest.fixture(scope="module")
-def gpt2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return model_refs.sharded_gpt2(tmp_path_factory.mktemp("gpt2") / "gpt2")
-
-
 @pytest.fixture
-def root(tmp_path: Path, gpt2_folder: Path) -> Path:
+def root(tmp_path: Path, sharded_gpt2: Path) -> Path:
     root = tmp_path / "root"
-    shutil.copytree(gpt2_folder, root / "gpt2")
+    shutil.copytree(sharded_gpt2, root / "gpt2")
     return root
 
 
@@ -104,10 +99,10 @@ def test_what_changed_since_registration_is_refused(root: Path, tmp_path: Path) 
 
 
 @pytest.fixture
-def served(gpt2_folder: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def served(sharded_gpt2: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A plain http server on loopback serving a copy of the checkpoint folder."""
     top = tmp_path / "served"
-    shutil.copytree(gpt2_folder, top / "gpt2")
+    shutil.copytree(sharded_gpt2, top / "gpt2")
     with http_folder.serve(top) as url:
         yield url, top
 
