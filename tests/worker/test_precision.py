@@ -173,3 +173,35 @@ def test_loaders_keep_the_dtype_of_the_file(tmp_path: Path) -> None:
         folder / "model.safetensors", {"format": "huggingface", "config": H.config_of(folder)}
     )
     assert hf.dtype == BF16
+
+
+class FixedDtype(torch.nn.Module):
+    """A model whose own code casts its input to bfloat16: its export fixes the dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.to(BF16))
+
+
+def test_a_graph_fixed_to_its_dtype_fails_naming_the_cast(
+    rt: WorkerRuntime, tmp_path: Path
+) -> None:
+    path = A.export(FixedDtype(), tmp_path / "fixed.pt2", 4, BF16)
+    npz = A.save_npz(tmp_path / "d.npz", *A.data(n=32))
+    spec = JobSpec.model_validate(
+        {
+            "model": put(rt.blobs, "models", path, format="torch_export"),
+            "dataset": {"id": put(rt.blobs, "datasets", npz, format="npz")},
+            "measures": [{"name": "lambda_max"}],
+        }
+    )
+    job = rt.store.create(spec, "cpu")
+    assert execute(job.id, rt) == "failed"
+    detail = rt.store.get(job.id).error.detail
+    assert "cast from bfloat16 to float32 (precision 'auto')" in detail, detail
+    assert "set precision 'model'" in detail
+    res = run_job(rt, path, {"format": "torch_export"}, npz, precision="model")
+    assert res["diagnostics"]["precision"]["products_dtype"] == "bfloat16"
