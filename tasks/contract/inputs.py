@@ -1,10 +1,10 @@
 """What both kinds of run name as their inputs: an uploaded model's id, the dataset
 (`DatasetRef`: an upload or a URI, how many examples, how to batch them) and how the model's
-outputs are read (`output_key`, `class_dim`)."""
+outputs are read (`output_key`, `class_dim`), and the dtype it is measured in (`precision`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,21 @@ CLASS_DIM = Field(
     description="cross_entropy on sequence outputs: -1 for classes last (N, T, C), Hugging "
     "Face's layout; 1 for classes on dim 1 (N, C, T), torch's. Omitted: read from the shapes; "
     "refused when both fit.",
+)
+
+#: the dtype a run's model is measured in (tasks.engine.precision.products_dtype)
+Precision = Literal["auto", "model", "float32", "float64"]
+
+PRECISION: Any = Field(  # Any: the default is one of Precision
+    default="auto",
+    description="The dtype the model is measured in: its floating parameters, buffers and "
+    "inputs are cast to it before any product. auto: float16 and bfloat16 models in "
+    "float32 (their own rounding, about 4e-3 relative for bfloat16, would stop every "
+    "estimate before it certifies anything), float32 and float64 models as they are; "
+    "model: the model's own dtype, whatever it is; float32; float64 (exact products for a "
+    "small model, at twice float32's memory). Every result says what was used (asked, "
+    "model_dtype, products_dtype): a job measure's diagnostics.precision, a trajectory "
+    "point's precision; the rounding floor that limited_by names is the products' dtype's.",
 )
 
 

@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tasks.contract.inputs import CLASS_DIM, MODEL_ID_PATTERN, OUTPUT_KEY, DatasetRef
+from tasks.contract.inputs import (
+    CLASS_DIM,
+    MODEL_ID_PATTERN,
+    OUTPUT_KEY,
+    PRECISION,
+    DatasetRef,
+    Precision,
+)
 from tasks.contract.measures import catalogue
 from tasks.contract.measures.catalogue import DATA_PARALLEL_MEASURES
 from tasks.contract.runs import MeasureProgress, RunRecord
@@ -93,17 +100,7 @@ class JobSpec(BaseModel):
         "/v1/trajectories/optimizer-states (safetensors: `exp_avg_sq.<parameter name>` and "
         "`step`): what preconditioned_lambda_max needs.",
     )
-    precision: Literal["auto", "model", "float32", "float64"] = Field(
-        default="auto",
-        description="The dtype the model is measured in: its floating parameters, buffers and "
-        "inputs are cast to it before any product. auto: float16 and bfloat16 models in "
-        "float32 (their own rounding, about 4e-3 relative for bfloat16, would stop every "
-        "estimate before it certifies anything), float32 and float64 models as they are; "
-        "model: the model's own dtype, whatever it is; float32; float64 (exact products for a "
-        "small model, at twice float32's memory). Every result says what was used in "
-        "diagnostics.precision (asked, model_dtype, products_dtype), and the rounding floor "
-        "of diagnostics.limited_by is the products' dtype's.",
-    )
+    precision: Precision = PRECISION
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_parallel: int = Field(
         default=1,

@@ -9,7 +9,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.contract.edge_analysis import edge_split
-from tasks.contract.inputs import CLASS_DIM, MODEL_ID_PATTERN, OUTPUT_KEY, DatasetRef
+from tasks.contract.inputs import (
+    CLASS_DIM,
+    MODEL_ID_PATTERN,
+    OUTPUT_KEY,
+    PRECISION,
+    DatasetRef,
+    Precision,
+)
 from tasks.contract.runs import MeasureProgress, RunRecord
 
 
@@ -83,6 +90,7 @@ class TrajectorySpec(BaseModel):
     output_key: str | None = OUTPUT_KEY
     class_dim: Literal[1, -1] | None = CLASS_DIM
     mode: Literal["eval", "train"] = "eval"
+    precision: Precision = PRECISION
     k: int = Field(
         default=3, ge=1, le=20, description="Top eigenvectors compared between checkpoints."
     )
@@ -174,6 +182,11 @@ class TrajectoryPoint(BaseModel):
     )
     mode_reason: str | None = Field(
         default=None, description="Why that mode, and what it means for this model."
+    )
+    precision: dict[str, str] | None = Field(
+        default=None,
+        description="The dtype the spec asked for, the checkpoint's own and the one its "
+        "products were computed in: {asked, model_dtype, products_dtype}.",
     )
     residual_bounds: list[float] = Field(description="Ritz residual bound per eigenvalue.")
     converged: bool = Field(

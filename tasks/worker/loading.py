@@ -85,7 +85,7 @@ def apply_precision(model: LoadedModel, asked: str = "auto") -> LoadedModel:
     return model
 
 
-def _cast_note(model: LoadedModel) -> str:
+def cast_note(model: LoadedModel) -> str:
     """What to say of a cast when the cast model then fails on its data ("" without one)."""
     p = model.precision
     if not p or p["model_dtype"] == p["products_dtype"]:
@@ -124,7 +124,7 @@ def load_batches(rt: Stored, job: Job, model: LoadedModel, ref: DatasetRef, fiel
     try:
         check_fit(job.spec, model, batches, name)
     except LoadError as e:
-        note = _cast_note(model)
+        note = cast_note(model)
         if not note:
             raise
         raise type(e)(e.title, e.detail + note, e.status, e.kind) from e

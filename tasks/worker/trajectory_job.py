@@ -47,7 +47,14 @@ from tasks.store.trajectories import TrajectoryStore
 from tasks.worker import run as runs
 from tasks.worker.errors import CheckpointMismatch, LoadError, at
 from tasks.worker.evaluation import evaluate
-from tasks.worker.loading import check_fit, make_problem, read_dataset, stored_model
+from tasks.worker.loading import (
+    apply_precision,
+    cast_note,
+    check_fit,
+    make_problem,
+    read_dataset,
+    stored_model,
+)
 from tasks.worker.run import Run
 from tasks.worker.runtime import WorkerRuntime
 
@@ -78,19 +85,24 @@ class _Data:
 
 def _build(
     rt: WorkerRuntime, t: Trajectory, data: _Data, index: int, device: str
-) -> HessianProblem:
-    """Load checkpoint `index` and make its HessianProblem; errors name the checkpoint."""
+) -> tuple[HessianProblem, dict[str, str] | None]:
+    """Load checkpoint `index`, cast to the spec's `precision`, and make its HessianProblem;
+    with it, what the cast did. Errors name the checkpoint."""
     where = f"checkpoints[{index}].model"
     model_id = t.spec.checkpoints[index].model
     try:
         model = stored_model(rt, model_id)
         if model is None:
             raise LoadError("Model not found", f"model {model_id} is not in the blob store")
+        apply_precision(model, t.spec.precision)
         batches = data.batches(model.dtype)
-        check_fit(t.spec, model, batches, data.name)
+        try:
+            check_fit(t.spec, model, batches, data.name)
+        except LoadError as e:
+            raise type(e)(e.title, e.detail + cast_note(model), e.status, e.kind) from e
     except LoadError as e:
         raise e if e.detail.startswith("dataset:") else at(where, e) from e
-    return make_problem(t.spec, model.module, batches, device)
+    return make_problem(t.spec, model.module, batches, device), model.precision
 
 
 def _preconditioner(rt: WorkerRuntime, t: Trajectory, index: int, prob: Any) -> Any:
@@ -154,7 +166,7 @@ def measure_trajectory(run: Run) -> None:
     opt = spec.optimizer
     for index, cp in enumerate(spec.checkpoints):
         hooks = run.step(index, f"checkpoints[{index}]")
-        prob = _build(rt, t, data, index, run.device)
+        prob, precision = _build(rt, t, data, index, run.device)
         shapes = named_shapes(prob.names, prob.shapes)
         try:
             tracker.check(shapes)
@@ -199,6 +211,7 @@ def measure_trajectory(run: Run) -> None:
             warnings=res["warnings"],
             mode=spec.mode,
             mode_reason=mode_reason(prob.module, spec.mode, prob.mode_fixed_at_export),
+            precision=precision,
             **point,
         )
         pair = (

@@ -205,3 +205,38 @@ def test_a_graph_fixed_to_its_dtype_fails_naming_the_cast(
     assert "set precision 'model'" in detail
     res = run_job(rt, path, {"format": "torch_export"}, npz, precision="model")
     assert res["diagnostics"]["precision"]["products_dtype"] == "bfloat16"
+
+
+def test_a_trajectory_of_bfloat16_checkpoints_says_its_precision(
+    rt: WorkerRuntime, tmp_path: Path
+) -> None:
+    from tasks.contract.spec import TrajectorySpec
+    from tasks.store.trajectories import TrajectoryStore
+    from tasks.worker import trajectory_job
+
+    store = TrajectoryStore(rt.store.r)
+    ids = [
+        put(rt.blobs, "models", A.export(A.mlp(seed=s).to(BF16), tmp_path / f"{s}.pt2", 4, BF16),
+            format="torch_export")
+        for s in (0, 1)
+    ]  # fmt: skip
+    npz = put(rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", *A.data(n=32)), format="npz")
+    for asked, products, floor in (("auto", "float32", 1e-6), ("model", "bfloat16", 1e-2)):
+        spec = TrajectorySpec.model_validate(
+            {
+                "checkpoints": [{"model": m, "learning_rate": 0.5} for m in ids],
+                "dataset": {"id": npz},
+                "k": 1,
+                "precision": asked,
+            }
+        )
+        t = store.create(spec, "cpu")
+        assert trajectory_job.execute(t.id, rt) == "succeeded", store.get(t.id).error
+        for point in store.get(t.id).points:
+            assert point.precision == {
+                "asked": asked,
+                "model_dtype": "bfloat16",
+                "products_dtype": products,
+            }
+            assert point.limited_by == f"{products} rounding"
+            assert point.residual_bounds[0] <= floor * point.lambda_max

@@ -360,6 +360,7 @@ class TrajectorySpec(_Model):
     output_key: str | None = None
     class_dim: Literal[1, -1] | None = None
     mode: Literal["eval", "train"] = "eval"
+    precision: Literal["auto", "model", "float32", "float64"] = "auto"  # as a job's
     k: int = 3
     tol: float | None = None
     max_iter: int = 400
@@ -387,6 +388,7 @@ class TrajectoryPoint(_Model):
     beyond_edge: bool
     mode: Literal["eval", "train"] | None = None
     mode_reason: str | None = None
+    precision: dict[str, str] | None = None  # {asked, model_dtype, products_dtype}
     residual_bounds: list[float]
     converged: bool
     limited_by: str | None = None
