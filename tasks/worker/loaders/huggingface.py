@@ -21,6 +21,7 @@ its `logits`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -330,3 +331,67 @@ def _check_decoder_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) ->
             f"{type(module).__name__} needs decoder_input_ids: the labels shifted as the "
             "model does (model.prepare_decoder_input_ids_from_labels(labels=labels))"
         )
+
+
+class _Checkpointed:
+    """A transformers layer's forward, its activations dropped after the forward pass and
+    recomputed in the backward pass (torch.utils.checkpoint, non-reentrant). Installed as the
+    layer's own `forward`; it holds the layer, so a deep copy of the model gets its own."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        self.layer = layer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from torch.utils.checkpoint import checkpoint
+
+        from tasks.engine.problem import second_order_kernels
+
+        forward = type(self.layer).forward.__get__(self.layer)
+        return checkpoint(
+            forward,
+            *args,
+            use_reentrant=False,  # the reentrant variant refuses torch.autograd.grad
+            # the recomputation runs in the backward pass, outside the engine's forward: it
+            # takes the same twice-differentiable kernels
+            context_fn=lambda: (contextlib.nullcontext(), _Reentrant(second_order_kernels)),
+            **kwargs,
+        )
+
+
+class _Reentrant:
+    """A context manager made afresh from `make` each time it is entered (the recomputation
+    context of a checkpoint may be entered more than once)."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+        self.entered: list[Any] = []
+
+    def __enter__(self) -> None:
+        cm = self.make()
+        cm.__enter__()
+        self.entered.append(cm)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.entered.pop().__exit__(*exc)
+
+
+def checkpoint_layers(model: torch.nn.Module) -> int:
+    """Activation checkpointing of every transformers layer (GradientCheckpointingLayer: a
+    decoder or encoder block) of `model`, in eval mode as in train mode: each layer keeps only
+    its inputs during the forward pass and recomputes the rest when the backward pass reaches
+    it. transformers' own `gradient_checkpointing_enable` acts only in train mode, so the
+    layer's forward is replaced here. Returns how many layers it now covers (0: none to
+    checkpoint). The products are unchanged, bit for bit (tests/worker/test_checkpointing.py),
+    but the Hessian-vector product keeps every recomputed activation for its second backward
+    pass, so it saves a gradient's memory and not a product's: no job turns it on
+    (docs/numerics.md, "Activation checkpointing in the product"; bench/checkpointing.py)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    no_cache(model)  # a key/value cache filled in the forward would be filled again
+    count = 0
+    for layer in model.modules():
+        if isinstance(layer, GradientCheckpointingLayer):
+            if not isinstance(layer.__dict__.get("forward"), _Checkpointed):
+                layer.forward = _Checkpointed(layer)
+            count += 1
+    return count
