@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+from torch.utils.checkpoint import checkpoint
 
 from tasks.artifacts import formats, model_refs
 from tasks.artifacts.hf_checkpoint import (
@@ -44,6 +45,7 @@ from tasks.artifacts.hf_checkpoint import (
     layout,
     parse_config,
 )
+from tasks.engine.problem import second_order_kernels
 from tasks.worker.errors import STOPS, LoadError, first_line
 from tasks.worker.loaders.model import LoadedModel
 
@@ -342,10 +344,6 @@ class _Checkpointed:
         self.layer = layer
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from torch.utils.checkpoint import checkpoint
-
-        from tasks.engine.problem import second_order_kernels
-
         forward = type(self.layer).forward.__get__(self.layer)
         return checkpoint(
             forward,
