@@ -151,7 +151,9 @@ class Basis:
             del block
         self.truncate(p)
 
-    def project_out(self, W: Tensor, *, only_if_needed: bool = False) -> Tensor:
+    def project_out(
+        self, W: Tensor, *, only_if_needed: bool = False, overwrite: bool = False
+    ) -> Tensor:
         """(I − QQᵀ)W for a vector or a matrix of columns, in two passes.
 
         With `only_if_needed` the second pass runs only when the first removed more than
@@ -159,55 +161,104 @@ class Basis:
         first pass lost no accuracy to cancellation and a second changes nothing that
         matters. Lanczos, which has already subtracted the two large components of its
         three-term recurrence, usually passes the test and saves half the basis' reads.
+
+        With `overwrite` W itself is updated and returned (a float64 W where the basis lives
+        is then never copied: the pass subtracts a block of rows at a time); otherwise W is
+        left as it was.
         """
         before = W.norm(dim=0) if only_if_needed else None
-        W = self._one_pass(W)
+        W = self._one_pass(W, overwrite)
         if before is not None and bool((W.norm(dim=0) > 0.7071067811865476 * before).all()):
             return W
-        return self._one_pass(W)
+        return self._one_pass(W, overwrite=True)
 
-    def _one_pass(self, W: Tensor) -> Tensor:
+    def _one_pass(self, W: Tensor, overwrite: bool = False) -> Tensor:
         if not self._chunks:
             return W
-        if W.device == self.device and W.dtype == self.dtype:
-            for C in self._views():
-                W = W - C @ (C.T @ W)
-            return W
-        # a float32 or host-held basis: the arithmetic in float64 where the basis lives, its
-        # columns widened a block of rows at a time (a float32 dot product over millions of
-        # entries would lose 1e-4 of its accuracy)
-        local = W.to(device=self.device, dtype=torch.float64)
+        # the arithmetic in float64 where the basis lives; a float32 basis is widened a block
+        # of rows at a time (a float32 dot product over millions of entries would lose 1e-4
+        # of its accuracy)
+        here = W.device == self.device and W.dtype == torch.float64
+        local = W if here and overwrite else W.to(self.device, torch.float64, copy=True)
         for C in self._views():
-            local = local - self._times(C, self._transposed_times(C, local))
+            self._subtract_times(C, self._transposed_times(C, local), local)
+        if local is W:
+            return W
+        if overwrite:
+            return W.copy_(local)
         return local.to(device=W.device, dtype=W.dtype)
 
     _ROWS = 1 << 16  # rows widened to float64 at once
 
     def _transposed_times(self, C: Tensor, X: Tensor) -> Tensor:
         """Cᵀ X in float64, C widened a block of rows at a time."""
+        if C.dtype == torch.float64:
+            return C.T @ X
         out = torch.zeros((C.shape[1], *X.shape[1:]), dtype=torch.float64, device=self.device)
         for a in range(0, self.dim, self._ROWS):
             out += C[a : a + self._ROWS].double().T @ X[a : a + self._ROWS]
         return out
 
-    def _times(self, C: Tensor, S: Tensor) -> Tensor:
-        """C S in float64, C widened a block of rows at a time."""
+    def _subtract_times(self, C: Tensor, S: Tensor, out: Tensor, alpha: float = 1.0) -> None:
+        """out −= alpha · C S in place (float64 out), C widened a block of rows at a time: no
+        vector of the model's size is allocated."""
         if C.dtype == torch.float64:
-            return C @ S
-        out = torch.empty((self.dim, *S.shape[1:]), dtype=torch.float64, device=self.device)
+            if out.ndim == 1:
+                out.addmv_(C, S, alpha=-alpha)
+            else:
+                out.addmm_(C, S, alpha=-alpha)
+            return
         for a in range(0, self.dim, self._ROWS):
-            out[a : a + self._ROWS] = C[a : a + self._ROWS].double() @ S
-        return out
+            out[a : a + self._ROWS].sub_(C[a : a + self._ROWS].double() @ S, alpha=alpha)
+
+    def _column(self, j: int) -> Tensor:
+        """Column j as a view of its chunk."""
+        j = j % self.size if j < 0 else j
+        for C in self._views():
+            if j < C.shape[1]:
+                return C[:, j]
+            j -= C.shape[1]
+        raise IndexError("column index past the basis")
+
+    def column(self, j: int) -> Tensor:
+        """Column j (−1: the last) in the basis' dtype and device: a strided view of its chunk,
+        not a copy (read it; a write would change the basis)."""
+        return self._column(j)
+
+    def dot(self, j: int, w: Tensor) -> float:
+        """q_j · w in float64, q_j widened a block of rows at a time."""
+        q = self._column(j)
+        if q.dtype == torch.float64:
+            return float(q @ w)
+        total = 0.0
+        for a in range(0, self.dim, self._ROWS):
+            total += float(q[a : a + self._ROWS].double() @ w[a : a + self._ROWS])
+        return total
+
+    def subtract(self, j: int, alpha: float, w: Tensor) -> None:
+        """w −= alpha · q_j in place (float64 w), without a vector of the model's size."""
+        q = self._column(j)
+        if q.dtype == torch.float64:
+            w.sub_(q, alpha=alpha)
+            return
+        for a in range(0, self.dim, self._ROWS):
+            w[a : a + self._ROWS].sub_(q[a : a + self._ROWS].double(), alpha=alpha)
+
+    def subtract_combination(self, S: Tensor, w: Tensor) -> None:
+        """w −= Q S in place for a length-n coefficient vector S (float64 w)."""
+        S = S.to(device=self.device, dtype=torch.float64)
+        offset = 0
+        for C in self._views():
+            self._subtract_times(C, S[offset : offset + C.shape[1]], w)
+            offset += C.shape[1]
 
     def combine(self, S: Tensor) -> Tensor:
-        """Q S: the basis times an n×k (or length-n) coefficient array, in float64."""
-        out, offset = None, 0
+        """Q S: the basis times an n×k (or length-n) coefficient array, in float64 (one
+        output of the model's size, accumulated in place)."""
         S = S.to(device=self.device, dtype=torch.float64)
+        out = torch.zeros((self.dim, *S.shape[1:]), dtype=torch.float64, device=self.device)
+        offset = 0
         for C in self._views():
-            part = self._times(C, S[offset : offset + C.shape[1]])
-            out = part if out is None else out + part
+            self._subtract_times(C, S[offset : offset + C.shape[1]], out, alpha=-1.0)
             offset += C.shape[1]
-        if out is None:
-            shape = (self.dim, *S.shape[1:])
-            return torch.zeros(shape, dtype=torch.float64, device=self.device)
         return out

@@ -47,7 +47,6 @@ from torch import Tensor
 
 from tasks.engine.lanczos import lanczos_tridiagonal
 from tasks.engine.linear_operator import LinearOperator, as_operator
-from tasks.engine.memory import WORKING_VECTORS
 from tasks.engine.precision import operator_dtype, unit_roundoff
 from tasks.engine.trace.common import t_quantile
 
@@ -57,6 +56,10 @@ if TYPE_CHECKING:
 #: rounding level of the nodes = DENSITY_ROUNDING_FACTOR · eps · λscale (twice the largest
 #: eigenvalue error, in units of eps·‖H‖, that Lanczos showed on float32 test models)
 DENSITY_ROUNDING_FACTOR = 16.0
+
+#: float64 vectors of the model's size the quadrature's plain Lanczos holds besides its
+#: window: q, its predecessor, the product and the recurrence's temporaries
+SLQ_WORKING_FLOAT64 = 6
 
 
 @dataclass
@@ -136,7 +139,7 @@ def slq(
         max_basis=max_basis,
         basis_peak=stats.get("basis_peak", 0),
         bytes_per_parameter=stats.get("basis_bytes_peak", 0) / max(operator.dim, 1)
-        + WORKING_VECTORS * 8,
+        + SLQ_WORKING_FLOAT64 * 8,
         rounding_level=level,
         effective_rank_rounding=(ci[1] - ci[0]) - (plain[1] - plain[0]),
     )

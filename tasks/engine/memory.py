@@ -1,10 +1,14 @@
 """How much memory an iterative measure may plan for, and the error when it cannot have it.
 
 The memory model of a Lanczos measure: the model, its autograd graph (one batch's, or every
-batch's with the cached backend), a fixed number of working vectors of the model's size
-(`WORKING_VECTORS` float64 vectors: the start vector, the previous one, the product and its
-orthogonalised residual, and the float64 copies block Gram–Schmidt and the product's per-batch
-sum make), and the basis: `max_basis` columns in the basis dtype. Only the basis grows with
+batch's with the cached backend) and the operator's two buffers in the model's dtype (the
+direction and the product's per-parameter pieces), a fixed number of working vectors of the
+model's size (`working_bytes`: `WORKING_FLOAT64` float64 vectors — the product, reduced in
+place, or while the wanted Ritz vectors are checked their products H·3y and H·y — and
+`WORKING_IN_BASIS_DTYPE` in the basis' dtype — the next column w/β and the Ritz vector y;
+a step multiplies the basis' own column), and the basis: `max_basis` columns in the basis
+dtype. Every other pass over vectors (the three-term recurrence, block Gram–Schmidt, a thick
+restart, Ritz vectors) works in place or a block of rows at a time. Only the basis grows with
 what is asked, so only the basis is sized from the memory available: an explicit budget
 (`memory_budget_bytes`, for basis and working vectors together) or, by default,
 `BASIS_SHARE` of what the device can still give this process (cgroup and RLIMIT headroom,
@@ -24,8 +28,11 @@ import torch
 
 from tasks.engine.batches import available_bytes
 
-#: float64 vectors of the model's size a Lanczos step keeps besides its basis (see above)
-WORKING_VECTORS = 6
+#: float64 vectors of the model's size a Lanczos run holds besides its basis (see above)
+WORKING_FLOAT64 = 2
+
+#: vectors in the basis' dtype it holds besides
+WORKING_IN_BASIS_DTYPE = 2
 
 #: share of the available memory the basis may take when no budget is given; the rest is the
 #: gradient graph's, the working vectors' and the allocator's
@@ -55,6 +62,11 @@ def _size(n: int) -> str:
 def itemsize(dtype: torch.dtype) -> int:
     """Bytes of one number of `dtype`."""
     return torch.empty((), dtype=dtype).element_size()
+
+
+def working_bytes(dim: int, basis_dtype: torch.dtype) -> int:
+    """Bytes of a Lanczos run's working vectors (not its basis) for `dim` parameters."""
+    return dim * (WORKING_FLOAT64 * 8 + WORKING_IN_BASIS_DTYPE * itemsize(basis_dtype))
 
 
 def memory_available(device: torch.device | str) -> int:
@@ -124,7 +136,7 @@ def plan_basis(
     basis that can make progress is granted whenever memory holds it. InsufficientMemory
     when fewer than `minimum` columns fit."""
     column = max(dim * itemsize(dtype), 1)
-    working = WORKING_VECTORS * dim * 8
+    working = working_bytes(dim, dtype)
     need = working + minimum * column
     if budget_bytes is not None:
         have = int(budget_bytes)
@@ -139,7 +151,7 @@ def plan_basis(
             need,
             have,
             f"the Lanczos basis of {minimum} vectors of {dim:,} {_dtype_name(dtype)} numbers "
-            f"and {WORKING_VECTORS} float64 working vectors",
+            f"and its working vectors ({_size(working)})",
             f"{how}; basis_dtype='float32' halves a float64 basis",
         )
     columns = min(asked, int(fits))

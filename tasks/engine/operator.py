@@ -17,7 +17,8 @@ Hessian-vector product (HVP) is computed is chosen in one place:
   `matmat`. Not available for TorchScript modules (functional_call refuses them).
 
 The model computes in its own dtype (float32 usually); the per-batch products are summed in
-float64 and returned as float64, so the Lanczos recurrences downstream stay in float64.
+float64, a parameter at a time into one float64 vector, and returned as float64, so the
+Lanczos recurrences downstream stay in float64.
 """
 
 from __future__ import annotations
@@ -167,8 +168,12 @@ class HessianOperator(ProblemOperator):
         grads: list[Tensor | None],
         directions: list[Tensor],
         live: tuple[tuple[Tensor, ...], list[int]] | None = None,
+        out: Tensor | None = None,
+        weight: float = 1.0,
     ) -> Tensor:
-        """∇(g·v) through a gradient graph, as one vector-Jacobian product of g with v.
+        """out + weight·∇(g·v) through a gradient graph, as one vector-Jacobian product of g
+        with v, written into the float64 `out` (a new one when None) a parameter at a time:
+        no flat copy in the model's dtype is made.
 
         Passing v as `grad_outputs` differentiates Σ_k ⟨g_k, v_k⟩ without building that dot
         product into the graph. Hessian blocks that vanish come back as zeros. `live` is
@@ -177,7 +182,7 @@ class HessianOperator(ProblemOperator):
         p = self.problem
         outputs, index = live if live is not None else self._live_outputs(grads)
         if not outputs:  # the gradient does not depend on these parameters: H = 0
-            return self._zero()
+            return out if out is not None else self._zero()
         pieces = [directions[i] for i in index]
         pieces = [
             d if d.dtype == g.dtype else d.to(g.dtype) for d, g in zip(pieces, outputs, strict=True)
@@ -185,18 +190,20 @@ class HessianOperator(ProblemOperator):
         hv = torch.autograd.grad(
             outputs, p.params, grad_outputs=pieces, retain_graph=True, allow_unused=True
         )
-        if any(h is None for h in hv):
-            hv = tuple(
-                torch.zeros_like(q) if h is None else h for h, q in zip(hv, p.params, strict=True)
-            )
-        return p.flatten(hv).to(torch.float64)
-
-    @staticmethod
-    def _accumulate(out: Tensor | None, w: float, hv: Tensor) -> Tensor:
-        """out + w·hv in float64; the first term is taken as it is (hv is a fresh vector), so
-        one batch of weight 1 costs no extra pass over the vector."""
-        term = hv if w == 1.0 else w * hv
-        return term if out is None else out.add_(term)
+        first = out is None
+        if out is None:
+            out = torch.empty(self.dim, dtype=torch.float64, device=self.device)
+        for target, h in zip(p.unflatten(out), hv, strict=True):
+            if h is None:
+                if first:
+                    target.zero_()
+            elif first:
+                target.copy_(h)
+                if weight != 1.0:
+                    target.mul_(weight)
+            else:
+                target.add_(h, alpha=weight)
+        return out
 
     def _batch_grads(self, batch) -> list[Tensor | None]:
         loss = self.problem.batch_loss(batch)
@@ -212,16 +219,14 @@ class HessianOperator(ProblemOperator):
         directions = self._directions(v)
         out = None
         for grads, live, w in zip(self._grads, self._live, self.problem.weights, strict=True):
-            out = self._accumulate(out, w, self._double_backward(grads, directions, live))
+            out = self._double_backward(grads, directions, live, out, w)
         return out if out is not None else self._zero()
 
     def _hvp_per_batch(self, v: Tensor) -> Tensor:
         directions = self._directions(v)
         out = None
         for batch, w in zip(self.problem.batches, self.problem.weights, strict=True):
-            out = self._accumulate(
-                out, w, self._double_backward(self._batch_grads(batch), directions)
-            )
+            out = self._double_backward(self._batch_grads(batch), directions, None, out, w)
         return out if out is not None else self._zero()
 
     def _hvp_func(self, V: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ records for it), and bytes_per_parameter in the results."""
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from tasks.engine.lanczos import LanczosOptions, RestartedWarning, lanczos
 from tasks.engine.lanczos.options import LanczosBudget
 from tasks.engine.linear_operator import MatrixOperator
-from tasks.engine.memory import WORKING_VECTORS, InsufficientMemory, plan_basis
+from tasks.engine.memory import InsufficientMemory, plan_basis, working_bytes
 from tasks.engine.operator import HessianOperator
 from tasks.engine.problem import HessianProblem
 from tasks.engine.runner import run_measure
@@ -71,7 +72,8 @@ def test_a_tiny_budget_restarts_and_still_converges(dtype: str) -> None:
     else:
         p, exact = float32_problem("transformer")
     item = 8 if dtype == "float64" else 4
-    budget = WORKING_VECTORS * 8 * p.dim + 7 * item * p.dim  # room for 7 basis vectors
+    basis_dtype = torch.float64 if dtype == "float64" else torch.float32
+    budget = working_bytes(p.dim, basis_dtype) + 7 * item * p.dim  # room for 7 basis vectors
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = lanczos(HessianOperator(p), k=2, tol=1e-8, max_iter=2000, memory_budget_bytes=budget)
@@ -92,7 +94,7 @@ def test_a_budget_below_the_smallest_basis_names_need_and_have() -> None:
     with pytest.raises(InsufficientMemory) as info:
         lanczos(MatrixOperator(A), k=3, memory_budget_bytes=1000)
     e = info.value
-    need = WORKING_VECTORS * 8 * 100 + 5 * 8 * 100  # working vectors and k + 2 columns
+    need = working_bytes(100, torch.float64) + 5 * 8 * 100  # working vectors and k + 2 columns
     assert e.need_bytes == need and e.have_bytes == 1000
     text = str(e)
     assert f"{need} bytes" in text and "1000 bytes" in text
@@ -105,7 +107,14 @@ def test_a_budget_below_the_smallest_basis_names_need_and_have() -> None:
 def test_the_plan_uses_the_available_memory_and_clamps_to_what_was_asked() -> None:
     plan = plan_basis(1000, 40, 3, torch.float32, "cpu")
     assert plan.columns == 40 and not plan.limited_by_memory and plan.have_bytes > 0
-    tight = plan_basis(1000, 40, 3, torch.float32, "cpu", budget_bytes=48_000 + 10 * 4000)
+    tight = plan_basis(
+        1000,
+        40,
+        3,
+        torch.float32,
+        "cpu",
+        budget_bytes=working_bytes(1000, torch.float32) + 10 * 4000,
+    )
     assert tight.columns == 10 and tight.limited_by_memory
 
 
@@ -126,7 +135,55 @@ def test_results_state_bytes_per_parameter(measure: str) -> None:
     diag = out["diagnostics"]
     per = diag["bytes_per_parameter"]
     # the float32 basis's peak and the float64 working vectors, per parameter
-    expected = diag["basis_bytes_peak"] / p.dim + WORKING_VECTORS * 8
+    working = working_bytes(p.dim, torch.float32) / p.dim
+    expected = diag["basis_bytes_peak"] / p.dim + working
     assert per == pytest.approx(expected)
-    assert WORKING_VECTORS * 8 < per <= WORKING_VECTORS * 8 + 4 * diag["max_basis"]
+    assert working < per <= working + 4 * diag["max_basis"]
     assert diag["memory_budget_bytes"] > 0 and diag["basis_limited_by_memory"] is False
+
+
+class _CountingOperator(MatrixOperator):
+    """A dense operator that, at each product, adds up the vectors of the model's size the
+    run holds (every 1-D tensor of `dim` numbers Python can reach, one per storage; the
+    basis' chunks, whose storages hold several columns, are the basis' and not counted)."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__(matrix)
+        self.peak_bytes = 0
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        out = super().matvec(v)
+        held: dict[int, int] = {}
+        for obj in gc.get_objects():
+            if isinstance(obj, torch.Tensor) and obj.ndim == 1 and obj.numel() == self.dim:
+                storage = obj.untyped_storage()
+                if storage.nbytes() <= 8 * self.dim:
+                    held[storage.data_ptr()] = storage.nbytes()
+        self.peak_bytes = max(self.peak_bytes, sum(held.values()))
+        return out
+
+
+def _matrix_with_top(n: int, top: list[float]) -> torch.Tensor:
+    """A random symmetric n×n matrix whose largest eigenvalues are `top`, the rest in [0, 8)
+    (built here so that no vector of n numbers outlives it)."""
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
+    rest = torch.rand(n - len(top), generator=g, dtype=torch.float64) * 8
+    return (U * torch.cat([torch.tensor(top, dtype=torch.float64), rest])) @ U.T
+
+
+@pytest.mark.parametrize(
+    ("basis_dtype", "eps"), [(torch.float64, None), (torch.float32, EPS32)], ids=["f64", "f32"]
+)
+def test_working_vectors_are_what_the_memory_model_states(basis_dtype, eps) -> None:
+    """Besides its basis a run holds no more than `working_bytes` of vectors of the model's
+    size, through steps, thick restarts and the residual checks (a restart forces them)."""
+    n = 3000
+    op = _CountingOperator(_matrix_with_top(n, [10.0, 9.0, 8.5]))
+    res = lanczos(op, k=2, max_basis=8, basis_dtype=basis_dtype, hvp_eps=eps, warn=False)
+    assert res.restarts > 0 and res.converged, res.limited_by
+    assert abs(res.eigenvalues[0] - 10.0) <= 1e-6
+    assert 0 < op.peak_bytes <= working_bytes(n, basis_dtype), (
+        op.peak_bytes,
+        working_bytes(n, basis_dtype),
+    )

@@ -76,7 +76,7 @@ class LanczosState:
         self.beta = 0.0
         self.exact = False
         self.scale = 0.0  # running estimate of ‖H‖ (largest |Ritz value|)
-        self.q_prev, self.beta_prev = self.q, 0.0
+        self.beta_prev = 0.0  # β of the last step, when q's predecessor is Q's last column
         self.coupling: Tensor | None = None  # after a thick restart: q's couplings with Q
         self.restarts = 0
         self.steps = 0
@@ -85,22 +85,34 @@ class LanczosState:
 
     def step(self) -> None:
         """Append q, multiply once, orthogonalise (recurrence, then fully against Q), and
-        update T's eigen-decomposition and the bounds."""
-        q, Q = self.q, self.Q
-        Q.append(q)
+        update T's eigen-decomposition and the bounds.
+
+        Only one vector of the model's size lives outside the basis: q goes into Q, the
+        product is taken of its stored column (what the basis holds is what is multiplied;
+        the operator rounds to the model's dtype anyway; it is handed a view of the column, not
+        a copy), and the recurrence reads q and its
+        predecessor from Q while w, the product, is reduced in place in float64; once β is
+        known, w is kept in the basis' dtype, which is all the next column needs."""
+        Q = self.Q
+        Q.append(self.q)
+        self.q = self.w = self.q.new_empty(0)  # the column in Q is the vector from now on
         self.bytes_peak = max(self.bytes_peak, Q.nbytes)
         self.n += 1
         self.steps += 1
-        w = self.operator.matvec(q).to(torch.float64)
-        alpha = float(q @ w)
+        w = self.operator.matvec(Q.column(-1).to(self.device)).to(torch.float64)
+        w = w.to(Q.device)
+        alpha = Q.dot(-1, w)
+        Q.subtract(-1, alpha, w)
         if self.coupling is not None:
-            coupling = torch.cat([self.coupling, self.coupling.new_zeros(1)])
-            w = w - alpha * q - Q.combine(coupling)
+            Q.subtract_combination(torch.cat([self.coupling, self.coupling.new_zeros(1)]), w)
             self.coupling = None
-        else:
-            w = three_term(w, alpha, q, self.beta_prev, self.q_prev)
-        self.w = Q.project_out(w, only_if_needed=True)
-        self.beta = float(self.w.norm())
+        elif self.beta_prev:
+            Q.subtract(-2, self.beta_prev, w)
+        w = Q.project_out(w, only_if_needed=True, overwrite=True)
+        self.beta = float(w.norm())
+        # w is only ever the next column now (q = w/β, stored in the basis' dtype): kept so
+        self.w = w.to(Q.dtype)
+        del w
         n = self.n
         self.T[n - 1, n - 1] = alpha
         self.theta, self.S = torch.linalg.eigh(self.T[:n, :n])  # ascending
@@ -147,11 +159,11 @@ class LanczosState:
             if nrm <= EXHAUSTED:
                 self.mark_exact()
                 return False
-            self.q_prev, self.beta_prev, self.q = self.q, 0.0, fresh / nrm
+            self.beta_prev, self.q = 0.0, fresh.div_(nrm)
         else:
             n = self.n
             self.T[n, n - 1] = self.T[n - 1, n] = self.beta
-            self.q_prev, self.beta_prev, self.q = self.q, self.beta, self.w / self.beta
+            self.beta_prev, self.q = self.beta, self.w.div_(self.beta)
         return True
 
     def restart(self, invariant: bool) -> None:
@@ -174,7 +186,7 @@ class LanczosState:
             self.T[p, :p] = s
             self.T[:p, p] = s
             self.coupling = s
-            self.q = self.w / self.beta
+            self.q = self.w.div_(self.beta)
         self.n = p
 
     def mark_exact(self) -> None:
@@ -192,6 +204,6 @@ class LanczosState:
         n = self.n
         return torch.arange(n - 1, n - 1 - min(self.budget.k, n), -1)
 
-    def ritz_vector(self, i: int) -> Tensor:
-        """Q·S[:, i] on the operator's device."""
-        return self.Q.combine(self.S[:, i]).to(self.device)
+    def ritz_vector(self, i: int, dtype: torch.dtype = torch.float64) -> Tensor:
+        """Q·S[:, i] on the operator's device, in `dtype`."""
+        return self.Q.combine(self.S[:, i]).to(device=self.device, dtype=dtype)

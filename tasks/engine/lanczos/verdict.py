@@ -23,7 +23,7 @@ from tasks.engine.convergence import (
 from tasks.engine.lanczos.options import LanczosOptions
 from tasks.engine.lanczos.state import LanczosState
 from tasks.engine.lanczos.verification import ResidualCheck, bottom_error, error_estimates
-from tasks.engine.memory import WORKING_VECTORS
+from tasks.engine.memory import working_bytes
 from tasks.engine.precision import rounding_level
 
 
@@ -92,7 +92,8 @@ def verdict(state: LanczosState, check: ResidualCheck | None) -> LanczosResult:
         basis_bytes_peak=state.bytes_peak,
         memory_budget_bytes=b.memory.have_bytes if b.memory else 0,
         basis_limited_by_memory=bool(b.memory and b.memory.limited_by_memory),
-        bytes_per_parameter=(state.bytes_peak + WORKING_VECTORS * 8 * b.dim) / max(b.dim, 1),
+        bytes_per_parameter=(state.bytes_peak + working_bytes(b.dim, b.basis_dtype))
+        / max(b.dim, 1),
         tol=b.tol,
         atol=b.atol,
     )
@@ -117,7 +118,7 @@ def verdict(state: LanczosState, check: ResidualCheck | None) -> LanczosResult:
     result.limited_by = worst(limits)
     result.converged = is_converged(result.limited_by)
     if check is not None and state.options.return_eigenvectors:
-        result.eigenvectors = torch.stack(check.vectors, dim=1)
+        result.eigenvectors = torch.stack(check.vectors, dim=1).double()
     if b.most_negative:
         _most_negative(result, state, check, negative_error, floor)
     return result
@@ -145,7 +146,7 @@ def _most_negative(
     if state.options.return_eigenvectors:
         measured = check.bottom_vector if check is not None else None
         result.most_negative_eigenvector = (
-            measured if measured is not None else state.ritz_vector(0)
+            measured.double() if measured is not None else state.ritz_vector(0)
         )
 
 

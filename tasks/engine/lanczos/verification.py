@@ -48,7 +48,9 @@ def measure_residuals(state: LanczosState, keep: bool, products: bool = True) ->
     wanted = [*order, *([0] if b.most_negative else [])]
     out = ResidualCheck([], rounding_level(b.eps, state.scale))
     for rank, i in enumerate(wanted):
-        y = state.ritz_vector(i)
+        # y in the basis' dtype: what the products round to anyway (the model's dtype), and
+        # the residual bound min|λ − θ| ≤ ‖Hy − θy‖/‖y‖ holds for any vector y
+        y = state.ritz_vector(i, dtype=b.basis_dtype)
         top = rank < len(order)
         if not products:
             if top:
@@ -56,11 +58,15 @@ def measure_residuals(state: LanczosState, keep: bool, products: bool = True) ->
             else:
                 out.bottom_vector = y
             continue
-        hy = state.operator.matvec(y).to(torch.float64)
-        res = float((hy - float(state.theta[i]) * y).norm() / y.norm())
+        hy3 = None
         if rank == 0 and b.eps > FLOAT64_EPS_LIMIT:
-            hy3 = state.operator.matvec(3.0 * y).to(torch.float64) / 3.0
-            out.level = max(out.level, float((hy3 - hy).norm()))
+            hy3 = state.operator.matvec(3.0 * y).to(torch.float64).div_(3.0)
+        hy = state.operator.matvec(y).to(torch.float64)
+        if hy3 is not None:
+            out.level = max(out.level, float(hy3.sub_(hy).norm()))
+            del hy3
+        res = float(hy.sub_(y, alpha=float(state.theta[i])).norm() / y.norm())
+        del hy
         if top:
             out.measured.append(res)
             if keep:
