@@ -122,6 +122,7 @@ print(json.dumps(out))
 MODELS = {  # name: (kind, hidden, layers, vocab)
     "Llama ~10M": ("llama", 256, 6, 8_000),
     "Llama ~50M": ("llama", 512, 10, 16_000),
+    "Llama ~110M": ("llama", 768, 12, 17_000),
     "Llama ~150M": ("llama", 768, 16, 32_000),
     "MLP 9.2M": ("mlp", 2_800, 0, 0),
 }

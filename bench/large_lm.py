@@ -1,0 +1,210 @@
+"""λmax of a fine-tuning-sized causal language model through the whole service, and the
+worker's peak memory while it computes.
+
+A Llama-shaped `transformers.LlamaForCausalLM` (float32, random weights, seed 0, untied
+embeddings; hidden 768, 12 layers, vocabulary 17,000: 111,065,856 parameters by default) is
+written with `save_pretrained`, uploaded as that folder through the SDK, and measured on 8
+sequences of 64 random tokens (next-token labels) with the service's defaults, as a user would.
+The service runs as `make run` runs it (`python -m service.run_all`: a private Redis, the
+gateway, one worker) in a temporary data directory; while the job runs, the resident memory
+(VmRSS) of every process of the worker's tree is sampled, and the report gives the peak of
+their sum (what the worker needs: its supervisor and the child that computes) and of the
+child alone, with the result's value, verdict, products and `diagnostics.bytes_per_parameter`.
+
+Run: `python -m bench.large_lm [--hidden 768 --layers 12 --vocab 17000]
+[--memory-budget-gib G]`; writes bench/results/large_lm.md. On the 2-core machine this takes
+tens of minutes (each product is a forward, a backward and a double backward of a 111M
+model; a basis held small by the budget needs many more products than the default one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import bench
+
+GiB = 2**30
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class Sampler(threading.Thread):
+    """Samples the worker tree's resident memory every 50 ms until stopped."""
+
+    def __init__(self, supervisor: int) -> None:
+        super().__init__(daemon=True)
+        self.supervisor = supervisor
+        self.peak_sum = self.peak_one = 0
+        self.done = threading.Event()
+
+    def worker_pids(self) -> list[int]:
+        return [p for p in tree(self.supervisor) if "tasks.worker" in cmdline(p)]
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            roots = self.worker_pids()
+            pids = {p for r in roots for p in tree(r)}
+            sizes = [rss(p) for p in pids]
+            if sizes:
+                self.peak_sum = max(self.peak_sum, sum(sizes))
+                self.peak_one = max(self.peak_one, max(sizes))
+            time.sleep(0.05)
+
+
+def ready(url: str, stack: subprocess.Popen) -> None:
+    """Wait until the gateway answers /healthz (it writes its URL just before it listens)."""
+    import httpx
+
+    while True:
+        if stack.poll() is not None:
+            raise SystemExit("the service stopped while starting")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+def build(folder: Path, hidden: int, layers: int, vocab: int) -> tuple[int, Path]:
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=int(hidden * 8 / 3) // 64 * 64,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden // 64, 1),
+        num_key_value_heads=max(hidden // 64, 1),
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).float().eval()
+    params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(folder / "model", safe_serialization=True)
+    del model
+    ids = np.random.default_rng(1).integers(0, vocab, size=(8, 65))
+    data = folder / "tokens.npz"
+    np.savez(data, input_ids=ids[:, :-1], labels=ids[:, 1:])
+    return params, data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--vocab", type=int, default=17_000)
+    parser.add_argument("--memory-budget-gib", type=float, default=None)
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    args = parser.parse_args()
+
+    from sharpness_client import Client
+
+    with tempfile.TemporaryDirectory(prefix="sharpness-large-lm-") as tmp:
+        work = Path(tmp)
+        params, data = build(work, args.hidden, args.layers, args.vocab)
+        env = dict(os.environ, SHARPNESS_DATA_DIR=str(work / "data"))
+        env.pop("SHARPNESS_REDIS_URL", None)
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "service.run_all"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(work / "service.log").open("w"),
+        )
+        try:
+            url_file = work / "data" / "gateway.url"
+            while not url_file.exists():
+                if stack.poll() is not None:
+                    raise SystemExit("the service did not start")
+                time.sleep(0.5)
+            url = url_file.read_text().strip()
+            ready(url, stack)
+            client = Client(url)
+            model = client.models.upload(work / "model")
+            sampler = Sampler(stack.pid)
+            sampler.start()
+            params_ = {}
+            if args.memory_budget_gib is not None:
+                params_ = {"lambda_max": {"memory_budget_bytes": int(args.memory_budget_gib * GiB)}}
+            start = time.perf_counter()
+            job = client.measure(
+                model.id, str(data), ["lambda_max"], params=params_, timeout=args.timeout
+            )
+            seconds = time.perf_counter() - start
+            sampler.done.set()
+            sampler.join()
+        finally:
+            stack.terminate()
+            stack.wait(60)
+    r = job.results["lambda_max"]
+    diag = r.diagnostics or {}
+    verdict = "converged" if r.converged else "NOT converged"
+    lines = [
+        "# λmax of a causal language model through the service",
+        "",
+        f"`python -m bench.large_lm --hidden {args.hidden} --layers {args.layers} --vocab "
+        f"{args.vocab}"
+        + (f" --memory-budget-gib {args.memory_budget_gib}" if args.memory_budget_gib else "")
+        + "`; LlamaForCausalLM, float32, 8 sequences of 64 tokens, the service's defaults.",
+        "",
+        "| parameters | λmax | verdict | HVPs | seconds (submit to result) | worker peak RSS "
+        "(all its processes) | computing process peak RSS | peak / parameter | "
+        "diagnostics.bytes_per_parameter |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {params:,} | {r.value:.6g} | {verdict} ({diag.get('limited_by')}) | {r.hvps} | "
+        f"{seconds:.0f} | {sampler.peak_sum / GiB:.2f} GiB | {sampler.peak_one / GiB:.2f} GiB | "
+        f"{sampler.peak_one / params:.1f} | {diag.get('bytes_per_parameter')} |",
+        "",
+        f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
+    ]
+    bench.report("large_lm", lines)
+
+
+if __name__ == "__main__":
+    main()
