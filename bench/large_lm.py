@@ -29,45 +29,11 @@ import time
 from pathlib import Path
 
 import bench
+from bench.procfs import cmdline, descendants, rss
+from tests.processes import wait_answering
 
 GiB = 2**30
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def tree(pid: int) -> list[int]:
-    """pid and all its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 class Sampler(threading.Thread):
@@ -79,33 +45,15 @@ class Sampler(threading.Thread):
         self.peak_sum = self.peak_one = 0
         self.done = threading.Event()
 
-    def worker_pids(self) -> list[int]:
-        return [p for p in tree(self.supervisor) if "tasks.worker" in cmdline(p)]
-
     def run(self) -> None:
         while not self.done.is_set():
-            roots = self.worker_pids()
-            pids = {p for r in roots for p in tree(r)}
+            roots = [p for p in descendants([self.supervisor]) if "tasks.worker" in cmdline(p)]
+            pids = descendants(roots)
             sizes = [rss(p) for p in pids]
             if sizes:
                 self.peak_sum = max(self.peak_sum, sum(sizes))
                 self.peak_one = max(self.peak_one, max(sizes))
             time.sleep(0.05)
-
-
-def ready(url: str, stack: subprocess.Popen) -> None:
-    """Wait until the gateway answers /healthz (it writes its URL just before it listens)."""
-    import httpx
-
-    while True:
-        if stack.poll() is not None:
-            raise SystemExit("the service stopped while starting")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
 
 
 def build(folder: Path, hidden: int, layers: int, vocab: int) -> tuple[int, Path]:
@@ -164,7 +112,7 @@ def main() -> None:
                     raise SystemExit("the service did not start")
                 time.sleep(0.5)
             url = url_file.read_text().strip()
-            ready(url, stack)
+            wait_answering(url, [stack], lambda: (work / "service.log").read_text())
             client = Client(url)
             model = client.models.upload(work / "model")
             sampler = Sampler(stack.pid)

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import bench
+from bench.procfs import rss
 
 GiB = 2**30
 THREADS = 2
@@ -129,17 +130,6 @@ MODELS = {  # name: (kind, hidden, layers, vocab)
 MEASURES = ("hvp", "lambda_max", "top_eigenvalues", "trace")
 
 
-def status_rss(pid: int) -> int:
-    """Resident bytes of process `pid` now (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def run_point(model: str, measure: str, cap: int) -> dict:
     kind, hidden, layers, vocab = MODELS[model]
     spec = {"kind": kind, "hidden": hidden, "layers": layers, "vocab": vocab}
@@ -153,7 +143,7 @@ def run_point(model: str, measure: str, cap: int) -> dict:
     )
     peak = 0
     while child.poll() is None:
-        peak = max(peak, status_rss(child.pid))
+        peak = max(peak, rss(child.pid))
         if peak > cap:
             child.kill()
             child.wait()

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procfs import cpu_seconds
 from service.run_all import gateway_command
 from tasks.contract.spec import JobSpec, JobStatus
 from tasks.settings import Settings
@@ -102,30 +103,6 @@ class Gateway:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-def cpu_seconds(root_pids: list[int]) -> float:
-    """User + system CPU seconds of the processes `root_pids` and all their descendants
-    (Linux /proc; children that exited are not counted, so measure while they run)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    wanted = set(root_pids)
-    grew = True
-    while grew:
-        more = {pid for pid, ppid in parents.items() if ppid in wanted} - wanted
-        wanted |= more
-        grew = bool(more)
-    return sum(times.get(pid, 0.0) for pid in wanted)
 
 
 def pct(values: list[float], q: float) -> float:
