@@ -83,12 +83,25 @@ def _start(tmp_path: Path, port: int, processes: int) -> tuple[subprocess.Popen,
     return spawn_gateway(env, processes, log, port)[0], log
 
 
+def _wait_listening(proc: subprocess.Popen, port: int, n: int, timeout_s: float = 120) -> None:
+    """Until `n` gateway processes each hold a listening socket on `port`: the first one
+    answering says nothing of the others, which a busy machine starts later."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = _gateway_pids(proc.pid)
+        listening = _tcp(port, LISTEN)
+        if len(pids) == n and all(_socket_inodes(p) & listening for p in pids):
+            return
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, Path]]:
     port = free_port()
     proc, log = _start(tmp_path, port, 2)
     try:
         wait_answering(f"http://127.0.0.1:{port}", [proc], log.read_text)
+        _wait_listening(proc, port, 2)
         yield proc, port, log
     finally:
         stop_group(proc)
