@@ -211,8 +211,9 @@ class Basis:
         for a in range(0, self.dim, self._ROWS):
             out[a : a + self._ROWS].sub_(C[a : a + self._ROWS].double() @ S, alpha=alpha)
 
-    def _column(self, j: int) -> Tensor:
-        """Column j as a view of its chunk."""
+    def column(self, j: int) -> Tensor:
+        """Column j (−1: the last) in the basis' dtype and device: a strided view of its chunk,
+        not a copy (read it; a write would change the basis)."""
         j = j % self.size if j < 0 else j
         for C in self._views():
             if j < C.shape[1]:
@@ -220,14 +221,9 @@ class Basis:
             j -= C.shape[1]
         raise IndexError("column index past the basis")
 
-    def column(self, j: int) -> Tensor:
-        """Column j (−1: the last) in the basis' dtype and device: a strided view of its chunk,
-        not a copy (read it; a write would change the basis)."""
-        return self._column(j)
-
     def dot(self, j: int, w: Tensor) -> float:
         """q_j · w in float64, q_j widened a block of rows at a time."""
-        q = self._column(j)
+        q = self.column(j)
         if q.dtype == torch.float64:
             return float(q @ w)
         total = 0.0
@@ -237,7 +233,7 @@ class Basis:
 
     def subtract(self, j: int, alpha: float, w: Tensor) -> None:
         """w −= alpha · q_j in place (float64 w), without a vector of the model's size."""
-        q = self._column(j)
+        q = self.column(j)
         if q.dtype == torch.float64:
             w.sub_(q, alpha=alpha)
             return

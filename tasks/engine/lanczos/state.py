@@ -99,8 +99,7 @@ class LanczosState:
         self.bytes_peak = max(self.bytes_peak, Q.nbytes)
         self.n += 1
         self.steps += 1
-        w = self.operator.matvec(Q.column(-1).to(self.device)).to(torch.float64)
-        w = w.to(Q.device)
+        w = self.operator.matvec(Q.column(-1).to(self.device)).to(Q.device, torch.float64)
         alpha = Q.dot(-1, w)
         Q.subtract(-1, alpha, w)
         if self.coupling is not None:
