@@ -18,6 +18,10 @@ The basis may be held in float32 (half the memory; its columns are then orthonor
 runs on a GPU): the arithmetic is done in float64 where the basis lives, widening its columns
 2¹⁶ rows at a time, and results come back on the caller's device.
 
+With `spill` the columns live in a file instead (tasks.engine.file_columns): every pass
+reads the same blocks of rows it would read in memory, so the numbers are the same, and the
+process holds only the block it works on.
+
 `peak_columns` records the most columns ever allocated at once, what tests and benchmarks
 compare with a budget.
 """
@@ -28,6 +32,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from tasks.engine.file_columns import FileColumns
 
 
 class Basis:
@@ -40,13 +46,17 @@ class Basis:
         capacity: int | None = None,
         chunk: int = 16,
         dtype: torch.dtype = torch.float64,
+        spill: bool = False,
+        spill_dir: str | None = None,
     ) -> None:
         self.dim = dim
-        self.device = torch.device(device)
+        self.device = torch.device("cpu" if spill else device)
+        self.spill = spill  # columns in a file (in spill_dir), not in memory
+        self.spill_dir = spill_dir
         self.dtype = dtype
         self.capacity = capacity
         self.chunk = chunk
-        self._chunks: list[Tensor] = []
+        self._chunks: list[Any] = []  # dim × width Tensors, or FileColumns when spilled
         self._fill = 0  # columns used in the last chunk
         self.size = 0
         self.peak_columns = 0  # most columns allocated at once
@@ -68,8 +78,14 @@ class Basis:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the columns now (allocated, used or not)."""
+        """Bytes of memory held by the columns now (allocated, used or not; none when
+        spilled)."""
         return sum(c.numel() * c.element_size() for c in self._chunks)
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes of the columns held in a file now (spilled)."""
+        return sum(c.file_bytes for c in self._chunks if isinstance(c, FileColumns))
 
     def append(self, Q: Tensor) -> None:
         """Append a column (a vector) or the columns of a dim×b matrix."""
@@ -95,11 +111,16 @@ class Basis:
         width = max(self.chunk, wanted)
         if self.capacity is not None:
             width = max(min(width, self.capacity - self.allocated_columns), wanted)
-        self._chunks.append(torch.empty(self.dim, width, dtype=self.dtype, device=self.device))
+        if self.spill:
+            self._chunks.append(FileColumns(self.dim, width, self.dtype, self.spill_dir))
+        else:
+            self._chunks.append(
+                torch.empty(self.dim, width, dtype=self.dtype, device=self.device)
+            )
         self._fill = 0
         self.peak_columns = max(self.peak_columns, self.allocated_columns)
 
-    def _views(self) -> list[Tensor]:
+    def _views(self) -> list[Any]:
         views = self._chunks[:-1]
         if self._chunks:
             views = [*views, self._chunks[-1][:, : self._fill]]
@@ -190,19 +211,19 @@ class Basis:
 
     _ROWS = 1 << 16  # rows widened to float64 at once
 
-    def _transposed_times(self, C: Tensor, X: Tensor) -> Tensor:
+    def _transposed_times(self, C: Any, X: Tensor) -> Tensor:
         """Cᵀ X in float64, C widened a block of rows at a time."""
-        if C.dtype == torch.float64:
+        if C.dtype == torch.float64 and isinstance(C, Tensor):
             return C.T @ X
         out = torch.zeros((C.shape[1], *X.shape[1:]), dtype=torch.float64, device=self.device)
         for a in range(0, self.dim, self._ROWS):
             out += C[a : a + self._ROWS].double().T @ X[a : a + self._ROWS]
         return out
 
-    def _subtract_times(self, C: Tensor, S: Tensor, out: Tensor, alpha: float = 1.0) -> None:
+    def _subtract_times(self, C: Any, S: Tensor, out: Tensor, alpha: float = 1.0) -> None:
         """out −= alpha · C S in place (float64 out), C widened a block of rows at a time: no
         vector of the model's size is allocated."""
-        if C.dtype == torch.float64:
+        if C.dtype == torch.float64 and isinstance(C, Tensor):
             if out.ndim == 1:
                 out.addmv_(C, S, alpha=-alpha)
             else:
@@ -213,7 +234,7 @@ class Basis:
 
     def column(self, j: int) -> Tensor:
         """Column j (−1: the last) in the basis' dtype and device: a strided view of its chunk,
-        not a copy (read it; a write would change the basis)."""
+        not a copy (read it; a write would change the basis); read afresh when spilled."""
         j = j % self.size if j < 0 else j
         for C in self._views():
             if j < C.shape[1]:

@@ -15,6 +15,13 @@ what is asked, so only the basis is sized from the memory available: an explicit
 /proc/meminfo MemAvailable, torch.cuda.mem_get_info) for the basis alone; the rest is left to
 the working vectors, the graph and the allocator's slack.
 
+A basis the memory cannot hold need not shrink: with `storage="auto"` (the default) it is
+spilled whole to a file (tasks.engine.file_columns) when the asked-for columns do not fit in
+memory and do fit in `SPILL_SHARE` of the spill directory's free disk; the process then holds
+only the working vectors and the block of rows a pass reads, at the price of reading the basis
+from the page cache (or the disk) at every step. `storage="memory"` keeps the basis in memory
+and shrinks it to what fits (more restarts); `"file"` always spills.
+
 When the smallest basis that can make progress (the wanted vectors and two more) does not fit,
 `InsufficientMemory` says how much would be needed, how much there is, and what to change,
 before a single product is computed: the run never dies for memory it could have planned for.
@@ -23,10 +30,15 @@ before a single product is computed: the run never dies for memory it could have
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from tasks.engine.batches import available_bytes
+from tasks.engine.file_columns import free_bytes, spill_directory
+
+#: where a basis is held: in memory, in a file, or in memory when it fits and a file otherwise
+Storage = Literal["auto", "memory", "file"]
 
 #: float64 vectors of the model's size a Lanczos run holds besides its basis (see above)
 WORKING_FLOAT64 = 2
@@ -37,6 +49,9 @@ WORKING_IN_BASIS_DTYPE = 2
 #: share of the available memory the basis may take when no budget is given; the rest is the
 #: gradient graph's, the working vectors' and the allocator's
 BASIS_SHARE = 0.25
+
+#: share of the spill directory's free disk a spilled basis may take
+SPILL_SHARE = 0.5
 
 GiB = float(1 << 30)
 
@@ -111,13 +126,16 @@ def cgroup_headroom() -> int | None:
 class BasisPlan:
     """The basis columns a run may hold (`columns`), the bytes it planned with (`have_bytes`,
     the explicit budget or the share of the available memory) and whether memory, not the
-    asked-for size, set the number (`limited_by_memory`)."""
+    asked-for size, set the number (`limited_by_memory`), and whether the columns go to a
+    file in `spill_dir` (`spill`) because memory could not hold them."""
 
     columns: int
     have_bytes: int
     column_bytes: int
     working_bytes: int
     limited_by_memory: bool
+    spill: bool = False
+    spill_dir: str | None = None
 
 
 def plan_basis(
@@ -127,14 +145,19 @@ def plan_basis(
     dtype: torch.dtype,
     device: torch.device | str,
     budget_bytes: int | None = None,
+    storage: Storage = "auto",
+    spill_dir: str | None = None,
 ) -> BasisPlan:
-    """How many of the `asked` columns of `dim` numbers in `dtype` fit, never more than asked.
+    """How many of the `asked` columns of `dim` numbers in `dtype` fit, never more than asked,
+    and where they are held.
 
     With an explicit `budget_bytes` the basis and the working vectors share it. Without one
     the basis may take `BASIS_SHARE` of the available memory, and the run is refused only
     when the working vectors and the `minimum` columns do not fit in all of it: the smallest
-    basis that can make progress is granted whenever memory holds it. InsufficientMemory
-    when fewer than `minimum` columns fit."""
+    basis that can make progress is granted whenever memory holds it. When the asked-for
+    columns do not fit in memory (`storage="auto"`), or always (`"file"`), they are spilled
+    to a file if the working vectors fit in memory and the columns in `SPILL_SHARE` of the
+    spill directory's free disk. InsufficientMemory when fewer than `minimum` columns fit."""
     column = max(dim * itemsize(dtype), 1)
     working = working_bytes(dim, dtype)
     need = working + minimum * column
@@ -146,6 +169,20 @@ def plan_basis(
         have = memory_available(device)
         fits = max(int(BASIS_SHARE * have) // column, minimum) if need <= have else 0
         how = "free memory on the worker, give it more, or measure fewer parameters (`parameters`)"
+    if storage == "file" or (storage == "auto" and fits < asked):
+        spilled = _spill_plan(dim, asked, minimum, column, working, have, spill_dir)
+        if spilled is not None:
+            return spilled
+        if storage == "file":
+            raise InsufficientMemory(
+                working + minimum * column,
+                min(have, int(SPILL_SHARE * free_bytes(spill_dir))),
+                f"a spilled Lanczos basis of {minimum} vectors of {dim:,} "
+                f"{_dtype_name(dtype)} numbers in {spill_directory(spill_dir)} and its "
+                f"working vectors ({_size(working)}) in memory",
+                "free disk in the spill directory (TMPDIR) or memory on the worker, or use "
+                "basis_storage='auto'",
+            )
     if fits < minimum:
         raise InsufficientMemory(
             need,
@@ -156,6 +193,28 @@ def plan_basis(
         )
     columns = min(asked, int(fits))
     return BasisPlan(columns, have, column, working, limited_by_memory=columns < asked)
+
+
+def _spill_plan(
+    dim: int, asked: int, minimum: int, column: int, working: int, have: int, spill_dir: str | None
+) -> BasisPlan | None:
+    """The asked-for columns (or as many as the disk holds, at least `minimum`) in a file, the
+    working vectors in memory; None when either does not fit."""
+    if working > have:
+        return None
+    on_disk = int(SPILL_SHARE * free_bytes(spill_dir)) // column
+    columns = min(asked, on_disk)
+    if columns < minimum:
+        return None
+    return BasisPlan(
+        columns,
+        have,
+        column,
+        working,
+        limited_by_memory=columns < asked,
+        spill=True,
+        spill_dir=spill_dir,
+    )
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

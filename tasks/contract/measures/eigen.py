@@ -55,6 +55,15 @@ class EigensolverParams(CurvatureParams):
         "when not even k + 2 fit, the job fails with problem out-of-memory naming the "
         "bytes needed and available.",
     )
+    basis_storage: Literal["auto", "memory", "file"] = Field(
+        default="auto",
+        description="Where the basis is held. auto: in memory when max_basis vectors fit "
+        "there (memory_budget_bytes, or a quarter of the memory available), otherwise in a "
+        "temporary file in the worker's TMPDIR (diagnostics.basis_spilled), read a block of "
+        "rows at a time: the same numbers, the worker's memory holding only the working "
+        "vectors, each step reading the basis from the page cache or disk. memory: never "
+        "spill; hold fewer vectors instead (more restarts). file: always spill.",
+    )
     basis_on_host: bool = Field(
         default=False,
         description="Hold the basis in host (CPU) memory while the HVPs run on the GPU.",

@@ -17,7 +17,7 @@ import torch
 
 from tasks.engine.convergence import default_tol
 from tasks.engine.linear_operator import LinearOperator
-from tasks.engine.memory import BasisPlan, plan_basis
+from tasks.engine.memory import BasisPlan, Storage, plan_basis
 from tasks.engine.precision import dtype_for_eps, operator_dtype
 
 #: basis vectors held by default (the budget); raised to 2·wanted + 10 for large k
@@ -47,6 +47,8 @@ class LanczosOptions:
     atol: float = 0.0
     hvp_eps: float | None = None
     memory_budget_bytes: int | None = None  # None: a share of the memory available
+    basis_storage: Storage = "auto"  # memory, a file, or a file when memory cannot hold it
+    spill_dir: str | None = None  # where a spilled basis goes (None: TMPDIR)
 
 
 def basis_dtype_for(products: torch.dtype) -> torch.dtype:
@@ -100,7 +102,14 @@ class LanczosBudget:
         basis_dtype = options.basis_dtype or basis_dtype_for(operator_dtype(operator))
         device = torch.device(options.basis_device or operator.device)
         memory = plan_basis(
-            dim, asked, min(wanted + 2, dim), basis_dtype, device, options.memory_budget_bytes
+            dim,
+            asked,
+            min(wanted + 2, dim),
+            basis_dtype,
+            device,
+            options.memory_budget_bytes,
+            options.basis_storage,
+            options.spill_dir,
         )
         m = memory.columns
         max_steps = options.max_iter if m < dim else min(options.max_iter, dim)

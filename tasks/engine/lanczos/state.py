@@ -69,7 +69,15 @@ class LanczosState:
         else:
             self.q = v0.double() / v0.double().norm()
         m = budget.max_basis
-        self.Q = Basis(budget.dim, budget.basis_device, capacity=m, dtype=budget.basis_dtype)
+        plan = budget.memory
+        self.Q = Basis(
+            budget.dim,
+            budget.basis_device,
+            capacity=m,
+            dtype=budget.basis_dtype,
+            spill=bool(plan and plan.spill),
+            spill_dir=plan.spill_dir if plan else None,
+        )
         self.T = torch.zeros(m, m, dtype=torch.float64)
         self.theta = self.S = self.bounds = self.w = torch.empty(0, dtype=torch.float64)
         self.history: list[float] = []  # λmax estimate per step
@@ -81,7 +89,8 @@ class LanczosState:
         self.restarts = 0
         self.steps = 0
         self.n = 0
-        self.bytes_peak = 0
+        self.bytes_peak = 0  # the basis' bytes in memory, at most
+        self.file_bytes_peak = 0  # ... and in a file, when spilled
 
     def step(self) -> None:
         """Append q, multiply once, orthogonalise (recurrence, then fully against Q), and
@@ -97,6 +106,7 @@ class LanczosState:
         Q.append(self.q)
         self.q = self.w = self.q.new_empty(0)  # the column in Q is the vector from now on
         self.bytes_peak = max(self.bytes_peak, Q.nbytes)
+        self.file_bytes_peak = max(self.file_bytes_peak, Q.file_bytes)
         self.n += 1
         self.steps += 1
         w = self.operator.matvec(Q.column(-1).to(self.device)).to(Q.device, torch.float64)

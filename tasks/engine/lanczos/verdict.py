@@ -61,6 +61,8 @@ class LanczosResult:
     memory_budget_bytes: int = 0
     basis_limited_by_memory: bool = False
     bytes_per_parameter: float = 0.0
+    basis_spilled: bool = False  # the basis was held in a file (tasks.engine.file_columns)
+    basis_file_bytes_peak: int = 0
     tol: float = 0.0  # the relative tol used (the dtype's default when none was given)
     atol: float = 0.0
     # why the run stopped (tasks.engine.convergence): the worst of the top k, then each
@@ -92,6 +94,8 @@ def verdict(state: LanczosState, check: ResidualCheck | None) -> LanczosResult:
         basis_bytes_peak=state.bytes_peak,
         memory_budget_bytes=b.memory.have_bytes if b.memory else 0,
         basis_limited_by_memory=bool(b.memory and b.memory.limited_by_memory),
+        basis_spilled=state.Q.spill,
+        basis_file_bytes_peak=state.file_bytes_peak,
         bytes_per_parameter=(state.bytes_peak + working_bytes(b.dim, b.basis_dtype))
         / max(b.dim, 1),
         tol=b.tol,

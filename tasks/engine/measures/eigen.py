@@ -30,6 +30,7 @@ def lanczos_options(params: EigensolverParams) -> dict[str, Any]:
         "basis_dtype": BASIS_DTYPES[params.basis_dtype],
         "basis_device": "cpu" if params.basis_on_host else None,
         "memory_budget_bytes": params.memory_budget_bytes,
+        "basis_storage": params.basis_storage,
     }
 
 
@@ -49,6 +50,8 @@ def budget_diagnostics(res: LanczosResult) -> dict[str, Any]:
         "basis_vectors_peak": res.basis_peak,
         "basis_bytes_peak": res.basis_bytes_peak,
         "basis_limited_by_memory": res.basis_limited_by_memory,
+        "basis_spilled": res.basis_spilled,
+        "basis_file_bytes_peak": res.basis_file_bytes_peak,
         "memory_budget_bytes": res.memory_budget_bytes,
         "bytes_per_parameter": res.bytes_per_parameter,
     }
