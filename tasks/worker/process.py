@@ -52,6 +52,7 @@ from tasks.contract.spec import JobStatus
 from tasks.settings import Settings, get_settings
 from tasks.store.records import RecordStore
 from tasks.store.trajectories import TrajectoryStore
+from tasks.worker.allocator import return_large_blocks
 from tasks.worker.run import hard_limit_problem
 from tasks.worker.runtime import WorkerRuntime, install, unique_hostname
 
@@ -199,6 +200,7 @@ def on_hard_time_limit(
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO)
+    return_large_blocks()  # before the pool forks: its children inherit it
     settings = get_settings()
     device, has_cuda = describe_device()
     queues = queues_for(settings, has_cuda)
