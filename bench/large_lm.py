@@ -82,6 +82,13 @@ def build(folder: Path, hidden: int, layers: int, vocab: int) -> tuple[int, Path
     return params, data
 
 
+def _basis(diag: dict) -> str:
+    """Where the basis was held, and its peak size there."""
+    if diag.get("basis_spilled"):
+        return f"file, {diag.get('basis_file_bytes_peak', 0) / GiB:.2f} GiB"
+    return f"memory, {diag.get('basis_bytes_peak', 0) / GiB:.2f} GiB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hidden", type=int, default=768)
@@ -143,11 +150,12 @@ def main() -> None:
         "",
         "| parameters | λmax | verdict | HVPs | seconds (submit to result) | worker peak RSS "
         "(all its processes) | computing process peak RSS | peak / parameter | "
-        "diagnostics.bytes_per_parameter |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "diagnostics.bytes_per_parameter | basis |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {params:,} | {r.value:.6g} | {verdict} ({diag.get('limited_by')}) | {r.hvps} | "
         f"{seconds:.0f} | {sampler.peak_sum / GiB:.2f} GiB | {sampler.peak_one / GiB:.2f} GiB | "
-        f"{sampler.peak_one / params:.1f} | {diag.get('bytes_per_parameter')} |",
+        f"{sampler.peak_one / params:.1f} | {diag.get('bytes_per_parameter')} | "
+        f"{_basis(diag)} |",
         "",
         f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
     ]

@@ -114,9 +114,7 @@ class Basis:
         if self.spill:
             self._chunks.append(FileColumns(self.dim, width, self.dtype, self.spill_dir))
         else:
-            self._chunks.append(
-                torch.empty(self.dim, width, dtype=self.dtype, device=self.device)
-            )
+            self._chunks.append(torch.empty(self.dim, width, dtype=self.dtype, device=self.device))
         self._fill = 0
         self.peak_columns = max(self.peak_columns, self.allocated_columns)
 
