@@ -48,8 +48,11 @@ import json, resource, sys, time, warnings
 import torch
 from torch import nn
 
+from tasks.worker.allocator import return_large_blocks
+
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(spec["threads"])
+return_large_blocks()  # as a worker does
 
 
 def rss():

@@ -18,7 +18,8 @@ the working vectors, the graph and the allocator's slack.
 A basis the memory cannot hold need not shrink: with `storage="auto"` (the default) it is
 spilled whole to a file (tasks.engine.file_columns) when the asked-for columns do not fit in
 memory and do fit in `SPILL_SHARE` of the spill directory's free disk; the process then holds
-only the working vectors and the block of rows a pass reads, at the price of reading the basis
+only the working vectors (one more in the basis' dtype: the column being multiplied, read
+from the file) and the block of rows a pass reads, at the price of reading the basis
 from the page cache (or the disk) at every step. `storage="memory"` keeps the basis in memory
 and shrinks it to what fits (more restarts); `"file"` always spills.
 
@@ -79,9 +80,14 @@ def itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def working_bytes(dim: int, basis_dtype: torch.dtype) -> int:
+#: ... and one more when the basis is spilled: the column being multiplied, read from the file
+WORKING_IN_BASIS_DTYPE_SPILLED = 1
+
+
+def working_bytes(dim: int, basis_dtype: torch.dtype, spilled: bool = False) -> int:
     """Bytes of a Lanczos run's working vectors (not its basis) for `dim` parameters."""
-    return dim * (WORKING_FLOAT64 * 8 + WORKING_IN_BASIS_DTYPE * itemsize(basis_dtype))
+    vectors = WORKING_IN_BASIS_DTYPE + (WORKING_IN_BASIS_DTYPE_SPILLED if spilled else 0)
+    return dim * (WORKING_FLOAT64 * 8 + vectors * itemsize(basis_dtype))
 
 
 def memory_available(device: torch.device | str) -> int:
@@ -170,16 +176,16 @@ def plan_basis(
         fits = max(int(BASIS_SHARE * have) // column, minimum) if need <= have else 0
         how = "free memory on the worker, give it more, or measure fewer parameters (`parameters`)"
     if storage == "file" or (storage == "auto" and fits < asked):
-        spilled = _spill_plan(dim, asked, minimum, column, working, have, spill_dir)
+        spilled = _spill_plan(dim, asked, minimum, column, working + column, have, spill_dir)
         if spilled is not None:
             return spilled
         if storage == "file":
             raise InsufficientMemory(
-                working + minimum * column,
+                working + column + minimum * column,
                 min(have, int(SPILL_SHARE * free_bytes(spill_dir))),
                 f"a spilled Lanczos basis of {minimum} vectors of {dim:,} "
                 f"{_dtype_name(dtype)} numbers in {spill_directory(spill_dir)} and its "
-                f"working vectors ({_size(working)}) in memory",
+                f"working vectors ({_size(working + column)}) in memory",
                 "free disk in the spill directory (TMPDIR) or memory on the worker, or use "
                 "basis_storage='auto'",
             )

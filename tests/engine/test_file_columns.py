@@ -16,6 +16,7 @@ from tasks.engine.lanczos import lanczos
 from tasks.engine.linear_operator import MatrixOperator
 from tasks.engine.memory import InsufficientMemory, plan_basis, working_bytes
 from tasks.engine.operator import HessianOperator
+from tasks.engine.runner import run_measure
 from tests.engine import cases
 
 
@@ -93,7 +94,26 @@ def test_lanczos_with_a_spilled_basis_is_the_run_in_memory(name: str, tmp_path) 
     assert bool((err <= torch.tensor(spilled.error_estimates)).all())
     assert spilled.basis_bytes_peak == 0 and spilled.basis_file_bytes_peak > 0
     assert spilled.basis_file_bytes_peak == memory.basis_bytes_peak
-    assert spilled.bytes_per_parameter == working_bytes(p.dim, torch.float32) / p.dim
+    assert spilled.bytes_per_parameter == working_bytes(p.dim, torch.float32, True) / p.dim
+    assert spilled.bytes_per_parameter == memory.bytes_per_parameter - (
+        memory.basis_bytes_peak / p.dim - 4  # no basis in memory; the column multiplied
+    )
+
+
+def test_the_job_field_spills_and_the_result_says_so() -> None:
+    p, H = cases.float32_case("mlp_tanh")
+    top = float(torch.linalg.eigvalsh(H)[-1])
+    runs = {
+        storage: run_measure(p, "lambda_max", {"basis_storage": storage})
+        for storage in ("memory", "file")
+    }
+    spilled, memory = runs["file"], runs["memory"]
+    diag = spilled["diagnostics"]
+    assert diag["basis_spilled"] and diag["basis_file_bytes_peak"] > 0
+    assert diag["basis_bytes_peak"] == 0 and not memory["diagnostics"]["basis_spilled"]
+    assert spilled["converged"] and abs(spilled["value"] - top) <= diag["error_estimate"]
+    with pytest.raises(ValueError, match="basis_storage"):
+        run_measure(p, "lambda_max", {"basis_storage": "disk"})
 
 
 def test_auto_spills_only_what_memory_cannot_hold(tmp_path) -> None:
@@ -109,7 +129,7 @@ def test_auto_spills_only_what_memory_cannot_hold(tmp_path) -> None:
     forced = plan_basis(dim, 40, 3, torch.float32, "cpu", storage="file")
     assert forced.spill and forced.columns == 40
     with pytest.raises(InsufficientMemory) as info:  # the working vectors must be in memory
-        plan_basis(dim, 40, 3, torch.float32, "cpu", working - 1, storage="file")
+        plan_basis(dim, 40, 3, torch.float32, "cpu", working + dim * item - 1, storage="file")
     assert "working vectors" in str(info.value) and "basis_storage" in str(info.value)
 
 

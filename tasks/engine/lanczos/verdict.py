@@ -96,7 +96,9 @@ def verdict(state: LanczosState, check: ResidualCheck | None) -> LanczosResult:
         basis_limited_by_memory=bool(b.memory and b.memory.limited_by_memory),
         basis_spilled=state.Q.spill,
         basis_file_bytes_peak=state.file_bytes_peak,
-        bytes_per_parameter=(state.bytes_peak + working_bytes(b.dim, b.basis_dtype))
+        bytes_per_parameter=(
+            state.bytes_peak + working_bytes(b.dim, b.basis_dtype, spilled=state.Q.spill)
+        )
         / max(b.dim, 1),
         tol=b.tol,
         atol=b.atol,
