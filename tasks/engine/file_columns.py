@@ -17,8 +17,10 @@ The arithmetic is the same as in memory: `Basis` widens the same blocks of rows 
 either way, and only the order of the float64 sums differs (a block read from the file is
 column-major), so a run with its basis in a file gives the numbers of one in memory to
 rounding (tests/engine/test_file_columns.py), as fast: a pass over 8 float32 columns of 20M
-numbers took 0.44 s from the page cache against 0.48 s in memory, one thread. The file is deleted when it is closed, and it is closed
-when the chunk is dropped (a truncated basis, a finished run, a worker that died).
+numbers took 0.44 s from the page cache against 0.48 s in memory, one thread.
+
+The file is deleted when it is closed, and it is closed when the chunk is dropped (a
+truncated basis, a finished run, a worker that died).
 """
 
 from __future__ import annotations
