@@ -52,7 +52,7 @@ class _File:
         self.fd = self.handle.fileno()
 
     def read(self, out: Tensor, offset: int) -> None:
-        view = memoryview(out.numpy()).cast("B")
+        view = out.numpy().data.cast("B")
         done = 0
         while done < len(view):
             got = os.preadv(self.fd, [view[done:]], offset + done)
@@ -61,7 +61,7 @@ class _File:
             done += got
 
     def write(self, data: Tensor, offset: int) -> None:
-        view = memoryview(data.contiguous().numpy()).cast("B")
+        view = data.contiguous().numpy().data.cast("B")
         done = 0
         while done < len(view):
             done += os.pwritev(self.fd, [view[done:]], offset + done)
