@@ -22,9 +22,9 @@ import bench
 
 CHILD = r"""
 import gc, json, sys
+from tasks.worker.allocator import return_large_blocks  # the worker package before torch
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from tasks.worker.allocator import return_large_blocks
 
 spec = json.loads(sys.argv[1])
 if spec["set"]:
@@ -79,8 +79,9 @@ def run(spec: dict) -> dict:
         [sys.executable, "-c", CHILD, json.dumps(spec)],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode:
+        raise SystemExit(f"the measuring process failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -45,10 +45,10 @@ THREADS = 2
 
 CHILD = r"""
 import json, resource, sys, time, warnings
+from tasks.worker.allocator import return_large_blocks  # the worker package before torch
 import torch
 from torch import nn
 
-from tasks.worker.allocator import return_large_blocks
 
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(spec["threads"])
