@@ -60,6 +60,11 @@ POLL_S = 0.2
 #: How long a rank that was asked to stop may take before it is killed.
 STOP_GRACE_S = 5.0
 
+#: how long a rank's error waits for a peer's death to show, which it may be the consequence
+#: of: a killed rank's sockets close (failing its peers' collectives) a moment before its
+#: exit can be collected, longer on a loaded machine
+PEER_DEATH_S = 5.0
+
 
 class RankFailed(Exception):
     """A rank raised or died; the message names the rank and its error."""
@@ -290,6 +295,16 @@ class Ranks:
                 )
         return None
 
+    def _peer_death(self) -> BaseException | None:
+        """A rank killed or out of memory, waited for up to PEER_DEATH_S: the cause of the
+        error another rank reported, if that error is the consequence of its death."""
+        deadline = time.monotonic() + PEER_DEATH_S
+        while True:
+            dead = self._dead(killed_only=True)
+            if dead is not None or time.monotonic() >= deadline:
+                return dead
+            time.sleep(0.05)
+
     def _last_word(self) -> BaseException | None:
         """The error a rank sent just before it ended, if it is still on its way."""
         deadline = time.monotonic() + 1.0
@@ -330,12 +345,11 @@ class Ranks:
                 raise Cancelled("cancelled by request")
             elif kind == "error":
                 # a peer that died makes the others' collectives fail: name the one that died
-                time.sleep(0.5)
-                raise self._dead(killed_only=True) or self._failed(body)
+                raise self._peer_death() or self._failed(body)
             if kind is None:
                 dead = self._dead()
-                if dead is not None:
-                    raise self._last_word() or dead
+                if dead is not None:  # a killed rank is the cause; else what it last said
+                    raise self._dead(killed_only=True) or self._last_word() or dead
             if should_cancel is not None and should_cancel():
                 self.cancel.set()  # every rank stops at its next iteration
 
