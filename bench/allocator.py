@@ -24,7 +24,7 @@ CHILD = r"""
 import gc, json, sys
 from tasks.worker.allocator import return_large_blocks  # the worker package before torch
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from bench.llama import llama
 
 spec = json.loads(sys.argv[1])
 if spec["set"]:
@@ -41,15 +41,8 @@ def stage(name):
                 fields[key] = int(value.split()[0]) * 1024
     stages.append([name, fields["VmRSS"], fields["VmHWM"]])
 
-torch.manual_seed(0)
-h, vocab = spec["hidden"], spec["vocab"]
-config = LlamaConfig(
-    vocab_size=vocab, hidden_size=h, intermediate_size=int(h * 8 / 3) // 64 * 64,
-    num_hidden_layers=spec["layers"], num_attention_heads=max(h // 64, 1),
-    num_key_value_heads=max(h // 64, 1), max_position_embeddings=128,
-    tie_word_embeddings=False, attn_implementation="eager",
-)
-model = LlamaForCausalLM(config).float().eval()
+vocab = spec["vocab"]
+model = llama(spec["hidden"], spec["layers"], vocab, attn_implementation="eager")
 params = list(model.parameters())
 ids = torch.randint(0, vocab, (8, 65))
 stage("model")

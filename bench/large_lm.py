@@ -58,21 +58,10 @@ class Sampler(threading.Thread):
 
 def build(folder: Path, hidden: int, layers: int, vocab: int) -> tuple[int, Path]:
     import numpy as np
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=int(hidden * 8 / 3) // 64 * 64,
-        num_hidden_layers=layers,
-        num_attention_heads=max(hidden // 64, 1),
-        num_key_value_heads=max(hidden // 64, 1),
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config).float().eval()
+    from bench.llama import llama
+
+    model = llama(hidden, layers, vocab)
     params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(folder / "model", safe_serialization=True)
     del model

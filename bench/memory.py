@@ -63,16 +63,10 @@ base = rss()
 torch.manual_seed(0)
 g = torch.Generator().manual_seed(1)
 if spec["kind"] == "llama":
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from bench.llama import llama
 
-    h, layers, vocab = spec["hidden"], spec["layers"], spec["vocab"]
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=h, intermediate_size=int(h * 8 / 3) // 64 * 64,
-        num_hidden_layers=layers, num_attention_heads=max(h // 64, 1),
-        num_key_value_heads=max(h // 64, 1), max_position_embeddings=128,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config).float().eval()
+    vocab = spec["vocab"]
+    model = llama(spec["hidden"], spec["layers"], vocab)
     tokens = torch.randint(0, vocab, (8, 65), generator=g)
     batches = [(tokens[i : i + 4, :-1], tokens[i : i + 4, 1:]) for i in (0, 4)]
     kw = {"output_key": "logits", "class_dim": -1}
