@@ -12,9 +12,13 @@ their sum (what the worker needs: its supervisor and the child that computes) an
 child alone, with the result's value, verdict, products and `diagnostics.bytes_per_parameter`.
 
 Run: `python -m bench.large_lm [--hidden 768 --layers 12 --vocab 17000]
-[--memory-budget-gib G]`; writes bench/results/large_lm.md. On the 2-core machine this takes
-tens of minutes (each product is a forward, a backward and a double backward of a 111M
-model; a basis held small by the budget needs many more products than the default one).
+[--memory-budget-gib G]`; writes bench/results/large_lm.md (also when the job fails), and
+the estimate at each step, with the seconds since submission, to bench/results/large_lm.trace.
+`--soft-time-limit-s S` starts the service with that job time limit
+(SHARPNESS_SOFT_TIME_LIMIT_S, the hard limit 300 s above it), as an operator serving such
+models would. On the 2-core machine this takes tens of minutes (each product is a forward, a
+backward and a double backward of a 111M model; a basis held small by the budget needs many
+more products than the default one).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import bench
 from bench.procfs import cmdline, descendants, rss
+from sharpness_client._progress import Progress
 from tests.processes import wait_answering
 
 GiB = 2**30
@@ -54,6 +59,18 @@ class Sampler(threading.Thread):
                 self.peak_sum = max(self.peak_sum, sum(sizes))
                 self.peak_one = max(self.peak_one, max(sizes))
             time.sleep(0.05)
+
+
+class Trace(Progress):
+    """The job's progress, one line per change, each with the seconds since submission."""
+
+    def __init__(self, path: Path, start: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(stream=path.open("w"), use_tqdm=False)
+        self.start = start
+
+    def _line(self, text: str) -> None:
+        super()._line(f"{time.perf_counter() - self.start:7.0f} s {text}")
 
 
 def build(folder: Path, hidden: int, layers: int, vocab: int) -> tuple[int, Path]:
@@ -85,6 +102,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=17_000)
     parser.add_argument("--memory-budget-gib", type=float, default=None)
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--soft-time-limit-s", type=int, default=None)
     args = parser.parse_args()
 
     from sharpness_client import Client
@@ -94,6 +112,9 @@ def main() -> None:
         params, data = build(work, args.hidden, args.layers, args.vocab)
         env = dict(os.environ, SHARPNESS_DATA_DIR=str(work / "data"))
         env.pop("SHARPNESS_REDIS_URL", None)
+        if args.soft_time_limit_s:
+            env["SHARPNESS_SOFT_TIME_LIMIT_S"] = str(args.soft_time_limit_s)
+            env["SHARPNESS_HARD_TIME_LIMIT_S"] = str(args.soft_time_limit_s + 300)
         stack = subprocess.Popen(
             [sys.executable, "-m", "service.run_all"],
             cwd=ROOT,
@@ -117,15 +138,38 @@ def main() -> None:
             if args.memory_budget_gib is not None:
                 params_ = {"lambda_max": {"memory_budget_bytes": int(args.memory_budget_gib * GiB)}}
             start = time.perf_counter()
-            job = client.measure(
-                model.id, str(data), ["lambda_max"], params=params_, timeout=args.timeout
-            )
+            trace = Trace(bench.RESULTS / "large_lm.trace", start)
+            try:
+                job = client.measure(
+                    model.id,
+                    str(data),
+                    ["lambda_max"],
+                    params=params_,
+                    timeout=args.timeout,
+                    progress=trace,
+                )
+            except Exception as e:  # the job's problem is the finding: report it
+                job, failure = None, f"{type(e).__name__}: {e}"
             seconds = time.perf_counter() - start
             sampler.done.set()
             sampler.join()
         finally:
             stack.terminate()
             stack.wait(60)
+    if job is None:
+        bench.report(
+            "large_lm",
+            [
+                "# λmax of a causal language model through the service: FAILED",
+                "",
+                f"{params:,} parameters; after {seconds:.0f} s: {failure}",
+                "",
+                f"Worker peak RSS {sampler.peak_sum / GiB:.2f} GiB (all its processes), "
+                f"computing process {sampler.peak_one / GiB:.2f} GiB; the estimate per step "
+                "is in bench/results/large_lm.trace.",
+            ],
+        )
+        return
     r = job.results["lambda_max"]
     diag = r.diagnostics or {}
     verdict = "converged" if r.converged else "NOT converged"
@@ -135,6 +179,7 @@ def main() -> None:
         f"`python -m bench.large_lm --hidden {args.hidden} --layers {args.layers} --vocab "
         f"{args.vocab}"
         + (f" --memory-budget-gib {args.memory_budget_gib}" if args.memory_budget_gib else "")
+        + (f" --soft-time-limit-s {args.soft_time_limit_s}" if args.soft_time_limit_s else "")
         + "`; LlamaForCausalLM, float32, 8 sequences of 64 tokens, the service's defaults.",
         "",
         "| parameters | λmax | verdict | HVPs | seconds (submit to result) | worker peak RSS "

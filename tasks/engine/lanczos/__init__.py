@@ -31,9 +31,14 @@ error estimate is ≤ max(tol·|θ|, atol) (limited_by "tolerance") or ≤ ROUND
 the rounding level (limited_by "<dtype> rounding": as accurate as the products allow).
 `tol=None`, the default, is as tight as the dtype allows: 0 below float64 (stop at the
 rounding floor), 1e-10 in float64. The run stops on the bound — every wanted Ritz value
-has |β s| ≤ max(tol·|θ|, atol, rounding level) — and, where the residuals are measured,
-only once the measured error estimates meet the contract as well; when they do not, it
-goes on with a four times stricter bound. Only `max_iter` can stop it short of that: then
+has |β s| ≤ max(tol·|θ|, atol, (ROUNDING_MULTIPLE − 1) × rounding level), room left for the
+level the estimate adds — and, where the residuals are measured, only once the measured
+error estimates meet the contract as well; when they do not, it goes on with a four times
+stricter bound. Below float64 the residuals and the products' rounding are also measured
+once when the top Ritz value has settled (moved less than √eps relative in a step): on a
+large model the products round more coarsely than the a-priori level, and that check either
+meets the contract there or raises the floor the bounds are held to, so the run stops at the
+floor its products really have. Only `max_iter` can stop it short of that: then
 `converged` is False, limited_by "iteration budget", and a NotConvergedWarning names
 max_iter and the steps taken. In exact arithmetic Ritz values lie below the top
 eigenvalues (and above the most negative); with rounding they can land on either side, so

@@ -5,12 +5,14 @@ basis). `advance` chooses the next start vector after a step."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from tasks.engine.basis import Basis
+from tasks.engine.convergence import ROUNDING_MULTIPLE
 from tasks.engine.lanczos.options import LanczosBudget, LanczosOptions
 from tasks.engine.linear_operator import LinearOperator
 from tasks.engine.precision import rounding_level
@@ -84,6 +86,7 @@ class LanczosState:
         self.beta = 0.0
         self.exact = False
         self.scale = 0.0  # running estimate of ‖H‖ (largest |Ritz value|)
+        self.measured_level = 0.0  # the products' rounding, once measured (verification)
         self.beta_prev = 0.0  # β of the last step, when q's predecessor is Q's last column
         self.coupling: Tensor | None = None  # after a thick restart: q's couplings with Q
         self.restarts = 0
@@ -137,13 +140,27 @@ class LanczosState:
         bottom = max(b.tol * max(abs(float(self.theta[0])), self.scale), b.atol)
         return top, bottom
 
+    def rounding_floor(self) -> float:
+        """The rounding level the bounds are held to: the a-priori one, or the products'
+        rounding measured on the top Ritz vector (`measured_level`) when that is larger."""
+        return max(rounding_level(self.budget.eps, self.scale), self.measured_level)
+
+    def settled(self) -> bool:
+        """Whether the top Ritz value moved less than √eps (relative) in the last step: half
+        the digits the products carry are fixed, and its Ritz vector is near enough the final
+        one for the products' rounding along it to be measured."""
+        h = self.history
+        return len(h) >= 2 and abs(h[-1] - h[-2]) <= math.sqrt(self.budget.eps) * abs(h[-1])
+
     def bound_met(self, strict: float) -> bool:
-        """Whether every wanted Ritz value's bound is within `strict` × its target (or the
-        rounding level). False until k steps were taken."""
+        """Whether every wanted Ritz value's bound is within `strict` × its target, or within
+        (ROUNDING_MULTIPLE − 1) × the rounding floor: the bound then leaves room, under the
+        contract's ROUNDING_MULTIPLE × level, for the level itself, which the error estimate
+        adds to the measured residual. False until k steps were taken."""
         b = self.budget
         if self.n < b.k:
             return False
-        floor = rounding_level(b.eps, self.scale)
+        floor = (ROUNDING_MULTIPLE - 1) * self.rounding_floor()
         top_target, bottom_target = self.targets()
         ok = bool((self.bounds[-b.k :] <= strict * torch.clamp(top_target, min=floor)).all())
         if b.most_negative:
