@@ -37,6 +37,12 @@ class MeasureProgress(BaseModel):
     state: Literal["pending", "running", "done", "failed"] = "pending"
     iteration: int = 0
     estimate: Any = None
+    bound: float | None = Field(
+        default=None,
+        description="The estimate's current residual bound, where the measure has one "
+        "(Lanczos: |β s| of the top Ritz value, which the run drives down to its tolerance "
+        "or the products' rounding floor): how converged a long run is so far.",
+    )
     updated_at: datetime | None = None
 
 

@@ -41,6 +41,7 @@ Draining (a warm shutdown) hands the record back to the queue (`Reject(requeue=T
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -222,6 +223,15 @@ class LockKeeper(threading.Thread):
 
 
 # ------------------------------------------------------------------------------- hooks
+def _number(value: Any) -> float | None:
+    """A finite float, or None: what a progress field may hold."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 class Hooks:
     """Throttled progress writes and cancel checks for one measure or checkpoint."""
 
@@ -245,6 +255,7 @@ class Hooks:
             state=state,
             iteration=int(info.get("iteration", 0) or 0),
             estimate=info.get("estimate"),
+            bound=_number(info.get("bound")),
             updated_at=datetime.now(UTC),
         )
         if not self.run.link.progress(self.run.id, self.run.epoch, self.name, progress):

@@ -42,6 +42,10 @@ def test_runs_and_records_everything(rt: WorkerRuntime, tmp_path: Path) -> None:
     assert set(done.results) == {"lambda_max", "frobenius"}
     assert done.results["lambda_max"].converged
     assert done.progress["lambda_max"].state == "done" and done.progress["frobenius"].iteration > 0
+    # Lanczos reports its residual bound as it goes: the last one is the result's
+    lam = done.results["lambda_max"].diagnostics
+    assert done.progress["lambda_max"].bound == pytest.approx(lam["residual_bound"], rel=1e-12)
+    assert done.progress["frobenius"].bound is None  # a trace estimate has no such bound
     assert done.evaluation["num_examples"] == 32 and 0 <= done.evaluation["accuracy"] <= 1
     assert done.device == "cpu" and done.worker == "test-worker@here"
     assert {"python", "torch", "numpy", "celery", "service"} <= set(done.versions)

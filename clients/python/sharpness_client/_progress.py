@@ -57,14 +57,21 @@ class Progress:
                 self._line(f"{kind} {job.id}: {self._status}")
         for name, p in _entries(job):
             if self._tqdm is not None:
-                self._bar(job, name, p.state, p.iteration, p.estimate)
+                self._bar(job, name, p.state, p.iteration, p.estimate, p.bound)
             elif self._last.get(name) != (p.state, p.iteration):
                 self._last[name] = (p.state, p.iteration)
                 est = f" estimate={_fmt(p.estimate)}" if p.estimate is not None else ""
+                est += f" bound={p.bound:.3g}" if p.bound is not None else ""
                 self._line(f"  {name}: {p.state} iteration {p.iteration}{est}")
 
     def _bar(
-        self, job: Job | Trajectory, name: str, state: str, iteration: int, estimate: Any
+        self,
+        job: Job | Trajectory,
+        name: str,
+        state: str,
+        iteration: int,
+        estimate: Any,
+        bound: float | None = None,
     ) -> None:
         bar = self._bars.get(name)
         if bar is None:
@@ -83,6 +90,8 @@ class Progress:
         post = {"state": state}
         if estimate is not None:
             post["estimate"] = _fmt(estimate)
+        if bound is not None:
+            post["bound"] = f"{bound:.3g}"
         bar.set_postfix(post, refresh=True)
 
     def _line(self, text: str) -> None:

@@ -115,6 +115,7 @@ class MeasureProgress(_Model):
     state: Literal["pending", "running", "done", "failed"] = "pending"
     iteration: int = 0
     estimate: Any = None
+    bound: float | None = None  # the estimate's residual bound so far, where it has one
     updated_at: datetime | None = None
 
 
