@@ -191,6 +191,14 @@ def main() -> None:
         f"{sampler.peak_one / params:.1f} | {diag.get('bytes_per_parameter')} | "
         f"{_basis(diag)} |",
         "",
+        "Its error figures: "
+        + ", ".join(
+            f"{key} {diag[key]:.3g}"
+            for key in ("error_estimate", "residual_bound", "rounding_level")
+            if isinstance(diag.get(key), int | float)
+        )
+        + f"; {diag.get('iterations')} steps.",
+        "",
         f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
     ]
     bench.report("large_lm", lines)
