@@ -42,6 +42,7 @@ class MeasureProgress(BaseModel):
         description="The estimate's current residual bound, where the measure has one "
         "(Lanczos: |β s| of the top Ritz value, which the run drives down to its tolerance "
         "or the products' rounding floor): how converged a long run is so far.",
+        exclude_if=lambda bound: bound is None,  # stored and sent as before when absent
     )
     updated_at: datetime | None = None
 

@@ -87,6 +87,14 @@ def test_writes_are_stored_as_before() -> None:
     assert codec.TRAJECTORY.encode(points=[], overlaps=[]) == {"points": "[]", "overlaps": "[]"}
 
 
+def test_a_progress_bound_is_stored_only_when_there_is_one() -> None:
+    name, stored = codec.JOB.prefixed_field("progress", "lambda_max", MeasureProgress(bound=0.5))
+    assert stored == PROGRESS.replace('"updated_at"', '"bound":0.5,"updated_at"')
+    fields = codec.JOB.decode("j3", {**STORED, name: stored, "spec": SPEC})
+    assert fields["progress"]["lambda_max"].bound == 0.5
+    assert fields["progress"]["trace"].bound is None  # written before there was a bound
+
+
 def test_the_key_layout_is_unchanged() -> None:
     assert keys.JOBS.record("i") == "sharpness:job:i"
     assert keys.TRAJECTORIES.record("i") == "sharpness:trajectory:i"

@@ -221,7 +221,9 @@ def test_a_trajectory_of_bfloat16_checkpoints_says_its_precision(
         for s in (0, 1)
     ]  # fmt: skip
     npz = put(rt.blobs, "datasets", A.save_npz(tmp_path / "d.npz", *A.data(n=32)), format="npz")
-    for asked, products, floor in (("auto", "float32", 1e-6), ("model", "bfloat16", 1e-2)):
+    # the bounds stop the run within 3× the products' rounding level, 2·eps·λ or the measured
+    # one: 7e-7 relative in float32, 0.047 in bfloat16
+    for asked, products, floor in (("auto", "float32", 1e-6), ("model", "bfloat16", 5e-2)):
         spec = TrajectorySpec.model_validate(
             {
                 "checkpoints": [{"model": m, "learning_rate": 0.5} for m in ids],
