@@ -72,6 +72,10 @@ class Trace(Progress):
     def _line(self, text: str) -> None:
         super()._line(f"{time.perf_counter() - self.start:7.0f} s {text}")
 
+    def close(self) -> None:
+        super().close()
+        self.stream.close()
+
 
 def build(folder: Path, hidden: int, layers: int, vocab: int) -> tuple[int, Path]:
     import numpy as np
